@@ -1,0 +1,104 @@
+//! axum integration: [`Session`] as an extractor, and error responses.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::{Session, SessionError};
+//!
+//! async fn required(session: Session) -> Result<String, SessionError> {
+//!     Ok(format!("{:?}", session.user_id().await?))
+//! }
+//!
+//! // `Option<Session>` is `None` instead of a 500 when the layer is absent.
+//! async fn optional(session: Option<Session>) -> &'static str {
+//!     if session.is_some() { "with sessions" } else { "without" }
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(required))
+//!     .route("/maybe", get(optional));
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
+
+use crate::session::{Session, SessionError};
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Session>().cloned())
+    }
+}
+
+/// The `Session` extractor was used on a route that the
+/// [`SessionLayer`](crate::SessionLayer) does not wrap. Answers `500`: it is
+/// a wiring mistake in the app, not a client error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingSessionLayer;
+
+impl fmt::Display for MissingSessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the Session extractor needs cloakroom's SessionLayer around the route")
+    }
+}
+
+impl std::error::Error for MissingSessionLayer {}
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        tracing::error!(target: "cloakroom", "{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+    }
+}
+
+/// Store failures answer `503 Service Unavailable` with `Retry-After`,
+/// everything else `500`; the bodies are fixed strings that leak nothing,
+/// and the error itself is logged.
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            SessionError::Store(_) | SessionError::Randomness(_) | SessionError::IdCollision => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service temporarily unavailable",
+            ),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+        };
+        tracing::warn!(
+            target: "cloakroom",
+            error = %self,
+            status = status.as_u16(),
+            "session error answered as an error response"
+        );
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

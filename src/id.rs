@@ -1,0 +1,267 @@
+//! Session identifiers: 128 bits from the operating system's CSPRNG, never
+//! shown in full, and never used as a store key directly.
+//!
+//! # Example
+//!
+//! ```
+//! use cloakroom::SessionId;
+//!
+//! let id = SessionId::generate()?;
+//! // Debug output never reveals the identifier.
+//! assert_eq!(format!("{id:?}"), "SessionId(<redacted>)");
+//! // Stores only ever see the SHA-256 of the identifier.
+//! let key = id.store_key();
+//! assert_eq!(key.as_bytes().len(), 32);
+//! # Ok::<(), cloakroom::RandomnessError>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::rngs::OsRng;
+use rand::TryRngCore as _;
+use sha2::{Digest as _, Sha256};
+
+/// Length of a session identifier in bytes (128 bits).
+pub const ID_LEN: usize = 16;
+
+/// Length of a base64url-encoded identifier, without padding.
+pub(crate) const ENCODED_ID_LEN: usize = 22;
+
+/// An opaque, random session identifier.
+///
+/// The identifier is the secret that the browser holds. It is generated from
+/// the operating system's random number generator, never derived from time,
+/// counters or user data. `Debug` and `Display` print `<redacted>`; the only
+/// way to see the bytes is [`SessionId::as_bytes`], which exists for codecs
+/// and tests.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; ID_LEN]);
+
+impl SessionId {
+    /// Draws a fresh identifier from the operating system's CSPRNG.
+    ///
+    /// # Errors
+    ///
+    /// [`RandomnessError`] if the operating system cannot supply random
+    /// bytes. No identifier is ever produced from a weaker source.
+    pub fn generate() -> Result<Self, RandomnessError> {
+        let mut bytes = [0u8; ID_LEN];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|_| RandomnessError::new())?;
+        Ok(Self(bytes))
+    }
+
+    /// Wraps raw bytes as an identifier.
+    ///
+    /// # Security
+    ///
+    /// Only for codecs and tests: an identifier that did not come from
+    /// [`SessionId::generate`] may be guessable.
+    pub const fn from_bytes(bytes: [u8; ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw identifier bytes.
+    ///
+    /// # Security
+    ///
+    /// These bytes are the session secret; never log them.
+    pub const fn as_bytes(&self) -> &[u8; ID_LEN] {
+        &self.0
+    }
+
+    /// The key under which stores keep this session: SHA-256 of the ID.
+    ///
+    /// A store dump, backup or log line therefore holds nothing that can be
+    /// turned back into a working cookie.
+    pub fn store_key(&self) -> StoreKey {
+        StoreKey(Sha256::digest(self.0).into())
+    }
+
+    /// base64url (no padding) of the identifier, as it appears in cookies.
+    pub(crate) fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Decodes exactly [`ENCODED_ID_LEN`] base64url characters.
+    ///
+    /// The base64 engine rejects non-canonical trailing bits, so every
+    /// identifier has exactly one accepted encoding.
+    pub(crate) fn decode(encoded: &str) -> Option<Self> {
+        if encoded.len() != ENCODED_ID_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; ID_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes) {
+            Ok(ID_LEN) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(<redacted>)")
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The operating system's random number generator failed.
+///
+/// Sessions are never created from a weaker source; the request fails
+/// instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomnessError(());
+
+impl RandomnessError {
+    pub(crate) const fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for RandomnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the operating system's random number generator failed")
+    }
+}
+
+impl std::error::Error for RandomnessError {}
+
+/// The key a store keeps a session under: SHA-256 of its [`SessionId`].
+///
+/// A store key cannot be turned back into a cookie, so it is safe to keep in
+/// the store, to show in an admin page ("sign out this device") and to log.
+/// `Display` and [`StoreKey::to_hex`] give the full 64-character hex form;
+/// `Debug` and [`StoreKey::short`] give an 8-character prefix, which is what
+/// this crate's tracing events use.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    /// Wraps 32 bytes read back from a store.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 key bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex of the whole key (64 characters).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 8 hex characters: enough to tell sessions apart in logs.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreKey({}…)", self.short())
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Parsing a [`StoreKey`] from text failed: it must be 64 hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseStoreKeyError(());
+
+impl fmt::Display for ParseStoreKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a store key is 64 hex characters")
+    }
+}
+
+impl std::error::Error for ParseStoreKeyError {}
+
+impl FromStr for StoreKey {
+    type Err = ParseStoreKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| ParseStoreKeyError(()))?;
+        Ok(Self(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_distinct_and_full_length() {
+        let a = SessionId::generate().unwrap();
+        let b = SessionId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.encode().len(), ENCODED_ID_LEN);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let id = SessionId::generate().unwrap();
+        assert_eq!(SessionId::decode(&id.encode()), Some(id));
+    }
+
+    #[test]
+    fn decode_rejects_wrong_lengths_and_alphabets() {
+        assert_eq!(SessionId::decode(""), None);
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAAA"), None);
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAAAAA"), None);
+        // Standard-alphabet characters are not base64url.
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAA+/"), None);
+        // Non-ASCII of the right byte length.
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAAé"), None);
+    }
+
+    #[test]
+    fn decode_rejects_non_canonical_trailing_bits() {
+        let id = SessionId::from_bytes([0; ID_LEN]);
+        let encoded = id.encode();
+        assert_eq!(encoded, "AAAAAAAAAAAAAAAAAAAAAA");
+        // 'B' sets one of the two unused low bits of the last character.
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAAAB"), None);
+    }
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let id = SessionId::generate().unwrap();
+        let encoded = id.encode();
+        for shown in [format!("{id:?}"), format!("{id}"), format!("{id:#?}")] {
+            assert!(!shown.contains(&encoded));
+            assert!(shown.contains("redacted"));
+        }
+    }
+
+    #[test]
+    fn store_key_is_sha256_of_the_id() {
+        let id = SessionId::from_bytes([7; ID_LEN]);
+        let expected: [u8; 32] = Sha256::digest([7u8; ID_LEN]).into();
+        assert_eq!(id.store_key().as_bytes(), &expected);
+    }
+
+    #[test]
+    fn store_key_parses_its_own_hex() {
+        let key = SessionId::generate().unwrap().store_key();
+        assert_eq!(key.to_hex().parse::<StoreKey>(), Ok(key));
+        assert!("zz".parse::<StoreKey>().is_err());
+        assert_eq!(format!("{key:?}"), format!("StoreKey({}…)", key.short()));
+    }
+}

@@ -1,0 +1,351 @@
+//! Signing keys: HMAC-SHA256 over the session ID, with a ring of previous
+//! keys so that keys can rotate without logging anyone out.
+//!
+//! # Example
+//!
+//! ```
+//! use cloakroom::{Key, KeyRing, SessionId};
+//!
+//! let old = Key::from_hex(&"11".repeat(32))?;
+//! let new = Key::from_hex(&"22".repeat(32))?;
+//!
+//! let id = SessionId::generate()?;
+//! let cookie = KeyRing::new(old.clone()).sign(&id);
+//!
+//! // After rotation the old key still verifies...
+//! let ring = KeyRing::new(new.clone()).with_previous(old);
+//! assert_eq!(ring.verify(&cookie), Ok(id));
+//! // ...until it leaves the ring.
+//! assert!(KeyRing::new(new).verify(&cookie).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
+use rand::rngs::OsRng;
+use rand::TryRngCore as _;
+use sha2::Sha256;
+
+use crate::config::ConfigError;
+use crate::id::{RandomnessError, SessionId, ENCODED_ID_LEN};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest key accepted, in bytes (256 bits).
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Domain separation: a tag made for a session cookie means nothing anywhere
+/// else the same key might be used.
+const SESSION_TAG_CONTEXT: &[u8] = b"cloakroom/session-id/v1\0";
+
+/// Length of the HMAC-SHA256 tag in bytes; the full output is kept.
+const TAG_LEN: usize = 32;
+/// base64url length of the tag, without padding.
+const ENCODED_TAG_LEN: usize = 43;
+/// Length of a well-formed cookie value: `<id>.<tag>`.
+pub(crate) const COOKIE_VALUE_LEN: usize = ENCODED_ID_LEN + 1 + ENCODED_TAG_LEN;
+
+/// A secret HMAC-SHA256 signing key of at least [`MIN_KEY_LEN`] bytes.
+///
+/// The key is held as a pre-keyed HMAC state, so signing and verifying cost
+/// two SHA-256 compressions each. `Debug` never shows key material.
+#[derive(Clone)]
+pub struct Key {
+    mac: HmacSha256,
+}
+
+impl Key {
+    /// A key from raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::KeyTooShort`] when `bytes` is shorter than
+    /// [`MIN_KEY_LEN`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.len() < MIN_KEY_LEN {
+            return Err(ConfigError::KeyTooShort { len: bytes.len() });
+        }
+        let mac = HmacSha256::new_from_slice(bytes)
+            .map_err(|_| ConfigError::KeyTooShort { len: bytes.len() })?;
+        Ok(Self { mac })
+    }
+
+    /// A key from hex text, e.g. 64 hex characters for 32 bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::KeyNotHex`] when `hex_text` is not hex, and
+    /// [`ConfigError::KeyTooShort`] when it decodes to fewer than
+    /// [`MIN_KEY_LEN`] bytes.
+    pub fn from_hex(hex_text: &str) -> Result<Self, ConfigError> {
+        let bytes = hex::decode(hex_text.trim()).map_err(|_| ConfigError::KeyNotHex)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// A fresh random 256-bit key from the operating system's CSPRNG.
+    ///
+    /// Handy for development and tests. A random key lives only as long as
+    /// the process: every restart logs everyone out, and several instances
+    /// behind a load balancer reject each other's cookies. Production
+    /// deployments load a key from configuration instead.
+    ///
+    /// # Errors
+    ///
+    /// [`RandomnessError`] if the operating system cannot supply random bytes.
+    pub fn generate() -> Result<Self, RandomnessError> {
+        let mut bytes = [0u8; MIN_KEY_LEN];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|_| RandomnessError::new())?;
+        // 32 bytes always satisfy the length check.
+        Self::from_bytes(&bytes).map_err(|_| RandomnessError::new())
+    }
+
+    fn tag(&self, id: &SessionId) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(SESSION_TAG_CONTEXT);
+        mac.update(id.as_bytes());
+        mac
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// The current signing key plus older keys that still verify.
+///
+/// New cookies are always signed with the current key. Verification tries
+/// every key in the ring, so rotating works in two steps: put the new key in
+/// front and keep the old one as previous (nobody is logged out); later drop
+/// the old key (everyone still holding a cookie signed with it is logged
+/// out).
+#[derive(Clone)]
+pub struct KeyRing {
+    /// Never empty; `keys[0]` is the current key.
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    /// A ring holding only `current`.
+    pub fn new(current: Key) -> Self {
+        Self {
+            keys: vec![current],
+        }
+    }
+
+    /// A ring from a list whose first key is the current one.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::EmptyKeyRing`] when `keys` is empty.
+    pub fn from_keys(keys: impl IntoIterator<Item = Key>) -> Result<Self, ConfigError> {
+        let keys: Vec<Key> = keys.into_iter().collect();
+        if keys.is_empty() {
+            return Err(ConfigError::EmptyKeyRing);
+        }
+        Ok(Self { keys })
+    }
+
+    /// Adds a key that still verifies cookies but no longer signs them.
+    #[must_use]
+    pub fn with_previous(mut self, key: Key) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// How many keys the ring holds (current plus previous).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always `false`: a ring holds at least its current key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The cookie value for `id`: base64url(ID) `.` base64url(tag), where the
+    /// tag is HMAC-SHA256 with the current key (256 bits, not truncated).
+    pub fn sign(&self, id: &SessionId) -> String {
+        let tag = self.keys[0].tag(id).finalize().into_bytes();
+        let mut value = String::with_capacity(COOKIE_VALUE_LEN);
+        value.push_str(&id.encode());
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut value);
+        value
+    }
+
+    /// Checks a cookie value and returns the session ID it carries.
+    ///
+    /// Every key in the ring is tried; each comparison is constant-time.
+    ///
+    /// # Errors
+    ///
+    /// [`CookieRejection::Malformed`] when the value is not of the form this
+    /// ring produces, and [`CookieRejection::BadSignature`] when the form is
+    /// right but no key in the ring made the tag.
+    pub fn verify(&self, value: &str) -> Result<SessionId, CookieRejection> {
+        // The length check comes first so that oversized junk costs nothing.
+        if value.len() != COOKIE_VALUE_LEN {
+            return Err(CookieRejection::Malformed);
+        }
+        let (encoded_id, rest) = value.split_at(ENCODED_ID_LEN);
+        let encoded_tag = rest.strip_prefix('.').ok_or(CookieRejection::Malformed)?;
+        let id = SessionId::decode(encoded_id).ok_or(CookieRejection::Malformed)?;
+        let mut tag = [0u8; TAG_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(encoded_tag, &mut tag) {
+            Ok(TAG_LEN) => {}
+            _ => return Err(CookieRejection::Malformed),
+        }
+        for key in &self.keys {
+            // `verify_slice` compares in constant time.
+            if key.tag(&id).verify_slice(&tag).is_ok() {
+                return Ok(id);
+            }
+        }
+        Err(CookieRejection::BadSignature)
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// Why a session cookie was not accepted. The request then simply has no
+/// session; this is never shown to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieRejection {
+    /// Wrong length, wrong separator, or not base64url.
+    Malformed,
+    /// Well-formed, but no key in the ring produced the tag: forged,
+    /// tampered with, or signed by a key that has left the ring.
+    BadSignature,
+}
+
+impl CookieRejection {
+    /// A stable, lower-case name for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+        }
+    }
+}
+
+impl fmt::Display for CookieRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Key {
+        Key::from_bytes(&[byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn signed_value_verifies_under_the_same_key() {
+        let ring = KeyRing::new(key(1));
+        let id = SessionId::generate().unwrap();
+        let value = ring.sign(&id);
+        assert_eq!(value.len(), COOKIE_VALUE_LEN);
+        assert_eq!(ring.verify(&value), Ok(id));
+    }
+
+    #[test]
+    fn keys_shorter_than_32_bytes_are_refused() {
+        assert_eq!(
+            Key::from_bytes(&[0; 31]).unwrap_err(),
+            ConfigError::KeyTooShort { len: 31 }
+        );
+        assert_eq!(
+            Key::from_hex("abcd").unwrap_err(),
+            ConfigError::KeyTooShort { len: 2 }
+        );
+        assert_eq!(Key::from_hex("xyz").unwrap_err(), ConfigError::KeyNotHex);
+        assert!(Key::from_hex(&"ab".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn empty_key_list_is_refused() {
+        assert_eq!(
+            KeyRing::from_keys(Vec::new()).unwrap_err(),
+            ConfigError::EmptyKeyRing
+        );
+    }
+
+    #[test]
+    fn a_tag_from_another_key_is_a_bad_signature() {
+        let id = SessionId::generate().unwrap();
+        let value = KeyRing::new(key(1)).sign(&id);
+        assert_eq!(
+            KeyRing::new(key(2)).verify(&value),
+            Err(CookieRejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn previous_keys_verify_but_do_not_sign() {
+        let id = SessionId::generate().unwrap();
+        let old_cookie = KeyRing::new(key(1)).sign(&id);
+        let ring = KeyRing::new(key(2)).with_previous(key(1));
+        assert_eq!(ring.verify(&old_cookie), Ok(id.clone()));
+        let new_cookie = ring.sign(&id);
+        assert_ne!(new_cookie, old_cookie);
+        assert_eq!(KeyRing::new(key(2)).verify(&new_cookie), Ok(id));
+    }
+
+    #[test]
+    fn tampering_with_any_character_is_rejected() {
+        let ring = KeyRing::new(key(1));
+        let value = ring.sign(&SessionId::generate().unwrap());
+        for i in 0..value.len() {
+            let mut bytes = value.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(ring.verify(&tampered).is_err(), "position {i}");
+        }
+    }
+
+    #[test]
+    fn junk_is_malformed() {
+        let ring = KeyRing::new(key(1));
+        let good = ring.sign(&SessionId::generate().unwrap());
+        let no_dot = good.replace('.', "x");
+        for junk in [
+            "",
+            ".",
+            "abc",
+            &"a".repeat(8192),
+            &"é".repeat(33),
+            no_dot.as_str(),
+            &good[..good.len() - 1],
+            &format!("{good}="),
+        ] {
+            assert_eq!(
+                ring.verify(junk),
+                Err(CookieRejection::Malformed),
+                "{junk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_key_material() {
+        assert_eq!(format!("{:?}", key(1)), "Key(<redacted>)");
+        assert_eq!(format!("{:?}", KeyRing::new(key(1))), "KeyRing { keys: 1 }");
+    }
+}

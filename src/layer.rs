@@ -1,0 +1,102 @@
+//! [`SessionLayer`]: the `tower::Layer` that gives every request a
+//! [`Session`](crate::Session).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::{Key, MemoryStore, Session, SessionLayer};
+//!
+//! async fn handler(session: Session) -> String {
+//!     let n: u32 = session.get("n").await.ok().flatten().unwrap_or(0);
+//!     format!("{n}")
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sessions = SessionLayer::builder(MemoryStore::new())
+//!     .key(Key::generate()?)
+//!     .build()?;
+//! let app: Router = Router::new().route("/", get(handler)).layer(sessions);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tower_layer::Layer;
+
+use crate::admin::SessionAdmin;
+use crate::clock::truncate_to_seconds;
+use crate::config::{SessionConfig, SessionLayerBuilder};
+use crate::service::SessionService;
+use crate::store::{DynStore, SessionStore};
+
+/// What a layer, its services, its sessions and its admin handle share.
+pub(crate) struct Core {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) config: SessionConfig,
+}
+
+impl Core {
+    /// The layer clock's time in whole seconds, the precision every store
+    /// keeps.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        truncate_to_seconds(self.config.clock.now())
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds server-side sessions to a tower service.
+///
+/// Build one at startup with [`SessionLayer::builder`], then wrap an axum
+/// `Router` (`.layer(...)`) or any tower service with it. Cloning is cheap;
+/// clones share the store and settings.
+#[derive(Clone)]
+#[must_use]
+pub struct SessionLayer {
+    core: Arc<Core>,
+}
+
+impl SessionLayer {
+    /// Starts configuring a layer that keeps sessions in `store`.
+    pub fn builder<S: SessionStore>(store: S) -> SessionLayerBuilder {
+        SessionLayerBuilder::new(store)
+    }
+
+    pub(crate) fn from_core(core: Core) -> Self {
+        Self {
+            core: Arc::new(core),
+        }
+    }
+
+    /// A handle for session management outside requests: logging a user
+    /// out everywhere, listing their sessions, sweeping expired ones.
+    pub fn admin(&self) -> SessionAdmin {
+        SessionAdmin::new(self.core.clone())
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService::new(inner, self.core.clone())
+    }
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("config", &self.core.config)
+            .finish()
+    }
+}

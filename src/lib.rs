@@ -1,0 +1,166 @@
+//! Server-side sessions for tower, axum and hyper.
+//!
+//! A cloakroom hands you a ticket that means nothing by itself; your coat
+//! stays behind the counter, and the attendant can refuse a ticket at any
+//! moment. `cloakroom` does the same for web sessions: the browser holds an
+//! opaque, signed, 128-bit random ID in an `HttpOnly` cookie, and everything
+//! else lives in a store the server controls. Sessions can be revoked
+//! instantly, their data never goes stale in the client, and nothing in the
+//! cookie can be read or forged.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::{get, post}, Router};
+//! use cloakroom::{Key, MemoryStore, Session, SessionError, SessionLayer};
+//!
+//! async fn counter(session: Session) -> Result<String, SessionError> {
+//!     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+//!     session.insert("counter", n).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! async fn login(session: Session) -> Result<&'static str, SessionError> {
+//!     // ... check the password first ...
+//!     session.login("user-42").await?; // fresh session ID, old one deleted
+//!     Ok("welcome")
+//! }
+//!
+//! async fn logout(session: Session) -> Result<&'static str, SessionError> {
+//!     session.invalidate().await?; // deleted now, cookie expired
+//!     Ok("bye")
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Load the key from configuration: 32+ random bytes, as hex.
+//! let key = Key::from_hex(&std::env::var("SESSION_KEY")?)?;
+//! let sessions = SessionLayer::builder(MemoryStore::new())
+//!     .key(key)
+//!     .idle_timeout(Duration::from_secs(30 * 60))
+//!     .absolute_timeout(Duration::from_secs(12 * 3600))
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/counter", post(counter))
+//!     .route("/login", post(login))
+//!     .route("/logout", post(logout))
+//!     .layer(sessions);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Outside axum, the [`Session`] is in the request extensions
+//! (`request.extensions().get::<Session>()`); see `examples/hyper.rs`.
+//!
+//! # Feature flags
+//!
+//! | Name | Description | Default |
+//! | --- | --- | --- |
+//! | `memory` | [`MemoryStore`], sessions in process memory | yes |
+//! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
+//! | `redis` | reserved for `RedisStore` (standalone and Redis Cluster) | no |
+//! | `postgres` | reserved for `PostgresStore` (sqlx) | no |
+//! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
+//!
+//! # How a request flows
+//!
+//! 1. The layer reads every `Cookie` header and verifies the session
+//!    cookie's HMAC with each key of the [`KeyRing`]. Junk, tampered or
+//!    oversized cookies end here as "no session": no store call, no error.
+//! 2. The handler's first use of the [`Session`] loads it from the store by
+//!    its [`StoreKey`] (SHA-256 of the ID), rolling the idle deadline in the
+//!    same call when it is due. A handler that never touches the session
+//!    costs no store call.
+//! 3. When the response comes back, the layer writes only what the request
+//!    changed (a [`Patch`]), creates a new session if one got data, and sets
+//!    or expires the cookie. Responses that set a cookie get
+//!    `Cache-Control: no-store` (unless the handler chose a policy); any
+//!    response that read the session gets `Vary: Cookie`.
+//!
+//! # Security model
+//!
+//! - **Guessing**: IDs are 128 bits from the OS CSPRNG, signed with
+//!   HMAC-SHA256 (256-bit tag); a guess must hit both.
+//! - **Forged or tampered cookies**: rejected by the signature check,
+//!   compared in constant time, before any store call.
+//! - **Fixation**: [`Session::login`] and [`Session::regenerate`] issue a
+//!   fresh ID and delete the old one; an ID the client made up is never
+//!   adopted.
+//! - **Theft via XSS**: the cookie is `HttpOnly`, so scripts cannot read it.
+//!   XSS can still act as the user while the page is open; it cannot carry
+//!   the session away.
+//! - **Stale privileges**: data lives on the server; [`Session::logout_everywhere`]
+//!   and [`SessionAdmin::logout_everywhere`] end a user's sessions at once.
+//! - **Store dump or log leak**: stores hold SHA-256(ID), which is no
+//!   cookie; `Debug` and tracing output show only an 8-character prefix of
+//!   that hash.
+//! - **CSRF**: `SameSite=Lax` stops cross-site form posts from carrying the
+//!   cookie in current browsers. It does not stop attacks from sibling
+//!   subdomains (same site) or state-changing `GET`s; use a CSRF token for
+//!   those.
+//! - **Cookie planting from a subdomain**: enable
+//!   [`SessionLayerBuilder::host_prefix`] when the app owns its host name.
+//!
+//! # Security events
+//!
+//! The layer emits `tracing` events with target `cloakroom::security` and a
+//! stable `event` field: `session_created`, `session_rotated` (login or
+//! regenerate), `session_invalidated`, `logged_out_everywhere`,
+//! `cookie_rejected` (with `reason` = `malformed`, `bad_signature` or
+//! `too_many`), `session_vanished` (ended by another request while this one
+//! ran), `id_collision`, and at debug level `session_not_found`. Sessions
+//! appear only as `session` = the first 8 hex characters of their store
+//! key. Store failures are logged with target `cloakroom` and `event` =
+//! `store_error`.
+//!
+//! # Performance
+//!
+//! A request that does not use its session costs a cookie parse, one HMAC
+//! verification (two SHA-256 compressions) and one small allocation.
+//! Rolling expiry writes at most once per `touch_after × idle_timeout` per
+//! session. See the README for measured figures.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod admin;
+#[cfg(feature = "axum")]
+mod axum;
+mod clock;
+mod config;
+mod cookie;
+mod id;
+mod key;
+mod layer;
+mod record;
+mod service;
+mod session;
+mod store;
+
+pub use crate::admin::SessionAdmin;
+#[cfg(feature = "axum")]
+pub use crate::axum::MissingSessionLayer;
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::{ConfigError, SameSite, SessionLayerBuilder};
+pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
+pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
+pub use crate::layer::SessionLayer;
+pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
+pub use crate::service::{ResponseFuture, SessionService};
+pub use crate::session::{Session, SessionError};
+#[cfg(feature = "memory")]
+pub use crate::store::memory::MemoryStore;
+pub use crate::store::{SessionStore, StoreError};
+
+/// The store conformance suite and test doubles, for store authors and for
+/// tests of code above the store.
+#[cfg(feature = "test-suite")]
+pub mod test_suite {
+    pub use crate::store::conformance::*;
+    pub use crate::store::counting::{CountingStore, StoreCalls};
+}

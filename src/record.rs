@@ -1,0 +1,324 @@
+//! What a store keeps for one session ([`SessionRecord`]), what one request
+//! changed in it ([`Patch`]), and the expiry rules every store applies.
+//!
+//! # Example
+//!
+//! ```
+//! use cloakroom::{Patch, SessionRecord};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! let now = OffsetDateTime::UNIX_EPOCH;
+//! let mut record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
+//! assert!(!record.is_expired(now + Duration::minutes(29)));
+//! assert!(record.is_expired(now + Duration::minutes(30)));
+//!
+//! let mut patch = Patch::default();
+//! patch.set.insert("theme".into(), "dark".into());
+//! record.apply(&patch);
+//! assert_eq!(record.data["theme"], "dark");
+//! ```
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::{Duration, OffsetDateTime};
+
+/// Everything the server keeps about one session.
+///
+/// Timestamps have whole-second precision. A record expires at
+/// [`SessionRecord::expires_at`]: the earlier of its idle deadline
+/// (`last_seen + idle_timeout`) and its absolute deadline. Stores decide
+/// expiry from these fields and the time the layer passes in; their own TTLs
+/// are only a second line of defence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Application data: string keys to JSON values.
+    pub data: Map<String, Value>,
+    /// The logged-in user, if any. Stores index sessions by it.
+    pub user_id: Option<String>,
+    /// When the session was created (or last logged in).
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    /// When the idle deadline was last extended.
+    #[serde(with = "time::serde::timestamp")]
+    pub last_seen: OffsetDateTime,
+    /// Inactivity allowed before the session expires.
+    #[serde(with = "whole_seconds")]
+    pub idle_timeout: Duration,
+    /// The session expires at this time however active it is.
+    #[serde(with = "time::serde::timestamp")]
+    pub absolute_deadline: OffsetDateTime,
+    /// Whether the cookie outlives the browser session ("remember me").
+    pub persistent: bool,
+}
+
+impl SessionRecord {
+    /// An empty record created at `now`.
+    pub fn new(now: OffsetDateTime, idle_timeout: Duration, absolute_timeout: Duration) -> Self {
+        Self {
+            data: Map::new(),
+            user_id: None,
+            created_at: now,
+            last_seen: now,
+            idle_timeout,
+            absolute_deadline: now + absolute_timeout,
+            persistent: false,
+        }
+    }
+
+    /// `last_seen + idle_timeout`.
+    pub fn idle_deadline(&self) -> OffsetDateTime {
+        self.last_seen + self.idle_timeout
+    }
+
+    /// The earlier of the idle and the absolute deadline.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.idle_deadline().min(self.absolute_deadline)
+    }
+
+    /// Whether the session is over at `now` (a deadline equal to `now` has
+    /// passed).
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at() <= now
+    }
+
+    /// Whether a load at `touch.now` must extend the idle deadline.
+    ///
+    /// True when at least `touch.after` of the idle window has passed since
+    /// `last_seen` and extending would move [`SessionRecord::expires_at`]
+    /// (it would not once the idle deadline is at or past the absolute one).
+    /// Whole seconds are compared, so every store reaches the same answer.
+    pub fn touch_due(&self, touch: &Touch) -> bool {
+        let elapsed = (touch.now - self.last_seen).whole_seconds();
+        let threshold = self.idle_timeout.whole_seconds() as f64 * touch.after;
+        elapsed as f64 >= threshold && self.idle_deadline() < self.absolute_deadline
+    }
+
+    /// Extends the idle deadline: `last_seen = now`.
+    pub fn touch(&mut self, now: OffsetDateTime) {
+        self.last_seen = now;
+    }
+
+    /// Applies `patch`: clear (if asked), then removals, then insertions,
+    /// then the new lifetime.
+    pub fn apply(&mut self, patch: &Patch) {
+        if patch.clear {
+            self.data.clear();
+        }
+        for key in &patch.remove {
+            self.data.remove(key);
+        }
+        for (key, value) in &patch.set {
+            self.data.insert(key.clone(), value.clone());
+        }
+        if let Some(lifetime) = &patch.lifetime {
+            self.idle_timeout = lifetime.idle_timeout;
+            self.absolute_deadline = lifetime.absolute_deadline;
+            self.persistent = lifetime.persistent;
+        }
+    }
+
+    /// The listing entry for this record.
+    pub fn info(&self, key: crate::StoreKey) -> SessionInfo {
+        SessionInfo {
+            key,
+            created_at: self.created_at,
+            last_seen: self.last_seen,
+            expires_at: self.expires_at(),
+            persistent: self.persistent,
+            current: false,
+        }
+    }
+}
+
+/// The rolling-expiry rule a store applies while loading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Touch {
+    /// The time of the load, from the layer's clock, whole seconds.
+    pub now: OffsetDateTime,
+    /// Fraction of the idle window (0.0 to 1.0) that must pass before the
+    /// idle deadline is extended. 0.0 extends on every load.
+    pub after: f64,
+}
+
+/// What one request changed in a session: only this is written back, so
+/// concurrent requests that change different keys do not undo each other.
+///
+/// `set` and `remove` never name the same key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patch {
+    /// Remove every data key before applying `remove` and `set`.
+    pub clear: bool,
+    /// Keys to insert or overwrite.
+    pub set: Map<String, Value>,
+    /// Keys to remove.
+    pub remove: BTreeSet<String>,
+    /// A new lifetime ("remember me"), if it changed.
+    pub lifetime: Option<Lifetime>,
+}
+
+impl Patch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.clear && self.set.is_empty() && self.remove.is_empty() && self.lifetime.is_none()
+    }
+
+    pub(crate) fn insert(&mut self, key: &str, value: Value) {
+        self.remove.remove(key);
+        self.set.insert(key.to_owned(), value);
+    }
+
+    pub(crate) fn delete(&mut self, key: &str) {
+        self.set.remove(key);
+        if !self.clear {
+            self.remove.insert(key.to_owned());
+        }
+    }
+
+    pub(crate) fn clear_data(&mut self) {
+        self.clear = true;
+        self.set.clear();
+        self.remove.clear();
+    }
+}
+
+/// A session's own timeouts and cookie persistence, stored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Inactivity allowed before the session expires.
+    pub idle_timeout: Duration,
+    /// The session expires at this time however active it is.
+    pub absolute_deadline: OffsetDateTime,
+    /// Whether the cookie outlives the browser session.
+    pub persistent: bool,
+}
+
+/// One session of a user, as listed by [`crate::SessionAdmin::list_sessions`]
+/// and [`crate::Session::list_sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's store key: identifies it (e.g. to end just this one),
+    /// but cannot be turned into a cookie.
+    pub key: crate::StoreKey,
+    /// When the session was created or last logged in.
+    pub created_at: OffsetDateTime,
+    /// When its idle deadline was last extended.
+    pub last_seen: OffsetDateTime,
+    /// When it will expire unless used again.
+    pub expires_at: OffsetDateTime,
+    /// Whether its cookie outlives the browser session.
+    pub persistent: bool,
+    /// Whether this is the session of the request that listed it. Stores
+    /// always report `false`; [`crate::Session::list_sessions`] sets it.
+    pub current: bool,
+}
+
+mod whole_seconds {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+    use time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(d.whole_seconds())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        i64::deserialize(d).map(Duration::seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + Duration::seconds(secs)
+    }
+
+    fn record() -> SessionRecord {
+        SessionRecord::new(at(0), Duration::seconds(100), Duration::seconds(1000))
+    }
+
+    #[test]
+    fn idle_deadline_is_reached_exactly_at_the_timeout() {
+        let r = record();
+        assert!(!r.is_expired(at(99)));
+        assert!(r.is_expired(at(100)));
+    }
+
+    #[test]
+    fn absolute_deadline_wins_over_touches() {
+        let mut r = record();
+        r.touch(at(950));
+        assert_eq!(r.expires_at(), at(1000));
+        assert!(r.is_expired(at(1000)));
+    }
+
+    #[test]
+    fn touch_is_due_only_after_the_fraction_has_passed() {
+        let r = record();
+        let due = |now, after| {
+            r.touch_due(&Touch {
+                now: at(now),
+                after,
+            })
+        };
+        assert!(!due(24, 0.25));
+        assert!(due(25, 0.25));
+        assert!(due(0, 0.0));
+    }
+
+    #[test]
+    fn touch_is_not_due_when_it_cannot_move_the_deadline() {
+        let mut r = record();
+        r.last_seen = at(920);
+        assert!(!r.touch_due(&Touch {
+            now: at(990),
+            after: 0.1
+        }));
+    }
+
+    #[test]
+    fn patch_applies_clear_then_removals_then_insertions() {
+        let mut r = record();
+        r.data.insert("a".into(), 1.into());
+        r.data.insert("b".into(), 2.into());
+        let mut p = Patch::default();
+        p.delete("a");
+        p.insert("c", 3.into());
+        r.apply(&p);
+        assert_eq!(
+            Value::Object(r.data.clone()),
+            serde_json::json!({"b": 2, "c": 3})
+        );
+
+        let mut p = Patch::default();
+        p.insert("x", 1.into());
+        p.clear_data();
+        p.insert("d", 4.into());
+        r.apply(&p);
+        assert_eq!(Value::Object(r.data), serde_json::json!({"d": 4}));
+    }
+
+    #[test]
+    fn patch_keeps_set_and_remove_disjoint() {
+        let mut p = Patch::default();
+        p.insert("k", 1.into());
+        p.delete("k");
+        assert!(p.set.is_empty());
+        assert!(p.remove.contains("k"));
+        p.insert("k", 2.into());
+        assert!(p.remove.is_empty());
+        assert!(!p.is_empty());
+    }
+
+    #[test]
+    fn record_serializes_with_whole_second_fields() {
+        let r = record();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["idle_timeout"], 100);
+        assert_eq!(json["absolute_deadline"], 1000);
+        let back: SessionRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+}

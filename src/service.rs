@@ -1,0 +1,247 @@
+//! [`SessionService`]: attaches a [`Session`] to each request and commits
+//! it when the response comes back.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use cloakroom::{Key, MemoryStore, Session, SessionLayer};
+//! use http::{Request, Response};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let layer = SessionLayer::builder(MemoryStore::new()).key(Key::generate()?).build()?;
+//! let service = layer.layer(service_fn(|req: Request<String>| async move {
+//!     // Plain tower/hyper code finds the session in the extensions.
+//!     let session = req.extensions().get::<Session>().cloned().expect("layer installed");
+//!     session.insert("seen", true).await?;
+//!     Ok::<_, cloakroom::SessionError>(Response::new(String::new()))
+//! }));
+//! let response = service.oneshot(Request::new(String::new())).await?;
+//! assert!(response.headers().contains_key(http::header::SET_COOKIE));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::layer::Core;
+use crate::session::Session;
+use crate::store::BoxFuture;
+
+/// The service [`SessionLayer`](crate::SessionLayer) wraps around `inner`.
+///
+/// For each request it verifies the session cookie (no store call), puts a
+/// [`Session`] into the request extensions and calls `inner`. When the
+/// response comes back it writes the session's changes and sets or clears
+/// the cookie. A request that never used its session takes a fast path with
+/// no store call and no allocation beyond the session handle.
+///
+/// A failed commit replaces the response with an empty `503` (the handler's
+/// answer must not reach the client when its session changes were lost).
+/// Errors of `inner` pass through unchanged.
+pub struct SessionService<S> {
+    inner: S,
+    core: Arc<Core>,
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, core: Arc<Core>) -> Self {
+        Self { inner, core }
+    }
+}
+
+impl<S: Clone> Clone for SessionService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = &self.core.config;
+        let cookie_id = config
+            .cookie
+            .find_session_id(request.headers(), &config.keys);
+        let session = Session::new(self.core.clone(), cookie_id);
+        request.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            state: State::Inner {
+                future: self.inner.call(request),
+                session: Some(session),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`SessionService`].
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<F, B> {
+        Inner {
+            #[pin]
+            future: F,
+            session: Option<Session>,
+        },
+        Commit {
+            future: BoxFuture<'static, Response<B>>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProjection::Inner { future, session } => {
+                    let response = ready!(future.poll(cx))?;
+                    match session.take() {
+                        Some(session) if !session.is_untouched() => {
+                            let commit = Box::pin(finish(session, response));
+                            self.as_mut()
+                                .project()
+                                .state
+                                .set(State::Commit { future: commit });
+                        }
+                        _ => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProjection::Commit { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// Commits the session and decorates the response, or replaces it with a
+/// `503` when the commit failed.
+async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
+    match session.commit().await {
+        Ok(outcome) => {
+            let headers = response.headers_mut();
+            if outcome.vary {
+                add_vary_cookie(headers);
+            }
+            if let Some(cookie) = outcome.set_cookie {
+                headers.append(SET_COOKIE, cookie);
+                // A shared cache must never hand one user's cookie to
+                // another; a policy the handler chose is left alone.
+                if !headers.contains_key(CACHE_CONTROL) {
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
+            }
+            response
+        }
+        // The failure was logged where it happened.
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Appends `Cookie` to `Vary` unless it is already listed (or `*`).
+fn add_vary_cookie(headers: &mut HeaderMap) {
+    let listed = headers.get_all(VARY).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|token| token == "*" || token.eq_ignore_ascii_case("cookie"))
+        })
+    });
+    if !listed {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vary_cookie_is_added_once() {
+        let mut headers = HeaderMap::new();
+        add_vary_cookie(&mut headers);
+        add_vary_cookie(&mut headers);
+        assert_eq!(headers.get_all(VARY).iter().count(), 1);
+    }
+
+    #[test]
+    fn vary_keeps_other_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        add_vary_cookie(&mut headers);
+        let values: Vec<_> = headers.get_all(VARY).iter().collect();
+        assert_eq!(values, ["Accept-Encoding", "Cookie"]);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(VARY, HeaderValue::from_static("accept, COOKIE"));
+        add_vary_cookie(&mut headers);
+        assert_eq!(headers.get_all(VARY).iter().count(), 1);
+    }
+
+    #[test]
+    fn unavailable_is_an_uncacheable_503() {
+        let response: Response<String> = unavailable();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        assert!(response.body().is_empty());
+    }
+}

@@ -1,0 +1,779 @@
+//! [`Session`]: the handle handlers use to read and change their session.
+//!
+//! # Example
+//!
+//! ```
+//! use cloakroom::{Session, SessionError};
+//!
+//! async fn visit(session: Session) -> Result<String, SessionError> {
+//!     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", visits).await?;
+//!     Ok(format!("visit number {visits}"))
+//! }
+//!
+//! async fn login(session: Session, user_id: String) -> Result<(), SessionError> {
+//!     // A fresh ID; the old one is deleted (session fixation).
+//!     session.login(user_id).await
+//! }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use crate::id::{RandomnessError, SessionId, StoreKey};
+use crate::layer::Core;
+use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::StoreError;
+
+/// How many fresh IDs are tried when `create` reports a collision. With
+/// 128-bit random IDs a single collision is already astronomically
+/// unlikely; repeated ones mean a broken store or RNG.
+const MAX_CREATE_ATTEMPTS: usize = 3;
+
+/// The session of one request.
+///
+/// Get it as an axum extractor (`Session` or `Option<Session>`), or from the
+/// request extensions in plain tower/hyper code. Clones share one state.
+///
+/// Nothing is read from the store until a method needs it, and nothing is
+/// written until the response is on its way out: then the layer writes only
+/// what this request changed (a [`Patch`]), and sets or clears the cookie
+/// when needed. A new session that never receives data or a user is never
+/// stored and sets no cookie.
+///
+/// Every method that may reach the store is `async` and returns
+/// `Result<_, SessionError>`. When the store fails, the request's changes
+/// are not written at all (never half of them), and the axum integration
+/// answers `503`.
+///
+/// Changes made after the response has been produced (from a task spawned
+/// by the handler, say) fail with [`SessionError::Finished`].
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    core: Arc<Core>,
+    /// The verified ID from the request's cookie.
+    cookie_id: Option<SessionId>,
+    /// A store call failed: this request writes nothing back.
+    poisoned: AtomicBool,
+    state: Mutex<Phase>,
+}
+
+enum Phase {
+    /// Nothing asked yet; no store call made.
+    Unloaded,
+    Active(Active),
+    /// The response has been committed.
+    Finished,
+}
+
+struct Active {
+    /// The stored session this request works on, if any.
+    stored: Option<(SessionId, StoreKey)>,
+    /// The session as this request sees it, its own changes included.
+    record: SessionRecord,
+    /// This request's changes to a stored session.
+    patch: Patch,
+    /// Loading extended the idle deadline.
+    touched: bool,
+    /// The ID a not-yet-stored session will get (set by login/regenerate).
+    new_id: Option<SessionId>,
+    /// The browser holds a cookie that names no live session any more.
+    clear_cookie: bool,
+}
+
+/// What the layer must add to the response.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) set_cookie: Option<HeaderValue>,
+    /// The session was read, so the response depends on the cookie.
+    pub(crate) vary: bool,
+}
+
+impl Active {
+    fn fresh(core: &Core, now: OffsetDateTime, clear_cookie: bool) -> Self {
+        let config = &core.config;
+        let mut record = SessionRecord::new(now, config.idle_timeout, config.absolute_timeout);
+        record.persistent = config.cookie.persistent;
+        Self {
+            stored: None,
+            record,
+            patch: Patch::default(),
+            touched: false,
+            new_id: None,
+            clear_cookie,
+        }
+    }
+
+    fn has_content(&self) -> bool {
+        !self.record.data.is_empty() || self.record.user_id.is_some()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(core: Arc<Core>, cookie_id: Option<SessionId>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                core,
+                cookie_id,
+                poisoned: AtomicBool::new(false),
+                state: Mutex::new(Phase::Unloaded),
+            }),
+        }
+    }
+
+    fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
+    /// Records a store failure: the request will write nothing back.
+    fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
+        self.shared.poisoned.store(true, Ordering::Relaxed);
+        tracing::error!(
+            target: "cloakroom",
+            event = "store_error",
+            operation,
+            error = %error,
+            source = ?std::error::Error::source(&error),
+            "session store failed; this request's session changes are dropped"
+        );
+        SessionError::Store(error)
+    }
+
+    /// The loaded session, loading it on first use.
+    async fn active(&self) -> Result<MappedMutexGuard<'_, Active>, SessionError> {
+        let mut phase = self.shared.state.lock().await;
+        if matches!(*phase, Phase::Unloaded) {
+            let active = self.load().await?;
+            *phase = Phase::Active(active);
+        }
+        MutexGuard::try_map(phase, |phase| match phase {
+            Phase::Active(active) => Some(active),
+            _ => None,
+        })
+        .map_err(|_| SessionError::Finished)
+    }
+
+    async fn load(&self) -> Result<Active, SessionError> {
+        let core = self.core();
+        let now = core.now();
+        let Some(id) = &self.shared.cookie_id else {
+            return Ok(Active::fresh(core, now, false));
+        };
+        let key = id.store_key();
+        let touch = Touch {
+            now,
+            after: core.config.touch_after,
+        };
+        let loaded = core
+            .store
+            .load(&key, touch)
+            .await
+            .map_err(|e| self.store_failed("load", e))?;
+        let Some(mut record) = loaded else {
+            tracing::debug!(
+                target: "cloakroom::security",
+                event = "session_not_found",
+                session = %key.short(),
+                "the cookie names no live session (expired or ended); continuing without one"
+            );
+            return Ok(Active::fresh(core, now, true));
+        };
+        // The store applied the same rule to its copy in the same trip.
+        let touched = record.touch_due(&touch);
+        if touched {
+            record.touch(now);
+        }
+        Ok(Active {
+            stored: Some((id.clone(), key)),
+            record,
+            patch: Patch::default(),
+            touched,
+            new_id: None,
+            clear_cookie: false,
+        })
+    }
+
+    /// The value under `key`, deserialized as `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded, and
+    /// [`SessionError::Deserialize`] when the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let active = self.active().await?;
+        match active.record.data.get(key) {
+            None => Ok(None),
+            Some(value) => {
+                T::deserialize(value)
+                    .map(Some)
+                    .map_err(|source| SessionError::Deserialize {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The raw JSON value under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn get_value(&self, key: &str) -> Result<Option<Value>, SessionError> {
+        Ok(self.active().await?.record.data.get(key).cloned())
+    }
+
+    /// Stores `value` under `key`. Inserting the value already there writes
+    /// nothing.
+    ///
+    /// The first insert into a new session creates it (and sets the cookie)
+    /// when the response goes out.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Serialize`] when `value` cannot be turned into JSON,
+    /// and [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(|source| SessionError::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        let mut active = self.active().await?;
+        if active.record.data.get(key) == Some(&value) {
+            return Ok(());
+        }
+        if active.stored.is_some() {
+            active.patch.insert(key, value.clone());
+        }
+        active.record.data.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
+        let mut active = self.active().await?;
+        if active.record.data.remove(key).is_none() {
+            return Ok(false);
+        }
+        if active.stored.is_some() {
+            active.patch.delete(key);
+        }
+        Ok(true)
+    }
+
+    /// Removes `key` and returns its value as a `T`. If the value is not a
+    /// `T`, nothing is removed.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Deserialize`] when the value is not a `T`, and
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut active = self.active().await?;
+        let value = match active.record.data.get(key) {
+            None => return Ok(None),
+            Some(value) => T::deserialize(value).map_err(|source| SessionError::Deserialize {
+                key: key.to_owned(),
+                source,
+            })?,
+        };
+        active.record.data.remove(key);
+        if active.stored.is_some() {
+            active.patch.delete(key);
+        }
+        Ok(Some(value))
+    }
+
+    /// Removes every data key. The user stays logged in; to log out, use
+    /// [`Session::invalidate`].
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        if active.record.data.is_empty() && active.patch.set.is_empty() {
+            return Ok(());
+        }
+        active.record.data.clear();
+        if active.stored.is_some() {
+            active.patch.clear_data();
+        }
+        Ok(())
+    }
+
+    /// The data keys, in sorted order.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        Ok(self.active().await?.record.data.keys().cloned().collect())
+    }
+
+    /// The logged-in user, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.active().await?.record.user_id.clone())
+    }
+
+    /// When the session expires unless used again; `None` for a session
+    /// that is not stored and will not be.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>, SessionError> {
+        let active = self.active().await?;
+        Ok((active.stored.is_some() || active.has_content()).then(|| active.record.expires_at()))
+    }
+
+    /// Logs `user_id` in, under a fresh session ID.
+    ///
+    /// The old session (if stored) is deleted now, so a session ID planted
+    /// before login (session fixation) is worthless after it. Data carries
+    /// over from an anonymous session or one of the same user, and is
+    /// dropped when another user was logged in. The new session starts a
+    /// full lifetime with the configured timeouts and is indexed under
+    /// `user_id` for [`Session::logout_everywhere`]. Call
+    /// [`Session::remember_me`] afterwards for a long-lived session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the old session cannot be loaded or
+    /// deleted (the session is then left as it was), and
+    /// [`SessionError::Randomness`] when no ID can be drawn.
+    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+        let user_id = user_id.into();
+        let mut active = self.active().await?;
+        let new_id = SessionId::generate()?;
+        self.delete_stored(&active, "login").await?;
+        let now = self.core().now();
+        let same_user = active
+            .record
+            .user_id
+            .as_ref()
+            .is_none_or(|previous| *previous == user_id);
+        let data = if same_user {
+            std::mem::take(&mut active.record.data)
+        } else {
+            Map::new()
+        };
+        let clear_cookie = active.clear_cookie || active.stored.is_some();
+        *active = Active::fresh(self.core(), now, clear_cookie);
+        active.record.data = data;
+        active.record.user_id = Some(user_id);
+        active.new_id = Some(new_id);
+        Ok(())
+    }
+
+    /// Moves the session to a fresh ID, keeping its data, user and
+    /// deadlines; the old ID stops working now. Use it when privileges
+    /// change without a login (e.g. after re-entering a password).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded or the old
+    /// ID cannot be deleted, and [`SessionError::Randomness`] when no ID can
+    /// be drawn.
+    pub async fn regenerate(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        let new_id = SessionId::generate()?;
+        self.delete_stored(&active, "regenerate").await?;
+        if active.stored.take().is_some() {
+            active.clear_cookie = true;
+        }
+        active.patch = Patch::default();
+        active.touched = false;
+        active.new_id = Some(new_id);
+        Ok(())
+    }
+
+    /// Ends the session: the record is deleted now and the cookie expired
+    /// (`Max-Age=0`) on the response. The handle then holds a new, empty
+    /// anonymous session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded or deleted.
+    pub async fn invalidate(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        self.delete_stored(&active, "invalidate").await?;
+        self.reset(&mut active);
+        Ok(())
+    }
+
+    /// Ends every session of the logged-in user, this one included, on
+    /// every device. Returns how many sessions ended. For an anonymous
+    /// session this ends just this one.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails; sessions already ended
+    /// stay ended.
+    pub async fn logout_everywhere(&self) -> Result<u64, SessionError> {
+        let mut active = self.active().await?;
+        let Some(user_id) = active.record.user_id.clone() else {
+            let ended = self.delete_stored(&active, "invalidate").await?;
+            self.reset(&mut active);
+            return Ok(u64::from(ended));
+        };
+        let ended = self
+            .core()
+            .store
+            .delete_user(&user_id, None)
+            .await
+            .map_err(|e| self.store_failed("delete_user", e))?;
+        tracing::info!(
+            target: "cloakroom::security",
+            event = "logged_out_everywhere",
+            ended,
+            kept_current = false,
+            "every session of the user ended"
+        );
+        self.reset(&mut active);
+        Ok(ended)
+    }
+
+    /// Ends every other session of the logged-in user ("log out other
+    /// devices"), keeping this one. Returns how many ended; 0 when
+    /// anonymous.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn logout_other_devices(&self) -> Result<u64, SessionError> {
+        let active = self.active().await?;
+        let Some(user_id) = active.record.user_id.as_deref() else {
+            return Ok(0);
+        };
+        let keep = active.stored.as_ref().map(|(_, key)| key);
+        let ended = self
+            .core()
+            .store
+            .delete_user(user_id, keep)
+            .await
+            .map_err(|e| self.store_failed("delete_user", e))?;
+        tracing::info!(
+            target: "cloakroom::security",
+            event = "logged_out_everywhere",
+            ended,
+            kept_current = true,
+            session = keep.map(StoreKey::short),
+            "every other session of the user ended"
+        );
+        Ok(ended)
+    }
+
+    /// The logged-in user's live sessions, oldest first, with this one
+    /// marked [`SessionInfo::current`]. Empty when anonymous.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
+        let active = self.active().await?;
+        let Some(user_id) = active.record.user_id.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let now = self.core().now();
+        let mut sessions = self
+            .core()
+            .store
+            .list_user(user_id, now)
+            .await
+            .map_err(|e| self.store_failed("list_user", e))?;
+        if let Some((_, current)) = &active.stored {
+            for session in &mut sessions {
+                session.current = session.key == *current;
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Gives this session its own lifetime ("remember me"): it may now go
+    /// unused for `lifetime` and lives at most `lifetime` from now, and its
+    /// cookie becomes persistent (`Max-Age`) so it survives a browser
+    /// restart. Stored with the session, so later requests keep it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::InvalidLifetime`] when `lifetime` is under one second
+    /// or over ten years, and [`SessionError::Store`] when the session
+    /// cannot be loaded.
+    pub async fn remember_me(&self, lifetime: Duration) -> Result<(), SessionError> {
+        if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(10 * 365 * 86_400) {
+            return Err(SessionError::InvalidLifetime);
+        }
+        let lifetime = time::Duration::seconds(lifetime.as_secs() as i64);
+        let mut active = self.active().await?;
+        let now = self.core().now();
+        let new = Lifetime {
+            idle_timeout: lifetime,
+            absolute_deadline: now + lifetime,
+            persistent: true,
+        };
+        active.record.idle_timeout = new.idle_timeout;
+        active.record.absolute_deadline = new.absolute_deadline;
+        active.record.persistent = true;
+        // A remembered session starts a new idle window too.
+        active.record.last_seen = now;
+        if active.stored.is_some() {
+            active.patch.lifetime = Some(new);
+        }
+        Ok(())
+    }
+
+    /// Deletes the stored session behind `active`, if any; returns whether
+    /// one was deleted. `active` itself is left for the caller to reset.
+    async fn delete_stored(
+        &self,
+        active: &Active,
+        reason: &'static str,
+    ) -> Result<bool, SessionError> {
+        let Some((_, key)) = &active.stored else {
+            return Ok(false);
+        };
+        self.core()
+            .store
+            .delete(key)
+            .await
+            .map_err(|e| self.store_failed("delete", e))?;
+        tracing::info!(
+            target: "cloakroom::security",
+            event = if reason == "invalidate" { "session_invalidated" } else { "session_rotated" },
+            reason,
+            session = %key.short(),
+            "session ID retired"
+        );
+        Ok(true)
+    }
+
+    /// Replaces the session with a new empty one, and expires the cookie if
+    /// the browser holds one.
+    fn reset(&self, active: &mut Active) {
+        let clear_cookie = self.shared.cookie_id.is_some() || active.clear_cookie;
+        *active = Active::fresh(self.core(), self.core().now(), clear_cookie);
+    }
+
+    /// Whether the request never looked at its session, so the response
+    /// needs no work. Answers `false` if another clone holds the lock.
+    pub(crate) fn is_untouched(&self) -> bool {
+        self.shared
+            .state
+            .try_lock()
+            .is_ok_and(|phase| matches!(*phase, Phase::Unloaded))
+    }
+
+    /// Writes this request's changes and says what the response needs.
+    /// Afterwards the handle is finished.
+    pub(crate) async fn commit(&self) -> Result<Outcome, SessionError> {
+        let phase = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
+        let Phase::Active(active) = phase else {
+            return Ok(Outcome::default());
+        };
+        if self.shared.poisoned.load(Ordering::Relaxed) {
+            return Ok(Outcome {
+                set_cookie: None,
+                vary: true,
+            });
+        }
+        let core = self.core();
+        let cookie = &core.config.cookie;
+        let keys = &core.config.keys;
+        let now = core.now();
+        let max_age = |record: &SessionRecord| record.persistent.then(|| record.expires_at() - now);
+        let set_cookie = match &active.stored {
+            Some((id, key)) => {
+                let saved = active.patch.is_empty()
+                    || core
+                        .store
+                        .save(key, &active.patch, now)
+                        .await
+                        .map_err(|e| self.store_failed("save", e))?;
+                if !saved {
+                    // Ended by another request (logout, logout-everywhere)
+                    // while this one ran: its changes must not bring it back.
+                    tracing::info!(
+                        target: "cloakroom::security",
+                        event = "session_vanished",
+                        session = %key.short(),
+                        "session ended while the request ran; changes dropped"
+                    );
+                    cookie.removal()
+                } else if active.patch.lifetime.is_some()
+                    || (active.touched && active.record.persistent)
+                {
+                    cookie.set_cookie(keys, id, max_age(&active.record))
+                } else {
+                    None
+                }
+            }
+            None if active.has_content() => {
+                let id = self.create(active.new_id, &active.record, now).await?;
+                cookie.set_cookie(keys, &id, max_age(&active.record))
+            }
+            None if active.clear_cookie => cookie.removal(),
+            None => None,
+        };
+        Ok(Outcome {
+            set_cookie,
+            vary: true,
+        })
+    }
+
+    /// Stores a new session under a fresh ID, retrying on collision.
+    async fn create(
+        &self,
+        id: Option<SessionId>,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<SessionId, SessionError> {
+        let store = &self.core().store;
+        let mut id = match id {
+            Some(id) => id,
+            None => SessionId::generate()?,
+        };
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            let key = id.store_key();
+            let created = store
+                .create(&key, record, now)
+                .await
+                .map_err(|e| self.store_failed("create", e))?;
+            if created {
+                tracing::info!(
+                    target: "cloakroom::security",
+                    event = "session_created",
+                    session = %key.short(),
+                    authenticated = record.user_id.is_some(),
+                    "session created"
+                );
+                return Ok(id);
+            }
+            tracing::warn!(
+                target: "cloakroom::security",
+                event = "id_collision",
+                session = %key.short(),
+                "a new session ID was already in use; drawing another"
+            );
+            id = SessionId::generate()?;
+        }
+        Err(SessionError::IdCollision)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.shared.state.try_lock() {
+            Err(_) => "busy".to_owned(),
+            Ok(phase) => match &*phase {
+                Phase::Unloaded => "unloaded".to_owned(),
+                Phase::Finished => "finished".to_owned(),
+                Phase::Active(a) => match &a.stored {
+                    Some((_, key)) => format!("stored {}", key.short()),
+                    None => "new".to_owned(),
+                },
+            },
+        };
+        f.debug_struct("Session")
+            .field("state", &state)
+            .field("has_cookie", &self.shared.cookie_id.is_some())
+            .finish()
+    }
+}
+
+/// A session operation failed.
+///
+/// Through the axum integration, store failures become `503 Service
+/// Unavailable` and everything else `500`, with bodies that name no session,
+/// key or backend detail. No variant carries a session ID.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed. The request's session changes are not written.
+    Store(StoreError),
+    /// A value could not be serialized to JSON.
+    Serialize {
+        /// The data key being written.
+        key: String,
+        /// The serializer's error.
+        source: serde_json::Error,
+    },
+    /// A stored value is not of the requested type.
+    Deserialize {
+        /// The data key being read.
+        key: String,
+        /// The deserializer's error.
+        source: serde_json::Error,
+    },
+    /// The operating system's random number generator failed.
+    Randomness(RandomnessError),
+    /// Several freshly drawn IDs were all taken: the store or the RNG is
+    /// broken.
+    IdCollision,
+    /// A "remember me" lifetime under one second or over ten years.
+    InvalidLifetime,
+    /// The response was already produced; later changes cannot be saved.
+    Finished,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(e) => write!(f, "{e}"),
+            Self::Serialize { key, .. } => write!(f, "cannot serialize session value {key:?}"),
+            Self::Deserialize { key, .. } => {
+                write!(f, "session value {key:?} is not of the requested type")
+            }
+            Self::Randomness(e) => write!(f, "{e}"),
+            Self::IdCollision => f.write_str("could not find a free session ID"),
+            Self::InvalidLifetime => {
+                f.write_str("session lifetimes must be between one second and ten years")
+            }
+            Self::Finished => f.write_str("the session was already committed with the response"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(e) => Some(e),
+            Self::Serialize { source, .. } | Self::Deserialize { source, .. } => Some(source),
+            Self::Randomness(e) => Some(e),
+            Self::IdCollision | Self::InvalidLifetime | Self::Finished => None,
+        }
+    }
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<RandomnessError> for SessionError {
+    fn from(e: RandomnessError) -> Self {
+        Self::Randomness(e)
+    }
+}

@@ -1,0 +1,625 @@
+//! The store conformance suite: one set of checks that every
+//! [`SessionStore`] must pass, whoever wrote it.
+//!
+//! Enable the `test-suite` feature in your dev-dependencies and stamp the
+//! suite out with [`store_conformance_tests!`](crate::store_conformance_tests):
+//!
+//! ```
+//! // tests/conformance.rs
+//! cloakroom::store_conformance_tests!(cloakroom::MemoryStore::new());
+//! ```
+//!
+//! Each check is also a public `async fn` taking the store, for harnesses
+//! of your own. The checks use fresh random keys and user IDs, so they can
+//! share one store (one Redis server, one database) and run concurrently.
+//! Times are chosen relative to the real current time and only move
+//! forward, so backend TTLs derived from record deadlines never fire during
+//! a check.
+
+use std::future::Future;
+
+use serde_json::{json, Map, Value};
+use time::{Duration, OffsetDateTime};
+
+use crate::clock::truncate_to_seconds;
+use crate::id::{SessionId, StoreKey};
+use crate::record::{Lifetime, Patch, SessionRecord, Touch};
+use crate::store::SessionStore;
+
+/// The idle timeout of records made by this suite.
+const IDLE: Duration = Duration::seconds(100);
+/// The absolute timeout of records made by this suite.
+const ABSOLUTE: Duration = Duration::seconds(1000);
+
+/// Runs a check on a fresh multi-threaded tokio runtime. Used by
+/// [`store_conformance_tests!`](crate::store_conformance_tests).
+///
+/// # Panics
+///
+/// When the runtime cannot be built, or the check fails.
+pub fn run<F: Future<Output = ()>>(check: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the conformance suite")
+        .block_on(check);
+}
+
+/// Stamps out one `#[test]` per conformance check.
+///
+/// The argument is an expression producing the store, evaluated inside an
+/// async block (so it may `.await`) once per test. With `optional:` in
+/// front it must produce an `Option` of a store instead, and `None` skips
+/// the checks (for backends that are not installed).
+///
+/// ```
+/// cloakroom::store_conformance_tests!(cloakroom::MemoryStore::new());
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    (optional: $make_store:expr) => {
+        $crate::store_conformance_tests!(@checks $make_store;
+            create_then_load_round_trips,
+            create_does_not_overwrite_a_live_session,
+            create_replaces_an_expired_session,
+            unknown_key_loads_as_none,
+            idle_session_expires,
+            absolute_deadline_ends_an_active_session,
+            load_touches_when_due_and_returns_the_stored_record,
+            load_does_not_touch_before_due,
+            save_applies_only_the_patch,
+            save_with_clear_replaces_all_data,
+            save_changes_the_lifetime,
+            save_never_recreates_a_deleted_session,
+            save_on_unknown_key_creates_nothing,
+            save_on_an_expired_session_is_refused,
+            concurrent_saves_of_different_keys_all_survive,
+            delete_removes_the_session,
+            delete_user_ends_every_session_of_that_user_only,
+            delete_user_can_keep_one_session,
+            list_user_reports_live_sessions_oldest_first,
+            sweep_keeps_live_sessions_and_drops_expired_ones,
+            odd_keys_and_user_ids_are_stored_faithfully,
+            large_values_round_trip,
+        );
+    };
+    (@checks $make_store:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::test_suite::run(async {
+                    match $make_store {
+                        ::std::option::Option::Some(store) => {
+                            $crate::test_suite::$check(&store).await;
+                        }
+                        ::std::option::Option::None => {
+                            ::std::eprintln!(
+                                "skipped {}: store not available",
+                                ::std::stringify!($check)
+                            );
+                        }
+                    }
+                });
+            }
+        )*
+    };
+    ($make_store:expr) => {
+        $crate::store_conformance_tests!(optional: ::std::option::Option::Some($make_store));
+    };
+}
+
+fn key() -> StoreKey {
+    SessionId::generate().expect("OS randomness").store_key()
+}
+
+fn user() -> String {
+    format!("user-{}", key().short())
+}
+
+/// The real current time in whole seconds: the base of every check's times.
+fn base() -> OffsetDateTime {
+    truncate_to_seconds(OffsetDateTime::now_utc())
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::seconds(n)
+}
+
+fn record(now: OffsetDateTime, data: Value) -> SessionRecord {
+    let mut record = SessionRecord::new(now, IDLE, ABSOLUTE);
+    if let Value::Object(map) = data {
+        record.data = map;
+    }
+    record
+}
+
+fn owned_by(mut record: SessionRecord, user_id: &str) -> SessionRecord {
+    record.user_id = Some(user_id.to_owned());
+    record
+}
+
+fn touch(now: OffsetDateTime, after: f64) -> Touch {
+    Touch { now, after }
+}
+
+async fn load<S: SessionStore>(
+    store: &S,
+    key: &StoreKey,
+    now: OffsetDateTime,
+) -> Option<SessionRecord> {
+    // `after: 1.0` touches only once the whole idle window has passed, at
+    // which point the record is expired anyway: a load that never touches.
+    store
+        .load(key, touch(now, 1.0))
+        .await
+        .expect("load should succeed")
+}
+
+async fn create<S: SessionStore>(store: &S, key: &StoreKey, record: &SessionRecord) {
+    assert!(
+        store
+            .create(key, record, record.created_at)
+            .await
+            .expect("create should succeed"),
+        "create of a fresh key should store it"
+    );
+}
+
+async fn save<S: SessionStore>(
+    store: &S,
+    key: &StoreKey,
+    patch: &Patch,
+    now: OffsetDateTime,
+) -> bool {
+    store
+        .save(key, patch, now)
+        .await
+        .expect("save should succeed")
+}
+
+fn data(record: &SessionRecord) -> Value {
+    Value::Object(record.data.clone())
+}
+
+/// A created record loads back equal, with every kind of JSON value.
+pub async fn create_then_load_round_trips<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let r = owned_by(
+        record(
+            t0,
+            json!({
+                "s": "text", "n": 42, "f": 1.5, "neg": -7, "t": true, "null": null,
+                "list": [1, "two", {"three": 3}], "nested": {"a": {"b": []}},
+                "unicode": "ключ ✓ 🎟"
+            }),
+        ),
+        &user(),
+    );
+    create(store, &k, &r).await;
+    assert_eq!(load(store, &k, t0 + secs(1)).await, Some(r));
+}
+
+/// Insert-if-absent: a second create under a live key changes nothing.
+pub async fn create_does_not_overwrite_a_live_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let first = record(t0, json!({"who": "first"}));
+    create(store, &k, &first).await;
+    let second = record(t0 + secs(1), json!({"who": "second"}));
+    assert!(
+        !store.create(&k, &second, t0 + secs(1)).await.unwrap(),
+        "create over a live record must report a collision"
+    );
+    assert_eq!(load(store, &k, t0 + secs(2)).await, Some(first));
+}
+
+/// A record that is expired at `now` counts as absent for create.
+pub async fn create_replaces_an_expired_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let u = user();
+    create(store, &k, &owned_by(record(t0, json!({"old": 1})), &u)).await;
+    let later = t0 + IDLE;
+    let fresh = record(later, json!({"new": 1}));
+    assert!(store.create(&k, &fresh, later).await.unwrap());
+    assert_eq!(load(store, &k, later + secs(1)).await, Some(fresh));
+    assert!(
+        store
+            .list_user(&u, later + secs(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the replaced record no longer belongs to its old user"
+    );
+}
+
+/// Loading a key that was never stored gives `None`.
+pub async fn unknown_key_loads_as_none<S: SessionStore>(store: &S) {
+    assert_eq!(load(store, &key(), base()).await, None);
+}
+
+/// Without activity a session ends exactly at its idle deadline.
+pub async fn idle_session_expires<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"x": 1}))).await;
+    assert!(load(store, &k, t0 + IDLE - secs(1)).await.is_some());
+    assert_eq!(load(store, &k, t0 + IDLE).await, None);
+    assert!(
+        !save(store, &k, &set("y", 1), t0 + IDLE).await,
+        "an expired session accepts no writes"
+    );
+}
+
+/// However often it is used, a session ends at its absolute deadline.
+pub async fn absolute_deadline_ends_an_active_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let mut r = record(t0, json!({}));
+    r.absolute_deadline = t0 + secs(250);
+    create(store, &k, &r).await;
+    for at in [60, 120, 180, 240] {
+        let loaded = store.load(&k, touch(t0 + secs(at), 0.5)).await.unwrap();
+        assert!(loaded.is_some(), "session alive at +{at}s");
+    }
+    assert!(load(store, &k, t0 + secs(249)).await.is_some());
+    assert_eq!(load(store, &k, t0 + secs(250)).await, None);
+}
+
+fn set(key: &str, value: impl Into<Value>) -> Patch {
+    let mut patch = Patch::default();
+    patch.set.insert(key.to_owned(), value.into());
+    patch
+}
+
+/// Rolling expiry: once due, a load extends the idle deadline in the same
+/// step, and returns the record as it was before.
+pub async fn load_touches_when_due_and_returns_the_stored_record<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let r = record(t0, json!({"x": 1}));
+    create(store, &k, &r).await;
+
+    let early = store.load(&k, touch(t0 + secs(10), 0.5)).await.unwrap();
+    assert_eq!(
+        early.map(|r| r.last_seen),
+        Some(t0),
+        "not due after 10 of 100 s"
+    );
+
+    let due = store.load(&k, touch(t0 + secs(60), 0.5)).await.unwrap();
+    assert_eq!(
+        due.as_ref().map(|r| r.last_seen),
+        Some(t0),
+        "the pre-touch record is returned"
+    );
+    assert!(due.unwrap().touch_due(&touch(t0 + secs(60), 0.5)));
+
+    let after = load(store, &k, t0 + secs(61)).await.expect("still alive");
+    assert_eq!(after.last_seen, t0 + secs(60), "the touch was stored");
+    assert_eq!(data(&after), json!({"x": 1}), "a touch leaves data alone");
+    assert!(
+        load(store, &k, t0 + secs(150)).await.is_some(),
+        "alive past the original idle deadline"
+    );
+    assert_eq!(load(store, &k, t0 + secs(160)).await, None);
+}
+
+/// A load before the touch threshold writes nothing.
+pub async fn load_does_not_touch_before_due<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({}))).await;
+    let loaded = store.load(&k, touch(t0 + secs(40), 0.5)).await.unwrap();
+    assert!(loaded.is_some());
+    assert_eq!(
+        load(store, &k, t0 + IDLE).await,
+        None,
+        "the idle deadline did not move"
+    );
+}
+
+/// A save changes the keys in the patch and nothing else.
+pub async fn save_applies_only_the_patch<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let u = user();
+    create(
+        store,
+        &k,
+        &owned_by(record(t0, json!({"a": 1, "b": 2, "c": 3})), &u),
+    )
+    .await;
+    let mut patch = set("b", 20);
+    patch.set.insert("d".into(), json!({"deep": [4]}));
+    patch.remove.insert("c".into());
+    patch.remove.insert("never-there".into());
+    assert!(save(store, &k, &patch, t0 + secs(1)).await);
+    let loaded = load(store, &k, t0 + secs(2)).await.unwrap();
+    assert_eq!(data(&loaded), json!({"a": 1, "b": 20, "d": {"deep": [4]}}));
+    assert_eq!(loaded.user_id.as_deref(), Some(u.as_str()));
+    assert_eq!(loaded.created_at, t0);
+    assert_eq!(loaded.last_seen, t0, "a save is not a touch");
+}
+
+/// `clear` drops every key before the patch's own insertions.
+pub async fn save_with_clear_replaces_all_data<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"a": 1, "b": 2}))).await;
+    let mut patch = set("c", 3);
+    patch.clear = true;
+    assert!(save(store, &k, &patch, t0 + secs(1)).await);
+    let loaded = load(store, &k, t0 + secs(2)).await.unwrap();
+    assert_eq!(data(&loaded), json!({"c": 3}));
+
+    let mut patch = Patch::default();
+    patch.clear = true;
+    assert!(save(store, &k, &patch, t0 + secs(3)).await);
+    let loaded = load(store, &k, t0 + secs(4))
+        .await
+        .expect("an empty session still exists");
+    assert_eq!(data(&loaded), json!({}));
+}
+
+/// A new lifetime ("remember me") is stored and governs expiry from then on.
+pub async fn save_changes_the_lifetime<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({}))).await;
+    let lifetime = Lifetime {
+        idle_timeout: secs(5000),
+        absolute_deadline: t0 + secs(20_000),
+        persistent: true,
+    };
+    let patch = Patch {
+        lifetime: Some(lifetime),
+        ..Patch::default()
+    };
+    assert!(save(store, &k, &patch, t0 + secs(1)).await);
+    let loaded = load(store, &k, t0 + secs(1000))
+        .await
+        .expect("outlives the old idle timeout");
+    assert_eq!(loaded.idle_timeout, secs(5000));
+    assert_eq!(loaded.absolute_deadline, t0 + secs(20_000));
+    assert!(loaded.persistent);
+    assert_eq!(
+        load(store, &k, t0 + secs(5000)).await,
+        None,
+        "new idle deadline"
+    );
+}
+
+/// Update-only: a save after delete (a logout racing a write) does not
+/// bring the session back.
+pub async fn save_never_recreates_a_deleted_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"a": 1}))).await;
+    assert!(store.delete(&k).await.unwrap());
+    assert!(!save(store, &k, &set("b", 2), t0 + secs(1)).await);
+    assert_eq!(load(store, &k, t0 + secs(2)).await, None);
+}
+
+/// Saving to a key that was never created stores nothing.
+pub async fn save_on_unknown_key_creates_nothing<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    assert!(!save(store, &k, &set("a", 1), t0).await);
+    assert_eq!(load(store, &k, t0).await, None);
+}
+
+/// A save at a time the session is expired is refused and changes nothing.
+pub async fn save_on_an_expired_session_is_refused<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"a": 1}))).await;
+    assert!(!save(store, &k, &set("a", 2), t0 + IDLE + secs(5)).await);
+    // The store may have dropped the expired record; if not, it is unchanged.
+    if let Some(r) = load(store, &k, t0 + secs(1)).await {
+        assert_eq!(data(&r), json!({"a": 1}));
+    }
+}
+
+/// Many requests writing different keys of one session at once: every
+/// write survives.
+pub async fn concurrent_saves_of_different_keys_all_survive<S: SessionStore + Clone>(store: &S) {
+    const WRITERS: usize = 64;
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"base": true}))).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..WRITERS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let patch = set(&format!("k{i}"), i);
+            store.save(&k, &patch, t0 + secs(1)).await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert!(
+            result.expect("task").expect("save"),
+            "every save finds the session"
+        );
+    }
+    let loaded = load(store, &k, t0 + secs(2)).await.unwrap();
+    assert_eq!(loaded.data.len(), WRITERS + 1, "no write was lost");
+    for i in 0..WRITERS {
+        assert_eq!(loaded.data[&format!("k{i}")], json!(i));
+    }
+}
+
+/// Delete removes the record and reports whether it was there.
+pub async fn delete_removes_the_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let u = user();
+    create(store, &k, &owned_by(record(t0, json!({})), &u)).await;
+    assert!(store.delete(&k).await.unwrap());
+    assert_eq!(load(store, &k, t0).await, None);
+    assert!(!store.delete(&k).await.unwrap());
+    assert!(store.list_user(&u, t0).await.unwrap().is_empty());
+}
+
+/// Logout everywhere ends all sessions of the user, and only theirs.
+pub async fn delete_user_ends_every_session_of_that_user_only<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let (u, v) = (user(), user());
+    let mine = [key(), key(), key()];
+    for k in &mine {
+        create(store, k, &owned_by(record(t0, json!({})), &u)).await;
+    }
+    let theirs = key();
+    create(store, &theirs, &owned_by(record(t0, json!({})), &v)).await;
+    let anonymous = key();
+    create(store, &anonymous, &record(t0, json!({}))).await;
+
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 3);
+    for k in &mine {
+        assert_eq!(load(store, k, t0 + secs(1)).await, None);
+        assert!(!save(store, k, &set("x", 1), t0 + secs(1)).await);
+    }
+    assert!(load(store, &theirs, t0 + secs(1)).await.is_some());
+    assert!(load(store, &anonymous, t0 + secs(1)).await.is_some());
+    assert!(store.list_user(&u, t0 + secs(1)).await.unwrap().is_empty());
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 0);
+    assert_eq!(store.delete_user(&user(), None).await.unwrap(), 0);
+}
+
+/// "Log out other devices" keeps the named session.
+pub async fn delete_user_can_keep_one_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let keys = [key(), key(), key()];
+    for k in &keys {
+        create(store, k, &owned_by(record(t0, json!({})), &u)).await;
+    }
+    assert_eq!(store.delete_user(&u, Some(&keys[0])).await.unwrap(), 2);
+    assert!(load(store, &keys[0], t0 + secs(1)).await.is_some());
+    assert_eq!(load(store, &keys[1], t0 + secs(1)).await, None);
+    assert_eq!(load(store, &keys[2], t0 + secs(1)).await, None);
+    let listed = store.list_user(&u, t0 + secs(1)).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [keys[0]]);
+    // The kept session is still indexed: a later logout-everywhere ends it.
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+}
+
+/// Listing shows live sessions with their times, oldest first.
+pub async fn list_user_reports_live_sessions_oldest_first<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (older, newer, ended) = (key(), key(), key());
+    create(
+        store,
+        &newer,
+        &owned_by(record(t0 + secs(10), json!({})), &u),
+    )
+    .await;
+    create(store, &older, &owned_by(record(t0, json!({})), &u)).await;
+    create(
+        store,
+        &ended,
+        &owned_by(record(t0 + secs(5), json!({})), &u),
+    )
+    .await;
+    store.delete(&ended).await.unwrap();
+    create(store, &key(), &owned_by(record(t0, json!({})), &user())).await;
+
+    let listed = store.list_user(&u, t0 + secs(20)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.key).collect::<Vec<_>>(),
+        [older, newer]
+    );
+    assert_eq!(listed[0].created_at, t0);
+    assert_eq!(listed[0].last_seen, t0);
+    assert_eq!(listed[0].expires_at, t0 + IDLE);
+    assert!(!listed[0].persistent);
+    assert!(!listed[0].current, "stores never mark a session current");
+    assert_eq!(listed[1].created_at, t0 + secs(10));
+
+    let later = store.list_user(&u, t0 + IDLE + secs(5)).await.unwrap();
+    assert_eq!(
+        later.iter().map(|s| s.key).collect::<Vec<_>>(),
+        [newer],
+        "expired sessions are not listed"
+    );
+}
+
+/// Sweeping leaves live sessions intact and expired ones unreachable.
+pub async fn sweep_keeps_live_sessions_and_drops_expired_ones<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (expired, live) = (key(), key());
+    create(store, &expired, &owned_by(record(t0, json!({"e": 1})), &u)).await;
+    create(
+        store,
+        &live,
+        &owned_by(record(t0 + secs(90), json!({"l": 1})), &u),
+    )
+    .await;
+    let now = t0 + secs(150);
+    store
+        .sweep_expired(now)
+        .await
+        .expect("sweep should succeed");
+    assert_eq!(load(store, &expired, now).await, None);
+    let kept = load(store, &live, now).await.expect("live session kept");
+    assert_eq!(data(&kept), json!({"l": 1}));
+    let listed = store.list_user(&u, now).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [live]);
+}
+
+/// Keys and user IDs with separators, braces, quotes and non-ASCII text
+/// are kept exactly.
+pub async fn odd_keys_and_user_ids_are_stored_faithfully<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let u = format!("{}:{{tag}} \"quoted\" ✓ *?[]", user());
+    let odd_keys = [
+        "",
+        "a:b",
+        "{tag}",
+        "ключ",
+        "with space",
+        "d:x",
+        "__meta",
+        "*",
+    ];
+    let mut map = Map::new();
+    for (i, name) in odd_keys.iter().enumerate() {
+        map.insert((*name).to_owned(), json!(i));
+    }
+    let long_key = "k".repeat(1000);
+    map.insert(long_key.clone(), json!("long"));
+    let r = owned_by(record(t0, Value::Object(map)), &u);
+    create(store, &k, &r).await;
+    assert_eq!(load(store, &k, t0).await, Some(r));
+
+    let mut patch = Patch::default();
+    patch.remove.insert(String::new());
+    patch.set.insert("{tag}".into(), json!("changed"));
+    assert!(save(store, &k, &patch, t0 + secs(1)).await);
+    let loaded = load(store, &k, t0 + secs(1)).await.unwrap();
+    assert!(!loaded.data.contains_key(""));
+    assert_eq!(loaded.data["{tag}"], json!("changed"));
+    assert_eq!(loaded.data[&long_key], json!("long"));
+
+    let listed = store.list_user(&u, t0 + secs(1)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+}
+
+/// A large value (64 KiB) is stored and patched like any other.
+pub async fn large_values_round_trip<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let big = "x".repeat(64 * 1024);
+    let r = record(t0, json!({"big": big, "small": 1}));
+    create(store, &k, &r).await;
+    assert!(save(store, &k, &set("small", 2), t0 + secs(1)).await);
+    let loaded = load(store, &k, t0 + secs(1)).await.unwrap();
+    assert_eq!(loaded.data["big"].as_str().map(str::len), Some(64 * 1024));
+    assert_eq!(loaded.data["small"], json!(2));
+}

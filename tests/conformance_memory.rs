@@ -1,0 +1,3 @@
+//! The store conformance suite against `MemoryStore`.
+
+cloakroom::store_conformance_tests!(cloakroom::MemoryStore::new());
