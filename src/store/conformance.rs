@@ -355,8 +355,10 @@ pub async fn save_with_clear_replaces_all_data<S: SessionStore>(store: &S) {
     let loaded = load(store, &k, t0 + secs(2)).await.unwrap();
     assert_eq!(data(&loaded), json!({"c": 3}));
 
-    let mut patch = Patch::default();
-    patch.clear = true;
+    let patch = Patch {
+        clear: true,
+        ..Patch::default()
+    };
     assert!(save(store, &k, &patch, t0 + secs(3)).await);
     let loaded = load(store, &k, t0 + secs(4))
         .await

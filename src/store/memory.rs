@@ -55,10 +55,13 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
-    users: Box<[Mutex<HashMap<Box<str>, HashSet<StoreKey>>>]>,
+    users: Box<[Mutex<UserIndex>]>,
     user_hasher: RandomState,
     sweep_interval_secs: i64,
 }
+
+/// User ID to the keys of that user's sessions.
+type UserIndex = HashMap<Box<str>, HashSet<StoreKey>>;
 
 #[derive(Default)]
 struct Shard {
@@ -192,7 +195,7 @@ impl MemoryStore {
         &self.inner.shards[usize::from(key.as_bytes()[0]) % RECORD_SHARDS]
     }
 
-    fn users(&self, user_id: &str) -> &Mutex<HashMap<Box<str>, HashSet<StoreKey>>> {
+    fn users(&self, user_id: &str) -> &Mutex<UserIndex> {
         let hash = self.inner.user_hasher.hash_one(user_id);
         // The modulo keeps the index below USER_SHARDS, so it fits a usize.
         &self.inner.users[(hash % USER_SHARDS as u64) as usize]

@@ -1,0 +1,315 @@
+//! The demo's contract (DESIGN.md), checked against the real example binary
+//! over real HTTP on a loopback port.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// The demo binary, built by `cargo test` next to the test binaries.
+fn demo_binary() -> PathBuf {
+    let mut path = std::env::current_exe().expect("test binary path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.join("examples")
+        .join(format!("demo{}", std::env::consts::EXE_SUFFIX))
+}
+
+struct Demo {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn start_demo(envs: &[(&str, &str)]) -> Demo {
+    let binary = demo_binary();
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo test` (it builds examples)",
+        binary.display()
+    );
+    let addr = free_port();
+    let mut command = Command::new(binary);
+    command
+        .env("DEMO_ADDR", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let demo = Demo {
+        child: command.spawn().expect("spawn demo"),
+        addr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "demo did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    demo
+}
+
+/// A browser stand-in with a one-cookie jar.
+struct Browser {
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Reply {
+    status: StatusCode,
+    set_cookie: Option<String>,
+    location: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Browser {
+    fn new(demo: &Demo) -> Self {
+        Self {
+            client: HyperClient::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{}", demo.addr),
+            cookie: None,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie.as_str());
+        }
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.expect("demo answers");
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let set_cookie = header(SET_COOKIE);
+        let location = header(LOCATION);
+        let content_type = header(CONTENT_TYPE);
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        if let Some(set) = &set_cookie {
+            let pair = set.split(';').next().unwrap().to_owned();
+            self.cookie = if set.contains("Max-Age=0") {
+                None
+            } else {
+                Some(pair)
+            };
+        }
+        Reply {
+            status,
+            set_cookie,
+            location,
+            content_type,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, "").await
+    }
+
+    async fn post(&mut self, path: &str) -> Reply {
+        self.send(Method::POST, path, None, "").await
+    }
+
+    async fn login(&mut self, user: &str) -> Reply {
+        let body = serde_urlencoded::to_string([("user", user)]).unwrap();
+        self.send(
+            Method::POST,
+            "/login",
+            Some("application/x-www-form-urlencoded"),
+            &body,
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn demo_answers_its_contract() {
+    let demo = start_demo(&[("SESSION_KEY", &"42".repeat(32))]).await;
+    let mut alice = Browser::new(&demo);
+
+    // Anonymous: a login form, no cookie.
+    let page = alice.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page
+        .content_type
+        .as_deref()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.body.contains("action=\"/login\""));
+    assert!(
+        page.set_cookie.is_none(),
+        "an anonymous visit sets no cookie"
+    );
+    assert_eq!(alice.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        alice.get("/api/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The counter works anonymously and creates a session.
+    assert_eq!(alice.post("/api/counter").await.json()["counter"], 1);
+    let anonymous_cookie = alice.cookie.clone().expect("counter created a session");
+    assert_eq!(alice.post("/api/counter").await.json()["counter"], 2);
+
+    // Notes.
+    let put = alice
+        .send(
+            Method::PUT,
+            "/api/notes/greeting",
+            Some("text/plain"),
+            "hello, world",
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let note = alice.get("/api/notes/greeting").await;
+    assert_eq!(
+        (note.status, note.body.as_str()),
+        (StatusCode::OK, "hello, world")
+    );
+    assert_eq!(
+        alice.get("/api/notes/missing").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Login validation.
+    for bad in ["", &"x".repeat(65)] {
+        assert_eq!(
+            alice.login(bad).await.status,
+            StatusCode::BAD_REQUEST,
+            "name {bad:?}"
+        );
+    }
+    let no_field = alice
+        .send(
+            Method::POST,
+            "/login",
+            Some("application/x-www-form-urlencoded"),
+            "name=x",
+        )
+        .await;
+    assert_eq!(no_field.status, StatusCode::BAD_REQUEST);
+
+    // Login: 303 to /, fresh ID.
+    let name = "Ålice <script>";
+    let login = alice.login(name).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER);
+    assert_eq!(login.location.as_deref(), Some("/"));
+    let cookie = login.set_cookie.expect("login sets a cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert_ne!(alice.cookie.as_deref(), Some(anonymous_cookie.as_str()));
+    let me = alice.get("/api/me").await.json();
+    assert_eq!(me, serde_json::json!({"user": name, "sessions": 1}));
+    assert_eq!(
+        alice.login(&"é".repeat(64)).await.status,
+        StatusCode::SEE_OTHER,
+        "64 chars is fine"
+    );
+    alice.login(name).await;
+
+    let page = alice.get("/").await;
+    assert!(
+        page.body.contains("Ålice &lt;script&gt;"),
+        "the name is escaped"
+    );
+    assert!(page.body.contains("action=\"/logout\""));
+    assert!(page.body.contains("action=\"/logout-everywhere\""));
+
+    // A second device of the same user.
+    let mut phone = Browser::new(&demo);
+    phone.login(name).await;
+    let listed = phone.get("/api/sessions").await.json();
+    let listed = listed.as_array().expect("a JSON array");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|s| s["current"] == true).count(), 1);
+    for s in listed {
+        for field in ["created", "last_seen"] {
+            let text = s[field].as_str().unwrap();
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{field} {text:?} is not RFC 3339: {e}"));
+        }
+    }
+    assert_eq!(alice.get("/api/me").await.json()["sessions"], 2);
+
+    // Logout everywhere from the phone logs out the laptop too.
+    let everywhere = phone.post("/logout-everywhere").await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    assert_eq!(everywhere.location.as_deref(), Some("/"));
+    assert_eq!(alice.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(phone.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+
+    // Logout expires the cookie; the old cookie is dead.
+    alice.login("bob").await;
+    let old = alice.cookie.clone().unwrap();
+    let logout = alice.post("/logout").await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert!(logout.set_cookie.unwrap().contains("Max-Age=0"));
+    let mut replay = Browser::new(&demo);
+    replay.cookie = Some(old);
+    assert_eq!(replay.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn demo_refuses_a_bad_key_and_an_unknown_store() {
+    for (name, value) in [("SESSION_KEY", "not-hex"), ("SESSION_STORE", "floppy")] {
+        let status = Command::new(demo_binary())
+            .env("DEMO_ADDR", free_port().to_string())
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run demo");
+        assert!(!status.success(), "{name}={value} must be refused");
+    }
+}
