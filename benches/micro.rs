@@ -27,14 +27,18 @@ fn codec(c: &mut Criterion) {
     c.bench_function("id_generate_and_sign", |b| {
         b.iter(|| ring.sign(&SessionId::generate().expect("id")))
     });
-    c.bench_function("cookie_verify_valid", |b| b.iter(|| ring.verify(black_box(&valid))));
+    c.bench_function("cookie_verify_valid", |b| {
+        b.iter(|| ring.verify(black_box(&valid)))
+    });
     c.bench_function("cookie_verify_tampered", |b| {
         b.iter(|| ring.verify(black_box(&tampered)))
     });
     c.bench_function("cookie_verify_junk", |b| {
         b.iter(|| ring.verify(black_box("not-a-session-cookie")))
     });
-    c.bench_function("store_key_sha256", |b| b.iter(|| black_box(&id).store_key()));
+    c.bench_function("store_key_sha256", |b| {
+        b.iter(|| black_box(&id).store_key())
+    });
 }
 
 /// Whole requests through the layer around a trivial service, on the
@@ -72,15 +76,25 @@ fn layer(c: &mut Criterion) {
             .ready()
             .await
             .expect("ready")
-            .call(Request::builder().uri("/write").body(String::new()).expect("request"))
+            .call(
+                Request::builder()
+                    .uri("/write")
+                    .body(String::new())
+                    .expect("request"),
+            )
             .await
             .expect("response");
-        let set = response.headers()[http::header::SET_COOKIE].to_str().expect("ascii");
+        let set = response.headers()[http::header::SET_COOKIE]
+            .to_str()
+            .expect("ascii");
         HeaderValue::from_str(set.split(';').next().expect("pair")).expect("header")
     });
 
     let request = |path: &str, with_cookie: bool| {
-        let mut request = Request::builder().uri(path).body(String::new()).expect("request");
+        let mut request = Request::builder()
+            .uri(path)
+            .body(String::new())
+            .expect("request");
         if with_cookie {
             request.headers_mut().insert(COOKIE, cookie.clone());
         }
