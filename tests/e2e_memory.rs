@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
@@ -57,4 +59,54 @@ async fn expired_sessions_leave_memory_when_the_sweeper_runs() {
     app.clock.advance(common::IDLE);
     assert_eq!(app.layer.admin().sweep_expired().await.unwrap(), 10);
     assert!(store.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_spawned_sweeper_frees_expired_sessions_in_the_background() {
+    let store = MemoryStore::new();
+    let app = common::TestApp::new(store.clone());
+    for _ in 0..5 {
+        app.client().put("/set/k", "v").await;
+    }
+    app.clock.advance(common::IDLE);
+    let sweeper = app.layer.admin().spawn_sweeper(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert!(store.is_empty(), "swept without any request");
+    sweeper.abort();
+}
+
+#[tokio::test]
+async fn a_session_used_after_its_response_reports_finished() {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Session>();
+    let store = MemoryStore::new();
+    let layer = cloakroom::SessionLayer::builder(store.clone())
+        .key(common::key(1))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move |session: Session| {
+                let sender = sender.clone();
+                async move {
+                    session.insert("in_time", true).await.unwrap();
+                    sender.send(session).unwrap();
+                    "ok"
+                }
+            }),
+        )
+        .layer(layer);
+    let reply = common::read(
+        app.oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let late = receiver.recv().await.unwrap();
+    assert!(matches!(
+        late.insert("too_late", true).await,
+        Err(cloakroom::SessionError::Finished)
+    ));
+    assert_eq!(store.len(), 1, "the in-time write was committed");
 }

@@ -56,6 +56,10 @@ pub(crate) mod counting;
 /// records on its own (a TTL set to [`SessionRecord::expires_at`]); that is a
 /// second line of defence and a way to bound storage, never the rule.
 ///
+/// Rolling expiry has no method of its own: touching is part of
+/// [`SessionStore::load`], so that a read with a due extension is still one
+/// round-trip.
+///
 /// Implementations must be safe to call concurrently from many requests.
 /// The layer's guarantees (no lost updates between requests that change
 /// different keys, no resurrection after logout) rest on the atomicity each

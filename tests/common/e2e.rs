@@ -34,6 +34,7 @@ macro_rules! e2e_tests {
             activity_keeps_a_session_alive_until_the_absolute_timeout,
             rolling_expiry_writes_only_after_the_touch_threshold,
             remember_me_lifetime_is_stored_and_the_cookie_persists,
+            persistent_cookie_is_refreshed_only_when_the_deadline_moves,
             junk_cookies_are_anonymous_and_cost_no_store_call,
             a_valid_cookie_among_junk_duplicates_still_counts,
             key_rotation_keeps_sessions_until_the_old_key_leaves_the_ring,
@@ -506,6 +507,34 @@ pub async fn remember_me_lifetime_is_stored_and_the_cookie_persists<S: SessionSt
     assert_eq!(whoami(&mut client).await.as_deref(), Some("alice"));
     app.clock.advance(Duration::from_secs(DAY));
     assert_eq!(whoami(&mut client).await, None, "gone after 30 days");
+}
+
+pub async fn persistent_cookie_is_refreshed_only_when_the_deadline_moves<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::with(store, |b| b.persistent(true));
+    let mut client = logged_in(&app, "alice").await;
+    app.clock.advance(Duration::from_secs(100));
+    let reply = client.get("/whoami").await;
+    assert!(
+        reply.set_cookies().is_empty(),
+        "before the touch threshold: no refresh"
+    );
+    app.clock.advance(Duration::from_secs(100));
+    let reply = client.get("/whoami").await;
+    let c = cookie_of(&reply);
+    assert_eq!(
+        c.max_age(),
+        Some(time::Duration::seconds(IDLE.as_secs() as i64)),
+        "a touched session's cookie lives until the new idle deadline"
+    );
+    assert_eq!(
+        Some(c.value().to_owned()),
+        client.cookie,
+        "same ID, new Max-Age"
+    );
 }
 
 pub async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: SessionStore + Clone>(store: S) {
