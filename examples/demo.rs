@@ -20,7 +20,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{Key, MemoryStore, Session, SessionError, SessionLayer};
+use cloakroom::{Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder};
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -61,17 +61,10 @@ async fn run() -> Result<(), BoxError> {
     let store = env_or("SESSION_STORE", "memory");
     let builder = match store.as_str() {
         "memory" => SessionLayer::builder(MemoryStore::new()),
-        "redis" | "postgres" => {
-            return Err(format!(
-                "SESSION_STORE={store}: this build of cloakroom has no {store} store \
-                 (the `{store}` feature is reserved and not implemented yet); use SESSION_STORE=memory"
-            )
-            .into())
-        }
+        "redis" => redis_store().await?,
+        "postgres" => postgres_store().await?,
         other => {
-            return Err(
-                format!("SESSION_STORE={other}: expected memory, redis or postgres").into(),
-            )
+            return Err(format!("SESSION_STORE={other}: expected memory, redis or postgres").into())
         }
     };
     let sessions = builder
@@ -85,6 +78,25 @@ async fn run() -> Result<(), BoxError> {
     tracing::info!("demo listening on http://{addr} with the {store} store");
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
+    Err(not_built("redis"))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
+    Err(not_built("postgres"))
+}
+
+#[allow(dead_code)]
+fn not_built(store: &str) -> BoxError {
+    format!(
+        "SESSION_STORE={store}: this demo was built without the `{store}` feature; \
+         run `cargo run --example demo --features {store}`"
+    )
+    .into()
 }
 
 fn env_or(name: &str, default: &str) -> String {

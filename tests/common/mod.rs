@@ -3,6 +3,7 @@
 //! store wrapped to count its calls.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod backend;
 pub mod e2e;
 pub mod logs;
 
