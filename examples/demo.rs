@@ -5,8 +5,9 @@
 //!
 //! Environment:
 //! - `DEMO_ADDR`: listen address, default `127.0.0.1:3000`
-//! - `SESSION_STORE`: `memory` (default), `redis` (`REDIS_URL`) or
-//!   `postgres` (`DATABASE_URL`)
+//! - `SESSION_STORE`: `memory` (default), `redis` (`REDIS_URL`, or
+//!   `REDIS_CLUSTER_URLS` for a cluster; needs `--features redis`) or
+//!   `postgres` (`DATABASE_URL`; needs `--features postgres`)
 //! - `SESSION_IDLE_SECS` (default 1800), `SESSION_ABSOLUTE_SECS` (default 43200)
 //! - `SESSION_KEY`: 64 hex characters; a random key (with a warning) when unset
 
@@ -80,12 +81,28 @@ async fn run() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `REDIS_URL` names one server (default `redis://127.0.0.1:6379/`);
+/// `REDIS_CLUSTER_URLS` (comma-separated) a Redis Cluster instead.
+#[cfg(feature = "redis")]
+async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
+    let store = match std::env::var("REDIS_CLUSTER_URLS") {
+        Ok(urls) => cloakroom::RedisStore::connect_cluster(urls.split(',').map(str::trim)).await?,
+        Err(_) => {
+            let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
+            cloakroom::RedisStore::connect(&url).await?
+        }
+    };
+    Ok(SessionLayer::builder(
+        store.with_key_prefix("cloakroom-demo:")?,
+    ))
+}
+
 #[cfg(not(feature = "redis"))]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     Err(not_built("redis"))
 }
 
-#[cfg(not(feature = "postgres"))]
+// The `postgres` feature is reserved until `PostgresStore` lands.
 async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
     Err(not_built("postgres"))
 }

@@ -96,6 +96,9 @@ pub enum ConfigError {
     AbsoluteShorterThanIdle,
     /// `touch_after` is not a fraction between 0.0 and 1.0.
     TouchAfterOutOfRange,
+    /// A store key prefix is too long or contains characters it must not
+    /// (for Redis: `{` or `}`, which would act as a cluster hash tag).
+    InvalidKeyPrefix,
 }
 
 impl fmt::Display for ConfigError {
@@ -127,6 +130,9 @@ impl fmt::Display for ConfigError {
                 f.write_str("the absolute timeout is shorter than the idle timeout")
             }
             Self::TouchAfterOutOfRange => f.write_str("touch_after must be between 0.0 and 1.0"),
+            Self::InvalidKeyPrefix => {
+                f.write_str("the key prefix is too long or contains '{' or '}'")
+            }
         }
     }
 }

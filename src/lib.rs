@@ -63,7 +63,7 @@
 //! | --- | --- | --- |
 //! | `memory` | [`MemoryStore`], sessions in process memory | yes |
 //! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
-//! | `redis` | reserved for `RedisStore` (standalone and Redis Cluster) | no |
+//! | `redis` | [`RedisStore`]: Redis, standalone or Redis Cluster | no |
 //! | `postgres` | reserved for `PostgresStore` (sqlx) | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
 //!
@@ -155,6 +155,8 @@ pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use crate::store::redis::RedisStore;
 pub use crate::store::{SessionStore, StoreError};
 
 /// The store conformance suite and test doubles, for store authors and for

@@ -6,6 +6,8 @@
 pub mod backend;
 pub mod e2e;
 pub mod logs;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,302 @@
+//! Real Redis servers for the tests: `REDIS_URL` / `REDIS_CLUSTER_URLS`
+//! when set, otherwise throwaway `redis-server` processes on free loopback
+//! ports (a 3-master cluster built with `redis-cli --cluster create`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cloakroom::RedisStore;
+
+use super::backend::{
+    find_binary, free_port, scratch_dir, spawn_supervised, stop_supervised, unavailable,
+    wait_for_port,
+};
+
+fn redis_server() -> Option<PathBuf> {
+    find_binary(
+        "redis-server",
+        &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
+    )
+}
+
+fn redis_cli() -> Option<PathBuf> {
+    find_binary(
+        "redis-cli",
+        &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
+    )
+}
+
+/// One `redis-server` process on a loopback port, stopped when dropped
+/// (and by its watchdog when the test process ends).
+pub struct RedisServer {
+    binary: PathBuf,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server; `None` (after a skip notice) when Redis is not
+    /// installed.
+    pub fn start(extra: &[&str]) -> Option<Self> {
+        let Some(binary) = redis_server() else {
+            return unavailable(
+                "Redis",
+                "redis-server is not installed (apt-get install redis-server)",
+            );
+        };
+        let mut server = Self {
+            binary,
+            addr: free_port(),
+            dir: scratch_dir("redis"),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        };
+        server.run();
+        Some(server)
+    }
+
+    fn run(&mut self) {
+        let mut args: Vec<String> = [
+            "--port",
+            &self.addr.port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            &self.dir.display().to_string(),
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(self.extra.iter().cloned());
+        let log = self.dir.join("redis.log");
+        self.child = Some(spawn_supervised(&self.binary, &args, &log, None));
+        wait_for_port(self.addr, Duration::from_secs(20), &log);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Stops the server (as in an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_supervised(&mut child);
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A random key prefix, so tests sharing a server never see each other.
+fn prefix() -> String {
+    format!(
+        "test-{}:",
+        cloakroom::SessionId::generate()
+            .unwrap()
+            .store_key()
+            .short()
+    )
+}
+
+/// The URL of the Redis server shared by this test binary.
+fn shared_url() -> Option<String> {
+    static SHARED: OnceLock<Option<(String, Option<RedisServer>)>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| match std::env::var("REDIS_URL") {
+            Ok(url) => Some((url, None)),
+            Err(_) => RedisServer::start(&[]).map(|server| (server.url(), Some(server))),
+        })
+        .as_ref()
+        .map(|(url, _)| url.clone())
+}
+
+/// A store on the shared standalone server, with its own key prefix.
+pub async fn store() -> Option<RedisStore> {
+    let url = shared_url()?;
+    let store = RedisStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    Some(store.with_key_prefix(prefix()).unwrap())
+}
+
+/// The node URLs of the Redis Cluster shared by this test binary.
+fn cluster_urls() -> Option<Vec<String>> {
+    static CLUSTER: OnceLock<Option<(Vec<String>, Vec<RedisServer>)>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            if let Ok(urls) = std::env::var("REDIS_CLUSTER_URLS") {
+                let urls = urls.split(',').map(|u| u.trim().to_owned()).collect();
+                return Some((urls, Vec::new()));
+            }
+            let Some(cli) = redis_cli() else {
+                return unavailable(
+                    "Redis Cluster",
+                    "redis-cli is not installed (apt-get install redis-tools)",
+                );
+            };
+            let mut nodes = Vec::new();
+            for _ in 0..3 {
+                let node = RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])?;
+                nodes.push(node);
+            }
+            create_cluster(&cli, &nodes);
+            let urls = nodes.iter().map(RedisServer::url).collect();
+            Some((urls, nodes))
+        })
+        .as_ref()
+        .map(|(urls, _)| urls.clone())
+}
+
+fn create_cluster(cli: &PathBuf, nodes: &[RedisServer]) {
+    let mut command = Command::new(cli);
+    command.arg("--cluster").arg("create");
+    for node in nodes {
+        command.arg(node.addr.to_string());
+    }
+    let output = command
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every node must agree that all slots are served before tests start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        loop {
+            let info = Command::new(cli)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &node.addr.port().to_string(),
+                    "cluster",
+                    "info",
+                ])
+                .output()
+                .expect("redis-cli cluster info");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster on {} never became ok",
+                node.addr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A store on the shared Redis Cluster, with its own key prefix.
+pub async fn cluster_store() -> Option<RedisStore> {
+    let urls = cluster_urls()?;
+    let store = RedisStore::connect_cluster(&urls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to cluster {urls:?}: {e}"));
+    Some(store.with_key_prefix(prefix()).unwrap())
+}
+
+/// A loopback TCP proxy in front of a Redis server that records every byte
+/// clients send, so a test can see exactly which commands (round trips) an
+/// operation cost. Commands run inside Lua scripts never cross the wire and
+/// are not counted.
+pub struct CommandRecorder {
+    pub addr: SocketAddr,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl CommandRecorder {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                            record.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                    let _ = tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        Self { addr, sent }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Forgets what was sent so far.
+    pub fn reset(&self) {
+        self.sent.lock().unwrap().clear();
+    }
+
+    /// The names of the commands sent since the last reset, in order.
+    pub fn commands(&self) -> Vec<String> {
+        use tokio_util::codec::Decoder as _;
+        let mut bytes = bytes::BytesMut::from(self.sent.lock().unwrap().as_slice());
+        let mut codec = redis::ValueCodec::default();
+        let mut names = Vec::new();
+        while let Some(value) = codec.decode(&mut bytes).expect("clients send valid RESP") {
+            match value {
+                redis::Value::Array(parts) => match parts.first() {
+                    Some(redis::Value::BulkString(name)) => {
+                        names.push(String::from_utf8_lossy(name).to_uppercase())
+                    }
+                    other => panic!("unexpected command head {other:?}"),
+                },
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        assert!(bytes.is_empty(), "a partial command was recorded");
+        names
+    }
+}
