@@ -20,30 +20,6 @@
 //!     .build()?;
 //! # Ok(()) }
 //! ```
-//!
-//! # Layout
-//!
-//! Each session is a hash under `<prefix>s:<store key as hex>`, with the
-//! metadata in one-letter fields (`c` created, `s` last seen, `i` idle
-//! timeout, `a` absolute deadline, `p` persistent, `u` user) and each data
-//! key as a field `d:<key>` holding JSON. The hash's TTL is the session's
-//! deadline, so Redis drops it on time by itself.
-//!
-//! Each user with sessions has a sorted set under `<prefix>u:<SHA-256 of the
-//! user id as hex>` whose members are the store keys of their sessions,
-//! scored by each session's absolute deadline. Since no session outlives its
-//! absolute deadline, members scored in the past are pruned safely whenever
-//! the user logs in again, and the set's own TTL is its highest score: the
-//! index expires by itself and never grows without bound.
-//!
-//! # Round trips
-//!
-//! Loading (with the rolling-expiry extension when due) and saving a patch
-//! are one Lua script each, so one round trip; both check the deadline with
-//! the layer's time and never re-create a session. Creating a session is one
-//! script, plus one for the user index when a user is logged in. Every
-//! script touches one key, so Redis Cluster needs no hash tags and
-//! logout-everywhere works across slots.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -74,8 +50,31 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// reconnects by itself) or a Redis Cluster (through the crate's async
 /// cluster client).
 ///
-/// Clones share the connection. See the [module docs](self) for the key
-/// layout and the round trips each operation costs.
+/// Clones share the connection.
+///
+/// # Layout
+///
+/// Each session is a hash under `<prefix>s:<store key as hex>`, with the
+/// metadata in one-letter fields (`c` created, `s` last seen, `i` idle
+/// timeout, `a` absolute deadline, `p` persistent, `u` user) and each data
+/// key as a field `d:<key>` holding JSON. The hash's TTL is the session's
+/// deadline, so Redis drops it on time by itself.
+///
+/// Each user with sessions has a sorted set under `<prefix>u:<SHA-256 of the
+/// user id as hex>` whose members are the store keys of their sessions,
+/// scored by each session's absolute deadline. Since no session outlives its
+/// absolute deadline, members scored in the past are pruned safely whenever
+/// the user logs in again, and the set's own TTL is its highest score: the
+/// index expires by itself and never grows without bound.
+///
+/// # Round trips
+///
+/// Loading (with the rolling-expiry extension when due) and saving a patch
+/// are one Lua script each, so one round trip; both check the deadline with
+/// the layer's time and never re-create a session. Creating a session is one
+/// script, plus one for the user index when a user is logged in. Every
+/// script touches one key, so Redis Cluster needs no hash tags and
+/// logout-everywhere works across slots.
 ///
 /// Redis expires records at their deadline by itself, so the layer's clock
 /// must follow real time (the default [`SystemClock`](crate::SystemClock)).
