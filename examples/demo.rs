@@ -21,7 +21,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder};
+use cloakroom::{
+    CsrfLayer, CsrfToken, Key, MemoryStore, Session, SessionError, SessionLayer,
+    SessionLayerBuilder,
+};
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -74,7 +77,8 @@ async fn run() -> Result<(), BoxError> {
         .absolute_timeout(absolute)
         .build()?;
 
-    let app = app().layer(sessions);
+    // CSRF checks run inside the session layer.
+    let app = app().layer(CsrfLayer::new()).layer(sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo listening on http://{addr} with the {store} store");
     axum::serve(listener, app).await?;
@@ -133,23 +137,33 @@ fn app() -> Router {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
+        .route("/api/csrf", get(csrf))
         .route("/api/me", get(me))
         .route("/api/sessions", get(sessions))
         .route("/api/counter", post(counter))
         .route("/api/notes/{key}", get(get_note).put(put_note))
 }
 
-async fn index(session: Session) -> Result<Response, SessionError> {
+/// The hidden form field every form of the demo carries.
+fn csrf_field(token: &CsrfToken) -> String {
+    format!("<input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">")
+}
+
+async fn index(session: Session, token: CsrfToken) -> Result<Response, SessionError> {
     let mut page = String::from(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>cloakroom demo</title></head><body>\n<h1>cloakroom demo</h1>\n",
     );
     match session.user_id().await? {
-        None => page.push_str(
-            "<form method=\"post\" action=\"/login\">\n\
-             <label>Name <input name=\"user\" maxlength=\"64\" required autofocus></label>\n\
-             <button type=\"submit\">Log in</button>\n</form>\n",
-        ),
+        None => {
+            let _ = write!(
+                page,
+                "<form method=\"post\" action=\"/login\">\n{}\n\
+                 <label>Name <input name=\"user\" maxlength=\"64\" required autofocus></label>\n\
+                 <button type=\"submit\">Log in</button>\n</form>\n",
+                csrf_field(&token)
+            );
+        }
         Some(user) => {
             let listed = session.list_sessions().await?;
             let _ = write!(
@@ -169,11 +183,15 @@ async fn index(session: Session) -> Result<Response, SessionError> {
                     if s.current { "this browser" } else { "" }
                 );
             }
-            page.push_str(
+            let _ = write!(
+                page,
                 "</table>\n\
-                 <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n\
-                 <form method=\"post\" action=\"/logout-everywhere\">\
+                 <form method=\"post\" action=\"/logout\">{}\
+                 <button type=\"submit\">Log out</button></form>\n\
+                 <form method=\"post\" action=\"/logout-everywhere\">{}\
                  <button type=\"submit\">Log out everywhere</button></form>\n",
+                csrf_field(&token),
+                csrf_field(&token)
             );
         }
     }
@@ -181,6 +199,8 @@ async fn index(session: Session) -> Result<Response, SessionError> {
     Ok(Html(page).into_response())
 }
 
+/// The form also carries `csrf_token`, which `CsrfLayer` checked before
+/// this handler runs (serde ignores it here).
 #[derive(Deserialize)]
 struct LoginForm {
     user: String,
@@ -213,6 +233,11 @@ async fn logout(session: Session) -> Result<Redirect, SessionError> {
 async fn logout_everywhere(session: Session) -> Result<Redirect, SessionError> {
     session.logout_everywhere().await?;
     Ok(Redirect::to("/"))
+}
+
+/// For scripts: the token to send as `x-csrf-token` with `/api` writes.
+async fn csrf(token: CsrfToken) -> Json<serde_json::Value> {
+    Json(json!({ "token": token.masked() }))
 }
 
 async fn me(session: Session) -> Result<Response, SessionError> {

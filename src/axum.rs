@@ -102,3 +102,76 @@ impl IntoResponse for SessionError {
         response
     }
 }
+
+/// The [`CsrfToken`](crate::CsrfToken) extractor: the token for the current
+/// visitor. Needs [`CsrfLayer`](crate::CsrfLayer) inside
+/// [`SessionLayer`](crate::SessionLayer) on the route.
+#[cfg(feature = "csrf")]
+impl<S: Send + Sync> FromRequestParts<S> for crate::CsrfToken {
+    type Rejection = CsrfTokenRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts
+            .extensions
+            .get::<crate::csrf::CsrfInstalled>()
+            .is_none()
+        {
+            return Err(CsrfTokenRejection::MissingLayer);
+        }
+        let session = parts
+            .extensions
+            .get::<Session>()
+            .ok_or(CsrfTokenRejection::MissingLayer)?;
+        crate::CsrfToken::for_session(session)
+            .await
+            .map_err(CsrfTokenRejection::Session)
+    }
+}
+
+/// Why the [`CsrfToken`](crate::CsrfToken) extractor failed.
+#[cfg(feature = "csrf")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CsrfTokenRejection {
+    /// The route lacks [`CsrfLayer`](crate::CsrfLayer) or
+    /// [`SessionLayer`](crate::SessionLayer): answers `500`, since a token
+    /// nobody checks would protect nothing.
+    MissingLayer,
+    /// The session could not be loaded: answers as [`SessionError`] does.
+    Session(SessionError),
+}
+
+#[cfg(feature = "csrf")]
+impl fmt::Display for CsrfTokenRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingLayer => f.write_str(
+                "the CsrfToken extractor needs CsrfLayer inside SessionLayer around the route",
+            ),
+            Self::Session(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+#[cfg(feature = "csrf")]
+impl std::error::Error for CsrfTokenRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::MissingLayer => None,
+            Self::Session(e) => Some(e),
+        }
+    }
+}
+
+#[cfg(feature = "csrf")]
+impl IntoResponse for CsrfTokenRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::MissingLayer => {
+                tracing::error!(target: "cloakroom", "{self}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+            }
+            Self::Session(e) => e.into_response(),
+        }
+    }
+}

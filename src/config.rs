@@ -99,6 +99,8 @@ pub enum ConfigError {
     /// A store key prefix is too long or contains characters it must not
     /// (for Redis: `{` or `}`, which would act as a cluster hash tag).
     InvalidKeyPrefix,
+    /// A [`CsrfLayer`](crate::CsrfLayer) setting is invalid; names which.
+    InvalidCsrfSetting(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -130,6 +132,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("the absolute timeout is shorter than the idle timeout")
             }
             Self::TouchAfterOutOfRange => f.write_str("touch_after must be between 0.0 and 1.0"),
+            Self::InvalidCsrfSetting(what) => write!(f, "invalid CSRF setting: {what}"),
             Self::InvalidKeyPrefix => {
                 f.write_str("the key prefix is too long or contains '{' or '}'")
             }
@@ -432,7 +435,7 @@ impl fmt::Debug for SessionLayerBuilder {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "memory"))]
 mod tests {
     use super::*;
     use crate::MemoryStore;

@@ -105,9 +105,15 @@ impl Key {
     }
 
     fn tag(&self, id: &SessionId) -> HmacSha256 {
+        self.tag_bytes(SESSION_TAG_CONTEXT, id.as_bytes())
+    }
+
+    /// HMAC over `context || payload`; `context` keeps tags made for one
+    /// purpose from verifying for another.
+    fn tag_bytes(&self, context: &[u8], payload: &[u8]) -> HmacSha256 {
         let mut mac = self.mac.clone();
-        mac.update(SESSION_TAG_CONTEXT);
-        mac.update(id.as_bytes());
+        mac.update(context);
+        mac.update(payload);
         mac
     }
 }
@@ -209,6 +215,28 @@ impl KeyRing {
             }
         }
         Err(CookieRejection::BadSignature)
+    }
+}
+
+#[cfg(feature = "csrf")]
+impl KeyRing {
+    /// HMAC-SHA256 of `context || payload` under the current key, for
+    /// values other than session cookies (e.g. CSRF tokens of visitors
+    /// without a session). `context` keeps each use apart.
+    pub(crate) fn tag(&self, context: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
+        self.keys[0]
+            .tag_bytes(context, payload)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// Whether any key of the ring made `tag` for `context || payload`;
+    /// each comparison is constant-time.
+    pub(crate) fn verifies(&self, context: &[u8], payload: &[u8], tag: &[u8]) -> bool {
+        self.keys
+            .iter()
+            .any(|key| key.tag_bytes(context, payload).verify_slice(tag).is_ok())
     }
 }
 
@@ -341,6 +369,33 @@ mod tests {
                 "{junk:?}"
             );
         }
+    }
+
+    #[cfg(feature = "csrf")]
+    #[test]
+    fn tags_verify_only_under_their_context_payload_and_ring() {
+        let ring = KeyRing::new(key(1)).with_previous(key(2));
+        let tag = ring.tag(b"ctx", b"payload");
+        assert!(ring.verifies(b"ctx", b"payload", &tag));
+        assert!(!ring.verifies(b"other", b"payload", &tag));
+        assert!(!ring.verifies(b"ctx", b"other", &tag));
+        assert!(!KeyRing::new(key(3)).verifies(b"ctx", b"payload", &tag));
+        let by_previous = KeyRing::new(key(2)).tag(b"ctx", b"payload");
+        assert!(ring.verifies(b"ctx", b"payload", &by_previous));
+        assert!(!ring.verifies(b"ctx", b"payload", &tag[..31]));
+    }
+
+    #[cfg(feature = "csrf")]
+    #[test]
+    fn a_session_cookie_tag_is_not_a_tag_of_the_id_in_another_context() {
+        let ring = KeyRing::new(key(1));
+        let id = SessionId::generate().unwrap();
+        let cookie = ring.sign(&id);
+        let tag = URL_SAFE_NO_PAD
+            .decode(&cookie[ENCODED_ID_LEN + 1..])
+            .unwrap();
+        assert!(ring.verifies(SESSION_TAG_CONTEXT, id.as_bytes(), &tag));
+        assert!(!ring.verifies(b"cloakroom/csrf", id.as_bytes(), &tag));
     }
 
     #[test]

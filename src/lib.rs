@@ -63,6 +63,7 @@
 //! | --- | --- | --- |
 //! | `memory` | [`MemoryStore`], sessions in process memory | yes |
 //! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
+//! | `csrf` | [`CsrfLayer`] and [`CsrfToken`]: CSRF protection bound to the session | yes |
 //! | `redis` | [`RedisStore`]: Redis, standalone or Redis Cluster | no |
 //! | `postgres` | reserved for `PostgresStore` (sqlx) | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
@@ -134,6 +135,8 @@ mod axum;
 mod clock;
 mod config;
 mod cookie;
+#[cfg(feature = "csrf")]
+mod csrf;
 mod id;
 mod key;
 mod layer;
@@ -143,10 +146,14 @@ mod session;
 mod store;
 
 pub use crate::admin::SessionAdmin;
+#[cfg(all(feature = "axum", feature = "csrf"))]
+pub use crate::axum::CsrfTokenRejection;
 #[cfg(feature = "axum")]
 pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{ConfigError, SameSite, SessionLayerBuilder};
+#[cfg(feature = "csrf")]
+pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken};
 pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
 pub use crate::layer::SessionLayer;

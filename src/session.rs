@@ -33,6 +33,12 @@ use crate::id::{RandomnessError, SessionId, StoreKey};
 use crate::layer::Core;
 use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::StoreError;
+#[cfg(feature = "csrf")]
+use rand::TryRngCore as _;
+
+/// The data key under which [`crate::CsrfLayer`] keeps a session's CSRF
+/// secret. Login and regenerate drop it, so tokens rotate with the ID.
+pub(crate) const CSRF_SECRET_KEY: &str = "__cloakroom_csrf";
 
 /// How many fresh IDs are tried when `create` reports a collision. With
 /// 128-bit random IDs a single collision is already astronomically
@@ -95,6 +101,18 @@ struct Active {
     new_id: Option<SessionId>,
     /// The browser holds a cookie that names no live session any more.
     clear_cookie: bool,
+}
+
+/// Where a request's CSRF secret comes from.
+#[cfg(feature = "csrf")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CsrfBinding {
+    /// The session holds this secret.
+    Session([u8; 32]),
+    /// The session exists but was never given a secret.
+    SessionWithoutSecret,
+    /// There is no session (and asking for a token does not create one).
+    NoSession,
 }
 
 /// What the layer must add to the response.
@@ -377,11 +395,12 @@ impl Session {
             .user_id
             .as_ref()
             .is_none_or(|previous| *previous == user_id);
-        let data = if same_user {
+        let mut data = if same_user {
             std::mem::take(&mut active.record.data)
         } else {
             Map::new()
         };
+        data.remove(CSRF_SECRET_KEY);
         let clear_cookie = active.clear_cookie || active.stored.is_some();
         *active = Active::fresh(self.core(), now, clear_cookie);
         active.record.data = data;
@@ -406,6 +425,7 @@ impl Session {
         if active.stored.take().is_some() {
             active.clear_cookie = true;
         }
+        active.record.data.remove(CSRF_SECRET_KEY);
         active.patch = Patch::default();
         active.touched = false;
         active.new_id = Some(new_id);
@@ -545,6 +565,46 @@ impl Session {
             active.patch.lifetime = Some(new);
         }
         Ok(())
+    }
+
+    /// The session's CSRF secret, if it has one. With `issue`, a session
+    /// that is stored (or is about to be) gets a fresh secret when it has
+    /// none; a session that would exist only for the secret does not.
+    #[cfg(feature = "csrf")]
+    pub(crate) async fn csrf_secret(&self, issue: bool) -> Result<CsrfBinding, SessionError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+
+        let mut active = self.active().await?;
+        if let Some(Value::String(encoded)) = active.record.data.get(CSRF_SECRET_KEY) {
+            let mut secret = [0u8; 32];
+            if let Ok(32) = URL_SAFE_NO_PAD.decode_slice(encoded, &mut secret) {
+                return Ok(CsrfBinding::Session(secret));
+            }
+        }
+        let exists = active.stored.is_some() || active.has_content();
+        if !exists {
+            return Ok(CsrfBinding::NoSession);
+        }
+        if !issue {
+            return Ok(CsrfBinding::SessionWithoutSecret);
+        }
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut secret)
+            .map_err(|_| SessionError::Randomness(RandomnessError::new()))?;
+        let value = Value::String(URL_SAFE_NO_PAD.encode(secret));
+        if active.stored.is_some() {
+            active.patch.insert(CSRF_SECRET_KEY, value.clone());
+        }
+        active.record.data.insert(CSRF_SECRET_KEY.to_owned(), value);
+        Ok(CsrfBinding::Session(secret))
+    }
+
+    /// The layer's signing keys and clock, for tokens derived from them.
+    #[cfg(feature = "csrf")]
+    pub(crate) fn keys_and_now(&self) -> (&crate::key::KeyRing, OffsetDateTime) {
+        (&self.core().config.keys, self.core().now())
     }
 
     /// Deletes the stored session behind `active`, if any; returns whether

@@ -111,14 +111,32 @@ impl Browser {
         content_type: Option<&str>,
         body: &str,
     ) -> Reply {
+        match content_type {
+            Some(ct) => {
+                self.send_with(method, path, &[("content-type", ct)], body)
+                    .await
+            }
+            None => self.send_with(method, path, &[], body).await,
+        }
+    }
+
+    /// Sends a request with the jar's cookie and these headers, and keeps
+    /// the session cookie the response sets.
+    async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
         if let Some(cookie) = &self.cookie {
             request = request.header(COOKIE, cookie.as_str());
         }
-        if let Some(ct) = content_type {
-            request = request.header(CONTENT_TYPE, ct);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(Bytes::from(body.to_owned())))
@@ -156,20 +174,67 @@ impl Browser {
         self.send(Method::GET, path, None, "").await
     }
 
-    async fn post(&mut self, path: &str) -> Reply {
-        self.send(Method::POST, path, None, "").await
+    /// The token scripts get from `GET /api/csrf`.
+    async fn csrf(&mut self) -> String {
+        let reply = self.get("/api/csrf").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.set_cookie.is_none(),
+            "asking for a token sets no cookie"
+        );
+        reply.json()["token"].as_str().expect("a token").to_owned()
     }
 
-    async fn login(&mut self, user: &str) -> Reply {
-        let body = serde_urlencoded::to_string([("user", user)]).unwrap();
+    /// An `/api` write as a script does it: token in `x-csrf-token`.
+    async fn api(&mut self, method: Method, path: &str, body: &str) -> Reply {
+        let token = self.csrf().await;
+        self.send_with(method, path, &[("x-csrf-token", &token)], body)
+            .await
+    }
+
+    /// A form post as the browser does it: the hidden `csrf_token` field of
+    /// the form on `GET /` (when the page has that form), plus the fields
+    /// given.
+    async fn submit(&mut self, action: &str, fields: &[(&str, &str)]) -> Reply {
+        let page = self.get("/").await;
+        // A logged-in page has no login form: take a script's token then.
+        let token = if page.body.contains(&format!("action=\"{action}\"")) {
+            hidden_token(&page.body, action)
+        } else {
+            self.csrf().await
+        };
+        let mut form: Vec<(&str, &str)> = vec![("csrf_token", &token)];
+        form.extend_from_slice(fields);
+        let body = serde_urlencoded::to_string(&form).unwrap();
         self.send(
             Method::POST,
-            "/login",
+            action,
             Some("application/x-www-form-urlencoded"),
             &body,
         )
         .await
     }
+
+    async fn post(&mut self, path: &str) -> Reply {
+        self.submit(path, &[]).await
+    }
+
+    async fn login(&mut self, user: &str) -> Reply {
+        self.submit("/login", &[("user", user)]).await
+    }
+}
+
+/// The value of the hidden `csrf_token` input of the form posting to
+/// `action` on `page`.
+fn hidden_token(page: &str, action: &str) -> String {
+    let form_start = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form for {action} on the page:\n{page}"));
+    let form = &page[form_start..];
+    let form = &form[..form.find("</form>").expect("a closed form")];
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = form.find(marker).expect("every form carries csrf_token") + marker.len();
+    form[start..start + form[start..].find('"').unwrap()].to_owned()
 }
 
 #[tokio::test]
@@ -197,18 +262,35 @@ async fn demo_answers_its_contract() {
     );
 
     // The counter works anonymously and creates a session.
-    assert_eq!(alice.post("/api/counter").await.json()["counter"], 1);
+    let refused = alice.send(Method::POST, "/api/counter", None, "").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "writes need the CSRF token"
+    );
+    assert!(refused.set_cookie.is_none());
+    let cross_site = alice
+        .send_with(
+            Method::POST,
+            "/api/counter",
+            &[("sec-fetch-site", "cross-site")],
+            "",
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        alice.api(Method::POST, "/api/counter", "").await.json()["counter"],
+        1
+    );
     let anonymous_cookie = alice.cookie.clone().expect("counter created a session");
-    assert_eq!(alice.post("/api/counter").await.json()["counter"], 2);
+    assert_eq!(
+        alice.api(Method::POST, "/api/counter", "").await.json()["counter"],
+        2
+    );
 
     // Notes.
     let put = alice
-        .send(
-            Method::PUT,
-            "/api/notes/greeting",
-            Some("text/plain"),
-            "hello, world",
-        )
+        .api(Method::PUT, "/api/notes/greeting", "hello, world")
         .await;
     assert_eq!(put.status, StatusCode::NO_CONTENT);
     let note = alice.get("/api/notes/greeting").await;
@@ -229,14 +311,7 @@ async fn demo_answers_its_contract() {
             "name {bad:?}"
         );
     }
-    let no_field = alice
-        .send(
-            Method::POST,
-            "/login",
-            Some("application/x-www-form-urlencoded"),
-            "name=x",
-        )
-        .await;
+    let no_field = alice.submit("/login", &[("name", "x")]).await;
     assert_eq!(no_field.status, StatusCode::BAD_REQUEST);
 
     // Login: 303 to /, fresh ID.

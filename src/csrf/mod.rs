@@ -1,0 +1,341 @@
+//! CSRF protection bound to the session: [`CsrfLayer`] checks every unsafe
+//! request, [`CsrfToken`] gives handlers the token to embed.
+//!
+//! Two lines of defence, in order:
+//!
+//! 1. **Where the request comes from.** Browsers say so in
+//!    `Sec-Fetch-Site` and `Origin`. A `POST`, `PUT`, `PATCH` or `DELETE`
+//!    that a browser marks `cross-site` or `same-site` (a sibling
+//!    subdomain), or whose `Origin` is neither this host nor a trusted
+//!    origin, is refused at once: no session load, no token work.
+//! 2. **A token only the app's own pages know.** The request must carry a
+//!    token, in the `x-csrf-token` header or the `csrf_token` form field of
+//!    an `application/x-www-form-urlencoded` body, matching the visitor's
+//!    secret (compared in constant time). The secret of a visitor with a
+//!    session lives in that session and rotates on
+//!    [`Session::login`](crate::Session::login) and
+//!    [`Session::regenerate`](crate::Session::regenerate); a visitor
+//!    without a session gets a signed, time-limited token that needs no
+//!    state, so asking for a token never creates a session or sets a
+//!    cookie.
+//!
+//! A failed check answers `403 Forbidden` with a short text naming the
+//! reason (`cross-site request`, `origin not allowed`, `missing token`,
+//! `invalid or expired token`) and nothing else.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{response::Html, routing::get, Router};
+//! use cloakroom::{CsrfLayer, CsrfToken, Key, MemoryStore, SessionLayer};
+//!
+//! async fn page(token: CsrfToken) -> Html<String> {
+//!     Html(format!(
+//!         r#"<form method="post" action="/"><input type="hidden" name="csrf_token" value="{token}"><button>Go</button></form>"#
+//!     ))
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sessions = SessionLayer::builder(MemoryStore::new()).key(Key::generate()?).build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(page).post(|| async { "done" }))
+//!     // The CSRF layer goes inside the session layer (axum applies the
+//!     // last `.layer` outermost).
+//!     .layer(CsrfLayer::builder().exempt_prefix("/webhooks/").build()?)
+//!     .layer(sessions);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Multipart forms are not parsed: send the token in the header from
+//! scripts, or use a urlencoded form.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use http::Uri;
+use tower_layer::Layer;
+
+use crate::config::ConfigError;
+
+mod service;
+mod token;
+
+#[cfg(feature = "axum")]
+pub(crate) use self::service::CsrfInstalled;
+pub use self::service::{CsrfBody, CsrfService};
+pub use self::token::CsrfToken;
+
+const DEFAULT_HEADER: &str = "x-csrf-token";
+const DEFAULT_FIELD: &str = "csrf_token";
+const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
+
+/// Adds CSRF checks to every unsafe request; see the [module docs](self).
+///
+/// Needs [`SessionLayer`](crate::SessionLayer) outside it.
+#[derive(Clone)]
+#[must_use]
+pub struct CsrfLayer {
+    config: Arc<CsrfConfig>,
+}
+
+impl CsrfLayer {
+    /// A layer with the defaults: header `x-csrf-token`, field
+    /// `csrf_token`, no exempt paths, no extra trusted origins, forms up to
+    /// 1 MiB.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(CsrfConfig::default()),
+        }
+    }
+
+    /// Starts configuring a layer.
+    pub fn builder() -> CsrfLayerBuilder {
+        CsrfLayerBuilder::default()
+    }
+}
+
+impl Default for CsrfLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for CsrfLayer {
+    type Service = CsrfService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CsrfService::new(inner, self.config.clone())
+    }
+}
+
+impl fmt::Debug for CsrfLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsrfLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// The checked settings of one [`CsrfLayer`].
+#[derive(Debug)]
+pub(crate) struct CsrfConfig {
+    pub(crate) header: HeaderName,
+    pub(crate) field: String,
+    pub(crate) exempt_paths: Vec<String>,
+    pub(crate) exempt_prefixes: Vec<String>,
+    /// Normalised `scheme://authority`, lower case.
+    pub(crate) trusted_origins: Vec<String>,
+    pub(crate) max_form_bytes: usize,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            header: HeaderName::from_static(DEFAULT_HEADER),
+            field: DEFAULT_FIELD.to_owned(),
+            exempt_paths: Vec::new(),
+            exempt_prefixes: Vec::new(),
+            trusted_origins: Vec::new(),
+            max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+        }
+    }
+}
+
+impl CsrfConfig {
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
+        self.exempt_paths.iter().any(|p| p == path)
+            || self
+                .exempt_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// `scheme://authority` in lower case, if `text` is an origin (no path
+/// beyond `/`, no query).
+pub(crate) fn normalize_origin(text: &str) -> Option<String> {
+    let uri: Uri = text.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    bare.then(|| format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
+/// Builds a [`CsrfLayer`]; start with [`CsrfLayer::builder`].
+#[must_use = "a builder does nothing until `.build()` is called"]
+#[derive(Debug, Default)]
+pub struct CsrfLayerBuilder {
+    config: CsrfConfig,
+    error: Option<ConfigError>,
+}
+
+impl CsrfLayerBuilder {
+    fn fail(mut self, error: ConfigError) -> Self {
+        self.error.get_or_insert(error);
+        self
+    }
+
+    /// The header scripts send the token in; `x-csrf-token` by default.
+    pub fn header_name(mut self, name: &str) -> Self {
+        match HeaderName::try_from(name) {
+            Ok(header) => {
+                self.config.header = header;
+                self
+            }
+            Err(_) => self.fail(ConfigError::InvalidCsrfSetting("header name")),
+        }
+    }
+
+    /// The form field forms send the token in; `csrf_token` by default.
+    pub fn field_name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if name.is_empty() {
+            return self.fail(ConfigError::InvalidCsrfSetting("field name"));
+        }
+        self.config.field = name;
+        self
+    }
+
+    /// Skips the checks for requests to exactly `path` (e.g. a webhook
+    /// that authenticates itself).
+    ///
+    /// # Security
+    ///
+    /// An exempt route must not act on the session's authority: anything
+    /// it does, any site can make a logged-in browser do.
+    pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        if !path.starts_with('/') {
+            return self.fail(ConfigError::InvalidCsrfSetting("exempt path"));
+        }
+        self.config.exempt_paths.push(path);
+        self
+    }
+
+    /// Skips the checks for every path starting with `prefix`.
+    ///
+    /// # Security
+    ///
+    /// As for [`exempt_path`](Self::exempt_path), for a whole subtree.
+    pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        if !prefix.starts_with('/') {
+            return self.fail(ConfigError::InvalidCsrfSetting("exempt prefix"));
+        }
+        self.config.exempt_prefixes.push(prefix);
+        self
+    }
+
+    /// Accepts unsafe requests whose `Origin` is `origin` (e.g.
+    /// `https://admin.example.com`), even when the browser calls them
+    /// cross-site or same-site. They still need a valid token.
+    ///
+    /// # Security
+    ///
+    /// Every page of a trusted origin can make requests with the user's
+    /// session; trust only origins you control.
+    pub fn trusted_origin(mut self, origin: &str) -> Self {
+        match normalize_origin(origin) {
+            Some(origin) => {
+                self.config.trusted_origins.push(origin);
+                self
+            }
+            None => self.fail(ConfigError::InvalidCsrfSetting("trusted origin")),
+        }
+    }
+
+    /// The largest urlencoded form body read to find the token field; 1 MiB
+    /// by default. Larger forms without the header answer `413`.
+    pub fn max_form_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_form_bytes = bytes;
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidCsrfSetting`] naming the first invalid setting:
+    /// a header name that is not a valid header, an empty field name, an
+    /// exempt path not starting with `/`, or a trusted origin that is not
+    /// `scheme://host[:port]`.
+    pub fn build(self) -> Result<CsrfLayer, ConfigError> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(CsrfLayer {
+                config: Arc::new(self.config),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised_and_must_be_bare() {
+        assert_eq!(
+            normalize_origin("HTTPS://App.Example.com").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            normalize_origin("http://localhost:3000/").as_deref(),
+            Some("http://localhost:3000")
+        );
+        for bad in [
+            "example.com",
+            "https://a.com/path",
+            "https://a.com/?q",
+            "null",
+            "",
+        ] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_at_build() {
+        let err = |b: CsrfLayerBuilder| b.build().expect_err("refused");
+        assert_eq!(
+            err(CsrfLayer::builder().header_name("bad header")),
+            ConfigError::InvalidCsrfSetting("header name")
+        );
+        assert_eq!(
+            err(CsrfLayer::builder().field_name("")),
+            ConfigError::InvalidCsrfSetting("field name")
+        );
+        assert_eq!(
+            err(CsrfLayer::builder().exempt_path("hooks")),
+            ConfigError::InvalidCsrfSetting("exempt path")
+        );
+        assert_eq!(
+            err(CsrfLayer::builder().trusted_origin("https://a.com/x")),
+            ConfigError::InvalidCsrfSetting("trusted origin")
+        );
+        assert!(CsrfLayer::builder()
+            .header_name("x-token")
+            .field_name("t")
+            .exempt_path("/hook")
+            .exempt_prefix("/api/public/")
+            .trusted_origin("https://admin.example.com")
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn exemptions_match_exact_paths_and_prefixes() {
+        let layer = CsrfLayer::builder()
+            .exempt_path("/hook")
+            .exempt_prefix("/public/")
+            .build()
+            .unwrap();
+        let config = &layer.config;
+        assert!(config.is_exempt("/hook"));
+        assert!(!config.is_exempt("/hook/x"));
+        assert!(config.is_exempt("/public/a"));
+        assert!(!config.is_exempt("/publicity"));
+    }
+}

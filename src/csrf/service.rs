@@ -1,0 +1,377 @@
+//! [`CsrfService`]: the checks [`CsrfLayer`](super::CsrfLayer) runs on each
+//! unsafe request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+use tower_service::Service;
+
+use super::token::{check, TokenCheck};
+use super::{normalize_origin, CsrfConfig};
+use crate::session::Session;
+use crate::store::BoxFuture;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body the inner service receives: the original body, or the
+/// buffered bytes of a urlencoded form whose token field had to be read.
+pub type CsrfBody<B> = Either<B, Full<Bytes>>;
+
+/// The service [`CsrfLayer`](super::CsrfLayer) wraps around `inner`.
+///
+/// Safe requests (`GET`, `HEAD`, `OPTIONS`, `TRACE`) and exempt paths pass
+/// straight through; every other request is checked first. The inner
+/// service's errors pass through unchanged; failed checks are responses.
+pub struct CsrfService<S> {
+    inner: S,
+    config: Arc<CsrfConfig>,
+}
+
+impl<S> CsrfService<S> {
+    pub(crate) fn new(inner: S, config: Arc<CsrfConfig>) -> Self {
+        Self { inner, config }
+    }
+}
+
+impl<S: Clone> Clone for CsrfService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for CsrfService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsrfService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Marks a request as passing through a [`CsrfLayer`](super::CsrfLayer),
+/// so that the [`CsrfToken`](super::CsrfToken) extractor can refuse to hand
+/// out tokens nobody would check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CsrfInstalled;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    CrossSite,
+    OriginNotAllowed,
+    MissingToken,
+    InvalidToken,
+    FormTooLarge,
+    UnreadableBody,
+    NoSessionLayer,
+    StoreFailed,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::CrossSite | Self::OriginNotAllowed | Self::MissingToken | Self::InvalidToken => {
+                StatusCode::FORBIDDEN
+            }
+            Self::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnreadableBody => StatusCode::BAD_REQUEST,
+            Self::NoSessionLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Self::CrossSite => "CSRF check failed: cross-site request\n",
+            Self::OriginNotAllowed => "CSRF check failed: origin not allowed\n",
+            Self::MissingToken => "CSRF check failed: missing token\n",
+            Self::InvalidToken => "CSRF check failed: invalid or expired token\n",
+            Self::FormTooLarge => "CSRF check failed: form too large to check\n",
+            Self::UnreadableBody => "could not read the request body\n",
+            Self::NoSessionLayer => "internal server error\n",
+            Self::StoreFailed => "service temporarily unavailable\n",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::CrossSite => "cross_site",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::FormTooLarge => "form_too_large",
+            Self::UnreadableBody => "unreadable_body",
+            Self::NoSessionLayer => "no_session_layer",
+            Self::StoreFailed => "store_failed",
+        }
+    }
+
+    fn response<B: From<&'static str>>(self, method: &Method, path: &str) -> Response<B> {
+        match self {
+            Self::NoSessionLayer => tracing::error!(
+                target: "cloakroom",
+                "CsrfLayer needs SessionLayer outside it; refusing the request"
+            ),
+            Self::StoreFailed => {}
+            _ => tracing::info!(
+                target: "cloakroom::security",
+                event = "csrf_rejected",
+                reason = self.reason(),
+                method = %method,
+                path,
+                "unsafe request refused by the CSRF check"
+            ),
+        }
+        let mut response = Response::new(B::from(self.body()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The first line: what the browser says about where the request comes
+/// from. Requests without either header (non-browser clients, very old
+/// browsers) go on to the token check.
+fn check_origin(parts: &Parts, config: &CsrfConfig) -> Result<(), Refusal> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = header(ORIGIN.as_str());
+    let trusted = origin
+        .and_then(normalize_origin)
+        .is_some_and(|o| config.trusted_origins.contains(&o));
+    if let Some(site) = header("sec-fetch-site") {
+        // `none`: the user typed the URL or used a bookmark.
+        if !matches!(site, "same-origin" | "none") && !trusted {
+            return Err(Refusal::CrossSite);
+        }
+    }
+    if let Some(origin) = origin {
+        if !trusted && !same_origin(origin, parts) {
+            return Err(Refusal::OriginNotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `origin` names the host this request was sent to.
+fn same_origin(origin: &str, parts: &Parts) -> bool {
+    let Ok(origin) = origin.parse::<Uri>() else {
+        return false; // includes the opaque origin "null"
+    };
+    let Some(origin_authority) = origin.authority() else {
+        return false;
+    };
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    host.is_some_and(|host| host.eq_ignore_ascii_case(origin_authority.as_str()))
+}
+
+fn is_urlencoded_form(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CsrfService<S>
+where
+    S: Service<Request<CsrfBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: From<&'static str> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(CsrfInstalled);
+        if is_safe(&parts.method) || self.config.is_exempt(parts.uri.path()) {
+            let request = Request::from_parts(parts, Either::Left(body));
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone goes into the future; the instance that was polled
+        // ready serves this request (tower's usual readiness hand-over).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        Box::pin(checked(inner, config, parts, body))
+    }
+}
+
+async fn checked<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: Arc<CsrfConfig>,
+    parts: Parts,
+    body: ReqBody,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<CsrfBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: From<&'static str>,
+{
+    let refuse = |refusal: Refusal| Ok(refusal.response(&parts.method, parts.uri.path()));
+    if let Err(refusal) = check_origin(&parts, &config) {
+        return refuse(refusal);
+    }
+    let Some(session) = parts.extensions.get::<Session>().cloned() else {
+        return refuse(Refusal::NoSessionLayer);
+    };
+    let header_token = parts
+        .headers
+        .get(&config.header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (token, body) = match header_token {
+        Some(token) => (Some(token), Either::Left(body)),
+        None if is_urlencoded_form(&parts) => {
+            let bytes = match Limited::new(body, config.max_form_bytes).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    let too_large = error
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
+                    return refuse(if too_large {
+                        Refusal::FormTooLarge
+                    } else {
+                        Refusal::UnreadableBody
+                    });
+                }
+            };
+            let token = form_urlencoded::parse(&bytes)
+                .find(|(name, _)| *name == config.field)
+                .map(|(_, value)| value.into_owned());
+            (token, Either::Right(Full::new(bytes)))
+        }
+        None => (None, Either::Left(body)),
+    };
+    let Some(token) = token else {
+        return refuse(Refusal::MissingToken);
+    };
+    match check(&token, &session).await {
+        Ok(TokenCheck::Valid) => {}
+        Ok(TokenCheck::Invalid) => return refuse(Refusal::InvalidToken),
+        // Already logged by the session; fail closed.
+        Err(_) => return refuse(Refusal::StoreFailed),
+    }
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(Request::from_parts(parts, body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut request = Request::post("/x").header(HOST, "app.example.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    fn config() -> CsrfConfig {
+        CsrfConfig {
+            trusted_origins: vec!["https://admin.example.test".into()],
+            ..CsrfConfig::default()
+        }
+    }
+
+    #[test]
+    fn fetch_metadata_refuses_cross_site_and_same_site() {
+        for site in ["cross-site", "same-site", "something-new"] {
+            assert_eq!(
+                check_origin(&parts(&[("sec-fetch-site", site)]), &config()),
+                Err(Refusal::CrossSite),
+                "{site}"
+            );
+        }
+        for site in ["same-origin", "none"] {
+            assert_eq!(
+                check_origin(&parts(&[("sec-fetch-site", site)]), &config()),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn origin_must_be_this_host_or_trusted() {
+        let ok = |origin| check_origin(&parts(&[("origin", origin)]), &config());
+        assert_eq!(ok("http://app.example.test"), Ok(()));
+        assert_eq!(ok("https://APP.example.test"), Ok(()));
+        assert_eq!(ok("https://admin.example.test"), Ok(()));
+        assert_eq!(
+            ok("http://evil.example.test"),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert_eq!(
+            ok("http://app.example.test:8080"),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert_eq!(ok("null"), Err(Refusal::OriginNotAllowed));
+    }
+
+    #[test]
+    fn a_trusted_origin_passes_fetch_metadata() {
+        let p = parts(&[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://admin.example.test"),
+        ]);
+        assert_eq!(check_origin(&p, &config()), Ok(()));
+    }
+
+    #[test]
+    fn requests_without_either_header_go_on_to_the_token() {
+        assert_eq!(check_origin(&parts(&[]), &config()), Ok(()));
+    }
+
+    #[test]
+    fn only_urlencoded_forms_are_read() {
+        assert!(is_urlencoded_form(&parts(&[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8"
+        )])));
+        assert!(!is_urlencoded_form(&parts(&[(
+            "content-type",
+            "multipart/form-data; boundary=x"
+        )])));
+        assert!(!is_urlencoded_form(&parts(&[])));
+    }
+}

@@ -1,0 +1,227 @@
+//! CSRF tokens: what a form or script sends back, and how it is checked.
+//!
+//! A token is `base64url(mask ‖ (mask XOR payload))` with a fresh random
+//! 32-byte mask each time, so the same payload never looks the same twice on
+//! the wire (no BREACH-style compression oracle can recover it). The payload
+//! is, for a visitor with a session, the random secret kept in that session
+//! (a synchronizer token); for a visitor without one, an HMAC of the current
+//! time window under the layer's key, which needs no state and so creates no
+//! session and sets no cookie.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::rngs::OsRng;
+use rand::TryRngCore as _;
+use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+
+use crate::id::RandomnessError;
+use crate::key::KeyRing;
+use crate::session::{CsrfBinding, Session, SessionError};
+
+const PAYLOAD_LEN: usize = 32;
+/// Length of an encoded token: base64url of 64 bytes, no padding.
+pub(crate) const TOKEN_LEN: usize = 86;
+/// Domain separation for tokens of visitors without a session.
+const ANONYMOUS_CONTEXT: &[u8] = b"cloakroom/csrf-anonymous/v1\0";
+/// Tokens of visitors without a session are valid for the window they were
+/// issued in and the next one: 6 to 12 hours.
+const ANONYMOUS_WINDOW_SECS: i64 = 6 * 3600;
+
+/// A CSRF token for the current visitor, to put into a form (as the
+/// `csrf_token` field) or hand to a script (to send as `x-csrf-token`).
+///
+/// Every call to [`CsrfToken::masked`] (and every `Display`) gives a
+/// different string; all of them verify. Get one with the axum extractor,
+/// or with [`CsrfToken::for_session`] in plain tower code.
+///
+/// ```
+/// use axum::response::Html;
+/// use cloakroom::CsrfToken;
+///
+/// async fn form(token: CsrfToken) -> Html<String> {
+///     Html(format!(
+///         r#"<form method="post" action="/transfer">
+///              <input type="hidden" name="csrf_token" value="{token}">
+///              <button>Send</button>
+///            </form>"#
+///     ))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct CsrfToken {
+    payload: [u8; PAYLOAD_LEN],
+}
+
+impl CsrfToken {
+    /// The token for the visitor behind `session`.
+    ///
+    /// A visitor with a session gets the session's secret (issued and
+    /// stored on first use, so a stored session may be written once). A
+    /// visitor without a session gets a token that needs no state: asking
+    /// for it creates no session and sets no cookie.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError`] when the session cannot be loaded or no randomness
+    /// is available.
+    pub async fn for_session(session: &Session) -> Result<Self, SessionError> {
+        let payload = match session.csrf_secret(true).await? {
+            CsrfBinding::Session(secret) => secret,
+            // `csrf_secret(true)` issues a secret to any existing session.
+            CsrfBinding::SessionWithoutSecret | CsrfBinding::NoSession => {
+                let (keys, now) = session.keys_and_now();
+                keys.tag(ANONYMOUS_CONTEXT, &window(now).to_be_bytes())
+            }
+        };
+        Ok(Self { payload })
+    }
+
+    /// A freshly masked token string (86 URL-safe characters).
+    pub fn masked(&self) -> String {
+        let mut mask = [0u8; PAYLOAD_LEN];
+        // A mask only needs to be unpredictable per response; if the OS
+        // generator fails, fall back to a fixed mask rather than fail the
+        // page: the token stays valid, it just repeats.
+        if OsRng.try_fill_bytes(&mut mask).is_err() {
+            tracing::warn!(target: "cloakroom", "{}", RandomnessError::new());
+        }
+        let mut bytes = [0u8; 2 * PAYLOAD_LEN];
+        bytes[..PAYLOAD_LEN].copy_from_slice(&mask);
+        for (i, (m, p)) in mask.iter().zip(&self.payload).enumerate() {
+            bytes[PAYLOAD_LEN + i] = m ^ p;
+        }
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+impl fmt::Display for CsrfToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for CsrfToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CsrfToken(<redacted>)")
+    }
+}
+
+fn window(now: OffsetDateTime) -> i64 {
+    now.unix_timestamp().div_euclid(ANONYMOUS_WINDOW_SECS)
+}
+
+/// The payload inside a masked token, if it is well-formed.
+fn unmask(token: &str) -> Option<[u8; PAYLOAD_LEN]> {
+    if token.len() != TOKEN_LEN {
+        return None;
+    }
+    let mut bytes = [0u8; 2 * PAYLOAD_LEN];
+    match URL_SAFE_NO_PAD.decode_slice(token, &mut bytes) {
+        Ok(n) if n == bytes.len() => {}
+        _ => return None,
+    }
+    let mut payload = [0u8; PAYLOAD_LEN];
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte = bytes[i] ^ bytes[PAYLOAD_LEN + i];
+    }
+    Some(payload)
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenCheck {
+    Valid,
+    /// Malformed, forged, from another session, or expired.
+    Invalid,
+}
+
+/// Checks `token` against the visitor behind `session`. Issues nothing:
+/// a session that never got a secret accepts no token.
+pub(crate) async fn check(token: &str, session: &Session) -> Result<TokenCheck, SessionError> {
+    let Some(candidate) = unmask(token) else {
+        return Ok(TokenCheck::Invalid);
+    };
+    let valid = match session.csrf_secret(false).await? {
+        CsrfBinding::Session(secret) => bool::from(candidate.ct_eq(&secret)),
+        CsrfBinding::SessionWithoutSecret => false,
+        CsrfBinding::NoSession => {
+            let (keys, now) = session.keys_and_now();
+            anonymous_valid(keys, now, &candidate)
+        }
+    };
+    Ok(if valid {
+        TokenCheck::Valid
+    } else {
+        TokenCheck::Invalid
+    })
+}
+
+fn anonymous_valid(keys: &KeyRing, now: OffsetDateTime, candidate: &[u8]) -> bool {
+    let current = window(now);
+    [current, current - 1]
+        .iter()
+        .any(|w| keys.verifies(ANONYMOUS_CONTEXT, &w.to_be_bytes(), candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+
+    fn token(payload: [u8; 32]) -> CsrfToken {
+        CsrfToken { payload }
+    }
+
+    #[test]
+    fn masked_tokens_differ_and_unmask_to_the_payload() {
+        let t = token([9; 32]);
+        let (a, b) = (t.masked(), t.masked());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert_eq!(unmask(&a), Some([9; 32]));
+        assert_eq!(unmask(&b), Some([9; 32]));
+    }
+
+    #[test]
+    fn malformed_tokens_unmask_to_nothing() {
+        let good = token([1; 32]).masked();
+        for bad in [
+            "",
+            "x",
+            &good[1..],
+            &format!("{good}A"),
+            &good.replace(|_| true, "!"),
+        ] {
+            assert_eq!(unmask(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn anonymous_tokens_expire_after_two_windows() {
+        let keys = KeyRing::new(Key::from_bytes(&[4; 32]).unwrap());
+        let issued = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let payload = keys.tag(ANONYMOUS_CONTEXT, &window(issued).to_be_bytes());
+        let later = |secs| issued + time::Duration::seconds(secs);
+        assert!(anonymous_valid(&keys, issued, &payload));
+        assert!(anonymous_valid(
+            &keys,
+            later(ANONYMOUS_WINDOW_SECS),
+            &payload
+        ));
+        assert!(!anonymous_valid(
+            &keys,
+            later(2 * ANONYMOUS_WINDOW_SECS),
+            &payload
+        ));
+        let other_keys = KeyRing::new(Key::from_bytes(&[5; 32]).unwrap());
+        assert!(!anonymous_valid(&other_keys, issued, &payload));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        assert_eq!(format!("{:?}", token([1; 32])), "CsrfToken(<redacted>)");
+    }
+}
