@@ -1,28 +1,6 @@
 //! CSRF protection bound to the session: [`CsrfLayer`] checks every unsafe
 //! request, [`CsrfToken`] gives handlers the token to embed.
 //!
-//! Two lines of defence, in order:
-//!
-//! 1. **Where the request comes from.** Browsers say so in
-//!    `Sec-Fetch-Site` and `Origin`. A `POST`, `PUT`, `PATCH` or `DELETE`
-//!    that a browser marks `cross-site` or `same-site` (a sibling
-//!    subdomain), or whose `Origin` is neither this host nor a trusted
-//!    origin, is refused at once: no session load, no token work.
-//! 2. **A token only the app's own pages know.** The request must carry a
-//!    token, in the `x-csrf-token` header or the `csrf_token` form field of
-//!    an `application/x-www-form-urlencoded` body, matching the visitor's
-//!    secret (compared in constant time). The secret of a visitor with a
-//!    session lives in that session and rotates on
-//!    [`Session::login`](crate::Session::login) and
-//!    [`Session::regenerate`](crate::Session::regenerate); a visitor
-//!    without a session gets a signed, time-limited token that needs no
-//!    state, so asking for a token never creates a session or sets a
-//!    cookie.
-//!
-//! A failed check answers `403 Forbidden` with a short text naming the
-//! reason (`cross-site request`, `origin not allowed`, `missing token`,
-//! `invalid or expired token`) and nothing else.
-//!
 //! # Example
 //!
 //! ```
@@ -71,9 +49,31 @@ const DEFAULT_HEADER: &str = "x-csrf-token";
 const DEFAULT_FIELD: &str = "csrf_token";
 const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
 
-/// Adds CSRF checks to every unsafe request; see the [module docs](self).
+/// Adds CSRF checks to every unsafe request. Needs
+/// [`SessionLayer`](crate::SessionLayer) outside it.
 ///
-/// Needs [`SessionLayer`](crate::SessionLayer) outside it.
+/// Two lines of defence, in order:
+///
+/// 1. **Where the request comes from.** Browsers say so in
+///    `Sec-Fetch-Site` and `Origin`. A `POST`, `PUT`, `PATCH` or `DELETE`
+///    that a browser marks `cross-site` or `same-site` (a sibling
+///    subdomain), or whose `Origin` is neither this host nor a trusted
+///    origin, is refused at once: no session load, no token work.
+/// 2. **A token only the app's own pages know.** The request must carry a
+///    token, in the `x-csrf-token` header or the `csrf_token` form field of
+///    an `application/x-www-form-urlencoded` body, matching the visitor's
+///    secret (compared in constant time). The secret of a visitor with a
+///    session lives in that session and rotates on
+///    [`Session::login`](crate::Session::login) and
+///    [`Session::regenerate`](crate::Session::regenerate); a visitor
+///    without a session gets a signed, time-limited token that needs no
+///    state, so asking for a token never creates a session or sets a
+///    cookie.
+///
+/// A failed check answers `403 Forbidden` with a short text naming the
+/// reason (`cross-site request`, `origin not allowed`, `missing token`,
+/// `invalid or expired token`) and nothing else.
+///
 #[derive(Clone)]
 #[must_use]
 pub struct CsrfLayer {
