@@ -91,7 +91,8 @@ impl SessionId {
     ///
     /// The base64 engine rejects non-canonical trailing bits, so every
     /// identifier has exactly one accepted encoding.
-    pub(crate) fn decode(encoded: &str) -> Option<Self> {
+    pub(crate) fn decode(encoded: impl AsRef<[u8]>) -> Option<Self> {
+        let encoded = encoded.as_ref();
         if encoded.len() != ENCODED_ID_LEN {
             return None;
         }
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn encoding_round_trips() {
         let id = SessionId::generate().unwrap();
-        assert_eq!(SessionId::decode(&id.encode()), Some(id));
+        assert_eq!(SessionId::decode(id.encode()), Some(id));
     }
 
     #[test]

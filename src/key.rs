@@ -197,11 +197,13 @@ impl KeyRing {
     /// right but no key in the ring made the tag.
     pub fn verify(&self, value: &str) -> Result<SessionId, CookieRejection> {
         // The length check comes first so that oversized junk costs nothing.
-        if value.len() != COOKIE_VALUE_LEN {
+        // Working on bytes: a string of the right byte length may hold
+        // multi-byte characters, and splitting it as `str` could panic.
+        let bytes = value.as_bytes();
+        if bytes.len() != COOKIE_VALUE_LEN || bytes[ENCODED_ID_LEN] != b'.' {
             return Err(CookieRejection::Malformed);
         }
-        let (encoded_id, rest) = value.split_at(ENCODED_ID_LEN);
-        let encoded_tag = rest.strip_prefix('.').ok_or(CookieRejection::Malformed)?;
+        let (encoded_id, encoded_tag) = (&bytes[..ENCODED_ID_LEN], &bytes[ENCODED_ID_LEN + 1..]);
         let id = SessionId::decode(encoded_id).ok_or(CookieRejection::Malformed)?;
         let mut tag = [0u8; TAG_LEN];
         match URL_SAFE_NO_PAD.decode_slice(encoded_tag, &mut tag) {
@@ -346,6 +348,18 @@ mod tests {
             let tampered = String::from_utf8(bytes).unwrap();
             assert!(ring.verify(&tampered).is_err(), "position {i}");
         }
+    }
+
+    #[test]
+    fn multi_byte_characters_at_the_split_points_are_malformed_not_a_panic() {
+        let ring = KeyRing::new(key(1));
+        // 66 bytes with a 3-byte character straddling byte 22.
+        let value = format!("{}ക{}", "A".repeat(21), "B".repeat(42));
+        assert_eq!(value.len(), COOKIE_VALUE_LEN);
+        assert_eq!(ring.verify(&value), Err(CookieRejection::Malformed));
+        let value = format!("{}.{}é", "A".repeat(22), "B".repeat(41));
+        assert_eq!(value.len(), COOKIE_VALUE_LEN);
+        assert_eq!(ring.verify(&value), Err(CookieRejection::Malformed));
     }
 
     #[test]

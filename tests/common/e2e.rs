@@ -566,6 +566,9 @@ pub async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: SessionStore +
         vec![format!("id={other_key}").into_bytes()],
         vec![format!("id={}", good.replace('.', "!")).into_bytes()],
         vec!["id=ключ✓".as_bytes().to_vec()],
+        // Exactly the cookie's byte length, with a multi-byte character
+        // across the ID/tag boundary (once a panic in `KeyRing::verify`).
+        vec![format!("id={}ക{}", "A".repeat(21), "B".repeat(42)).into_bytes()],
         vec![b"id=\xe9\xe9\xff".to_vec()],
         vec![huge.into_bytes()],
         many.iter().map(|c| c.clone().into_bytes()).collect(),
