@@ -541,12 +541,6 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        // The index entry comes first: if the record write then fails, a
-        // stale entry is harmless (pruned later), whereas a session missing
-        // from its user's index would survive a logout-everywhere.
-        if let Some(user) = &record.user_id {
-            self.index(user, key, record.absolute_deadline, now).await?;
-        }
         let mut invocation = CREATE.key(self.record_key(key));
         invocation
             .arg(now.unix_timestamp())
@@ -558,7 +552,23 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.connection())
             .await
             .map_err(store_error)?;
-        Ok(created == 1)
+        if created != 1 {
+            return Ok(false);
+        }
+        // The record comes first and the index second. The other order lets
+        // a concurrent logout-everywhere find the index entry before the
+        // record exists, prune it as stale, and so leave a live session that
+        // no later logout-everywhere can reach. In this order an index entry
+        // always points at a record that exists or existed.
+        if let Some(user) = &record.user_id {
+            if let Err(error) = self.index(user, key, record.absolute_deadline, now).await {
+                // Without its index entry the session must not live; nobody
+                // holds its ID yet, so deleting it loses nothing.
+                let _ = SessionStore::delete(self, key).await;
+                return Err(error);
+            }
+        }
+        Ok(true)
     }
 
     async fn load(

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod e2e;
 pub mod logs;
+pub mod races;
 #[cfg(feature = "redis")]
 pub mod redis;
 
