@@ -137,6 +137,9 @@ mod config;
 mod cookie;
 #[cfg(feature = "csrf")]
 mod csrf;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod key;
 mod layer;

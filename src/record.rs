@@ -67,9 +67,10 @@ impl SessionRecord {
         }
     }
 
-    /// `last_seen + idle_timeout`.
+    /// `last_seen + idle_timeout`, saturating at the largest representable
+    /// time rather than panicking on an absurd stored record.
     pub fn idle_deadline(&self) -> OffsetDateTime {
-        self.last_seen + self.idle_timeout
+        self.last_seen.saturating_add(self.idle_timeout)
     }
 
     /// The earlier of the idle and the absolute deadline.
@@ -276,6 +277,17 @@ mod tests {
             now: at(990),
             after: 0.1
         }));
+    }
+
+    #[test]
+    fn absurd_timeouts_saturate_instead_of_panicking() {
+        let mut r = record();
+        r.idle_timeout = Duration::MAX;
+        r.absolute_deadline = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT);
+        assert!(!r.is_expired(at(0)));
+        r.last_seen = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
+        r.idle_timeout = Duration::MIN;
+        assert!(r.is_expired(at(0)));
     }
 
     #[test]

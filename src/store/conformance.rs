@@ -191,6 +191,8 @@ pub async fn create_then_load_round_trips<S: SessionStore>(store: &S) {
             t0,
             json!({
                 "s": "text", "n": 42, "f": 1.5, "neg": -7, "t": true, "null": null,
+                "tenth": 0.1, "tiny": 5e-324, "huge": 1.7976931348623157e308,
+                "big_int": 9007199254740993_u64, "min_int": i64::MIN,
                 "list": [1, "two", {"three": 3}], "nested": {"a": {"b": []}},
                 "unicode": "ключ ✓ 🎟"
             }),
