@@ -64,7 +64,7 @@
 //! | `memory` | [`MemoryStore`], sessions in process memory | yes |
 //! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
 //! | `redis` | reserved for `RedisStore` (standalone and Redis Cluster) | no |
-//! | `postgres` | reserved for `PostgresStore` (sqlx) | no |
+//! | `postgres` | [`PostgresStore`]: sessions in a PostgreSQL table on the application's sqlx `PgPool` | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
 //!
 //! # How a request flows
@@ -155,6 +155,8 @@ pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use crate::store::postgres::{PostgresConfigError, PostgresStore, PostgresStoreBuilder};
 pub use crate::store::{SessionStore, StoreError};
 
 /// The store conformance suite and test doubles, for store authors and for
