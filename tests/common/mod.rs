@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod e2e;
 pub mod logs;
+pub mod postgres;
 
 use std::sync::Arc;
 use std::time::Duration;
