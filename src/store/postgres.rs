@@ -75,7 +75,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgPool, PgRow, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::types::Json;
 use sqlx::Row as _;
 use time::OffsetDateTime;
@@ -263,7 +263,8 @@ impl PostgresStore {
     ///
     /// Idempotent, and safe to run from several processes at once: it
     /// runs [`migration_sql`](Self::migration_sql) in one transaction that
-    /// first takes a transaction-level advisory lock. `CREATE ... IF NOT
+    /// first takes a transaction-level advisory lock, all in one
+    /// round-trip. `CREATE ... IF NOT
     /// EXISTS` alone is not enough, because two sessions can both find the
     /// table missing and the slower one then fails on the catalog's unique
     /// index.
@@ -274,17 +275,20 @@ impl PostgresStore {
     /// statement (e.g. the role may not create tables); nothing is
     /// half-created, since the transaction is rolled back.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
+        // Several statements in one simple-query message run as one
+        // implicit transaction: the lock is held until the last statement
+        // is done, and an error rolls everything back. (An explicit
+        // `BEGIN` would leave the connection in an aborted transaction on
+        // error.)
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n{}",
+            self.sql.migration
+        );
+        sqlx::raw_sql(&sql)
+            .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        sqlx::raw_sql(&self.sql.migration)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
+        Ok(())
     }
 
     /// The SQL that [`migrate`](Self::migrate) runs, for this store's
@@ -628,9 +632,47 @@ where
     row.try_get(name).map_err(store_error)
 }
 
+fn timestamp(row: &PgRow, name: &str) -> Result<OffsetDateTime, StoreError> {
+    column::<Timestamp>(row, name).map(|t| t.0)
+}
+
+/// A `timestamptz` column, decoded without panicking.
+///
+/// sqlx's own decoder for `time` adds the stored offset to PostgreSQL's
+/// epoch with plain `+`, which panics for `infinity` or years past 9999;
+/// a row edited by hand must be [`StoreError::Corrupt`], not a crash.
+struct Timestamp(OffsetDateTime);
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix microseconds.
+const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+impl sqlx::Type<sqlx::Postgres> for Timestamp {
+    fn type_info() -> PgTypeInfo {
+        <OffsetDateTime as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Timestamp {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if value.format() != PgValueFormat::Binary {
+            // Prepared statements return binary values; text would mean a
+            // code path this store does not use.
+            return Err(Box::new(CorruptRow("timestamp not in binary format")));
+        }
+        // The binary form is microseconds since PostgreSQL's epoch.
+        let micros = <i64 as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+        let unix_micros = micros
+            .checked_add(POSTGRES_EPOCH_UNIX_MICROS)
+            .ok_or(CorruptRow("timestamp out of range"))?;
+        let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000)
+            .map_err(|_| CorruptRow("timestamp out of range"))?;
+        Ok(Self(truncate_to_seconds(time)))
+    }
+}
+
 fn record_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
     let Json(data) = column::<Json<Map<String, Value>>>(row, "data")?;
-    let last_seen: OffsetDateTime = column(row, "last_seen")?;
+    let last_seen = timestamp(row, "last_seen")?;
     let idle_secs: i64 = column(row, "idle_timeout_secs")?;
     let idle_timeout = time::Duration::seconds(idle_secs);
     // The layer adds the idle timeout to `last_seen`; a value that would
@@ -641,10 +683,10 @@ fn record_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         data,
         user_id: column(row, "user_id")?,
-        created_at: column(row, "created_at")?,
+        created_at: timestamp(row, "created_at")?,
         last_seen,
         idle_timeout,
-        absolute_deadline: column(row, "absolute_deadline")?,
+        absolute_deadline: timestamp(row, "absolute_deadline")?,
         persistent: column(row, "persistent")?,
     })
 }
@@ -763,9 +805,9 @@ impl SessionStore for PostgresStore {
             .map(|row| {
                 Ok(SessionInfo {
                     key: key_from_row(row)?,
-                    created_at: column(row, "created_at")?,
-                    last_seen: column(row, "last_seen")?,
-                    expires_at: column(row, "expires_at")?,
+                    created_at: timestamp(row, "created_at")?,
+                    last_seen: timestamp(row, "last_seen")?,
+                    expires_at: timestamp(row, "expires_at")?,
                     persistent: column(row, "persistent")?,
                     current: false,
                 })

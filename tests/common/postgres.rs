@@ -22,9 +22,9 @@ use super::backend;
 const BACKEND: &str = "PostgreSQL";
 /// The schema every test table lives in.
 pub const SCHEMA: &str = "cloakroom_test";
-/// How long a test pool waits for a connection. Short, so that the outage
-/// test's failing requests fail fast; a healthy local server answers in
-/// milliseconds.
+/// How long a test pool waits for a connection. Short, so that a test
+/// against a server that went away fails fast; a healthy local server
+/// answers in milliseconds.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The shared server's URL for this test binary, or `None` (after the
@@ -61,11 +61,17 @@ pub fn binary_table() -> &'static str {
 /// A pool on `url`, retrying for a while: a freshly started server accepts
 /// TCP connections a moment before it accepts sessions.
 pub async fn connect(url: &str) -> PgPool {
+    connect_with(url, ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`] with another acquire timeout: how long a call waits for a
+/// connection before failing with a pool time-out.
+pub async fn connect_with(url: &str, acquire_timeout: Duration) -> PgPool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await
         {
@@ -281,7 +287,7 @@ fn find_binaries() -> Option<(PathBuf, PathBuf)> {
             Some((version, entry.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     let extra: Vec<PathBuf> = versions.into_iter().map(|(_, dir)| dir).collect();
     let postgres = backend::find_binary("postgres", &extra)?;
     let beside = postgres.with_file_name("initdb");
