@@ -105,7 +105,7 @@ const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
 /// store to [`SessionLayer::builder`](crate::SessionLayer::builder), and run
 /// a sweeper for expired rows. The store opens no connections of its own:
 /// sessions share the pool, its size and its time-outs with the rest of
-/// the application. Clones share the pool and the prepared SQL.
+/// the application. Clones share the pool and the SQL text.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -261,13 +261,12 @@ impl PostgresStore {
     /// Creates the schema (unless `public`), the table and its indexes if
     /// they do not exist yet.
     ///
-    /// Idempotent, and safe to run from several processes at once: it
-    /// runs [`migration_sql`](Self::migration_sql) in one transaction that
-    /// first takes a transaction-level advisory lock, all in one
-    /// round-trip. `CREATE ... IF NOT
-    /// EXISTS` alone is not enough, because two sessions can both find the
-    /// table missing and the slower one then fails on the catalog's unique
-    /// index.
+    /// Idempotent, and safe to run from several processes at once: in one
+    /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
+    /// transaction that first takes a transaction-level advisory lock.
+    /// `CREATE ... IF NOT EXISTS` alone is not enough, because two sessions
+    /// can both find the table missing, and the slower one then fails on
+    /// the catalog's unique index.
     ///
     /// # Errors
     ///
