@@ -211,6 +211,12 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
     assert!(indexes
         .iter()
         .any(|d| d.contains("UNIQUE") && d.contains("(key)")));
+
+    // Leave nothing behind in a developer's `DATABASE_URL` database.
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
