@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,33 +56,32 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
 
     // Traffic from a logged-in browser for the whole outage: every answer
     // is either the real one or a 503, never "logged out".
-    let stop_traffic = Arc::new(AtomicBool::new(false));
-    let traffic = tokio::spawn({
+    let traffic = Traffic::default();
+    let traffic_task = tokio::spawn({
         let mut client = client.clone();
-        let stop = stop_traffic.clone();
+        let traffic = traffic.clone();
         async move {
-            let (mut ok, mut unavailable) = (0u32, 0u32);
             for _ in 0..10_000 {
-                if stop.load(Ordering::Relaxed) {
+                if traffic.stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let reply = client.get("/whoami").await;
                 match reply.status {
                     StatusCode::OK => {
                         assert_eq!(reply.body, "alice");
-                        ok += 1;
+                        traffic.ok.fetch_add(1, Ordering::Relaxed);
                     }
                     StatusCode::SERVICE_UNAVAILABLE => {
                         assert!(reply.set_cookies().is_empty());
-                        unavailable += 1;
+                        traffic.unavailable.fetch_add(1, Ordering::Relaxed);
                     }
                     other => panic!("an outage answered {other}: {}", reply.body),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (ok, unavailable)
         }
     });
+    traffic.wait_for(&traffic.ok, 1).await;
 
     tokio::task::block_in_place(|| server.stop());
 
@@ -132,8 +131,33 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
     );
     assert_eq!(client.get("/get/after").await.body, "y");
 
-    stop_traffic.store(true, Ordering::Relaxed);
-    let (ok, unavailable) = traffic.await.expect("no panic under traffic");
-    assert!(unavailable > 0, "the traffic saw the outage");
-    assert!(ok > 0, "the traffic saw the service before or after it");
+    // The traffic, too, gets real answers again.
+    let before = traffic.ok.load(Ordering::Relaxed);
+    traffic.wait_for(&traffic.ok, before + 1).await;
+    traffic.stop.store(true, Ordering::Relaxed);
+    traffic_task.await.expect("no panic under traffic");
+    assert!(
+        traffic.unavailable.load(Ordering::Relaxed) > 0,
+        "the traffic saw the outage"
+    );
+}
+
+/// Counters shared with the traffic task.
+#[derive(Clone, Default)]
+struct Traffic {
+    ok: Arc<AtomicU32>,
+    unavailable: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Traffic {
+    /// Waits until `counter` reaches `at_least` (at most a minute, so a
+    /// broken test fails instead of hanging).
+    async fn wait_for(&self, counter: &AtomicU32, at_least: u32) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter.load(Ordering::Relaxed) < at_least {
+            assert!(Instant::now() < deadline, "the traffic made no progress");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
