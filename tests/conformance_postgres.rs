@@ -4,4 +4,7 @@
 
 mod common;
 
+// A table per check (see `common::postgres::store`): the sweep check sweeps
+// at a time in the future, which in a shared table would also delete the
+// live sessions of the checks running beside it.
 cloakroom::store_conformance_tests!(optional: common::postgres::store().await);

@@ -7,4 +7,4 @@ mod common;
 
 // A table per test: these checks use fixed user names ("alice"), so tests
 // running at once must not see each other's sessions.
-e2e_tests!(common::postgres::fresh_store(|b| b).await);
+e2e_tests!(common::postgres::store().await);

@@ -4,10 +4,10 @@
 //! watchdog when the test process ends, and removed afterwards.
 //!
 //! Tests get their own pool each (every `#[tokio::test]` has its own
-//! runtime, and a pool belongs to the runtime that made it). Tables live in
-//! the schema `cloakroom_test`, one table per test binary unless a test
-//! asks for a fresh one, so a developer's `DATABASE_URL` database can be
-//! cleaned with `DROP SCHEMA cloakroom_test CASCADE`.
+//! runtime, and a pool belongs to the runtime that made it) and their own
+//! table, in the schema `cloakroom_test`, so a developer's `DATABASE_URL`
+//! database can be cleaned with `DROP SCHEMA cloakroom_test CASCADE`.
+#![cfg(feature = "postgres")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,13 +51,6 @@ pub fn unique_table() -> String {
     format!("t_{}", &random.to_hex()[..16])
 }
 
-/// This test binary's table: every test of the binary shares it, and the
-/// suites' random keys and user IDs keep them apart.
-pub fn binary_table() -> &'static str {
-    static TABLE: OnceLock<String> = OnceLock::new();
-    TABLE.get_or_init(unique_table)
-}
-
 /// A pool on `url`, retrying for a while: a freshly started server accepts
 /// TCP connections a moment before it accepts sessions.
 pub async fn connect(url: &str) -> PgPool {
@@ -98,15 +91,18 @@ pub async fn store_on(
     store
 }
 
-/// A store on this binary's shared server and table, or `None` when
+/// A store on the shared server with a table of its own, or `None` when
 /// PostgreSQL is not available.
+///
+/// A table per test, not per binary: the checks' random keys and user IDs
+/// keep their rows apart, but a sweep at a time in the future (as the
+/// conformance suite's sweep check does) would delete the live rows of
+/// every check running beside it in a shared table.
 pub async fn store() -> Option<PostgresStore> {
-    let url = shared_url()?;
-    Some(store_on(connect(url).await, binary_table(), |b| b).await)
+    fresh_store(|b| b).await
 }
 
-/// A store on the shared server with a table of its own (for tests that
-/// count rows), or `None` when PostgreSQL is not available.
+/// [`store`], configured further by `configure`.
 pub async fn fresh_store(
     configure: impl FnOnce(PostgresStoreBuilder) -> PostgresStoreBuilder,
 ) -> Option<PostgresStore> {
