@@ -106,9 +106,31 @@ async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     Err(not_built("redis"))
 }
 
-// The `postgres` feature is reserved until `PostgresStore` lands.
+#[cfg(not(feature = "postgres"))]
 async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
     Err(not_built("postgres"))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
+    let url = std::env::var("DATABASE_URL")
+        .map_err(|_| "SESSION_STORE=postgres needs DATABASE_URL (postgres://user@host/db)")?;
+    // An app would share this pool with its own queries. A short acquire
+    // timeout makes an outage a quick 503 instead of a hanging request.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&url)
+        .await
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let store = cloakroom::PostgresStore::new(pool);
+    store.migrate().await.map_err(|e| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        format!(
+            "creating the session table: {e}: {}",
+            cause.unwrap_or_default()
+        )
+    })?;
+    Ok(SessionLayer::builder(store))
 }
 
 #[allow(dead_code)]

@@ -65,7 +65,7 @@
 //! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
 //! | `csrf` | [`CsrfLayer`] and [`CsrfToken`]: CSRF protection bound to the session | yes |
 //! | `redis` | [`RedisStore`]: Redis, standalone or Redis Cluster | no |
-//! | `postgres` | reserved for `PostgresStore` (sqlx) | no |
+//! | `postgres` | [`PostgresStore`]: sessions in a PostgreSQL table on the application's sqlx `PgPool` | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
 //!
 //! # How a request flows
@@ -165,6 +165,8 @@ pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use crate::store::postgres::{PostgresConfigError, PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::RedisStore;
 pub use crate::store::{SessionStore, StoreError};

@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Each check is also a public `async fn` taking the store, for harnesses
-//! of your own. The checks use fresh random keys and user IDs, so they can
-//! share one store (one Redis server, one database) and run concurrently.
-//! Times are chosen relative to the real current time and only move
-//! forward, so backend TTLs derived from record deadlines never fire during
-//! a check.
+//! of your own. The macro evaluates the store expression once per check:
+//! give each check its own namespace (a fresh `MemoryStore`, a Redis key
+//! prefix, a database table). The checks use random keys and user IDs, but
+//! some move time forward (sweeping, replacing expired records), which in a
+//! shared namespace would remove records that concurrent checks still
+//! consider live. Times are chosen relative to the real current time and
+//! only move forward, so backend TTLs derived from record deadlines never
+//! fire during a check.
 
 use std::future::Future;
 

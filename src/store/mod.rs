@@ -41,6 +41,8 @@ use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

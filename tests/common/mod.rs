@@ -4,8 +4,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backend;
+pub mod demo;
 pub mod e2e;
 pub mod logs;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod races;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -142,7 +142,7 @@ pub async fn store() -> Option<RedisStore> {
 }
 
 /// The node URLs of the Redis Cluster shared by this test binary.
-fn cluster_urls() -> Option<Vec<String>> {
+pub fn cluster_urls() -> Option<Vec<String>> {
     static CLUSTER: OnceLock<Option<(Vec<String>, Vec<RedisServer>)>> = OnceLock::new();
     CLUSTER
         .get_or_init(|| {

@@ -1,0 +1,87 @@
+//! Criterion benchmarks of `PostgresStore`'s hot path against a real
+//! server: `DATABASE_URL` when set, otherwise a throwaway cluster started
+//! the way the tests start one.
+//!
+//! Run with: `cargo bench --bench postgres --features postgres`
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/backend.rs"]
+mod backend;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use cloakroom::{Patch, SessionId, SessionRecord, SessionStore, StoreKey, Touch};
+
+fn store_calls(c: &mut Criterion) {
+    let Some(url) = postgres::shared_url() else {
+        eprintln!("no PostgreSQL: nothing to benchmark");
+        return;
+    };
+    // One connection thread, as one request's store call sees it: these
+    // figures are round-trip latency, not throughput.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = runtime.block_on(async {
+        let pool = postgres::connect(url).await;
+        postgres::store_on(pool, &postgres::unique_table(), |b| b).await
+    });
+
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("now");
+    let key: StoreKey = SessionId::generate().expect("id").store_key();
+    let mut record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
+    record.user_id = Some("user-42".into());
+    record
+        .data
+        .insert("cart".into(), json!({"items": [1, 2, 3]}));
+    record.data.insert("theme".into(), json!("dark"));
+    runtime.block_on(async {
+        assert!(store.create(&key, &record, now).await.expect("create"));
+    });
+
+    let mut group = c.benchmark_group("postgres");
+    // `after: 1.0`: never due while the session is live, so a plain read.
+    group.bench_function("load", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let loaded = store
+                .load(black_box(&key), Touch { now, after: 1.0 })
+                .await
+                .expect("load");
+            black_box(loaded.expect("live"))
+        })
+    });
+    // `after: 0.0`: due on every load, so each one also writes the touch.
+    group.bench_function("load_with_touch", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let loaded = store
+                .load(black_box(&key), Touch { now, after: 0.0 })
+                .await
+                .expect("load");
+            black_box(loaded.expect("live"))
+        })
+    });
+    let mut patch = Patch::default();
+    patch.set.insert("counter".into(), json!(7));
+    group.bench_function("save_one_key", |b| {
+        b.to_async(&runtime).iter(|| async {
+            assert!(store
+                .save(black_box(&key), &patch, now)
+                .await
+                .expect("save"));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, store_calls);
+criterion_main!(benches);

@@ -1,0 +1,522 @@
+//! What is particular to `PostgresStore`, checked with SQL against a real
+//! server: the migration, the columns, batched sweeping, keys that are
+//! hashes, and how bad rows and broken set-ups are reported.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use cloakroom::{
+    Lifetime, Patch, PostgresConfigError, PostgresStore, SessionId, SessionRecord, SessionStore,
+    StoreError, StoreKey, Touch,
+};
+use common::postgres::{count_rows, fresh_store, shared_url, unique_table, SCHEMA};
+use common::TestApp;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use time::OffsetDateTime;
+
+fn key() -> StoreKey {
+    SessionId::generate().expect("OS randomness").store_key()
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
+}
+
+fn secs(n: i64) -> time::Duration {
+    time::Duration::seconds(n)
+}
+
+fn record(at: OffsetDateTime, user: Option<&str>) -> SessionRecord {
+    let mut r = SessionRecord::new(at, secs(100), secs(1000));
+    r.user_id = user.map(str::to_owned);
+    r.data.insert("a".into(), json!(1));
+    r
+}
+
+/// `after: 1.0` never touches a live record.
+fn no_touch(now: OffsetDateTime) -> Touch {
+    Touch { now, after: 1.0 }
+}
+
+#[derive(Debug, PartialEq)]
+struct Columns {
+    user_id: Option<String>,
+    created_at: OffsetDateTime,
+    last_seen: OffsetDateTime,
+    absolute_deadline: OffsetDateTime,
+    idle_timeout_secs: i64,
+    persistent: bool,
+    expires_at: OffsetDateTime,
+}
+
+async fn columns(store: &PostgresStore, key: &StoreKey) -> Columns {
+    type Row = (
+        Option<String>,
+        OffsetDateTime,
+        OffsetDateTime,
+        OffsetDateTime,
+        i64,
+        bool,
+        OffsetDateTime,
+    );
+    let row: Row = sqlx::query_as(&format!(
+        "SELECT user_id, created_at, last_seen, absolute_deadline, idle_timeout_secs, \
+         persistent, expires_at FROM {} WHERE key = $1",
+        store.qualified_table()
+    ))
+    .bind(key.as_bytes().as_slice())
+    .fetch_one(store.pool())
+    .await
+    .expect("the row");
+    Columns {
+        user_id: row.0,
+        created_at: row.1,
+        last_seen: row.2,
+        absolute_deadline: row.3,
+        idle_timeout_secs: row.4,
+        persistent: row.5,
+        expires_at: row.6,
+    }
+}
+
+async fn execute(store: &PostgresStore, sql: &str, key: &StoreKey) {
+    sqlx::query(&sql.replace("{t}", store.qualified_table()))
+        .bind(key.as_bytes().as_slice())
+        .execute(store.pool())
+        .await
+        .expect(sql);
+}
+
+#[tokio::test]
+async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
+    // A lazy pool never connects: names are checked before any SQL.
+    let pool = PgPoolOptions::new()
+        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+        .unwrap();
+    for table in ["", "Sessions", "sessions; DROP TABLE users", "a\"b", "9t"] {
+        let built = PostgresStore::builder(pool.clone()).table(table).build();
+        assert_eq!(
+            built.err(),
+            Some(PostgresConfigError::InvalidTable { name: table.into() })
+        );
+    }
+    let too_long = "t".repeat(49);
+    assert!(PostgresStore::builder(pool.clone())
+        .table(too_long)
+        .build()
+        .is_err());
+    let built = PostgresStore::builder(pool.clone())
+        .schema("my-app")
+        .build();
+    assert_eq!(
+        built.err(),
+        Some(PostgresConfigError::InvalidSchema {
+            name: "my-app".into()
+        })
+    );
+    let built = PostgresStore::builder(pool.clone())
+        .sweep_batch_size(0)
+        .build();
+    assert_eq!(built.err(), Some(PostgresConfigError::ZeroSweepBatchSize));
+
+    let store = PostgresStore::builder(pool)
+        .schema("auth")
+        .table("order")
+        .build()
+        .unwrap();
+    assert_eq!(store.qualified_table(), "\"auth\".\"order\"");
+    let debug = format!("{store:?}");
+    assert!(
+        debug.starts_with("PostgresStore") && debug.contains("order"),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
+    let Some(url) = shared_url() else { return };
+    // A schema of its own, so that concurrent `CREATE SCHEMA` is covered.
+    let schema = format!("m_{}", &unique_table()[2..]);
+    let table = unique_table();
+    let mut migrations = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // One pool each: separate sessions, as separate processes would be.
+        let pool = common::postgres::connect(url).await;
+        let store = PostgresStore::builder(pool)
+            .schema(&schema)
+            .table(&table)
+            .build()
+            .unwrap();
+        migrations.spawn(async move { store.migrate().await });
+    }
+    while let Some(result) = migrations.join_next().await {
+        result
+            .unwrap()
+            .expect("every concurrent migration succeeds");
+    }
+
+    let pool = common::postgres::connect(url).await;
+    let store = PostgresStore::builder(pool.clone())
+        .schema(&schema)
+        .table(&table)
+        .build()
+        .unwrap();
+    store.migrate().await.expect("and again");
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+    )
+    .bind(&schema)
+    .bind(&table)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("key", "bytea", "NO"),
+        ("user_id", "text", "YES"),
+        ("data", "jsonb", "NO"),
+        ("created_at", "timestamp with time zone", "NO"),
+        ("last_seen", "timestamp with time zone", "NO"),
+        ("absolute_deadline", "timestamp with time zone", "NO"),
+        ("idle_timeout_secs", "bigint", "NO"),
+        ("persistent", "boolean", "NO"),
+        ("expires_at", "timestamp with time zone", "NO"),
+    ];
+    assert_eq!(
+        columns
+            .iter()
+            .map(|(n, t, null)| (n.as_str(), t.as_str(), null.as_str()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 \
+         ORDER BY indexname",
+    )
+    .bind(&schema)
+    .bind(&table)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(indexes.len(), 3, "{indexes:#?}");
+    assert!(indexes.iter().any(|d| d.contains("(expires_at)")));
+    assert!(indexes
+        .iter()
+        .any(|d| d.contains("(user_id) WHERE (user_id IS NOT NULL)")));
+    assert!(indexes
+        .iter()
+        .any(|d| d.contains("UNIQUE") && d.contains("(key)")));
+
+    // Leave nothing behind in a developer's `DATABASE_URL` database.
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migration_sql_applied_by_hand_gives_a_working_store() {
+    let Some(url) = shared_url() else { return };
+    let pool = common::postgres::connect(url).await;
+    let store = PostgresStore::builder(pool.clone())
+        .schema(SCHEMA)
+        .table(unique_table())
+        .build()
+        .unwrap();
+    // What a team with its own migration tool would run; `migrate` is never
+    // called.
+    sqlx::raw_sql(store.migration_sql())
+        .execute(&pool)
+        .await
+        .expect("the SQL runs as it is");
+    let (k, t0) = (key(), now());
+    let r = record(t0, Some("u"));
+    assert!(store.create(&k, &r, t0).await.unwrap());
+    assert_eq!(store.load(&k, no_touch(t0)).await.unwrap(), Some(r));
+    sqlx::raw_sql(store.migration_sql())
+        .execute(&pool)
+        .await
+        .expect("and again, over the existing table");
+    store.migrate().await.expect("migrate agrees it is done");
+    assert_eq!(count_rows(&store).await, 1);
+}
+
+#[tokio::test]
+async fn columns_hold_the_record_and_expires_at_follows_every_change() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let (k, t0) = (key(), now());
+    let r = record(t0, Some("alice"));
+    assert!(store.create(&k, &r, t0).await.unwrap());
+    assert_eq!(
+        columns(&store, &k).await,
+        Columns {
+            user_id: Some("alice".into()),
+            created_at: t0,
+            last_seen: t0,
+            absolute_deadline: t0 + secs(1000),
+            idle_timeout_secs: 100,
+            persistent: false,
+            expires_at: t0 + secs(100),
+        }
+    );
+
+    // A due touch moves last_seen and expires_at in the same statement.
+    let loaded = store
+        .load(
+            &k,
+            Touch {
+                now: t0 + secs(60),
+                after: 0.5,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.last_seen, t0, "the row as it was before the touch");
+    let c = columns(&store, &k).await;
+    assert_eq!(c.last_seen, t0 + secs(60));
+    assert_eq!(c.expires_at, t0 + secs(160));
+
+    // A new lifetime: the idle deadline counts from the stored last_seen.
+    let patch = Patch {
+        lifetime: Some(Lifetime {
+            idle_timeout: secs(5000),
+            absolute_deadline: t0 + secs(20_000),
+            persistent: true,
+        }),
+        ..Patch::default()
+    };
+    assert!(store.save(&k, &patch, t0 + secs(61)).await.unwrap());
+    let c = columns(&store, &k).await;
+    assert_eq!(c.idle_timeout_secs, 5000);
+    assert_eq!(c.absolute_deadline, t0 + secs(20_000));
+    assert!(c.persistent);
+    assert_eq!(c.expires_at, t0 + secs(5060));
+
+    // Near the absolute deadline the idle one is capped by it.
+    let patch = Patch {
+        lifetime: Some(Lifetime {
+            idle_timeout: secs(5000),
+            absolute_deadline: t0 + secs(3000),
+            persistent: true,
+        }),
+        ..Patch::default()
+    };
+    assert!(store.save(&k, &patch, t0 + secs(62)).await.unwrap());
+    assert_eq!(columns(&store, &k).await.expires_at, t0 + secs(3000));
+    // ... and a load then has nothing to extend, so it writes nothing.
+    let touch = Touch {
+        now: t0 + secs(2990),
+        after: 0.0,
+    };
+    assert!(store.load(&k, touch).await.unwrap().is_some());
+    assert_eq!(columns(&store, &k).await.last_seen, t0 + secs(60));
+}
+
+#[tokio::test]
+async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let app = TestApp::new(store.clone());
+    let mut client = app.client();
+    client.post("/login/alice").await;
+    client.put("/set/k", "v").await;
+    let cookie = client.cookie.clone().expect("a session cookie");
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&cookie[..22])
+        .expect("the cookie starts with the base64url ID");
+    assert_eq!(id.len(), 16);
+
+    let t = store.qualified_table();
+    let (hashed, raw, lengths): (i64, i64, Vec<i32>) = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE key = sha256($1)), \
+                count(*) FILTER (WHERE position($1 IN key) > 0 \
+                                    OR position($2 IN data::text) > 0), \
+                array_agg(octet_length(key)) \
+         FROM {t}"
+    ))
+    .bind(&id)
+    .bind(&cookie[..22])
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(hashed, 1, "the row's key is SHA-256 of the session ID");
+    assert_eq!(raw, 0, "the raw ID is stored nowhere");
+    assert_eq!(lengths, [32], "one session: login replaced the first one");
+}
+
+#[tokio::test]
+async fn sweeping_deletes_expired_rows_in_bounded_batches() {
+    let Some(store) = fresh_store(|b| b.sweep_batch_size(3)).await else {
+        return;
+    };
+    let t0 = now();
+    for _ in 0..10 {
+        assert!(store.create(&key(), &record(t0, None), t0).await.unwrap());
+    }
+    let live = [key(), key()];
+    for k in &live {
+        let r = record(t0 + secs(90), Some("bob"));
+        assert!(store.create(k, &r, t0 + secs(90)).await.unwrap());
+    }
+    assert_eq!(count_rows(&store).await, 12);
+
+    let at = t0 + secs(150);
+    assert_eq!(
+        store.sweep_expired(at).await.unwrap(),
+        10,
+        "more than one batch of 3"
+    );
+    assert_eq!(count_rows(&store).await, 2, "only the live rows are left");
+    for k in &live {
+        assert!(store.load(k, no_touch(at)).await.unwrap().is_some());
+    }
+    assert_eq!(store.sweep_expired(at).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_sweepers_share_the_work_without_counting_a_row_twice() {
+    let Some(store) = fresh_store(|b| b.sweep_batch_size(5)).await else {
+        return;
+    };
+    let t0 = now();
+    for _ in 0..60 {
+        assert!(store.create(&key(), &record(t0, None), t0).await.unwrap());
+    }
+    let at = t0 + secs(100);
+    let (a, b) = tokio::join!(store.sweep_expired(at), store.sweep_expired(at));
+    let swept = a.unwrap() + b.unwrap();
+    // SKIP LOCKED lets one sweeper stop early while the other holds rows;
+    // a last sweep picks up anything both skipped.
+    let rest = store.sweep_expired(at).await.unwrap();
+    assert_eq!(swept + rest, 60);
+    assert_eq!(count_rows(&store).await, 0);
+}
+
+#[tokio::test]
+async fn the_spawned_sweeper_deletes_expired_rows_in_the_background() {
+    let Some(store) = fresh_store(|b| b.sweep_batch_size(2)).await else {
+        return;
+    };
+    let app = TestApp::new(store.clone());
+    for _ in 0..5 {
+        app.client().put("/set/k", "v").await;
+    }
+    let mut keeper = app.client();
+    assert_eq!(count_rows(&store).await, 5);
+    app.clock.advance(common::IDLE);
+    keeper.put("/set/k", "v").await;
+    assert_eq!(count_rows(&store).await, 6);
+
+    // The first tick of the sweeper is immediate; the rest of the period
+    // is far beyond this test.
+    let sweeper = app.layer.admin().spawn_sweeper(Duration::from_secs(3600));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_rows(&store).await > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    assert_eq!(
+        count_rows(&store).await,
+        1,
+        "expired rows swept, live one kept"
+    );
+    assert_eq!(keeper.get("/get/k").await.body, "v");
+}
+
+#[tokio::test]
+async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let t0 = now();
+    let cases = [
+        "UPDATE {t} SET data = '[1, 2]' WHERE key = $1",
+        "UPDATE {t} SET data = '{\"a\": 1}', created_at = 'infinity' WHERE key = $1",
+        "UPDATE {t} SET last_seen = '20000-01-01 00:00:00+00' WHERE key = $1",
+        "UPDATE {t} SET idle_timeout_secs = -5 WHERE key = $1",
+    ];
+    for sql in cases {
+        let k = key();
+        let user = format!("u-{}", k.short());
+        assert!(store
+            .create(&k, &record(t0, Some(&user)), t0)
+            .await
+            .unwrap());
+        execute(&store, sql, &k).await;
+        let loaded = store.load(&k, no_touch(t0 + secs(1))).await;
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt(_))),
+            "{sql}: {loaded:?}"
+        );
+        if sql.contains("infinity") || sql.contains("20000") {
+            let listed = store.list_user(&user, t0 + secs(1)).await;
+            assert!(
+                matches!(listed, Err(StoreError::Corrupt(_))),
+                "{sql}: {listed:?}"
+            );
+        }
+        // A corrupt row can still be ended.
+        assert!(store.delete(&k).await.unwrap());
+    }
+
+    // A key that is not a SHA-256 output, written by someone else.
+    let k = key();
+    assert!(store
+        .create(&k, &record(t0, Some("odd-user")), t0)
+        .await
+        .unwrap());
+    execute(&store, "UPDATE {t} SET key = '\\x0102' WHERE key = $1", &k).await;
+    let listed = store.list_user("odd-user", t0 + secs(1)).await;
+    assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_backend_error_with_the_sqlx_error_as_its_source() {
+    let Some(url) = shared_url() else { return };
+    let store = PostgresStore::builder(common::postgres::connect(url).await)
+        .schema(SCHEMA)
+        .table(unique_table())
+        .build()
+        .unwrap();
+    let error = store
+        .load(&key(), no_touch(now()))
+        .await
+        .expect_err("no table");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    let source = std::error::Error::source(&error).expect("a source");
+    let sqlx_error = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    let code = sqlx_error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("42P01"), "undefined_table");
+}
+
+#[tokio::test]
+async fn a_value_postgres_cannot_hold_is_refused_and_nothing_is_written() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let (k, t0) = (key(), now());
+    assert!(store.create(&k, &record(t0, None), t0).await.unwrap());
+    let mut patch = Patch::default();
+    patch.set.insert("nul".into(), json!("a\u{0}b"));
+    patch.set.insert("b".into(), json!(2));
+    let saved = store.save(&k, &patch, t0 + secs(1)).await;
+    assert!(matches!(saved, Err(StoreError::Backend(_))), "{saved:?}");
+    let loaded = store.load(&k, no_touch(t0 + secs(1))).await.unwrap();
+    assert_eq!(
+        loaded.map(|r| serde_json::Value::Object(r.data)),
+        Some(json!({"a": 1})),
+        "the patch was not half-applied"
+    );
+}
