@@ -101,6 +101,15 @@ pub enum ConfigError {
     InvalidKeyPrefix,
     /// A [`CsrfLayer`](crate::CsrfLayer) setting is invalid; names which.
     InvalidCsrfSetting(&'static str),
+    /// A PostgreSQL schema name is not a plain lower-case identifier of at
+    /// most 63 bytes (`^[a-z_][a-z0-9_]{0,62}$`).
+    InvalidSchemaName(String),
+    /// A PostgreSQL table name is not a plain lower-case identifier of at
+    /// most 48 bytes (`^[a-z_][a-z0-9_]{0,47}$`), short enough for the index
+    /// names derived from it.
+    InvalidTableName(String),
+    /// A sweep batch size of zero, which could never delete a row.
+    ZeroSweepBatchSize,
 }
 
 impl fmt::Display for ConfigError {
@@ -133,6 +142,17 @@ impl fmt::Display for ConfigError {
             }
             Self::TouchAfterOutOfRange => f.write_str("touch_after must be between 0.0 and 1.0"),
             Self::InvalidCsrfSetting(what) => write!(f, "invalid CSRF setting: {what}"),
+            Self::InvalidSchemaName(name) => write!(
+                f,
+                "invalid schema name {name:?}: expected 1 to 63 characters from a-z, 0-9 \
+                 and _, not starting with a digit"
+            ),
+            Self::InvalidTableName(name) => write!(
+                f,
+                "invalid table name {name:?}: expected 1 to 48 characters from a-z, 0-9 \
+                 and _, not starting with a digit"
+            ),
+            Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
             Self::InvalidKeyPrefix => {
                 f.write_str("the key prefix is too long or contains '{' or '}'")
             }

@@ -166,7 +166,7 @@ pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use crate::store::postgres::{PostgresConfigError, PostgresStore, PostgresStoreBuilder};
+pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::RedisStore;
 pub use crate::store::{SessionStore, StoreError};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cloakroom::{
-    Lifetime, Patch, PostgresConfigError, PostgresStore, SessionId, SessionRecord, SessionStore,
+    ConfigError, Lifetime, Patch, PostgresStore, SessionId, SessionRecord, SessionStore,
     StoreError, StoreKey, Touch,
 };
 use common::postgres::{count_rows, fresh_store, shared_url, unique_table, SCHEMA};
@@ -101,7 +101,7 @@ async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
         let built = PostgresStore::builder(pool.clone()).table(table).build();
         assert_eq!(
             built.err(),
-            Some(PostgresConfigError::InvalidTable { name: table.into() })
+            Some(ConfigError::InvalidTableName(table.into()))
         );
     }
     let too_long = "t".repeat(49);
@@ -114,14 +114,12 @@ async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
         .build();
     assert_eq!(
         built.err(),
-        Some(PostgresConfigError::InvalidSchema {
-            name: "my-app".into()
-        })
+        Some(ConfigError::InvalidSchemaName("my-app".into()))
     );
     let built = PostgresStore::builder(pool.clone())
         .sweep_batch_size(0)
         .build();
-    assert_eq!(built.err(), Some(PostgresConfigError::ZeroSweepBatchSize));
+    assert_eq!(built.err(), Some(ConfigError::ZeroSweepBatchSize));
 
     let store = PostgresStore::builder(pool)
         .schema("auth")

@@ -81,6 +81,7 @@ use sqlx::Row as _;
 use time::OffsetDateTime;
 
 use crate::clock::truncate_to_seconds;
+use crate::config::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{SessionStore, StoreError};
@@ -324,7 +325,7 @@ impl fmt::Debug for PostgresStore {
 /// Names are checked by [`build`](Self::build).
 ///
 /// ```no_run
-/// # fn f(pool: sqlx::PgPool) -> Result<(), cloakroom::PostgresConfigError> {
+/// # fn f(pool: sqlx::PgPool) -> Result<(), cloakroom::ConfigError> {
 /// let store = cloakroom::PostgresStore::builder(pool)
 ///     .table("sessions")
 ///     .sweep_batch_size(500)
@@ -375,19 +376,21 @@ impl PostgresStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`PostgresConfigError`] when the schema or table name is not a plain
+    /// [`ConfigError::InvalidSchemaName`] or [`ConfigError::InvalidTableName`]
+    /// when the schema or table name is not a plain
     /// identifier as described on [`schema`](Self::schema) and
-    /// [`table`](Self::table), or the sweep batch size is zero. Names are
+    /// [`table`](Self::table), or [`ConfigError::ZeroSweepBatchSize`].
+    /// Names are
     /// never put into SQL unchecked.
-    pub fn build(self) -> Result<PostgresStore, PostgresConfigError> {
+    pub fn build(self) -> Result<PostgresStore, ConfigError> {
         if !is_identifier(&self.schema, MAX_SCHEMA_LEN) {
-            return Err(PostgresConfigError::InvalidSchema { name: self.schema });
+            return Err(ConfigError::InvalidSchemaName(self.schema));
         }
         if !is_identifier(&self.table, MAX_TABLE_LEN) {
-            return Err(PostgresConfigError::InvalidTable { name: self.table });
+            return Err(ConfigError::InvalidTableName(self.table));
         }
         if self.sweep_batch_size == 0 {
-            return Err(PostgresConfigError::ZeroSweepBatchSize);
+            return Err(ConfigError::ZeroSweepBatchSize);
         }
         Ok(PostgresStore {
             pool: self.pool,
@@ -399,46 +402,6 @@ impl PostgresStoreBuilder {
         })
     }
 }
-
-/// A [`PostgresStoreBuilder`] setting that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PostgresConfigError {
-    /// The schema name is not a plain lower-case identifier of at most 63
-    /// bytes (`^[a-z_][a-z0-9_]{0,62}$`).
-    InvalidSchema {
-        /// The name given.
-        name: String,
-    },
-    /// The table name is not a plain lower-case identifier of at most 48
-    /// bytes (`^[a-z_][a-z0-9_]{0,47}$`).
-    InvalidTable {
-        /// The name given.
-        name: String,
-    },
-    /// The sweep batch size is zero, so a sweep could never delete a s.
-    ZeroSweepBatchSize,
-}
-
-impl fmt::Display for PostgresConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidSchema { name } => write!(
-                f,
-                "invalid schema name {name:?}: expected 1 to {MAX_SCHEMA_LEN} characters \
-                 from a-z, 0-9 and _, not starting with a digit"
-            ),
-            Self::InvalidTable { name } => write!(
-                f,
-                "invalid table name {name:?}: expected 1 to {MAX_TABLE_LEN} characters \
-                 from a-z, 0-9 and _, not starting with a digit"
-            ),
-            Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
-        }
-    }
-}
-
-impl StdError for PostgresConfigError {}
 
 /// `^[a-z_][a-z0-9_]{0,max-1}$`
 fn is_identifier(name: &str, max: usize) -> bool {
@@ -978,11 +941,9 @@ mod tests {
 
     #[test]
     fn builder_errors_name_the_problem() {
-        let error = PostgresConfigError::InvalidTable {
-            name: "Bad-Name".into(),
-        };
+        let error = ConfigError::InvalidTableName("Bad-Name".into());
         assert!(error.to_string().contains("\"Bad-Name\""));
-        assert!(PostgresConfigError::ZeroSweepBatchSize
+        assert!(ConfigError::ZeroSweepBatchSize
             .to_string()
             .contains("at least 1"));
     }
