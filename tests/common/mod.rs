@@ -9,6 +9,7 @@ pub mod e2e;
 pub mod logs;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod proxy;
 pub mod races;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -230,59 +230,33 @@ pub async fn cluster_store() -> Option<RedisStore> {
     Some(store.with_key_prefix(prefix()).unwrap())
 }
 
-/// A loopback TCP proxy in front of a Redis server that records every byte
-/// clients send, so a test can see exactly which commands (round trips) an
-/// operation cost. Commands run inside Lua scripts never cross the wire and
-/// are not counted.
+/// A recording proxy in front of a Redis server, so a test can see exactly
+/// which commands (round trips) an operation cost. Commands run inside Lua
+/// scripts never cross the wire and are not counted.
 pub struct CommandRecorder {
-    pub addr: SocketAddr,
-    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    recorder: super::proxy::TcpRecorder,
 }
 
 impl CommandRecorder {
     pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = sent.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
-                let record = record.clone();
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let upstream = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                            record.lock().unwrap().extend_from_slice(&buf[..n]);
-                            if server_write.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
-                    let _ = tokio::join!(upstream, downstream);
-                });
-            }
-        });
-        Self { addr, sent }
+        Self {
+            recorder: super::proxy::TcpRecorder::start(upstream).await,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}/", self.addr)
+        format!("redis://{}/", self.recorder.addr)
     }
 
     /// Forgets what was sent so far.
     pub fn reset(&self) {
-        self.sent.lock().unwrap().clear();
+        self.recorder.reset();
     }
 
     /// The names of the commands sent since the last reset, in order.
     pub fn commands(&self) -> Vec<String> {
         use tokio_util::codec::Decoder as _;
-        let mut bytes = bytes::BytesMut::from(self.sent.lock().unwrap().as_slice());
+        let mut bytes = bytes::BytesMut::from(self.recorder.sent().as_slice());
         let mut codec = redis::ValueCodec::default();
         let mut names = Vec::new();
         while let Some(value) = codec.decode(&mut bytes).expect("clients send valid RESP") {
