@@ -75,7 +75,7 @@ fn store_calls(c: &mut Criterion) {
     group.bench_function("save_one_key", |b| {
         b.to_async(&runtime).iter(|| async {
             assert!(store
-                .save(black_box(&key), &patch, now)
+                .save(black_box(&key), &patch, Touch { now, after: 1.0 })
                 .await
                 .expect("save"));
         })

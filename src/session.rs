@@ -83,6 +83,9 @@ struct Shared {
 enum Phase {
     /// Nothing asked yet; no store call made.
     Unloaded,
+    /// Only written to, never read, with a cookie: the writes wait in a
+    /// patch, sent as one update-only save at commit, with no load.
+    Blind(Patch),
     Active(Active),
     /// The response has been committed.
     Finished,
@@ -141,6 +144,22 @@ impl Active {
     fn has_content(&self) -> bool {
         !self.record.data.is_empty() || self.record.user_id.is_some()
     }
+
+    /// Applies writes made before the session was loaded, in their order.
+    fn overlay(&mut self, pending: &Patch) {
+        self.record.apply(pending);
+        if self.stored.is_some() {
+            if pending.clear {
+                self.patch.clear_data();
+            }
+            for key in &pending.remove {
+                self.patch.delete(key);
+            }
+            for (key, value) in &pending.set {
+                self.patch.insert(key, value.clone());
+            }
+        }
+    }
 }
 
 impl Session {
@@ -176,9 +195,19 @@ impl Session {
     /// The loaded session, loading it on first use.
     async fn active(&self) -> Result<MappedMutexGuard<'_, Active>, SessionError> {
         let mut phase = self.shared.state.lock().await;
-        if matches!(*phase, Phase::Unloaded) {
-            let active = self.load().await?;
-            *phase = Phase::Active(active);
+        match &*phase {
+            Phase::Unloaded => {
+                let active = self.load().await?;
+                *phase = Phase::Active(active);
+            }
+            Phase::Blind(_) => {
+                let mut active = self.load().await?;
+                if let Phase::Blind(pending) = std::mem::replace(&mut *phase, Phase::Unloaded) {
+                    active.overlay(&pending);
+                }
+                *phase = Phase::Active(active);
+            }
+            Phase::Active(_) | Phase::Finished => {}
         }
         MutexGuard::try_map(phase, |phase| match phase {
             Phase::Active(active) => Some(active),
@@ -227,6 +256,26 @@ impl Session {
         })
     }
 
+    /// Records a write without loading, when the session has not been read
+    /// and the request carries a cookie (blind write). Returns `None` when
+    /// the write was recorded, or gives `value` back for the loaded path.
+    async fn write_blind<V>(&self, write: impl FnOnce(&mut Patch, V), value: V) -> Option<V> {
+        let mut phase = self.shared.state.lock().await;
+        match &mut *phase {
+            Phase::Unloaded if self.shared.cookie_id.is_some() => {
+                let mut patch = Patch::default();
+                write(&mut patch, value);
+                *phase = Phase::Blind(patch);
+                None
+            }
+            Phase::Blind(patch) => {
+                write(patch, value);
+                None
+            }
+            _ => Some(value),
+        }
+    }
+
     /// The value under `key`, deserialized as `T`.
     ///
     /// # Errors
@@ -257,11 +306,15 @@ impl Session {
         Ok(self.active().await?.record.data.get(key).cloned())
     }
 
-    /// Stores `value` under `key`. Inserting the value already there writes
-    /// nothing.
+    /// Stores `value` under `key`.
     ///
     /// The first insert into a new session creates it (and sets the cookie)
-    /// when the response goes out.
+    /// when the response goes out. On a session the request has not read
+    /// yet, the insert is a *blind write*: nothing is loaded, and the
+    /// response sends it as one update-only save (which also rolls the idle
+    /// deadline); if the session turns out to be gone, a new one is created
+    /// with the write. On a session already read, inserting the value that
+    /// is already there writes nothing.
     ///
     /// # Errors
     ///
@@ -272,6 +325,13 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
+        let value = match self
+            .write_blind(|patch, value| patch.insert(key, value), value)
+            .await
+        {
+            None => return Ok(()),
+            Some(value) => value,
+        };
         let mut active = self.active().await?;
         if active.record.data.get(key) == Some(&value) {
             return Ok(());
@@ -323,12 +383,20 @@ impl Session {
     }
 
     /// Removes every data key. The user stays logged in; to log out, use
-    /// [`Session::invalidate`].
+    /// [`Session::invalidate`]. Like [`Session::insert`], a blind write on a
+    /// session not read yet.
     ///
     /// # Errors
     ///
     /// [`SessionError::Store`] when the session cannot be loaded.
     pub async fn clear(&self) -> Result<(), SessionError> {
+        if self
+            .write_blind(|patch, ()| patch.clear_data(), ())
+            .await
+            .is_none()
+        {
+            return Ok(());
+        }
         let mut active = self.active().await?;
         if active.record.data.is_empty() && active.patch.set.is_empty() {
             return Ok(());
@@ -652,8 +720,10 @@ impl Session {
     /// Afterwards the handle is finished.
     pub(crate) async fn commit(&self) -> Result<Outcome, SessionError> {
         let phase = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
-        let Phase::Active(active) = phase else {
-            return Ok(Outcome::default());
+        let active = match phase {
+            Phase::Active(active) => active,
+            Phase::Blind(patch) => return self.commit_blind(&patch).await,
+            Phase::Unloaded | Phase::Finished => return Ok(Outcome::default()),
         };
         if self.shared.poisoned.load(Ordering::Relaxed) {
             return Ok(Outcome {
@@ -671,7 +741,7 @@ impl Session {
                 let saved = active.patch.is_empty()
                     || core
                         .store
-                        .save(key, &active.patch, now)
+                        .save(key, &active.patch, self.touch(now))
                         .await
                         .map_err(|e| self.store_failed("save", e))?;
                 if !saved {
@@ -698,6 +768,55 @@ impl Session {
             }
             None if active.clear_cookie => cookie.removal(),
             None => None,
+        };
+        Ok(Outcome {
+            set_cookie,
+            vary: true,
+        })
+    }
+
+    fn touch(&self, now: OffsetDateTime) -> Touch {
+        Touch {
+            now,
+            after: self.core().config.touch_after,
+        }
+    }
+
+    /// Commits writes made without reading: one update-only save. If the
+    /// session is gone (expired, logged out), the writes start a new
+    /// session under a new ID instead, as they would have after a load
+    /// that found nothing; the old ID is never revived.
+    async fn commit_blind(&self, patch: &Patch) -> Result<Outcome, SessionError> {
+        let Some(id) = &self.shared.cookie_id else {
+            // Blind writes are only recorded for requests with a cookie.
+            return Ok(Outcome::default());
+        };
+        let core = self.core();
+        let now = core.now();
+        let saved = core
+            .store
+            .save(&id.store_key(), patch, self.touch(now))
+            .await
+            .map_err(|e| self.store_failed("save", e))?;
+        if saved {
+            return Ok(Outcome {
+                set_cookie: None,
+                vary: true,
+            });
+        }
+        let mut fresh = Active::fresh(core, now, true);
+        fresh.overlay(patch);
+        let set_cookie = if fresh.has_content() {
+            let new_id = self.create(None, &fresh.record, now).await?;
+            let max_age = fresh
+                .record
+                .persistent
+                .then(|| fresh.record.expires_at() - now);
+            core.config
+                .cookie
+                .set_cookie(&core.config.keys, &new_id, max_age)
+        } else {
+            core.config.cookie.removal()
         };
         Ok(Outcome {
             set_cookie,
@@ -751,6 +870,7 @@ impl fmt::Debug for Session {
             Err(_) => "busy".to_owned(),
             Ok(phase) => match &*phase {
                 Phase::Unloaded => "unloaded".to_owned(),
+                Phase::Blind(_) => "written, not read".to_owned(),
                 Phase::Finished => "finished".to_owned(),
                 Phase::Active(a) => match &a.stored {
                     Some((_, key)) => format!("stored {}", key.short()),

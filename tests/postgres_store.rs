@@ -291,7 +291,10 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
         }),
         ..Patch::default()
     };
-    assert!(store.save(&k, &patch, t0 + secs(61)).await.unwrap());
+    assert!(store
+        .save(&k, &patch, no_touch(t0 + secs(61)))
+        .await
+        .unwrap());
     let c = columns(&store, &k).await;
     assert_eq!(c.idle_timeout_secs, 5000);
     assert_eq!(c.absolute_deadline, t0 + secs(20_000));
@@ -307,7 +310,10 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
         }),
         ..Patch::default()
     };
-    assert!(store.save(&k, &patch, t0 + secs(62)).await.unwrap());
+    assert!(store
+        .save(&k, &patch, no_touch(t0 + secs(62)))
+        .await
+        .unwrap());
     assert_eq!(columns(&store, &k).await.expires_at, t0 + secs(3000));
     // ... and a load then has nothing to extend, so it writes nothing.
     let touch = Touch {
@@ -509,7 +515,7 @@ async fn a_value_postgres_cannot_hold_is_refused_and_nothing_is_written() {
     let mut patch = Patch::default();
     patch.set.insert("nul".into(), json!("a\u{0}b"));
     patch.set.insert("b".into(), json!(2));
-    let saved = store.save(&k, &patch, t0 + secs(1)).await;
+    let saved = store.save(&k, &patch, no_touch(t0 + secs(1))).await;
     assert!(matches!(saved, Err(StoreError::Backend(_))), "{saved:?}");
     let loaded = store.load(&k, no_touch(t0 + secs(1))).await.unwrap();
     assert_eq!(

@@ -85,7 +85,7 @@ async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
 }
 
 #[tokio::test]
-async fn a_read_is_one_round_trip_and_a_write_one_more() {
+async fn a_read_is_one_round_trip_and_so_is_a_write() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
     };
@@ -122,8 +122,16 @@ async fn a_read_is_one_round_trip_and_a_write_one_more() {
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(
         write,
+        ["EVALSHA"],
+        "a write without a read is one round trip"
+    );
+
+    let (reply, update) = cost("/incr/n", "POST").await;
+    assert_eq!(reply.body, "1");
+    assert_eq!(
+        update,
         ["EVALSHA", "EVALSHA"],
-        "a write: the load, then one patch script"
+        "read-modify-write: the load, then one patch script"
     );
 
     app.clock.advance(std::time::Duration::from_secs(600));

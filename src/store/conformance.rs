@@ -72,6 +72,8 @@ macro_rules! store_conformance_tests {
             load_touches_when_due_and_returns_the_stored_record,
             load_does_not_touch_before_due,
             save_applies_only_the_patch,
+            save_touches_when_due,
+            save_touch_follows_the_lifetime,
             save_with_clear_replaces_all_data,
             save_changes_the_lifetime,
             save_never_recreates_a_deleted_session,
@@ -169,6 +171,7 @@ async fn create<S: SessionStore>(store: &S, key: &StoreKey, record: &SessionReco
     );
 }
 
+/// A save that never touches (see `load`).
 async fn save<S: SessionStore>(
     store: &S,
     key: &StoreKey,
@@ -176,7 +179,7 @@ async fn save<S: SessionStore>(
     now: OffsetDateTime,
 ) -> bool {
     store
-        .save(key, patch, now)
+        .save(key, patch, touch(now, 1.0))
         .await
         .expect("save should succeed")
 }
@@ -349,6 +352,78 @@ pub async fn save_applies_only_the_patch<S: SessionStore>(store: &S) {
     assert_eq!(loaded.last_seen, t0, "a save is not a touch");
 }
 
+/// A save rolls the idle deadline like a load, once due: a request that
+/// writes without reading is activity too.
+pub async fn save_touches_when_due<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    create(store, &k, &record(t0, json!({"a": 1}))).await;
+    assert!(store
+        .save(&k, &set("b", 2), touch(t0 + secs(10), 0.5))
+        .await
+        .unwrap());
+    let early = load(store, &k, t0 + secs(11)).await.unwrap();
+    assert_eq!(early.last_seen, t0, "not due after 10 of 100 s");
+    assert!(store
+        .save(&k, &set("c", 3), touch(t0 + secs(60), 0.5))
+        .await
+        .unwrap());
+    let later = load(store, &k, t0 + secs(61)).await.unwrap();
+    assert_eq!(
+        later.last_seen,
+        t0 + secs(60),
+        "the save extended the deadline"
+    );
+    assert_eq!(data(&later), json!({"a": 1, "b": 2, "c": 3}));
+    assert!(
+        load(store, &k, t0 + secs(150)).await.is_some(),
+        "alive past the old deadline"
+    );
+    assert_eq!(load(store, &k, t0 + secs(160)).await, None);
+}
+
+/// A save's touch never reaches past the absolute deadline, and a save
+/// that changes the lifetime touches by the new lifetime.
+pub async fn save_touch_follows_the_lifetime<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let mut r = record(t0, json!({}));
+    r.absolute_deadline = t0 + secs(120);
+    create(store, &k, &r).await;
+    assert!(store
+        .save(&k, &set("a", 1), touch(t0 + secs(90), 0.5))
+        .await
+        .unwrap());
+    assert_eq!(
+        load(store, &k, t0 + secs(119)).await.map(|r| r.last_seen),
+        Some(t0 + secs(90))
+    );
+    assert_eq!(
+        load(store, &k, t0 + secs(120)).await,
+        None,
+        "absolute deadline holds"
+    );
+
+    let k = key();
+    create(store, &k, &record(t0, json!({}))).await;
+    let patch = Patch {
+        lifetime: Some(Lifetime {
+            idle_timeout: secs(1000),
+            absolute_deadline: t0 + secs(5000),
+            persistent: true,
+        }),
+        ..Patch::default()
+    };
+    // 60 s is less than half of the new 1000 s idle window: not due.
+    assert!(store
+        .save(&k, &patch, touch(t0 + secs(60), 0.5))
+        .await
+        .unwrap());
+    let loaded = load(store, &k, t0 + secs(61)).await.unwrap();
+    assert_eq!(loaded.last_seen, t0);
+    assert_eq!(loaded.idle_timeout, secs(1000));
+}
+
 /// `clear` drops every key before the patch's own insertions.
 pub async fn save_with_clear_replaces_all_data<S: SessionStore>(store: &S) {
     let t0 = base();
@@ -442,7 +517,7 @@ pub async fn concurrent_saves_of_different_keys_all_survive<S: SessionStore + Cl
         let store = store.clone();
         tasks.spawn(async move {
             let patch = set(&format!("k{i}"), i);
-            store.save(&k, &patch, t0 + secs(1)).await
+            store.save(&k, &patch, touch(t0 + secs(1), 1.0)).await
         });
     }
     while let Some(result) = tasks.join_next().await {

@@ -189,14 +189,9 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.inner.load(key, touch).await
     }
 
-    async fn save(
-        &self,
-        key: &StoreKey,
-        patch: &Patch,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
         self.count(|c| &c.save)?;
-        self.inner.save(key, patch, now).await
+        self.inner.save(key, patch, touch).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {

@@ -342,13 +342,8 @@ impl SessionStore for MemoryStore {
         Ok(Some(record))
     }
 
-    async fn save(
-        &self,
-        key: &StoreKey,
-        patch: &Patch,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let now = now.unix_timestamp();
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
+        let now = touch.now.unix_timestamp();
         let mut shard = lock(self.shard(key));
         let Some(entry) = shard.entries.get_mut(key) else {
             return Ok(false);
@@ -360,6 +355,9 @@ impl SessionStore for MemoryStore {
         // patches to one session apply one after the other.
         let mut record = entry.to_record()?;
         record.apply(patch);
+        if record.touch_due(&touch) {
+            record.touch(touch.now);
+        }
         *entry = Entry::from_record(&record)?;
         Ok(true)
     }

@@ -109,13 +109,18 @@ pub trait SessionStore: Send + Sync + 'static {
         touch: Touch,
     ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send;
 
-    /// Applies `patch` to an existing, live session, atomically.
+    /// Applies `patch` to an existing, live session, atomically, and rolls
+    /// its idle deadline like `load` does.
     ///
-    /// Update-only: if nothing live is stored under `key` at `now` (deleted
-    /// by a logout, expired, swept), nothing is written and the result is
-    /// `Ok(false)`. A session must never be re-created by a save. Only the
-    /// keys named in the patch change; keys another request changed in the
-    /// meantime are left as they are. Returns `Ok(true)` when applied.
+    /// Update-only: if nothing live is stored under `key` at `touch.now`
+    /// (deleted by a logout, expired, swept), nothing is written and the
+    /// result is `Ok(false)`. A session must never be re-created by a save.
+    /// Only the keys named in the patch change; keys another request changed
+    /// in the meantime are left as they are. After the patch (its lifetime
+    /// included) is applied, if [`SessionRecord::touch_due`] holds for the
+    /// result, `last_seen` becomes `touch.now` too, so a request that writes
+    /// without reading still counts as activity. Returns `Ok(true)` when
+    /// applied.
     ///
     /// # Errors
     ///
@@ -125,7 +130,7 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         key: &StoreKey,
         patch: &Patch,
-        now: OffsetDateTime,
+        touch: Touch,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes a session. Returns whether a record was there.
@@ -252,7 +257,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         key: &'a StoreKey,
         patch: &'a Patch,
-        now: OffsetDateTime,
+        touch: Touch,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn delete_user<'a>(
@@ -290,9 +295,9 @@ impl<S: SessionStore> DynStore for S {
         &'a self,
         key: &'a StoreKey,
         patch: &'a Patch,
-        now: OffsetDateTime,
+        touch: Touch,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::save(self, key, patch, now))
+        Box::pin(SessionStore::save(self, key, patch, touch))
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<bool, StoreError>> {

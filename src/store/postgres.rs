@@ -166,7 +166,8 @@ const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
 /// - `save` is one `UPDATE ... WHERE key = $1 AND expires_at > $now` that
 ///   patches `data` in place with `jsonb` operators (`- removed_keys`, then
 ///   `|| set_keys`), so concurrent requests that change different keys all
-///   survive, and a deleted or expired session is never written back.
+///   survive, and a deleted or expired session is never written back; it
+///   rolls the idle deadline in the same statement when due.
 /// - `create` is one `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE` the
 ///   existing row is expired: a live session is never overwritten.
 /// - `delete` and `delete_user` are one `DELETE` each (the latter through
@@ -500,18 +501,25 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
         // Clear, then removals, then insertions, as `SessionRecord::apply`.
         // The right-hand sides read the row as it is when this UPDATE gets
         // its lock, so keys changed by a concurrent save are kept. NULL
-        // lifetime parameters keep the stored lifetime; `expires_at` is
-        // recomputed from the (possibly new) lifetime and the stored
-        // `last_seen`.
+        // lifetime parameters keep the stored lifetime. Then the touch rule
+        // of `SessionRecord::touch_due`, on the patched lifetime: when due
+        // ($9 is the fraction), `last_seen` becomes $8 (`now`), and
+        // `expires_at` follows whichever `last_seen` results.
+        let idle = "coalesce($5, idle_timeout_secs)";
+        let absolute = "coalesce($6, absolute_deadline)";
+        let due = format!(
+            "(trunc(extract(epoch FROM $8 - last_seen))::float8 >= {idle}::float8 * $9 \
+              AND last_seen + {idle} * interval '1 second' < {absolute})"
+        );
+        let last_seen = format!("(CASE WHEN {due} THEN $8 ELSE last_seen END)");
         let save = format!(
             "UPDATE {t} SET \
                  data = (CASE WHEN $2 THEN '{{}}'::jsonb ELSE data END - $3::text[]) || $4::jsonb, \
-                 idle_timeout_secs = coalesce($5, idle_timeout_secs), \
-                 absolute_deadline = coalesce($6, absolute_deadline), \
+                 idle_timeout_secs = {idle}, \
+                 absolute_deadline = {absolute}, \
                  persistent = coalesce($7, persistent), \
-                 expires_at = least( \
-                     last_seen + coalesce($5, idle_timeout_secs) * interval '1 second', \
-                     coalesce($6, absolute_deadline)) \
+                 last_seen = {last_seen}, \
+                 expires_at = least({last_seen} + {idle} * interval '1 second', {absolute}) \
              WHERE key = $1 AND expires_at > $8"
         );
 
@@ -710,12 +718,7 @@ impl SessionStore for PostgresStore {
         Ok(Some(record))
     }
 
-    async fn save(
-        &self,
-        key: &StoreKey,
-        patch: &Patch,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
         let removed: Vec<&str> = patch.remove.iter().map(String::as_str).collect();
         let lifetime = patch.lifetime.as_ref();
         let done = sqlx::query(&self.sql.save)
@@ -726,7 +729,8 @@ impl SessionStore for PostgresStore {
             .bind(lifetime.map(|l| l.idle_timeout.whole_seconds()))
             .bind(lifetime.map(|l| truncate_to_seconds(l.absolute_deadline)))
             .bind(lifetime.map(|l| l.persistent))
-            .bind(truncate_to_seconds(now))
+            .bind(truncate_to_seconds(touch.now))
+            .bind(touch.after)
             .execute(&self.pool)
             .await
             .map_err(store_error)?;

@@ -367,16 +367,18 @@ return h
 });
 
 /// KEYS[1] = record; ARGV = now, clear, number of removals, has lifetime,
-/// idle, absolute, persistent, then the removed fields, then field/value
-/// pairs to set. Update-only: returns 0 and writes nothing when the record
-/// is missing or expired.
+/// idle, absolute, persistent, touch fraction, then the removed fields,
+/// then field/value pairs to set. Update-only: returns 0 and writes nothing
+/// when the record is missing or expired. After the patch, rolls the idle
+/// deadline when due, as `load` does.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local key = KEYS[1]
+local now = tonumber(ARGV[1])
 local m = redis.call('HMGET', key, 's', 'i', 'a')
 local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
-if not (s and i and a) or deadline(s, i, a) <= tonumber(ARGV[1]) then
+if not (s and i and a) or deadline(s, i, a) <= now then
   return 0
 end
 if ARGV[2] == '1' then
@@ -387,11 +389,21 @@ if ARGV[2] == '1' then
   batched('HDEL', key, data, 1, #data)
 end
 local removals = tonumber(ARGV[3])
-batched('HDEL', key, ARGV, 8, 7 + removals)
-batched('HSET', key, ARGV, 8 + removals, #ARGV)
+batched('HDEL', key, ARGV, 9, 8 + removals)
+batched('HSET', key, ARGV, 9 + removals, #ARGV)
+local moved = false
 if ARGV[4] == '1' then
   redis.call('HSET', key, 'i', ARGV[5], 'a', ARGV[6], 'p', ARGV[7])
-  redis.call('EXPIREAT', key, deadline(s, tonumber(ARGV[5]), tonumber(ARGV[6])))
+  i, a = tonumber(ARGV[5]), tonumber(ARGV[6])
+  moved = true
+end
+if now - s >= i * tonumber(ARGV[8]) and s + i < a then
+  redis.call('HSET', key, 's', ARGV[1])
+  s = now
+  moved = true
+end
+if moved then
+  redis.call('EXPIREAT', key, deadline(s, i, a))
 end
 return 1
 "
@@ -586,12 +598,8 @@ impl SessionStore for RedisStore {
         flat.map(|flat| decode_record(&flat)).transpose()
     }
 
-    async fn save(
-        &self,
-        key: &StoreKey,
-        patch: &Patch,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
+        let now = touch.now;
         let record_key = self.record_key(key);
         if let Some(lifetime) = &patch.lifetime {
             // A longer lifetime must reach the user index before the record,
@@ -624,7 +632,8 @@ impl SessionStore for RedisStore {
             .arg(has_lifetime)
             .arg(idle)
             .arg(absolute)
-            .arg(persistent);
+            .arg(persistent)
+            .arg(touch.after);
         for removed in &patch.remove {
             invocation.arg(data_field(removed));
         }

@@ -20,6 +20,10 @@ macro_rules! e2e_tests {
             a_request_that_ignores_its_session_costs_nothing,
             reading_a_new_session_stores_nothing_and_sets_no_cookie,
             first_write_creates_the_session_and_later_requests_write_only_changes,
+            a_blind_write_is_one_save_and_no_load,
+            a_blind_write_rolls_the_idle_deadline,
+            a_blind_write_to_a_dead_session_starts_a_new_one,
+            writes_before_a_read_are_seen_by_that_read,
             removals_and_clears_are_saved,
             login_rotates_the_id_and_deletes_the_old_one,
             a_planted_session_cookie_is_not_kept_through_login,
@@ -216,17 +220,96 @@ pub async fn first_write_creates_the_session_and_later_requests_write_only_chang
     assert_eq!(app.calls().total(), 1, "a read is one store call");
 
     app.store.reset();
-    client.put("/set/k", "v").await;
+    client.put("/ensure/k", "v").await;
     assert_eq!(
         app.calls().save,
         0,
-        "rewriting the same value writes nothing"
+        "rewriting a value just read writes nothing"
     );
-
-    client.put("/set/other", "w").await;
+    client.put("/ensure/other", "w").await;
     assert_eq!(app.calls().save, 1);
     assert_eq!(client.get("/get/k").await.body, "v");
     assert_eq!(client.get("/get/other").await.body, "w");
+}
+
+pub async fn a_blind_write_is_one_save_and_no_load<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    client.put("/set/a", "1").await;
+    app.store.reset();
+    let reply = client.put("/set/b", "2").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(app.calls().save, 1);
+    assert_eq!(
+        app.calls().total(),
+        1,
+        "a write without a read is one store call"
+    );
+    assert_eq!(client.get("/keys").await.body, r#"["a","b"]"#);
+    app.store.reset();
+    assert_eq!(client.post("/incr/n").await.body, "1");
+    assert_eq!(client.post("/incr/n").await.body, "2");
+    assert_eq!(
+        app.calls().total(),
+        4,
+        "read-modify-write: a load and a save each"
+    );
+}
+
+pub async fn a_blind_write_rolls_the_idle_deadline<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    // Past the touch threshold: the write alone must count as activity.
+    app.clock.advance(Duration::from_secs(1000));
+    assert_eq!(
+        client.put("/set/k", "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.clock.advance(Duration::from_secs(1000));
+    assert_eq!(
+        whoami(&mut client).await.as_deref(),
+        Some("alice"),
+        "alive 2000 s after login"
+    );
+}
+
+pub async fn a_blind_write_to_a_dead_session_starts_a_new_one<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    let old = client.cookie.clone().unwrap();
+    client.post("/logout-everywhere").await;
+    let mut stale = app.client();
+    stale.cookie = Some(old.clone());
+    let reply = stale.put("/set/cart", "1 item").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let fresh = stale.cookie.clone().expect("a new session for the write");
+    assert_ne!(fresh, old, "the dead ID is never revived");
+    assert_eq!(stale.get("/get/cart").await.body, "1 item");
+    assert_eq!(
+        whoami(&mut stale).await,
+        None,
+        "the new session is anonymous"
+    );
+    let mut replay = app.client();
+    replay.cookie = Some(old);
+    assert_eq!(replay.get("/get/cart").await.status, StatusCode::NOT_FOUND);
+}
+
+pub async fn writes_before_a_read_are_seen_by_that_read<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    client.put("/set/old", "x").await;
+    let reply = client.put("/write-then-read/new", "fresh").await;
+    assert_eq!(
+        reply.body, r#"fresh ["new"]"#,
+        "clear and insert, then read"
+    );
+    assert_eq!(
+        client.get("/keys").await.body,
+        r#"["new"]"#,
+        "and stored so"
+    );
 }
 
 pub async fn removals_and_clears_are_saved<S: SessionStore + Clone>(store: S) {
@@ -711,9 +794,22 @@ pub async fn store_outage_answers_503_and_service_recovers<S: SessionStore + Clo
     let mut client = logged_in(&app, "alice").await;
     let cookie = client.cookie.clone().unwrap();
     app.store.set_failing(true);
-    for reply in [client.get("/whoami").await, client.put("/set/k", "v").await] {
+    // A read fails in the handler (its error answers); a blind write and a
+    // read-modify-write fail at commit (the layer answers, with no body).
+    let replies = [
+        (
+            client.get("/whoami").await,
+            "service temporarily unavailable",
+        ),
+        (client.put("/set/k", "v").await, ""),
+        (
+            client.post("/incr/n").await,
+            "service temporarily unavailable",
+        ),
+    ];
+    for (reply, body) in replies {
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(reply.body, "service temporarily unavailable");
+        assert_eq!(reply.body, body);
         assert!(!reply.body.contains(&cookie[..22]));
         assert!(
             reply.set_cookies().is_empty(),

@@ -99,6 +99,9 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/get/{key}", get(get_key))
         .route("/set/{key}", put(set_key).delete(remove_key))
         .route("/keys", get(keys))
+        .route("/ensure/{key}", put(ensure_key))
+        .route("/incr/{key}", post(incr_key))
+        .route("/write-then-read/{key}", put(write_then_read))
         .route("/clear", post(clear))
         .route("/login/{user}", post(login))
         .route("/whoami", get(whoami))
@@ -131,6 +134,38 @@ async fn set_key(
 ) -> Result<StatusCode, SessionError> {
     session.insert(&key, body).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads, then writes: the loaded path of `insert`.
+async fn ensure_key(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<StatusCode, SessionError> {
+    session.get::<String>(&key).await?;
+    session.insert(&key, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read-modify-write of a counter.
+async fn incr_key(session: Session, Path(key): Path<String>) -> Result<String, SessionError> {
+    let n = session.get::<u64>(&key).await?.unwrap_or(0) + 1;
+    session.insert(&key, n).await?;
+    Ok(n.to_string())
+}
+
+/// Clears, writes, then reads in one request: the read must see the
+/// writes made before the session was loaded.
+async fn write_then_read(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<String, SessionError> {
+    session.clear().await?;
+    session.insert(&key, body).await?;
+    let value = session.get::<String>(&key).await?.unwrap_or_default();
+    let keys = session.keys().await?;
+    Ok(format!("{value} {keys:?}"))
 }
 
 async fn remove_key(session: Session, Path(key): Path<String>) -> Result<StatusCode, SessionError> {
