@@ -73,8 +73,12 @@ impl CookieSettings {
         let mut candidates = 0;
         for header in headers.get_all(COOKIE) {
             // Non-UTF-8 bytes belong to some other cookie (ours is ASCII);
-            // replacing them keeps the rest of the header readable.
-            let text = String::from_utf8_lossy(header.as_bytes());
+            // replacing them keeps the rest of the header readable. The
+            // common all-ASCII header skips the lossy conversion.
+            let text = match header.to_str() {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(header.as_bytes()),
+            };
             for cookie in Cookie::split_parse(text.as_ref()).flatten() {
                 if cookie.name() != self.name {
                     continue;

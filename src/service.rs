@@ -35,7 +35,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::layer::Core;
-use crate::session::Session;
+use crate::session::{Outcome, Session};
 use crate::store::BoxFuture;
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around `inner`.
@@ -43,8 +43,9 @@ use crate::store::BoxFuture;
 /// For each request it verifies the session cookie (no store call), puts a
 /// [`Session`] into the request extensions and calls `inner`. When the
 /// response comes back it writes the session's changes and sets or clears
-/// the cookie. A request that never used its session takes a fast path with
-/// no store call and no allocation beyond the session handle.
+/// the cookie. A request that never used its session makes no store call;
+/// one that only read it makes only its load. Both finish synchronously,
+/// without boxing a commit.
 ///
 /// A failed commit replaces the response with an empty `503` (the handler's
 /// answer must not reach the client when its session changes were lost).
@@ -140,17 +141,21 @@ where
         loop {
             match self.as_mut().project().state.project() {
                 StateProjection::Inner { future, session } => {
-                    let response = ready!(future.poll(cx))?;
-                    match session.take() {
-                        Some(session) if !session.is_untouched() => {
-                            let commit = Box::pin(finish(session, response));
-                            self.as_mut()
-                                .project()
-                                .state
-                                .set(State::Commit { future: commit });
-                        }
-                        _ => return Poll::Ready(Ok(response)),
+                    let mut response = ready!(future.poll(cx))?;
+                    let Some(session) = session.take() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    // Most requests (untouched, or only read) need no store
+                    // call here: finish them without boxing a commit.
+                    if let Some(outcome) = session.finish_without_store() {
+                        decorate(&mut response, outcome);
+                        return Poll::Ready(Ok(response));
                     }
+                    let commit = Box::pin(finish(session, response));
+                    self.as_mut()
+                        .project()
+                        .state
+                        .set(State::Commit { future: commit });
                 }
                 StateProjection::Commit { future } => return future.as_mut().poll(cx).map(Ok),
             }
@@ -169,22 +174,27 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
 async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
     match session.commit().await {
         Ok(outcome) => {
-            let headers = response.headers_mut();
-            if outcome.vary {
-                add_vary_cookie(headers);
-            }
-            if let Some(cookie) = outcome.set_cookie {
-                headers.append(SET_COOKIE, cookie);
-                // A shared cache must never hand one user's cookie to
-                // another; a policy the handler chose is left alone.
-                if !headers.contains_key(CACHE_CONTROL) {
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                }
-            }
+            decorate(&mut response, outcome);
             response
         }
         // The failure was logged where it happened.
         Err(_) => unavailable(),
+    }
+}
+
+/// Adds what the session's outcome asks of the response.
+fn decorate<B>(response: &mut Response<B>, outcome: Outcome) {
+    let headers = response.headers_mut();
+    if outcome.vary {
+        add_vary_cookie(headers);
+    }
+    if let Some(cookie) = outcome.set_cookie {
+        headers.append(SET_COOKIE, cookie);
+        // A shared cache must never hand one user's cookie to another; a
+        // policy the handler chose is left alone.
+        if !headers.contains_key(CACHE_CONTROL) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
     }
 }
 

@@ -707,13 +707,41 @@ impl Session {
         *active = Active::fresh(self.core(), self.core().now(), clear_cookie);
     }
 
-    /// Whether the request never looked at its session, so the response
-    /// needs no work. Answers `false` if another clone holds the lock.
-    pub(crate) fn is_untouched(&self) -> bool {
-        self.shared
-            .state
-            .try_lock()
-            .is_ok_and(|phase| matches!(*phase, Phase::Unloaded))
+    /// Finishes the session without the store when nothing is left to
+    /// write (untouched, only read, or a new session that stays empty), so
+    /// that such responses skip the asynchronous commit. `None` means the
+    /// store is needed (or another clone holds the lock): use
+    /// [`Session::commit`].
+    pub(crate) fn finish_without_store(&self) -> Option<Outcome> {
+        let mut phase = self.shared.state.try_lock().ok()?;
+        let outcome = match &*phase {
+            Phase::Unloaded | Phase::Finished => Outcome::default(),
+            Phase::Blind(_) => return None,
+            Phase::Active(_) if self.shared.poisoned.load(Ordering::Relaxed) => Outcome {
+                set_cookie: None,
+                vary: true,
+            },
+            Phase::Active(active) => match &active.stored {
+                Some(_)
+                    if active.patch.is_empty() && !(active.touched && active.record.persistent) =>
+                {
+                    Outcome {
+                        set_cookie: None,
+                        vary: true,
+                    }
+                }
+                None if !active.has_content() => Outcome {
+                    set_cookie: active
+                        .clear_cookie
+                        .then(|| self.core().config.cookie.removal())
+                        .flatten(),
+                    vary: true,
+                },
+                _ => return None,
+            },
+        };
+        *phase = Phase::Finished;
+        Some(outcome)
     }
 
     /// Writes this request's changes and says what the response needs.
