@@ -10,6 +10,7 @@ use http::header::COOKIE;
 use http::{HeaderValue, Request, Response};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
+use cloakroom::test_suite::CountingStore;
 use cloakroom::{Key, KeyRing, MemoryStore, Session, SessionId, SessionLayer};
 
 fn ring() -> KeyRing {
@@ -47,7 +48,8 @@ fn layer(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let layer = SessionLayer::builder(MemoryStore::new())
+    let store = CountingStore::new(MemoryStore::new());
+    let layer = SessionLayer::builder(store.clone())
         .key(Key::from_bytes(&[5; 32]).expect("key"))
         .build()
         .expect("layer");
@@ -114,6 +116,38 @@ fn layer(c: &mut Criterion) {
             })
         });
     }
+
+    // Hostile cookies on a route that reads the session: each is rejected
+    // by the codec, so the read finds an anonymous session and the store
+    // is never asked.
+    let valid = cookie.to_str().expect("ascii").to_owned();
+    let mut tampered = valid.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = HeaderValue::from_bytes(&tampered).expect("header");
+    let junk = HeaderValue::from_static("id=not-a-session-cookie; theme=dark");
+    store.reset();
+    for (name, header) in [
+        ("layer_read_junk_cookie", junk),
+        ("layer_read_tampered_cookie", tampered),
+    ] {
+        c.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let service = service.clone();
+                let mut request = Request::builder()
+                    .uri("/read")
+                    .body(String::new())
+                    .expect("request");
+                request.headers_mut().insert(COOKIE, header.clone());
+                async move { service.oneshot(request).await.expect("response") }
+            })
+        });
+    }
+    assert_eq!(
+        store.calls().total(),
+        0,
+        "a rejected cookie never reaches the store"
+    );
 }
 
 criterion_group!(benches, codec, layer);

@@ -70,17 +70,36 @@ struct Shard {
     next_sweep: i64,
 }
 
-/// A stored session, compact: whole seconds and the data as JSON text
-/// (empty when there is no data).
+/// A stored session, compact: times as whole seconds since 1970 in `u32`
+/// (enough until 2106; a record beyond that is refused with an error), and
+/// the data as JSON text (empty when there is no data). Every byte here is
+/// paid a million times over, and again for the spare room of the map.
 struct Entry {
     data: Box<str>,
     user_id: Option<Box<str>>,
-    created_at: i64,
-    last_seen: i64,
-    idle_timeout: i64,
-    absolute_deadline: i64,
+    created_at: u32,
+    last_seen: u32,
+    idle_timeout: u32,
+    absolute_deadline: u32,
     persistent: bool,
 }
+
+/// Seconds as stored in an [`Entry`].
+fn seconds(value: i64, what: &'static str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::backend(OutOfRange(what)))
+}
+
+/// A time or timeout MemoryStore cannot hold (before 1970 or after 2106).
+#[derive(Debug)]
+struct OutOfRange(&'static str);
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MemoryStore keeps {} between 1970 and 2106 only", self.0)
+    }
+}
+
+impl std::error::Error for OutOfRange {}
 
 impl Entry {
     fn from_record(record: &SessionRecord) -> Result<Self, StoreError> {
@@ -94,10 +113,10 @@ impl Entry {
         Ok(Self {
             data,
             user_id: record.user_id.as_deref().map(Box::from),
-            created_at: record.created_at.unix_timestamp(),
-            last_seen: record.last_seen.unix_timestamp(),
-            idle_timeout: record.idle_timeout.whole_seconds(),
-            absolute_deadline: record.absolute_deadline.unix_timestamp(),
+            created_at: seconds(record.created_at.unix_timestamp(), "times")?,
+            last_seen: seconds(record.last_seen.unix_timestamp(), "times")?,
+            idle_timeout: seconds(record.idle_timeout.whole_seconds(), "timeouts")?,
+            absolute_deadline: seconds(record.absolute_deadline.unix_timestamp(), "times")?,
             persistent: record.persistent,
         })
     }
@@ -113,7 +132,7 @@ impl Entry {
             user_id: self.user_id.as_deref().map(String::from),
             created_at: timestamp(self.created_at)?,
             last_seen: timestamp(self.last_seen)?,
-            idle_timeout: time::Duration::seconds(self.idle_timeout),
+            idle_timeout: time::Duration::seconds(i64::from(self.idle_timeout)),
             absolute_deadline: timestamp(self.absolute_deadline)?,
             persistent: self.persistent,
         })
@@ -122,10 +141,8 @@ impl Entry {
     /// [`SessionRecord::is_expired`] on the compact form, so that sweeping
     /// does not decode every record.
     fn is_expired(&self, now: i64) -> bool {
-        self.last_seen
-            .saturating_add(self.idle_timeout)
-            .min(self.absolute_deadline)
-            <= now
+        let idle_deadline = i64::from(self.last_seen) + i64::from(self.idle_timeout);
+        idle_deadline.min(i64::from(self.absolute_deadline)) <= now
     }
 
     fn info(&self, key: StoreKey) -> Result<SessionInfo, StoreError> {
@@ -135,15 +152,16 @@ impl Entry {
             key,
             created_at: timestamp(self.created_at)?,
             last_seen,
-            expires_at: (last_seen + time::Duration::seconds(self.idle_timeout)).min(absolute),
+            expires_at: (last_seen + time::Duration::seconds(i64::from(self.idle_timeout)))
+                .min(absolute),
             persistent: self.persistent,
             current: false,
         })
     }
 }
 
-fn timestamp(secs: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(StoreError::corrupt)
+fn timestamp(secs: u32) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(i64::from(secs)).map_err(StoreError::corrupt)
 }
 
 /// Locks without propagating poison: no code below panics while holding a
@@ -337,7 +355,7 @@ impl SessionStore for MemoryStore {
         }
         let record = entry.to_record()?;
         if record.touch_due(&touch) {
-            entry.last_seen = now;
+            entry.last_seen = seconds(now, "times")?;
         }
         Ok(Some(record))
     }
@@ -523,6 +541,31 @@ mod tests {
         store.create(&k, &record(0, None), at(0)).await.unwrap();
         let shard = lock(store.shard(&k));
         assert!(shard.entries[&k].data.is_empty());
+    }
+
+    #[tokio::test]
+    async fn times_beyond_2106_are_refused_not_truncated() {
+        let store = MemoryStore::new();
+        let far = OffsetDateTime::from_unix_timestamp(i64::from(u32::MAX) + 1).unwrap();
+        let r = SessionRecord::new(
+            far,
+            time::Duration::seconds(100),
+            time::Duration::seconds(1000),
+        );
+        assert!(matches!(
+            store.create(&key(), &r, far).await,
+            Err(StoreError::Backend(_))
+        ));
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
