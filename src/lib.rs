@@ -122,9 +122,15 @@
 //! # Performance
 //!
 //! A request that does not use its session costs a cookie parse, one HMAC
-//! verification (two SHA-256 compressions) and one small allocation.
-//! Rolling expiry writes at most once per `touch_after × idle_timeout` per
-//! session. See the README for measured figures.
+//! verification and one small allocation, and no store call. A read is one
+//! store call, and so is a write that does not read first; rolling expiry
+//! rides along and writes at most once per `touch_after × idle_timeout`.
+//! On a 2-core VM, behind axum with 64 connections, an authenticated read
+//! on `MemoryStore` runs at 0.92× the requests/s of the same app without
+//! sessions, and at 1.26× tower-sessions with the same rolling timeout; on
+//! Redis at 1.38× tower-sessions' Redis store. Verifying a cookie takes
+//! about 170 ns; a million sessions with a 100-byte payload take 300 MB in
+//! `MemoryStore`. The README has the full tables and the commands.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
