@@ -35,7 +35,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::layer::Core;
-use crate::session::{Outcome, Session};
+use crate::session::{Abort, Outcome, Session};
 use crate::store::BoxFuture;
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around `inner`.
@@ -48,7 +48,9 @@ use crate::store::BoxFuture;
 /// without boxing a commit.
 ///
 /// A failed commit replaces the response with an empty `503` (the handler's
-/// answer must not reach the client when its session changes were lost).
+/// answer must not reach the client when its session changes were lost),
+/// and so does a request whose handler ignored a store failure and still
+/// left changes to write: they are dropped whole, never half applied.
 /// Errors of `inner` pass through unchanged.
 pub struct SessionService<S> {
     inner: S,
@@ -178,7 +180,7 @@ async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Resp
             response
         }
         // The failure was logged where it happened.
-        Err(_) => unavailable(),
+        Err(Abort) => unavailable(),
     }
 }
 
@@ -190,9 +192,17 @@ fn decorate<B>(response: &mut Response<B>, outcome: Outcome) {
     }
     if let Some(cookie) = outcome.set_cookie {
         headers.append(SET_COOKIE, cookie);
-        // A shared cache must never hand one user's cookie to another; a
-        // policy the handler chose is left alone.
+        // A shared cache must never hand one user's cookie to another. A
+        // policy the handler chose is kept, unless it lets shared caches
+        // store the response.
         if !headers.contains_key(CACHE_CONTROL) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        } else if shared_caches_may_store(headers) {
+            tracing::warn!(
+                target: "cloakroom",
+                "a response setting the session cookie was marked cacheable by shared caches; \
+                 sending Cache-Control: no-store instead"
+            );
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
@@ -205,6 +215,21 @@ fn unavailable<B: Default>() -> Response<B> {
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Whether `Cache-Control` allows shared caches to store the response
+/// (`public` or `s-maxage`).
+fn shared_caches_may_store(headers: &HeaderMap) -> bool {
+    headers.get_all(CACHE_CONTROL).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').map(str::trim).any(|directive| {
+                directive.eq_ignore_ascii_case("public")
+                    || directive
+                        .get(..8)
+                        .is_some_and(|name| name.eq_ignore_ascii_case("s-maxage"))
+            })
+        })
+    })
 }
 
 /// Appends `Cookie` to `Vary` unless it is already listed (or `*`).
@@ -245,6 +270,19 @@ mod tests {
         headers.insert(VARY, HeaderValue::from_static("accept, COOKIE"));
         add_vary_cookie(&mut headers);
         assert_eq!(headers.get_all(VARY).iter().count(), 1);
+    }
+
+    #[test]
+    fn public_policies_are_recognised() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static(value));
+            shared_caches_may_store(&headers)
+        };
+        assert!(with("public, max-age=60"));
+        assert!(with("max-age=60, S-MAXAGE=600"));
+        assert!(!with("private, max-age=60"));
+        assert!(!with("no-store"));
     }
 
     #[test]

@@ -112,11 +112,21 @@ struct Active {
 pub(crate) enum CsrfBinding {
     /// The session holds this secret.
     Session([u8; 32]),
-    /// The session exists but was never given a secret.
-    SessionWithoutSecret,
+    /// The session exists but was never given a secret; `logged_in` says
+    /// whether a user is logged in to it.
+    SessionWithoutSecret {
+        /// A user is logged in.
+        logged_in: bool,
+    },
     /// There is no session (and asking for a token does not create one).
     NoSession,
 }
+
+/// A commit that must not let the handler's response through: an earlier
+/// store failure in the request dropped changes the response depends on,
+/// or the commit's own store call failed. Already logged; answered `503`.
+#[derive(Debug)]
+pub(crate) struct Abort;
 
 /// What the layer must add to the response.
 #[derive(Debug, Default)]
@@ -143,6 +153,14 @@ impl Active {
 
     fn has_content(&self) -> bool {
         !self.record.data.is_empty() || self.record.user_id.is_some()
+    }
+
+    /// Whether committing would write anything (a patch, or a new session).
+    fn has_pending_writes(&self) -> bool {
+        match self.stored {
+            Some(_) => !self.patch.is_empty(),
+            None => self.has_content(),
+        }
     }
 
     /// Applies writes made before the session was loaded, in their order.
@@ -239,7 +257,10 @@ impl Session {
                 session = %key.short(),
                 "the cookie names no live session (expired or ended); continuing without one"
             );
-            return Ok(Active::fresh(core, now, true));
+            // No removal cookie: the session may have ended because this
+            // browser just logged in again in another request, and clearing
+            // "the" cookie now would clear the new one.
+            return Ok(Active::fresh(core, now, false));
         };
         // The store applied the same rule to its copy in the same trip.
         let touched = record.touch_due(&touch);
@@ -456,13 +477,19 @@ impl Session {
         let user_id = user_id.into();
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
-        self.delete_stored(&active, "login").await?;
+        let was_stored = active.stored.is_some();
+        let deleted = self.delete_stored(&active, "login").await?;
         let now = self.core().now();
-        let same_user = active
-            .record
-            .user_id
-            .as_ref()
-            .is_none_or(|previous| *previous == user_id);
+        // Data carries over only from a session that was still alive: one
+        // ended by another request meanwhile (logout everywhere, an admin)
+        // leaves nothing behind.
+        let alive = deleted || !was_stored;
+        let same_user = alive
+            && active
+                .record
+                .user_id
+                .as_ref()
+                .is_none_or(|previous| *previous == user_id);
         let mut data = if same_user {
             std::mem::take(&mut active.record.data)
         } else {
@@ -479,7 +506,9 @@ impl Session {
 
     /// Moves the session to a fresh ID, keeping its data, user and
     /// deadlines; the old ID stops working now. Use it when privileges
-    /// change without a login (e.g. after re-entering a password).
+    /// change without a login (e.g. after re-entering a password). If
+    /// another request ended the session after this one loaded it, nothing
+    /// is moved and the handle holds a new anonymous session.
     ///
     /// # Errors
     ///
@@ -489,7 +518,14 @@ impl Session {
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
-        self.delete_stored(&active, "regenerate").await?;
+        let was_stored = active.stored.is_some();
+        if was_stored && !self.delete_stored(&active, "regenerate").await? {
+            // Ended by another request (logout everywhere, an admin) after
+            // this one loaded it: moving it to a new ID would bring it
+            // back. The request goes on without a session.
+            self.reset(&mut active);
+            return Ok(());
+        }
         if active.stored.take().is_some() {
             active.clear_cookie = true;
         }
@@ -627,8 +663,6 @@ impl Session {
         active.record.idle_timeout = new.idle_timeout;
         active.record.absolute_deadline = new.absolute_deadline;
         active.record.persistent = true;
-        // A remembered session starts a new idle window too.
-        active.record.last_seen = now;
         if active.stored.is_some() {
             active.patch.lifetime = Some(new);
         }
@@ -655,7 +689,9 @@ impl Session {
             return Ok(CsrfBinding::NoSession);
         }
         if !issue {
-            return Ok(CsrfBinding::SessionWithoutSecret);
+            return Ok(CsrfBinding::SessionWithoutSecret {
+                logged_in: active.record.user_id.is_some(),
+            });
         }
         let mut secret = [0u8; 32];
         rand::rngs::OsRng
@@ -685,19 +721,30 @@ impl Session {
         let Some((_, key)) = &active.stored else {
             return Ok(false);
         };
-        self.core()
+        let deleted = self
+            .core()
             .store
             .delete(key)
             .await
             .map_err(|e| self.store_failed("delete", e))?;
-        tracing::info!(
-            target: "cloakroom::security",
-            event = if reason == "invalidate" { "session_invalidated" } else { "session_rotated" },
-            reason,
-            session = %key.short(),
-            "session ID retired"
-        );
-        Ok(true)
+        if deleted {
+            tracing::info!(
+                target: "cloakroom::security",
+                event = if reason == "invalidate" { "session_invalidated" } else { "session_rotated" },
+                reason,
+                session = %key.short(),
+                "session ID retired"
+            );
+        } else {
+            tracing::info!(
+                target: "cloakroom::security",
+                event = "session_vanished",
+                reason,
+                session = %key.short(),
+                "session ended by another request while this one ran"
+            );
+        }
+        Ok(deleted)
     }
 
     /// Replaces the session with a new empty one, and expires the cookie if
@@ -714,31 +761,30 @@ impl Session {
     /// [`Session::commit`].
     pub(crate) fn finish_without_store(&self) -> Option<Outcome> {
         let mut phase = self.shared.state.try_lock().ok()?;
+        let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
         let outcome = match &*phase {
             Phase::Unloaded | Phase::Finished => Outcome::default(),
             Phase::Blind(_) => return None,
-            Phase::Active(_) if self.shared.poisoned.load(Ordering::Relaxed) => Outcome {
-                set_cookie: None,
-                vary: true,
-            },
-            Phase::Active(active) => match &active.stored {
-                Some(_)
-                    if active.patch.is_empty() && !(active.touched && active.record.persistent) =>
+            // Pending writes after a store failure: `commit` aborts.
+            Phase::Active(active) if poisoned && active.has_pending_writes() => return None,
+            Phase::Active(active) if poisoned || !active.has_pending_writes() => {
+                if active.stored.is_some()
+                    && active.touched
+                    && active.record.persistent
+                    && !poisoned
                 {
-                    Outcome {
-                        set_cookie: None,
-                        vary: true,
-                    }
+                    // A persistent cookie's Max-Age follows the touch.
+                    return None;
                 }
-                None if !active.has_content() => Outcome {
+                Outcome {
                     set_cookie: active
                         .clear_cookie
                         .then(|| self.core().config.cookie.removal())
                         .flatten(),
                     vary: true,
-                },
-                _ => return None,
-            },
+                }
+            }
+            Phase::Active(_) => return None,
         };
         *phase = Phase::Finished;
         Some(outcome)
@@ -746,19 +792,31 @@ impl Session {
 
     /// Writes this request's changes and says what the response needs.
     /// Afterwards the handle is finished.
-    pub(crate) async fn commit(&self) -> Result<Outcome, SessionError> {
+    pub(crate) async fn commit(&self) -> Result<Outcome, Abort> {
         let phase = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
+        let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
         let active = match phase {
+            // Writes recorded before a store failure are never applied: the
+            // request writes all of its changes or none.
+            Phase::Blind(_) if poisoned => return Err(Abort),
+            Phase::Blind(patch) => return self.commit_blind(&patch).await.map_err(|_| Abort),
             Phase::Active(active) => active,
-            Phase::Blind(patch) => return self.commit_blind(&patch).await,
             Phase::Unloaded | Phase::Finished => return Ok(Outcome::default()),
         };
-        if self.shared.poisoned.load(Ordering::Relaxed) {
+        if poisoned {
+            if active.has_pending_writes() {
+                return Err(Abort);
+            }
+            let cookie = &self.core().config.cookie;
             return Ok(Outcome {
-                set_cookie: None,
+                set_cookie: active.clear_cookie.then(|| cookie.removal()).flatten(),
                 vary: true,
             });
         }
+        self.commit_active(active).await.map_err(|_| Abort)
+    }
+
+    async fn commit_active(&self, active: Active) -> Result<Outcome, SessionError> {
         let core = self.core();
         let cookie = &core.config.cookie;
         let keys = &core.config.keys;
@@ -773,15 +831,17 @@ impl Session {
                         .await
                         .map_err(|e| self.store_failed("save", e))?;
                 if !saved {
-                    // Ended by another request (logout, logout-everywhere)
-                    // while this one ran: its changes must not bring it back.
+                    // Ended by another request (logout, logout-everywhere,
+                    // a login that rotated the ID) while this one ran: its
+                    // changes must not bring it back. The cookie is left
+                    // alone, since it may already be a newer one.
                     tracing::info!(
                         target: "cloakroom::security",
                         event = "session_vanished",
                         session = %key.short(),
                         "session ended while the request ran; changes dropped"
                     );
-                    cookie.removal()
+                    None
                 } else if active.patch.lifetime.is_some()
                     || (active.touched && active.record.persistent)
                 {

@@ -438,3 +438,26 @@ async fn a_store_outage_during_the_check_answers_503() {
     let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
     assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn an_anonymous_token_keeps_working_after_its_post_creates_a_session() {
+    let app = app();
+    let mut c = client(&app);
+    // A script fetches one token, then posts several times; the first post
+    // creates an anonymous session.
+    let t = token(&mut c).await;
+    for round in 0..3 {
+        let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+        assert_eq!(
+            send(&mut c, request).await.status,
+            StatusCode::NO_CONTENT,
+            "post {round}"
+        );
+    }
+    assert!(c.cookie.is_some());
+    // Once a user logs in, only the session's own secret counts.
+    let request = unsafe_post(&c, "/login/alice", &[("x-csrf-token", &t)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::FORBIDDEN);
+}

@@ -252,23 +252,38 @@ async fn the_user_index_is_pruned_and_bounded() {
         1,
         "expired entries pruned on login"
     );
-    // Listing prunes entries of sessions that are gone.
+    // Logging out removes the session's entry at once.
     let mut c = app.client();
     c.post("/login/alice").await;
-    c.post("/logout").await;
     assert_eq!(size(&mut connection).await, 2);
-    assert_eq!(
-        app.layer
-            .admin()
-            .list_sessions("alice")
+    c.post("/logout").await;
+    assert_eq!(size(&mut connection).await, 1, "logout dropped its entry");
+    // Listing prunes entries whose sessions vanished another way.
+    let redis = redis::Client::open(server.url()).unwrap();
+    let mut direct = redis.get_multiplexed_async_connection().await.unwrap();
+    let sessions: Vec<String> = redis::cmd("KEYS")
+        .arg("cloakroom:s:*")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    for key in sessions {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut direct)
             .await
-            .unwrap()
-            .len(),
-        1
-    );
+            .unwrap();
+    }
+    assert_eq!(size(&mut connection).await, 1);
+    assert!(app
+        .layer
+        .admin()
+        .list_sessions("alice")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         size(&mut connection).await,
-        1,
-        "listing pruned the logged-out entry"
+        0,
+        "listing pruned the dangling entry"
     );
 }

@@ -71,7 +71,7 @@ impl CsrfToken {
         let payload = match session.csrf_secret(true).await? {
             CsrfBinding::Session(secret) => secret,
             // `csrf_secret(true)` issues a secret to any existing session.
-            CsrfBinding::SessionWithoutSecret | CsrfBinding::NoSession => {
+            CsrfBinding::SessionWithoutSecret { .. } | CsrfBinding::NoSession => {
                 let (keys, now) = session.keys_and_now();
                 keys.tag(ANONYMOUS_CONTEXT, &window(now).to_be_bytes())
             }
@@ -146,8 +146,14 @@ pub(crate) async fn check(token: &str, session: &Session) -> Result<TokenCheck, 
     };
     let valid = match session.csrf_secret(false).await? {
         CsrfBinding::Session(secret) => bool::from(candidate.ct_eq(&secret)),
-        CsrfBinding::SessionWithoutSecret => false,
-        CsrfBinding::NoSession => {
+        // A logged-in session only accepts its own secret: tokens from
+        // before the login are refused.
+        CsrfBinding::SessionWithoutSecret { logged_in: true } => false,
+        // An anonymous session that never issued a secret was typically
+        // created by the very post an anonymous token came with (a script
+        // fetches one token, then posts several times): that token still
+        // counts.
+        CsrfBinding::SessionWithoutSecret { logged_in: false } | CsrfBinding::NoSession => {
             let (keys, now) = session.keys_and_now();
             anonymous_valid(keys, now, &candidate)
         }

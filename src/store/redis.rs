@@ -62,10 +62,11 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// Each user with sessions has a sorted set under `<prefix>u:<SHA-256 of the
 /// user id as hex>` whose members are the store keys of their sessions,
-/// scored by each session's absolute deadline. Since no session outlives its
-/// absolute deadline, members scored in the past are pruned safely whenever
-/// the user logs in again, and the set's own TTL is its highest score: the
-/// index expires by itself and never grows without bound.
+/// scored by each session's absolute deadline. Deleting a session removes
+/// its member. Since no session outlives its absolute deadline, members
+/// scored in the past (sessions that merely expired) are pruned safely
+/// whenever the user logs in again, and the set's own TTL is its highest
+/// score: the index expires by itself and never grows without bound.
 ///
 /// # Round trips
 ///
@@ -434,6 +435,20 @@ return 1
     )
 });
 
+/// KEYS[1] = record. Deletes it and returns its user (or false), so the
+/// caller can drop the user-index entry too.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local user = redis.call('HGET', KEYS[1], 'u')
+if redis.call('DEL', KEYS[1]) == 0 then
+  return {0, false}
+end
+return {1, user}
+",
+    )
+});
+
 /// KEYS[1] = record; ARGV[1] = user. Deletes the record only if it belongs
 /// to that user (an index entry may outlive its record).
 static DELETE_OWNED: LazyLock<Script> = LazyLock::new(|| {
@@ -669,11 +684,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let deleted: i64 = redis::cmd("DEL")
-            .arg(self.record_key(key))
-            .query_async(&mut self.connection())
+        // One script deletes the record and names its user; the index entry
+        // (another slot in a cluster) goes in a second call. Left behind, it
+        // would only be pruned at its absolute deadline or by a listing.
+        let (deleted, user): (i64, Option<String>) = DELETE
+            .key(self.record_key(key))
+            .invoke_async(&mut self.connection())
             .await
             .map_err(store_error)?;
+        if let Some(user) = user {
+            self.unindex(&user, &[key.to_hex()]).await?;
+        }
         Ok(deleted == 1)
     }
 

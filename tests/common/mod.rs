@@ -114,6 +114,13 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/cached/{key}", put(cached_set))
         .route("/wait/set/{key}", put(wait_then_set))
         .route("/wait/logout", post(wait_then_logout))
+        .route("/wait/regenerate", post(wait_then_regenerate))
+        .route("/wait/blind-then-read", post(blind_then_wait_then_read))
+        .route(
+            "/wait/login-then-ignore/{user}",
+            post(login_then_ignore_a_failure),
+        )
+        .route("/public/{key}", put(public_set))
         .with_state(barrier)
 }
 
@@ -262,6 +269,54 @@ async fn wait_then_logout(
     session.invalidate().await?;
     barrier.wait().await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_then_regenerate(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    session.regenerate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A blind write, then (after the test breaks the store) a read that fails.
+async fn blind_then_wait_then_read(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.insert("blind", "x").await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    session.get::<String>("other").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Logs in, then ignores a store failure: the layer must not let the
+/// "logged in" answer through without the session behind it.
+async fn login_then_ignore_a_failure(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(user): Path<String>,
+) -> StatusCode {
+    session.login(user).await.expect("login");
+    barrier.wait().await;
+    barrier.wait().await;
+    let _ignored = session.list_sessions().await;
+    StatusCode::NO_CONTENT
+}
+
+async fn public_set(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, SessionError> {
+    session.insert(&key, "x").await?;
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=3600")],
+        "cacheable?",
+    ))
 }
 
 /// A browser stand-in: keeps the session cookie the way a browser would.
