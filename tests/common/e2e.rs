@@ -90,6 +90,27 @@ async fn logged_in<S: SessionStore + Clone>(app: &TestApp<S>, user: &str) -> Cli
     client
 }
 
+/// Sends `method path` to one of the `/wait/...` routes, runs `between`
+/// while its handler is paused between its two barrier waits, and returns
+/// the reply.
+async fn with_handler_paused<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    client: &Client,
+    method: &str,
+    path: &str,
+    between: impl std::future::Future<Output = ()>,
+) -> super::Reply {
+    let request = client.request(method, path, "");
+    let pending = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.send(request).await }
+    });
+    app.barrier.wait().await;
+    between.await;
+    app.barrier.wait().await;
+    pending.await.expect("request task")
+}
+
 async fn whoami(client: &mut Client) -> Option<String> {
     let reply = client.get("/whoami").await;
     match reply.status {
@@ -823,19 +844,14 @@ pub async fn regenerate_after_a_logout_elsewhere_does_not_revive_the_session<
 ) {
     let app = TestApp::new(store);
     let client = logged_in(&app, "alice").await;
-    let request = client.request("POST", "/wait/regenerate", "");
-    let pending = tokio::spawn({
-        let mut c = client.clone();
-        async move { c.send(request).await }
-    });
     // The handler has loaded the session; it is ended before it regenerates.
-    app.barrier.wait().await;
-    assert_eq!(
-        app.layer.admin().logout_everywhere("alice").await.unwrap(),
-        1
-    );
-    app.barrier.wait().await;
-    let reply = pending.await.unwrap();
+    let reply = with_handler_paused(&app, &client, "POST", "/wait/regenerate", async {
+        assert_eq!(
+            app.layer.admin().logout_everywhere("alice").await.unwrap(),
+            1
+        );
+    })
+    .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(
         app.layer
@@ -854,15 +870,10 @@ pub async fn regenerate_after_a_logout_elsewhere_does_not_revive_the_session<
 pub async fn a_store_failure_drops_blind_writes_too<S: SessionStore + Clone>(store: S) {
     let app = TestApp::new(store);
     let mut client = logged_in(&app, "alice").await;
-    let request = client.request("POST", "/wait/blind-then-read", "");
-    let pending = tokio::spawn({
-        let mut c = client.clone();
-        async move { c.send(request).await }
-    });
-    app.barrier.wait().await;
-    app.store.set_failing(true);
-    app.barrier.wait().await;
-    let reply = pending.await.unwrap();
+    let reply = with_handler_paused(&app, &client, "POST", "/wait/blind-then-read", async {
+        app.store.set_failing(true);
+    })
+    .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     app.store.set_failing(false);
     assert_eq!(
@@ -879,15 +890,16 @@ pub async fn a_handler_ignoring_a_store_failure_still_gets_503_for_pending_chang
 ) {
     let app = TestApp::new(store);
     let mut client = app.client();
-    let request = client.request("POST", "/wait/login-then-ignore/alice", "");
-    let pending = tokio::spawn({
-        let mut c = client.clone();
-        async move { c.send(request).await }
-    });
-    app.barrier.wait().await;
-    app.store.set_failing(true);
-    app.barrier.wait().await;
-    let reply = pending.await.unwrap();
+    let reply = with_handler_paused(
+        &app,
+        &client,
+        "POST",
+        "/wait/login-then-ignore/alice",
+        async {
+            app.store.set_failing(true);
+        },
+    )
+    .await;
     assert_eq!(
         reply.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -956,16 +968,11 @@ pub async fn store_outage_answers_503_and_service_recovers<S: SessionStore + Clo
 pub async fn a_failed_commit_replaces_the_response_with_503<S: SessionStore + Clone>(store: S) {
     let app = TestApp::new(store);
     let mut client = logged_in(&app, "alice").await;
-    let request = client.request("PUT", "/wait/set/k", "");
-    let pending = tokio::spawn({
-        let mut c = client.clone();
-        async move { c.send(request).await }
-    });
     // The handler has loaded the session; the store fails before it commits.
-    app.barrier.wait().await;
-    app.store.set_failing(true);
-    app.barrier.wait().await;
-    let reply = pending.await.unwrap();
+    let reply = with_handler_paused(&app, &client, "PUT", "/wait/set/k", async {
+        app.store.set_failing(true);
+    })
+    .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.body.is_empty());
     assert!(reply.set_cookies().is_empty());
