@@ -424,12 +424,17 @@ impl SessionLayerBuilder {
 }
 
 fn timeout(d: Duration) -> Result<time::Duration, ConfigError> {
-    if d < Duration::from_secs(1) || d > MAX_TIMEOUT {
-        return Err(ConfigError::TimeoutOutOfRange);
-    }
+    whole_seconds_in_range(d).ok_or(ConfigError::TimeoutOutOfRange)
+}
+
+/// `d` in whole seconds, if it lies between one second and ten years: the
+/// range every timeout and session lifetime must keep.
+pub(crate) fn whole_seconds_in_range(d: Duration) -> Option<time::Duration> {
     // Whole seconds, like every timestamp the stores keep; the range check
-    // above keeps the value far inside i64.
-    Ok(time::Duration::seconds(d.as_secs() as i64))
+    // keeps the value far inside i64.
+    (Duration::from_secs(1)..=MAX_TIMEOUT)
+        .contains(&d)
+        .then(|| time::Duration::seconds(d.as_secs() as i64))
 }
 
 impl fmt::Debug for SessionLayerBuilder {

@@ -649,10 +649,8 @@ impl Session {
     /// or over ten years, and [`SessionError::Store`] when the session
     /// cannot be loaded.
     pub async fn remember_me(&self, lifetime: Duration) -> Result<(), SessionError> {
-        if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(10 * 365 * 86_400) {
-            return Err(SessionError::InvalidLifetime);
-        }
-        let lifetime = time::Duration::seconds(lifetime.as_secs() as i64);
+        let lifetime =
+            crate::config::whole_seconds_in_range(lifetime).ok_or(SessionError::InvalidLifetime)?;
         let mut active = self.active().await?;
         let now = self.core().now();
         let new = Lifetime {

@@ -295,7 +295,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let entry = Entry::from_record(record)?;
         let now = now.unix_timestamp();
-        let (swept, replaced_owner) = {
+        let (swept, inserted) = {
             let mut shard = lock(self.shard(key));
             let swept = if now >= shard.next_sweep {
                 shard.next_sweep = now.saturating_add(self.inner.sweep_interval_secs);
@@ -303,27 +303,26 @@ impl SessionStore for MemoryStore {
             } else {
                 Vec::new()
             };
-            let replaced_owner = match shard.entries.entry(*key) {
-                MapEntry::Occupied(existing) if !existing.get().is_expired(now) => {
-                    drop(shard);
-                    for (key, user) in swept {
-                        self.unindex_user(&user, &key);
-                    }
-                    return Ok(false);
-                }
+            // `None`: a live record holds the key. `Some(owner)`: stored,
+            // replacing an expired record of `owner`, if any.
+            let inserted = match shard.entries.entry(*key) {
+                MapEntry::Occupied(existing) if !existing.get().is_expired(now) => None,
                 MapEntry::Occupied(mut expired) => {
-                    std::mem::replace(expired.get_mut(), entry).user_id
+                    Some(std::mem::replace(expired.get_mut(), entry).user_id)
                 }
                 MapEntry::Vacant(vacant) => {
                     vacant.insert(entry);
-                    None
+                    Some(None)
                 }
             };
-            (swept, replaced_owner)
+            (swept, inserted)
         };
         for (key, user) in swept {
             self.unindex_user(&user, &key);
         }
+        let Some(replaced_owner) = inserted else {
+            return Ok(false);
+        };
         if let Some(user) = replaced_owner {
             self.unindex_user(&user, key);
         }

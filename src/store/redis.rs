@@ -200,12 +200,17 @@ impl RedisStore {
 
     fn record_key(&self, key: &StoreKey) -> String {
         let mut hex = [0u8; 64];
-        // 32 bytes always fit 64 hex digits.
+        // 32 bytes always fit 64 hex digits, which are ASCII.
         let _ = hex::encode_to_slice(key.as_bytes(), &mut hex);
+        self.record_key_hex(std::str::from_utf8(&hex).unwrap_or_default())
+    }
+
+    /// The record key for a store key already in hex (as index members are).
+    fn record_key_hex(&self, hex: &str) -> String {
         let mut name = String::with_capacity(self.prefix.len() + 2 + hex.len());
         name.push_str(&self.prefix);
         name.push_str("s:");
-        name.extend(hex.iter().map(|&b| char::from(b)));
+        name.push_str(hex);
         name
     }
 
@@ -710,7 +715,7 @@ impl SessionStore for RedisStore {
         // all in flight at once.
         let deletions = members.iter().map(|member| {
             let mut connection = self.connection();
-            let record_key = format!("{}s:{member}", self.prefix);
+            let record_key = self.record_key_hex(member);
             async move {
                 DELETE_OWNED
                     .key(record_key)
@@ -738,7 +743,7 @@ impl SessionStore for RedisStore {
         let members = self.index_members(user_id).await?;
         let reads = members.iter().map(|member| {
             let mut connection = self.connection();
-            let record_key = format!("{}s:{member}", self.prefix);
+            let record_key = self.record_key_hex(member);
             async move {
                 redis::cmd("HMGET")
                     .arg(record_key)
