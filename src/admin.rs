@@ -23,7 +23,10 @@ use std::time::Duration;
 use crate::id::StoreKey;
 use crate::layer::Core;
 use crate::record::SessionInfo;
-use crate::store::StoreError;
+use crate::store::{Deleted, StoreError};
+
+/// The most sessions one listing returns: the most recently created ones.
+pub(crate) const LIST_LIMIT: usize = 1000;
 
 /// A cloneable handle to the layer's store and clock, for use anywhere in
 /// the app: background jobs, admin endpoints, password-change handlers.
@@ -64,7 +67,10 @@ impl SessionAdmin {
     ///
     /// [`StoreError`] when the store fails.
     pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        self.core.store.list_user(user_id, self.core.now()).await
+        self.core
+            .store
+            .list_user(user_id, self.core.now(), LIST_LIMIT)
+            .await
     }
 
     /// Ends the one session stored under `key` (e.g. "sign out this
@@ -80,7 +86,7 @@ impl SessionAdmin {
     ///
     /// [`StoreError`] when the store fails.
     pub async fn end_session(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let ended = self.core.store.delete(key).await?;
+        let ended = self.core.store.delete(key, self.core.now()).await? == Deleted::Session;
         if ended {
             tracing::info!(
                 target: "cloakroom::security",

@@ -34,11 +34,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieSettings;
 use crate::key::{Key, KeyRing};
 use crate::layer::{Core, SessionLayer};
-use crate::store::{DynStore, SessionStore};
+use crate::store::{Bounded, DynStore, SessionStore};
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+const DEFAULT_REMEMBER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+const DEFAULT_REMEMBER_ABSOLUTE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOUCH_AFTER: f64 = 0.1;
+const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(1);
+const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest timeout accepted: 10 years. Longer values are almost certainly
 /// unit mistakes, and would overflow date arithmetic in some stores.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -94,8 +100,12 @@ pub enum ConfigError {
     TimeoutOutOfRange,
     /// The absolute timeout is shorter than the idle timeout.
     AbsoluteShorterThanIdle,
-    /// `touch_after` is not a fraction between 0.0 and 1.0.
+    /// `touch_after` is not a fraction from 0.0 up to (not including) 1.0.
     TouchAfterOutOfRange,
+    /// A limit of zero sessions per user, which would log nobody in.
+    ZeroSessionsPerUser,
+    /// The store timeout is under a millisecond or over ten minutes.
+    StoreTimeoutOutOfRange,
     /// A store key prefix is too long or contains characters it must not
     /// (for Redis: `{` or `}`, which would act as a cluster hash tag).
     InvalidKeyPrefix,
@@ -110,6 +120,9 @@ pub enum ConfigError {
     InvalidTableName(String),
     /// A sweep batch size of zero, which could never delete a row.
     ZeroSweepBatchSize,
+    /// A [`MemoryStore`](crate::MemoryStore) capacity of zero, which could
+    /// hold no session.
+    ZeroCapacity,
 }
 
 impl fmt::Display for ConfigError {
@@ -140,7 +153,15 @@ impl fmt::Display for ConfigError {
             Self::AbsoluteShorterThanIdle => {
                 f.write_str("the absolute timeout is shorter than the idle timeout")
             }
-            Self::TouchAfterOutOfRange => f.write_str("touch_after must be between 0.0 and 1.0"),
+            Self::TouchAfterOutOfRange => {
+                f.write_str("touch_after must be at least 0.0 and less than 1.0")
+            }
+            Self::ZeroSessionsPerUser => {
+                f.write_str("max_sessions_per_user must be at least 1 (or None for no limit)")
+            }
+            Self::StoreTimeoutOutOfRange => {
+                f.write_str("the store timeout must be between 1 ms and 10 minutes")
+            }
             Self::InvalidCsrfSetting(what) => write!(f, "invalid CSRF setting: {what}"),
             Self::InvalidSchemaName(name) => write!(
                 f,
@@ -153,6 +174,7 @@ impl fmt::Display for ConfigError {
                  and _, not starting with a digit"
             ),
             Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
+            Self::ZeroCapacity => f.write_str("a MemoryStore capacity must be at least 1"),
             Self::InvalidKeyPrefix => {
                 f.write_str("the key prefix is too long or contains '{' or '}'")
             }
@@ -169,24 +191,39 @@ pub(crate) struct SessionConfig {
     pub(crate) keys: KeyRing,
     pub(crate) idle_timeout: time::Duration,
     pub(crate) absolute_timeout: time::Duration,
+    /// The idle window of a remembered session.
+    pub(crate) remember_idle_timeout: time::Duration,
+    /// How long a remembered session lives at most, from its creation.
+    pub(crate) remember_absolute_timeout: time::Duration,
     pub(crate) touch_after: f64,
+    pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
 }
+
+/// Wraps the store with the layer's store timeout once it is known.
+type MakeStore = Box<dyn FnOnce(Duration) -> Arc<dyn DynStore> + Send + Sync>;
 
 /// Builds a [`SessionLayer`]; start with [`SessionLayer::builder`].
 ///
 /// Every default is the safe one: an `HttpOnly`, `Secure`, `SameSite=Lax`
-/// cookie named `id` on `Path=/` with no `Domain`, a browser-session cookie
-/// (no `Max-Age`), a 30-minute idle timeout, a 12-hour absolute timeout,
-/// and an idle deadline that is extended once a tenth of the idle window has
-/// passed. Only a signing key must be given.
+/// cookie named `__Host-id` (the `__Host-` prefix is used whenever the
+/// settings allow it) on `Path=/` with no `Domain`, a browser-session
+/// cookie (no `Max-Age`), a 30-minute idle timeout, a 12-hour absolute
+/// timeout, an idle deadline that is extended once a tenth of the idle
+/// window has passed, at most 100 sessions per user, and a 3-second limit
+/// on every store call. Only a signing key must be given.
+///
+/// The builder does nothing until [`build`](Self::build) is called: a
+/// router given the builder itself instead of the built layer fails to
+/// compile with an error about `Layer<Route>` not being implemented.
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct SessionLayerBuilder {
-    store: Arc<dyn DynStore>,
-    keys: Vec<Key>,
+    store: MakeStore,
+    key: Option<Key>,
+    previous_keys: Vec<Key>,
     key_ring: Option<KeyRing>,
     name: String,
-    host_prefix: bool,
+    host_prefix: Option<bool>,
     domain: Option<String>,
     path: String,
     secure: bool,
@@ -195,18 +232,23 @@ pub struct SessionLayerBuilder {
     persistent: bool,
     idle_timeout: Duration,
     absolute_timeout: Duration,
+    remember_idle_timeout: Duration,
+    remember_absolute_timeout: Duration,
     touch_after: f64,
+    max_sessions_per_user: Option<usize>,
+    store_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
 
 impl SessionLayerBuilder {
     pub(crate) fn new<S: SessionStore>(store: S) -> Self {
         Self {
-            store: Arc::new(store),
-            keys: Vec::new(),
+            store: Box::new(move |timeout| Arc::new(Bounded { store, timeout })),
+            key: None,
+            previous_keys: Vec::new(),
             key_ring: None,
             name: "id".to_owned(),
-            host_prefix: false,
+            host_prefix: None,
             domain: None,
             path: "/".to_owned(),
             secure: true,
@@ -215,14 +257,21 @@ impl SessionLayerBuilder {
             persistent: false,
             idle_timeout: DEFAULT_IDLE,
             absolute_timeout: DEFAULT_ABSOLUTE,
+            remember_idle_timeout: DEFAULT_REMEMBER_IDLE,
+            remember_absolute_timeout: DEFAULT_REMEMBER_ABSOLUTE,
             touch_after: DEFAULT_TOUCH_AFTER,
+            max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
             clock: Arc::new(SystemClock),
         }
     }
 
-    /// The key that signs new cookies (and verifies them).
+    /// The key that signs new cookies (and verifies them). Calling it
+    /// again replaces the key: the earlier one no longer verifies anything.
+    /// To keep an old key verifying during a rotation, pass it to
+    /// [`previous_key`](Self::previous_key).
     pub fn key(mut self, key: Key) -> Self {
-        self.keys.insert(0, key);
+        self.key = Some(key);
         self
     }
 
@@ -230,36 +279,51 @@ impl SessionLayerBuilder {
     /// previous key here when rotating; remove it later to log out everyone
     /// who still holds a cookie it signed.
     pub fn previous_key(mut self, key: Key) -> Self {
-        self.keys.push(key);
+        self.previous_keys.push(key);
         self
     }
 
     /// A whole key ring at once; replaces keys given by
     /// [`key`](Self::key) and [`previous_key`](Self::previous_key).
     pub fn key_ring(mut self, ring: KeyRing) -> Self {
-        self.keys.clear();
+        self.key = None;
+        self.previous_keys.clear();
         self.key_ring = Some(ring);
         self
     }
 
-    /// The cookie name, `id` by default. Generic names reveal nothing about
-    /// the stack.
+    /// The cookie name, `id` by default (sent as `__Host-id` while the
+    /// `__Host-` prefix applies). Generic names reveal nothing about the
+    /// stack.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// Prefixes the cookie name with `__Host-`, off by default.
+    /// Whether the cookie name carries the `__Host-` prefix.
     ///
-    /// Browsers then accept the cookie only if it is `Secure`, has
-    /// `Path=/` and no `Domain`, so a sibling subdomain cannot plant or
-    /// overwrite it. Recommended whenever the app owns its host name.
+    /// By default the prefix is used whenever the other settings allow it:
+    /// `Secure`, no `Domain` and `Path=/`. Browsers then accept the cookie
+    /// only with exactly those attributes, so a sibling subdomain cannot
+    /// plant or overwrite it. Settings that rule it out
+    /// ([`domain`](Self::domain), [`path`](Self::path) other than `/`,
+    /// [`secure(false)`](Self::secure)) turn it off unless it was asked for
+    /// with `host_prefix(true)`, which then makes [`build`](Self::build)
+    /// fail with the contradiction.
+    ///
+    /// # Security
+    ///
+    /// `host_prefix(false)` lets any subdomain of the site (or whoever
+    /// controls one) set a cookie under the session cookie's name, for
+    /// example to plant a session of their own.
     pub fn host_prefix(mut self, enabled: bool) -> Self {
-        self.host_prefix = enabled;
+        self.host_prefix = Some(enabled);
         self
     }
 
-    /// Sets the cookie's `Domain` attribute; none by default.
+    /// Sets the cookie's `Domain` attribute; none by default. A domain
+    /// rules out the `__Host-` prefix (see
+    /// [`host_prefix`](Self::host_prefix)).
     ///
     /// # Security
     ///
@@ -271,7 +335,8 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// Sets the cookie's `Path`, `/` by default.
+    /// Sets the cookie's `Path`, `/` by default. Another path rules out the
+    /// `__Host-` prefix (see [`host_prefix`](Self::host_prefix)).
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
         self
@@ -295,8 +360,9 @@ impl SessionLayerBuilder {
     ///
     /// Without `Secure` the browser also sends the cookie over plain HTTP,
     /// where anyone on the network path can read it and take over the
-    /// session. Browsers treat `http://localhost` as secure, so local
-    /// development does not need this.
+    /// session, and the `__Host-` prefix cannot be used. Browsers treat
+    /// `http://localhost` as secure, so local development does not need
+    /// this.
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
@@ -329,15 +395,36 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// How long a session may live however active it is; 12 hours by
-    /// default. Must not be shorter than the idle timeout.
+    /// How long a session may live however active it is, counted from its
+    /// creation (or login); 12 hours by default. Must not be shorter than
+    /// the idle timeout.
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
         self.absolute_timeout = timeout;
         self
     }
 
-    /// The fraction of the idle window (0.0 to 1.0) that must pass before
-    /// a request extends the idle deadline; 0.1 by default.
+    /// How long a remembered session (see
+    /// [`Session::remember_me`](crate::Session::remember_me)) may go unused
+    /// before it expires; 7 days by default. It rolls like the ordinary
+    /// idle timeout.
+    pub fn remember_me_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.remember_idle_timeout = timeout;
+        self
+    }
+
+    /// How long a remembered session may live however active it is,
+    /// counted from its creation (or login); 30 days by default. This is
+    /// the longest any session of the layer lives: calling `remember_me`
+    /// again never extends it. Must not be shorter than the remember-me
+    /// idle timeout.
+    pub fn remember_me_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.remember_absolute_timeout = timeout;
+        self
+    }
+
+    /// The fraction of the idle window (0.0 up to, not including, 1.0)
+    /// that must pass before a request records activity again, extending
+    /// the idle deadline; 0.1 by default.
     ///
     /// Rolling expiry then costs a store write at most once per
     /// `touch_after × idle_timeout` per session instead of on every request,
@@ -349,6 +436,31 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// The most sessions one user may have at once; 100 by default, `None`
+    /// for no limit. A login beyond it ends the user's least recently
+    /// active sessions. Logins running at the same moment can overshoot it
+    /// by at most their number, until the next login.
+    ///
+    /// Most apps are well served by 10 to 20: a user with more live
+    /// sessions than devices has usually lost track of some (ASVS 7.1.2
+    /// asks for a documented limit).
+    pub fn max_sessions_per_user(mut self, limit: Option<usize>) -> Self {
+        self.max_sessions_per_user = limit;
+        self
+    }
+
+    /// How long a single store call may take before the request gives up
+    /// on it and answers `503`; 3 seconds by default. Calls of in-process
+    /// stores ([`SessionStore::IN_PROCESS`]) are not limited.
+    ///
+    /// A call given up on may still take effect in the backend later (a
+    /// write held up by a lock, a paused server): a `503` on a write does
+    /// not prove that the write was not applied.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// The clock the layer reads; the system clock by default. Tests pass a
     /// [`ManualClock`](crate::ManualClock) to exercise expiry without
     /// sleeping.
@@ -357,32 +469,43 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// Checks the settings and builds the layer.
+    /// Checks the settings and builds the layer. Built inside a tokio
+    /// runtime, the layer also starts the background sweep a store asks
+    /// for ([`SessionStore::background_sweep`]).
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first setting that cannot work: no key,
-    /// an invalid cookie name, domain or path, a `__Host-` prefix with a
-    /// domain, another path or without `Secure`, `SameSite=None` without
-    /// `Secure`, a timeout out of range, an absolute timeout shorter than
-    /// the idle one, or `touch_after` outside 0.0 to 1.0.
+    /// an invalid cookie name, domain or path, a `__Host-` prefix asked for
+    /// with a domain, another path or without `Secure`, `SameSite=None`
+    /// without `Secure`, a timeout out of range, an absolute timeout
+    /// shorter than its idle timeout, `touch_after` outside 0.0 up to 1.0,
+    /// a zero session limit, or a store timeout outside 1 ms to 10 minutes.
     pub fn build(self) -> Result<SessionLayer, ConfigError> {
-        let keys = match self.key_ring {
-            Some(ring) => ring,
-            None if self.keys.is_empty() => return Err(ConfigError::MissingKey),
-            None => KeyRing::from_keys(self.keys)?,
+        let keys = match (self.key_ring, self.key) {
+            (Some(ring), _) => ring,
+            (None, Some(key)) => {
+                KeyRing::from_keys(std::iter::once(key).chain(self.previous_keys))?
+            }
+            (None, None) => return Err(ConfigError::MissingKey),
         };
-        if self.host_prefix {
-            if self.domain.is_some() {
-                return Err(ConfigError::HostPrefixWithDomain);
+        let prefix_allowed = self.domain.is_none() && self.secure && self.path == "/";
+        let host_prefix = match self.host_prefix {
+            Some(true) => {
+                if self.domain.is_some() {
+                    return Err(ConfigError::HostPrefixWithDomain);
+                }
+                if !self.secure {
+                    return Err(ConfigError::HostPrefixWithoutSecure);
+                }
+                if self.path != "/" {
+                    return Err(ConfigError::HostPrefixWithPath);
+                }
+                true
             }
-            if !self.secure {
-                return Err(ConfigError::HostPrefixWithoutSecure);
-            }
-            if self.path != "/" {
-                return Err(ConfigError::HostPrefixWithPath);
-            }
-        }
+            Some(false) => false,
+            None => prefix_allowed,
+        };
         if self.same_site == SameSite::None && !self.secure {
             return Err(ConfigError::SameSiteNoneWithoutSecure);
         }
@@ -391,10 +514,21 @@ impl SessionLayerBuilder {
         if absolute_timeout < idle_timeout {
             return Err(ConfigError::AbsoluteShorterThanIdle);
         }
-        if !(0.0..=1.0).contains(&self.touch_after) {
+        let remember_idle_timeout = timeout(self.remember_idle_timeout)?;
+        let remember_absolute_timeout = timeout(self.remember_absolute_timeout)?;
+        if remember_absolute_timeout < remember_idle_timeout {
+            return Err(ConfigError::AbsoluteShorterThanIdle);
+        }
+        if !(0.0..1.0).contains(&self.touch_after) {
             return Err(ConfigError::TouchAfterOutOfRange);
         }
-        let name = if self.host_prefix {
+        if self.max_sessions_per_user == Some(0) {
+            return Err(ConfigError::ZeroSessionsPerUser);
+        }
+        if !(MIN_STORE_TIMEOUT..=MAX_STORE_TIMEOUT).contains(&self.store_timeout) {
+            return Err(ConfigError::StoreTimeoutOutOfRange);
+        }
+        let name = if host_prefix {
             format!("__Host-{}", self.name)
         } else {
             self.name
@@ -413,11 +547,14 @@ impl SessionLayerBuilder {
             keys,
             idle_timeout,
             absolute_timeout,
+            remember_idle_timeout,
+            remember_absolute_timeout,
             touch_after: self.touch_after,
+            max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
         };
         Ok(SessionLayer::from_core(Core {
-            store: self.store,
+            store: (self.store)(self.store_timeout),
             config,
         }))
     }
@@ -439,11 +576,11 @@ pub(crate) fn whole_seconds_in_range(d: Duration) -> Option<time::Duration> {
 
 impl fmt::Debug for SessionLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = usize::from(self.key.is_some())
+            + self.previous_keys.len()
+            + self.key_ring.as_ref().map_or(0, KeyRing::len);
         f.debug_struct("SessionLayerBuilder")
-            .field(
-                "keys",
-                &(self.keys.len() + self.key_ring.as_ref().map_or(0, KeyRing::len)),
-            )
+            .field("keys", &keys)
             .field("cookie_name", &self.name)
             .field("host_prefix", &self.host_prefix)
             .field("domain", &self.domain)
@@ -454,7 +591,11 @@ impl fmt::Debug for SessionLayerBuilder {
             .field("persistent", &self.persistent)
             .field("idle_timeout", &self.idle_timeout)
             .field("absolute_timeout", &self.absolute_timeout)
+            .field("remember_idle_timeout", &self.remember_idle_timeout)
+            .field("remember_absolute_timeout", &self.remember_absolute_timeout)
             .field("touch_after", &self.touch_after)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field("store_timeout", &self.store_timeout)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -484,6 +625,50 @@ mod tests {
             err(SessionLayer::builder(MemoryStore::new())),
             ConfigError::MissingKey
         );
+    }
+
+    fn cookie_name(b: SessionLayerBuilder) -> String {
+        b.build()
+            .expect("valid settings")
+            .core()
+            .config
+            .cookie
+            .name
+            .clone()
+    }
+
+    #[test]
+    fn the_host_prefix_is_used_whenever_the_settings_allow_it() {
+        assert_eq!(cookie_name(builder()), "__Host-id");
+        assert_eq!(cookie_name(builder().cookie_name("sid")), "__Host-sid");
+        assert_eq!(cookie_name(builder().domain("example.com")), "id");
+        assert_eq!(cookie_name(builder().path("/app")), "id");
+        assert_eq!(cookie_name(builder().secure(false)), "id");
+        assert_eq!(cookie_name(builder().host_prefix(false)), "id");
+        assert_eq!(cookie_name(builder().host_prefix(true)), "__Host-id");
+    }
+
+    #[test]
+    fn a_second_key_replaces_the_first_instead_of_keeping_it_as_a_verifier() {
+        let (leaked, fresh, old) = (
+            Key::from_bytes(&[1; 32]).unwrap(),
+            Key::from_bytes(&[2; 32]).unwrap(),
+            Key::from_bytes(&[3; 32]).unwrap(),
+        );
+        let id = crate::SessionId::generate().unwrap();
+        let signed_by = |key: &Key| KeyRing::new(key.clone()).sign(&id);
+        let layer = SessionLayer::builder(MemoryStore::new())
+            .key(leaked.clone())
+            .key(fresh.clone())
+            .previous_key(old.clone())
+            .build()
+            .unwrap();
+        let keys = &layer.core().config.keys;
+        assert_eq!(keys.len(), 2);
+        assert!(keys.verify(&signed_by(&leaked)).is_err(), "replaced key");
+        assert_eq!(keys.verify(&signed_by(&fresh)), Ok(id.clone()));
+        assert_eq!(keys.verify(&signed_by(&old)), Ok(id.clone()));
+        assert_eq!(keys.sign(&id), signed_by(&fresh), "the last key() signs");
     }
 
     #[test]
@@ -538,7 +723,35 @@ mod tests {
             );
         }
         assert!(builder().touch_after(0.0).build().is_ok());
-        assert!(builder().touch_after(1.0).build().is_ok());
+        assert!(builder().touch_after(0.99).build().is_ok());
+        assert_eq!(
+            err(builder().touch_after(1.0)),
+            ConfigError::TouchAfterOutOfRange,
+            "1.0 would never roll the idle deadline"
+        );
+    }
+
+    #[test]
+    fn session_limits_and_store_timeouts_are_checked() {
+        assert_eq!(
+            err(builder().max_sessions_per_user(Some(0))),
+            ConfigError::ZeroSessionsPerUser
+        );
+        assert!(builder().max_sessions_per_user(None).build().is_ok());
+        assert_eq!(
+            err(builder().store_timeout(Duration::ZERO)),
+            ConfigError::StoreTimeoutOutOfRange
+        );
+        assert_eq!(
+            err(builder().store_timeout(Duration::from_secs(601))),
+            ConfigError::StoreTimeoutOutOfRange
+        );
+        assert_eq!(
+            err(builder()
+                .remember_me_idle_timeout(Duration::from_secs(3600))
+                .remember_me_absolute_timeout(Duration::from_secs(3599))),
+            ConfigError::AbsoluteShorterThanIdle
+        );
     }
 
     #[test]
@@ -572,8 +785,24 @@ mod tests {
 
     #[test]
     fn builder_debug_hides_keys() {
-        let shown = format!("{:?}", builder());
-        assert!(shown.contains("keys: 1"));
-        assert!(!shown.contains("0909"));
+        let material = b"SECRET-KEY-MATERIAL-0123456789AB";
+        let builder = SessionLayer::builder(MemoryStore::new())
+            .key(Key::from_bytes(material).unwrap())
+            .previous_key(Key::from_bytes(material).unwrap());
+        let shown = format!("{builder:?} {builder:#?}");
+        assert!(shown.contains("keys: 2"), "{shown}");
+        // The key in every form a derived or careless Debug would show.
+        let forms = [
+            String::from_utf8(material.to_vec()).unwrap(),
+            hex::encode(material),
+            hex::encode_upper(material),
+            format!("{:?}", &material[..4])
+                .trim_end_matches(']')
+                .to_owned(),
+            "83, 69, 67, 82".to_owned(),
+        ];
+        for form in forms {
+            assert!(!shown.contains(&form), "{form} in {shown}");
+        }
     }
 }

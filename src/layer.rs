@@ -78,6 +78,10 @@ impl SessionLayer {
         }
     }
 
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// A handle for session management outside requests: logging a user
     /// out everywhere, listing their sessions, sweeping expired ones.
     pub fn admin(&self) -> SessionAdmin {

@@ -170,17 +170,17 @@ pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
-pub use crate::store::memory::MemoryStore;
+pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::RedisStore;
-pub use crate::store::{SessionStore, StoreError};
+pub use crate::store::{Deleted, SessionStore, StoreError};
 
 /// The store conformance suite and test doubles, for store authors and for
 /// tests of code above the store.
 #[cfg(feature = "test-suite")]
 pub mod test_suite {
     pub use crate::store::conformance::*;
-    pub use crate::store::counting::{CountingStore, StoreCalls};
+    pub use crate::store::counting::{CountingStore, Pause, StoreCalls, StoreOp};
 }

@@ -40,7 +40,9 @@ pub struct SessionRecord {
     /// When the session was created (or last logged in).
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
-    /// When the idle deadline was last extended.
+    /// The last recorded activity, to within the touch threshold
+    /// ([`Touch::after`] of the idle window); the idle deadline runs from
+    /// here.
     #[serde(with = "time::serde::timestamp")]
     pub last_seen: OffsetDateTime,
     /// Inactivity allowed before the session expires.
@@ -84,16 +86,19 @@ impl SessionRecord {
         self.expires_at() <= now
     }
 
-    /// Whether a load at `touch.now` must extend the idle deadline.
+    /// Whether a load (or save) at `touch.now` must record activity: set
+    /// `last_seen` to `touch.now`, which also extends the idle deadline.
     ///
     /// True when at least `touch.after` of the idle window has passed since
-    /// `last_seen` and extending would move [`SessionRecord::expires_at`]
-    /// (it would not once the idle deadline is at or past the absolute one).
-    /// Whole seconds are compared, so every store reaches the same answer.
+    /// `last_seen`. This holds near the absolute deadline too, where the
+    /// touch no longer moves [`SessionRecord::expires_at`]: `last_seen`
+    /// always tells the last activity, to within `touch.after` of the idle
+    /// window. Whole seconds are compared, so every store reaches the same
+    /// answer.
     pub fn touch_due(&self, touch: &Touch) -> bool {
         let elapsed = (touch.now - self.last_seen).whole_seconds();
         let threshold = self.idle_timeout.whole_seconds() as f64 * touch.after;
-        elapsed as f64 >= threshold && self.idle_deadline() < self.absolute_deadline
+        elapsed as f64 >= threshold
     }
 
     /// Extends the idle deadline: `last_seen = now`.
@@ -138,8 +143,9 @@ impl SessionRecord {
 pub struct Touch {
     /// The time of the load, from the layer's clock, whole seconds.
     pub now: OffsetDateTime,
-    /// Fraction of the idle window (0.0 to 1.0) that must pass before the
-    /// idle deadline is extended. 0.0 extends on every load.
+    /// Fraction of the idle window (0.0 up to, not including, 1.0 from the
+    /// layer) that must pass before activity is recorded again. 0.0 records
+    /// every load.
     pub after: f64,
 }
 
@@ -270,11 +276,15 @@ mod tests {
     }
 
     #[test]
-    fn touch_is_not_due_when_it_cannot_move_the_deadline() {
+    fn touch_is_due_near_the_absolute_deadline_so_last_seen_tracks_activity() {
         let mut r = record();
         r.last_seen = at(920);
-        assert!(!r.touch_due(&Touch {
+        assert!(r.touch_due(&Touch {
             now: at(990),
+            after: 0.1
+        }));
+        assert!(!r.touch_due(&Touch {
+            now: at(929),
             after: 0.1
         }));
     }

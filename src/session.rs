@@ -627,7 +627,7 @@ impl Session {
         let mut sessions = self
             .core()
             .store
-            .list_user(user_id, now)
+            .list_user(user_id, now, crate::admin::LIST_LIMIT)
             .await
             .map_err(|e| self.store_failed("list_user", e))?;
         if let Some((_, current)) = &active.stored {
@@ -722,9 +722,10 @@ impl Session {
         let deleted = self
             .core()
             .store
-            .delete(key)
+            .delete(key, self.core().now())
             .await
-            .map_err(|e| self.store_failed("delete", e))?;
+            .map_err(|e| self.store_failed("delete", e))?
+            == crate::store::Deleted::Session;
         if deleted {
             tracing::info!(
                 target: "cloakroom::security",

@@ -92,7 +92,10 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
     assert_unavailable(store.create(&key, &record, now).await, "create");
     assert_unavailable(store.load(&key, Touch { now, after: 0.5 }).await, "load");
     assert_unavailable(store.delete_user("alice", None).await, "delete_user");
-    assert_unavailable(store.list_user("alice", now).await, "list_user");
+    assert_unavailable(store.list_user("alice", now, 100).await, "list_user");
+    assert_unavailable(store.count_user("alice", now).await, "count_user");
+    assert_unavailable(store.delete(&key, now).await, "delete");
+    assert_unavailable(store.retire(&key, &key, now, now).await, "retire");
     assert_unavailable(store.sweep_expired(now).await, "sweep_expired");
 
     // Through the layer: 503, no cookie changes, nothing half-written.

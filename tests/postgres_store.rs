@@ -462,14 +462,18 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
             "{sql}: {loaded:?}"
         );
         if sql.contains("infinity") || sql.contains("20000") {
-            let listed = store.list_user(&user, t0 + secs(1)).await;
+            let listed = store.list_user(&user, t0 + secs(1), 100).await;
             assert!(
                 matches!(listed, Err(StoreError::Corrupt(_))),
                 "{sql}: {listed:?}"
             );
         }
         // A corrupt row can still be ended.
-        assert!(store.delete(&k).await.unwrap());
+        store.delete(&k, t0 + secs(1)).await.unwrap();
+        assert_eq!(
+            store.delete(&k, t0 + secs(1)).await.unwrap(),
+            cloakroom::Deleted::Nothing
+        );
     }
 
     // A key that is not a SHA-256 output, written by someone else.
@@ -479,7 +483,7 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
         .await
         .unwrap());
     execute(&store, "UPDATE {t} SET key = '\\x0102' WHERE key = $1", &k).await;
-    let listed = store.list_user("odd-user", t0 + secs(1)).await;
+    let listed = store.list_user("odd-user", t0 + secs(1), 100).await;
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
 }
 

@@ -27,7 +27,7 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::truncate_to_seconds;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{Lifetime, Patch, SessionRecord, Touch};
-use crate::store::SessionStore;
+use crate::store::{Deleted, SessionStore};
 
 /// The idle timeout of records made by this suite.
 const IDLE: Duration = Duration::seconds(100);
@@ -84,7 +84,14 @@ macro_rules! store_conformance_tests {
             delete_user_ends_every_session_of_that_user_only,
             delete_user_can_keep_one_session,
             list_user_reports_live_sessions_oldest_first,
+            list_user_keeps_the_most_recent_within_the_limit,
+            count_user_counts_live_sessions_only,
+            retire_leaves_a_forward_that_only_delete_follows,
+            retire_is_idempotent_and_refuses_an_ended_session,
+            a_retired_session_leaves_the_user_index,
+            a_forward_occupies_its_key_until_it_lapses,
             sweep_keeps_live_sessions_and_drops_expired_ones,
+            a_touch_near_the_absolute_deadline_still_records_activity,
             odd_keys_and_user_ids_are_stored_faithfully,
             large_values_round_trip,
         );
@@ -184,6 +191,18 @@ async fn save<S: SessionStore>(
         .expect("save should succeed")
 }
 
+/// Every live session of `user_id`, listed with a limit no check reaches.
+async fn list<S: SessionStore>(
+    store: &S,
+    user_id: &str,
+    now: OffsetDateTime,
+) -> Vec<crate::record::SessionInfo> {
+    store
+        .list_user(user_id, now, 1000)
+        .await
+        .expect("list_user should succeed")
+}
+
 fn data(record: &SessionRecord) -> Value {
     Value::Object(record.data.clone())
 }
@@ -234,11 +253,7 @@ pub async fn create_replaces_an_expired_session<S: SessionStore>(store: &S) {
     assert!(store.create(&k, &fresh, later).await.unwrap());
     assert_eq!(load(store, &k, later + secs(1)).await, Some(fresh));
     assert!(
-        store
-            .list_user(&u, later + secs(1))
-            .await
-            .unwrap()
-            .is_empty(),
+        list(store, &u, later + secs(1)).await.is_empty(),
         "the replaced record no longer belongs to its old user"
     );
 }
@@ -480,7 +495,7 @@ pub async fn save_never_recreates_a_deleted_session<S: SessionStore>(store: &S) 
     let t0 = base();
     let k = key();
     create(store, &k, &record(t0, json!({"a": 1}))).await;
-    assert!(store.delete(&k).await.unwrap());
+    assert_eq!(store.delete(&k, t0).await.unwrap(), Deleted::Session);
     assert!(!save(store, &k, &set("b", 2), t0 + secs(1)).await);
     assert_eq!(load(store, &k, t0 + secs(2)).await, None);
 }
@@ -499,10 +514,13 @@ pub async fn save_on_an_expired_session_is_refused<S: SessionStore>(store: &S) {
     let k = key();
     create(store, &k, &record(t0, json!({"a": 1}))).await;
     assert!(!save(store, &k, &set("a", 2), t0 + IDLE + secs(5)).await);
-    // The store may have dropped the expired record; if not, it is unchanged.
-    if let Some(r) = load(store, &k, t0 + secs(1)).await {
-        assert_eq!(data(&r), json!({"a": 1}));
+    // The store may have dropped the expired record; if it kept it, the
+    // record is unchanged. Either way nothing live was written.
+    match load(store, &k, t0 + secs(1)).await {
+        Some(r) => assert_eq!(data(&r), json!({"a": 1})),
+        None => assert_eq!(load(store, &k, t0 + IDLE + secs(6)).await, None),
     }
+    assert_eq!(load(store, &k, t0 + IDLE + secs(6)).await, None);
 }
 
 /// Many requests writing different keys of one session at once: every
@@ -533,16 +551,17 @@ pub async fn concurrent_saves_of_different_keys_all_survive<S: SessionStore + Cl
     }
 }
 
-/// Delete removes the record and reports whether it was there.
+/// Delete removes the record and reports what was there.
 pub async fn delete_removes_the_session<S: SessionStore>(store: &S) {
     let t0 = base();
     let k = key();
     let u = user();
     create(store, &k, &owned_by(record(t0, json!({})), &u)).await;
-    assert!(store.delete(&k).await.unwrap());
+    assert_eq!(store.delete(&k, t0).await.unwrap(), Deleted::Session);
     assert_eq!(load(store, &k, t0).await, None);
-    assert!(!store.delete(&k).await.unwrap());
-    assert!(store.list_user(&u, t0).await.unwrap().is_empty());
+    assert_eq!(store.delete(&k, t0).await.unwrap(), Deleted::Nothing);
+    assert!(list(store, &u, t0).await.is_empty());
+    assert_eq!(store.count_user(&u, t0).await.unwrap(), 0);
 }
 
 /// Logout everywhere ends all sessions of the user, and only theirs.
@@ -565,7 +584,7 @@ pub async fn delete_user_ends_every_session_of_that_user_only<S: SessionStore>(s
     }
     assert!(load(store, &theirs, t0 + secs(1)).await.is_some());
     assert!(load(store, &anonymous, t0 + secs(1)).await.is_some());
-    assert!(store.list_user(&u, t0 + secs(1)).await.unwrap().is_empty());
+    assert!(list(store, &u, t0 + secs(1)).await.is_empty());
     assert_eq!(store.delete_user(&u, None).await.unwrap(), 0);
     assert_eq!(store.delete_user(&user(), None).await.unwrap(), 0);
 }
@@ -582,7 +601,7 @@ pub async fn delete_user_can_keep_one_session<S: SessionStore>(store: &S) {
     assert!(load(store, &keys[0], t0 + secs(1)).await.is_some());
     assert_eq!(load(store, &keys[1], t0 + secs(1)).await, None);
     assert_eq!(load(store, &keys[2], t0 + secs(1)).await, None);
-    let listed = store.list_user(&u, t0 + secs(1)).await.unwrap();
+    let listed = list(store, &u, t0 + secs(1)).await;
     assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [keys[0]]);
     // The kept session is still indexed: a later logout-everywhere ends it.
     assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
@@ -606,10 +625,10 @@ pub async fn list_user_reports_live_sessions_oldest_first<S: SessionStore>(store
         &owned_by(record(t0 + secs(5), json!({})), &u),
     )
     .await;
-    store.delete(&ended).await.unwrap();
+    store.delete(&ended, t0 + secs(5)).await.unwrap();
     create(store, &key(), &owned_by(record(t0, json!({})), &user())).await;
 
-    let listed = store.list_user(&u, t0 + secs(20)).await.unwrap();
+    let listed = list(store, &u, t0 + secs(20)).await;
     assert_eq!(
         listed.iter().map(|s| s.key).collect::<Vec<_>>(),
         [older, newer]
@@ -621,7 +640,7 @@ pub async fn list_user_reports_live_sessions_oldest_first<S: SessionStore>(store
     assert!(!listed[0].current, "stores never mark a session current");
     assert_eq!(listed[1].created_at, t0 + secs(10));
 
-    let later = store.list_user(&u, t0 + IDLE + secs(5)).await.unwrap();
+    let later = list(store, &u, t0 + IDLE + secs(5)).await;
     assert_eq!(
         later.iter().map(|s| s.key).collect::<Vec<_>>(),
         [newer],
@@ -649,7 +668,7 @@ pub async fn sweep_keeps_live_sessions_and_drops_expired_ones<S: SessionStore>(s
     assert_eq!(load(store, &expired, now).await, None);
     let kept = load(store, &live, now).await.expect("live session kept");
     assert_eq!(data(&kept), json!({"l": 1}));
-    let listed = store.list_user(&u, now).await.unwrap();
+    let listed = list(store, &u, now).await;
     assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [live]);
 }
 
@@ -688,7 +707,7 @@ pub async fn odd_keys_and_user_ids_are_stored_faithfully<S: SessionStore>(store:
     assert_eq!(loaded.data["{tag}"], json!("changed"));
     assert_eq!(loaded.data[&long_key], json!("long"));
 
-    let listed = store.list_user(&u, t0 + secs(1)).await.unwrap();
+    let listed = list(store, &u, t0 + secs(1)).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
 }
@@ -704,4 +723,235 @@ pub async fn large_values_round_trip<S: SessionStore>(store: &S) {
     let loaded = load(store, &k, t0 + secs(1)).await.unwrap();
     assert_eq!(loaded.data["big"].as_str().map(str::len), Some(64 * 1024));
     assert_eq!(loaded.data["small"], json!(2));
+}
+
+/// With more sessions than the limit, the most recently created ones are
+/// listed, still oldest first.
+pub async fn list_user_keeps_the_most_recent_within_the_limit<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let keys: Vec<StoreKey> = (0..5).map(|_| key()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let created = t0 + secs(i as i64);
+        create(store, k, &owned_by(record(created, json!({})), &u)).await;
+    }
+    let now = t0 + secs(10);
+    let listed = store.list_user(&u, now, 3).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.key).collect::<Vec<_>>(),
+        keys[2..],
+        "the three newest, oldest first"
+    );
+    assert!(store.list_user(&u, now, 0).await.unwrap().is_empty());
+    assert_eq!(list(store, &u, now).await.len(), 5);
+}
+
+/// The count covers live sessions of the user: not ended, expired or
+/// retired ones, nor other users' sessions.
+pub async fn count_user_counts_live_sessions_only<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let (u, v) = (user(), user());
+    assert_eq!(store.count_user(&u, t0).await.unwrap(), 0);
+    let live = [key(), key(), key()];
+    for k in &live {
+        create(store, k, &owned_by(record(t0 + secs(50), json!({})), &u)).await;
+    }
+    let (expiring, ended, retired) = (key(), key(), key());
+    create(store, &expiring, &owned_by(record(t0, json!({})), &u)).await;
+    create(
+        store,
+        &ended,
+        &owned_by(record(t0 + secs(50), json!({})), &u),
+    )
+    .await;
+    create(
+        store,
+        &retired,
+        &owned_by(record(t0 + secs(50), json!({})), &u),
+    )
+    .await;
+    create(
+        store,
+        &key(),
+        &owned_by(record(t0 + secs(50), json!({})), &v),
+    )
+    .await;
+    store.delete(&ended, t0 + secs(50)).await.unwrap();
+    let now = t0 + IDLE + secs(10);
+    assert!(store
+        .retire(&retired, &key(), now + secs(60), now)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.count_user(&u, now).await.unwrap(),
+        3,
+        "the idle-expired, the deleted and the retired session do not count"
+    );
+    assert_eq!(store.count_user(&v, now).await.unwrap(), 1);
+    assert_eq!(list(store, &u, now).await.len(), 3, "count and list agree");
+}
+
+/// Retiring replaces a live session by a forward: it no longer loads or
+/// saves, and deleting it names the successor once.
+pub async fn retire_leaves_a_forward_that_only_delete_follows<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let (old, new) = (key(), key());
+    create(store, &old, &record(t0, json!({"a": 1}))).await;
+    let now = t0 + secs(5);
+    assert!(store.retire(&old, &new, now + secs(60), now).await.unwrap());
+    assert_eq!(
+        load(store, &old, now).await,
+        None,
+        "a forward is no session"
+    );
+    assert!(
+        !save(store, &old, &set("b", 2), now).await,
+        "nor is it written through"
+    );
+    assert_eq!(load(store, &old, now).await, None);
+    assert_eq!(load(store, &new, now).await, None, "retire creates nothing");
+    assert_eq!(
+        store.delete(&old, now).await.unwrap(),
+        Deleted::Forward(new)
+    );
+    assert_eq!(store.delete(&old, now).await.unwrap(), Deleted::Nothing);
+}
+
+/// A retry of the same retirement succeeds again; retiring a session that
+/// is gone, expired, or already moved elsewhere changes nothing.
+pub async fn retire_is_idempotent_and_refuses_an_ended_session<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let (old, new, other) = (key(), key(), key());
+    create(store, &old, &record(t0, json!({}))).await;
+    assert!(store.retire(&old, &new, t0 + secs(60), t0).await.unwrap());
+    assert!(
+        store
+            .retire(&old, &new, t0 + secs(60), t0 + secs(1))
+            .await
+            .unwrap(),
+        "a retry with the same successor"
+    );
+    assert!(
+        !store
+            .retire(&old, &other, t0 + secs(60), t0 + secs(1))
+            .await
+            .unwrap(),
+        "already moved elsewhere"
+    );
+    assert_eq!(
+        store.delete(&old, t0 + secs(1)).await.unwrap(),
+        Deleted::Forward(new)
+    );
+
+    let never = key();
+    assert!(!store.retire(&never, &new, t0 + secs(60), t0).await.unwrap());
+    assert_eq!(store.delete(&never, t0).await.unwrap(), Deleted::Nothing);
+
+    let deleted = key();
+    create(store, &deleted, &record(t0, json!({}))).await;
+    store.delete(&deleted, t0).await.unwrap();
+    assert!(!store
+        .retire(&deleted, &new, t0 + secs(60), t0)
+        .await
+        .unwrap());
+    assert_eq!(store.delete(&deleted, t0).await.unwrap(), Deleted::Nothing);
+
+    let expired = key();
+    create(store, &expired, &record(t0, json!({}))).await;
+    let late = t0 + IDLE + secs(1);
+    assert!(!store
+        .retire(&expired, &new, late + secs(60), late)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.delete(&expired, late).await.unwrap(),
+        Deleted::Nothing,
+        "an expired session is not moved"
+    );
+}
+
+/// The retired session is no longer the user's: not listed, not counted,
+/// not deleted (again) by logout-everywhere.
+pub async fn a_retired_session_leaves_the_user_index<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (old, kept, new) = (key(), key(), key());
+    create(store, &old, &owned_by(record(t0, json!({})), &u)).await;
+    create(store, &kept, &owned_by(record(t0, json!({})), &u)).await;
+    assert!(store.retire(&old, &new, t0 + secs(60), t0).await.unwrap());
+    let listed = list(store, &u, t0 + secs(1)).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [kept]);
+    assert_eq!(store.count_user(&u, t0 + secs(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+    assert_eq!(
+        store.delete(&old, t0 + secs(1)).await.unwrap(),
+        Deleted::Forward(new),
+        "logout-everywhere leaves forwards alone; the successor is indexed itself"
+    );
+}
+
+/// A forward lasts until its `until`: it holds its key against `create`
+/// and sweeping until then, and afterwards it is gone.
+pub async fn a_forward_occupies_its_key_until_it_lapses<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let (old, new) = (key(), key());
+    create(store, &old, &record(t0, json!({}))).await;
+    let until = t0 + secs(30);
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+    let fresh = record(t0 + secs(1), json!({}));
+    assert!(
+        !store.create(&old, &fresh, t0 + secs(1)).await.unwrap(),
+        "a live forward holds its key"
+    );
+    store.sweep_expired(t0 + secs(29)).await.unwrap();
+    assert_eq!(
+        store.delete(&old, t0 + secs(29)).await.unwrap(),
+        Deleted::Forward(new),
+        "not swept before it lapses"
+    );
+
+    let (old, new) = (key(), key());
+    create(store, &old, &record(t0, json!({}))).await;
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+    assert_eq!(
+        store.delete(&old, until).await.unwrap(),
+        Deleted::Nothing,
+        "a lapsed forward names no successor"
+    );
+
+    let (old, new) = (key(), key());
+    create(store, &old, &record(t0, json!({}))).await;
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+    let later = record(until, json!({"new": 1}));
+    assert!(
+        store.create(&old, &later, until).await.unwrap(),
+        "a lapsed forward counts as absent"
+    );
+    assert_eq!(load(store, &old, until).await, Some(later));
+}
+
+/// `last_seen` means the last activity (at touch granularity) even when
+/// the absolute deadline, not the idle one, bounds the session.
+pub async fn a_touch_near_the_absolute_deadline_still_records_activity<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let mut r = record(t0, json!({}));
+    r.absolute_deadline = t0 + secs(120);
+    create(store, &k, &r).await;
+    // At 60 s the idle deadline (160 s) is already past the absolute one.
+    let loaded = store.load(&k, touch(t0 + secs(60), 0.5)).await.unwrap();
+    assert!(loaded.is_some());
+    let after = load(store, &k, t0 + secs(61)).await.unwrap();
+    assert_eq!(after.last_seen, t0 + secs(60), "the load was recorded");
+    assert!(store
+        .save(&k, &set("a", 1), touch(t0 + secs(110), 0.5))
+        .await
+        .unwrap());
+    let after = load(store, &k, t0 + secs(111)).await.unwrap();
+    assert_eq!(after.last_seen, t0 + secs(110), "the save was recorded");
+    assert_eq!(
+        load(store, &k, t0 + secs(120)).await,
+        None,
+        "still ends on time"
+    );
 }

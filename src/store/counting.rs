@@ -1,19 +1,53 @@
-//! [`CountingStore`]: a wrapper that counts store calls and can inject
-//! failures, for tests and benchmarks of code above the store.
+//! [`CountingStore`]: a wrapper that counts store calls and injects
+//! failures and pauses, for tests and benchmarks of code above the store.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StoreError};
 
-/// Wraps a store, counting every call by kind. It can also make every call
-/// fail (to test the failure path) and report ID collisions on `create`
-/// (to test the retry).
+/// One kind of store call, for [`CountingStore`]'s fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreOp {
+    /// [`SessionStore::create`].
+    Create,
+    /// [`SessionStore::load`].
+    Load,
+    /// [`SessionStore::save`].
+    Save,
+    /// [`SessionStore::retire`].
+    Retire,
+    /// [`SessionStore::delete`].
+    Delete,
+    /// [`SessionStore::delete_user`].
+    DeleteUser,
+    /// [`SessionStore::count_user`].
+    CountUser,
+    /// [`SessionStore::list_user`].
+    ListUser,
+    /// [`SessionStore::sweep_expired`].
+    SweepExpired,
+}
+
+const OPS: usize = 9;
+
+impl StoreOp {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Wraps a store, counting every call by kind. It can also make calls fail
+/// (every call, or the next call of one kind), hold the next call of one
+/// kind until the test releases it, and report ID collisions on `create`.
 ///
 /// It is a test double for the layer, not a store to test: the wrapped
 /// store does the real work. Clones share counters and switches.
@@ -28,20 +62,50 @@ use crate::store::{SessionStore, StoreError};
 #[derive(Clone)]
 pub struct CountingStore<S> {
     inner: S,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Default)]
-struct Counters {
-    create: AtomicU64,
-    load: AtomicU64,
-    save: AtomicU64,
-    delete: AtomicU64,
-    delete_user: AtomicU64,
-    list_user: AtomicU64,
-    sweep_expired: AtomicU64,
+struct Shared {
+    calls: [AtomicU64; OPS],
     failing: AtomicBool,
     collisions: AtomicUsize,
+    /// Calls still to fail, per kind.
+    fail_next: Mutex<HashMap<StoreOp, usize>>,
+    /// The next call of a kind waits here.
+    pauses: Mutex<HashMap<StoreOp, Held>>,
+}
+
+/// The store's side of a [`Pause`].
+struct Held {
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// The test's side of a paused call (see [`CountingStore::pause_next`]).
+#[derive(Debug)]
+pub struct Pause {
+    reached: Option<oneshot::Receiver<()>>,
+    release: oneshot::Sender<()>,
+}
+
+impl Pause {
+    /// Waits until the paused call has been made (and is waiting).
+    ///
+    /// # Panics
+    ///
+    /// When the store was dropped before the call was made.
+    pub async fn reached(&mut self) {
+        if let Some(reached) = self.reached.take() {
+            reached.await.expect("the paused call was never made");
+        }
+    }
+
+    /// Lets the paused call go on to the wrapped store. Dropping the
+    /// `Pause` does the same.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
 }
 
 /// How many calls of each kind a [`CountingStore`] has seen.
@@ -53,10 +117,14 @@ pub struct StoreCalls {
     pub load: u64,
     /// `save` calls.
     pub save: u64,
+    /// `retire` calls.
+    pub retire: u64,
     /// `delete` calls.
     pub delete: u64,
     /// `delete_user` calls.
     pub delete_user: u64,
+    /// `count_user` calls.
+    pub count_user: u64,
     /// `list_user` calls.
     pub list_user: u64,
     /// `sweep_expired` calls.
@@ -69,11 +137,17 @@ impl StoreCalls {
         self.create
             + self.load
             + self.save
+            + self.retire
             + self.delete
             + self.delete_user
+            + self.count_user
             + self.list_user
             + self.sweep_expired
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<S> CountingStore<S> {
@@ -81,7 +155,7 @@ impl<S> CountingStore<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            counters: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -92,30 +166,23 @@ impl<S> CountingStore<S> {
 
     /// The calls so far.
     pub fn calls(&self) -> StoreCalls {
-        let c = &self.counters;
+        let n = |op: StoreOp| self.shared.calls[op.index()].load(Ordering::Relaxed);
         StoreCalls {
-            create: c.create.load(Ordering::Relaxed),
-            load: c.load.load(Ordering::Relaxed),
-            save: c.save.load(Ordering::Relaxed),
-            delete: c.delete.load(Ordering::Relaxed),
-            delete_user: c.delete_user.load(Ordering::Relaxed),
-            list_user: c.list_user.load(Ordering::Relaxed),
-            sweep_expired: c.sweep_expired.load(Ordering::Relaxed),
+            create: n(StoreOp::Create),
+            load: n(StoreOp::Load),
+            save: n(StoreOp::Save),
+            retire: n(StoreOp::Retire),
+            delete: n(StoreOp::Delete),
+            delete_user: n(StoreOp::DeleteUser),
+            count_user: n(StoreOp::CountUser),
+            list_user: n(StoreOp::ListUser),
+            sweep_expired: n(StoreOp::SweepExpired),
         }
     }
 
     /// Sets every counter back to zero.
     pub fn reset(&self) {
-        let c = &self.counters;
-        for counter in [
-            &c.create,
-            &c.load,
-            &c.save,
-            &c.delete,
-            &c.delete_user,
-            &c.list_user,
-            &c.sweep_expired,
-        ] {
+        for counter in &self.shared.calls {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -123,18 +190,59 @@ impl<S> CountingStore<S> {
     /// While `true`, every call fails with [`StoreError::Unavailable`]
     /// without reaching the wrapped store (counted all the same).
     pub fn set_failing(&self, failing: bool) {
-        self.counters.failing.store(failing, Ordering::Relaxed);
+        self.shared.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// The next call of kind `op` fails with [`StoreError::Unavailable`]
+    /// without reaching the wrapped store; calls after it go through.
+    /// Calling this `n` times fails the next `n` calls of that kind.
+    pub fn fail_next(&self, op: StoreOp) {
+        *lock(&self.shared.fail_next).entry(op).or_default() += 1;
+    }
+
+    /// The next call of kind `op` waits, before it reaches the wrapped
+    /// store, until the returned [`Pause`] is released or dropped.
+    pub fn pause_next(&self, op: StoreOp) -> Pause {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        lock(&self.shared.pauses).insert(
+            op,
+            Held {
+                reached: reached_tx,
+                release: release_rx,
+            },
+        );
+        Pause {
+            reached: Some(reached_rx),
+            release: release_tx,
+        }
     }
 
     /// The next `n` creates report a collision (`Ok(false)`) without
     /// reaching the wrapped store.
     pub fn collide_next_creates(&self, n: usize) {
-        self.counters.collisions.store(n, Ordering::Relaxed);
+        self.shared.collisions.store(n, Ordering::Relaxed);
     }
 
-    fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> Result<(), StoreError> {
-        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
-        if self.counters.failing.load(Ordering::Relaxed) {
+    /// Counts a call, then holds or fails it as the switches say.
+    async fn enter(&self, op: StoreOp) -> Result<(), StoreError> {
+        self.shared.calls[op.index()].fetch_add(1, Ordering::Relaxed);
+        let held = lock(&self.shared.pauses).remove(&op);
+        if let Some(held) = held {
+            let _ = held.reached.send(());
+            let _ = held.release.await;
+        }
+        let fail_once = {
+            let mut fail_next = lock(&self.shared.fail_next);
+            match fail_next.get_mut(&op) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if fail_once || self.shared.failing.load(Ordering::Relaxed) {
             return Err(StoreError::unavailable(InjectedFailure));
         }
         Ok(())
@@ -162,15 +270,17 @@ impl<S> fmt::Debug for CountingStore<S> {
 }
 
 impl<S: SessionStore> SessionStore for CountingStore<S> {
+    const IN_PROCESS: bool = S::IN_PROCESS;
+
     async fn create(
         &self,
         key: &StoreKey,
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.count(|c| &c.create)?;
+        self.enter(StoreOp::Create).await?;
         let collide = self
-            .counters
+            .shared
             .collisions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
@@ -185,36 +295,57 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         key: &StoreKey,
         touch: Touch,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.count(|c| &c.load)?;
+        self.enter(StoreOp::Load).await?;
         self.inner.load(key, touch).await
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
-        self.count(|c| &c.save)?;
+        self.enter(StoreOp::Save).await?;
         self.inner.save(key, patch, touch).await
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.count(|c| &c.delete)?;
-        self.inner.delete(key).await
+    async fn retire(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.enter(StoreOp::Retire).await?;
+        self.inner.retire(key, successor, until, now).await
+    }
+
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        self.enter(StoreOp::Delete).await?;
+        self.inner.delete(key, now).await
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
-        self.count(|c| &c.delete_user)?;
+        self.enter(StoreOp::DeleteUser).await?;
         self.inner.delete_user(user_id, keep).await
+    }
+
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.enter(StoreOp::CountUser).await?;
+        self.inner.count_user(user_id, now).await
     }
 
     async fn list_user(
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        self.count(|c| &c.list_user)?;
-        self.inner.list_user(user_id, now).await
+        self.enter(StoreOp::ListUser).await?;
+        self.inner.list_user(user_id, now, limit).await
     }
 
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.count(|c| &c.sweep_expired)?;
+        self.enter(StoreOp::SweepExpired).await?;
         self.inner.sweep_expired(now).await
+    }
+
+    fn background_sweep(&self) -> Option<std::time::Duration> {
+        self.inner.background_sweep()
     }
 }

@@ -5,14 +5,13 @@
 //! ```
 //! use cloakroom::{Key, MemoryStore, SessionLayer};
 //!
-//! let store = MemoryStore::new();
+//! let store = MemoryStore::builder().capacity(1_000_000).build()?;
 //! let layer = SessionLayer::builder(store.clone())
 //!     .key(Key::generate()?)
 //!     .build()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -22,24 +21,35 @@ use std::time::Duration;
 use serde_json::Map;
 use time::OffsetDateTime;
 
+use crate::config::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StoreError};
 
 const RECORD_SHARDS: usize = 64;
 const USER_SHARDS: usize = 16;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often `delete_user` goes over a user's sessions again before it
+/// gives up on a user who keeps logging in while being logged out.
+const MAX_DELETE_PASSES: usize = 16;
 
 /// Sessions in process memory: for single-process apps, development and
 /// tests.
 ///
 /// Records live in 64 independently locked shards, so concurrent requests
 /// rarely wait on each other. Memory is bounded by the live sessions: a
-/// record is dropped when it is found expired on access, and each shard
-/// drops all its expired records at most once per sweep interval (60 s by
-/// default), the next time a session is created in it. No background task is
-/// needed for that; [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper)
-/// adds one for apps that also want memory back while idle.
+/// record is dropped when it is found expired on access, each shard drops
+/// all its expired records at most once per sweep interval (60 s by
+/// default) the next time it is used, and a layer built inside a tokio
+/// runtime also sweeps the whole store in the background at that interval
+/// (see [`SessionStore::background_sweep`]).
+///
+/// With a [`capacity`](MemoryStoreBuilder::capacity), memory is bounded
+/// however many sessions are created: when the shard a new session lands in
+/// is full after sweeping, its least recently active *anonymous* session is
+/// evicted (its data is lost); when the shard holds only logged-in
+/// sessions, the new session is refused with [`StoreError::Unavailable`]
+/// (a `503`) while every existing session keeps working.
 ///
 /// Data is kept as compact JSON text (about the size of the JSON plus ~200
 /// bytes of bookkeeping per session), and a user index serves
@@ -57,7 +67,10 @@ struct Inner {
     shards: Box<[Mutex<Shard>]>,
     users: Box<[Mutex<UserIndex>]>,
     user_hasher: RandomState,
+    sweep_interval: Duration,
     sweep_interval_secs: i64,
+    /// The most records one shard may hold, if bounded.
+    shard_capacity: Option<usize>,
 }
 
 /// User ID to the keys of that user's sessions.
@@ -66,8 +79,15 @@ type UserIndex = HashMap<Box<str>, HashSet<StoreKey>>;
 #[derive(Default)]
 struct Shard {
     entries: HashMap<StoreKey, Entry>,
-    /// Unix time after which the next `create` in this shard sweeps it.
+    /// Retired sessions: where each moved, and until when that is told.
+    forwards: HashMap<StoreKey, Forward>,
+    /// Unix time after which the next use of this shard sweeps it.
     next_sweep: i64,
+}
+
+struct Forward {
+    successor: StoreKey,
+    until: i64,
 }
 
 /// A stored session, compact: times as whole seconds since 1970 in `u32`
@@ -100,6 +120,18 @@ impl fmt::Display for OutOfRange {
 }
 
 impl std::error::Error for OutOfRange {}
+
+/// A new session refused because its shard is full of logged-in sessions.
+#[derive(Debug)]
+struct Full;
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemoryStore is at its capacity of logged-in sessions")
+    }
+}
+
+impl std::error::Error for Full {}
 
 impl Entry {
     fn from_record(record: &SessionRecord) -> Result<Self, StoreError> {
@@ -170,31 +202,76 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::with_sweep_interval(DEFAULT_SWEEP_INTERVAL)
+/// Builds a [`MemoryStore`]; start with [`MemoryStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.build()` is called"]
+pub struct MemoryStoreBuilder {
+    capacity: Option<usize>,
+    sweep_interval: Duration,
+}
+
+impl MemoryStoreBuilder {
+    /// The most sessions the store holds, rounded up to a multiple of 64
+    /// (the shard count); unbounded by default. See [`MemoryStore`] for
+    /// what happens when it is full.
+    pub fn capacity(mut self, sessions: usize) -> Self {
+        self.capacity = Some(sessions);
+        self
     }
 
-    /// An empty store whose shards drop expired records at most once per
-    /// `interval` (rounded up to whole seconds). Shorter intervals bound
-    /// memory more tightly at the cost of more frequent scans.
-    pub fn with_sweep_interval(interval: Duration) -> Self {
-        let secs = i64::try_from(interval.as_secs())
+    /// How often each shard, and the background sweep, drop expired
+    /// records (rounded up to whole seconds); 60 s by default. Shorter
+    /// intervals bound memory more tightly at the cost of more frequent
+    /// scans.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Builds the store.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroCapacity`] for a capacity of zero.
+    pub fn build(self) -> Result<MemoryStore, ConfigError> {
+        if self.capacity == Some(0) {
+            return Err(ConfigError::ZeroCapacity);
+        }
+        let secs = i64::try_from(self.sweep_interval.as_secs())
             .unwrap_or(i64::MAX)
-            .saturating_add(i64::from(interval.subsec_nanos() > 0))
+            .saturating_add(i64::from(self.sweep_interval.subsec_nanos() > 0))
             .max(1);
-        Self {
+        Ok(MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..RECORD_SHARDS).map(|_| Mutex::default()).collect(),
                 users: (0..USER_SHARDS).map(|_| Mutex::default()).collect(),
                 user_hasher: RandomState::new(),
+                sweep_interval: Duration::from_secs(secs.unsigned_abs()),
                 sweep_interval_secs: secs,
+                shard_capacity: self.capacity.map(|c| c.div_ceil(RECORD_SHARDS)),
             }),
+        })
+    }
+}
+
+impl MemoryStore {
+    /// An empty, unbounded store that sweeps every 60 seconds.
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+    }
+
+    /// Starts configuring a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            capacity: None,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
 
-    /// How many records are held, including expired ones not yet swept.
+    /// How many records are held, including expired ones not yet swept
+    /// (forwards left by logins are not counted).
     pub fn len(&self) -> usize {
         self.inner
             .shards
@@ -236,8 +313,14 @@ impl MemoryStore {
         }
     }
 
-    /// Drops every expired record of one shard; returns the owners of the
-    /// dropped records so their index entries can go too.
+    fn unindex_all(&self, owned: Vec<(StoreKey, Box<str>)>) {
+        for (key, user) in owned {
+            self.unindex_user(&user, &key);
+        }
+    }
+
+    /// Drops every expired record and lapsed forward of one shard; returns
+    /// the owners of the dropped records so their index entries can go too.
     fn sweep_shard(shard: &mut Shard, now: i64) -> Vec<(StoreKey, Box<str>)> {
         let mut owned = Vec::new();
         shard.entries.retain(|key, entry| {
@@ -249,7 +332,19 @@ impl MemoryStore {
             }
             false
         });
+        shard.forwards.retain(|_, forward| forward.until > now);
         owned
+    }
+
+    /// Sweeps the shard if its interval has passed: every operation that
+    /// locks a shard calls this, so busy shards never hold expired records
+    /// for long. Usually an empty, unallocated vector.
+    fn sweep_if_due(&self, shard: &mut Shard, now: i64) -> Vec<(StoreKey, Box<str>)> {
+        if now < shard.next_sweep {
+            return Vec::new();
+        }
+        shard.next_sweep = now.saturating_add(self.inner.sweep_interval_secs);
+        Self::sweep_shard(shard, now)
     }
 
     fn sweep_all(&self, now: i64) -> u64 {
@@ -257,17 +352,88 @@ impl MemoryStore {
         for shard in self.inner.shards.iter() {
             let owned = {
                 let mut shard = lock(shard);
-                let before = shard.entries.len();
+                let before = shard.entries.len() + shard.forwards.len();
                 let owned = Self::sweep_shard(&mut shard, now);
-                removed += (before - shard.entries.len()) as u64;
+                removed += (before - shard.entries.len() - shard.forwards.len()) as u64;
                 shard.next_sweep = now.saturating_add(self.inner.sweep_interval_secs);
                 owned
             };
-            for (key, user) in owned {
-                self.unindex_user(&user, &key);
-            }
+            self.unindex_all(owned);
         }
         removed
+    }
+
+    /// Makes room for one more record in a full shard: evicts the least
+    /// recently active anonymous session. Returns whether there is room.
+    fn make_room(&self, shard: &mut Shard) -> bool {
+        let Some(capacity) = self.inner.shard_capacity else {
+            return true;
+        };
+        if shard.entries.len() < capacity {
+            return true;
+        }
+        let oldest = shard
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.user_id.is_none())
+            .min_by_key(|(_, entry)| entry.last_seen)
+            .map(|(key, _)| *key);
+        match oldest {
+            Some(key) => {
+                shard.entries.remove(&key);
+                tracing::debug!(
+                    target: "cloakroom",
+                    event = "session_evicted",
+                    session = %key.short(),
+                    "MemoryStore is full: evicted the least recently active anonymous session"
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The keys the user's index holds, taken out of it.
+    fn take_indexed(&self, user_id: &str, keep: Option<&StoreKey>) -> HashSet<StoreKey> {
+        let mut users = lock(self.users(user_id));
+        let Some(mut keys) = users.remove(user_id) else {
+            return HashSet::new();
+        };
+        if let Some(keep) = keep {
+            if keys.remove(keep) {
+                users.insert(Box::from(user_id), HashSet::from([*keep]));
+            }
+        }
+        keys
+    }
+
+    /// The user's live entries (under their shard locks, one at a time),
+    /// mapped by `f`; keys that are no longer the user's leave the index.
+    fn user_entries<T>(
+        &self,
+        user_id: &str,
+        now: i64,
+        mut f: impl FnMut(&StoreKey, &Entry) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let keys: Vec<StoreKey> = match lock(self.users(user_id)).get(user_id) {
+            Some(keys) => keys.iter().copied().collect(),
+            None => return Ok(Vec::new()),
+        };
+        let mut found = Vec::with_capacity(keys.len());
+        let mut stale = Vec::new();
+        for key in keys {
+            let shard = lock(self.shard(&key));
+            match shard.entries.get(&key) {
+                Some(e) if e.user_id.as_deref() == Some(user_id) && !e.is_expired(now) => {
+                    found.push(f(&key, e)?);
+                }
+                _ => stale.push(key),
+            }
+        }
+        for key in stale {
+            self.unindex_user(user_id, &key);
+        }
+        Ok(found)
     }
 }
 
@@ -282,11 +448,17 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("records", &self.len())
             .field("sweep_interval_secs", &self.inner.sweep_interval_secs)
+            .field(
+                "capacity",
+                &self.inner.shard_capacity.map(|c| c * RECORD_SHARDS),
+            )
             .finish()
     }
 }
 
 impl SessionStore for MemoryStore {
+    const IN_PROCESS: bool = true;
+
     async fn create(
         &self,
         key: &StoreKey,
@@ -297,29 +469,34 @@ impl SessionStore for MemoryStore {
         let now = now.unix_timestamp();
         let (swept, inserted) = {
             let mut shard = lock(self.shard(key));
-            let swept = if now >= shard.next_sweep {
-                shard.next_sweep = now.saturating_add(self.inner.sweep_interval_secs);
-                Self::sweep_shard(&mut shard, now)
-            } else {
-                Vec::new()
-            };
-            // `None`: a live record holds the key. `Some(owner)`: stored,
-            // replacing an expired record of `owner`, if any.
-            let inserted = match shard.entries.entry(*key) {
-                MapEntry::Occupied(existing) if !existing.get().is_expired(now) => None,
-                MapEntry::Occupied(mut expired) => {
-                    Some(std::mem::replace(expired.get_mut(), entry).user_id)
+            let swept = self.sweep_if_due(&mut shard, now);
+            let taken_by_forward = match shard.forwards.get(key) {
+                Some(forward) if forward.until > now => true,
+                Some(_) => {
+                    shard.forwards.remove(key);
+                    false
                 }
-                MapEntry::Vacant(vacant) => {
-                    vacant.insert(entry);
+                None => false,
+            };
+            // `None`: the key is taken. `Some(owner)`: stored, replacing an
+            // expired record of `owner`, if any.
+            let existing = shard.entries.get(key).map(|e| e.is_expired(now));
+            let inserted = match (taken_by_forward, existing) {
+                (true, _) | (false, Some(false)) => None,
+                (false, Some(true)) => shard.entries.insert(*key, entry).map(|old| old.user_id),
+                (false, None) if self.make_room(&mut shard) => {
+                    shard.entries.insert(*key, entry);
                     Some(None)
+                }
+                (false, None) => {
+                    drop(shard);
+                    self.unindex_all(swept);
+                    return Err(StoreError::unavailable(Full));
                 }
             };
             (swept, inserted)
         };
-        for (key, user) in swept {
-            self.unindex_user(&user, &key);
-        }
+        self.unindex_all(swept);
         let Some(replaced_owner) = inserted else {
             return Ok(false);
         };
@@ -341,22 +518,28 @@ impl SessionStore for MemoryStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         let now = touch.now.unix_timestamp();
         let mut shard = lock(self.shard(key));
-        let Some(entry) = shard.entries.get_mut(key) else {
-            return Ok(None);
-        };
-        if entry.is_expired(now) {
-            let owner = shard.entries.remove(key).and_then(|e| e.user_id);
-            drop(shard);
-            if let Some(user) = owner {
-                self.unindex_user(&user, key);
+        let swept = self.sweep_if_due(&mut shard, now);
+        let loaded = match shard.entries.get_mut(key) {
+            None => Ok(None),
+            Some(entry) if entry.is_expired(now) => {
+                let owner = shard.entries.remove(key).and_then(|e| e.user_id);
+                drop(shard);
+                if let Some(user) = owner {
+                    self.unindex_user(&user, key);
+                }
+                self.unindex_all(swept);
+                return Ok(None);
             }
-            return Ok(None);
-        }
-        let record = entry.to_record()?;
-        if record.touch_due(&touch) {
-            entry.last_seen = seconds(now, "times")?;
-        }
-        Ok(Some(record))
+            Some(entry) => entry.to_record().and_then(|record| {
+                if record.touch_due(&touch) {
+                    entry.last_seen = seconds(now, "times")?;
+                }
+                Ok(Some(record))
+            }),
+        };
+        drop(shard);
+        self.unindex_all(swept);
+        loaded
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
@@ -379,77 +562,118 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let removed = lock(self.shard(key)).entries.remove(key);
-        let Some(entry) = removed else {
-            return Ok(false);
+    async fn retire(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now = now.unix_timestamp();
+        let owner = {
+            let mut shard = lock(self.shard(key));
+            if let Some(forward) = shard.forwards.get(key) {
+                return Ok(forward.successor == *successor && forward.until > now);
+            }
+            match shard.entries.get(key) {
+                Some(entry) if !entry.is_expired(now) => {}
+                _ => return Ok(false),
+            }
+            let owner = shard.entries.remove(key).and_then(|e| e.user_id);
+            shard.forwards.insert(
+                *key,
+                Forward {
+                    successor: *successor,
+                    until: until.unix_timestamp(),
+                },
+            );
+            owner
         };
-        if let Some(user) = entry.user_id {
+        if let Some(user) = owner {
             self.unindex_user(&user, key);
         }
         Ok(true)
     }
 
-    async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
-        let keys = {
-            let mut users = lock(self.users(user_id));
-            let Some(mut keys) = users.remove(user_id) else {
-                return Ok(0);
-            };
-            if let Some(keep) = keep {
-                if keys.remove(keep) {
-                    users.insert(Box::from(user_id), HashSet::from([*keep]));
-                }
-            }
-            keys
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        let now = now.unix_timestamp();
+        let (entry, forward) = {
+            let mut shard = lock(self.shard(key));
+            (shard.entries.remove(key), shard.forwards.remove(key))
         };
+        if let Some(forward) = forward {
+            return Ok(if forward.until > now {
+                Deleted::Forward(forward.successor)
+            } else {
+                Deleted::Nothing
+            });
+        }
+        let Some(entry) = entry else {
+            return Ok(Deleted::Nothing);
+        };
+        let live = !entry.is_expired(now);
+        if let Some(user) = entry.user_id {
+            self.unindex_user(&user, key);
+        }
+        Ok(if live {
+            Deleted::Session
+        } else {
+            Deleted::Nothing
+        })
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        for key in keys {
-            let mut shard = lock(self.shard(&key));
-            // The index may lag behind a record that was replaced; only the
-            // user's own records go.
-            if shard
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.user_id.as_deref() == Some(user_id))
-            {
-                shard.entries.remove(&key);
-                deleted += 1;
+        // A session created while a pass runs is indexed before its
+        // `create` returns, so the next pass finds it; passes end when the
+        // index holds nothing else of the user.
+        for _ in 0..MAX_DELETE_PASSES {
+            let keys = self.take_indexed(user_id, keep);
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                let mut shard = lock(self.shard(&key));
+                // The index may lag behind a record that was replaced or
+                // retired; only the user's own records go.
+                if shard
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| e.user_id.as_deref() == Some(user_id))
+                {
+                    shard.entries.remove(&key);
+                    deleted += 1;
+                }
             }
         }
         Ok(deleted)
+    }
+
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let found = self.user_entries(user_id, now.unix_timestamp(), |_, _| Ok(()))?;
+        Ok(found.len() as u64)
     }
 
     async fn list_user(
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        let now = now.unix_timestamp();
-        let keys: Vec<StoreKey> = match lock(self.users(user_id)).get(user_id) {
-            Some(keys) => keys.iter().copied().collect(),
-            None => return Ok(Vec::new()),
-        };
-        let mut sessions = Vec::with_capacity(keys.len());
-        let mut stale = Vec::new();
-        for key in keys {
-            let shard = lock(self.shard(&key));
-            match shard.entries.get(&key) {
-                Some(e) if e.user_id.as_deref() == Some(user_id) && !e.is_expired(now) => {
-                    sessions.push(e.info(key)?);
-                }
-                _ => stale.push(key),
-            }
-        }
-        for key in stale {
-            self.unindex_user(user_id, &key);
-        }
+        let mut sessions =
+            self.user_entries(user_id, now.unix_timestamp(), |key, e| e.info(*key))?;
         sessions.sort_by_key(|s| (s.created_at, s.key));
+        let excess = sessions.len().saturating_sub(limit);
+        sessions.drain(..excess);
         Ok(sessions)
     }
 
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(self.sweep_all(now.unix_timestamp()))
+    }
+
+    fn background_sweep(&self) -> Option<Duration> {
+        Some(self.inner.sweep_interval)
     }
 }
 
@@ -479,7 +703,10 @@ mod tests {
 
     #[tokio::test]
     async fn memory_is_bounded_by_live_sessions_without_a_sweeper() {
-        let store = MemoryStore::with_sweep_interval(Duration::from_secs(10));
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::from_secs(10))
+            .build()
+            .unwrap();
         for _ in 0..2_000 {
             assert!(store
                 .create(&key(), &record(0, Some("u")), at(0))
@@ -496,7 +723,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(store.len(), 2_000, "only the 2,000 live sessions remain");
-        assert!(store.list_user("u", at(500)).await.unwrap().is_empty());
+        assert!(store.list_user("u", at(500), 10).await.unwrap().is_empty());
         assert!(lock(store.users("u")).get("u").is_none(), "index pruned");
     }
 
@@ -575,9 +802,15 @@ mod tests {
 
     #[test]
     fn sweep_interval_rounds_up_to_whole_seconds() {
-        let store = MemoryStore::with_sweep_interval(Duration::from_millis(1500));
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::from_millis(1500))
+            .build()
+            .unwrap();
         assert_eq!(store.inner.sweep_interval_secs, 2);
-        let store = MemoryStore::with_sweep_interval(Duration::ZERO);
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::ZERO)
+            .build()
+            .unwrap();
         assert_eq!(store.inner.sweep_interval_secs, 1);
     }
 
@@ -588,5 +821,100 @@ mod tests {
         let e = Entry::from_record(&r).unwrap();
         assert_eq!(&*e.data, r#"{"k":"v"}"#);
         assert_eq!(e.to_record().unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_evicts_the_least_recently_active_anonymous_session() {
+        let store = MemoryStore::builder().capacity(64).build().unwrap();
+        // Capacity 64 is one record per shard: find two keys of one shard.
+        let first = key();
+        let second = loop {
+            let k = key();
+            if k.as_bytes()[0] % 64 == first.as_bytes()[0] % 64 {
+                break k;
+            }
+        };
+        store.create(&first, &record(0, None), at(0)).await.unwrap();
+        assert!(store
+            .create(&second, &record(10, None), at(10))
+            .await
+            .unwrap());
+        let touch = Touch {
+            now: at(11),
+            after: 1.0,
+        };
+        assert_eq!(store.load(&first, touch).await.unwrap(), None, "evicted");
+        assert!(store.load(&second, touch).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_store_full_of_logged_in_sessions_refuses_new_ones() {
+        let store = MemoryStore::builder().capacity(1).build().unwrap();
+        let first = key();
+        let second = loop {
+            let k = key();
+            if k.as_bytes()[0] % 64 == first.as_bytes()[0] % 64 {
+                break k;
+            }
+        };
+        store
+            .create(&first, &record(0, Some("u")), at(0))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create(&second, &record(10, None), at(10)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let touch = Touch {
+            now: at(11),
+            after: 1.0,
+        };
+        assert!(store.load(&first, touch).await.unwrap().is_some(), "kept");
+        // Once the logged-in session has expired, there is room again.
+        assert!(store
+            .create(&second, &record(200, None), at(200))
+            .await
+            .unwrap());
+    }
+
+    #[test]
+    fn a_capacity_of_zero_is_refused() {
+        assert_eq!(
+            MemoryStore::builder().capacity(0).build().unwrap_err(),
+            ConfigError::ZeroCapacity
+        );
+    }
+
+    #[tokio::test]
+    async fn loads_sweep_their_shard_once_the_interval_has_passed() {
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let keys: Vec<StoreKey> = (0..500).map(|_| key()).collect();
+        for k in &keys {
+            store.create(k, &record(0, Some("u")), at(0)).await.unwrap();
+        }
+        let touch = Touch {
+            now: at(500),
+            after: 1.0,
+        };
+        // Loads of unknown keys reach every shard and sweep it.
+        for _ in 0..2_000 {
+            store.load(&key(), touch).await.unwrap();
+        }
+        assert_eq!(store.len(), 0, "no record outlived its deadline");
+        assert!(lock(store.users("u")).get("u").is_none(), "index pruned");
+    }
+
+    #[tokio::test]
+    async fn lapsed_forwards_are_swept() {
+        let store = MemoryStore::new();
+        let (old, new) = (key(), key());
+        store.create(&old, &record(0, None), at(0)).await.unwrap();
+        assert!(store.retire(&old, &new, at(30), at(1)).await.unwrap());
+        assert_eq!(store.sweep_expired(at(29)).await.unwrap(), 0);
+        assert_eq!(store.sweep_expired(at(30)).await.unwrap(), 1);
+        assert!(lock(store.shard(&old)).forwards.is_empty());
     }
 }

@@ -64,20 +64,33 @@ pub(crate) mod counting;
 /// [`SessionStore::load`], so that a read with a due extension is still one
 /// round-trip.
 ///
+/// Besides session records a store keeps *forwards*: when the layer moves a
+/// session to a new ID (login, regenerate), [`SessionStore::retire`]
+/// replaces the old record with a short-lived note naming the new key. A
+/// forward never loads or saves as a session; it only lets a logout that
+/// raced the move end the new session too (see [`SessionStore::delete`]).
+///
 /// Implementations must be safe to call concurrently from many requests.
 /// The layer's guarantees (no lost updates between requests that change
-/// different keys, no resurrection after logout) rest on the atomicity each
-/// method promises below.
+/// different keys, no resurrection after logout, no session escaping a
+/// logout-everywhere) rest on the atomicity each method promises below.
 pub trait SessionStore: Send + Sync + 'static {
+    /// Whether every call completes in process, without I/O (as in
+    /// [`MemoryStore`](crate::MemoryStore)). The layer bounds each call of
+    /// any other store with its store timeout, which needs a tokio runtime
+    /// with its timer enabled (as `#[tokio::main]` sets up).
+    const IN_PROCESS: bool = false;
+
     /// Stores a new session, only if nothing is stored under `key` yet
     /// (insert-if-absent). A record under `key` that is expired at `now`
-    /// counts as absent and may be replaced.
+    /// counts as absent and may be replaced; a forward whose `until` has not
+    /// passed counts as present.
     ///
-    /// Returns `Ok(true)` when stored and `Ok(false)` when a live record
-    /// already exists (an ID collision; the layer retries with a new ID).
-    /// When `record.user_id` is set, the session must become visible to
-    /// [`SessionStore::delete_user`] and [`SessionStore::list_user`] by the
-    /// time this returns.
+    /// Returns `Ok(true)` when stored and `Ok(false)` when the key is taken
+    /// (an ID collision; the layer retries with a new ID). When
+    /// `record.user_id` is set, the session must become visible to
+    /// [`SessionStore::delete_user`], [`SessionStore::count_user`] and
+    /// [`SessionStore::list_user`] by the time this returns.
     ///
     /// # Errors
     ///
@@ -91,13 +104,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Loads a session and rolls its idle deadline, in one atomic step.
     ///
-    /// Returns `Ok(None)` when nothing is stored under `key` or the record
-    /// is expired at `touch.now` (the store may delete it then). Otherwise
-    /// returns the record **as it was stored before this call**, and, when
-    /// [`SessionRecord::touch_due`] holds for it, also sets its `last_seen`
-    /// to `touch.now` in the store (extending any backend TTL to the new
-    /// [`SessionRecord::expires_at`]). The layer applies the same rule to the
-    /// returned copy, which is why the pre-touch record is returned.
+    /// Returns `Ok(None)` when nothing is stored under `key`, the record is
+    /// expired at `touch.now` (the store may delete it then), or `key` holds
+    /// a forward. Otherwise returns the record **as it was stored before
+    /// this call**, and, when [`SessionRecord::touch_due`] holds for it, also
+    /// sets its `last_seen` to `touch.now` in the store (extending any
+    /// backend TTL to the new [`SessionRecord::expires_at`]). The layer
+    /// applies the same rule to the returned copy, which is why the
+    /// pre-touch record is returned.
     ///
     /// # Errors
     ///
@@ -113,14 +127,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// its idle deadline like `load` does.
     ///
     /// Update-only: if nothing live is stored under `key` at `touch.now`
-    /// (deleted by a logout, expired, swept), nothing is written and the
-    /// result is `Ok(false)`. A session must never be re-created by a save.
-    /// Only the keys named in the patch change; keys another request changed
-    /// in the meantime are left as they are. After the patch (its lifetime
-    /// included) is applied, if [`SessionRecord::touch_due`] holds for the
-    /// result, `last_seen` becomes `touch.now` too, so a request that writes
-    /// without reading still counts as activity. Returns `Ok(true)` when
-    /// applied.
+    /// (deleted by a logout, retired, expired, swept), nothing is written
+    /// and the result is `Ok(false)`. A session must never be re-created by
+    /// a save, and a forward is never written through. Only the keys named
+    /// in the patch change; keys another request changed in the meantime
+    /// are left as they are. After the patch (its lifetime included) is
+    /// applied, if [`SessionRecord::touch_due`] holds for the result,
+    /// `last_seen` becomes `touch.now` too, so a request that writes without
+    /// reading still counts as activity. Returns `Ok(true)` when applied.
     ///
     /// # Errors
     ///
@@ -133,22 +147,62 @@ pub trait SessionStore: Send + Sync + 'static {
         touch: Touch,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes a session. Returns whether a record was there.
+    /// Retires the session under `key` because it moved to `successor`
+    /// (login, regenerate), atomically: if a live record is stored under
+    /// `key` at `now`, it is replaced by a forward to `successor` that lasts
+    /// until `until`, the old session leaves its user's index, and the
+    /// result is `Ok(true)`.
     ///
-    /// The record is gone for good: later `load`s return `None` and later
-    /// `save`s return `false`.
+    /// Retrying is safe: when `key` already holds a forward to the same
+    /// `successor`, the result is `Ok(true)` again. Otherwise (nothing
+    /// stored, an expired record, a forward elsewhere) nothing is written
+    /// and the result is `Ok(false)`: the session ended while the request
+    /// that moved it ran, and the layer deletes `successor`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend fails; the record is then either
+    /// retired whole or left as it was.
+    fn retire(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes whatever is stored under `key`, and says what it was at
+    /// `now`.
+    ///
+    /// A session record live at `now` gives [`Deleted::Session`] and leaves
+    /// its user's index. A forward whose `until` is after `now` gives
+    /// [`Deleted::Forward`] with its successor, which the layer deletes
+    /// next: a logout that loaded the session before another request moved
+    /// it to a new ID ends the new session too. Anything else (nothing, an
+    /// expired record, a lapsed forward) gives [`Deleted::Nothing`]. Either
+    /// way the key is empty afterwards: later `load`s return `None` and
+    /// later `save`s return `false`.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the backend fails.
-    fn delete(&self, key: &StoreKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete(
+        &self,
+        key: &StoreKey,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Deleted, StoreError>> + Send;
 
     /// Deletes every session of `user_id` except the one under `keep`, if
     /// given ("log out everywhere", "log out other devices"). Returns how
     /// many were deleted.
     ///
     /// Every session of the user whose `create` completed before this call
-    /// began must be gone when it returns.
+    /// began must be gone when it returns. Sessions created while it runs
+    /// must not slip through either: the store repeats its pass (or holds a
+    /// lock that `create` and `retire` respect) until a pass finds no
+    /// session of the user left, so that a session created by a login or
+    /// regenerate that retired one of the user's sessions during the call
+    /// is deleted too.
     ///
     /// # Errors
     ///
@@ -160,8 +214,24 @@ pub trait SessionStore: Send + Sync + 'static {
         keep: Option<&StoreKey>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Lists the live sessions of `user_id` at `now`, oldest first. Index
-    /// entries of sessions that are gone may be pruned on the way.
+    /// How many live sessions `user_id` has at `now`, without reading their
+    /// data: what an "N active sessions" display needs. Index entries of
+    /// sessions that are gone may be pruned on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend fails.
+    fn count_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Lists the live sessions of `user_id` at `now`, oldest first: at most
+    /// `limit` of them, the most recently created ones when the user has
+    /// more. Index entries of sessions that are gone may be pruned on the
+    /// way. The work done is bounded by the user's number of sessions, and
+    /// the memory by `limit`: read the records in batches.
     ///
     /// # Errors
     ///
@@ -170,11 +240,13 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<SessionInfo>, StoreError>> + Send;
 
-    /// Removes sessions expired at `now`, and index entries pointing at
-    /// them. Returns how many records were removed (a store whose backend
-    /// expires records by itself may report only what it removed here).
+    /// Removes sessions expired at `now`, forwards whose `until` has
+    /// passed, and index entries pointing at removed sessions. Returns how
+    /// many records and forwards were removed (a store whose backend
+    /// expires them by itself may report only what it removed here).
     ///
     /// # Errors
     ///
@@ -183,14 +255,40 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How often the layer should call [`SessionStore::sweep_expired`] on
+    /// its own, from a background task it starts when it is built inside a
+    /// tokio runtime (and stops when the layer is dropped). `None`, the
+    /// default, leaves sweeping to the store's backend or to
+    /// [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper).
+    fn background_sweep(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// What [`SessionStore::delete`] found under the key it emptied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Deleted {
+    /// Nothing live: the session had already ended (or never existed).
+    Nothing,
+    /// A session record, now deleted.
+    Session,
+    /// A forward left by [`SessionStore::retire`], now deleted. The
+    /// session moved to this key, which the layer deletes next.
+    Forward(StoreKey),
 }
 
 /// A store failed. The layer turns this into a `503` response (through the
 /// axum integration, or on commit) and never into an anonymous or
-/// logged-in answer.
+/// logged-in answer; [`StoreError::Rejected`] becomes a client error
+/// instead.
 ///
 /// The backend's own error is kept as [`std::error::Error::source`]. No
-/// variant carries a session ID.
+/// variant carries a session ID. The layer logs this error and the
+/// `Display` text of its source, so a store's source errors must not put
+/// session data or query parameters into their `Display` (the PostgreSQL
+/// store shows the SQLSTATE and the error class only).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -200,6 +298,12 @@ pub enum StoreError {
     Backend(Box<dyn StdError + Send + Sync>),
     /// A stored record could not be decoded.
     Corrupt(Box<dyn StdError + Send + Sync>),
+    /// The backend refused the data it was given (a value it cannot
+    /// represent): the client's fault, not an outage. The layer checks
+    /// session data before writing it (see
+    /// [`SessionError::Unstorable`](crate::SessionError::Unstorable)), so
+    /// this is a second line.
+    Rejected(Box<dyn StdError + Send + Sync>),
 }
 
 impl StoreError {
@@ -217,6 +321,22 @@ impl StoreError {
     pub fn corrupt(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Corrupt(source.into())
     }
+
+    /// A [`StoreError::Rejected`] wrapping `source`.
+    pub fn rejected(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Rejected(source.into())
+    }
+
+    /// Whether the store could not be reached or did not answer in time
+    /// (including the layer's store timeout).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    /// Whether the store refused the data as such (a client error).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Self::Rejected(_))
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -225,6 +345,7 @@ impl fmt::Display for StoreError {
             Self::Unavailable(_) => "session store unavailable",
             Self::Backend(_) => "session store error",
             Self::Corrupt(_) => "stored session record is corrupt",
+            Self::Rejected(_) => "the session store cannot hold this data",
         })
     }
 }
@@ -232,15 +353,35 @@ impl fmt::Display for StoreError {
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Unavailable(e) | Self::Backend(e) | Self::Corrupt(e) => Some(&**e),
+            Self::Unavailable(e) | Self::Backend(e) | Self::Corrupt(e) | Self::Rejected(e) => {
+                Some(&**e)
+            }
         }
     }
 }
 
+/// The layer's store timeout ran out: the call was abandoned, and may still
+/// have taken effect in the backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimedOut(pub(crate) std::time::Duration);
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no answer within the store timeout of {} ms",
+            self.0.as_millis()
+        )
+    }
+}
+
+impl StdError for TimedOut {}
+
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe mirror of [`SessionStore`], so that `Session` and the layer
-/// are not generic over the store.
+/// are not generic over the store. Implemented by [`Bounded`], which also
+/// applies the layer's store timeout.
 pub(crate) trait DynStore: Send + Sync + 'static {
     fn create<'a>(
         &'a self,
@@ -259,28 +400,72 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         patch: &'a Patch,
         touch: Touch,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn retire<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        successor: &'a StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn delete<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Deleted, StoreError>>;
     fn delete_user<'a>(
         &'a self,
         user_id: &'a str,
         keep: Option<&'a StoreKey>,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    fn count_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
     fn list_user<'a>(
         &'a self,
         user_id: &'a str,
         now: OffsetDateTime,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>>;
     fn sweep_expired(&self, now: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Whether the store wants the layer to sweep it in the background.
+    fn sweeps_in_background(&self) -> Option<std::time::Duration>;
 }
 
-impl<S: SessionStore> DynStore for S {
+/// A store with the layer's time limit on each call (none for in-process
+/// stores, which cannot hang and may run without a tokio timer).
+pub(crate) struct Bounded<S> {
+    pub(crate) store: S,
+    pub(crate) timeout: std::time::Duration,
+}
+
+impl<S: SessionStore> Bounded<S> {
+    fn bound<'a, T: 'a>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        if S::IN_PROCESS {
+            return Box::pin(call);
+        }
+        let limit = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::unavailable(TimedOut(limit))),
+            }
+        })
+    }
+}
+
+impl<S: SessionStore> DynStore for Bounded<S> {
     fn create<'a>(
         &'a self,
         key: &'a StoreKey,
         record: &'a SessionRecord,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::create(self, key, record, now))
+        self.bound(self.store.create(key, record, now))
     }
 
     fn load<'a>(
@@ -288,7 +473,7 @@ impl<S: SessionStore> DynStore for S {
         key: &'a StoreKey,
         touch: Touch,
     ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
-        Box::pin(SessionStore::load(self, key, touch))
+        self.bound(self.store.load(key, touch))
     }
 
     fn save<'a>(
@@ -297,11 +482,25 @@ impl<S: SessionStore> DynStore for S {
         patch: &'a Patch,
         touch: Touch,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::save(self, key, patch, touch))
+        self.bound(self.store.save(key, patch, touch))
     }
 
-    fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::delete(self, key))
+    fn retire<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        successor: &'a StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.bound(self.store.retire(key, successor, until, now))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        self.bound(self.store.delete(key, now))
     }
 
     fn delete_user<'a>(
@@ -309,18 +508,31 @@ impl<S: SessionStore> DynStore for S {
         user_id: &'a str,
         keep: Option<&'a StoreKey>,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(SessionStore::delete_user(self, user_id, keep))
+        self.bound(self.store.delete_user(user_id, keep))
+    }
+
+    fn count_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.bound(self.store.count_user(user_id, now))
     }
 
     fn list_user<'a>(
         &'a self,
         user_id: &'a str,
         now: OffsetDateTime,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SessionInfo>, StoreError>> {
-        Box::pin(SessionStore::list_user(self, user_id, now))
+        self.bound(self.store.list_user(user_id, now, limit))
     }
 
     fn sweep_expired(&self, now: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(SessionStore::sweep_expired(self, now))
+        self.bound(self.store.sweep_expired(now))
+    }
+
+    fn sweeps_in_background(&self) -> Option<std::time::Duration> {
+        self.store.background_sweep()
     }
 }

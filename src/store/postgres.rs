@@ -84,7 +84,7 @@ use crate::clock::truncate_to_seconds;
 use crate::config::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StoreError};
 
 /// Longest schema name: PostgreSQL's identifier limit (63 bytes).
 const MAX_SCHEMA_LEN: usize = 63;
@@ -737,13 +737,31 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+    async fn retire(
+        &self,
+        _key: &StoreKey,
+        _successor: &StoreKey,
+        _until: OffsetDateTime,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        todo!("PLACEHOLDER: PostgresStore::retire")
+    }
+
+    async fn delete(&self, key: &StoreKey, _now: OffsetDateTime) -> Result<Deleted, StoreError> {
         let done = sqlx::query(&self.sql.delete)
             .bind(key.as_bytes().as_slice())
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(if done.rows_affected() > 0 {
+            Deleted::Session
+        } else {
+            Deleted::Nothing
+        })
+    }
+
+    async fn count_user(&self, _user_id: &str, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        todo!("PLACEHOLDER: PostgresStore::count_user")
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -760,6 +778,7 @@ impl SessionStore for PostgresStore {
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        _limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
         let rows = sqlx::query(&self.sql.list_user)
             .bind(user_id)

@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 use crate::config::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StoreError};
 
 const DEFAULT_PREFIX: &str = "cloakroom:";
 const DATA_PREFIX: &[u8] = b"d:";
@@ -613,7 +613,7 @@ impl SessionStore for RedisStore {
             if let Err(error) = self.index(user, key, record.absolute_deadline, now).await {
                 // Without its index entry the session must not live; nobody
                 // holds its ID yet, so deleting it loses nothing.
-                let _ = SessionStore::delete(self, key).await;
+                let _ = SessionStore::delete(self, key, now).await;
                 return Err(error);
             }
         }
@@ -688,7 +688,21 @@ impl SessionStore for RedisStore {
         Ok(saved == 1)
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+    async fn retire(
+        &self,
+        _key: &StoreKey,
+        _successor: &StoreKey,
+        _until: OffsetDateTime,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        todo!("PLACEHOLDER: RedisStore::retire")
+    }
+
+    async fn count_user(&self, _user_id: &str, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        todo!("PLACEHOLDER: RedisStore::count_user")
+    }
+
+    async fn delete(&self, key: &StoreKey, _now: OffsetDateTime) -> Result<Deleted, StoreError> {
         // One script deletes the record and names its user; the index entry
         // (another slot in a cluster) goes in a second call. Left behind, it
         // would only be pruned at its absolute deadline or by a listing.
@@ -700,7 +714,11 @@ impl SessionStore for RedisStore {
         if let Some(user) = user {
             self.unindex(&user, &[key.to_hex()]).await?;
         }
-        Ok(deleted == 1)
+        Ok(if deleted == 1 {
+            Deleted::Session
+        } else {
+            Deleted::Nothing
+        })
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -739,6 +757,7 @@ impl SessionStore for RedisStore {
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        _limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
         let members = self.index_members(user_id).await?;
         let reads = members.iter().map(|member| {
