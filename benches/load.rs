@@ -599,7 +599,7 @@ async fn run_cell(
                 // cookies: send the baseline a cookie of the same shape,
                 // so that every implementation parses the same request.
                 None if imp == "baseline" => Some(HeaderValue::from_static(
-                    "id=AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                    "__Host-id=AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                 )),
                 None => panic!("{imp} set no cookie at login"),
             }

@@ -125,7 +125,7 @@ fn layer(c: &mut Criterion) {
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let tampered = HeaderValue::from_bytes(&tampered).expect("header");
-    let junk = HeaderValue::from_static("id=not-a-session-cookie; theme=dark");
+    let junk = HeaderValue::from_static("__Host-id=not-a-session-cookie; theme=dark");
     store.reset();
     for (name, header) in [
         ("layer_read_junk_cookie", junk),

@@ -266,7 +266,8 @@ async fn me(session: Session) -> Result<Response, SessionError> {
     let Some(user) = session.user_id().await? else {
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
-    let sessions = session.list_sessions().await?.len();
+    // A count, not a listing: cheap however many sessions the user has.
+    let sessions = session.count_sessions().await?;
     Ok(Json(json!({ "user": user, "sessions": sessions })).into_response())
 }
 

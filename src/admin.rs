@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::id::StoreKey;
 use crate::layer::Core;
 use crate::record::SessionInfo;
-use crate::store::{Deleted, StoreError};
+use crate::store::StoreError;
 
 /// The most sessions one listing returns: the most recently created ones.
 pub(crate) const LIST_LIMIT: usize = 1000;
@@ -61,7 +61,17 @@ impl SessionAdmin {
         Ok(ended)
     }
 
-    /// The live sessions of `user_id`, oldest first.
+    /// How many live sessions `user_id` has, without reading them.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn count_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.core.store.count_user(user_id, self.core.now()).await
+    }
+
+    /// The live sessions of `user_id`, oldest first: at most the 1,000
+    /// most recently created.
     ///
     /// # Errors
     ///
@@ -86,17 +96,7 @@ impl SessionAdmin {
     ///
     /// [`StoreError`] when the store fails.
     pub async fn end_session(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let ended = self.core.store.delete(key, self.core.now()).await? == Deleted::Session;
-        if ended {
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "session_invalidated",
-                reason = "admin",
-                session = %key.short(),
-                "session ended by the application"
-            );
-        }
-        Ok(ended)
+        crate::session::end_session(&self.core, *key, "admin").await
     }
 
     /// Removes sessions that have expired, and index entries pointing at

@@ -25,7 +25,7 @@ use std::fmt;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, RETRY_AFTER};
+use http::header::CACHE_CONTROL;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 
@@ -75,30 +75,28 @@ impl IntoResponse for MissingSessionLayer {
     }
 }
 
-/// Store failures answer `503 Service Unavailable` with `Retry-After`,
-/// everything else `500`; the bodies are fixed strings that leak nothing,
-/// and the error itself is logged.
+/// Answers [`SessionError::status`]: `400` for data a store cannot hold,
+/// `503` when the store failed (the same response the layer gives when a
+/// commit fails: a short text, `Retry-After` and `Cache-Control:
+/// no-store`), `500` for the rest. The bodies are fixed strings that leak
+/// nothing, and the error itself is logged.
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            SessionError::Store(_) | SessionError::Randomness(_) | SessionError::IdCollision => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service temporarily unavailable",
-            ),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
-        };
+        let status = self.status();
         tracing::warn!(
             target: "cloakroom",
             error = %self,
             status = status.as_u16(),
             "session error answered as an error response"
         );
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        }
+        let mut response = match status {
+            StatusCode::SERVICE_UNAVAILABLE => return crate::service::unavailable(),
+            StatusCode::BAD_REQUEST => (status, "invalid session data\n").into_response(),
+            _ => (status, "internal server error\n").into_response(),
+        };
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 }

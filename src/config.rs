@@ -528,6 +528,10 @@ impl SessionLayerBuilder {
         if !(MIN_STORE_TIMEOUT..=MAX_STORE_TIMEOUT).contains(&self.store_timeout) {
             return Err(ConfigError::StoreTimeoutOutOfRange);
         }
+        if self.name.is_empty() {
+            // Checked before the prefix, which would hide it.
+            return Err(ConfigError::InvalidCookieName);
+        }
         let name = if host_prefix {
             format!("__Host-{}", self.name)
         } else {

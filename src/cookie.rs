@@ -11,11 +11,15 @@ use time::Duration;
 
 use crate::config::{ConfigError, SameSite};
 use crate::id::{SessionId, StoreKey};
-use crate::key::KeyRing;
+use crate::key::{CookieRejection, KeyRing, COOKIE_VALUE_LEN};
 
-/// At most this many cookies carrying the session cookie's name are checked
-/// per request; more are ignored, so a flood of them costs bounded work.
-const MAX_CANDIDATES: usize = 8;
+/// At most this many well-formed cookies carrying the session cookie's name
+/// have their signature checked per request (an HMAC each, about 170 ns).
+/// Malformed ones cost a length check and do not count, so no amount of
+/// junk hides a valid cookie; the bytes to scan are bounded by the server's
+/// header size limit. Browsers send one cookie per (name, domain, path) that
+/// matches, which for any real URL stays far below this.
+const MAX_VERIFIED: usize = 32;
 
 /// The session cookie's name and attributes, validated at build time.
 #[derive(Debug, Clone)]
@@ -68,44 +72,45 @@ impl CookieSettings {
     /// are checked in the order the browser sent them (most specific path
     /// first) and the first one whose signature verifies wins; junk ones are
     /// skipped, so a stray or planted junk cookie cannot log anyone out.
-    /// Rejections are reported as a `cookie_rejected` security event.
+    /// Rejections are reported as one `cookie_rejected` security event per
+    /// request, however many there were.
     pub(crate) fn find_session_id(&self, headers: &HeaderMap, keys: &KeyRing) -> Option<SessionId> {
-        let mut candidates = 0;
-        for header in headers.get_all(COOKIE) {
-            // Non-UTF-8 bytes belong to some other cookie (ours is ASCII);
-            // replacing them keeps the rest of the header readable. The
-            // common all-ASCII header skips the lossy conversion.
-            let text = match header.to_str() {
-                Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(header.as_bytes()),
-            };
-            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-                if cookie.name() != self.name {
-                    continue;
-                }
-                candidates += 1;
-                if candidates > MAX_CANDIDATES {
-                    tracing::info!(
-                        target: "cloakroom::security",
-                        event = "cookie_rejected",
-                        reason = "too_many",
-                        "more than {MAX_CANDIDATES} session cookies in one request; the rest are ignored"
-                    );
-                    return None;
-                }
-                match keys.verify(cookie.value_trimmed()) {
-                    Ok(id) => return Some(id),
-                    Err(reason) => tracing::info!(
-                        target: "cloakroom::security",
-                        event = "cookie_rejected",
-                        reason = reason.as_str(),
-                        length = cookie.value().len(),
-                        "session cookie rejected; the request continues without a session"
-                    ),
+        let mut rejected = Rejected::default();
+        let found = 'search: {
+            for header in headers.get_all(COOKIE) {
+                // Non-UTF-8 bytes belong to some other cookie (ours is
+                // ASCII); replacing them keeps the rest of the header
+                // readable. The common all-ASCII header skips the lossy
+                // conversion.
+                let text = match header.to_str() {
+                    Ok(text) => std::borrow::Cow::Borrowed(text),
+                    Err(_) => String::from_utf8_lossy(header.as_bytes()),
+                };
+                for cookie in Cookie::split_parse(text.as_ref()).flatten() {
+                    if cookie.name() != self.name {
+                        continue;
+                    }
+                    let value = cookie.value_trimmed();
+                    if value.len() != COOKIE_VALUE_LEN {
+                        rejected.malformed += 1;
+                        continue;
+                    }
+                    if rejected.verified == MAX_VERIFIED {
+                        rejected.too_many = true;
+                        break 'search None;
+                    }
+                    rejected.verified += 1;
+                    match keys.verify(value) {
+                        Ok(id) => break 'search Some(id),
+                        Err(CookieRejection::Malformed) => rejected.malformed += 1,
+                        Err(CookieRejection::BadSignature) => rejected.bad_signature += 1,
+                    }
                 }
             }
-        }
-        None
+            None
+        };
+        rejected.report(found.is_some());
+        found
     }
 
     fn base(&self, value: String) -> Cookie<'static> {
@@ -161,6 +166,40 @@ fn to_header(cookie: &Cookie<'_>, key: Option<&StoreKey>) -> Option<HeaderValue>
             );
             None
         }
+    }
+}
+
+/// What the search for the session cookie turned down.
+#[derive(Debug, Default)]
+struct Rejected {
+    malformed: usize,
+    bad_signature: usize,
+    /// Signatures checked, the valid one included.
+    verified: usize,
+    too_many: bool,
+}
+
+impl Rejected {
+    fn report(&self, found: bool) {
+        if self.malformed == 0 && self.bad_signature == 0 && !self.too_many {
+            return;
+        }
+        let reason = if self.too_many {
+            "too_many"
+        } else if self.bad_signature > 0 {
+            CookieRejection::BadSignature.as_str()
+        } else {
+            CookieRejection::Malformed.as_str()
+        };
+        tracing::info!(
+            target: "cloakroom::security",
+            event = "cookie_rejected",
+            reason,
+            malformed = self.malformed,
+            bad_signature = self.bad_signature,
+            valid_found = found,
+            "session cookies rejected; the request goes on with the valid one, or without a session"
+        );
     }
 }
 
@@ -254,15 +293,42 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_same_name_cookies_is_cut_off() {
+    fn no_amount_of_junk_hides_a_valid_cookie() {
         let id = SessionId::generate().unwrap();
         let value = ring().sign(&id);
-        let mut header = "id=x; ".repeat(MAX_CANDIDATES);
-        header.push_str(&format!("id={value}"));
+        for junk in [8, 50, 500] {
+            let mut header = "id=x; id=; id=\"\"; ".repeat(junk / 2);
+            header.push_str(&format!("id={value}; "));
+            header.push_str(&"id=junk; ".repeat(junk - junk / 2));
+            assert_eq!(
+                settings().find_session_id(&headers(&[header.as_bytes()]), &ring()),
+                Some(id.clone()),
+                "{junk} junk cookies"
+            );
+        }
+    }
+
+    /// A well-formed cookie with a wrong signature, like one a sibling
+    /// subdomain could plant.
+    fn forged() -> String {
+        KeyRing::new(Key::from_bytes(&[4; 32]).unwrap()).sign(&SessionId::generate().unwrap())
+    }
+
+    #[test]
+    fn signatures_are_checked_for_at_most_the_cap_of_well_formed_cookies() {
+        let id = SessionId::generate().unwrap();
+        let value = ring().sign(&id);
+        let with_forged = |n: usize| {
+            let mut header: String = (0..n).map(|_| format!("id={}; ", forged())).collect();
+            header.push_str(&format!("id={value}"));
+            settings().find_session_id(&headers(&[header.as_bytes()]), &ring())
+        };
         assert_eq!(
-            settings().find_session_id(&headers(&[header.as_bytes()]), &ring()),
-            None
+            with_forged(MAX_VERIFIED - 1),
+            Some(id),
+            "the cap's last check"
         );
+        assert_eq!(with_forged(MAX_VERIFIED), None, "no check beyond the cap");
     }
 
     #[test]

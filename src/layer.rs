@@ -23,6 +23,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use time::OffsetDateTime;
 use tower_layer::Layer;
@@ -73,19 +74,76 @@ impl SessionLayer {
     }
 
     pub(crate) fn from_core(core: Core) -> Self {
-        Self {
-            core: Arc::new(core),
-        }
+        let core = Arc::new(core);
+        start_background_sweep(&core);
+        Self { core }
     }
 
+    #[cfg(test)]
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The session cookie's name, prefix included (`__Host-id` by
+    /// default).
+    pub fn cookie_name(&self) -> &str {
+        &self.core.config.cookie.name
     }
 
     /// A handle for session management outside requests: logging a user
     /// out everywhere, listing their sessions, sweeping expired ones.
     pub fn admin(&self) -> SessionAdmin {
         SessionAdmin::new(self.core.clone())
+    }
+}
+
+/// Sweeps the store every period it asks for, with the layer's clock, until
+/// the layer and everything made from it are gone.
+///
+/// An in-process store's sweep completes without waiting, so it runs on a
+/// plain thread: no tokio timer is needed. Other stores are swept from a
+/// task on the tokio runtime the layer is built in, if any.
+fn start_background_sweep(core: &Arc<Core>) {
+    let Some(period) = core.store.sweeps_in_background() else {
+        return;
+    };
+    let period = period.max(std::time::Duration::from_secs(1));
+    let weak = Arc::downgrade(core);
+    if core.store.in_process() {
+        let spawned = std::thread::Builder::new()
+            .name("cloakroom-sweep".to_owned())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let Some(core) = weak.upgrade() else { return };
+                let mut sweep = core.store.sweep_expired(core.now());
+                let mut context = Context::from_waker(Waker::noop());
+                if let Poll::Ready(result) = sweep.as_mut().poll(&mut context) {
+                    log_sweep(result);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(target: "cloakroom", %error, "could not start the background sweep");
+        }
+    } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(core) = weak.upgrade() else { return };
+                log_sweep(core.store.sweep_expired(core.now()).await);
+            }
+        });
+    }
+}
+
+fn log_sweep(result: Result<u64, crate::store::StoreError>) {
+    match result {
+        Ok(removed) => tracing::debug!(
+            target: "cloakroom",
+            event = "sessions_swept",
+            removed,
+            "expired sessions swept"
+        ),
+        Err(error) => crate::session::log_store_error("sweep_expired", &error),
     }
 }
 

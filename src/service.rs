@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -47,11 +47,16 @@ use crate::store::BoxFuture;
 /// one that only read it makes only its load. Both finish synchronously,
 /// without boxing a commit.
 ///
-/// A failed commit replaces the response with an empty `503` (the handler's
+/// A failed commit replaces the response with a `503` (the handler's
 /// answer must not reach the client when its session changes were lost),
 /// and so does a request whose handler ignored a store failure and still
-/// left changes to write: they are dropped whole, never half applied.
-/// Errors of `inner` pass through unchanged.
+/// left changes to write: they are dropped whole, never half applied. Every
+/// `503` of the layer has the same shape: a short text body,
+/// `Retry-After: 5` and `Cache-Control: no-store`. A `503` after a write
+/// does not prove that the write was not applied: a store call given up on
+/// after the store timeout may still complete in the backend. Data the
+/// store refused as such answers `400` instead. Errors of `inner` pass
+/// through unchanged.
 pub struct SessionService<S> {
     inner: S,
     core: Arc<Core>,
@@ -84,7 +89,7 @@ impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default + Send + 'static,
+    ResBody: From<&'static str> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -135,7 +140,7 @@ pin_project! {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Default + Send + 'static,
+    B: From<&'static str> + Send + 'static,
 {
     type Output = Result<Response<B>, E>;
 
@@ -171,16 +176,20 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     }
 }
 
-/// Commits the session and decorates the response, or replaces it with a
-/// `503` when the commit failed.
-async fn finish<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
+/// Commits the session and decorates the response, or replaces it with an
+/// error response when the commit failed.
+async fn finish<B: From<&'static str>>(session: Session, mut response: Response<B>) -> Response<B> {
     match session.commit().await {
         Ok(outcome) => {
             decorate(&mut response, outcome);
             response
         }
         // The failure was logged where it happened.
-        Err(Abort) => unavailable(),
+        Err(Abort::Unavailable) => unavailable(),
+        Err(Abort::Rejected) => error_response(
+            StatusCode::BAD_REQUEST,
+            "the session cannot hold the data this request sent\n",
+        ),
     }
 }
 
@@ -208,12 +217,29 @@ fn decorate<B>(response: &mut Response<B>, outcome: Outcome) {
     }
 }
 
-fn unavailable<B: Default>() -> Response<B> {
-    let mut response = Response::new(B::default());
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+/// The one shape of every `503` the layer answers (the axum integration's
+/// too): a short text, `Retry-After`, and no caching.
+pub(crate) const UNAVAILABLE_BODY: &str = "session store unavailable, try again shortly\n";
+/// Seconds a client is asked to wait after a `503`.
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
+
+pub(crate) fn unavailable<B: From<&'static str>>() -> Response<B> {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY);
     response
         .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
+}
+
+fn error_response<B: From<&'static str>>(status: StatusCode, body: &'static str) -> Response<B> {
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -286,10 +312,11 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_is_an_uncacheable_503() {
+    fn unavailable_is_an_uncacheable_503_with_a_body_and_retry_after() {
         let response: Response<String> = unavailable();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
-        assert!(response.body().is_empty());
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert_eq!(response.body(), UNAVAILABLE_BODY);
     }
 }

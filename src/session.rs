@@ -12,15 +12,15 @@
 //! }
 //!
 //! async fn login(session: Session, user_id: String) -> Result<(), SessionError> {
-//!     // A fresh ID; the old one is deleted (session fixation).
+//!     // A fresh ID when the response goes out; the old one stops working.
 //!     session.login(user_id).await
 //! }
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::HeaderValue;
 use serde::de::DeserializeOwned;
@@ -32,18 +32,26 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use crate::id::{RandomnessError, SessionId, StoreKey};
 use crate::layer::Core;
 use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::StoreError;
-#[cfg(feature = "csrf")]
-use rand::TryRngCore as _;
-
-/// The data key under which [`crate::CsrfLayer`] keeps a session's CSRF
-/// secret. Login and regenerate drop it, so tokens rotate with the ID.
-pub(crate) const CSRF_SECRET_KEY: &str = "__cloakroom_csrf";
+use crate::store::{Deleted, StoreError};
 
 /// How many fresh IDs are tried when `create` reports a collision. With
 /// 128-bit random IDs a single collision is already astronomically
 /// unlikely; repeated ones mean a broken store or RNG.
 const MAX_CREATE_ATTEMPTS: usize = 3;
+
+/// How long a retired ID keeps pointing at its successor: a logout sent
+/// with the old cookie within this time (a request that started before the
+/// rotation) ends the new session too.
+const FORWARD_GRACE: time::Duration = time::Duration::minutes(5);
+
+/// How many forwards a logout follows (a session rotated several times
+/// within the grace time).
+const MAX_FORWARD_HOPS: usize = 8;
+
+/// Deepest nesting of arrays and objects in a stored value. Deeper values
+/// could be written but not read back (JSON parsers cap their recursion),
+/// which would lock the session's owner out with errors.
+const MAX_VALUE_DEPTH: usize = 64;
 
 /// The session of one request.
 ///
@@ -87,46 +95,44 @@ enum Phase {
     /// patch, sent as one update-only save at commit, with no load.
     Blind(Patch),
     Active(Active),
+    /// The response is out; the commit still has store work to do.
+    Planned(Plan),
     /// The response has been committed.
     Finished,
 }
 
 struct Active {
-    /// The stored session this request works on, if any.
+    /// The stored session this request loaded, if any.
     stored: Option<(SessionId, StoreKey)>,
     /// The session as this request sees it, its own changes included.
     record: SessionRecord,
-    /// This request's changes to a stored session.
+    /// This request's changes to the stored session.
     patch: Patch,
-    /// Loading extended the idle deadline.
+    /// Loading recorded activity (moved `last_seen`).
     touched: bool,
-    /// The ID a not-yet-stored session will get (set by login/regenerate).
+    /// The ID the session gets at commit: set by login and regenerate
+    /// (the stored session then moves to it), or drawn early for a new
+    /// session that a CSRF token was bound to.
     new_id: Option<SessionId>,
+    /// `remember_me` was called in this request: a login keeps it.
+    remember: bool,
+    /// A login happened in this request: the commit enforces the
+    /// per-user session limit.
+    logged_in: bool,
     /// The browser holds a cookie that names no live session any more.
     clear_cookie: bool,
 }
 
-/// Where a request's CSRF secret comes from.
-#[cfg(feature = "csrf")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CsrfBinding {
-    /// The session holds this secret.
-    Session([u8; 32]),
-    /// The session exists but was never given a secret; `logged_in` says
-    /// whether a user is logged in to it.
-    SessionWithoutSecret {
-        /// A user is logged in.
-        logged_in: bool,
-    },
-    /// There is no session (and asking for a token does not create one).
-    NoSession,
-}
-
 /// A commit that must not let the handler's response through: an earlier
 /// store failure in the request dropped changes the response depends on,
-/// or the commit's own store call failed. Already logged; answered `503`.
-#[derive(Debug)]
-pub(crate) struct Abort;
+/// or the commit's own store call failed. Already logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abort {
+    /// The store failed or timed out: `503`.
+    Unavailable,
+    /// The store refused the data: `400`.
+    Rejected,
+}
 
 /// What the layer must add to the response.
 #[derive(Debug, Default)]
@@ -134,6 +140,142 @@ pub(crate) struct Outcome {
     pub(crate) set_cookie: Option<HeaderValue>,
     /// The session was read, so the response depends on the cookie.
     pub(crate) vary: bool,
+}
+
+/// What the browser's cookie must become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CookieChange {
+    /// Leave it as it is.
+    Keep,
+    /// Send this ID, persistent for `max_age` if given.
+    Set {
+        id: SessionId,
+        max_age: Option<time::Duration>,
+    },
+    /// Expire it.
+    Remove,
+}
+
+/// What a commit must do, decided from the request's end state alone by
+/// [`plan`]; the async code only carries it out.
+#[derive(Debug)]
+enum Plan {
+    /// No store call: change the cookie (or not) and finish.
+    Cookie { change: CookieChange, vary: bool },
+    /// Save the changes of a stored session (update-only). When saved,
+    /// refresh the cookie if `refresh` says so; when the session turned out
+    /// to be gone, leave the cookie alone (it may already be a newer one).
+    Save {
+        id: SessionId,
+        key: StoreKey,
+        patch: Patch,
+        refresh: Option<Option<time::Duration>>,
+    },
+    /// Writes recorded without a load: an update-only save, or a new
+    /// session with them if the old one is gone.
+    SaveBlind { key: StoreKey, patch: Patch },
+    /// Store a new session; `login` says whether a user logged in (the
+    /// per-user limit then applies).
+    Create {
+        id: Option<SessionId>,
+        record: SessionRecord,
+        login: bool,
+    },
+    /// Move the stored session under `old` to `id`.
+    Rotate {
+        old: StoreKey,
+        id: SessionId,
+        record: SessionRecord,
+        login: bool,
+    },
+    /// A store failure earlier in the request dropped changes: answer 503.
+    Abort,
+}
+
+/// The whole commit decision: the request's end state in, a plan out.
+/// `cookie_key` is the store key of the request's cookie, if it has one.
+fn plan(phase: Phase, cookie_key: Option<StoreKey>, poisoned: bool, now: OffsetDateTime) -> Plan {
+    let active = match phase {
+        Phase::Unloaded | Phase::Finished => {
+            return Plan::Cookie {
+                change: CookieChange::Keep,
+                vary: false,
+            }
+        }
+        Phase::Planned(plan) => return plan,
+        // Writes recorded before a store failure are never applied: the
+        // request writes all of its changes or none.
+        Phase::Blind(_) if poisoned => return Plan::Abort,
+        Phase::Blind(patch) => {
+            return match cookie_key {
+                Some(key) => Plan::SaveBlind { key, patch },
+                // Blind writes are only recorded for requests with a cookie.
+                None => Plan::Cookie {
+                    change: CookieChange::Keep,
+                    vary: false,
+                },
+            };
+        }
+        Phase::Active(active) => active,
+    };
+    if poisoned {
+        if active.has_pending_writes() {
+            return Plan::Abort;
+        }
+        return Plan::Cookie {
+            change: removal_if(active.clear_cookie),
+            vary: true,
+        };
+    }
+    let has_content = active.has_content();
+    let max_age = active
+        .record
+        .persistent
+        .then(|| active.record.expires_at() - now);
+    match (active.stored, active.new_id) {
+        (Some((_, old)), Some(id)) => Plan::Rotate {
+            old,
+            id,
+            record: active.record,
+            login: active.logged_in,
+        },
+        (Some((id, key)), None) => {
+            // A persistent cookie's `Max-Age` follows the deadline.
+            let refresh = (active.patch.lifetime.is_some()
+                || (active.touched && active.record.persistent))
+                .then_some(max_age);
+            if active.patch.is_empty() {
+                let change = match refresh {
+                    Some(max_age) => CookieChange::Set { id, max_age },
+                    None => CookieChange::Keep,
+                };
+                return Plan::Cookie { change, vary: true };
+            }
+            Plan::Save {
+                id,
+                key,
+                patch: active.patch,
+                refresh,
+            }
+        }
+        (None, id) if has_content => Plan::Create {
+            id,
+            record: active.record,
+            login: active.logged_in,
+        },
+        (None, _) => Plan::Cookie {
+            change: removal_if(active.clear_cookie),
+            vary: true,
+        },
+    }
+}
+
+fn removal_if(clear: bool) -> CookieChange {
+    if clear {
+        CookieChange::Remove
+    } else {
+        CookieChange::Keep
+    }
 }
 
 impl Active {
@@ -147,6 +289,8 @@ impl Active {
             patch: Patch::default(),
             touched: false,
             new_id: None,
+            remember: false,
+            logged_in: false,
             clear_cookie,
         }
     }
@@ -155,10 +299,11 @@ impl Active {
         !self.record.data.is_empty() || self.record.user_id.is_some()
     }
 
-    /// Whether committing would write anything (a patch, or a new session).
+    /// Whether committing would write anything (a patch, a move or a new
+    /// session).
     fn has_pending_writes(&self) -> bool {
         match self.stored {
-            Some(_) => !self.patch.is_empty(),
+            Some(_) => !self.patch.is_empty() || self.new_id.is_some(),
             None => self.has_content(),
         }
     }
@@ -178,6 +323,93 @@ impl Active {
             }
         }
     }
+
+    /// Records a data write, in the record and (for a stored session) in
+    /// the patch.
+    fn set(&mut self, key: &str, value: Value) {
+        if self.stored.is_some() {
+            self.patch.insert(key, value.clone());
+        }
+        self.record.data.insert(key.to_owned(), value);
+    }
+
+    fn unset(&mut self, key: &str) -> Option<Value> {
+        let value = self.record.data.remove(key)?;
+        if self.stored.is_some() {
+            self.patch.delete(key);
+        }
+        Some(value)
+    }
+
+    /// Gives the record the remember-me lifetime: its own idle window, and
+    /// an absolute deadline counted from the session's creation, so that
+    /// asking again never extends it.
+    fn remember(&mut self, core: &Core) {
+        let config = &core.config;
+        let lifetime = Lifetime {
+            idle_timeout: config.remember_idle_timeout,
+            absolute_deadline: self.record.created_at + config.remember_absolute_timeout,
+            persistent: true,
+        };
+        self.record.idle_timeout = lifetime.idle_timeout;
+        self.record.absolute_deadline = lifetime.absolute_deadline;
+        self.record.persistent = true;
+        if self.stored.is_some() && self.new_id.is_none() {
+            self.patch.lifetime = Some(lifetime);
+        }
+    }
+
+    /// Whether the record carries the remember-me lifetime.
+    fn is_remembered(&self, core: &Core) -> bool {
+        self.record.persistent && self.record.idle_timeout == core.config.remember_idle_timeout
+    }
+}
+
+/// Checks that every store can hold `value` under `key`: no NUL characters
+/// (PostgreSQL's `text` and `jsonb` cannot hold them) and no nesting deeper
+/// than JSON parsers read back.
+fn check_storable(key: &str, value: &Value) -> Result<(), SessionError> {
+    if key.contains('\0') {
+        return Err(SessionError::Unstorable {
+            what: "data key",
+            reason: "contains a NUL character",
+        });
+    }
+    check_value(value, 0)
+}
+
+fn check_value(value: &Value, depth: usize) -> Result<(), SessionError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(SessionError::Unstorable {
+            what: "value",
+            reason: "is nested more than 64 levels deep",
+        });
+    }
+    let nul = || SessionError::Unstorable {
+        what: "value",
+        reason: "contains a NUL character",
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Err(nul()),
+        Value::Array(items) => items.iter().try_for_each(|v| check_value(v, depth + 1)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(nul());
+            }
+            check_value(v, depth + 1)
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_user_id(user_id: &str) -> Result<(), SessionError> {
+    if user_id.contains('\0') {
+        return Err(SessionError::Unstorable {
+            what: "user id",
+            reason: "contains a NUL character",
+        });
+    }
+    Ok(())
 }
 
 impl Session {
@@ -199,14 +431,7 @@ impl Session {
     /// Records a store failure: the request will write nothing back.
     fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
         self.shared.poisoned.store(true, Ordering::Relaxed);
-        tracing::error!(
-            target: "cloakroom",
-            event = "store_error",
-            operation,
-            error = %error,
-            source = ?std::error::Error::source(&error),
-            "session store failed; this request's session changes are dropped"
-        );
+        log_store_error(operation, &error);
         SessionError::Store(error)
     }
 
@@ -225,7 +450,7 @@ impl Session {
                 }
                 *phase = Phase::Active(active);
             }
-            Phase::Active(_) | Phase::Finished => {}
+            Phase::Active(_) | Phase::Planned(_) | Phase::Finished => {}
         }
         MutexGuard::try_map(phase, |phase| match phase {
             Phase::Active(active) => Some(active),
@@ -241,10 +466,7 @@ impl Session {
             return Ok(Active::fresh(core, now, false));
         };
         let key = id.store_key();
-        let touch = Touch {
-            now,
-            after: core.config.touch_after,
-        };
+        let touch = self.touch(now);
         let loaded = core
             .store
             .load(&key, touch)
@@ -273,6 +495,8 @@ impl Session {
             patch: Patch::default(),
             touched,
             new_id: None,
+            remember: false,
+            logged_in: false,
             clear_cookie: false,
         })
     }
@@ -307,14 +531,7 @@ impl Session {
         let active = self.active().await?;
         match active.record.data.get(key) {
             None => Ok(None),
-            Some(value) => {
-                T::deserialize(value)
-                    .map(Some)
-                    .map_err(|source| SessionError::Deserialize {
-                        key: key.to_owned(),
-                        source,
-                    })
-            }
+            Some(value) => deserialize(key, value).map(Some),
         }
     }
 
@@ -340,12 +557,15 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Serialize`] when `value` cannot be turned into JSON,
-    /// and [`SessionError::Store`] when the session cannot be loaded.
+    /// [`SessionError::Unstorable`] when the key or value holds what no
+    /// store can keep (a NUL character, nesting deeper than 64 levels), and
+    /// [`SessionError::Store`] when the session cannot be loaded.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(|source| SessionError::Serialize {
             key: key.to_owned(),
             source,
         })?;
+        check_storable(key, &value)?;
         let value = match self
             .write_blind(|patch, value| patch.insert(key, value), value)
             .await
@@ -354,13 +574,9 @@ impl Session {
             Some(value) => value,
         };
         let mut active = self.active().await?;
-        if active.record.data.get(key) == Some(&value) {
-            return Ok(());
+        if active.record.data.get(key) != Some(&value) {
+            active.set(key, value);
         }
-        if active.stored.is_some() {
-            active.patch.insert(key, value.clone());
-        }
-        active.record.data.insert(key.to_owned(), value);
         Ok(())
     }
 
@@ -370,14 +586,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] when the session cannot be loaded.
     pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
-        let mut active = self.active().await?;
-        if active.record.data.remove(key).is_none() {
-            return Ok(false);
-        }
-        if active.stored.is_some() {
-            active.patch.delete(key);
-        }
-        Ok(true)
+        Ok(self.active().await?.unset(key).is_some())
     }
 
     /// Removes `key` and returns its value as a `T`. If the value is not a
@@ -391,15 +600,9 @@ impl Session {
         let mut active = self.active().await?;
         let value = match active.record.data.get(key) {
             None => return Ok(None),
-            Some(value) => T::deserialize(value).map_err(|source| SessionError::Deserialize {
-                key: key.to_owned(),
-                source,
-            })?,
+            Some(value) => deserialize(key, value)?,
         };
-        active.record.data.remove(key);
-        if active.stored.is_some() {
-            active.patch.delete(key);
-        }
+        active.unset(key);
         Ok(Some(value))
     }
 
@@ -460,99 +663,136 @@ impl Session {
 
     /// Logs `user_id` in, under a fresh session ID.
     ///
-    /// The old session (if stored) is deleted now, so a session ID planted
-    /// before login (session fixation) is worthless after it. Data carries
-    /// over from an anonymous session or one of the same user, and is
-    /// dropped when another user was logged in. The new session starts a
-    /// full lifetime with the configured timeouts and is indexed under
-    /// `user_id` for [`Session::logout_everywhere`]. Call
-    /// [`Session::remember_me`] afterwards for a long-lived session.
+    /// The session moves to a new ID when the response goes out, and the
+    /// ID the request came with stops working then, so a session ID planted
+    /// before login (session fixation) is worthless after it. The new
+    /// session is created before the old one is retired, so a store failure
+    /// or a dropped request leaves the user with one session, never none;
+    /// and if the old session ends while this request runs (a logout in
+    /// another tab, logout everywhere), the new one is deleted as well and
+    /// the response leaves the browser without a session.
+    ///
+    /// The new session starts a full lifetime with the configured timeouts
+    /// (kept as "remember me" if [`Session::remember_me`] was called in this
+    /// request, or the old session was remembered) and is indexed under
+    /// `user_id` for [`Session::logout_everywhere`]. When the user then has
+    /// more sessions than the layer allows, their least recently active
+    /// ones end.
+    ///
+    /// # Security
+    ///
+    /// Data carries over from an anonymous session or one of the same
+    /// user, and is dropped when another user was logged in. An anonymous
+    /// session may have been planted by an attacker (a cookie set by a
+    /// sibling subdomain, say) and filled with values of their choosing,
+    /// such as a page to return to after login. Use
+    /// [`Session::login_keeping`] to carry over only the keys you expect,
+    /// or nothing at all.
     ///
     /// # Errors
     ///
-    /// [`SessionError::Store`] when the old session cannot be loaded or
-    /// deleted (the session is then left as it was), and
-    /// [`SessionError::Randomness`] when no ID can be drawn.
+    /// [`SessionError::Store`] when the session cannot be loaded,
+    /// [`SessionError::Unstorable`] for a user id no store can hold (one
+    /// with a NUL character), and [`SessionError::Randomness`] when no ID
+    /// can be drawn.
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
-        let user_id = user_id.into();
+        self.log_in(user_id.into(), None).await
+    }
+
+    /// Logs `user_id` in like [`Session::login`], carrying over only the
+    /// data keys listed in `keep` (from an anonymous session or one of the
+    /// same user). `login_keeping(user, &[])` starts from a clean slate.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::login`].
+    pub async fn login_keeping(
+        &self,
+        user_id: impl Into<String>,
+        keep: &[&str],
+    ) -> Result<(), SessionError> {
+        self.log_in(user_id.into(), Some(keep)).await
+    }
+
+    async fn log_in(&self, user_id: String, keep: Option<&[&str]>) -> Result<(), SessionError> {
+        check_user_id(&user_id)?;
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
-        let was_stored = active.stored.is_some();
-        let deleted = self.delete_stored(&active, "login").await?;
-        let now = self.core().now();
-        // Data carries over only from a session that was still alive: one
-        // ended by another request meanwhile (logout everywhere, an admin)
-        // leaves nothing behind.
-        let alive = deleted || !was_stored;
-        let same_user = alive
-            && active
-                .record
-                .user_id
-                .as_ref()
-                .is_none_or(|previous| *previous == user_id);
+        let core = self.core();
+        let same_user = active
+            .record
+            .user_id
+            .as_ref()
+            .is_none_or(|previous| *previous == user_id);
         let mut data = if same_user {
             std::mem::take(&mut active.record.data)
         } else {
             Map::new()
         };
-        data.remove(CSRF_SECRET_KEY);
-        let clear_cookie = active.clear_cookie || active.stored.is_some();
-        *active = Active::fresh(self.core(), now, clear_cookie);
-        active.record.data = data;
-        active.record.user_id = Some(user_id);
+        if let Some(keep) = keep {
+            data.retain(|key, _| keep.contains(&key.as_str()));
+        }
+        let remember = active.remember || active.is_remembered(core);
+        let now = core.now();
+        let mut record =
+            SessionRecord::new(now, core.config.idle_timeout, core.config.absolute_timeout);
+        record.persistent = core.config.cookie.persistent;
+        record.data = data;
+        record.user_id = Some(user_id);
+        active.record = record;
+        // The whole record is written under the new ID at commit.
+        active.patch = Patch::default();
+        active.touched = false;
         active.new_id = Some(new_id);
+        active.logged_in = true;
+        if remember {
+            active.remember(core);
+        }
         Ok(())
     }
 
     /// Moves the session to a fresh ID, keeping its data, user and
-    /// deadlines; the old ID stops working now. Use it when privileges
-    /// change without a login (e.g. after re-entering a password). If
-    /// another request ended the session after this one loaded it, nothing
-    /// is moved and the handle holds a new anonymous session.
+    /// deadlines, when the response goes out; the old ID stops working
+    /// then. Use it when privileges change without a login (e.g. after
+    /// re-entering a password). As with [`Session::login`], a session that
+    /// ends while the request runs is not brought back under the new ID.
     ///
     /// # Errors
     ///
-    /// [`SessionError::Store`] when the session cannot be loaded or the old
-    /// ID cannot be deleted, and [`SessionError::Randomness`] when no ID can
-    /// be drawn.
+    /// [`SessionError::Store`] when the session cannot be loaded, and
+    /// [`SessionError::Randomness`] when no ID can be drawn.
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
-        let was_stored = active.stored.is_some();
-        if was_stored && !self.delete_stored(&active, "regenerate").await? {
-            // Ended by another request (logout everywhere, an admin) after
-            // this one loaded it: moving it to a new ID would bring it
-            // back. The request goes on without a session.
-            self.reset(&mut active);
-            return Ok(());
-        }
-        if active.stored.take().is_some() {
-            active.clear_cookie = true;
-        }
-        active.record.data.remove(CSRF_SECRET_KEY);
+        // The whole record is written under the new ID at commit.
         active.patch = Patch::default();
-        active.touched = false;
         active.new_id = Some(new_id);
         Ok(())
     }
 
     /// Ends the session: the record is deleted now and the cookie expired
     /// (`Max-Age=0`) on the response. The handle then holds a new, empty
-    /// anonymous session.
+    /// anonymous session. If another request moved the session to a new ID
+    /// (a login or regenerate in another tab) shortly before or while this
+    /// one ran, the new session ends too.
     ///
     /// # Errors
     ///
     /// [`SessionError::Store`] when the session cannot be loaded or deleted.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
-        self.delete_stored(&active, "invalidate").await?;
+        if let Some(key) = self.key_to_end(&active) {
+            self.end(key, "invalidate").await?;
+        }
         self.reset(&mut active);
         Ok(())
     }
 
     /// Ends every session of the logged-in user, this one included, on
     /// every device. Returns how many sessions ended. For an anonymous
-    /// session this ends just this one.
+    /// session this ends just this one. A cookie whose session another
+    /// request moved to a new ID moments ago still reaches the user's
+    /// sessions.
     ///
     /// # Errors
     ///
@@ -560,26 +800,89 @@ impl Session {
     /// stay ended.
     pub async fn logout_everywhere(&self) -> Result<u64, SessionError> {
         let mut active = self.active().await?;
-        let Some(user_id) = active.record.user_id.clone() else {
-            let ended = self.delete_stored(&active, "invalidate").await?;
-            self.reset(&mut active);
-            return Ok(u64::from(ended));
-        };
-        let ended = self
-            .core()
-            .store
-            .delete_user(&user_id, None)
-            .await
-            .map_err(|e| self.store_failed("delete_user", e))?;
-        tracing::info!(
-            target: "cloakroom::security",
-            event = "logged_out_everywhere",
-            ended,
-            kept_current = false,
-            "every session of the user ended"
-        );
+        let mut user_id = active.record.user_id.clone();
+        let mut ended = 0;
+        if active.stored.is_none() && user_id.is_none() {
+            // The cookie may name a session that moved: follow it to its
+            // live successor, which tells the user.
+            if let Some(key) = self.key_to_end(&active) {
+                match self.follow(key).await? {
+                    Some((_, Some(user))) => user_id = Some(user),
+                    Some((successor, None)) => {
+                        ended += u64::from(self.end(successor, "invalidate").await?);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(user_id) = &user_id {
+            ended += self
+                .core()
+                .store
+                .delete_user(user_id, None)
+                .await
+                .map_err(|e| self.store_failed("delete_user", e))?;
+            tracing::info!(
+                target: "cloakroom::security",
+                event = "logged_out_everywhere",
+                ended,
+                kept_current = false,
+                "every session of the user ended"
+            );
+        }
+        // The stored session itself, when logout-everywhere did not reach
+        // it: anonymous, or another user's before a login in this request.
+        let covered = active.record.user_id.is_some() && active.new_id.is_none();
+        if let (Some((_, key)), false) = (&active.stored, covered) {
+            ended += u64::from(self.end(*key, "invalidate").await?);
+        }
         self.reset(&mut active);
         Ok(ended)
+    }
+
+    /// The store key an ending operation starts from: the loaded session's,
+    /// or, when the load found nothing, the cookie's (whose session may
+    /// have moved to a new ID; deleting follows the forward).
+    fn key_to_end(&self, active: &Active) -> Option<StoreKey> {
+        match (&active.stored, &self.shared.cookie_id) {
+            (Some((_, key)), _) => Some(*key),
+            // Not after a reset in this request: the cookie's session was
+            // ended (or left) then already.
+            (None, Some(id)) if !active.clear_cookie => Some(id.store_key()),
+            (None, _) => None,
+        }
+    }
+
+    /// Follows the forwards from `key` (removing them) to the live session
+    /// they lead to, and returns its key and user.
+    async fn follow(
+        &self,
+        mut key: StoreKey,
+    ) -> Result<Option<(StoreKey, Option<String>)>, SessionError> {
+        let core = self.core();
+        let now = core.now();
+        // A load that never records activity.
+        let look = Touch { now, after: 1.0 };
+        for _ in 0..MAX_FORWARD_HOPS {
+            let deleted = core
+                .store
+                .delete(&key, now)
+                .await
+                .map_err(|e| self.store_failed("delete", e))?;
+            let Deleted::Forward(successor) = deleted else {
+                return Ok(None);
+            };
+            let loaded = core
+                .store
+                .load(&successor, look)
+                .await
+                .map_err(|e| self.store_failed("load", e))?;
+            if let Some(record) = loaded {
+                return Ok(Some((successor, record.user_id)));
+            }
+            key = successor;
+        }
+        Ok(None)
     }
 
     /// Ends every other session of the logged-in user ("log out other
@@ -612,8 +915,11 @@ impl Session {
         Ok(ended)
     }
 
-    /// The logged-in user's live sessions, oldest first, with this one
-    /// marked [`SessionInfo::current`]. Empty when anonymous.
+    /// The logged-in user's live sessions, oldest first (at most the 1,000
+    /// most recent), with this one marked [`SessionInfo::current`]. Empty
+    /// when anonymous. A session this request logs in or moves is stored
+    /// only when the response goes out, so it is listed from the next
+    /// request on.
     ///
     /// # Errors
     ///
@@ -638,69 +944,74 @@ impl Session {
         Ok(sessions)
     }
 
-    /// Gives this session its own lifetime ("remember me"): it may now go
-    /// unused for `lifetime` and lives at most `lifetime` from now, and its
-    /// cookie becomes persistent (`Max-Age`) so it survives a browser
-    /// restart. Stored with the session, so later requests keep it.
+    /// How many live sessions the logged-in user has (0 when anonymous),
+    /// without reading them: for "signed in on N devices" displays.
     ///
     /// # Errors
     ///
-    /// [`SessionError::InvalidLifetime`] when `lifetime` is under one second
-    /// or over ten years, and [`SessionError::Store`] when the session
-    /// cannot be loaded.
-    pub async fn remember_me(&self, lifetime: Duration) -> Result<(), SessionError> {
-        let lifetime =
-            crate::config::whole_seconds_in_range(lifetime).ok_or(SessionError::InvalidLifetime)?;
-        let mut active = self.active().await?;
-        let now = self.core().now();
-        let new = Lifetime {
-            idle_timeout: lifetime,
-            absolute_deadline: now + lifetime,
-            persistent: true,
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn count_sessions(&self) -> Result<u64, SessionError> {
+        let active = self.active().await?;
+        let Some(user_id) = active.record.user_id.as_deref() else {
+            return Ok(0);
         };
-        active.record.idle_timeout = new.idle_timeout;
-        active.record.absolute_deadline = new.absolute_deadline;
-        active.record.persistent = true;
-        if active.stored.is_some() {
-            active.patch.lifetime = Some(new);
-        }
+        self.core()
+            .store
+            .count_user(user_id, self.core().now())
+            .await
+            .map_err(|e| self.store_failed("count_user", e))
+    }
+
+    /// Makes this a "remember me" session: its cookie becomes persistent
+    /// (`Max-Age`) so that it survives a browser restart, it may go unused
+    /// for the layer's remember-me idle timeout (7 days by default; it
+    /// keeps rolling with activity), and it lives at most the remember-me
+    /// absolute timeout (30 days by default) counted from its creation or
+    /// login, however often this is called. Stored with the session, so
+    /// later requests keep it; called before [`Session::login`] in the same
+    /// request, the login keeps it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn remember_me(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        active.remember = true;
+        active.remember(self.core());
         Ok(())
     }
 
-    /// The session's CSRF secret, if it has one. With `issue`, a session
-    /// that is stored (or is about to be) gets a fresh secret when it has
-    /// none; a session that would exist only for the secret does not.
+    /// The ID the browser holds after this response, if it holds one: what
+    /// a CSRF token is bound to. A new session that has content gets its
+    /// ID drawn now, so that a token rendered in the same response is
+    /// bound to it; an empty one has none (and asking creates nothing).
     #[cfg(feature = "csrf")]
-    pub(crate) async fn csrf_secret(&self, issue: bool) -> Result<CsrfBinding, SessionError> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine as _;
-
+    pub(crate) async fn token_binding(&self) -> Result<Option<SessionId>, SessionError> {
         let mut active = self.active().await?;
-        if let Some(Value::String(encoded)) = active.record.data.get(CSRF_SECRET_KEY) {
-            let mut secret = [0u8; 32];
-            if let Ok(32) = URL_SAFE_NO_PAD.decode_slice(encoded, &mut secret) {
-                return Ok(CsrfBinding::Session(secret));
-            }
+        if let Some(id) = &active.new_id {
+            return Ok(Some(id.clone()));
         }
-        let exists = active.stored.is_some() || active.has_content();
-        if !exists {
-            return Ok(CsrfBinding::NoSession);
+        if let Some((id, _)) = &active.stored {
+            return Ok(Some(id.clone()));
         }
-        if !issue {
-            return Ok(CsrfBinding::SessionWithoutSecret {
-                logged_in: active.record.user_id.is_some(),
-            });
+        if !active.has_content() {
+            return Ok(None);
         }
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut secret)
-            .map_err(|_| SessionError::Randomness(RandomnessError::new()))?;
-        let value = Value::String(URL_SAFE_NO_PAD.encode(secret));
-        if active.stored.is_some() {
-            active.patch.insert(CSRF_SECRET_KEY, value.clone());
-        }
-        active.record.data.insert(CSRF_SECRET_KEY.to_owned(), value);
-        Ok(CsrfBinding::Session(secret))
+        let id = SessionId::generate()?;
+        active.new_id = Some(id.clone());
+        Ok(Some(id))
+    }
+
+    /// The verified ID the request's cookie carries.
+    #[cfg(feature = "csrf")]
+    pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
+        self.shared.cookie_id.as_ref()
+    }
+
+    /// Whether the request's cookie names a live session (loads it).
+    #[cfg(feature = "csrf")]
+    pub(crate) async fn is_stored(&self) -> Result<bool, SessionError> {
+        Ok(self.active().await?.stored.is_some())
     }
 
     /// The layer's signing keys and clock, for tokens derived from them.
@@ -709,41 +1020,14 @@ impl Session {
         (&self.core().config.keys, self.core().now())
     }
 
-    /// Deletes the stored session behind `active`, if any; returns whether
-    /// one was deleted. `active` itself is left for the caller to reset.
-    async fn delete_stored(
-        &self,
-        active: &Active,
-        reason: &'static str,
-    ) -> Result<bool, SessionError> {
-        let Some((_, key)) = &active.stored else {
-            return Ok(false);
-        };
-        let deleted = self
-            .core()
-            .store
-            .delete(key, self.core().now())
+    /// Ends the session under `key`, following forwards: a session another
+    /// request moved to a new ID after this one loaded it ends under its
+    /// new ID. Returns whether a live session ended.
+    async fn end(&self, key: StoreKey, reason: &'static str) -> Result<bool, SessionError> {
+        let ended = end_session(self.core(), key, reason)
             .await
-            .map_err(|e| self.store_failed("delete", e))?
-            == crate::store::Deleted::Session;
-        if deleted {
-            tracing::info!(
-                target: "cloakroom::security",
-                event = if reason == "invalidate" { "session_invalidated" } else { "session_rotated" },
-                reason,
-                session = %key.short(),
-                "session ID retired"
-            );
-        } else {
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "session_vanished",
-                reason,
-                session = %key.short(),
-                "session ended by another request while this one ran"
-            );
-        }
-        Ok(deleted)
+            .map_err(|e| self.store_failed("delete", e))?;
+        Ok(ended)
     }
 
     /// Replaces the session with a new empty one, and expires the cookie if
@@ -753,85 +1037,68 @@ impl Session {
         *active = Active::fresh(self.core(), self.core().now(), clear_cookie);
     }
 
-    /// Finishes the session without the store when nothing is left to
-    /// write (untouched, only read, or a new session that stays empty), so
-    /// that such responses skip the asynchronous commit. `None` means the
-    /// store is needed (or another clone holds the lock): use
-    /// [`Session::commit`].
+    /// Decides what the response needs. Most requests (untouched, only
+    /// read, or a new session that stays empty) need no store call, and
+    /// get their outcome here, synchronously. `None` means there is store
+    /// work (or another clone holds the lock): run [`Session::commit`].
     pub(crate) fn finish_without_store(&self) -> Option<Outcome> {
         let mut phase = self.shared.state.try_lock().ok()?;
+        let ended = std::mem::replace(&mut *phase, Phase::Finished);
         let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
-        let outcome = match &*phase {
-            Phase::Unloaded | Phase::Finished => Outcome::default(),
-            Phase::Blind(_) => return None,
-            // Pending writes after a store failure: `commit` aborts.
-            Phase::Active(active) if poisoned && active.has_pending_writes() => return None,
-            Phase::Active(active) if poisoned || !active.has_pending_writes() => {
-                if active.stored.is_some()
-                    && active.touched
-                    && active.record.persistent
-                    && !poisoned
-                {
-                    // A persistent cookie's Max-Age follows the touch.
-                    return None;
-                }
-                Outcome {
-                    set_cookie: active
-                        .clear_cookie
-                        .then(|| self.core().config.cookie.removal())
-                        .flatten(),
-                    vary: true,
-                }
+        let cookie_key = self.shared.cookie_id.as_ref().map(SessionId::store_key);
+        match plan(ended, cookie_key, poisoned, self.core().now()) {
+            Plan::Cookie { change, vary } => Some(self.outcome(change, vary)),
+            other => {
+                *phase = Phase::Planned(other);
+                None
             }
-            Phase::Active(_) => return None,
+        }
+    }
+
+    fn outcome(&self, change: CookieChange, vary: bool) -> Outcome {
+        let config = &self.core().config;
+        let set_cookie = match change {
+            CookieChange::Keep => None,
+            CookieChange::Set { id, max_age } => {
+                config.cookie.set_cookie(&config.keys, &id, max_age)
+            }
+            CookieChange::Remove => config.cookie.removal(),
         };
-        *phase = Phase::Finished;
-        Some(outcome)
+        Outcome { set_cookie, vary }
     }
 
     /// Writes this request's changes and says what the response needs.
     /// Afterwards the handle is finished.
     pub(crate) async fn commit(&self) -> Result<Outcome, Abort> {
-        let phase = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
+        let ended = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
         let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
-        let active = match phase {
-            // Writes recorded before a store failure are never applied: the
-            // request writes all of its changes or none.
-            Phase::Blind(_) if poisoned => return Err(Abort),
-            Phase::Blind(patch) => return self.commit_blind(&patch).await.map_err(|_| Abort),
-            Phase::Active(active) => active,
-            Phase::Unloaded | Phase::Finished => return Ok(Outcome::default()),
-        };
-        if poisoned {
-            if active.has_pending_writes() {
-                return Err(Abort);
-            }
-            let cookie = &self.core().config.cookie;
-            return Ok(Outcome {
-                set_cookie: active.clear_cookie.then(|| cookie.removal()).flatten(),
-                vary: true,
-            });
-        }
-        self.commit_active(active).await.map_err(|_| Abort)
+        let cookie_key = self.shared.cookie_id.as_ref().map(SessionId::store_key);
+        let now = self.core().now();
+        let plan = plan(ended, cookie_key, poisoned, now);
+        self.execute(plan, now).await
     }
 
-    async fn commit_active(&self, active: Active) -> Result<Outcome, SessionError> {
+    /// Carries out a plan.
+    async fn execute(&self, plan: Plan, now: OffsetDateTime) -> Result<Outcome, Abort> {
         let core = self.core();
-        let cookie = &core.config.cookie;
-        let keys = &core.config.keys;
-        let now = core.now();
         let max_age = |record: &SessionRecord| record.persistent.then(|| record.expires_at() - now);
-        let set_cookie = match &active.stored {
-            Some((id, key)) => {
-                let saved = active.patch.is_empty()
-                    || core
-                        .store
-                        .save(key, &active.patch, self.touch(now))
-                        .await
-                        .map_err(|e| self.store_failed("save", e))?;
+        let change = match plan {
+            Plan::Abort => return Err(Abort::Unavailable),
+            Plan::Cookie { change, vary } => return Ok(self.outcome(change, vary)),
+            Plan::Save {
+                id,
+                key,
+                patch,
+                refresh,
+            } => {
+                let saved = core
+                    .store
+                    .save(&key, &patch, self.touch(now))
+                    .await
+                    .map_err(|e| abort(self.store_failed("save", e)))?;
                 if !saved {
                     // Ended by another request (logout, logout-everywhere,
-                    // a login that rotated the ID) while this one ran: its
+                    // a login that moved it) while this one ran: its
                     // changes must not bring it back. The cookie is left
                     // alone, since it may already be a newer one.
                     tracing::info!(
@@ -840,26 +1107,85 @@ impl Session {
                         session = %key.short(),
                         "session ended while the request ran; changes dropped"
                     );
-                    None
-                } else if active.patch.lifetime.is_some()
-                    || (active.touched && active.record.persistent)
-                {
-                    cookie.set_cookie(keys, id, max_age(&active.record))
-                } else {
-                    None
+                }
+                match refresh {
+                    Some(max_age) if saved => CookieChange::Set { id, max_age },
+                    _ => CookieChange::Keep,
                 }
             }
-            None if active.has_content() => {
-                let id = self.create(active.new_id, &active.record, now).await?;
-                cookie.set_cookie(keys, &id, max_age(&active.record))
+            Plan::SaveBlind { key, patch } => {
+                let saved = core
+                    .store
+                    .save(&key, &patch, self.touch(now))
+                    .await
+                    .map_err(|e| abort(self.store_failed("save", e)))?;
+                if saved {
+                    return Ok(self.outcome(CookieChange::Keep, true));
+                }
+                // The session is gone (expired, logged out): the writes
+                // start a new session under a new ID, as they would have
+                // after a load that found nothing; the old ID is never
+                // revived.
+                let mut fresh = Active::fresh(core, now, true);
+                fresh.overlay(&patch);
+                if !fresh.has_content() {
+                    return Ok(self.outcome(CookieChange::Remove, true));
+                }
+                let id = create(core, None, &fresh.record, now)
+                    .await
+                    .map_err(|e| abort(self.session_failed(e)))?;
+                CookieChange::Set {
+                    id,
+                    max_age: max_age(&fresh.record),
+                }
             }
-            None if active.clear_cookie => cookie.removal(),
-            None => None,
+            Plan::Create { id, record, login } => {
+                let id = create(core, id, &record, now)
+                    .await
+                    .map_err(|e| abort(self.session_failed(e)))?;
+                if let (true, Some(user_id)) = (login, &record.user_id) {
+                    enforce_session_limit(core, user_id, &id.store_key()).await;
+                }
+                CookieChange::Set {
+                    id,
+                    max_age: max_age(&record),
+                }
+            }
+            Plan::Rotate {
+                old,
+                id,
+                record,
+                login,
+            } => {
+                let max_age = max_age(&record);
+                let user_id = record.user_id.clone().filter(|_| login);
+                let moved = run_to_completion(self.shared.core.clone(), move |core, abandoned| {
+                    rotate(core, old, id, record, abandoned)
+                })
+                .await
+                .map_err(|e| abort(self.session_failed(e)))?;
+                match moved {
+                    Some(id) => {
+                        if let Some(user_id) = &user_id {
+                            enforce_session_limit(core, user_id, &id.store_key()).await;
+                        }
+                        CookieChange::Set { id, max_age }
+                    }
+                    // The session ended while the request ran: the request
+                    // ends without one. The cookie is left alone, since the
+                    // request that ended it may have set a newer one.
+                    None => CookieChange::Keep,
+                }
+            }
         };
-        Ok(Outcome {
-            set_cookie,
-            vary: true,
-        })
+        Ok(self.outcome(change, true))
+    }
+
+    /// Marks the request as failed (nothing more is written) and passes
+    /// `error` on; store errors were logged where they happened.
+    fn session_failed(&self, error: SessionError) -> SessionError {
+        self.shared.poisoned.store(true, Ordering::Relaxed);
+        error
     }
 
     fn touch(&self, now: OffsetDateTime) -> Touch {
@@ -868,86 +1194,268 @@ impl Session {
             after: self.core().config.touch_after,
         }
     }
+}
 
-    /// Commits writes made without reading: one update-only save. If the
-    /// session is gone (expired, logged out), the writes start a new
-    /// session under a new ID instead, as they would have after a load
-    /// that found nothing; the old ID is never revived.
-    async fn commit_blind(&self, patch: &Patch) -> Result<Outcome, SessionError> {
-        let Some(id) = &self.shared.cookie_id else {
-            // Blind writes are only recorded for requests with a cookie.
-            return Ok(Outcome::default());
-        };
-        let core = self.core();
-        let now = core.now();
-        let saved = core
-            .store
-            .save(&id.store_key(), patch, self.touch(now))
-            .await
-            .map_err(|e| self.store_failed("save", e))?;
-        if saved {
-            return Ok(Outcome {
-                set_cookie: None,
-                vary: true,
-            });
-        }
-        let mut fresh = Active::fresh(core, now, true);
-        fresh.overlay(patch);
-        let set_cookie = if fresh.has_content() {
-            let new_id = self.create(None, &fresh.record, now).await?;
-            let max_age = fresh
-                .record
-                .persistent
-                .then(|| fresh.record.expires_at() - now);
-            core.config
-                .cookie
-                .set_cookie(&core.config.keys, &new_id, max_age)
-        } else {
-            core.config.cookie.removal()
-        };
-        Ok(Outcome {
-            set_cookie,
-            vary: true,
-        })
+fn deserialize<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, SessionError> {
+    T::deserialize(value).map_err(|source| SessionError::Deserialize {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn abort(error: SessionError) -> Abort {
+    match error {
+        SessionError::Store(e) if e.is_rejected() => Abort::Rejected,
+        SessionError::Unstorable { .. } => Abort::Rejected,
+        _ => Abort::Unavailable,
     }
+}
 
-    /// Stores a new session under a fresh ID, retrying on collision.
-    async fn create(
-        &self,
-        id: Option<SessionId>,
-        record: &SessionRecord,
-        now: OffsetDateTime,
-    ) -> Result<SessionId, SessionError> {
-        let store = &self.core().store;
-        let mut id = match id {
-            Some(id) => id,
-            None => SessionId::generate()?,
-        };
-        for _ in 0..MAX_CREATE_ATTEMPTS {
-            let key = id.store_key();
-            let created = store
-                .create(&key, record, now)
-                .await
-                .map_err(|e| self.store_failed("create", e))?;
-            if created {
+/// Logs a store failure by its class and the `Display` of its source,
+/// which stores keep free of session data (never `Debug`, which for some
+/// backends carries the query's parameters).
+pub(crate) fn log_store_error(operation: &'static str, error: &StoreError) {
+    let cause = std::error::Error::source(error).map(ToString::to_string);
+    tracing::error!(
+        target: "cloakroom",
+        event = "store_error",
+        operation,
+        error = %error,
+        cause = cause.as_deref().unwrap_or(""),
+        "session store failed; this request's session changes are dropped"
+    );
+}
+
+/// Ends the session under `key`, following forwards left by logins and
+/// regenerates. Returns whether a live session ended.
+pub(crate) async fn end_session(
+    core: &Core,
+    mut key: StoreKey,
+    reason: &'static str,
+) -> Result<bool, StoreError> {
+    let now = core.now();
+    for _ in 0..MAX_FORWARD_HOPS {
+        match core.store.delete(&key, now).await? {
+            Deleted::Session => {
                 tracing::info!(
                     target: "cloakroom::security",
-                    event = "session_created",
+                    event = "session_invalidated",
+                    reason,
                     session = %key.short(),
-                    authenticated = record.user_id.is_some(),
-                    "session created"
+                    "session ended"
                 );
-                return Ok(id);
+                return Ok(true);
             }
-            tracing::warn!(
-                target: "cloakroom::security",
-                event = "id_collision",
-                session = %key.short(),
-                "a new session ID was already in use; drawing another"
-            );
-            id = SessionId::generate()?;
+            Deleted::Forward(successor) => {
+                tracing::info!(
+                    target: "cloakroom::security",
+                    event = "session_forwarded",
+                    reason,
+                    session = %key.short(),
+                    successor = %successor.short(),
+                    "the session had moved to a new ID while the request ran; ending it there"
+                );
+                key = successor;
+            }
+            _ => break,
         }
-        Err(SessionError::IdCollision)
+    }
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_vanished",
+        reason,
+        session = %key.short(),
+        "session already ended by another request"
+    );
+    Ok(false)
+}
+
+/// Stores `record` under `id` (or a freshly drawn ID), drawing a new ID on
+/// collision.
+async fn create(
+    core: &Core,
+    id: Option<SessionId>,
+    record: &SessionRecord,
+    now: OffsetDateTime,
+) -> Result<SessionId, SessionError> {
+    let mut id = match id {
+        Some(id) => id,
+        None => SessionId::generate()?,
+    };
+    for _ in 0..MAX_CREATE_ATTEMPTS {
+        let key = id.store_key();
+        let created = core.store.create(&key, record, now).await.map_err(|e| {
+            log_store_error("create", &e);
+            SessionError::Store(e)
+        })?;
+        if created {
+            tracing::info!(
+                target: "cloakroom::security",
+                event = "session_created",
+                session = %key.short(),
+                authenticated = record.user_id.is_some(),
+                "session created"
+            );
+            return Ok(id);
+        }
+        tracing::warn!(
+            target: "cloakroom::security",
+            event = "id_collision",
+            session = %key.short(),
+            "a new session ID was already in use; drawing another"
+        );
+        id = SessionId::generate()?;
+    }
+    Err(SessionError::IdCollision)
+}
+
+/// Moves the session under `old` to `id`: the new record first, then the
+/// old one retired with a forward. Returns the ID the session now has, or
+/// `None` when the old session had ended meanwhile (the new record is then
+/// deleted again). On a failure, or when the request was abandoned before
+/// the old record was retired, the new record is deleted again and the old
+/// session stays as it was.
+async fn rotate(
+    core: Arc<Core>,
+    old: StoreKey,
+    id: SessionId,
+    record: SessionRecord,
+    abandoned: Arc<AtomicBool>,
+) -> Result<Option<SessionId>, SessionError> {
+    let now = core.now();
+    let id = create(&core, Some(id), &record, now).await?;
+    let new = id.store_key();
+    // Nobody will receive the new cookie: keep the old session, which the
+    // browser still holds, and take the new one back.
+    if abandoned.load(Ordering::Acquire) {
+        discard(&core, &new, "abandoned").await;
+        return Err(SessionError::Finished);
+    }
+    match core
+        .store
+        .retire(&old, &new, now + FORWARD_GRACE, now)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(
+                target: "cloakroom::security",
+                event = "session_rotated",
+                session = %old.short(),
+                successor = %new.short(),
+                "session moved to a new ID"
+            );
+            Ok(Some(id))
+        }
+        Ok(false) => {
+            // Ended by another request (a logout, logout-everywhere) after
+            // this one loaded it: the new session must not outlive it.
+            tracing::info!(
+                target: "cloakroom::security",
+                event = "session_vanished",
+                session = %old.short(),
+                "session ended while the request ran; the new ID is dropped"
+            );
+            discard(&core, &new, "ended").await;
+            Ok(None)
+        }
+        Err(error) => {
+            log_store_error("retire", &error);
+            discard(&core, &new, "failed").await;
+            Err(SessionError::Store(error))
+        }
+    }
+}
+
+/// Deletes a just-created session nobody holds a cookie for. If that fails
+/// too, it stays (indexed, so logout-everywhere reaches it) until its idle
+/// timeout.
+async fn discard(core: &Core, key: &StoreKey, why: &'static str) {
+    if let Err(error) = core.store.delete(key, core.now()).await {
+        log_store_error("delete", &error);
+        tracing::warn!(
+            target: "cloakroom::security",
+            event = "session_orphaned",
+            why,
+            session = %key.short(),
+            "a new session that nobody holds could not be deleted; it expires when idle"
+        );
+    }
+}
+
+/// Ends the least recently active sessions of `user_id` beyond the layer's
+/// per-user limit, never `current`. Failures are logged, not reported: the
+/// login itself succeeded.
+async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
+    let Some(limit) = core.config.max_sessions_per_user else {
+        return;
+    };
+    let now = core.now();
+    let result = async {
+        let count = core.store.count_user(user_id, now).await?;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        if count <= limit {
+            return Ok(0);
+        }
+        let mut sessions = core.store.list_user(user_id, now, count).await?;
+        sessions.retain(|s| s.key != *current);
+        sessions.sort_by_key(|s| (s.last_seen, s.created_at, s.key));
+        let excess = sessions.len().saturating_sub(limit.saturating_sub(1));
+        let mut ended = 0u64;
+        for session in sessions.iter().take(excess) {
+            if core.store.delete(&session.key, now).await? == Deleted::Session {
+                ended += 1;
+            }
+        }
+        Ok::<_, StoreError>(ended)
+    }
+    .await;
+    match result {
+        Ok(0) => {}
+        Ok(ended) => tracing::info!(
+            target: "cloakroom::security",
+            event = "sessions_evicted",
+            ended,
+            limit,
+            "the user's least recently active sessions ended: over the per-user limit"
+        ),
+        Err(error) => log_store_error("evict", &error),
+    }
+}
+
+/// Runs a multi-step store operation so that dropping the request future
+/// cannot stop it halfway: on a tokio runtime it runs as its own task, and
+/// the flag it is given tells it whether the request was abandoned.
+async fn run_to_completion<F, Fut, T>(core: Arc<Core>, operation: F) -> Result<T, SessionError>
+where
+    F: FnOnce(Arc<Core>, Arc<AtomicBool>) -> Fut,
+    Fut: Future<Output = Result<T, SessionError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let task = operation(core, abandoned.clone());
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return task.await;
+    };
+    let mut guard = AbandonOnDrop(Some(abandoned));
+    let result = runtime.spawn(task).await;
+    guard.0 = None;
+    match result {
+        Ok(result) => result,
+        // The task panicked or the runtime is shutting down: the outcome is
+        // unknown, so the request fails closed.
+        Err(_) => Err(SessionError::Finished),
+    }
+}
+
+/// Sets the flag when dropped while still armed: the future awaiting the
+/// task was dropped.
+struct AbandonOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -958,7 +1466,7 @@ impl fmt::Debug for Session {
             Ok(phase) => match &*phase {
                 Phase::Unloaded => "unloaded".to_owned(),
                 Phase::Blind(_) => "written, not read".to_owned(),
-                Phase::Finished => "finished".to_owned(),
+                Phase::Finished | Phase::Planned(_) => "finished".to_owned(),
                 Phase::Active(a) => match &a.stored {
                     Some((_, key)) => format!("stored {}", key.short()),
                     None => "new".to_owned(),
@@ -974,9 +1482,9 @@ impl fmt::Debug for Session {
 
 /// A session operation failed.
 ///
-/// Through the axum integration, store failures become `503 Service
-/// Unavailable` and everything else `500`, with bodies that name no session,
-/// key or backend detail. No variant carries a session ID.
+/// [`SessionError::status`] gives the HTTP status it stands for; the axum
+/// integration answers with it and a body that names no session, key or
+/// backend detail. No variant carries a session ID.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -996,15 +1504,39 @@ pub enum SessionError {
         /// The deserializer's error.
         source: serde_json::Error,
     },
+    /// Data no store can hold, refused before anything was written: the
+    /// client's fault (`400`), not an outage. The same on every store.
+    Unstorable {
+        /// What was refused: `"data key"`, `"value"` or `"user id"`.
+        what: &'static str,
+        /// Why: e.g. `"contains a NUL character"`.
+        reason: &'static str,
+    },
     /// The operating system's random number generator failed.
     Randomness(RandomnessError),
     /// Several freshly drawn IDs were all taken: the store or the RNG is
     /// broken.
     IdCollision,
-    /// A "remember me" lifetime under one second or over ten years.
-    InvalidLifetime,
     /// The response was already produced; later changes cannot be saved.
     Finished,
+}
+
+impl SessionError {
+    /// The HTTP status this error stands for: `400` for data a store cannot
+    /// hold, `503` when the store (or the randomness source) failed, `500`
+    /// for the rest, which are bugs in the app.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Store(e) if e.is_rejected() => http::StatusCode::BAD_REQUEST,
+            Self::Unstorable { .. } => http::StatusCode::BAD_REQUEST,
+            Self::Store(_) | Self::Randomness(_) | Self::IdCollision => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Serialize { .. } | Self::Deserialize { .. } | Self::Finished => {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
 }
 
 impl fmt::Display for SessionError {
@@ -1015,11 +1547,9 @@ impl fmt::Display for SessionError {
             Self::Deserialize { key, .. } => {
                 write!(f, "session value {key:?} is not of the requested type")
             }
+            Self::Unstorable { what, reason } => write!(f, "the session {what} {reason}"),
             Self::Randomness(e) => write!(f, "{e}"),
             Self::IdCollision => f.write_str("could not find a free session ID"),
-            Self::InvalidLifetime => {
-                f.write_str("session lifetimes must be between one second and ten years")
-            }
             Self::Finished => f.write_str("the session was already committed with the response"),
         }
     }
@@ -1031,7 +1561,7 @@ impl std::error::Error for SessionError {
             Self::Store(e) => Some(e),
             Self::Serialize { source, .. } | Self::Deserialize { source, .. } => Some(source),
             Self::Randomness(e) => Some(e),
-            Self::IdCollision | Self::InvalidLifetime | Self::Finished => None,
+            Self::Unstorable { .. } | Self::IdCollision | Self::Finished => None,
         }
     }
 }
@@ -1045,5 +1575,314 @@ impl From<StoreError> for SessionError {
 impl From<RandomnessError> for SessionError {
     fn from(e: RandomnessError) -> Self {
         Self::Randomness(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
+    }
+
+    fn id() -> SessionId {
+        SessionId::generate().unwrap()
+    }
+
+    /// A session loaded from the store, unchanged.
+    fn stored() -> Active {
+        let id = id();
+        let key = id.store_key();
+        Active {
+            stored: Some((id, key)),
+            record: SessionRecord::new(
+                at(0),
+                time::Duration::seconds(100),
+                time::Duration::seconds(1000),
+            ),
+            patch: Patch::default(),
+            touched: false,
+            new_id: None,
+            remember: false,
+            logged_in: false,
+            clear_cookie: false,
+        }
+    }
+
+    fn new_session() -> Active {
+        Active {
+            stored: None,
+            ..stored()
+        }
+    }
+
+    fn plan_of(active: Active) -> Plan {
+        plan(Phase::Active(active), None, false, at(10))
+    }
+
+    #[test]
+    fn an_untouched_session_needs_nothing_and_no_vary() {
+        for phase in [Phase::Unloaded, Phase::Finished] {
+            assert!(matches!(
+                plan(phase, None, false, at(10)),
+                Plan::Cookie {
+                    change: CookieChange::Keep,
+                    vary: false
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_read_needs_no_store_call_and_keeps_the_cookie() {
+        assert!(matches!(
+            plan_of(stored()),
+            Plan::Cookie {
+                change: CookieChange::Keep,
+                vary: true
+            }
+        ));
+    }
+
+    #[test]
+    fn a_touched_persistent_session_refreshes_its_cookie_without_a_store_call() {
+        let mut active = stored();
+        active.touched = true;
+        active.record.persistent = true;
+        let expected = active.stored.as_ref().unwrap().0.clone();
+        match plan_of(active) {
+            Plan::Cookie {
+                change: CookieChange::Set { id, max_age },
+                vary: true,
+            } => {
+                assert_eq!(id, expected);
+                assert_eq!(max_age, Some(time::Duration::seconds(90)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut not_persistent = stored();
+        not_persistent.touched = true;
+        assert!(matches!(
+            plan_of(not_persistent),
+            Plan::Cookie {
+                change: CookieChange::Keep,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn changes_to_a_stored_session_are_saved_and_refresh_only_with_a_new_lifetime() {
+        let mut active = stored();
+        active.patch.insert("k", Value::from(1));
+        assert!(matches!(plan_of(active), Plan::Save { refresh: None, .. }));
+        let mut active = stored();
+        active.patch.lifetime = Some(Lifetime {
+            idle_timeout: time::Duration::seconds(500),
+            absolute_deadline: at(2000),
+            persistent: true,
+        });
+        active.record.persistent = true;
+        assert!(matches!(
+            plan_of(active),
+            Plan::Save {
+                refresh: Some(Some(_)),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_new_id_for_a_stored_session_moves_it_whole() {
+        let mut active = stored();
+        let new = id();
+        active.new_id = Some(new.clone());
+        active.logged_in = true;
+        active.patch.insert("ignored", Value::from(1));
+        let old = active.stored.as_ref().unwrap().1;
+        match plan_of(active) {
+            Plan::Rotate {
+                old: from,
+                id,
+                login: true,
+                ..
+            } => {
+                assert_eq!(from, old);
+                assert_eq!(id, new);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_session_with_content_is_created_under_its_drawn_id() {
+        let mut active = new_session();
+        active.record.data.insert("k".into(), Value::from(1));
+        let drawn = id();
+        active.new_id = Some(drawn.clone());
+        match plan_of(active) {
+            Plan::Create {
+                id: Some(id),
+                login: false,
+                ..
+            } => assert_eq!(id, drawn),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_new_session_stores_nothing_and_clears_a_dead_cookie_only_when_asked() {
+        assert!(matches!(
+            plan_of(new_session()),
+            Plan::Cookie {
+                change: CookieChange::Keep,
+                vary: true
+            }
+        ));
+        let mut ended = new_session();
+        ended.clear_cookie = true;
+        assert!(matches!(
+            plan_of(ended),
+            Plan::Cookie {
+                change: CookieChange::Remove,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn after_a_store_failure_pending_writes_abort_and_nothing_else_does() {
+        let mut writes = stored();
+        writes.patch.insert("k", Value::from(1));
+        assert!(matches!(
+            plan(Phase::Active(writes), None, true, at(10)),
+            Plan::Abort
+        ));
+        let mut moves = stored();
+        moves.new_id = Some(id());
+        assert!(matches!(
+            plan(Phase::Active(moves), None, true, at(10)),
+            Plan::Abort
+        ));
+        let mut reads = stored();
+        reads.clear_cookie = true;
+        assert!(matches!(
+            plan(Phase::Active(reads), None, true, at(10)),
+            Plan::Cookie {
+                change: CookieChange::Remove,
+                ..
+            }
+        ));
+        let blind = Phase::Blind(Patch::default());
+        assert!(matches!(
+            plan(blind, Some(id().store_key()), true, at(10)),
+            Plan::Abort
+        ));
+    }
+
+    #[test]
+    fn blind_writes_are_saved_under_the_cookies_key() {
+        let key = id().store_key();
+        match plan(Phase::Blind(Patch::default()), Some(key), false, at(10)) {
+            Plan::SaveBlind { key: saved, .. } => assert_eq!(saved, key),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_no_store_can_hold_is_refused() {
+        struct Test {
+            name: &'static str,
+            key: &'static str,
+            value: Value,
+            ok: bool,
+        }
+        let mut deep = Value::from(1);
+        for _ in 0..=MAX_VALUE_DEPTH {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut shallow = Value::from(1);
+        for _ in 0..MAX_VALUE_DEPTH {
+            shallow = Value::Array(vec![shallow]);
+        }
+        let tests = [
+            Test {
+                name: "plain",
+                key: "k",
+                value: Value::from("v"),
+                ok: true,
+            },
+            Test {
+                name: "control characters",
+                key: "k\u{1}",
+                value: Value::from("\u{1f}\u{7f}"),
+                ok: true,
+            },
+            Test {
+                name: "NUL in the key",
+                key: "a\0b",
+                value: Value::from(1),
+                ok: false,
+            },
+            Test {
+                name: "NUL in a string",
+                key: "k",
+                value: Value::from("a\0b"),
+                ok: false,
+            },
+            Test {
+                name: "NUL deep inside",
+                key: "k",
+                value: serde_json::json!({"a": [{"b": "\u{0}"}]}),
+                ok: false,
+            },
+            Test {
+                name: "NUL in a nested key",
+                key: "k",
+                value: serde_json::json!({"a\u{0}": 1}),
+                ok: false,
+            },
+            Test {
+                name: "64 levels",
+                key: "k",
+                value: shallow,
+                ok: true,
+            },
+            Test {
+                name: "65 levels",
+                key: "k",
+                value: deep,
+                ok: false,
+            },
+        ];
+        for test in tests {
+            let result = check_storable(test.key, &test.value);
+            assert_eq!(result.is_ok(), test.ok, "{}: {result:?}", test.name);
+            if let Err(error) = result {
+                assert_eq!(
+                    error.status(),
+                    http::StatusCode::BAD_REQUEST,
+                    "{}",
+                    test.name
+                );
+            }
+        }
+        assert!(check_user_id("alice").is_ok());
+        assert!(check_user_id("a\0b").is_err());
+    }
+
+    #[test]
+    fn errors_stand_for_their_status() {
+        let unavailable = SessionError::Store(StoreError::unavailable("down"));
+        assert_eq!(unavailable.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let rejected = SessionError::Store(StoreError::rejected("NUL"));
+        assert_eq!(rejected.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(abort(rejected), Abort::Rejected);
+        assert_eq!(abort(unavailable), Abort::Unavailable);
+        assert_eq!(
+            SessionError::Finished.status(),
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

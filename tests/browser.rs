@@ -179,7 +179,7 @@ fn posts_to(requests: &[RecordedRequest], path: &str) -> Vec<bool> {
         .filter(|r| r.method == "POST" && r.path == path)
         .map(|r| {
             r.header("cookie")
-                .is_some_and(|c| c.split(';').any(|p| p.trim().starts_with("id=")))
+                .is_some_and(|c| c.split(';').any(|p| p.trim().starts_with("__Host-id=")))
         })
         .collect()
 }
@@ -209,7 +209,7 @@ async fn a_real_browser_keeps_the_session_out_of_reach_of_scripts_and_other_site
     let cookies = first.get_all_cookies().await.unwrap();
     let session = cookies
         .iter()
-        .find(|c| c.name() == "id")
+        .find(|c| c.name() == "__Host-id")
         .expect("the session cookie");
     assert_eq!(session.http_only(), Some(true));
     let visible = first
@@ -217,7 +217,7 @@ async fn a_real_browser_keeps_the_session_out_of_reach_of_scripts_and_other_site
         .await
         .unwrap();
     assert!(
-        !visible.as_str().unwrap_or_default().contains("id="),
+        !visible.as_str().unwrap_or_default().contains("__Host-id="),
         "document.cookie shows the session: {visible}"
     );
 
@@ -289,15 +289,13 @@ async fn a_sibling_subdomain_gets_the_cookie_sent_but_the_csrf_layer_refuses_it(
     };
     let (_demo, recorder) = recorded_demo().await;
     let evil_port = free_port().port();
-    let app = format!("http://app.example.test:{}", recorder.addr.port());
-    let evil = format!("http://evil.example.test:{evil_port}");
+    // Two hosts of one site. Browsers treat `*.localhost` over plain HTTP
+    // as a secure context for cookies, so the `Secure`, `__Host-` session
+    // cookie is stored as it would be over HTTPS on a real domain.
+    let app = format!("http://app.example.localhost:{}", recorder.addr.port());
+    let evil = format!("http://evil.example.localhost:{evil_port}");
     let browser = chrome
-        .browser(&[
-            "--host-resolver-rules=MAP *.example.test 127.0.0.1".to_owned(),
-            // Plain-HTTP test origins count as secure, so `Secure` cookies
-            // flow as they would over HTTPS.
-            format!("--unsafely-treat-insecure-origin-as-secure={app},{evil}"),
-        ])
+        .browser(&["--host-resolver-rules=MAP *.example.localhost 127.0.0.1".to_owned()])
         .await;
     log_in(&browser, &app, "alice").await;
 

@@ -21,6 +21,7 @@ const HOST: &str = "app.example.test";
 struct App {
     router: Router,
     store: CountingStore<MemoryStore>,
+    cookie_name: String,
 }
 
 fn app() -> App {
@@ -66,6 +67,33 @@ fn app_with(csrf: CsrfLayer) -> App {
             }),
         )
         .route(
+            "/write-then-token",
+            post(|session: Session| async move {
+                session.insert("cart", 1).await?;
+                Ok::<_, SessionError>(CsrfToken::for_session(&session).await?.masked())
+            }),
+        )
+        .route(
+            "/logout",
+            post(|session: Session| async move {
+                session.invalidate().await?;
+                Ok::<_, SessionError>(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/clear",
+            post(|session: Session| async move {
+                session.clear().await?;
+                Ok::<_, SessionError>(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/keys",
+            get(|session: Session| async move {
+                Ok::<_, SessionError>(session.keys().await?.join(","))
+            }),
+        )
+        .route(
             "/regenerate",
             post(|session: Session| async move {
                 session.regenerate().await?;
@@ -74,14 +102,18 @@ fn app_with(csrf: CsrfLayer) -> App {
         )
         .route("/hooks/incoming", post(|| async { "hook" }))
         .layer(csrf)
-        .layer(sessions);
-    App { router, store }
+        .layer(sessions.clone());
+    App {
+        router,
+        store,
+        cookie_name: sessions.cookie_name().to_owned(),
+    }
 }
 
 fn client(app: &App) -> Client {
     Client {
         router: app.router.clone(),
-        cookie_name: "id".into(),
+        cookie_name: app.cookie_name.clone(),
         cookie: None,
     }
 }
@@ -440,24 +472,122 @@ async fn a_store_outage_during_the_check_answers_503() {
 }
 
 #[tokio::test]
-async fn an_anonymous_token_keeps_working_after_its_post_creates_a_session() {
+async fn an_anonymous_token_counts_only_for_a_visitor_without_a_session() {
     let app = app();
     let mut c = client(&app);
-    // A script fetches one token, then posts several times; the first post
-    // creates an anonymous session.
+    // A script fetches one token; its first post creates a session.
     let t = token(&mut c).await;
-    for round in 0..3 {
-        let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
+    assert!(c.cookie.is_some());
+    // The public token no longer acts on that session: a new one is needed.
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::FORBIDDEN);
+    let fresh = token(&mut c).await;
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &fresh)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn another_visitors_anonymous_token_cannot_touch_an_anonymous_session_with_data() {
+    let app = app();
+    // The victim has an anonymous session with a cart, and no secret was
+    // ever stored for it.
+    let mut victim = client(&app);
+    let t = token(&mut victim).await;
+    let request = unsafe_post(&victim, "/write", &[("x-csrf-token", &t)], "");
+    send(&mut victim, request).await;
+    assert!(victim.cookie.is_some());
+    // The attacker's token is the public anonymous one; their page makes
+    // the victim's browser post it (a client sending neither `Origin` nor
+    // `Sec-Fetch-Site`).
+    let mut attacker = client(&app);
+    let public = token(&mut attacker).await;
+    let forced = unsafe_post(&victim, "/write", &[("x-csrf-token", &public)], "");
+    assert_eq!(
+        send(&mut victim, forced).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A cookie whose session has ended is no session: the token counts.
+    let dead_cookie = victim.cookie.clone();
+    let bound = token(&mut victim).await;
+    let logout = unsafe_post(&victim, "/logout", &[("x-csrf-token", &bound)], "");
+    assert_eq!(
+        send(&mut victim, logout).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let mut stale = client(&app);
+    stale.cookie = dead_cookie;
+    let request = unsafe_post(&stale, "/clear", &[("x-csrf-token", &public)], "");
+    assert_eq!(
+        send(&mut stale, request).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn tokens_rendered_at_once_right_after_login_all_work() {
+    let app = app();
+    let mut c = client(&app);
+    let t = token(&mut c).await;
+    let request = unsafe_post(&c, "/login/alice", &[("x-csrf-token", &t)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
+    // Two tabs and parallel XHRs ask for a token at the same moment.
+    let fetches: Vec<_> = (0..32)
+        .map(|_| {
+            let mut tab = c.clone();
+            tokio::spawn(async move { token(&mut tab).await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for fetch in fetches {
+        tokens.push(fetch.await.unwrap());
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let request = unsafe_post(&c, "/write", &[("x-csrf-token", t)], "");
         assert_eq!(
             send(&mut c, request).await.status,
             StatusCode::NO_CONTENT,
-            "post {round}"
+            "token {i} of {}",
+            tokens.len()
         );
     }
-    assert!(c.cookie.is_some());
-    // Once a user logs in, only the session's own secret counts.
+}
+
+#[tokio::test]
+async fn a_token_rendered_with_the_write_that_creates_the_session_works() {
+    let app = app();
+    let mut c = client(&app);
+    let t = token(&mut c).await;
+    let request = unsafe_post(&c, "/write-then-token", &[("x-csrf-token", &t)], "");
+    let reply = send(&mut c, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(c.cookie.is_some(), "the write created the session");
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &reply.body)], "");
+    assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn the_token_is_no_session_data_and_survives_clear() {
+    let app = app();
+    let mut c = client(&app);
+    let t = token(&mut c).await;
     let request = unsafe_post(&c, "/login/alice", &[("x-csrf-token", &t)], "");
+    send(&mut c, request).await;
+    let t = token(&mut c).await;
+    let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
+    send(&mut c, request).await;
+    assert_eq!(
+        c.get("/keys").await.body,
+        "written",
+        "no secret among the keys"
+    );
+    let request = unsafe_post(&c, "/clear", &[("x-csrf-token", &t)], "");
     assert_eq!(send(&mut c, request).await.status, StatusCode::NO_CONTENT);
     let request = unsafe_post(&c, "/write", &[("x-csrf-token", &t)], "");
-    assert_eq!(send(&mut c, request).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&mut c, request).await.status,
+        StatusCode::NO_CONTENT,
+        "forms open in other tabs keep working after clear()"
+    );
 }

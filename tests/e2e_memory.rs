@@ -110,3 +110,25 @@ async fn a_session_used_after_its_response_reports_finished() {
     ));
     assert_eq!(store.len(), 1, "the in-time write was committed");
 }
+
+#[tokio::test]
+async fn a_layer_sweeps_its_memory_store_in_the_background_with_its_own_clock() {
+    let store = MemoryStore::builder()
+        .sweep_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let app = common::TestApp::new(store.clone());
+    for _ in 0..5 {
+        app.client().put("/set/k", "v").await;
+    }
+    assert_eq!(store.len(), 5);
+    // Expired by the layer's clock, with no request to notice it.
+    app.clock.advance(common::IDLE);
+    for _ in 0..100 {
+        if store.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} expired sessions still held after 5 s", store.len());
+}

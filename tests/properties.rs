@@ -133,10 +133,13 @@ fn arbitrary_cookie_headers_are_anonymous_and_cost_nothing() {
         .build()
         .unwrap();
     let store = CountingStore::new(MemoryStore::new());
+    // The unprefixed name, which the generated headers use.
     let layer = SessionLayer::builder(store.clone())
         .key(key([1; 32]))
+        .host_prefix(false)
         .build()
         .unwrap();
+    assert_eq!(layer.cookie_name(), "id");
     let service = layer.layer(service_fn(|request: Request<String>| async move {
         let session = request.extensions().get::<Session>().cloned().unwrap();
         let user = session.user_id().await;

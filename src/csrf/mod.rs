@@ -149,7 +149,17 @@ impl CsrfConfig {
             || self
                 .exempt_prefixes
                 .iter()
-                .any(|p| path.starts_with(p.as_str()))
+                .any(|prefix| under_prefix(path, prefix))
+    }
+}
+
+/// Whether `path` is `prefix` or lies below it, in whole path segments:
+/// `/api` covers `/api` and `/api/x`, never `/apiary` or `/api-admin`.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
     }
 }
 
@@ -214,7 +224,9 @@ impl CsrfLayerBuilder {
         self
     }
 
-    /// Skips the checks for every path starting with `prefix`.
+    /// Skips the checks for `prefix` and every path below it, in whole
+    /// path segments: `/api` (or `/api/`) covers `/api` and `/api/hooks`,
+    /// not `/apiary` or `/api-admin`.
     ///
     /// # Security
     ///
@@ -326,16 +338,79 @@ mod tests {
     }
 
     #[test]
-    fn exemptions_match_exact_paths_and_prefixes() {
+    fn exemptions_match_exact_paths_and_whole_segments() {
+        struct Test {
+            name: &'static str,
+            path: &'static str,
+            exempt: bool,
+        }
         let layer = CsrfLayer::builder()
             .exempt_path("/hook")
             .exempt_prefix("/public/")
+            .exempt_prefix("/api")
             .build()
             .unwrap();
-        let config = &layer.config;
-        assert!(config.is_exempt("/hook"));
-        assert!(!config.is_exempt("/hook/x"));
-        assert!(config.is_exempt("/public/a"));
-        assert!(!config.is_exempt("/publicity"));
+        let tests = [
+            Test {
+                name: "exact path",
+                path: "/hook",
+                exempt: true,
+            },
+            Test {
+                name: "below an exact path",
+                path: "/hook/x",
+                exempt: false,
+            },
+            Test {
+                name: "below a prefix with a slash",
+                path: "/public/a",
+                exempt: true,
+            },
+            Test {
+                name: "a prefix with a slash itself",
+                path: "/public",
+                exempt: true,
+            },
+            Test {
+                name: "a longer word",
+                path: "/publicity",
+                exempt: false,
+            },
+            Test {
+                name: "a prefix itself",
+                path: "/api",
+                exempt: true,
+            },
+            Test {
+                name: "below a prefix",
+                path: "/api/hooks/1",
+                exempt: true,
+            },
+            Test {
+                name: "a prefix as part of a word",
+                path: "/apiary",
+                exempt: false,
+            },
+            Test {
+                name: "a prefix and a dash",
+                path: "/api-admin",
+                exempt: false,
+            },
+            Test {
+                name: "elsewhere",
+                path: "/",
+                exempt: false,
+            },
+        ];
+        for test in tests {
+            assert_eq!(
+                layer.config.is_exempt(test.path),
+                test.exempt,
+                "{}",
+                test.name
+            );
+        }
+        let everything = CsrfLayer::builder().exempt_prefix("/").build().unwrap();
+        assert!(everything.config.is_exempt("/anything"));
     }
 }

@@ -117,6 +117,11 @@ impl Refusal {
     }
 
     fn response<B: From<&'static str>>(self, method: &Method, path: &str) -> Response<B> {
+        if self == Self::StoreFailed {
+            // The same 503 as everywhere else in the layer; the store
+            // failure was logged by the session.
+            return crate::service::unavailable();
+        }
         match self {
             Self::NoSessionLayer => tracing::error!(
                 target: "cloakroom",

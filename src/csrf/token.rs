@@ -3,10 +3,15 @@
 //! A token is `base64url(mask ‖ (mask XOR payload))` with a fresh random
 //! 32-byte mask each time, so the same payload never looks the same twice on
 //! the wire (no BREACH-style compression oracle can recover it). The payload
-//! is, for a visitor with a session, the random secret kept in that session
-//! (a synchronizer token); for a visitor without one, an HMAC of the current
-//! time window under the layer's key, which needs no state and so creates no
-//! session and sets no cookie.
+//! is, for a visitor with a session, an HMAC of the session ID under the
+//! layer's key: a secret only the server can compute, bound to the session,
+//! that changes whenever the ID does (login, regenerate) and needs no
+//! storage, so every request that renders a token agrees on it, even
+//! requests racing each other right after a login. For a visitor without a
+//! session it is an HMAC of the current time window, which needs no state
+//! and so creates no session and sets no cookie; that token is the same for
+//! every such visitor, so it is accepted only from requests with no session
+//! at all.
 
 use std::fmt;
 
@@ -14,18 +19,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::rngs::OsRng;
 use rand::TryRngCore as _;
-use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
 use crate::id::RandomnessError;
 use crate::key::KeyRing;
-use crate::session::{CsrfBinding, Session, SessionError};
+use crate::session::{Session, SessionError};
 
 const PAYLOAD_LEN: usize = 32;
 /// Length of an encoded token: base64url of 64 bytes, no padding.
 pub(crate) const TOKEN_LEN: usize = 86;
 /// Domain separation for tokens of visitors without a session.
 const ANONYMOUS_CONTEXT: &[u8] = b"cloakroom/csrf-anonymous/v1\0";
+/// Domain separation for tokens bound to a session ID.
+const SESSION_CONTEXT: &[u8] = b"cloakroom/csrf-session/v1\0";
 /// Tokens of visitors without a session are valid for the window they were
 /// issued in and the next one: 6 to 12 hours.
 const ANONYMOUS_WINDOW_SECS: i64 = 6 * 3600;
@@ -58,23 +64,24 @@ pub struct CsrfToken {
 impl CsrfToken {
     /// The token for the visitor behind `session`.
     ///
-    /// A visitor with a session gets the session's secret (issued and
-    /// stored on first use, so a stored session may be written once). A
-    /// visitor without a session gets a token that needs no state: asking
-    /// for it creates no session and sets no cookie.
+    /// A visitor with a session gets a token bound to it: to the ID the
+    /// browser holds after this response (the new one, after a login or
+    /// regenerate in this request; for a session this request creates,
+    /// render the token after writing to the session). Nothing is stored.
+    /// A visitor without a session gets a token that needs no state:
+    /// asking for it creates no session and sets no cookie; once a request
+    /// has created a session, fetch a new token.
     ///
     /// # Errors
     ///
     /// [`SessionError`] when the session cannot be loaded or no randomness
     /// is available.
     pub async fn for_session(session: &Session) -> Result<Self, SessionError> {
-        let payload = match session.csrf_secret(true).await? {
-            CsrfBinding::Session(secret) => secret,
-            // `csrf_secret(true)` issues a secret to any existing session.
-            CsrfBinding::SessionWithoutSecret { .. } | CsrfBinding::NoSession => {
-                let (keys, now) = session.keys_and_now();
-                keys.tag(ANONYMOUS_CONTEXT, &window(now).to_be_bytes())
-            }
+        let binding = session.token_binding().await?;
+        let (keys, now) = session.keys_and_now();
+        let payload = match binding {
+            Some(id) => keys.tag(SESSION_CONTEXT, id.as_bytes()),
+            None => keys.tag(ANONYMOUS_CONTEXT, &window(now).to_be_bytes()),
         };
         Ok(Self { payload })
     }
@@ -138,31 +145,28 @@ pub(crate) enum TokenCheck {
     Invalid,
 }
 
-/// Checks `token` against the visitor behind `session`. Issues nothing:
-/// a session that never got a secret accepts no token.
+/// Checks `token` against the visitor behind `session`.
+///
+/// A token bound to the request's cookie is checked without a store call.
+/// The anonymous token is accepted only when the request has no live
+/// session, so that nobody's public token acts on someone else's session.
 pub(crate) async fn check(token: &str, session: &Session) -> Result<TokenCheck, SessionError> {
     let Some(candidate) = unmask(token) else {
         return Ok(TokenCheck::Invalid);
     };
-    let valid = match session.csrf_secret(false).await? {
-        CsrfBinding::Session(secret) => bool::from(candidate.ct_eq(&secret)),
-        // A logged-in session only accepts its own secret: tokens from
-        // before the login are refused.
-        CsrfBinding::SessionWithoutSecret { logged_in: true } => false,
-        // An anonymous session that never issued a secret was typically
-        // created by the very post an anonymous token came with (a script
-        // fetches one token, then posts several times): that token still
-        // counts.
-        CsrfBinding::SessionWithoutSecret { logged_in: false } | CsrfBinding::NoSession => {
-            let (keys, now) = session.keys_and_now();
-            anonymous_valid(keys, now, &candidate)
+    let (keys, now) = session.keys_and_now();
+    if let Some(id) = session.cookie_id() {
+        if keys.verifies(SESSION_CONTEXT, id.as_bytes(), &candidate) {
+            return Ok(TokenCheck::Valid);
         }
-    };
-    Ok(if valid {
-        TokenCheck::Valid
-    } else {
-        TokenCheck::Invalid
-    })
+    }
+    if !anonymous_valid(keys, now, &candidate) {
+        return Ok(TokenCheck::Invalid);
+    }
+    if session.cookie_id().is_some() && session.is_stored().await? {
+        return Ok(TokenCheck::Invalid);
+    }
+    Ok(TokenCheck::Valid)
 }
 
 fn anonymous_valid(keys: &KeyRing, now: OffsetDateTime, candidate: &[u8]) -> bool {
@@ -224,6 +228,23 @@ mod tests {
         ));
         let other_keys = KeyRing::new(Key::from_bytes(&[5; 32]).unwrap());
         assert!(!anonymous_valid(&other_keys, issued, &payload));
+    }
+
+    #[test]
+    fn session_tokens_are_bound_to_the_id_and_the_key() {
+        let keys = KeyRing::new(Key::from_bytes(&[4; 32]).unwrap());
+        let id = crate::SessionId::generate().unwrap();
+        let other = crate::SessionId::generate().unwrap();
+        let payload = keys.tag(SESSION_CONTEXT, id.as_bytes());
+        assert!(keys.verifies(SESSION_CONTEXT, id.as_bytes(), &payload));
+        assert!(!keys.verifies(SESSION_CONTEXT, other.as_bytes(), &payload));
+        assert!(!keys.verifies(ANONYMOUS_CONTEXT, id.as_bytes(), &payload));
+        let rotated = KeyRing::new(Key::from_bytes(&[5; 32]).unwrap())
+            .with_previous(Key::from_bytes(&[4; 32]).unwrap());
+        assert!(
+            rotated.verifies(SESSION_CONTEXT, id.as_bytes(), &payload),
+            "a previous key still verifies tokens it made"
+        );
     }
 
     #[test]

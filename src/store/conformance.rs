@@ -93,6 +93,7 @@ macro_rules! store_conformance_tests {
             sweep_keeps_live_sessions_and_drops_expired_ones,
             a_touch_near_the_absolute_deadline_still_records_activity,
             odd_keys_and_user_ids_are_stored_faithfully,
+            every_character_the_layer_accepts_round_trips,
             large_values_round_trip,
         );
     };
@@ -954,4 +955,44 @@ pub async fn a_touch_near_the_absolute_deadline_still_records_activity<S: Sessio
         None,
         "still ends on time"
     );
+}
+
+/// The layer refuses only NUL characters (and absurd nesting) in data and
+/// user IDs; every other character must be kept exactly, in keys, values
+/// and user IDs, on every store.
+pub async fn every_character_the_layer_accepts_round_trips<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let k = key();
+    let controls: String = (1u8..0x20).map(char::from).chain(['\u{7f}']).collect();
+    let unusual = format!("{controls}\u{2028}\u{2029}\u{feff}\u{fffd}\u{10ffff}🎟 \\ \"");
+    let u = format!("{}-{unusual}", user());
+    let mut deep = json!("bottom");
+    for _ in 0..64 {
+        deep = json!([deep]);
+    }
+    let r = owned_by(
+        record(
+            t0,
+            json!({
+                unusual.clone(): unusual.clone(),
+                "nested": {unusual.clone(): [unusual.clone(), {"k": unusual.clone()}]},
+                "deep": deep,
+            }),
+        ),
+        &u,
+    );
+    create(store, &k, &r).await;
+    assert_eq!(load(store, &k, t0).await, Some(r));
+    assert!(
+        save(
+            store,
+            &k,
+            &set(&unusual, json!(unusual.clone())),
+            t0 + secs(1)
+        )
+        .await
+    );
+    assert_eq!(list(store, &u, t0 + secs(1)).await.len(), 1);
+    assert_eq!(store.count_user(&u, t0 + secs(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
 }

@@ -29,9 +29,6 @@ use crate::store::{Deleted, SessionStore, StoreError};
 const RECORD_SHARDS: usize = 64;
 const USER_SHARDS: usize = 16;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// How often `delete_user` goes over a user's sessions again before it
-/// gives up on a user who keeps logging in while being logged out.
-const MAX_DELETE_PASSES: usize = 16;
 
 /// Sessions in process memory: for single-process apps, development and
 /// tests.
@@ -296,13 +293,6 @@ impl MemoryStore {
         &self.inner.users[(hash % USER_SHARDS as u64) as usize]
     }
 
-    fn index_user(&self, user_id: &str, key: StoreKey) {
-        lock(self.users(user_id))
-            .entry(Box::from(user_id))
-            .or_default()
-            .insert(key);
-    }
-
     fn unindex_user(&self, user_id: &str, key: &StoreKey) {
         let mut users = lock(self.users(user_id));
         if let Some(keys) = users.get_mut(user_id) {
@@ -393,20 +383,6 @@ impl MemoryStore {
         }
     }
 
-    /// The keys the user's index holds, taken out of it.
-    fn take_indexed(&self, user_id: &str, keep: Option<&StoreKey>) -> HashSet<StoreKey> {
-        let mut users = lock(self.users(user_id));
-        let Some(mut keys) = users.remove(user_id) else {
-            return HashSet::new();
-        };
-        if let Some(keep) = keep {
-            if keys.remove(keep) {
-                users.insert(Box::from(user_id), HashSet::from([*keep]));
-            }
-        }
-        keys
-    }
-
     /// The user's live entries (under their shard locks, one at a time),
     /// mapped by `f`; keys that are no longer the user's leave the index.
     fn user_entries<T>(
@@ -467,6 +443,11 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let entry = Entry::from_record(record)?;
         let now = now.unix_timestamp();
+        // A user's session is stored and indexed under the lock of the
+        // user's index (taken before the record's shard, always in that
+        // order), which logout-everywhere holds throughout: it sees the
+        // session either not at all or indexed.
+        let mut users = record.user_id.as_deref().map(|u| lock(self.users(u)));
         let (swept, inserted) = {
             let mut shard = lock(self.shard(key));
             let swept = self.sweep_if_due(&mut shard, now);
@@ -478,35 +459,41 @@ impl SessionStore for MemoryStore {
                 }
                 None => false,
             };
-            // `None`: the key is taken. `Some(owner)`: stored, replacing an
-            // expired record of `owner`, if any.
+            // `Ok(None)`: the key is taken. `Ok(Some(owner))`: stored,
+            // replacing an expired record of `owner`, if any.
             let existing = shard.entries.get(key).map(|e| e.is_expired(now));
             let inserted = match (taken_by_forward, existing) {
-                (true, _) | (false, Some(false)) => None,
-                (false, Some(true)) => shard.entries.insert(*key, entry).map(|old| old.user_id),
+                (true, _) | (false, Some(false)) => Ok(None),
+                (false, Some(true)) => Ok(Some(
+                    shard
+                        .entries
+                        .insert(*key, entry)
+                        .and_then(|old| old.user_id),
+                )),
                 (false, None) if self.make_room(&mut shard) => {
                     shard.entries.insert(*key, entry);
-                    Some(None)
+                    Ok(Some(None))
                 }
-                (false, None) => {
-                    drop(shard);
-                    self.unindex_all(swept);
-                    return Err(StoreError::unavailable(Full));
-                }
+                (false, None) => Err(StoreError::unavailable(Full)),
             };
             (swept, inserted)
         };
+        if let (Some(users), Some(user), Ok(Some(_))) = (&mut users, &record.user_id, &inserted) {
+            users
+                .entry(Box::from(user.as_str()))
+                .or_default()
+                .insert(*key);
+        }
+        // Other users' index entries only once this user's lock is gone.
+        drop(users);
         self.unindex_all(swept);
-        let Some(replaced_owner) = inserted else {
+        let Some(replaced_owner) = inserted? else {
             return Ok(false);
         };
         if let Some(user) = replaced_owner {
-            self.unindex_user(&user, key);
-        }
-        // Indexed before returning, as the trait requires, so a
-        // logout-everywhere that starts after this create sees it.
-        if let Some(user) = &record.user_id {
-            self.index_user(user, *key);
+            if record.user_id.as_deref() != Some(&*user) {
+                self.unindex_user(&user, key);
+            }
         }
         Ok(true)
     }
@@ -570,16 +557,28 @@ impl SessionStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let now = now.unix_timestamp();
+        // The owner's index lock comes first (the lock order of `create`),
+        // so logout-everywhere sees the session either still live and
+        // indexed, or retired after the successor was indexed.
         let owner = {
-            let mut shard = lock(self.shard(key));
+            let shard = lock(self.shard(key));
             if let Some(forward) = shard.forwards.get(key) {
                 return Ok(forward.successor == *successor && forward.until > now);
             }
             match shard.entries.get(key) {
-                Some(entry) if !entry.is_expired(now) => {}
+                Some(entry) if !entry.is_expired(now) => entry.user_id.clone(),
                 _ => return Ok(false),
             }
-            let owner = shard.entries.remove(key).and_then(|e| e.user_id);
+        };
+        let mut users = owner.as_deref().map(|u| lock(self.users(u)));
+        {
+            let mut shard = lock(self.shard(key));
+            // Deleted (or retired) while the lock was taken: nothing to do.
+            match shard.entries.get(key) {
+                Some(entry) if !entry.is_expired(now) && entry.user_id == owner => {}
+                _ => return Ok(false),
+            }
+            shard.entries.remove(key);
             shard.forwards.insert(
                 *key,
                 Forward {
@@ -587,10 +586,14 @@ impl SessionStore for MemoryStore {
                     until: until.unix_timestamp(),
                 },
             );
-            owner
-        };
-        if let Some(user) = owner {
-            self.unindex_user(&user, key);
+        }
+        if let (Some(users), Some(owner)) = (&mut users, &owner) {
+            if let Some(keys) = users.get_mut(&**owner) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    users.remove(&**owner);
+                }
+            }
         }
         Ok(true)
     }
@@ -623,28 +626,31 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
+        // The user's index lock is held throughout: `create` and `retire`
+        // of this user's sessions wait for it, so none slips past (see
+        // `retire`), and one pass is enough.
+        let mut users = lock(self.users(user_id));
+        let Some(keys) = users.get_mut(user_id) else {
+            return Ok(0);
+        };
+        let doomed: Vec<StoreKey> = keys.iter().filter(|k| Some(*k) != keep).copied().collect();
         let mut deleted = 0;
-        // A session created while a pass runs is indexed before its
-        // `create` returns, so the next pass finds it; passes end when the
-        // index holds nothing else of the user.
-        for _ in 0..MAX_DELETE_PASSES {
-            let keys = self.take_indexed(user_id, keep);
-            if keys.is_empty() {
-                break;
+        for key in doomed {
+            let mut shard = lock(self.shard(&key));
+            // The index may lag behind a record that was replaced or
+            // retired; only the user's own records go.
+            if shard
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.user_id.as_deref() == Some(user_id))
+            {
+                shard.entries.remove(&key);
+                deleted += 1;
             }
-            for key in keys {
-                let mut shard = lock(self.shard(&key));
-                // The index may lag behind a record that was replaced or
-                // retired; only the user's own records go.
-                if shard
-                    .entries
-                    .get(&key)
-                    .is_some_and(|e| e.user_id.as_deref() == Some(user_id))
-                {
-                    shard.entries.remove(&key);
-                    deleted += 1;
-                }
-            }
+            keys.remove(&key);
+        }
+        if keys.is_empty() {
+            users.remove(user_id);
         }
         Ok(deleted)
     }

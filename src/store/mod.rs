@@ -431,6 +431,8 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn sweep_expired(&self, now: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Whether the store wants the layer to sweep it in the background.
     fn sweeps_in_background(&self) -> Option<std::time::Duration>;
+    /// [`SessionStore::IN_PROCESS`] of the store.
+    fn in_process(&self) -> bool;
 }
 
 /// A store with the layer's time limit on each call (none for in-process
@@ -534,5 +536,130 @@ impl<S: SessionStore> DynStore for Bounded<S> {
 
     fn sweeps_in_background(&self) -> Option<std::time::Duration> {
         self.store.background_sweep()
+    }
+
+    fn in_process(&self) -> bool {
+        S::IN_PROCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose calls never finish, like a backend that stopped
+    /// answering.
+    struct Hung;
+
+    impl SessionStore for Hung {
+        async fn create(
+            &self,
+            _: &StoreKey,
+            _: &SessionRecord,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
+        async fn load(&self, _: &StoreKey, _: Touch) -> Result<Option<SessionRecord>, StoreError> {
+            std::future::pending().await
+        }
+        async fn save(&self, _: &StoreKey, _: &Patch, _: Touch) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
+        async fn retire(
+            &self,
+            _: &StoreKey,
+            _: &StoreKey,
+            _: OffsetDateTime,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &StoreKey, _: OffsetDateTime) -> Result<Deleted, StoreError> {
+            std::future::pending().await
+        }
+        async fn delete_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
+            std::future::pending().await
+        }
+        async fn count_user(&self, _: &str, _: OffsetDateTime) -> Result<u64, StoreError> {
+            std::future::pending().await
+        }
+        async fn list_user(
+            &self,
+            _: &str,
+            _: OffsetDateTime,
+            _: usize,
+        ) -> Result<Vec<SessionInfo>, StoreError> {
+            std::future::pending().await
+        }
+        async fn sweep_expired(&self, _: OffsetDateTime) -> Result<u64, StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_call_of_a_hung_store_ends_unavailable_at_the_timeout() {
+        let limit = std::time::Duration::from_millis(1500);
+        let store = Bounded {
+            store: Hung,
+            timeout: limit,
+        };
+        let key = crate::SessionId::generate().unwrap().store_key();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let record = SessionRecord::new(now, time::Duration::MINUTE, time::Duration::HOUR);
+        let touch = Touch { now, after: 0.1 };
+        let started = tokio::time::Instant::now();
+        let unavailable = |name: &str, error: StoreError| {
+            assert!(error.is_unavailable(), "{name}: {error:?}");
+            let cause = StdError::source(&error).map(ToString::to_string);
+            assert_eq!(
+                cause.as_deref(),
+                Some("no answer within the store timeout of 1500 ms")
+            );
+        };
+        unavailable(
+            "create",
+            store.create(&key, &record, now).await.unwrap_err(),
+        );
+        unavailable("load", store.load(&key, touch).await.unwrap_err());
+        unavailable(
+            "save",
+            store
+                .save(&key, &Patch::default(), touch)
+                .await
+                .unwrap_err(),
+        );
+        unavailable(
+            "retire",
+            store.retire(&key, &key, now, now).await.unwrap_err(),
+        );
+        unavailable("delete", store.delete(&key, now).await.unwrap_err());
+        unavailable(
+            "delete_user",
+            store.delete_user("u", None).await.unwrap_err(),
+        );
+        unavailable("count_user", store.count_user("u", now).await.unwrap_err());
+        unavailable(
+            "list_user",
+            store.list_user("u", now, 10).await.unwrap_err(),
+        );
+        unavailable("sweep_expired", store.sweep_expired(now).await.unwrap_err());
+        assert_eq!(
+            started.elapsed(),
+            limit * 9,
+            "each call waited exactly the limit"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_kind_of_failure_they_are() {
+        assert!(StoreError::unavailable("x").is_unavailable());
+        assert!(!StoreError::backend("x").is_unavailable());
+        assert!(StoreError::rejected("x").is_rejected());
+        assert!(!StoreError::corrupt("x").is_rejected());
+        assert_eq!(
+            StoreError::rejected("x").to_string(),
+            "the session store cannot hold this data"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::http::{header, StatusCode};
 use cloakroom::{KeyRing, SameSite, SessionStore};
 
-use super::{key, logs, Client, TestApp, ABSOLUTE, IDLE};
+use super::{key, logs, with_handler_paused, Client, TestApp, ABSOLUTE, IDLE};
 
 /// Stamps out one `#[tokio::test]` per check. The argument evaluates to an
 /// `Option` of a store; `None` skips (backend not installed).
@@ -37,7 +37,8 @@ macro_rules! e2e_tests {
             idle_timeout_ends_an_unused_session,
             activity_keeps_a_session_alive_until_the_absolute_timeout,
             rolling_expiry_writes_only_after_the_touch_threshold,
-            remember_me_lifetime_is_stored_and_the_cookie_persists,
+            remember_me_rolls_its_own_idle_window_until_its_lifetime_ends,
+            remember_me_asked_before_login_is_kept_through_it,
             persistent_cookie_is_refreshed_only_when_the_deadline_moves,
             junk_cookies_are_anonymous_and_cost_no_store_call,
             a_valid_cookie_among_junk_duplicates_still_counts,
@@ -53,6 +54,8 @@ macro_rules! e2e_tests {
             a_failed_commit_replaces_the_response_with_503,
             an_id_collision_on_create_is_retried,
             handler_cache_policy_is_kept,
+            data_no_store_can_hold_answers_400_and_writes_nothing,
+            login_can_keep_only_the_keys_it_expects,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -90,27 +93,6 @@ async fn logged_in<S: SessionStore + Clone>(app: &TestApp<S>, user: &str) -> Cli
     client
 }
 
-/// Sends `method path` to one of the `/wait/...` routes, runs `between`
-/// while its handler is paused between its two barrier waits, and returns
-/// the reply.
-async fn with_handler_paused<S: SessionStore + Clone>(
-    app: &TestApp<S>,
-    client: &Client,
-    method: &str,
-    path: &str,
-    between: impl std::future::Future<Output = ()>,
-) -> super::Reply {
-    let request = client.request(method, path, "");
-    let pending = tokio::spawn({
-        let mut c = client.clone();
-        async move { c.send(request).await }
-    });
-    app.barrier.wait().await;
-    between.await;
-    app.barrier.wait().await;
-    pending.await.expect("request task")
-}
-
 async fn whoami(client: &mut Client) -> Option<String> {
     let reply = client.get("/whoami").await;
     match reply.status {
@@ -126,7 +108,7 @@ pub async fn cookie_attributes_are_safe_by_default<S: SessionStore + Clone>(stor
     let reply = client.put("/set/k", "v").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let c = cookie_of(&reply);
-    assert_eq!(c.name(), "id");
+    assert_eq!(c.name(), "__Host-id", "the __Host- prefix by default");
     assert_eq!(
         c.value().len(),
         66,
@@ -173,7 +155,7 @@ pub async fn configured_attributes_reach_the_cookie<S: SessionStore + Clone>(sto
 pub async fn host_prefix_cookie_is_named_and_scoped_for_it<S: SessionStore + Clone>(store: S) {
     let app = TestApp::with(store, |b| b.host_prefix(true));
     let mut client = app.client();
-    client.cookie_name = "__Host-id".into();
+    assert_eq!(client.cookie_name, "__Host-id");
     let c = cookie_of(&client.put("/set/k", "v").await);
     assert_eq!(c.name(), "__Host-id");
     assert_eq!(c.secure(), Some(true));
@@ -182,6 +164,7 @@ pub async fn host_prefix_cookie_is_named_and_scoped_for_it<S: SessionStore + Clo
     assert_eq!(client.get("/get/k").await.body, "v");
     // A cookie without the prefix is not the session cookie.
     let mut unprefixed = app.client();
+    unprefixed.cookie_name = "id".into();
     unprefixed.cookie = client.cookie.clone();
     assert_eq!(unprefixed.get("/get/k").await.status, StatusCode::NOT_FOUND);
 }
@@ -596,29 +579,82 @@ pub async fn rolling_expiry_writes_only_after_the_touch_threshold<S: SessionStor
     assert_eq!(whoami(&mut patient).await.as_deref(), Some("alice"));
 }
 
-pub async fn remember_me_lifetime_is_stored_and_the_cookie_persists<S: SessionStore + Clone>(
+pub async fn remember_me_rolls_its_own_idle_window_until_its_lifetime_ends<
+    S: SessionStore + Clone,
+>(
     store: S,
 ) {
     const DAY: u64 = 86_400;
     let app = TestApp::new(store);
     let mut client = logged_in(&app, "alice").await;
-    let reply = client.post(&format!("/remember/{}", 30 * DAY)).await;
+    let reply = client.post("/remember").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(
         cookie_of(&reply).max_age(),
-        Some(time::Duration::days(30)),
-        "a persistent cookie"
+        Some(time::Duration::days(7)),
+        "a persistent cookie for the remember-me idle window"
     );
-    app.clock.advance(Duration::from_secs(2 * DAY));
+    let created = cloakroom::Clock::now(&app.clock);
+    // Used every six days, it lives on past the ordinary timeouts...
+    for day in [6_i64, 12, 18, 24] {
+        app.clock.advance(Duration::from_secs(6 * DAY));
+        let reply = client.get("/whoami").await;
+        assert_eq!(reply.body, "alice", "day {day}");
+        let c = cookie_of(&reply);
+        let left = time::Duration::days(7).min(time::Duration::days(30 - day));
+        assert_eq!(c.max_age(), Some(left), "day {day}");
+        let listed = app.layer.admin().list_sessions("alice").await.unwrap();
+        assert_eq!(
+            listed[0].last_seen,
+            created + time::Duration::days(day),
+            "last_seen follows the activity"
+        );
+    }
+    // ...asking again does not extend it...
+    assert_eq!(
+        client.post("/remember").await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.clock.advance(Duration::from_secs(5 * DAY));
+    let reply = client.get("/whoami").await;
+    assert_eq!(reply.body, "alice", "day 29");
+    assert_eq!(
+        cookie_of(&reply).max_age(),
+        Some(time::Duration::days(1)),
+        "the cookie ends with the session"
+    );
+    // ...and it ends 30 days after the login, however active.
+    app.clock.advance(Duration::from_secs(DAY));
+    assert_eq!(whoami(&mut client).await, None, "gone after 30 days");
+
+    // Unused for its idle window, it ends too.
+    let mut idle = logged_in(&app, "bob").await;
+    idle.post("/remember").await;
+    app.clock.advance(Duration::from_secs(7 * DAY - 1));
+    assert_eq!(whoami(&mut idle).await.as_deref(), Some("bob"));
+    app.clock.advance(Duration::from_secs(7 * DAY));
+    assert_eq!(whoami(&mut idle).await, None, "idle for 7 days");
+}
+
+pub async fn remember_me_asked_before_login_is_kept_through_it<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    let reply = client.post("/remember-then-login/alice").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        cookie_of(&reply).max_age(),
+        Some(time::Duration::days(7)),
+        "the login's cookie is persistent"
+    );
+    app.clock.advance(ABSOLUTE + Duration::from_secs(60));
     assert_eq!(
         whoami(&mut client).await.as_deref(),
         Some("alice"),
-        "past the default timeouts"
+        "past the ordinary absolute timeout"
     );
-    app.clock.advance(Duration::from_secs(27 * DAY));
-    assert_eq!(whoami(&mut client).await.as_deref(), Some("alice"));
-    app.clock.advance(Duration::from_secs(DAY));
-    assert_eq!(whoami(&mut client).await, None, "gone after 30 days");
+    // A later login of a remembered session stays remembered.
+    let reply = client.post("/login/alice").await;
+    assert_eq!(cookie_of(&reply).max_age(), Some(time::Duration::days(7)));
 }
 
 pub async fn persistent_cookie_is_refreshed_only_when_the_deadline_moves<
@@ -650,7 +686,8 @@ pub async fn persistent_cookie_is_refreshed_only_when_the_deadline_moves<
 }
 
 pub async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: SessionStore + Clone>(store: S) {
-    let app = TestApp::new(store);
+    // The unprefixed name, which the literal headers below use.
+    let app = TestApp::with(store, |b| b.host_prefix(false));
     let mut real = app.client();
     real.put("/set/k", "v").await;
     let good = real.cookie.clone().unwrap();
@@ -709,7 +746,7 @@ pub async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: SessionStore +
 }
 
 pub async fn a_valid_cookie_among_junk_duplicates_still_counts<S: SessionStore + Clone>(store: S) {
-    let app = TestApp::new(store);
+    let app = TestApp::with(store, |b| b.host_prefix(false));
     let mut real = app.client();
     real.put("/set/k", "v").await;
     let good = real.cookie.clone().unwrap();
@@ -923,33 +960,35 @@ pub async fn a_publicly_cacheable_response_never_carries_a_session_cookie<
     assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
 }
 
+/// Every 503 of the layer has one shape, whether the handler's error or
+/// a failed commit produced it.
+fn assert_unavailable(reply: &super::Reply) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, "session store unavailable, try again shortly\n");
+    assert_eq!(reply.header(header::RETRY_AFTER), Some("5"));
+    assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
+    assert!(
+        reply.set_cookies().is_empty(),
+        "never logged out or in by an outage"
+    );
+}
+
 pub async fn store_outage_answers_503_and_service_recovers<S: SessionStore + Clone>(store: S) {
     let app = TestApp::new(store);
     let mut client = logged_in(&app, "alice").await;
     let cookie = client.cookie.clone().unwrap();
     app.store.set_failing(true);
-    // A read fails in the handler (its error answers); a blind write and a
-    // read-modify-write fail at commit (the layer answers, with no body).
+    // A read fails in the handler (its error answers); a blind write fails
+    // at commit (the layer answers); a read-modify-write fails in the
+    // handler. All three look the same.
     let replies = [
-        (
-            client.get("/whoami").await,
-            "service temporarily unavailable",
-        ),
-        (client.put("/set/k", "v").await, ""),
-        (
-            client.post("/incr/n").await,
-            "service temporarily unavailable",
-        ),
+        client.get("/whoami").await,
+        client.put("/set/k", "v").await,
+        client.post("/incr/n").await,
     ];
-    for (reply, body) in replies {
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(reply.body, body);
+    for reply in &replies {
+        assert_unavailable(reply);
         assert!(!reply.body.contains(&cookie[..22]));
-        assert!(
-            reply.set_cookies().is_empty(),
-            "never logged out or in by an outage"
-        );
-        assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
     }
     assert_eq!(
         client.get("/noop").await.status,
@@ -973,9 +1012,7 @@ pub async fn a_failed_commit_replaces_the_response_with_503<S: SessionStore + Cl
         app.store.set_failing(true);
     })
     .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(reply.body.is_empty());
-    assert!(reply.set_cookies().is_empty());
+    assert_unavailable(&reply);
     app.store.set_failing(false);
     assert_eq!(client.get("/get/k").await.status, StatusCode::NOT_FOUND);
     assert_eq!(whoami(&mut client).await.as_deref(), Some("alice"));
@@ -1017,7 +1054,7 @@ pub async fn handler_cache_policy_is_kept<S: SessionStore + Clone>(store: S) {
 
 pub async fn security_events_never_show_the_session_id<S: SessionStore + Clone>(store: S) {
     let (logs, _guard) = logs::capture();
-    let app = TestApp::new(store);
+    let app = TestApp::with(store, |b| b.host_prefix(false));
     let mut client = app.client();
     client.put("/set/k", "v").await;
     let first = client.cookie.clone().unwrap();
@@ -1057,4 +1094,49 @@ pub async fn security_events_never_show_the_session_id<S: SessionStore + Clone>(
         assert!(!text.contains(&tag[1..]), "a cookie tag reached the logs");
     }
     assert!(!text.contains(&tampered[..22]));
+}
+
+pub async fn data_no_store_can_hold_answers_400_and_writes_nothing<S: SessionStore + Clone>(
+    store: S,
+) {
+    let (logs, _guard) = logs::capture();
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    client.put("/set/note", "kept").await;
+    app.store.reset();
+    for (method, path, body) in [
+        ("PUT", "/set/note", "secret-card-1234\u{0}x"),
+        ("PUT", "/set/a%00b", "value"),
+        ("POST", "/login/a%00b", ""),
+    ] {
+        let request = client.request(method, path, body);
+        let reply = client.send(request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(reply.body, "invalid session data\n");
+        assert!(reply.set_cookies().is_empty());
+    }
+    assert_eq!(
+        app.calls().save + app.calls().create,
+        0,
+        "refused before any write"
+    );
+    assert_eq!(client.get("/get/note").await.body, "kept");
+    assert_eq!(whoami(&mut client).await.as_deref(), Some("alice"));
+    assert!(!logs.text().contains("secret-card"), "no data in the logs");
+}
+
+pub async fn login_can_keep_only_the_keys_it_expects<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    // An anonymous session, possibly planted, with a page to return to.
+    let mut client = app.client();
+    client.put("/set/cart", "3 items").await;
+    client.put("/set/return_to", "https://evil.example").await;
+    let reply = client.post("/login-keeping-cart/alice").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&mut client).await.as_deref(), Some("alice"));
+    assert_eq!(client.get("/get/cart").await.body, "3 items");
+    assert_eq!(
+        client.get("/get/return_to").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -82,7 +82,7 @@ impl<S: SessionStore + Clone> TestApp<S> {
     pub fn client(&self) -> Client {
         Client {
             router: self.router.clone(),
-            cookie_name: "id".to_owned(),
+            cookie_name: self.layer.cookie_name().to_owned(),
             cookie: None,
         }
     }
@@ -104,17 +104,23 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/write-then-read/{key}", put(write_then_read))
         .route("/clear", post(clear))
         .route("/login/{user}", post(login))
+        .route("/login-keeping-cart/{user}", post(login_keeping_cart))
         .route("/whoami", get(whoami))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/logout-others", post(logout_others))
         .route("/sessions", get(sessions))
-        .route("/remember/{secs}", post(remember))
+        .route("/remember", post(remember))
+        .route("/remember-then-login/{user}", post(remember_then_login))
         .route("/regenerate", post(regenerate))
         .route("/cached/{key}", put(cached_set))
         .route("/wait/set/{key}", put(wait_then_set))
         .route("/wait/logout", post(wait_then_logout))
         .route("/wait/regenerate", post(wait_then_regenerate))
+        .route("/wait/load-then-logout", post(load_wait_then_logout))
+        .route("/wait/regenerate-then-commit", post(regenerate_then_wait))
+        .route("/wait/login-then-commit/{user}", post(login_then_wait))
+        .route("/wait/remember-then-commit", post(remember_then_wait))
         .route("/wait/blind-then-read", post(blind_then_wait_then_read))
         .route(
             "/wait/login-then-ignore/{user}",
@@ -197,6 +203,14 @@ async fn login(session: Session, Path(user): Path<String>) -> Result<StatusCode,
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn login_keeping_cart(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.login_keeping(user, &["cart"]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn whoami(session: Session) -> Result<Response<Body>, SessionError> {
     Ok(match session.user_id().await? {
         Some(user) => user.into_response(),
@@ -227,8 +241,17 @@ async fn sessions(session: Session) -> Result<Json<Vec<(String, bool)>>, Session
     ))
 }
 
-async fn remember(session: Session, Path(secs): Path<u64>) -> Result<StatusCode, SessionError> {
-    session.remember_me(Duration::from_secs(secs)).await?;
+async fn remember_then_login(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
+    session.login(user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remember(session: Session) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -279,6 +302,53 @@ async fn wait_then_regenerate(
     barrier.wait().await;
     barrier.wait().await;
     session.regenerate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the session, waits twice, then logs out: the other party acts
+/// entirely between the load and the logout.
+async fn load_wait_then_logout(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    session.invalidate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Regenerates, then waits twice before the commit moves the session.
+async fn regenerate_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.regenerate().await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Logs in, then waits twice before the commit stores the login.
+async fn login_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Asks for remember-me, then waits twice before the commit saves it.
+async fn remember_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
+    barrier.wait().await;
+    barrier.wait().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -447,6 +517,27 @@ impl Client {
         )
         .await
     }
+}
+
+/// Sends `method path` to one of the `/wait/...` routes, runs `between`
+/// while its handler is paused between its two barrier waits, and returns
+/// the reply.
+pub async fn with_handler_paused<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    client: &Client,
+    method: &str,
+    path: &str,
+    between: impl std::future::Future<Output = ()>,
+) -> Reply {
+    let request = client.request(method, path, "");
+    let pending = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.send(request).await }
+    });
+    app.barrier.wait().await;
+    between.await;
+    app.barrier.wait().await;
+    pending.await.expect("request task")
 }
 
 pub async fn read(response: Response<Body>) -> Reply {

@@ -2,10 +2,13 @@
 //! over the store. Each store's test file stamps them out with
 //! `race_tests!`.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
+use cloakroom::test_suite::StoreOp;
 use cloakroom::{KeyRing, SessionStore, Touch};
 
-use super::{key, Client, Reply, TestApp};
+use super::{key, with_handler_paused, Client, Reply, TestApp};
 
 /// Stamps out one multi-threaded `#[tokio::test]` per race. The argument
 /// evaluates to an `Option` of a store; `None` skips.
@@ -16,6 +19,18 @@ macro_rules! race_tests {
             two_hundred_concurrent_writers_to_one_session_lose_nothing,
             a_logout_racing_two_hundred_writes_leaves_the_session_gone_for_good,
             logout_everywhere_racing_logins_leaves_no_earlier_session_and_an_exact_index,
+            regenerate_racing_logout_everywhere_leaves_no_session,
+            regenerate_racing_an_admin_logout_everywhere_leaves_no_session,
+            regenerate_racing_a_logout_in_another_tab_leaves_no_session,
+            a_logout_that_loaded_the_session_before_a_regenerate_ends_the_new_id_too,
+            login_racing_logout_everywhere_leaves_no_session,
+            remember_me_racing_a_logout_does_not_revive_the_session,
+            logout_everywhere_racing_regenerates_leaves_nobody_logged_in,
+            a_store_failure_at_each_rotation_step_leaves_exactly_the_old_session,
+            a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_everywhere,
+            a_request_dropped_at_each_rotation_step_leaves_exactly_one_session,
+            failed_logouts_change_nothing_and_can_be_retried,
+            the_session_limit_evicts_the_least_recently_active,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -40,7 +55,11 @@ async fn send(client: &Client, method: &str, path: &str, body: &str) -> Reply {
 
 async fn whoami(client: &Client) -> Option<String> {
     let reply = send(client, "GET", "/whoami", "").await;
-    (reply.status == StatusCode::OK).then_some(reply.body)
+    match reply.status {
+        StatusCode::OK => Some(reply.body),
+        StatusCode::UNAUTHORIZED => None,
+        other => panic!("unexpected status {other}"),
+    }
 }
 
 async fn logged_in<S: SessionStore + Clone>(app: &TestApp<S>, user: &str) -> Client {
@@ -100,7 +119,7 @@ pub async fn a_logout_racing_two_hundred_writes_leaves_the_session_gone_for_good
         assert!(reply.status.is_success(), "{}", reply.status);
         for set_cookie in reply.set_cookies() {
             assert!(
-                !set_cookie.starts_with(&format!("id={cookie}")),
+                !set_cookie.starts_with(&format!("{}={cookie}", client.cookie_name)),
                 "the logged-out ID was handed out again: {set_cookie}"
             );
         }
@@ -181,4 +200,464 @@ pub async fn logout_everywhere_racing_logins_leaves_no_earlier_session_and_an_ex
             "nothing escapes logout-everywhere"
         );
     }
+}
+
+/// How many live sessions the user has, by the store's own count and by
+/// its listing (which must agree).
+async fn sessions_of<S: SessionStore + Clone>(app: &TestApp<S>, user: &str) -> usize {
+    let admin = app.layer.admin();
+    let counted = admin.count_sessions(user).await.unwrap();
+    let listed = admin.list_sessions(user).await.unwrap().len();
+    assert_eq!(counted as usize, listed, "count and listing agree");
+    listed
+}
+
+/// A second device of the same user.
+async fn other_device<S: SessionStore + Clone>(app: &TestApp<S>, user: &str) -> Client {
+    logged_in(app, user).await
+}
+
+pub async fn regenerate_racing_logout_everywhere_leaves_no_session<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let thief = logged_in(&app, "alice").await;
+    let owner = other_device(&app, "alice").await;
+    // The thief's request has asked for a new ID; before it commits, the
+    // owner logs out everywhere.
+    let reply = with_handler_paused(
+        &app,
+        &thief,
+        "POST",
+        "/wait/regenerate-then-commit",
+        async {
+            let reply = send(&owner, "POST", "/logout-everywhere", "").await;
+            assert_eq!(reply.body, "2", "both sessions ended");
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
+    let mut thief = thief;
+    thief.absorb(&reply);
+    assert_eq!(whoami(&thief).await, None, "the thief is logged out");
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn regenerate_racing_an_admin_logout_everywhere_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let thief = logged_in(&app, "alice").await;
+    let reply = with_handler_paused(
+        &app,
+        &thief,
+        "POST",
+        "/wait/regenerate-then-commit",
+        async {
+            let ended = app.layer.admin().logout_everywhere("alice").await.unwrap();
+            assert_eq!(ended, 1);
+        },
+    )
+    .await;
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(whoami(&thief).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn regenerate_racing_a_logout_in_another_tab_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let other_tab = browser.clone();
+    let reply = with_handler_paused(
+        &app,
+        &browser,
+        "POST",
+        "/wait/regenerate-then-commit",
+        async {
+            let reply = send(&other_tab, "POST", "/logout", "").await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
+    assert_eq!(whoami(&browser).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn a_logout_that_loaded_the_session_before_a_regenerate_ends_the_new_id_too<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let mut regenerating_tab = browser.clone();
+    // The logout has loaded the session; the other tab's regenerate then
+    // runs from start to finish and hands out a new ID; then the logout
+    // deletes the old ID.
+    let reply = with_handler_paused(&app, &browser, "POST", "/wait/load-then-logout", async {
+        let reply = regenerating_tab.post("/regenerate").await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert!(regenerating_tab.cookie != browser.cookie, "a new ID");
+        assert_eq!(whoami(&regenerating_tab).await.as_deref(), Some("alice"));
+    })
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        whoami(&regenerating_tab).await,
+        None,
+        "the logout followed the session to its new ID"
+    );
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn login_racing_logout_everywhere_leaves_no_session<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let device = logged_in(&app, "alice").await;
+    let owner = other_device(&app, "alice").await;
+    // Logging in again (re-entering the password) on a device whose session
+    // logout-everywhere ends before the login commits.
+    let reply = with_handler_paused(
+        &app,
+        &device,
+        "POST",
+        "/wait/login-then-commit/alice",
+        async {
+            send(&owner, "POST", "/logout-everywhere", "").await;
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(whoami(&device).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+
+    // A login from no session at all that commits after logout-everywhere
+    // is a new login: it stands, and the next logout-everywhere ends it.
+    let mut fresh = app.client();
+    let reply = with_handler_paused(
+        &app,
+        &fresh,
+        "POST",
+        "/wait/login-then-commit/alice",
+        async {
+            app.layer.admin().logout_everywhere("alice").await.unwrap();
+        },
+    )
+    .await;
+    fresh.absorb(&reply);
+    assert_eq!(whoami(&fresh).await.as_deref(), Some("alice"));
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        1
+    );
+    assert_eq!(whoami(&fresh).await, None);
+}
+
+pub async fn remember_me_racing_a_logout_does_not_revive_the_session<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let other_tab = browser.clone();
+    let reply = with_handler_paused(
+        &app,
+        &browser,
+        "POST",
+        "/wait/remember-then-commit",
+        async {
+            send(&other_tab, "POST", "/logout", "").await;
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "no persistent cookie for a dead session"
+    );
+    assert_eq!(whoami(&browser).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const DEVICES: usize = 60;
+    const ROUNDS: usize = 8;
+    let app = TestApp::new(store);
+    for round in 0..ROUNDS {
+        let mut devices = Vec::new();
+        for _ in 0..DEVICES {
+            devices.push(logged_in(&app, "alice").await);
+        }
+        // The owner's own device regenerates too: its logout-everywhere may
+        // arrive with a cookie that has just moved to a new ID.
+        let owner = devices[0].clone();
+        let mut tasks = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            if i == DEVICES / 2 {
+                let owner = owner.clone();
+                tasks.push(tokio::spawn(async move {
+                    let reply = send(&owner, "POST", "/logout-everywhere", "").await;
+                    (None, reply)
+                }));
+            }
+            let device = device.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut device = device;
+                let reply = device
+                    .clone()
+                    .send(device.request("POST", "/regenerate", ""))
+                    .await;
+                device.absorb(&reply);
+                (Some(device), reply)
+            }));
+        }
+        let mut after = Vec::new();
+        for task in tasks {
+            let (device, reply) = task.await.unwrap();
+            assert!(reply.status.is_success(), "{}", reply.status);
+            after.extend(device);
+        }
+        // Every session existed before logout-everywhere started, so none
+        // may survive it, whichever ID it moved to meanwhile.
+        for device in after.iter().chain(&devices) {
+            assert_eq!(
+                whoami(device).await,
+                None,
+                "round {round}: a session escaped logout-everywhere"
+            );
+        }
+        assert_eq!(sessions_of(&app, "alice").await, 0);
+    }
+}
+
+pub async fn a_store_failure_at_each_rotation_step_leaves_exactly_the_old_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    for (path, step) in [
+        ("/regenerate", StoreOp::Create),
+        ("/regenerate", StoreOp::Retire),
+        ("/login/alice", StoreOp::Create),
+        ("/login/alice", StoreOp::Retire),
+    ] {
+        let mut browser = logged_in(&app, "alice").await;
+        let before = sessions_of(&app, "alice").await;
+        let old = browser.cookie.clone();
+        app.store.fail_next(step);
+        let reply = browser.post(path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path} {step:?}"
+        );
+        assert!(reply.set_cookies().is_empty(), "{path} {step:?}");
+        assert_eq!(browser.cookie, old);
+        assert_eq!(
+            whoami(&browser).await.as_deref(),
+            Some("alice"),
+            "{path} failing at {step:?}: still logged in"
+        );
+        assert_eq!(
+            sessions_of(&app, "alice").await,
+            before,
+            "{path} failing at {step:?}: exactly the old session"
+        );
+        // Once the store is back, the same request works.
+        assert_eq!(browser.post(path).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+        assert_eq!(sessions_of(&app, "alice").await, before);
+    }
+    // A first login that fails leaves no session at all.
+    let mut anonymous = app.client();
+    app.store.fail_next(StoreOp::Create);
+    assert_eq!(
+        anonymous.post("/login/bob").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(anonymous.cookie, None);
+    assert_eq!(sessions_of(&app, "bob").await, 0);
+}
+
+pub async fn a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_everywhere<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut browser = logged_in(&app, "alice").await;
+    // The retire fails, and so does deleting the new record after it.
+    app.store.fail_next(StoreOp::Retire);
+    app.store.fail_next(StoreOp::Delete);
+    let reply = browser.post("/regenerate").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    assert_eq!(
+        sessions_of(&app, "alice").await,
+        2,
+        "the new record nobody holds is still indexed"
+    );
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        2
+    );
+    assert_eq!(whoami(&browser).await, None);
+}
+
+/// Waits until `done` holds (the detached rest of a dropped request).
+async fn eventually(mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the dropped request's rotation did not settle");
+}
+
+pub async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+
+    // Dropped after regenerate() but before the commit: nothing moved.
+    let browser = logged_in(&app, "alice").await;
+    let request = browser.request("POST", "/wait/regenerate-then-commit", "");
+    let pending = tokio::spawn({
+        let mut c = browser.clone();
+        async move { c.send(request).await }
+    });
+    app.barrier.wait().await;
+    pending.abort();
+    let _ = pending.await;
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    assert_eq!(sessions_of(&app, "alice").await, 1);
+
+    // Dropped while the new record is being created: the browser never
+    // gets the new ID, so the old session stays and the new one goes.
+    let mut pause = app.store.pause_next(StoreOp::Create);
+    let request = browser.request("POST", "/regenerate", "");
+    let pending = tokio::spawn({
+        let mut c = browser.clone();
+        async move { c.send(request).await }
+    });
+    pause.reached().await;
+    pending.abort();
+    let _ = pending.await;
+    let deletes = app.store.calls().delete;
+    pause.release();
+    eventually(async || app.store.calls().delete > deletes).await;
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    assert_eq!(
+        sessions_of(&app, "alice").await,
+        1,
+        "exactly the old session"
+    );
+
+    // Dropped while the old record is being retired: the move completes,
+    // leaving exactly the new session (which logout-everywhere reaches).
+    let mut pause = app.store.pause_next(StoreOp::Retire);
+    let request = browser.request("POST", "/regenerate", "");
+    let pending = tokio::spawn({
+        let mut c = browser.clone();
+        async move { c.send(request).await }
+    });
+    pause.reached().await;
+    pending.abort();
+    let _ = pending.await;
+    pause.release();
+    eventually(async || whoami(&browser).await.is_none()).await;
+    assert_eq!(
+        sessions_of(&app, "alice").await,
+        1,
+        "exactly the new session"
+    );
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        1
+    );
+}
+
+pub async fn failed_logouts_change_nothing_and_can_be_retried<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let _phone = other_device(&app, "alice").await;
+    app.store.fail_next(StoreOp::Delete);
+    let reply = send(&browser, "POST", "/logout", "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "the cookie stays with its session"
+    );
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    app.store.fail_next(StoreOp::DeleteUser);
+    let reply = send(&browser, "POST", "/logout-everywhere", "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sessions_of(&app, "alice").await, 2);
+    assert_eq!(
+        send(&browser, "POST", "/logout-everywhere", "").await.body,
+        "2"
+    );
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn the_session_limit_evicts_the_least_recently_active<S: SessionStore + Clone>(store: S) {
+    const LIMIT: usize = 3;
+    let app = TestApp::with(store, |b| b.max_sessions_per_user(Some(LIMIT)));
+    let mut devices = Vec::new();
+    for _ in 0..LIMIT {
+        devices.push(logged_in(&app, "alice").await);
+        // Past the touch threshold (a tenth of the 30-minute idle window).
+        app.clock.advance(Duration::from_secs(200));
+    }
+    // The first device is the most recently active of the three.
+    assert_eq!(whoami(&devices[0]).await.as_deref(), Some("alice"));
+    let newest = logged_in(&app, "alice").await;
+    assert_eq!(sessions_of(&app, "alice").await, LIMIT);
+    assert_eq!(
+        whoami(&devices[1]).await,
+        None,
+        "the least recently active ended"
+    );
+    for client in [&devices[0], &devices[2], &newest] {
+        assert_eq!(whoami(client).await.as_deref(), Some("alice"));
+    }
+
+    // Logins at the same moment overshoot by at most their number.
+    const AT_ONCE: usize = 12;
+    let logins: Vec<_> = (0..AT_ONCE)
+        .map(|_| {
+            let client = app.client();
+            tokio::spawn(async move {
+                let reply = send(&client, "POST", "/login/alice", "").await;
+                assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            })
+        })
+        .collect();
+    for login in logins {
+        login.await.unwrap();
+    }
+    let count = sessions_of(&app, "alice").await;
+    assert!((1..=LIMIT + AT_ONCE).contains(&count), "{count}");
+    logged_in(&app, "alice").await;
+    assert_eq!(
+        sessions_of(&app, "alice").await,
+        LIMIT,
+        "the next login trims"
+    );
 }
