@@ -23,7 +23,7 @@
 //!
 //! async fn login(session: Session) -> Result<&'static str, SessionError> {
 //!     // ... check the password first ...
-//!     session.login("user-42").await?; // fresh session ID, old one deleted
+//!     session.login("user-42").await?; // a fresh session ID; the old one stops working
 //!     Ok("welcome")
 //! }
 //!
@@ -89,9 +89,12 @@
 //!   HMAC-SHA256 (256-bit tag); a guess must hit both.
 //! - **Forged or tampered cookies**: rejected by the signature check,
 //!   compared in constant time, before any store call.
-//! - **Fixation**: [`Session::login`] and [`Session::regenerate`] issue a
-//!   fresh ID and delete the old one; an ID the client made up is never
-//!   adopted.
+//! - **Fixation**: [`Session::login`] and [`Session::regenerate`] move the
+//!   session to a fresh ID when the response goes out; an ID the client
+//!   made up is never adopted. The new record is written before the old
+//!   one is retired, so a concurrent logout or logout-everywhere ends the
+//!   new ID too, and a store failure or dropped request leaves one session,
+//!   never none.
 //! - **Theft via XSS**: the cookie is `HttpOnly`, so scripts cannot read it.
 //!   XSS can still act as the user while the page is open; it cannot carry
 //!   the session away.
@@ -102,22 +105,32 @@
 //!   that hash.
 //! - **CSRF**: `SameSite=Lax` stops cross-site form posts from carrying the
 //!   cookie in current browsers. It does not stop attacks from sibling
-//!   subdomains (same site) or state-changing `GET`s; use a CSRF token for
+//!   subdomains (same site) or state-changing `GET`s; use `CsrfLayer` for
 //!   those.
-//! - **Cookie planting from a subdomain**: enable
-//!   [`SessionLayerBuilder::host_prefix`] when the app owns its host name.
+//! - **Cookie planting from a subdomain**: the cookie carries the `__Host-`
+//!   prefix whenever the settings allow it (see
+//!   [`SessionLayerBuilder::host_prefix`]).
+//! - **Unbounded sessions**: every deadline counts from the session's
+//!   creation, a user has at most 100 sessions by default
+//!   ([`SessionLayerBuilder::max_sessions_per_user`]), and every store call
+//!   is bounded by [`SessionLayerBuilder::store_timeout`].
 //!
 //! # Security events
 //!
 //! The layer emits `tracing` events with target `cloakroom::security` and a
 //! stable `event` field: `session_created`, `session_rotated` (login or
-//! regenerate), `session_invalidated`, `logged_out_everywhere`,
-//! `cookie_rejected` (with `reason` = `malformed`, `bad_signature` or
-//! `too_many`), `session_vanished` (ended by another request while this one
-//! ran), `id_collision`, and at debug level `session_not_found`. Sessions
-//! appear only as `session` = the first 8 hex characters of their store
-//! key. Store failures are logged with target `cloakroom` and `event` =
-//! `store_error`.
+//! regenerate), `session_forwarded` (a logout followed a moved session to
+//! its new ID), `session_invalidated`, `logged_out_everywhere`,
+//! `sessions_evicted` (over the per-user limit), `session_orphaned` (a new
+//! record that could not be deleted after a failure), `cookie_rejected`
+//! (once per request, with `reason` = `malformed`, `bad_signature` or
+//! `too_many`, and counts), `session_vanished` (ended by another request
+//! while this one ran), `id_collision`, `csrf_rejected` (with `reason`),
+//! and at debug level `session_not_found`. Sessions appear only as
+//! `session` = the first 8 hex characters of their store key. Store
+//! failures are logged with target `cloakroom` and `event` =
+//! `store_error`, with the error's class and its source's description,
+//! never its `Debug` form.
 //!
 //! # Performance
 //!

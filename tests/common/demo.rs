@@ -304,9 +304,16 @@ pub async fn check_contract(demo: &Demo, tag: &str) {
         alice.get("/api/notes/missing").await.status,
         StatusCode::NOT_FOUND
     );
+    // Text the store cannot hold is the client's error on every store, and
+    // changes nothing.
+    let nul = alice
+        .api(Method::PUT, "/api/notes/greeting", "secret\u{0}card")
+        .await;
+    assert_eq!(nul.status, StatusCode::BAD_REQUEST);
+    assert_eq!(alice.get("/api/notes/greeting").await.body, "hello, world");
 
     // Login validation.
-    for bad in ["", &"x".repeat(65)] {
+    for bad in ["", &"x".repeat(65), "a\u{0}b"] {
         assert_eq!(
             alice.login(bad).await.status,
             StatusCode::BAD_REQUEST,
@@ -323,6 +330,7 @@ pub async fn check_contract(demo: &Demo, tag: &str) {
     assert_eq!(login.status, StatusCode::SEE_OTHER);
     assert_eq!(login.location.as_deref(), Some("/"));
     let cookie = login.set_cookie.expect("login sets a cookie");
+    assert!(cookie.starts_with("__Host-"), "{cookie}");
     for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
