@@ -644,3 +644,64 @@ async fn counting_listing_and_logging_out_a_user_with_hundreds_of_sessions_go_in
         "bob untouched"
     );
 }
+
+/// What a login or regenerate does to the store, over and over: create the
+/// successor, retire the current session to it, and give up (deleting the
+/// successor, as the layer does) once the current session has ended.
+/// Returns how many moves were made, or `None` if the chain was still
+/// alive when `deadline` came.
+async fn keep_moving(store: RedisStore, mut current: StoreKey, deadline: Instant) -> Option<u32> {
+    let mut moves = 0;
+    while Instant::now() < deadline {
+        let t = now();
+        let next = new_key();
+        assert!(store
+            .create(&next, &session_of("alice", t), t)
+            .await
+            .unwrap());
+        let until = t + time::Duration::seconds(60);
+        if !store.retire(&current, &next, until, t).await.unwrap() {
+            store.delete(&next, t).await.unwrap();
+            return Some(moves);
+        }
+        current = next;
+        moves += 1;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    // One pass alone misses the chain whenever a move lands between its
+    // ZRANGE and its delete; repeated rounds make that near certain to
+    // happen at least once.
+    for round in 0..20 {
+        let first = new_key();
+        let t = now();
+        assert!(store
+            .create(&first, &session_of("alice", t), t)
+            .await
+            .unwrap());
+        let mover = tokio::spawn(keep_moving(
+            store.clone(),
+            first,
+            Instant::now() + Duration::from_secs(10),
+        ));
+        tokio::time::sleep(Duration::from_millis(2 + round % 5)).await;
+        store.delete_user("alice", None).await.unwrap();
+        let moves = mover.await.unwrap();
+        assert!(
+            moves.is_some(),
+            "round {round}: the session escaped logout-everywhere"
+        );
+        assert_eq!(
+            store.count_user("alice", now()).await.unwrap(),
+            0,
+            "round {round}: a session of the user survived"
+        );
+    }
+}
