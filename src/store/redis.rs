@@ -117,13 +117,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 ///   sessions while it reads, so beyond the member list its memory is
 ///   bounded by `limit`.
 ///
+/// Redis expires records at their deadline by itself, so the layer's clock
+/// must follow real time (the default [`SystemClock`](crate::SystemClock)).
+///
 /// [`retire`]: SessionStore::retire
 /// [`delete_user`]: SessionStore::delete_user
 /// [`count_user`]: SessionStore::count_user
 /// [`list_user`]: SessionStore::list_user
-///
-/// Redis expires records at their deadline by itself, so the layer's clock
-/// must follow real time (the default [`SystemClock`](crate::SystemClock)).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
@@ -336,8 +336,9 @@ impl RedisStore {
         mut found: impl FnMut(SessionInfo) + Send,
     ) -> Result<(), StoreError> {
         let members = self.live_members(user_id, now).await?;
-        // Members are moved into the reads, not borrowed: a closure taking
-        // a reference would make the future `!Send` to the compiler.
+        // Members are moved into the reads, not borrowed: with a closure
+        // over borrowed members, the compiler cannot show that the trait
+        // method's future is `Send` (a higher-ranked lifetime limitation).
         let mut reads = futures_util::stream::iter(members)
             .map(|member: String| {
                 let mut connection = self.connection();
