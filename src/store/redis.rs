@@ -21,13 +21,16 @@
 //! # Ok(()) }
 //! ```
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use serde_json::Map;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
@@ -39,6 +42,14 @@ use crate::store::{Deleted, SessionStore, StoreError};
 
 const DEFAULT_PREFIX: &str = "cloakroom:";
 const DATA_PREFIX: &[u8] = b"d:";
+/// The metadata fields a count or a listing reads, in this order.
+const META_FIELDS: [&str; 6] = ["c", "s", "i", "a", "p", "u"];
+/// How many records the per-user operations visit at once, and how many
+/// index members one `ZREM` removes at most.
+const BATCH: usize = 100;
+/// How often `delete_user` goes over a user's index again before it gives
+/// up on a user who keeps logging in while being logged out.
+const MAX_DELETE_PASSES: usize = 16;
 
 /// Timeouts used by [`RedisStore::connect`] and
 /// [`RedisStore::connect_cluster`]: a session store must fail fast, so that
@@ -60,25 +71,59 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// key as a field `d:<key>` holding JSON. The hash's TTL is the session's
 /// deadline, so Redis drops it on time by itself.
 ///
+/// When a session moves to a new ID (login, regenerate), [`retire`]
+/// replaces its hash by a *forward* under the same key: a hash with only
+/// `f` (the successor's store key as hex) and `w` (until when the forward
+/// holds, in Unix seconds), expiring at `w`. Having no `s`, `i` or `a`, a
+/// forward never loads or saves as a session; `create` treats it as taken
+/// until `w`, and `delete` reports its successor.
+///
 /// Each user with sessions has a sorted set under `<prefix>u:<SHA-256 of the
 /// user id as hex>` whose members are the store keys of their sessions,
-/// scored by each session's absolute deadline. Deleting a session removes
-/// its member. Since no session outlives its absolute deadline, members
-/// scored in the past (sessions that merely expired) are pruned safely
-/// whenever the user logs in again, and the set's own TTL is its highest
-/// score: the index expires by itself and never grows without bound.
+/// scored by each session's absolute deadline. Deleting or retiring a
+/// session removes its member. Since no session outlives its absolute
+/// deadline, members scored in the past (sessions that merely expired) are
+/// pruned safely whenever the user logs in again or their sessions are
+/// counted or listed, and the set's own TTL is its highest score: the index
+/// expires by itself and never grows without bound. A member whose record
+/// is gone, expired, retired or another user's is dropped by the next count,
+/// listing or logout-everywhere that meets it.
 ///
 /// # Round trips
 ///
 /// Loading (with the rolling-expiry extension when due) and saving a patch
 /// are one Lua script each, so one round trip; both check the deadline with
 /// the layer's time and never re-create a session. Creating a session is one
-/// script, plus one for the user index when a user is logged in. Every
-/// script touches one key, so Redis Cluster needs no hash tags and
+/// script, plus one for the user index when a user is logged in. Retiring
+/// is one script on the record (checked against the layer's time, never
+/// Redis time), plus a `ZREM` from the user index; deleting is the same.
+/// Every script touches one key, so Redis Cluster needs no hash tags and
 /// logout-everywhere works across slots.
+///
+/// The per-user operations read the index whole (64 hex digits per
+/// session) and then visit the records in batches of 100 in flight at a
+/// time, whatever the number of sessions:
+///
+/// - [`delete_user`] runs passes of one `ZRANGE`, one script per member
+///   (deleting the record only if it still belongs to the user) and one
+///   `ZREM` per batch of exactly the members handled. Passes repeat until a
+///   `ZRANGE` finds nothing left but the kept session (at most 16), so a
+///   session that a racing login created while retiring one of the user's
+///   sessions is deleted too.
+/// - [`count_user`] and [`list_user`] run one script that prunes members
+///   scored in the past and returns the rest, then one `HMGET` of the
+///   metadata fields (never the data) per member, and one `ZREM` per batch
+///   of stale members. Listing keeps only the `limit` most recently created
+///   sessions while it reads, so beyond the member list its memory is
+///   bounded by `limit`.
 ///
 /// Redis expires records at their deadline by itself, so the layer's clock
 /// must follow real time (the default [`SystemClock`](crate::SystemClock)).
+///
+/// [`retire`]: SessionStore::retire
+/// [`delete_user`]: SessionStore::delete_user
+/// [`count_user`]: SessionStore::count_user
+/// [`list_user`]: SessionStore::list_user
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
@@ -253,17 +298,74 @@ impl RedisStore {
             .map_err(store_error)
     }
 
-    async fn unindex(&self, user_id: &str, members: &[String]) -> Result<(), StoreError> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        redis::cmd("ZREM")
-            .arg(self.index_key(user_id))
-            .arg(members)
-            .query_async::<i64>(&mut self.connection())
+    /// The members of the user's index whose absolute deadline is after
+    /// `now`, after dropping the others.
+    async fn live_members(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, StoreError> {
+        INDEX_LIVE
+            .key(self.index_key(user_id))
+            .arg(now.unix_timestamp())
+            .invoke_async(&mut self.connection())
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)
+    }
+
+    async fn unindex(&self, user_id: &str, members: &[String]) -> Result<(), StoreError> {
+        for batch in members.chunks(BATCH) {
+            redis::cmd("ZREM")
+                .arg(self.index_key(user_id))
+                .arg(batch)
+                .query_async::<i64>(&mut self.connection())
+                .await
+                .map_err(store_error)?;
+        }
         Ok(())
+    }
+
+    /// The listing entries of the user's sessions live at `now`, handed to
+    /// `found` one at a time as their metadata arrives (`BATCH` reads in
+    /// flight, in no particular order). Members whose record is gone,
+    /// expired, a forward or another user's leave the index on the way.
+    async fn visit_live(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        mut found: impl FnMut(SessionInfo) + Send,
+    ) -> Result<(), StoreError> {
+        let members = self.live_members(user_id, now).await?;
+        // Members are moved into the reads, not borrowed: with a closure
+        // over borrowed members, the compiler cannot show that the trait
+        // method's future is `Send` (a higher-ranked lifetime limitation).
+        let mut reads = futures_util::stream::iter(members)
+            .map(|member: String| {
+                let mut connection = self.connection();
+                let record_key = self.record_key_hex(&member);
+                async move {
+                    let fields = redis::cmd("HMGET")
+                        .arg(record_key)
+                        .arg(&META_FIELDS)
+                        .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+                        .await;
+                    (member, fields)
+                }
+            })
+            .buffer_unordered(BATCH);
+        let mut stale = Vec::new();
+        while let Some((member, fields)) = reads.next().await {
+            let fields = fields.map_err(store_error)?;
+            match listed_session(&fields, user_id, &member, now)? {
+                Some(info) => found(info),
+                None => stale.push(member),
+            }
+            if stale.len() == BATCH {
+                self.unindex(user_id, &stale).await?;
+                stale.clear();
+            }
+        }
+        self.unindex(user_id, &stale).await
     }
 }
 
@@ -286,19 +388,37 @@ fn valid_prefix(prefix: &str) -> bool {
     prefix.len() <= 128 && !prefix.contains(['{', '}'])
 }
 
-/// Connection-level failures mean "unavailable"; the rest are backend
-/// errors. The Redis error stays attached as the source.
+/// Connection-level failures, and the replies of a server that cannot serve
+/// right now (still loading its dataset, a replica cut off from its master,
+/// a cluster that is down or resharding, a master demoted to read-only
+/// replica during a failover), mean "unavailable": they pass by themselves,
+/// like an outage. The rest are backend errors. The Redis error stays
+/// attached as the source.
 fn store_error(error: RedisError) -> StoreError {
-    if error.is_io_error()
-        || error.is_connection_refusal()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_cluster_error()
-    {
+    if is_outage(&error) {
         StoreError::unavailable(error)
     } else {
         StoreError::backend(error)
     }
+}
+
+fn is_outage(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
 }
 
 /// Shared Lua helpers: write field/value pairs or delete fields in batches,
@@ -323,16 +443,20 @@ end
 ";
 
 /// KEYS[1] = record; ARGV = now, expire-at, then field/value pairs.
-/// Insert-if-absent: a live record is left alone (returns 0); an expired
-/// one is replaced.
+/// Insert-if-absent: a live record or a forward that has not lapsed is left
+/// alone (returns 0); an expired record or a lapsed forward is replaced.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local key = KEYS[1]
+local now = tonumber(ARGV[1])
 if redis.call('EXISTS', key) == 1 then
-  local m = redis.call('HMGET', key, 's', 'i', 'a')
-  local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
-  if s and i and a and deadline(s, i, a) > tonumber(ARGV[1]) then
+  local m = redis.call('HMGET', key, 's', 'i', 'a', 'w')
+  local s, i, a, w = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
+  if s and i and a and deadline(s, i, a) > now then
+    return 0
+  end
+  if w and w > now then
     return 0
   end
   redis.call('DEL', key)
@@ -346,10 +470,10 @@ return 1
 
 /// KEYS[1] = record; ARGV = now, touch fraction. Returns the record as
 /// stored (its flat field/value list, packed by Redis's built-in `cmsgpack`
-/// into one reply) or nil; drops it when expired; extends the idle
-/// deadline when due, in the same step. One packed reply instead of a
-/// bulk string per field spares the client a parse and an allocation per
-/// field on every read.
+/// into one reply) or nil; drops it when expired; records the activity when
+/// due, in the same step. A forward is no session: nil. One packed reply
+/// instead of a bulk string per field spares the client a parse and an
+/// allocation per field on every read.
 static LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
@@ -358,14 +482,19 @@ local h = redis.call('HGETALL', key)
 if #h == 0 then
   return false
 end
-local s, i, a
+local s, i, a, forward
 for j = 1, #h, 2 do
-  local f = h[j]
-  if f == 's' then s = tonumber(h[j + 1])
-  elseif f == 'i' then i = tonumber(h[j + 1])
-  elseif f == 'a' then a = tonumber(h[j + 1]) end
+  local name = h[j]
+  if name == 's' then s = tonumber(h[j + 1])
+  elseif name == 'i' then i = tonumber(h[j + 1])
+  elseif name == 'a' then a = tonumber(h[j + 1])
+  elseif name == 'f' then forward = true end
 end
 if not (s and i and a) then
+  if forward then
+    return false
+  end
+  -- Neither a session nor a forward: the client reports it as corrupt.
   return cmsgpack.pack(h)
 end
 local now = tonumber(ARGV[1])
@@ -373,7 +502,7 @@ if deadline(s, i, a) <= now then
   redis.call('DEL', key)
   return false
 end
-if now - s >= i * tonumber(ARGV[2]) and s + i < a then
+if now - s >= i * tonumber(ARGV[2]) then
   redis.call('HSET', key, 's', ARGV[1])
   redis.call('EXPIREAT', key, deadline(now, i, a))
 end
@@ -385,8 +514,8 @@ return cmsgpack.pack(h)
 /// KEYS[1] = record; ARGV = now, clear, number of removals, has lifetime,
 /// idle, absolute, persistent, touch fraction, then the removed fields,
 /// then field/value pairs to set. Update-only: returns 0 and writes nothing
-/// when the record is missing or expired. After the patch, rolls the idle
-/// deadline when due, as `load` does.
+/// when the record is missing, expired or a forward. After the patch,
+/// records the activity when due, as `load` does.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
@@ -413,7 +542,7 @@ if ARGV[4] == '1' then
   i, a = tonumber(ARGV[5]), tonumber(ARGV[6])
   moved = true
 end
-if now - s >= i * tonumber(ARGV[8]) and s + i < a then
+if now - s >= i * tonumber(ARGV[8]) then
   redis.call('HSET', key, 's', ARGV[1])
   s = now
   moved = true
@@ -422,6 +551,36 @@ if moved then
   redis.call('EXPIREAT', key, deadline(s, i, a))
 end
 return 1
+"
+    ))
+});
+
+/// KEYS[1] = record; ARGV = now, successor (hex), until. Replaces a record
+/// live at `now` by a forward to the successor that expires at `until`, and
+/// returns `{1, user}` so the caller can drop the user-index entry. A
+/// forward to the same successor that has not lapsed gives `{1, false}`
+/// again (a retry); anything else `{0, false}`, with nothing written.
+static RETIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LUA_HELPERS}
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local m = redis.call('HMGET', key, 's', 'i', 'a', 'u', 'f', 'w')
+local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
+if s and i and a then
+  if deadline(s, i, a) <= now then
+    return {{0, false}}
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'f', ARGV[2], 'w', ARGV[3])
+  redis.call('EXPIREAT', key, ARGV[3])
+  return {{1, m[4]}}
+end
+local w = tonumber(m[6])
+if m[5] == ARGV[2] and w and w > now then
+  return {{1, false}}
+end
+return {{0, false}}
 "
     ))
 });
@@ -440,22 +599,51 @@ return 1
     )
 });
 
-/// KEYS[1] = record. Deletes it and returns its user (or false), so the
-/// caller can drop the user-index entry too.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] = user index; ARGV[1] = now. Drops the members whose absolute
+/// deadline has passed (their sessions are over whatever else happened)
+/// and returns the rest.
+static INDEX_LIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local user = redis.call('HGET', KEYS[1], 'u')
-if redis.call('DEL', KEYS[1]) == 0 then
-  return {0, false}
-end
-return {1, user}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 ",
     )
 });
 
+/// KEYS[1] = record; ARGV[1] = now. Deletes whatever the key holds and
+/// returns `{what, user, successor}`: what is 1 for a session live at `now`,
+/// 2 for a forward that has not lapsed (with its successor), 0 otherwise;
+/// user is the owner of a deleted record, live or not, so the caller can
+/// drop the user-index entry too.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LUA_HELPERS}
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local m = redis.call('HMGET', key, 's', 'i', 'a', 'u', 'f', 'w')
+if redis.call('DEL', key) == 0 then
+  return {{0, false, false}}
+end
+local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
+if s and i and a then
+  if deadline(s, i, a) > now then
+    return {{1, m[4], false}}
+  end
+  return {{0, m[4], false}}
+end
+local w = tonumber(m[6])
+if m[5] and w and w > now then
+  return {{2, false, m[5]}}
+end
+return {{0, false, false}}
+"
+    ))
+});
+
 /// KEYS[1] = record; ARGV[1] = user. Deletes the record only if it belongs
-/// to that user (an index entry may outlive its record).
+/// to that user (an index entry may outlive its record, and a forward
+/// belongs to nobody).
 static DELETE_OWNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -583,6 +771,119 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
     })
 }
 
+/// The listing entry for one index member, from the metadata fields read
+/// by `HMGET` (in [`META_FIELDS`] order): `None` when the record is gone,
+/// a forward, another user's, or expired at `now`.
+fn listed_session(
+    fields: &[Option<Vec<u8>>],
+    user_id: &str,
+    member: &str,
+    now: OffsetDateTime,
+) -> Result<Option<SessionInfo>, StoreError> {
+    let [Some(c), Some(s), Some(i), Some(a), p, Some(u)] = fields else {
+        return Ok(None);
+    };
+    if u.as_slice() != user_id.as_bytes() {
+        return Ok(None);
+    }
+    let mut flat: Vec<&[u8]> = vec![b"c", c, b"s", s, b"i", i, b"a", a];
+    if let Some(p) = p {
+        flat.extend([b"p".as_slice(), p]);
+    }
+    let record = decode_record(&flat)?;
+    if record.is_expired(now) {
+        return Ok(None);
+    }
+    let key = member
+        .parse::<StoreKey>()
+        .map_err(|_| corrupt("index member is not a store key"))?;
+    Ok(Some(record.info(key)))
+}
+
+/// What the delete script found: its `{what, user, successor}` reply.
+fn deleted_from_reply(what: i64, successor: Option<&str>) -> Result<Deleted, StoreError> {
+    match (what, successor) {
+        (1, _) => Ok(Deleted::Session),
+        (2, Some(hex)) => hex
+            .parse::<StoreKey>()
+            .map(Deleted::Forward)
+            .map_err(|_| corrupt("forward names no store key")),
+        _ => Ok(Deleted::Nothing),
+    }
+}
+
+/// The most recently created of the sessions offered so far, at most
+/// `limit` of them: a listing's memory is bounded by its limit however many
+/// sessions the user has.
+struct Newest {
+    limit: usize,
+    /// A min-heap on creation, so the oldest kept session is at the top,
+    /// ready to make way.
+    heap: BinaryHeap<Reverse<ByCreation>>,
+}
+
+/// A listing entry ordered by creation time, then key (as listings are).
+struct ByCreation(SessionInfo);
+
+impl ByCreation {
+    fn order(&self) -> (OffsetDateTime, StoreKey) {
+        (self.0.created_at, self.0.key)
+    }
+}
+
+impl PartialEq for ByCreation {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for ByCreation {}
+
+impl PartialOrd for ByCreation {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByCreation {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+impl Newest {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, info: SessionInfo) {
+        let entry = ByCreation(info);
+        if self.heap.len() < self.limit {
+            self.heap.push(Reverse(entry));
+        } else if let Some(mut oldest) = self.heap.peek_mut() {
+            if entry > oldest.0 {
+                *oldest = Reverse(entry);
+            }
+        }
+    }
+
+    /// The kept sessions, oldest first.
+    fn oldest_first(self) -> Vec<SessionInfo> {
+        // Ascending order of `Reverse` is newest first.
+        let mut sessions: Vec<SessionInfo> = self
+            .heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(ByCreation(info))| info)
+            .collect();
+        sessions.reverse();
+        sessions
+    }
+}
+
 impl SessionStore for RedisStore {
     async fn create(
         &self,
@@ -690,125 +991,129 @@ impl SessionStore for RedisStore {
 
     async fn retire(
         &self,
-        _key: &StoreKey,
-        _successor: &StoreKey,
-        _until: OffsetDateTime,
-        _now: OffsetDateTime,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        todo!("PLACEHOLDER: RedisStore::retire")
-    }
-
-    async fn count_user(&self, _user_id: &str, _now: OffsetDateTime) -> Result<u64, StoreError> {
-        todo!("PLACEHOLDER: RedisStore::count_user")
-    }
-
-    async fn delete(&self, key: &StoreKey, _now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        // One script deletes the record and names its user; the index entry
-        // (another slot in a cluster) goes in a second call. Left behind, it
-        // would only be pruned at its absolute deadline or by a listing.
-        let (deleted, user): (i64, Option<String>) = DELETE
+        let (retired, user): (i64, Option<String>) = RETIRE
             .key(self.record_key(key))
+            .arg(now.unix_timestamp())
+            .arg(successor.to_hex())
+            .arg(until.unix_timestamp())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        if let Some(user) = user {
+            // The index lives in another slot, so this is a second call. If
+            // it fails, the session is retired all the same (the forward is
+            // written, and saying otherwise would make the layer undo a move
+            // that happened): the member left behind points at a forward,
+            // which every count, listing and logout-everywhere skips and
+            // prunes.
+            if let Err(error) = self.unindex(&user, &[key.to_hex()]).await {
+                tracing::warn!(
+                    target: "cloakroom",
+                    event = "store_index_stale",
+                    error = %error,
+                    source = ?std::error::Error::source(&error),
+                    "a retired session stays in its user's index until it is next counted or listed"
+                );
+            }
+        }
+        Ok(retired == 1)
+    }
+
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        // One script deletes whatever the key holds and names the record's
+        // user; the index entry (another slot in a cluster) goes in a second
+        // call. Left behind, it would only be pruned at its absolute
+        // deadline or by a count or listing.
+        let (what, user, successor): (i64, Option<String>, Option<String>) = DELETE
+            .key(self.record_key(key))
+            .arg(now.unix_timestamp())
             .invoke_async(&mut self.connection())
             .await
             .map_err(store_error)?;
         if let Some(user) = user {
             self.unindex(&user, &[key.to_hex()]).await?;
         }
-        Ok(if deleted == 1 {
-            Deleted::Session
-        } else {
-            Deleted::Nothing
-        })
+        deleted_from_reply(what, successor.as_deref())
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
         let keep = keep.map(StoreKey::to_hex);
-        let members: Vec<String> = self
-            .index_members(user_id)
-            .await?
-            .into_iter()
-            .filter(|member| Some(member) != keep.as_ref())
-            .collect();
-        // Records live in different cluster slots: one script per record,
-        // all in flight at once.
-        let deletions = members.iter().map(|member| {
-            let mut connection = self.connection();
-            let record_key = self.record_key_hex(member);
-            async move {
-                DELETE_OWNED
-                    .key(record_key)
-                    .arg(user_id)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-            }
-        });
-        let results = futures_util::future::join_all(deletions).await;
         let mut deleted = 0;
-        for result in results {
-            deleted += u64::try_from(result.map_err(store_error)?).unwrap_or(0);
+        // A session created while a pass runs is indexed before its
+        // `create` returns, so a later pass finds it; passes end when the
+        // index holds nothing of the user but the kept session.
+        for _ in 0..MAX_DELETE_PASSES {
+            let members: Vec<String> = self
+                .index_members(user_id)
+                .await?
+                .into_iter()
+                .filter(|member| Some(member) != keep.as_ref())
+                .collect();
+            if members.is_empty() {
+                break;
+            }
+            for batch in members.chunks(BATCH) {
+                // Records live in different cluster slots: one script per
+                // record, a batch in flight at a time.
+                let deletions = batch.iter().map(|member| {
+                    let mut connection = self.connection();
+                    let record_key = self.record_key_hex(member);
+                    async move {
+                        DELETE_OWNED
+                            .key(record_key)
+                            .arg(user_id)
+                            .invoke_async::<i64>(&mut connection)
+                            .await
+                    }
+                });
+                let results = futures_util::future::join_all(deletions).await;
+                let mut handled = Vec::with_capacity(batch.len());
+                let mut failure = None;
+                for (member, result) in batch.iter().zip(results) {
+                    match result {
+                        Ok(n) => {
+                            deleted += u64::try_from(n).unwrap_or(0);
+                            handled.push(member.clone());
+                        }
+                        Err(error) => failure = Some(error),
+                    }
+                }
+                // Remove exactly the members handled, never the whole set:
+                // a login racing this call may have added a member that must
+                // stay for the next pass (or the next logout-everywhere).
+                self.unindex(user_id, &handled).await?;
+                if let Some(error) = failure {
+                    return Err(store_error(error));
+                }
+            }
         }
-        // Remove exactly the members handled, never the whole set: a login
-        // racing this call may have added a member that must stay.
-        self.unindex(user_id, &members).await?;
         Ok(deleted)
+    }
+
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut count = 0;
+        self.visit_live(user_id, now, |_| count += 1).await?;
+        Ok(count)
     }
 
     async fn list_user(
         &self,
         user_id: &str,
         now: OffsetDateTime,
-        _limit: usize,
+        limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        let members = self.index_members(user_id).await?;
-        let reads = members.iter().map(|member| {
-            let mut connection = self.connection();
-            let record_key = self.record_key_hex(member);
-            async move {
-                redis::cmd("HMGET")
-                    .arg(record_key)
-                    .arg(&["c", "s", "i", "a", "p", "u"])
-                    .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
-                    .await
-            }
-        });
-        let results = futures_util::future::join_all(reads).await;
-        let mut sessions = Vec::new();
-        let mut stale = Vec::new();
-        for (member, result) in members.into_iter().zip(results) {
-            let fields = result.map_err(store_error)?;
-            let info = match fields.as_slice() {
-                [Some(c), Some(s), Some(i), Some(a), p, Some(u)]
-                    if u.as_slice() == user_id.as_bytes() =>
-                {
-                    let mut flat = vec![
-                        b"c".to_vec(),
-                        c.clone(),
-                        b"s".to_vec(),
-                        s.clone(),
-                        b"i".to_vec(),
-                        i.clone(),
-                        b"a".to_vec(),
-                        a.clone(),
-                    ];
-                    if let Some(p) = p {
-                        flat.extend([b"p".to_vec(), p.clone()]);
-                    }
-                    let record = decode_record(&flat)?;
-                    let key = member
-                        .parse::<StoreKey>()
-                        .map_err(|_| corrupt("index member is not a store key"))?;
-                    (!record.is_expired(now)).then(|| record.info(key))
-                }
-                _ => None,
-            };
-            match info {
-                Some(info) => sessions.push(info),
-                None => stale.push(member),
-            }
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        self.unindex(user_id, &stale).await?;
-        sessions.sort_by_key(|s| (s.created_at, s.key));
-        Ok(sessions)
+        let mut newest = Newest::new(limit);
+        self.visit_live(user_id, now, |info| newest.offer(info))
+            .await?;
+        Ok(newest.oldest_first())
     }
 
     /// Redis drops records at their deadline by itself, and user indexes
@@ -885,6 +1190,165 @@ mod tests {
                 "{case:?}"
             );
         }
+    }
+
+    /// A Redis error as the client makes it from a reply on the wire.
+    fn reply_error(reply: &str) -> RedisError {
+        let value = redis::parse_redis_value(reply.as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn a_server_that_cannot_serve_now_is_unavailable_not_broken() {
+        for reply in [
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-MOVED 3999 127.0.0.1:6381\r\n",
+        ] {
+            assert!(
+                matches!(store_error(reply_error(reply)), StoreError::Unavailable(_)),
+                "{reply}"
+            );
+        }
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(store_error(refused).is_unavailable());
+        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(store_error(timed_out).is_unavailable());
+    }
+
+    #[test]
+    fn other_server_errors_are_backend_errors() {
+        for reply in [
+            "-ERR Error running script\r\n",
+            "-NOSCRIPT No matching script.\r\n",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            "-NOPERM this user has no permissions to run the 'evalsha' command\r\n",
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+        ] {
+            assert!(
+                matches!(store_error(reply_error(reply)), StoreError::Backend(_)),
+                "{reply}"
+            );
+        }
+    }
+
+    fn meta(record: &SessionRecord) -> Vec<Option<Vec<u8>>> {
+        let flat = encode_record(record).unwrap();
+        META_FIELDS
+            .iter()
+            .map(|name| {
+                flat.chunks_exact(2)
+                    .find(|pair| pair[0] == name.as_bytes())
+                    .map(|pair| pair[1].clone())
+            })
+            .collect()
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).unwrap()
+    }
+
+    fn some_key() -> StoreKey {
+        crate::SessionId::generate().unwrap().store_key()
+    }
+
+    #[test]
+    fn a_live_session_of_the_user_is_listed_from_its_metadata() {
+        let r = record();
+        let key = some_key();
+        let info = listed_session(&meta(&r), "alice", &key.to_hex(), at(1))
+            .unwrap()
+            .expect("listed");
+        assert_eq!(info, r.info(key));
+    }
+
+    #[test]
+    fn gone_forwarded_foreign_and_expired_sessions_are_not_listed() {
+        let r = record();
+        let member = some_key().to_hex();
+        let gone = vec![None; META_FIELDS.len()];
+        assert_eq!(
+            listed_session(&gone, "alice", &member, at(1)).unwrap(),
+            None
+        );
+        // A forward has none of the metadata fields.
+        assert_eq!(listed_session(&[], "alice", &member, at(1)).unwrap(), None);
+        assert_eq!(
+            listed_session(&meta(&r), "bob", &member, at(1)).unwrap(),
+            None
+        );
+        let mut anonymous = r.clone();
+        anonymous.user_id = None;
+        assert_eq!(
+            listed_session(&meta(&anonymous), "alice", &member, at(1)).unwrap(),
+            None
+        );
+        assert_eq!(
+            listed_session(&meta(&r), "alice", &member, r.expires_at()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_metadata_or_members_are_corrupt_not_panics() {
+        let r = record();
+        let mut bad = meta(&r);
+        bad[1] = Some(b"soon".to_vec());
+        assert!(matches!(
+            listed_session(&bad, "alice", &some_key().to_hex(), at(1)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            listed_session(&meta(&r), "alice", "not-a-key", at(1)),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn delete_replies_decode_to_what_was_there() {
+        let successor = some_key();
+        assert_eq!(deleted_from_reply(1, None).unwrap(), Deleted::Session);
+        assert_eq!(deleted_from_reply(0, None).unwrap(), Deleted::Nothing);
+        assert_eq!(
+            deleted_from_reply(2, Some(&successor.to_hex())).unwrap(),
+            Deleted::Forward(successor)
+        );
+        assert!(matches!(
+            deleted_from_reply(2, Some("zz")),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    fn info(created: i64) -> SessionInfo {
+        let mut r = record();
+        r.created_at = at(created);
+        r.info(some_key())
+    }
+
+    #[test]
+    fn a_listing_keeps_the_newest_within_its_limit_oldest_first() {
+        let offered: Vec<SessionInfo> = [5, 1, 9, 3, 7, 9, 0].into_iter().map(info).collect();
+        let mut newest = Newest::new(3);
+        for i in &offered {
+            newest.offer(i.clone());
+        }
+        let kept = newest.oldest_first();
+        let mut expected = offered.clone();
+        expected.sort_by_key(|s| (s.created_at, s.key));
+        assert_eq!(kept, expected[4..]);
+
+        let mut all = Newest::new(usize::MAX);
+        for i in &offered {
+            all.offer(i.clone());
+        }
+        assert_eq!(all.oldest_first(), expected);
+
+        let mut none = Newest::new(0);
+        none.offer(info(1));
+        assert!(none.oldest_first().is_empty());
     }
 
     #[test]

@@ -100,6 +100,72 @@ impl RedisServer {
         self.stop();
         self.run();
     }
+
+    /// A plain connection to the server, for tests that look at or change
+    /// what is stored behind the store's back.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// The ID of the `redis-server` process itself (not of its watchdog),
+    /// as the server reports it.
+    pub async fn process_id(&self) -> u32 {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.connection().await)
+            .await
+            .expect("INFO server");
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("INFO server names the process ID")
+    }
+
+    /// Freezes the server with `SIGSTOP`: its connections stay open but
+    /// nothing is answered, as with a server stuck in a long command or a
+    /// machine that stopped responding. The server runs again when the
+    /// returned guard is dropped (even if the test fails) or resumed.
+    pub async fn pause(&self) -> Paused {
+        let pid = self.process_id().await;
+        assert!(signal("STOP", pid), "kill -STOP {pid} failed");
+        Paused { pid: Some(pid) }
+    }
+}
+
+/// A server frozen by [`RedisServer::pause`]; resumed when dropped.
+pub struct Paused {
+    pid: Option<u32>,
+}
+
+impl Paused {
+    /// Lets the server run again.
+    pub fn resume(mut self) {
+        if let Some(pid) = self.pid.take() {
+            assert!(signal("CONT", pid), "kill -CONT {pid} failed");
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // No panic here: this also runs while a failed test unwinds.
+        if let Some(pid) = self.pid.take() {
+            signal("CONT", pid);
+        }
+    }
+}
+
+/// Sends `SIGname` to `pid`; whether that worked.
+fn signal(name: &str, pid: u32) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 impl Drop for RedisServer {
