@@ -38,7 +38,8 @@ async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
     for path in ["/whoami", "/get/k"] {
         let reply = client.get(path).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
-        assert_eq!(reply.body, "service temporarily unavailable");
+        assert_eq!(reply.body, "session store unavailable, try again shortly\n");
+        assert_eq!(reply.header(header::RETRY_AFTER), Some("5"));
         assert!(
             reply.set_cookies().is_empty(),
             "an outage neither logs in nor out"
@@ -148,8 +149,15 @@ async fn a_read_is_one_round_trip_and_so_is_a_write() {
     );
 
     recorder.reset();
+    // A well-formed cookie under the session cookie's name, with a tag no
+    // key of the layer made.
+    let forged = format!(
+        "{}={}",
+        client.cookie_name,
+        KeyRing::new(common::key(9)).sign(&SessionId::generate().unwrap())
+    );
     let reply = client
-        .get_with_cookie_headers("/whoami", &[b"id=forged.cookie"])
+        .get_with_cookie_headers("/whoami", &[forged.as_bytes()])
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(
