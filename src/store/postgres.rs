@@ -251,9 +251,9 @@ const MAX_DELETE_PASSES: usize = 16;
 /// `DELETE` skips the retired row and never sees the new one. So
 /// `delete_user` repeats: after each `DELETE`, a separate statement (with
 /// a snapshot taken after the `DELETE` finished) checks whether any row of
-/// the user is left, and it stops only when none is, after at most 16
-/// passes. A user who keeps logging in faster than that can keep one
-/// session; the limit is logged as a warning.
+/// the user is left, and it stops only when none is, or after 16 passes:
+/// a user who keeps logging in throughout can then keep the sessions
+/// created during the last pass, and a warning is logged.
 ///
 /// # Sweeping expired sessions
 ///
