@@ -80,6 +80,26 @@ fn store_calls(c: &mut Criterion) {
                 .expect("save"));
         })
     });
+    // What an "N active sessions" display and a session list cost: one
+    // index lookup each, for a user with one session.
+    group.bench_function("count_user", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let count = store
+                .count_user(black_box("user-42"), now)
+                .await
+                .expect("count_user");
+            assert_eq!(count, 1);
+        })
+    });
+    group.bench_function("list_user", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let listed = store
+                .list_user(black_box("user-42"), now, 100)
+                .await
+                .expect("list_user");
+            black_box(listed)
+        })
+    });
     group.finish();
 }
 

@@ -40,13 +40,13 @@ async fn the_demo_answers_its_contract_on_postgres() {
     .await
     .unwrap();
     assert_eq!((rows, counter), (1, Some(2)));
+    // The jar holds `name=value`, whatever the name (`id`, or `__Host-id`
+    // while the layer uses that prefix); the value starts with the
+    // base64url session ID.
     let cookie = browser.cookie.clone().unwrap();
-    let raw_id = cookie
-        .trim_start_matches("id=")
-        .split('.')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (_, value) = cookie.split_once('=').expect("name=value");
+    let raw_id = value.split('.').next().unwrap().to_owned();
+    assert_eq!(raw_id.len(), 22, "a 16-byte ID in base64url: {cookie}");
     let (leaks,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM public.cloakroom_sessions \
          WHERE encode(key, 'escape') LIKE '%' || $1 || '%' OR data::text LIKE '%' || $1 || '%'",

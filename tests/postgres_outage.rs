@@ -1,6 +1,7 @@
 //! The database going away under traffic, on a PostgreSQL server of this
 //! test's own (stopped and restarted for real; the shared test server is
-//! not touched).
+//! not touched), and a database that holds every call up (a table locked
+//! by another connection, on the shared server).
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -11,20 +12,43 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use cloakroom::{Clock, SessionId, SessionRecord, SessionStore, StoreError, Touch};
-use common::postgres::{connect_with, store_on, unique_table, Server};
-use common::{Reply, TestApp};
+use common::postgres::{
+    connect, connect_with, fresh_store, shared_url, store_on, unique_table, Server,
+};
+use common::{Client, Reply, TestApp};
 
 fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
         Err(error @ StoreError::Unavailable(_)) => {
             let source = std::error::Error::source(&error).expect("a source");
             assert!(
-                source.downcast_ref::<sqlx::Error>().is_some(),
-                "{what}: the sqlx error is kept as the source"
+                source
+                    .source()
+                    .and_then(|e| e.downcast_ref::<sqlx::Error>())
+                    .is_some(),
+                "{what}: the sqlx error is kept, below the error that is logged"
             );
         }
         other => panic!("{what}: expected StoreError::Unavailable, got {other:?}"),
     }
+}
+
+/// Logs `client` in as `user`, and keeps the session cookie under the
+/// name the layer gives it: `id`, or `__Host-id` where the layer's
+/// settings allow that prefix (its default), whichever the test client
+/// was made for.
+async fn log_in(client: &mut Client, user: &str) {
+    let reply = client.post(&format!("/login/{user}")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NO_CONTENT,
+        "login: {}",
+        reply.body
+    );
+    let set_cookie = reply.set_cookie().expect("login sets the cookie");
+    let cookie = cookie::Cookie::parse(set_cookie).expect("a valid Set-Cookie");
+    client.cookie_name = cookie.name().to_owned();
+    client.absorb(&reply);
 }
 
 fn assert_fails_closed(reply: &Reply, what: &str) {
@@ -45,10 +69,7 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
     let store = store_on(pool, &unique_table(), |b| b).await;
     let app = TestApp::new(store.clone());
     let mut client = app.client();
-    assert_eq!(
-        client.post("/login/alice").await.status,
-        StatusCode::NO_CONTENT
-    );
+    log_in(&mut client, "alice").await;
     assert_eq!(
         client.put("/set/k", "before").await.status,
         StatusCode::NO_CONTENT
@@ -143,6 +164,90 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
         traffic.unavailable.load(Ordering::Relaxed) > 0,
         "the traffic saw the outage"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_answers_503_within_the_store_timeout_and_service_resumes_after() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let url = shared_url().expect("a server");
+    let store_timeout = Duration::from_millis(500);
+    let app = TestApp::with(store.clone(), |b| b.store_timeout(store_timeout));
+    let mut client = app.client();
+    log_in(&mut client, "alice").await;
+    assert_eq!(
+        client.put("/set/k", "before").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(client.get("/whoami").await.body, "alice");
+
+    // Another connection takes the table, as a long migration or a
+    // careless `LOCK TABLE` would, and holds it for `held`: every
+    // statement on the table waits for it, without any error.
+    let held = Duration::from_secs(5);
+    let locker_pool = connect(url).await;
+    let mut locker = locker_pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        store.qualified_table()
+    ))
+    .execute(&mut *locker)
+    .await
+    .unwrap();
+    let locked_at = Instant::now();
+
+    // Requests that need the store get a 503 once the store timeout runs
+    // out, long before the lock goes away. (The write below may still be
+    // applied when the lock is released: an abandoned call can still take
+    // effect, so nothing is asserted about it afterwards.)
+    let quick = store_timeout * 3;
+    for (what, method, path) in [
+        ("read", "GET", "/whoami"),
+        ("write", "PUT", "/set/during"),
+        ("second read", "GET", "/get/k"),
+    ] {
+        let started = Instant::now();
+        let request = client.request(method, path, "x");
+        let reply = client.send(request).await;
+        let took = started.elapsed();
+        assert_fails_closed(&reply, what);
+        assert!(
+            took >= store_timeout && took < quick,
+            "{what} answered after {took:?}, with a store timeout of {store_timeout:?}"
+        );
+    }
+    assert!(
+        locked_at.elapsed() < held,
+        "the answers came while the lock was held"
+    );
+    assert_eq!(
+        client.get("/noop").await.status,
+        StatusCode::OK,
+        "requests that do not need the store are served"
+    );
+    tokio::time::sleep_until((locked_at + held).into()).await;
+    locker.rollback().await.unwrap();
+
+    // Service resumes once the lock is gone: the abandoned calls finish,
+    // and the pool's connections serve again. Wait for the first success,
+    // then check what it says.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let reply = client.get("/whoami").await;
+        if reply.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply.status, StatusCode::OK, "resumed: {}", reply.body);
+    assert_eq!(reply.body, "alice", "the session outlived the lock");
+    assert_eq!(client.get("/get/k").await.body, "before");
+    assert_eq!(
+        client.put("/set/after", "y").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(client.get("/get/after").await.body, "y");
 }
 
 /// Counters shared with the traffic task.

@@ -83,6 +83,17 @@ async fn columns(store: &PostgresStore, key: &StoreKey) -> Columns {
     }
 }
 
+/// Keeps the session cookie `reply` sets in the client's jar, under the
+/// name the layer gives it: `id`, or `__Host-id` where the layer's
+/// settings allow that prefix (its default), whichever the test client
+/// was made for.
+fn keep_session_cookie(client: &mut common::Client, reply: &common::Reply) {
+    let set_cookie = reply.set_cookie().expect("the reply sets the cookie");
+    let cookie = cookie::Cookie::parse(set_cookie).expect("a valid Set-Cookie");
+    client.cookie_name = cookie.name().to_owned();
+    client.absorb(reply);
+}
+
 async fn execute(store: &PostgresStore, sql: &str, key: &StoreKey) {
     sqlx::query(&sql.replace("{t}", store.qualified_table()))
         .bind(key.as_bytes().as_slice())
@@ -184,6 +195,7 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
         ("idle_timeout_secs", "bigint", "NO"),
         ("persistent", "boolean", "NO"),
         ("expires_at", "timestamp with time zone", "NO"),
+        ("successor", "bytea", "YES"),
     ];
     assert_eq!(
         columns
@@ -315,13 +327,16 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
         .await
         .unwrap());
     assert_eq!(columns(&store, &k).await.expires_at, t0 + secs(3000));
-    // ... and a load then has nothing to extend, so it writes nothing.
+    // ... and a load then records the activity, though it cannot move the
+    // deadline.
     let touch = Touch {
         now: t0 + secs(2990),
         after: 0.0,
     };
     assert!(store.load(&k, touch).await.unwrap().is_some());
-    assert_eq!(columns(&store, &k).await.last_seen, t0 + secs(60));
+    let c = columns(&store, &k).await;
+    assert_eq!(c.last_seen, t0 + secs(2990));
+    assert_eq!(c.expires_at, t0 + secs(3000));
 }
 
 #[tokio::test]
@@ -331,7 +346,8 @@ async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
     };
     let app = TestApp::new(store.clone());
     let mut client = app.client();
-    client.post("/login/alice").await;
+    let login = client.post("/login/alice").await;
+    keep_session_cookie(&mut client, &login);
     client.put("/set/k", "v").await;
     let cookie = client.cookie.clone().expect("a session cookie");
     let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -417,7 +433,8 @@ async fn the_spawned_sweeper_deletes_expired_rows_in_the_background() {
     let mut keeper = app.client();
     assert_eq!(count_rows(&store).await, 5);
     app.clock.advance(common::IDLE);
-    keeper.put("/set/k", "v").await;
+    let created = keeper.put("/set/k", "v").await;
+    keep_session_cookie(&mut keeper, &created);
     assert_eq!(count_rows(&store).await, 6);
 
     // The first tick of the sweeper is immediate; the rest of the period
@@ -488,7 +505,7 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
 }
 
 #[tokio::test]
-async fn a_missing_table_is_a_backend_error_with_the_sqlx_error_as_its_source() {
+async fn a_missing_table_is_a_backend_error_that_keeps_the_sqlx_error() {
     let Some(url) = shared_url() else { return };
     let store = PostgresStore::builder(common::postgres::connect(url).await)
         .schema(SCHEMA)
@@ -501,7 +518,14 @@ async fn a_missing_table_is_a_backend_error_with_the_sqlx_error_as_its_source() 
         .expect_err("no table");
     assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
     let source = std::error::Error::source(&error).expect("a source");
-    let sqlx_error = source.downcast_ref::<sqlx::Error>().expect("a sqlx error");
+    assert_eq!(
+        source.to_string(),
+        "database error 42P01 (syntax error or access rule violation)"
+    );
+    let sqlx_error = source
+        .source()
+        .and_then(|e| e.downcast_ref::<sqlx::Error>())
+        .expect("the sqlx error, one level down");
     let code = sqlx_error
         .as_database_error()
         .and_then(|e| e.code())
@@ -509,22 +533,392 @@ async fn a_missing_table_is_a_backend_error_with_the_sqlx_error_as_its_source() 
     assert_eq!(code.as_deref(), Some("42P01"), "undefined_table");
 }
 
+/// Everything of a store error that could end up in a log: the top-level
+/// `Debug` (what the layer prints) and the `Display` of every error along
+/// the source chain.
+fn shown(error: &StoreError) -> String {
+    let mut shown = format!("{error:?}");
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = next {
+        shown.push('\n');
+        shown.push_str(&e.to_string());
+        next = e.source();
+    }
+    shown
+}
+
+/// A [`StoreError::Rejected`] that shows nothing of `secret`.
+fn assert_rejected_quietly<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    secret: &str,
+    what: &str,
+) -> StoreError {
+    match result {
+        Err(error @ StoreError::Rejected(_)) => {
+            let shown = shown(&error);
+            assert!(!shown.contains(secret), "{what} shows the data: {shown}");
+            assert!(
+                shown.contains("(data exception)"),
+                "{what}: the SQLSTATE class is shown: {shown}"
+            );
+            error
+        }
+        other => panic!("{what}: expected StoreError::Rejected, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn a_value_postgres_cannot_hold_is_refused_and_nothing_is_written() {
+async fn a_nul_character_is_rejected_without_showing_the_data_and_nothing_is_written() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
     };
-    let (k, t0) = (key(), now());
+    let t0 = now();
+    let secret = "secret-card-4111";
+    let with_nul = format!("{secret}\u{0}tail");
+
+    // A session value, a data key and a user ID, each given to `create`.
+    let mut in_value = record(t0, None);
+    in_value.data.insert("note".into(), json!(with_nul));
+    let mut in_key = record(t0, None);
+    in_key.data.insert(with_nul.clone(), json!(1));
+    let in_user = record(t0, Some(&with_nul));
+    for (what, r) in [
+        ("a value", &in_value),
+        ("a data key", &in_key),
+        ("a user ID", &in_user),
+    ] {
+        let k = key();
+        let error = assert_rejected_quietly(store.create(&k, r, t0).await, secret, what);
+        assert!(error.is_rejected());
+        assert_eq!(store.load(&k, no_touch(t0)).await.unwrap(), None, "{what}");
+    }
+    assert_eq!(count_rows(&store).await, 0, "nothing was written");
+
+    // PostgreSQL's report itself quotes the data (in its context line),
+    // which is why only the SQLSTATE is shown. It is still there, one
+    // level down, for whoever asks for it on purpose.
+    let error = store.create(&key(), &in_value, t0).await.unwrap_err();
+    let sqlx_error = std::error::Error::source(&error)
+        .and_then(|e| e.source())
+        .and_then(|e| e.downcast_ref::<sqlx::Error>())
+        .expect("the sqlx error below the shown one");
+    assert!(format!("{sqlx_error:?}").contains(secret), "{sqlx_error:?}");
+
+    // The same through `save`, for a value, a key set and a key removed:
+    // refused whole, the other keys of the patch included.
+    let k = key();
     assert!(store.create(&k, &record(t0, None), t0).await.unwrap());
-    let mut patch = Patch::default();
-    patch.set.insert("nul".into(), json!("a\u{0}b"));
-    patch.set.insert("b".into(), json!(2));
-    let saved = store.save(&k, &patch, no_touch(t0 + secs(1))).await;
-    assert!(matches!(saved, Err(StoreError::Backend(_))), "{saved:?}");
-    let loaded = store.load(&k, no_touch(t0 + secs(1))).await.unwrap();
+    let mut value = Patch::default();
+    value.set.insert("note".into(), json!(with_nul));
+    value.set.insert("b".into(), json!(2));
+    let mut set_key = Patch::default();
+    set_key.set.insert(with_nul.clone(), json!(1));
+    set_key.set.insert("b".into(), json!(2));
+    let mut removed_key = Patch::default();
+    removed_key.remove.insert(with_nul.clone());
+    removed_key.set.insert("b".into(), json!(2));
+    for (what, patch) in [
+        ("a saved value", &value),
+        ("a saved key", &set_key),
+        ("a removed key", &removed_key),
+    ] {
+        let saved = store.save(&k, patch, no_touch(t0 + secs(1))).await;
+        assert_rejected_quietly(saved, secret, what);
+        let loaded = store.load(&k, no_touch(t0 + secs(1))).await.unwrap();
+        assert_eq!(
+            loaded.map(|r| serde_json::Value::Object(r.data)),
+            Some(json!({"a": 1})),
+            "{what}: the patch was not half-applied"
+        );
+    }
+
+    // A user ID given to the per-user calls.
+    assert_rejected_quietly(
+        store.delete_user(&with_nul, None).await,
+        secret,
+        "delete_user",
+    );
+    assert_rejected_quietly(store.count_user(&with_nul, t0).await, secret, "count_user");
+    assert_rejected_quietly(
+        store.list_user(&with_nul, t0, 10).await,
+        secret,
+        "list_user",
+    );
+}
+
+/// The columns of the table as `information_schema` describes them.
+async fn table_columns(pool: &sqlx::PgPool, table: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+    )
+    .bind(SCHEMA)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempotent() {
+    let Some(url) = shared_url() else { return };
+    let pool = common::postgres::connect(url).await;
+    let table = unique_table();
+    let store = PostgresStore::builder(pool.clone())
+        .schema(SCHEMA)
+        .table(&table)
+        .build()
+        .unwrap();
+    let t = store.qualified_table();
+    // The table as the previous version created it: no `successor`.
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{SCHEMA}\";
+         CREATE TABLE {t} (
+             key bytea PRIMARY KEY,
+             user_id text NULL,
+             data jsonb NOT NULL,
+             created_at timestamptz NOT NULL,
+             last_seen timestamptz NOT NULL,
+             absolute_deadline timestamptz NOT NULL,
+             idle_timeout_secs bigint NOT NULL,
+             persistent boolean NOT NULL,
+             expires_at timestamptz NOT NULL
+         );
+         CREATE INDEX \"{table}_user_id_idx\" ON {t} (user_id) WHERE user_id IS NOT NULL;
+         CREATE INDEX \"{table}_expires_at_idx\" ON {t} (expires_at);"
+    ))
+    .execute(&pool)
+    .await
+    .expect("the previous schema");
+    // A session stored by the previous version.
+    let (old, t0) = (key(), now());
+    let before = record(t0, Some("dana"));
+    sqlx::query(&format!(
+        "INSERT INTO {t} (key, user_id, data, created_at, last_seen, absolute_deadline, \
+             idle_timeout_secs, persistent, expires_at) \
+         VALUES ($1, 'dana', '{{\"a\": 1}}', $2, $2, $3, 100, false, $4)"
+    ))
+    .bind(old.as_bytes().as_slice())
+    .bind(t0)
+    .bind(t0 + secs(1000))
+    .bind(t0 + secs(100))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(table_columns(&pool, &table).await.len(), 9);
+
+    store.migrate().await.expect("the upgrade");
+    store.migrate().await.expect("and again");
+    sqlx::raw_sql(store.migration_sql())
+        .execute(&pool)
+        .await
+        .expect("and by hand");
+    let columns = table_columns(&pool, &table).await;
+    assert_eq!(columns.len(), 10, "{columns:?}");
     assert_eq!(
-        loaded.map(|r| serde_json::Value::Object(r.data)),
-        Some(json!({"a": 1})),
-        "the patch was not half-applied"
+        columns
+            .last()
+            .map(|(n, t, null)| (n.as_str(), t.as_str(), null.as_str())),
+        Some(("successor", "bytea", "YES"))
+    );
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+    )
+    .bind(SCHEMA)
+    .bind(&table)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(indexes, 3, "no index added twice");
+
+    // The old session is a session of the new schema, and can move.
+    assert_eq!(
+        store.load(&old, no_touch(t0 + secs(1))).await.unwrap(),
+        Some(before)
+    );
+    let new = key();
+    assert!(store
+        .retire(&old, &new, t0 + secs(30), t0 + secs(1))
+        .await
+        .unwrap());
+    assert_eq!(store.count_user("dana", t0 + secs(1)).await.unwrap(), 0);
+    assert_eq!(
+        store.delete(&old, t0 + secs(2)).await.unwrap(),
+        cloakroom::Deleted::Forward(new)
+    );
+}
+
+/// How many backends wait for a lock while running a statement on the
+/// store's table.
+async fn waiting(store: &PostgresStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+    )
+    .bind(store.qualified_table())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits until `count` statements on the store's table wait for a lock.
+async fn wait_for_waiters(store: &PostgresStore, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting(store).await < count {
+        assert!(Instant::now() < deadline, "fewer than {count} waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn migrating_an_up_to_date_table_does_not_wait_for_its_readers() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let url = shared_url().expect("a server");
+    let reader_pool = common::postgres::connect(url).await;
+    let mut reader = reader_pool.begin().await.unwrap();
+    // A long read, as a `pg_dump` does: ACCESS SHARE until it ends.
+    sqlx::query(&format!("SELECT count(*) FROM {}", store.qualified_table()))
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), store.migrate())
+        .await
+        .expect("the migration did not wait for the reader")
+        .expect("the migration");
+    reader.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn forwards_are_rows_that_the_sweeper_removes_once_they_lapse() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let (old, new, t0) = (key(), key(), now());
+    assert!(store
+        .create(&old, &record(t0, Some("erin")), t0)
+        .await
+        .unwrap());
+    let until = t0 + secs(30);
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+    let (user_id, data, successor, expires_at): (
+        Option<String>,
+        serde_json::Value,
+        Option<Vec<u8>>,
+        OffsetDateTime,
+    ) = sqlx::query_as(&format!(
+        "SELECT user_id, data, successor, expires_at FROM {} WHERE key = $1",
+        store.qualified_table()
+    ))
+    .bind(old.as_bytes().as_slice())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(user_id, None, "a forward belongs to no user");
+    assert_eq!(data, json!({}), "and keeps no data");
+    assert_eq!(successor.as_deref(), Some(new.as_bytes().as_slice()));
+    assert_eq!(expires_at, until);
+
+    assert_eq!(store.sweep_expired(until - secs(1)).await.unwrap(), 0);
+    assert_eq!(count_rows(&store).await, 1, "kept until it lapses");
+    assert_eq!(store.sweep_expired(until).await.unwrap(), 1);
+    assert_eq!(count_rows(&store).await, 0, "swept once lapsed");
+}
+
+#[tokio::test]
+async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let url = shared_url().expect("a server");
+    let t = store.qualified_table().to_owned();
+    let (old, new, t0) = (key(), key(), now());
+    assert!(store
+        .create(&old, &record(t0, Some("carol")), t0)
+        .await
+        .unwrap());
+
+    // A login in flight: its retire of the old session has written the
+    // forward but not committed yet, so it holds the row.
+    let login_pool = common::postgres::connect(url).await;
+    let mut login = login_pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {t} SET successor = $2, user_id = NULL, data = '{{}}', expires_at = $3 \
+         WHERE key = $1"
+    ))
+    .bind(old.as_bytes().as_slice())
+    .bind(new.as_bytes().as_slice())
+    .bind(t0 + secs(60))
+    .execute(&mut *login)
+    .await
+    .unwrap();
+
+    // Logout-everywhere starts: its first DELETE takes its snapshot (the
+    // old session of carol, no new one) and waits for that row.
+    let logout = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_user("carol", None).await }
+    });
+    wait_for_waiters(&store, 1).await;
+
+    // The login creates the new session, then commits the retire. The
+    // waiting DELETE finds the old row no longer carol's and skips it, and
+    // its snapshot never shows the new one.
+    assert!(store
+        .create(&new, &record(t0, Some("carol")), t0)
+        .await
+        .unwrap());
+    login.commit().await.unwrap();
+
+    let deleted = logout.await.unwrap().expect("delete_user");
+    assert_eq!(deleted, 1, "the new session, found by a later pass");
+    assert_eq!(
+        store.load(&new, no_touch(t0 + secs(1))).await.unwrap(),
+        None
+    );
+    assert_eq!(store.count_user("carol", t0 + secs(1)).await.unwrap(), 0);
+    assert_eq!(
+        store.delete(&old, t0 + secs(1)).await.unwrap(),
+        cloakroom::Deleted::Forward(new),
+        "the forward itself is left to its own logout"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_retire_racing_the_first_attempt_succeeds_too() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let url = shared_url().expect("a server");
+    let t = store.qualified_table().to_owned();
+    let (old, new, t0) = (key(), key(), now());
+    assert!(store.create(&old, &record(t0, None), t0).await.unwrap());
+
+    // Hold the row, so that both attempts are in flight at once.
+    let holder_pool = common::postgres::connect(url).await;
+    let mut holder = holder_pool.begin().await.unwrap();
+    sqlx::query(&format!("SELECT 1 FROM {t} WHERE key = $1 FOR UPDATE"))
+        .bind(old.as_bytes().as_slice())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let attempt = || {
+        let store = store.clone();
+        tokio::spawn(async move { store.retire(&old, &new, t0 + secs(60), t0).await })
+    };
+    let (first, retry) = (attempt(), attempt());
+    wait_for_waiters(&store, 2).await;
+    holder.rollback().await.unwrap();
+
+    assert!(first.await.unwrap().expect("retire"));
+    assert!(
+        retry.await.unwrap().expect("retire"),
+        "the attempt that ran second sees the forward the first one wrote"
+    );
+    assert_eq!(
+        store.delete(&old, t0 + secs(1)).await.unwrap(),
+        cloakroom::Deleted::Forward(new)
     );
 }

@@ -45,9 +45,10 @@
 //!
 //! # Schema
 //!
-//! [`PostgresStore::migrate`] creates the table below (the SQL is
-//! [`PostgresStore::migration_sql`]; run it with your own migration tool
-//! if you prefer):
+//! [`PostgresStore::migrate`] creates the table below, or adds the
+//! `successor` column to a table made by an earlier version of this crate
+//! (the SQL is [`PostgresStore::migration_sql`]; run it with your own
+//! migration tool if you prefer):
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS "public"."cloakroom_sessions" (
@@ -59,16 +60,28 @@
 //!     absolute_deadline timestamptz NOT NULL,
 //!     idle_timeout_secs bigint NOT NULL,
 //!     persistent boolean NOT NULL,
-//!     expires_at timestamptz NOT NULL
+//!     expires_at timestamptz NOT NULL,
+//!     successor bytea NULL
 //! );
+//! DO $$
+//! BEGIN
+//!     IF NOT EXISTS (
+//!         SELECT FROM pg_attribute
+//!         WHERE attrelid = '"public"."cloakroom_sessions"'::regclass
+//!           AND attname = 'successor' AND NOT attisdropped
+//!     ) THEN
+//!         ALTER TABLE "public"."cloakroom_sessions" ADD COLUMN successor bytea NULL;
+//!     END IF;
+//! END
+//! $$;
 //! CREATE INDEX IF NOT EXISTS "cloakroom_sessions_user_id_idx"
 //!     ON "public"."cloakroom_sessions" (user_id) WHERE user_id IS NOT NULL;
 //! CREATE INDEX IF NOT EXISTS "cloakroom_sessions_expires_at_idx"
 //!     ON "public"."cloakroom_sessions" (expires_at);
 //! ```
 //!
-//! [`PostgresStore`] documents the columns, the statements, sweeping and
-//! error mapping.
+//! [`PostgresStore`] documents the columns, forwards, the statements,
+//! sweeping and error mapping.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -97,6 +110,10 @@ const MAX_TABLE_LEN: usize = 48;
 /// ASCII). One key for all tables, so that two stores creating tables in
 /// the same new schema at once are serialized too.
 const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
+
+/// How many `DELETE` passes `delete_user` makes at most before it gives up
+/// on a user who keeps logging in while being logged out everywhere.
+const MAX_DELETE_PASSES: usize = 16;
 
 /// Sessions in a PostgreSQL table, through the application's own
 /// [`PgPool`].
@@ -137,8 +154,20 @@ const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
 ///     absolute_deadline timestamptz NOT NULL,
 ///     idle_timeout_secs bigint NOT NULL,
 ///     persistent boolean NOT NULL,
-///     expires_at timestamptz NOT NULL
+///     expires_at timestamptz NOT NULL,
+///     successor bytea NULL
 /// );
+/// DO $$
+/// BEGIN
+///     IF NOT EXISTS (
+///         SELECT FROM pg_attribute
+///         WHERE attrelid = '"public"."cloakroom_sessions"'::regclass
+///           AND attname = 'successor' AND NOT attisdropped
+///     ) THEN
+///         ALTER TABLE "public"."cloakroom_sessions" ADD COLUMN successor bytea NULL;
+///     END IF;
+/// END
+/// $$;
 /// CREATE INDEX IF NOT EXISTS "cloakroom_sessions_user_id_idx"
 ///     ON "public"."cloakroom_sessions" (user_id) WHERE user_id IS NOT NULL;
 /// CREATE INDEX IF NOT EXISTS "cloakroom_sessions_expires_at_idx"
@@ -148,38 +177,92 @@ const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
 /// With a schema other than `public` (see [`PostgresStoreBuilder`]), the
 /// SQL starts with `CREATE SCHEMA IF NOT EXISTS "<schema>";`.
 ///
+/// The `DO` block upgrades a table created by an earlier version of this
+/// crate, which had no `successor` column. It adds the column only when it
+/// is missing: `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` would take an
+/// `ACCESS EXCLUSIVE` lock on every start even when there is nothing to
+/// add, and so wait behind any long reader of the table (a `pg_dump`, say)
+/// while every session lookup queued up behind it.
+///
 /// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
 ///   the ID itself, so a database dump or backup holds no usable cookie.
 /// - `expires_at` is kept equal to the earlier of the idle deadline
 ///   (`last_seen + idle_timeout_secs`) and `absolute_deadline` by every
 ///   statement that changes one of them. Lookups and the sweeper compare
 ///   against it, through its index.
+/// - `successor` is `NULL` for a session. A row with a `successor` is a
+///   *forward* (see below).
 /// - Timestamps are whole seconds. Every comparison uses the time the
 ///   layer passes in (from its [`Clock`](crate::Clock)), never the
 ///   database's `now()`, so one clock decides expiry.
 ///
+/// # Forwards
+///
+/// When the layer moves a session to a new ID (login, regenerate),
+/// [`SessionStore::retire`] turns its row into a forward in place: the
+/// `successor` column names the new key, `user_id` becomes `NULL`, `data`
+/// becomes `{}`, and `expires_at` becomes the forward's `until`. The other
+/// columns keep the old session's values and mean nothing any more. So a
+/// forward holds its key against `create` until `until` and is then
+/// replaced or swept like any expired row, with no extra logic; it never
+/// appears in the `user_id` index; and `load` and `save` skip it
+/// (`successor IS NULL`).
+///
 /// # One statement per operation
 ///
-/// - `load` reads the live row and, when [`SessionRecord::touch_due`]
-///   holds for it, sets `last_seen` and `expires_at` in the same statement
-///   (a data-modifying CTE), returning the row as it was before.
-/// - `save` is one `UPDATE ... WHERE key = $1 AND expires_at > $now` that
-///   patches `data` in place with `jsonb` operators (`- removed_keys`, then
-///   `|| set_keys`), so concurrent requests that change different keys all
-///   survive, and a deleted or expired session is never written back; it
-///   rolls the idle deadline in the same statement when due.
+/// Every operation but `delete_user` and `sweep_expired` is one statement,
+/// and so atomic on its own (autocommit, `READ COMMITTED`).
+///
+/// - `load` reads the live session row and, when
+///   [`SessionRecord::touch_due`] holds for it, sets `last_seen` and
+///   `expires_at` in the same statement (a data-modifying CTE), returning
+///   the row as it was before. The touch is written even when the absolute
+///   deadline keeps `expires_at` where it was, so that `last_seen` tells
+///   the last activity.
+/// - `save` is one `UPDATE ... WHERE key = $1 AND expires_at > $now AND
+///   successor IS NULL` that patches `data` in place with `jsonb` operators
+///   (`- removed_keys`, then `|| set_keys`), so concurrent requests that
+///   change different keys all survive, and a deleted, retired or expired
+///   session is never written back; it rolls the idle deadline in the same
+///   statement when due.
 /// - `create` is one `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE` the
-///   existing row is expired: a live session is never overwritten.
-/// - `delete` and `delete_user` are one `DELETE` each (the latter through
-///   the `user_id` index); `list_user` is one `SELECT`.
+///   existing row (session or forward) is expired: a live session or
+///   forward is never overwritten.
+/// - `retire` is one `UPDATE` of a live row that is either a session or
+///   already a forward to the same successor (a retry: it then writes the
+///   forward back unchanged). Being one `UPDATE`, it also answers `true`
+///   to a retry that runs while the first attempt is still in flight,
+///   since PostgreSQL re-checks the condition on the row the first attempt
+///   wrote.
+/// - `delete` is one `DELETE ... RETURNING successor, expires_at > $now`:
+///   what the row was is decided from the row it removed.
+/// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT ...
+///   ORDER BY created_at DESC, key DESC LIMIT $limit` (the newest sessions,
+///   then reversed to oldest first), both through the `user_id` index.
+/// - `delete_user` is a `DELETE` through the `user_id` index, repeated in
+///   passes (see below).
+///
+/// # Logging a user out everywhere
+///
+/// One `DELETE ... WHERE user_id = $1` is not enough under `READ
+/// COMMITTED`. It only sees rows committed before it started, and when a
+/// concurrent login retires one of the user's sessions (turning its row
+/// into a forward with no `user_id`) while creating the new one, the
+/// `DELETE` skips the retired row and never sees the new one. So
+/// `delete_user` repeats: after each `DELETE`, a separate statement (with
+/// a snapshot taken after the `DELETE` finished) checks whether any row of
+/// the user is left, and it stops only when none is, or after 16 passes:
+/// a user who keeps logging in throughout can then keep the sessions
+/// created during the last pass, and a warning is logged.
 ///
 /// # Sweeping expired sessions
 ///
-/// Expired rows are never served, but they stay in the table until swept.
-/// [`SessionStore::sweep_expired`] deletes them in batches (1000 rows per
-/// statement by default, see [`PostgresStoreBuilder::sweep_batch_size`]),
-/// each batch its own short statement that skips rows other transactions
-/// hold, so a large backlog never locks the table. Run it periodically with
+/// Expired rows and lapsed forwards are never served, but they stay in the
+/// table until swept. [`SessionStore::sweep_expired`] deletes them in
+/// batches (1000 rows per statement by default, see
+/// [`PostgresStoreBuilder::sweep_batch_size`]), each batch its own short
+/// statement that skips rows other transactions hold, so a large backlog
+/// never locks the table. Run it periodically with
 /// [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper), as
 /// above. That generic sweeper is all this store needs: it calls the
 /// batched `sweep_expired`, with the layer's clock, the one every other
@@ -187,22 +270,32 @@ const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
 ///
 /// # Errors
 ///
-/// sqlx errors become [`StoreError`]s with the sqlx error kept as the
-/// source. Connection, I/O and TLS failures, pool time-outs, and server
-/// errors that mean "not serving now" (SQLSTATE classes `08` and `53`,
-/// `57P..` shutdowns, statement and lock time-outs) are
-/// [`StoreError::Unavailable`]. Rows that cannot be decoded (data that is
-/// not a JSON object, timestamps out of range, keys that are not 32 bytes)
-/// are [`StoreError::Corrupt`]. Everything else, such as a missing table,
-/// is [`StoreError::Backend`].
+/// sqlx errors become [`StoreError`]s. Their source is an error of this
+/// store whose `Display` and `Debug` show only what kind of failure it was
+/// and, for a server error, the SQLSTATE and its class (say, `database
+/// error 22P05 (data exception)`): the server's message detail can quote
+/// the statement's parameters, which are session data. The sqlx error is
+/// that error's own [`source`](std::error::Error::source), for whoever
+/// explicitly walks the chain.
+///
+/// Connection, I/O and TLS failures, pool time-outs, and server errors
+/// that mean "not serving now" (SQLSTATE classes `08` and `53`, `57P..`
+/// shutdowns, statement and lock time-outs) are
+/// [`StoreError::Unavailable`]. Data exceptions (SQLSTATE class `22`: a
+/// value the server cannot hold, such as the NUL character below) are
+/// [`StoreError::Rejected`]. Rows that cannot be decoded (data that is not
+/// a JSON object, timestamps out of range, keys that are not 32 bytes) are
+/// [`StoreError::Corrupt`]. Everything else, such as a missing table, is
+/// [`StoreError::Backend`].
 ///
 /// # Limits
 ///
 /// PostgreSQL `text` and `jsonb` cannot hold the NUL character (`\0`,
-/// `\u0000`): a user ID or session value containing one is refused with
-/// [`StoreError::Backend`]. This crate enables no TLS in sqlx; an
-/// application that connects over TLS enables a TLS feature on its own
-/// `sqlx` dependency, and the pool it passes in uses it.
+/// `\u0000`): a user ID, data key or session value containing one is
+/// refused with [`StoreError::Rejected`], and nothing is written. This
+/// crate enables no TLS in sqlx; an application that connects over TLS
+/// enables a TLS feature on its own `sqlx` dependency, and the pool it
+/// passes in uses it.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -217,8 +310,11 @@ struct Statements {
     create: String,
     load: String,
     save: String,
+    retire: String,
     delete: String,
     delete_user: String,
+    user_left: String,
+    count_user: String,
     list_user: String,
     sweep: String,
 }
@@ -261,7 +357,8 @@ impl PostgresStore {
     }
 
     /// Creates the schema (unless `public`), the table and its indexes if
-    /// they do not exist yet.
+    /// they do not exist yet, and adds the `successor` column to a table
+    /// created by an earlier version of this crate.
     ///
     /// Idempotent, and safe to run from several processes at once: in one
     /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
@@ -294,8 +391,9 @@ impl PostgresStore {
 
     /// The SQL that [`migrate`](Self::migrate) runs, for this store's
     /// schema and table, for teams that apply migrations with their own
-    /// tool. Every statement is `IF NOT EXISTS`, so it can be applied to a
-    /// database that already has the table.
+    /// tool. Every statement creates or adds only what is missing, so it
+    /// can be applied to a database that already has the table, in this
+    /// version's form or an earlier one.
     pub fn migration_sql(&self) -> &str {
         &self.sql.migration
     }
@@ -433,6 +531,11 @@ impl Statements {
         } else {
             format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema))
         };
+        // The `DO` block adds `successor` to a table made by the previous
+        // schema. It checks the catalog first, because `ALTER TABLE ... ADD
+        // COLUMN IF NOT EXISTS` takes an ACCESS EXCLUSIVE lock even when
+        // the column is there (see the type docs). The names were
+        // validated, so they hold no quote that could end the literal.
         let migration = format!(
             "{create_schema}\
 CREATE TABLE IF NOT EXISTS {t} (
@@ -444,8 +547,20 @@ CREATE TABLE IF NOT EXISTS {t} (
     absolute_deadline timestamptz NOT NULL,
     idle_timeout_secs bigint NOT NULL,
     persistent boolean NOT NULL,
-    expires_at timestamptz NOT NULL
+    expires_at timestamptz NOT NULL,
+    successor bytea NULL
 );
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT FROM pg_attribute
+        WHERE attrelid = '{t}'::regclass
+          AND attname = 'successor' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE {t} ADD COLUMN successor bytea NULL;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS {user_idx}
     ON {t} (user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {expires_idx}
@@ -455,8 +570,10 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
             expires_idx = quote(&format!("{table}_expires_at_idx")),
         );
 
-        // $10 is the layer's `now`: only a row that is expired by then may
-        // be replaced. A live one is left alone and no row is reported.
+        // $10 is the layer's `now`: only a row that is expired by then (a
+        // session, or a forward past its `until`) may be replaced. A live
+        // one is left alone and no row is reported. A replaced forward
+        // becomes a session again: `successor` is cleared.
         let create = format!(
             "INSERT INTO {t} AS existing (key, user_id, data, created_at, last_seen, \
                  absolute_deadline, idle_timeout_secs, persistent, expires_at) \
@@ -466,22 +583,26 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
                  created_at = EXCLUDED.created_at, last_seen = EXCLUDED.last_seen, \
                  absolute_deadline = EXCLUDED.absolute_deadline, \
                  idle_timeout_secs = EXCLUDED.idle_timeout_secs, \
-                 persistent = EXCLUDED.persistent, expires_at = EXCLUDED.expires_at \
+                 persistent = EXCLUDED.persistent, expires_at = EXCLUDED.expires_at, \
+                 successor = NULL \
              WHERE existing.expires_at <= $10"
         );
 
         // All parts of one statement share a snapshot, so the final SELECT
         // returns the row as it was before the touch, as the trait asks.
-        // The touch conditions are those of `SessionRecord::touch_due`,
+        // The touch condition is that of `SessionRecord::touch_due`,
         // written against the row being updated (not the snapshot), so a
         // concurrent touch at the same `now` is not repeated: whole seconds
         // elapsed, compared as float8 with `idle * after` exactly as the
-        // Rust rule computes it, and only while the idle deadline is before
-        // the absolute one.
+        // Rust rule computes it. It holds near the absolute deadline too,
+        // where only `last_seen` moves. `successor IS NULL` is checked on
+        // the updated row again: a concurrent `retire` may have turned it
+        // into a forward, whose `expires_at` (its `until`) a touch must not
+        // change.
         let load = format!(
             "WITH live AS ( \
                  SELECT key, {RECORD_COLUMNS} FROM {t} \
-                 WHERE key = $1 AND expires_at > $2 \
+                 WHERE key = $1 AND expires_at > $2 AND successor IS NULL \
              ), touched AS ( \
                  UPDATE {t} AS s SET \
                      last_seen = $2, \
@@ -490,10 +611,9 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
                  FROM live \
                  WHERE s.key = live.key \
                    AND s.expires_at > $2 \
+                   AND s.successor IS NULL \
                    AND trunc(extract(epoch FROM $2 - s.last_seen))::float8 \
                        >= s.idle_timeout_secs::float8 * $3 \
-                   AND s.last_seen + s.idle_timeout_secs * interval '1 second' \
-                       < s.absolute_deadline \
              ) \
              SELECT {RECORD_COLUMNS} FROM live"
         );
@@ -504,13 +624,13 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
         // lifetime parameters keep the stored lifetime. Then the touch rule
         // of `SessionRecord::touch_due`, on the patched lifetime: when due
         // ($9 is the fraction), `last_seen` becomes $8 (`now`), and
-        // `expires_at` follows whichever `last_seen` results.
+        // `expires_at` follows whichever `last_seen` results. The WHERE is
+        // checked again on a row a concurrent statement changed, so a
+        // session retired or deleted meanwhile is not written.
         let idle = "coalesce($5, idle_timeout_secs)";
         let absolute = "coalesce($6, absolute_deadline)";
-        let due = format!(
-            "(trunc(extract(epoch FROM $8 - last_seen))::float8 >= {idle}::float8 * $9 \
-              AND last_seen + {idle} * interval '1 second' < {absolute})"
-        );
+        let due =
+            format!("(trunc(extract(epoch FROM $8 - last_seen))::float8 >= {idle}::float8 * $9)");
         let last_seen = format!("(CASE WHEN {due} THEN $8 ELSE last_seen END)");
         let save = format!(
             "UPDATE {t} SET \
@@ -520,19 +640,47 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
                  persistent = coalesce($7, persistent), \
                  last_seen = {last_seen}, \
                  expires_at = least({last_seen} + {idle} * interval '1 second', {absolute}) \
-             WHERE key = $1 AND expires_at > $8"
+             WHERE key = $1 AND expires_at > $8 AND successor IS NULL"
         );
 
-        let delete = format!("DELETE FROM {t} WHERE key = $1");
+        // $1 key, $2 successor, $3 until, $4 now. One UPDATE covers both
+        // the first call (a live session becomes a forward) and a retry (a
+        // live forward to the same successor is written back as it is; the
+        // CASE keeps its `until`). Two statements, or a CTE with a separate
+        // SELECT for the retry, would answer `false` to a retry that waited
+        // on the first attempt's row lock, since both parts would read the
+        // snapshot from before the first attempt committed; a single
+        // UPDATE re-checks its WHERE on the row the first attempt wrote.
+        let retire = format!(
+            "UPDATE {t} SET \
+                 successor = $2, user_id = NULL, data = '{{}}'::jsonb, \
+                 expires_at = CASE WHEN successor IS NULL THEN $3 ELSE expires_at END \
+             WHERE key = $1 AND expires_at > $4 AND (successor IS NULL OR successor = $2)"
+        );
+
+        // What the removed row was is decided with the layer's `now`; the
+        // comparison is done here rather than by decoding `expires_at`, so
+        // a row with a timestamp Rust cannot hold is still deleted cleanly.
+        let delete = format!(
+            "DELETE FROM {t} WHERE key = $1 \
+             RETURNING successor, expires_at > $2 AS live"
+        );
+        // Forwards have no `user_id`, so these never touch them.
         let delete_user = format!("DELETE FROM {t} WHERE user_id = $1 AND key IS DISTINCT FROM $2");
+        let user_left = format!(
+            "SELECT EXISTS (SELECT FROM {t} WHERE user_id = $1 AND key IS DISTINCT FROM $2)"
+        );
+        let count_user = format!("SELECT count(*) FROM {t} WHERE user_id = $1 AND expires_at > $2");
+        // Newest first, so LIMIT keeps the most recently created ones; the
+        // caller reverses them to oldest first.
         let list_user = format!(
             "SELECT key, created_at, last_seen, expires_at, persistent FROM {t} \
              WHERE user_id = $1 AND expires_at > $2 \
-             ORDER BY created_at, key"
+             ORDER BY created_at DESC, key DESC LIMIT $3"
         );
         // SKIP LOCKED: rows another transaction is busy with (a create
         // replacing an expired row, another sweeper) are left for later
-        // instead of waited for.
+        // instead of waited for. Lapsed forwards are expired rows too.
         let sweep = format!(
             "DELETE FROM {t} WHERE key IN ( \
                  SELECT key FROM {t} WHERE expires_at <= $1 \
@@ -546,28 +694,43 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
             create,
             load,
             save,
+            retire,
             delete,
             delete_user,
+            user_left,
+            count_user,
             list_user,
             sweep,
         }
     }
 }
 
-/// Maps a sqlx error to the store error kind the layer needs, keeping it as
-/// the source.
+/// Maps a sqlx error to the store error kind the layer needs. The source
+/// is the sqlx error wrapped in [`PostgresError`], which the layer may log.
 fn store_error(error: sqlx::Error) -> StoreError {
-    match &error {
+    let sqlstate = error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(std::borrow::Cow::into_owned);
+    let unavailable = matches!(
+        error,
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::unavailable(error),
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| means_unavailable(&code)) => {
-            StoreError::unavailable(error)
-        }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::corrupt(error),
-        _ => StoreError::backend(error),
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    );
+    let corrupt = matches!(
+        error,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+    );
+    let wrapped = PostgresError(error);
+    match sqlstate.as_deref() {
+        _ if unavailable => StoreError::unavailable(wrapped),
+        Some(code) if means_unavailable(code) => StoreError::unavailable(wrapped),
+        Some(code) if means_rejected(code) => StoreError::rejected(wrapped),
+        _ if corrupt => StoreError::corrupt(wrapped),
+        _ => StoreError::backend(wrapped),
     }
 }
 
@@ -581,6 +744,133 @@ fn means_unavailable(sqlstate: &str) -> bool {
         // statement_timeout, lock_timeout: the server did not answer in time.
         || sqlstate == "57014"
         || sqlstate == "55P03"
+}
+
+/// Whether a server error's SQLSTATE says "this value cannot be stored":
+/// class 22, data exception. What the store sends is the layer's data
+/// (user IDs, data keys and values) and times it chose, so such an error
+/// is about a value the client gave: 22P05 (untranslatable character) and
+/// 22021 (character not in repertoire) are what a NUL in `jsonb` and in
+/// `text` give, 22008 a time beyond PostgreSQL's range. (A row edited by
+/// hand into values that overflow the statements' own arithmetic would
+/// give class 22 too; that is not worth telling apart.)
+fn means_rejected(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22")
+}
+
+/// A sqlx error, shown without anything the server or the driver quoted.
+///
+/// PostgreSQL's error reports can quote the statement's parameters: a NUL
+/// in a `jsonb` value comes back with `where: JSON data, line 1:
+/// {"note":"...` and the session data up to it, and sqlx's `Debug` prints
+/// that; decode errors quote the value they could not decode. The layer
+/// logs the source of a [`StoreError`], so this type's `Display` and
+/// `Debug` show only the kind of failure, and for a server error its
+/// SQLSTATE and the SQLSTATE's class. The sqlx error stays reachable as
+/// this error's own source, for code that asks for it on purpose.
+struct PostgresError(sqlx::Error);
+
+impl fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            sqlx::Error::Database(db) => match db.code() {
+                // A SQLSTATE is five digits or upper-case letters; a code
+                // that is not is not shown, since it would not be one.
+                Some(code) if is_sqlstate(&code) => {
+                    write!(f, "database error {code} ({})", sqlstate_class(&code))
+                }
+                _ => f.write_str("database error without a SQLSTATE"),
+            },
+            sqlx::Error::Io(error) => write!(f, "database I/O error ({:?})", error.kind()),
+            sqlx::Error::Tls(_) => f.write_str("TLS error talking to the database"),
+            sqlx::Error::PoolTimedOut => f.write_str("timed out waiting for a database connection"),
+            sqlx::Error::PoolClosed => f.write_str("the database connection pool is closed"),
+            sqlx::Error::WorkerCrashed => f.write_str("a database connection worker crashed"),
+            sqlx::Error::Protocol(_) => f.write_str("unexpected message from the database"),
+            sqlx::Error::Configuration(_) => f.write_str("database connection misconfigured"),
+            // Column names come from this store's own statements.
+            sqlx::Error::ColumnDecode { index, .. } => {
+                write!(f, "cannot decode the database column {index:?}")
+            }
+            sqlx::Error::ColumnNotFound(name) => write!(f, "no database column {name:?}"),
+            sqlx::Error::Decode(_) => f.write_str("cannot decode a database value"),
+            sqlx::Error::Encode(_) => f.write_str("cannot encode a database parameter"),
+            sqlx::Error::RowNotFound => f.write_str("no database row returned"),
+            _ => f.write_str("database driver error"),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PostgresError")
+            .field(&format_args!("{self}"))
+            .finish()
+    }
+}
+
+impl StdError for PostgresError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn is_sqlstate(code: &str) -> bool {
+    code.len() == 5
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
+/// The name of a SQLSTATE's class (its first two characters), as listed in
+/// PostgreSQL's documentation (appendix A, "PostgreSQL Error Codes").
+fn sqlstate_class(code: &str) -> &'static str {
+    match code.get(..2).unwrap_or_default() {
+        "00" => "successful completion",
+        "01" => "warning",
+        "02" => "no data",
+        "03" => "SQL statement not yet complete",
+        "08" => "connection exception",
+        "09" => "triggered action exception",
+        "0A" => "feature not supported",
+        "0B" => "invalid transaction initiation",
+        "0F" => "locator exception",
+        "0L" => "invalid grantor",
+        "0P" => "invalid role specification",
+        "0Z" => "diagnostics exception",
+        "20" => "case not found",
+        "21" => "cardinality violation",
+        "22" => "data exception",
+        "23" => "integrity constraint violation",
+        "24" => "invalid cursor state",
+        "25" => "invalid transaction state",
+        "26" => "invalid SQL statement name",
+        "27" => "triggered data change violation",
+        "28" => "invalid authorization specification",
+        "2B" => "dependent privilege descriptors still exist",
+        "2D" => "invalid transaction termination",
+        "2F" => "SQL routine exception",
+        "34" => "invalid cursor name",
+        "38" => "external routine exception",
+        "39" => "external routine invocation exception",
+        "3B" => "savepoint exception",
+        "3D" => "invalid catalog name",
+        "3F" => "invalid schema name",
+        "40" => "transaction rollback",
+        "42" => "syntax error or access rule violation",
+        "44" => "WITH CHECK OPTION violation",
+        "53" => "insufficient resources",
+        "54" => "program limit exceeded",
+        "55" => "object not in prerequisite state",
+        "57" => "operator intervention",
+        "58" => "system error",
+        "72" => "snapshot failure",
+        "F0" => "configuration file error",
+        "HV" => "foreign data wrapper error",
+        "P0" => "PL/pgSQL error",
+        "XX" => "internal error",
+        _ => "unknown class",
+    }
 }
 
 /// A row that made no sense, for [`StoreError::Corrupt`].
@@ -662,10 +952,16 @@ fn record_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
 }
 
 fn key_from_row(row: &PgRow) -> Result<StoreKey, StoreError> {
-    let bytes: Vec<u8> = column(row, "key")?;
+    store_key(column(row, "key")?, "store key is not 32 bytes")
+}
+
+/// A stored key (a row's own, or a forward's successor) back as a
+/// [`StoreKey`]: SHA-256 outputs, so exactly 32 bytes; `problem` says
+/// which, when it is not.
+fn store_key(bytes: Vec<u8>, problem: &'static str) -> Result<StoreKey, StoreError> {
     let bytes: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| StoreError::corrupt(CorruptRow("store key is not 32 bytes")))?;
+        .map_err(|_| StoreError::corrupt(CorruptRow(problem)))?;
     Ok(StoreKey::from_bytes(bytes))
 }
 
@@ -739,54 +1035,114 @@ impl SessionStore for PostgresStore {
 
     async fn retire(
         &self,
-        _key: &StoreKey,
-        _successor: &StoreKey,
-        _until: OffsetDateTime,
-        _now: OffsetDateTime,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        todo!("PLACEHOLDER: PostgresStore::retire")
-    }
-
-    async fn delete(&self, key: &StoreKey, _now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let done = sqlx::query(&self.sql.delete)
+        let done = sqlx::query(&self.sql.retire)
             .bind(key.as_bytes().as_slice())
+            .bind(successor.as_bytes().as_slice())
+            .bind(truncate_to_seconds(until))
+            .bind(truncate_to_seconds(now))
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        Ok(if done.rows_affected() > 0 {
-            Deleted::Session
-        } else {
-            Deleted::Nothing
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        let row = sqlx::query(&self.sql.delete)
+            .bind(key.as_bytes().as_slice())
+            .bind(truncate_to_seconds(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(Deleted::Nothing);
+        };
+        let live: bool = column(&row, "live")?;
+        let successor: Option<Vec<u8>> = column(&row, "successor")?;
+        Ok(match (successor, live) {
+            (_, false) => Deleted::Nothing,
+            (None, true) => Deleted::Session,
+            // The row is gone either way; a successor that is not a store
+            // key cannot be followed, and is reported rather than ignored.
+            (Some(bytes), true) => {
+                Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
+            }
         })
     }
 
-    async fn count_user(&self, _user_id: &str, _now: OffsetDateTime) -> Result<u64, StoreError> {
-        todo!("PLACEHOLDER: PostgresStore::count_user")
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(&self.sql.count_user)
+            .bind(user_id)
+            .bind(truncate_to_seconds(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        u64::try_from(count).map_err(|_| StoreError::corrupt(CorruptRow("negative count")))
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
-        let done = sqlx::query(&self.sql.delete_user)
-            .bind(user_id)
-            .bind(keep.map(|k| k.as_bytes().as_slice()))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
+        let keep = keep.map(|k| k.as_bytes().as_slice());
+        let mut deleted = 0;
+        // Under READ COMMITTED each DELETE sees only rows committed before
+        // it started. A login or regenerate running meanwhile creates the
+        // user's new session (invisible to this DELETE) and retires the old
+        // one (which this DELETE then skips: re-checked after the retire
+        // committed, the row has no `user_id` any more). One DELETE would
+        // let the new session through. So after every DELETE, a statement
+        // of its own, with a snapshot taken after the DELETE finished,
+        // looks for any row of the user left, and another pass runs while
+        // there is one.
+        for _ in 0..MAX_DELETE_PASSES {
+            let done = sqlx::query(&self.sql.delete_user)
+                .bind(user_id)
+                .bind(keep)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            deleted += done.rows_affected();
+            let left: bool = sqlx::query_scalar(&self.sql.user_left)
+                .bind(user_id)
+                .bind(keep)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if !left {
+                return Ok(deleted);
+            }
+        }
+        tracing::warn!(
+            target: "cloakroom",
+            event = "delete_user_incomplete",
+            passes = MAX_DELETE_PASSES,
+            "sessions of the user were still being created after every pass of a \
+             logout-everywhere; the newest may remain"
+        );
+        Ok(deleted)
     }
 
     async fn list_user(
         &self,
         user_id: &str,
         now: OffsetDateTime,
-        _limit: usize,
+        limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
+        // PostgreSQL's LIMIT is a bigint; more than that many rows cannot
+        // exist anyway.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query(&self.sql.list_user)
             .bind(user_id)
             .bind(truncate_to_seconds(now))
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
+        // Newest first from the query; the trait wants oldest first.
         rows.iter()
+            .rev()
             .map(|row| {
                 Ok(SessionInfo {
                     key: key_from_row(row)?,
@@ -914,8 +1270,11 @@ mod tests {
             &s.create,
             &s.load,
             &s.save,
+            &s.retire,
             &s.delete,
             &s.delete_user,
+            &s.user_left,
+            &s.count_user,
             &s.list_user,
             &s.sweep,
         ] {
@@ -958,8 +1317,168 @@ mod tests {
         ));
         let error = store_error(sqlx::Error::RowNotFound);
         assert!(matches!(error, StoreError::Backend(_)));
-        let source = StdError::source(&error).expect("the sqlx error is the source");
-        assert!(source.downcast_ref::<sqlx::Error>().is_some());
+        let source = StdError::source(&error).expect("the wrapped sqlx error");
+        assert!(source.downcast_ref::<PostgresError>().is_some());
+        let sqlx_error = source.source().expect("the sqlx error is its source");
+        assert!(sqlx_error.downcast_ref::<sqlx::Error>().is_some());
+    }
+
+    /// A server error shaped like PostgreSQL's report of a NUL in `jsonb`:
+    /// a plain message, and a context (`where`) that quotes the data sent,
+    /// which sqlx's `Debug` prints.
+    struct ServerError {
+        code: &'static str,
+        context: &'static str,
+    }
+
+    impl fmt::Debug for ServerError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ServerError")
+                .field("code", &self.code)
+                .field("where", &self.context)
+                .finish()
+        }
+    }
+
+    impl fmt::Display for ServerError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(sqlx::error::DatabaseError::message(self))
+        }
+    }
+
+    impl StdError for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "unsupported Unicode escape sequence"
+        }
+
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.code.into())
+        }
+
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    const SECRET: &str = r#"JSON data, line 1: {"note":"secret-card-4111"#;
+
+    fn server_error(code: &'static str) -> StoreError {
+        store_error(sqlx::Error::from(ServerError {
+            code,
+            context: SECRET,
+        }))
+    }
+
+    /// Every `Display` along the source chain, and the top-level `Debug`.
+    fn everything_shown(error: &StoreError) -> String {
+        let mut shown = format!("{error:?}");
+        let mut next: Option<&dyn StdError> = Some(error);
+        while let Some(e) = next {
+            shown.push('\n');
+            shown.push_str(&e.to_string());
+            next = e.source();
+        }
+        shown
+    }
+
+    #[test]
+    fn data_exceptions_are_rejected_and_other_server_errors_keep_their_kind() {
+        for code in ["22P05", "22021", "22008", "22001"] {
+            assert!(
+                matches!(server_error(code), StoreError::Rejected(_)),
+                "{code}"
+            );
+        }
+        for code in ["08006", "57P01", "57014", "55P03", "53300"] {
+            assert!(
+                matches!(server_error(code), StoreError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in ["42P01", "23505", "40001", "XX000"] {
+            assert!(
+                matches!(server_error(code), StoreError::Backend(_)),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_logged_error_shows_the_sqlstate_and_class_but_no_quoted_data() {
+        let error = server_error("22P05");
+        assert!(error.is_rejected());
+        let source = StdError::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "database error 22P05 (data exception)");
+        assert_eq!(
+            format!("{source:?}"),
+            "PostgresError(database error 22P05 (data exception))"
+        );
+        assert!(
+            format!("{error:?}").contains("22P05"),
+            "the top-level Debug names the SQLSTATE"
+        );
+        let shown = everything_shown(&error);
+        assert!(!shown.contains("secret-card"), "{shown}");
+        // The full report is still there for code that asks on purpose.
+        let sqlx_error = source
+            .source()
+            .and_then(|e| e.downcast_ref::<sqlx::Error>())
+            .expect("the sqlx error");
+        assert!(format!("{sqlx_error:?}").contains("secret-card"));
+    }
+
+    #[test]
+    fn driver_errors_are_shown_by_kind_without_the_values_they_quote() {
+        let decode = sqlx::Error::ColumnDecode {
+            index: "\"data\"".into(),
+            source: "invalid type: string \"secret-card-4111\", expected a map".into(),
+        };
+        let error = store_error(decode);
+        assert!(matches!(error, StoreError::Corrupt(_)));
+        let shown = everything_shown(&error);
+        assert!(
+            shown.contains("cannot decode the database column"),
+            "{shown}"
+        );
+        let logged = StdError::source(&error).expect("a source");
+        for text in [
+            logged.to_string(),
+            format!("{logged:?}"),
+            format!("{error:?}"),
+        ] {
+            assert!(!text.contains("secret-card"), "{text}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "secret-card");
+        let error = store_error(sqlx::Error::Io(io));
+        let logged = StdError::source(&error).expect("a source");
+        assert_eq!(logged.to_string(), "database I/O error (ConnectionReset)");
+        assert!(!format!("{error:?}").contains("secret-card"));
+    }
+
+    #[test]
+    fn only_well_formed_sqlstates_are_shown() {
+        let error = server_error("2\"sec");
+        let source = StdError::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "database error without a SQLSTATE");
+        assert!(matches!(error, StoreError::Backend(_)));
+        assert_eq!(sqlstate_class("XX000"), "internal error");
+        assert_eq!(sqlstate_class("0A000"), "feature not supported");
+        assert_eq!(sqlstate_class("ZZ999"), "unknown class");
+        assert!(is_sqlstate("22P05") && !is_sqlstate("22p05") && !is_sqlstate("2200"));
     }
 
     #[test]
