@@ -122,22 +122,7 @@ impl SessionAdmin {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                match admin.sweep_expired().await {
-                    Ok(removed) => tracing::debug!(
-                        target: "cloakroom",
-                        event = "sessions_swept",
-                        removed,
-                        "expired sessions swept"
-                    ),
-                    Err(error) => tracing::warn!(
-                        target: "cloakroom",
-                        event = "store_error",
-                        operation = "sweep_expired",
-                        error = %error,
-                        source = ?std::error::Error::source(&error),
-                        "sweeping expired sessions failed; retrying at the next tick"
-                    ),
-                }
+                crate::layer::log_sweep(admin.sweep_expired().await);
             }
         })
     }

@@ -413,10 +413,9 @@ impl SessionLayerBuilder {
     }
 
     /// How long a remembered session may live however active it is,
-    /// counted from its creation (or login); 30 days by default. This is
-    /// the longest any session of the layer lives: calling `remember_me`
-    /// again never extends it. Must not be shorter than the remember-me
-    /// idle timeout.
+    /// counted from its creation (or login); 30 days by default. Calling
+    /// `remember_me` again never extends it. Must not be shorter than the
+    /// remember-me idle timeout.
     pub fn remember_me_absolute_timeout(mut self, timeout: Duration) -> Self {
         self.remember_absolute_timeout = timeout;
         self
@@ -469,9 +468,9 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// Checks the settings and builds the layer. Built inside a tokio
-    /// runtime, the layer also starts the background sweep a store asks
-    /// for ([`SessionStore::background_sweep`]).
+    /// Checks the settings and builds the layer, which starts the
+    /// background sweep the store asks for
+    /// ([`SessionStore::background_sweep`]).
     ///
     /// # Errors
     ///

@@ -11,13 +11,13 @@ use time::Duration;
 
 use crate::config::{ConfigError, SameSite};
 use crate::id::{SessionId, StoreKey};
-use crate::key::{CookieRejection, KeyRing, COOKIE_VALUE_LEN};
+use crate::key::{parse, CookieRejection, KeyRing};
 
 /// At most this many well-formed cookies carrying the session cookie's name
 /// have their signature checked per request (an HMAC each, about 170 ns).
-/// Malformed ones cost a length check and do not count, so no amount of
-/// junk hides a valid cookie; the bytes to scan are bounded by the server's
-/// header size limit. Browsers send one cookie per (name, domain, path) that
+/// Malformed ones (wrong length, separator or base64url) cost a length
+/// check and a decode and do not count, so no amount of junk hides a valid
+/// cookie; the bytes to scan are bounded by the server's header size limit. Browsers send one cookie per (name, domain, path) that
 /// matches, which for any real URL stays far below this.
 const MAX_VERIFIED: usize = 32;
 
@@ -90,20 +90,18 @@ impl CookieSettings {
                     if cookie.name() != self.name {
                         continue;
                     }
-                    let value = cookie.value_trimmed();
-                    if value.len() != COOKIE_VALUE_LEN {
+                    let Some((id, tag)) = parse(cookie.value_trimmed()) else {
                         rejected.malformed += 1;
                         continue;
-                    }
+                    };
                     if rejected.verified == MAX_VERIFIED {
                         rejected.too_many = true;
                         break 'search None;
                     }
                     rejected.verified += 1;
-                    match keys.verify(value) {
+                    match keys.check(id, &tag) {
                         Ok(id) => break 'search Some(id),
-                        Err(CookieRejection::Malformed) => rejected.malformed += 1,
-                        Err(CookieRejection::BadSignature) => rejected.bad_signature += 1,
+                        Err(_) => rejected.bad_signature += 1,
                     }
                 }
             }
@@ -306,6 +304,23 @@ mod tests {
                 "{junk} junk cookies"
             );
         }
+    }
+
+    #[test]
+    fn junk_of_the_right_length_does_not_count_against_the_cap() {
+        let id = SessionId::generate().unwrap();
+        let value = ring().sign(&id);
+        let same_length = "!".repeat(value.len());
+        let no_separator = "A".repeat(value.len());
+        let mut header = String::new();
+        for _ in 0..MAX_VERIFIED {
+            header.push_str(&format!("id={same_length}; id={no_separator}; "));
+        }
+        header.push_str(&format!("id={value}"));
+        assert_eq!(
+            settings().find_session_id(&headers(&[header.as_bytes()]), &ring()),
+            Some(id)
+        );
     }
 
     /// A well-formed cookie with a wrong signature, like one a sibling

@@ -196,27 +196,42 @@ impl KeyRing {
     /// ring produces, and [`CookieRejection::BadSignature`] when the form is
     /// right but no key in the ring made the tag.
     pub fn verify(&self, value: &str) -> Result<SessionId, CookieRejection> {
-        // The length check comes first so that oversized junk costs nothing.
-        // Working on bytes: a string of the right byte length may hold
-        // multi-byte characters, and splitting it as `str` could panic.
-        let bytes = value.as_bytes();
-        if bytes.len() != COOKIE_VALUE_LEN || bytes[ENCODED_ID_LEN] != b'.' {
-            return Err(CookieRejection::Malformed);
-        }
-        let (encoded_id, encoded_tag) = (&bytes[..ENCODED_ID_LEN], &bytes[ENCODED_ID_LEN + 1..]);
-        let id = SessionId::decode(encoded_id).ok_or(CookieRejection::Malformed)?;
-        let mut tag = [0u8; TAG_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(encoded_tag, &mut tag) {
-            Ok(TAG_LEN) => {}
-            _ => return Err(CookieRejection::Malformed),
-        }
+        let (id, tag) = parse(value).ok_or(CookieRejection::Malformed)?;
+        self.check(id, &tag)
+    }
+
+    /// Checks the tag of a parsed cookie value (see [`parse`]).
+    pub(crate) fn check(
+        &self,
+        id: SessionId,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<SessionId, CookieRejection> {
         for key in &self.keys {
             // `verify_slice` compares in constant time.
-            if key.tag(&id).verify_slice(&tag).is_ok() {
+            if key.tag(&id).verify_slice(tag).is_ok() {
                 return Ok(id);
             }
         }
         Err(CookieRejection::BadSignature)
+    }
+}
+
+/// The ID and tag of a cookie value of the form a ring produces, without
+/// checking the tag: a length check first, so that junk of any other length
+/// costs nothing, then the separator and both base64url parts.
+pub(crate) fn parse(value: &str) -> Option<(SessionId, [u8; TAG_LEN])> {
+    // Working on bytes: a string of the right byte length may hold
+    // multi-byte characters, and splitting it as `str` could panic.
+    let bytes = value.as_bytes();
+    if bytes.len() != COOKIE_VALUE_LEN || bytes[ENCODED_ID_LEN] != b'.' {
+        return None;
+    }
+    let (encoded_id, encoded_tag) = (&bytes[..ENCODED_ID_LEN], &bytes[ENCODED_ID_LEN + 1..]);
+    let id = SessionId::decode(encoded_id)?;
+    let mut tag = [0u8; TAG_LEN];
+    match URL_SAFE_NO_PAD.decode_slice(encoded_tag, &mut tag) {
+        Ok(TAG_LEN) => Some((id, tag)),
+        _ => None,
     }
 }
 

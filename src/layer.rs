@@ -135,7 +135,7 @@ fn start_background_sweep(core: &Arc<Core>) {
     }
 }
 
-fn log_sweep(result: Result<u64, crate::store::StoreError>) {
+pub(crate) fn log_sweep(result: Result<u64, crate::store::StoreError>) {
     match result {
         Ok(removed) => tracing::debug!(
             target: "cloakroom",

@@ -121,6 +121,10 @@ struct Active {
     logged_in: bool,
     /// The browser holds a cookie that names no live session any more.
     clear_cookie: bool,
+    /// An ending operation (logout, logout-everywhere) has begun and not
+    /// finished: if its store call failed and the handler went on anyway,
+    /// the response must not pass for a logout.
+    ending: bool,
 }
 
 /// A commit that must not let the handler's response through: an earlier
@@ -292,6 +296,7 @@ impl Active {
             remember: false,
             logged_in: false,
             clear_cookie,
+            ending: false,
         }
     }
 
@@ -302,10 +307,11 @@ impl Active {
     /// Whether committing would write anything (a patch, a move or a new
     /// session).
     fn has_pending_writes(&self) -> bool {
-        match self.stored {
-            Some(_) => !self.patch.is_empty() || self.new_id.is_some(),
-            None => self.has_content(),
-        }
+        self.ending
+            || match self.stored {
+                Some(_) => !self.patch.is_empty() || self.new_id.is_some(),
+                None => self.has_content(),
+            }
     }
 
     /// Applies writes made before the session was loaded, in their order.
@@ -348,7 +354,11 @@ impl Active {
         let config = &core.config;
         let lifetime = Lifetime {
             idle_timeout: config.remember_idle_timeout,
-            absolute_deadline: self.record.created_at + config.remember_absolute_timeout,
+            // Saturating: a stored record may hold any date.
+            absolute_deadline: self
+                .record
+                .created_at
+                .saturating_add(config.remember_absolute_timeout),
             persistent: true,
         };
         self.record.idle_timeout = lifetime.idle_timeout;
@@ -498,6 +508,7 @@ impl Session {
             remember: false,
             logged_in: false,
             clear_cookie: false,
+            ending: false,
         })
     }
 
@@ -732,7 +743,9 @@ impl Session {
         if let Some(keep) = keep {
             data.retain(|key, _| keep.contains(&key.as_str()));
         }
-        let remember = active.remember || active.is_remembered(core);
+        // Remember-me asked for in this request, or kept from the user's
+        // own remembered session (never from another user's).
+        let remember = active.remember || (same_user && active.is_remembered(core));
         let now = core.now();
         let mut record =
             SessionRecord::new(now, core.config.idle_timeout, core.config.absolute_timeout);
@@ -781,6 +794,7 @@ impl Session {
     /// [`SessionError::Store`] when the session cannot be loaded or deleted.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
+        active.ending = true;
         if let Some(key) = self.key_to_end(&active) {
             self.end(key, "invalidate").await?;
         }
@@ -800,26 +814,13 @@ impl Session {
     /// stay ended.
     pub async fn logout_everywhere(&self) -> Result<u64, SessionError> {
         let mut active = self.active().await?;
-        let mut user_id = active.record.user_id.clone();
+        active.ending = true;
         let mut ended = 0;
-        if active.stored.is_none() && user_id.is_none() {
-            // The cookie may name a session that moved: follow it to its
-            // live successor, which tells the user.
-            if let Some(key) = self.key_to_end(&active) {
-                match self.follow(key).await? {
-                    Some((_, Some(user))) => user_id = Some(user),
-                    Some((successor, None)) => {
-                        ended += u64::from(self.end(successor, "invalidate").await?);
-                    }
-                    None => {}
-                }
-            }
-        }
-        if let Some(user_id) = &user_id {
-            ended += self
+        if let Some(user_id) = active.record.user_id.clone() {
+            ended = self
                 .core()
                 .store
-                .delete_user(user_id, None)
+                .delete_user(&user_id, None)
                 .await
                 .map_err(|e| self.store_failed("delete_user", e))?;
             tracing::info!(
@@ -830,11 +831,18 @@ impl Session {
                 "every session of the user ended"
             );
         }
-        // The stored session itself, when logout-everywhere did not reach
-        // it: anonymous, or another user's before a login in this request.
-        let covered = active.record.user_id.is_some() && active.new_id.is_none();
-        if let (Some((_, key)), false) = (&active.stored, covered) {
-            ended += u64::from(self.end(*key, "invalidate").await?);
+        // The session the request came with, wherever it went: it may be
+        // anonymous, another user's before a login in this request, or have
+        // moved (by a login as another user, or before this request loaded
+        // it). A cookie whose session moved has authority over that session
+        // only, never over the user's others.
+        if let Some(key) = self.key_to_end(&active) {
+            let surely_ended = active.stored.is_some() && active.record.user_id.is_some();
+            ended += u64::from(
+                end_chain(self.core(), key, "invalidate", !surely_ended)
+                    .await
+                    .map_err(|e| self.store_failed("delete", e))?,
+            );
         }
         self.reset(&mut active);
         Ok(ended)
@@ -853,38 +861,6 @@ impl Session {
         }
     }
 
-    /// Follows the forwards from `key` (removing them) to the live session
-    /// they lead to, and returns its key and user.
-    async fn follow(
-        &self,
-        mut key: StoreKey,
-    ) -> Result<Option<(StoreKey, Option<String>)>, SessionError> {
-        let core = self.core();
-        let now = core.now();
-        // A load that never records activity.
-        let look = Touch { now, after: 1.0 };
-        for _ in 0..MAX_FORWARD_HOPS {
-            let deleted = core
-                .store
-                .delete(&key, now)
-                .await
-                .map_err(|e| self.store_failed("delete", e))?;
-            let Deleted::Forward(successor) = deleted else {
-                return Ok(None);
-            };
-            let loaded = core
-                .store
-                .load(&successor, look)
-                .await
-                .map_err(|e| self.store_failed("load", e))?;
-            if let Some(record) = loaded {
-                return Ok(Some((successor, record.user_id)));
-            }
-            key = successor;
-        }
-        Ok(None)
-    }
-
     /// Ends every other session of the logged-in user ("log out other
     /// devices"), keeping this one. Returns how many ended; 0 when
     /// anonymous.
@@ -893,23 +869,25 @@ impl Session {
     ///
     /// [`SessionError::Store`] when the store fails.
     pub async fn logout_other_devices(&self) -> Result<u64, SessionError> {
-        let active = self.active().await?;
-        let Some(user_id) = active.record.user_id.as_deref() else {
+        let mut active = self.active().await?;
+        let Some(user_id) = active.record.user_id.clone() else {
             return Ok(0);
         };
-        let keep = active.stored.as_ref().map(|(_, key)| key);
+        active.ending = true;
+        let keep = active.stored.as_ref().map(|(_, key)| *key);
         let ended = self
             .core()
             .store
-            .delete_user(user_id, keep)
+            .delete_user(&user_id, keep.as_ref())
             .await
             .map_err(|e| self.store_failed("delete_user", e))?;
+        active.ending = false;
         tracing::info!(
             target: "cloakroom::security",
             event = "logged_out_everywhere",
             ended,
             kept_current = true,
-            session = keep.map(StoreKey::short),
+            session = keep.as_ref().map(StoreKey::short),
             "every other session of the user ended"
         );
         Ok(ended)
@@ -1122,6 +1100,25 @@ impl Session {
                 if saved {
                     return Ok(self.outcome(CookieChange::Keep, true));
                 }
+                // Moved to a new ID by a login or regenerate in another tab
+                // (the key holds a forward): the browser has, or is about to
+                // get, the new cookie; replacing or clearing it would log
+                // that login out. The writes are dropped, as for any
+                // session ended while the request ran.
+                let moved = core
+                    .store
+                    .delete(&key, now)
+                    .await
+                    .map_err(|e| abort(self.store_failed("delete", e)))?;
+                if let Deleted::Forward(_) = moved {
+                    tracing::info!(
+                        target: "cloakroom::security",
+                        event = "session_vanished",
+                        session = %key.short(),
+                        "session moved to a new ID while the request ran; changes dropped"
+                    );
+                    return Ok(self.outcome(CookieChange::Keep, true));
+                }
                 // The session is gone (expired, logged out): the writes
                 // start a new session under a new ID, as they would have
                 // after a load that found nothing; the old ID is never
@@ -1227,11 +1224,24 @@ pub(crate) fn log_store_error(operation: &'static str, error: &StoreError) {
 }
 
 /// Ends the session under `key`, following forwards left by logins and
-/// regenerates. Returns whether a live session ended.
+/// regenerates to the session they lead to. Returns whether a live session
+/// ended. Forwards stay in place (they lapse by themselves), so a logout
+/// that fails halfway can be retried with the same old ID.
 pub(crate) async fn end_session(
+    core: &Core,
+    key: StoreKey,
+    reason: &'static str,
+) -> Result<bool, StoreError> {
+    end_chain(core, key, reason, true).await
+}
+
+/// [`end_session`]; `report_gone` says whether finding nothing is worth a
+/// `session_vanished` event (not when the caller only checks for a move).
+async fn end_chain(
     core: &Core,
     mut key: StoreKey,
     reason: &'static str,
+    report_gone: bool,
 ) -> Result<bool, StoreError> {
     let now = core.now();
     for _ in 0..MAX_FORWARD_HOPS {
@@ -1253,20 +1263,22 @@ pub(crate) async fn end_session(
                     reason,
                     session = %key.short(),
                     successor = %successor.short(),
-                    "the session had moved to a new ID while the request ran; ending it there"
+                    "the session had moved to a new ID; ending it there"
                 );
                 key = successor;
             }
             _ => break,
         }
     }
-    tracing::info!(
-        target: "cloakroom::security",
-        event = "session_vanished",
-        reason,
-        session = %key.short(),
-        "session already ended by another request"
-    );
+    if report_gone {
+        tracing::info!(
+            target: "cloakroom::security",
+            event = "session_vanished",
+            reason,
+            session = %key.short(),
+            "session already ended by another request"
+        );
+    }
     Ok(false)
 }
 
@@ -1284,10 +1296,17 @@ async fn create(
     };
     for _ in 0..MAX_CREATE_ATTEMPTS {
         let key = id.store_key();
-        let created = core.store.create(&key, record, now).await.map_err(|e| {
-            log_store_error("create", &e);
-            SessionError::Store(e)
-        })?;
+        let created = match core.store.create(&key, record, now).await {
+            Ok(created) => created,
+            Err(error) => {
+                log_store_error("create", &error);
+                // A create given up on (a timeout) may still land, and on
+                // Redis may land without its user-index entry: take it back.
+                // Nobody holds this ID yet, so deleting it loses nothing.
+                discard(core, &key, "failed").await;
+                return Err(SessionError::Store(error));
+            }
+        };
         if created {
             tracing::info!(
                 target: "cloakroom::security",
@@ -1331,11 +1350,15 @@ async fn rotate(
         discard(&core, &new, "abandoned").await;
         return Err(SessionError::Finished);
     }
-    match core
-        .store
-        .retire(&old, &new, now + FORWARD_GRACE, now)
-        .await
-    {
+    let until = now + FORWARD_GRACE;
+    let mut retired = core.store.retire(&old, &new, until, now).await;
+    if let Err(error) = &retired {
+        // A retire given up on may still have landed: ask again. A retry
+        // is answered as the first attempt was (`retire` is idempotent).
+        log_store_error("retire", error);
+        retired = core.store.retire(&old, &new, until, now).await;
+    }
+    match retired {
         Ok(true) => {
             tracing::info!(
                 target: "cloakroom::security",
@@ -1359,8 +1382,17 @@ async fn rotate(
             Ok(None)
         }
         Err(error) => {
+            // Unknown whether the old record was retired: the new one stays
+            // (indexed, so logout-everywhere reaches it), lest the user be
+            // left with no session at all.
             log_store_error("retire", &error);
-            discard(&core, &new, "failed").await;
+            tracing::warn!(
+                target: "cloakroom::security",
+                event = "session_orphaned",
+                why = "retire_unknown",
+                session = %new.short(),
+                "a session move failed halfway; the new record stays until its idle timeout"
+            );
             Err(SessionError::Store(error))
         }
     }
@@ -1383,25 +1415,32 @@ async fn discard(core: &Core, key: &StoreKey, why: &'static str) {
 }
 
 /// Ends the least recently active sessions of `user_id` beyond the layer's
-/// per-user limit, never `current`. Failures are logged, not reported: the
-/// login itself succeeded.
+/// per-user limit. Only sessions created before `current` are candidates:
+/// logins running at the same moment never end each other's new sessions
+/// (they may overshoot the limit by their number until the next login).
+/// Failures are logged, not reported: the login itself succeeded.
 async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
     let Some(limit) = core.config.max_sessions_per_user else {
         return;
     };
     let now = core.now();
     let result = async {
-        let count = core.store.count_user(user_id, now).await?;
-        let count = usize::try_from(count).unwrap_or(usize::MAX);
-        if count <= limit {
+        let sessions = core.store.list_user(user_id, now, usize::MAX).await?;
+        if sessions.len() <= limit {
             return Ok(0);
         }
-        let mut sessions = core.store.list_user(user_id, now, count).await?;
-        sessions.retain(|s| s.key != *current);
-        sessions.sort_by_key(|s| (s.last_seen, s.created_at, s.key));
-        let excess = sessions.len().saturating_sub(limit.saturating_sub(1));
+        let excess = sessions.len() - limit;
+        let newest = sessions
+            .iter()
+            .find(|s| s.key == *current)
+            .map_or(now, |s| s.created_at);
+        let mut older: Vec<_> = sessions
+            .iter()
+            .filter(|s| s.key != *current && s.created_at < newest)
+            .collect();
+        older.sort_by_key(|s| (s.last_seen, s.created_at, s.key));
         let mut ended = 0u64;
-        for session in sessions.iter().take(excess) {
+        for session in older.into_iter().take(excess) {
             if core.store.delete(&session.key, now).await? == Deleted::Session {
                 ended += 1;
             }
@@ -1607,6 +1646,7 @@ mod tests {
             remember: false,
             logged_in: false,
             clear_cookie: false,
+            ending: false,
         }
     }
 

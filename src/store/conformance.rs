@@ -793,7 +793,7 @@ pub async fn count_user_counts_live_sessions_only<S: SessionStore>(store: &S) {
 }
 
 /// Retiring replaces a live session by a forward: it no longer loads or
-/// saves, and deleting it names the successor once.
+/// saves, and deleting it names the successor (and keeps it).
 pub async fn retire_leaves_a_forward_that_only_delete_follows<S: SessionStore>(store: &S) {
     let t0 = base();
     let (old, new) = (key(), key());
@@ -815,7 +815,13 @@ pub async fn retire_leaves_a_forward_that_only_delete_follows<S: SessionStore>(s
         store.delete(&old, now).await.unwrap(),
         Deleted::Forward(new)
     );
-    assert_eq!(store.delete(&old, now).await.unwrap(), Deleted::Nothing);
+    assert_eq!(
+        store.delete(&old, now).await.unwrap(),
+        Deleted::Forward(new),
+        "the forward stays, so a logout that failed halfway can be retried"
+    );
+    assert_eq!(load(store, &old, now).await, None);
+    assert!(!save(store, &old, &set("b", 2), now).await);
 }
 
 /// A retry of the same retirement succeeds again; retiring a session that

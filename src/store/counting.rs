@@ -1,8 +1,9 @@
 //! [`CountingStore`]: a wrapper that counts store calls and injects
 //! failures and pauses, for tests and benchmarks of code above the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -70,10 +71,21 @@ struct Shared {
     calls: [AtomicU64; OPS],
     failing: AtomicBool,
     collisions: AtomicUsize,
-    /// Calls still to fail, per kind.
-    fail_next: Mutex<HashMap<StoreOp, usize>>,
+    /// What the next calls of each kind do, in order.
+    faults: Mutex<HashMap<StoreOp, VecDeque<Fault>>>,
     /// The next call of a kind waits here.
     pauses: Mutex<HashMap<StoreOp, Held>>,
+}
+
+/// What one injected call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Reaches the wrapped store as usual.
+    Pass,
+    /// Fails without reaching the wrapped store.
+    Before,
+    /// Reaches the wrapped store, then reports a failure all the same.
+    After,
 }
 
 /// The store's side of a [`Pause`].
@@ -193,11 +205,32 @@ impl<S> CountingStore<S> {
         self.shared.failing.store(failing, Ordering::Relaxed);
     }
 
-    /// The next call of kind `op` fails with [`StoreError::Unavailable`]
-    /// without reaching the wrapped store; calls after it go through.
-    /// Calling this `n` times fails the next `n` calls of that kind.
+    /// The next call of kind `op` (after those already scripted) fails
+    /// with [`StoreError::Unavailable`] without reaching the wrapped store;
+    /// calls after it go through.
     pub fn fail_next(&self, op: StoreOp) {
-        *lock(&self.shared.fail_next).entry(op).or_default() += 1;
+        self.script(op, Fault::Before);
+    }
+
+    /// The next call of kind `op` (after those already scripted) reaches
+    /// the wrapped store, which carries it out, and then reports
+    /// [`StoreError::Unavailable`] all the same: a timeout that lands.
+    pub fn fail_after_next(&self, op: StoreOp) {
+        self.script(op, Fault::After);
+    }
+
+    /// The next call of kind `op` (after those already scripted) goes
+    /// through as usual; a way to aim a later `fail_next` at the second
+    /// call.
+    pub fn pass_next(&self, op: StoreOp) {
+        self.script(op, Fault::Pass);
+    }
+
+    fn script(&self, op: StoreOp, fault: Fault) {
+        lock(&self.shared.faults)
+            .entry(op)
+            .or_default()
+            .push_back(fault);
     }
 
     /// The next call of kind `op` waits, before it reaches the wrapped
@@ -224,28 +257,30 @@ impl<S> CountingStore<S> {
         self.shared.collisions.store(n, Ordering::Relaxed);
     }
 
-    /// Counts a call, then holds or fails it as the switches say.
-    async fn enter(&self, op: StoreOp) -> Result<(), StoreError> {
+    /// Counts a call, holds it if asked, then runs it as the script says.
+    async fn run<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.shared.calls[op.index()].fetch_add(1, Ordering::Relaxed);
         let held = lock(&self.shared.pauses).remove(&op);
         if let Some(held) = held {
             let _ = held.reached.send(());
             let _ = held.release.await;
         }
-        let fail_once = {
-            let mut fail_next = lock(&self.shared.fail_next);
-            match fail_next.get_mut(&op) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if fail_once || self.shared.failing.load(Ordering::Relaxed) {
+        let fault = lock(&self.shared.faults)
+            .get_mut(&op)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Fault::Pass);
+        if fault == Fault::Before || self.shared.failing.load(Ordering::Relaxed) {
             return Err(StoreError::unavailable(InjectedFailure));
         }
-        Ok(())
+        let result = call.await;
+        if fault == Fault::After {
+            return Err(StoreError::unavailable(InjectedFailure));
+        }
+        result
     }
 }
 
@@ -278,16 +313,19 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.enter(StoreOp::Create).await?;
-        let collide = self
-            .shared
-            .collisions
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        if collide {
-            return Ok(false);
-        }
-        self.inner.create(key, record, now).await
+        let collide = || {
+            self.shared
+                .collisions
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        self.run(StoreOp::Create, async {
+            if collide() {
+                return Ok(false);
+            }
+            self.inner.create(key, record, now).await
+        })
+        .await
     }
 
     async fn load(
@@ -295,13 +333,12 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         key: &StoreKey,
         touch: Touch,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.enter(StoreOp::Load).await?;
-        self.inner.load(key, touch).await
+        self.run(StoreOp::Load, self.inner.load(key, touch)).await
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
-        self.enter(StoreOp::Save).await?;
-        self.inner.save(key, patch, touch).await
+        self.run(StoreOp::Save, self.inner.save(key, patch, touch))
+            .await
     }
 
     async fn retire(
@@ -311,23 +348,25 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.enter(StoreOp::Retire).await?;
-        self.inner.retire(key, successor, until, now).await
+        self.run(
+            StoreOp::Retire,
+            self.inner.retire(key, successor, until, now),
+        )
+        .await
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        self.enter(StoreOp::Delete).await?;
-        self.inner.delete(key, now).await
+        self.run(StoreOp::Delete, self.inner.delete(key, now)).await
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
-        self.enter(StoreOp::DeleteUser).await?;
-        self.inner.delete_user(user_id, keep).await
+        self.run(StoreOp::DeleteUser, self.inner.delete_user(user_id, keep))
+            .await
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.enter(StoreOp::CountUser).await?;
-        self.inner.count_user(user_id, now).await
+        self.run(StoreOp::CountUser, self.inner.count_user(user_id, now))
+            .await
     }
 
     async fn list_user(
@@ -336,13 +375,13 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        self.enter(StoreOp::ListUser).await?;
-        self.inner.list_user(user_id, now, limit).await
+        self.run(StoreOp::ListUser, self.inner.list_user(user_id, now, limit))
+            .await
     }
 
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.enter(StoreOp::SweepExpired).await?;
-        self.inner.sweep_expired(now).await
+        self.run(StoreOp::SweepExpired, self.inner.sweep_expired(now))
+            .await
     }
 
     fn background_sweep(&self) -> Option<std::time::Duration> {

@@ -37,9 +37,9 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// rarely wait on each other. Memory is bounded by the live sessions: a
 /// record is dropped when it is found expired on access, each shard drops
 /// all its expired records at most once per sweep interval (60 s by
-/// default) the next time it is used, and a layer built inside a tokio
-/// runtime also sweeps the whole store in the background at that interval
-/// (see [`SessionStore::background_sweep`]).
+/// default) the next time it is used, and a layer on this store sweeps the
+/// whole store from a background thread at that interval, with the
+/// layer's clock (see [`SessionStore::background_sweep`]).
 ///
 /// With a [`capacity`](MemoryStoreBuilder::capacity), memory is bounded
 /// however many sessions are created: when the shard a new session lands in
@@ -353,12 +353,23 @@ impl MemoryStore {
         removed
     }
 
-    /// Makes room for one more record in a full shard: evicts the least
-    /// recently active anonymous session. Returns whether there is room.
-    fn make_room(&self, shard: &mut Shard) -> bool {
+    /// Makes room for one more record in a full shard: drops its expired
+    /// records (their owners join `swept`), then evicts the least recently
+    /// active anonymous session. Returns whether there is room.
+    fn make_room(
+        &self,
+        shard: &mut Shard,
+        now: i64,
+        swept: &mut Vec<(StoreKey, Box<str>)>,
+    ) -> bool {
         let Some(capacity) = self.inner.shard_capacity else {
             return true;
         };
+        if shard.entries.len() < capacity {
+            return true;
+        }
+        // Expired records go before any live one does.
+        swept.extend(Self::sweep_shard(shard, now));
         if shard.entries.len() < capacity {
             return true;
         }
@@ -450,7 +461,7 @@ impl SessionStore for MemoryStore {
         let mut users = record.user_id.as_deref().map(|u| lock(self.users(u)));
         let (swept, inserted) = {
             let mut shard = lock(self.shard(key));
-            let swept = self.sweep_if_due(&mut shard, now);
+            let mut swept = self.sweep_if_due(&mut shard, now);
             let taken_by_forward = match shard.forwards.get(key) {
                 Some(forward) if forward.until > now => true,
                 Some(_) => {
@@ -470,7 +481,7 @@ impl SessionStore for MemoryStore {
                         .insert(*key, entry)
                         .and_then(|old| old.user_id),
                 )),
-                (false, None) if self.make_room(&mut shard) => {
+                (false, None) if self.make_room(&mut shard, now, &mut swept) => {
                     shard.entries.insert(*key, entry);
                     Ok(Some(None))
                 }
@@ -600,17 +611,20 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
         let now = now.unix_timestamp();
-        let (entry, forward) = {
+        let entry = {
             let mut shard = lock(self.shard(key));
-            (shard.entries.remove(key), shard.forwards.remove(key))
+            match shard.forwards.get(key) {
+                // Kept until it lapses: a retried logout follows it again.
+                Some(forward) if forward.until > now => {
+                    return Ok(Deleted::Forward(forward.successor));
+                }
+                Some(_) => {
+                    shard.forwards.remove(key);
+                }
+                None => {}
+            }
+            shard.entries.remove(key)
         };
-        if let Some(forward) = forward {
-            return Ok(if forward.until > now {
-                Deleted::Forward(forward.successor)
-            } else {
-                Deleted::Nothing
-            });
-        }
         let Some(entry) = entry else {
             return Ok(Deleted::Nothing);
         };

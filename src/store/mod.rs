@@ -75,10 +75,12 @@ pub(crate) mod counting;
 /// different keys, no resurrection after logout, no session escaping a
 /// logout-everywhere) rest on the atomicity each method promises below.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Whether every call completes in process, without I/O (as in
+    /// Whether every call completes in process, without I/O, its future
+    /// finishing when first polled (as in
     /// [`MemoryStore`](crate::MemoryStore)). The layer bounds each call of
     /// any other store with its store timeout, which needs a tokio runtime
-    /// with its timer enabled (as `#[tokio::main]` sets up).
+    /// with its timer enabled (as `#[tokio::main]` sets up), and sweeps an
+    /// in-process store in the background from a plain thread.
     const IN_PROCESS: bool = false;
 
     /// Stores a new session, only if nothing is stored under `key` yet
@@ -171,17 +173,19 @@ pub trait SessionStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes whatever is stored under `key`, and says what it was at
-    /// `now`.
+    /// Deletes the session record stored under `key`, and says what the
+    /// key held at `now`.
     ///
-    /// A session record live at `now` gives [`Deleted::Session`] and leaves
-    /// its user's index. A forward whose `until` is after `now` gives
+    /// A session record live at `now` is deleted, leaves its user's index,
+    /// and gives [`Deleted::Session`]. A forward whose `until` is after
+    /// `now` is *left in place* (it lapses by itself) and gives
     /// [`Deleted::Forward`] with its successor, which the layer deletes
     /// next: a logout that loaded the session before another request moved
-    /// it to a new ID ends the new session too. Anything else (nothing, an
-    /// expired record, a lapsed forward) gives [`Deleted::Nothing`]. Either
-    /// way the key is empty afterwards: later `load`s return `None` and
-    /// later `save`s return `false`.
+    /// it to a new ID ends the new session too, and a logout that fails
+    /// halfway can be retried. Anything else (nothing, an expired record,
+    /// a lapsed forward) is removed and gives [`Deleted::Nothing`].
+    /// Afterwards `load` returns `None` and `save` returns `false` for
+    /// `key`.
     ///
     /// # Errors
     ///
@@ -202,7 +206,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// lock that `create` and `retire` respect) until a pass finds no
     /// session of the user left, so that a session created by a login or
     /// regenerate that retired one of the user's sessions during the call
-    /// is deleted too.
+    /// is deleted too. A store that gives up repeating (a user logging in
+    /// faster than they are logged out) reports
+    /// [`StoreError::Unavailable`], never success.
     ///
     /// # Errors
     ///
@@ -230,8 +236,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Lists the live sessions of `user_id` at `now`, oldest first: at most
     /// `limit` of them, the most recently created ones when the user has
     /// more. Index entries of sessions that are gone may be pruned on the
-    /// way. The work done is bounded by the user's number of sessions, and
-    /// the memory by `limit`: read the records in batches.
+    /// way. The work done is bounded by the user's number of sessions;
+    /// a store that reads records over the network reads them in batches,
+    /// keeping no more than `limit` of them.
     ///
     /// # Errors
     ///
@@ -257,9 +264,11 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// How often the layer should call [`SessionStore::sweep_expired`] on
-    /// its own, from a background task it starts when it is built inside a
-    /// tokio runtime (and stops when the layer is dropped). `None`, the
-    /// default, leaves sweeping to the store's backend or to
+    /// its own: from a plain thread for an [`IN_PROCESS`](Self::IN_PROCESS)
+    /// store, otherwise from a task on the tokio runtime the layer is built
+    /// in (none without one). The sweep stops within one period after the
+    /// layer and everything made from it are dropped. `None`, the default,
+    /// leaves sweeping to the store's backend or to
     /// [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper).
     fn background_sweep(&self) -> Option<std::time::Duration> {
         None
@@ -274,8 +283,8 @@ pub enum Deleted {
     Nothing,
     /// A session record, now deleted.
     Session,
-    /// A forward left by [`SessionStore::retire`], now deleted. The
-    /// session moved to this key, which the layer deletes next.
+    /// A forward left by [`SessionStore::retire`], kept until it lapses.
+    /// The session moved to this key, which the layer deletes next.
     Forward(StoreKey),
 }
 

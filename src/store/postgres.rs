@@ -234,8 +234,10 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   to a retry that runs while the first attempt is still in flight,
 ///   since PostgreSQL re-checks the condition on the row the first attempt
 ///   wrote.
-/// - `delete` is one `DELETE ... RETURNING successor, expires_at > $now`:
-///   what the row was is decided from the row it removed.
+/// - `delete` is one statement: a `DELETE ... RETURNING successor,
+///   expires_at > $now` of anything but a live forward, beside a `SELECT`
+///   that reports a live forward (kept, so that a retried logout follows
+///   it again).
 /// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT ...
 ///   ORDER BY created_at DESC, key DESC LIMIT $limit` (the newest sessions,
 ///   then reversed to oldest first), both through the `user_id` index.
@@ -251,9 +253,10 @@ const MAX_DELETE_PASSES: usize = 16;
 /// `DELETE` skips the retired row and never sees the new one. So
 /// `delete_user` repeats: after each `DELETE`, a separate statement (with
 /// a snapshot taken after the `DELETE` finished) checks whether any row of
-/// the user is left, and it stops only when none is, or after 16 passes:
-/// a user who keeps logging in throughout can then keep the sessions
-/// created during the last pass, and a warning is logged.
+/// the user is left, and it stops only when none is. After 16 passes (a
+/// user who keeps logging in throughout) it gives up with
+/// [`StoreError::Unavailable`] rather than report a logout that did not
+/// reach every session.
 ///
 /// # Sweeping expired sessions
 ///
@@ -661,9 +664,18 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
         // What the removed row was is decided with the layer's `now`; the
         // comparison is done here rather than by decoding `expires_at`, so
         // a row with a timestamp Rust cannot hold is still deleted cleanly.
+        // A live forward is kept (a retried logout follows it again): the
+        // second SELECT reports it, reading the row as it was before this
+        // statement, like the DELETE beside it.
         let delete = format!(
-            "DELETE FROM {t} WHERE key = $1 \
-             RETURNING successor, expires_at > $2 AS live"
+            "WITH gone AS ( \
+                 DELETE FROM {t} \
+                 WHERE key = $1 AND NOT (successor IS NOT NULL AND expires_at > $2) \
+                 RETURNING successor, expires_at > $2 AS live) \
+             SELECT successor, live FROM gone \
+             UNION ALL \
+             SELECT successor, true AS live FROM {t} \
+             WHERE key = $1 AND successor IS NOT NULL AND expires_at > $2"
         );
         // Forwards have no `user_id`, so these never touch them.
         let delete_user = format!("DELETE FROM {t} WHERE user_id = $1 AND key IS DISTINCT FROM $2");
@@ -707,6 +719,21 @@ CREATE INDEX IF NOT EXISTS {expires_idx}
 
 /// Maps a sqlx error to the store error kind the layer needs. The source
 /// is the sqlx error wrapped in [`PostgresError`], which the layer may log.
+/// A user kept getting new sessions through every pass of `delete_user`.
+#[derive(Debug)]
+struct StillLoggingIn;
+
+impl fmt::Display for StillLoggingIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "new sessions of the user kept appearing through {MAX_DELETE_PASSES} passes of logout-everywhere"
+        )
+    }
+}
+
+impl std::error::Error for StillLoggingIn {}
+
 fn store_error(error: sqlx::Error) -> StoreError {
     let sqlstate = error
         .as_database_error()
@@ -1066,8 +1093,8 @@ impl SessionStore for PostgresStore {
         Ok(match (successor, live) {
             (_, false) => Deleted::Nothing,
             (None, true) => Deleted::Session,
-            // The row is gone either way; a successor that is not a store
-            // key cannot be followed, and is reported rather than ignored.
+            // A successor that is not a store key cannot be followed, and
+            // is reported rather than ignored.
             (Some(bytes), true) => {
                 Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
             }
@@ -1114,14 +1141,9 @@ impl SessionStore for PostgresStore {
                 return Ok(deleted);
             }
         }
-        tracing::warn!(
-            target: "cloakroom",
-            event = "delete_user_incomplete",
-            passes = MAX_DELETE_PASSES,
-            "sessions of the user were still being created after every pass of a \
-             logout-everywhere; the newest may remain"
-        );
-        Ok(deleted)
+        // Sessions of the user were still appearing after the last pass:
+        // success would be a lie, so the request fails (retryably) instead.
+        Err(StoreError::unavailable(StillLoggingIn))
     }
 
     async fn list_user(

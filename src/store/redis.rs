@@ -107,9 +107,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// - [`delete_user`] runs passes of one `ZRANGE`, one script per member
 ///   (deleting the record only if it still belongs to the user) and one
 ///   `ZREM` per batch of exactly the members handled. Passes repeat until a
-///   `ZRANGE` finds nothing left but the kept session (at most 16), so a
-///   session that a racing login created while retiring one of the user's
-///   sessions is deleted too.
+///   `ZRANGE` finds nothing left but the kept session, so a session that a
+///   racing login created while retiring one of the user's sessions is
+///   deleted too; after 16 passes (a user who keeps logging in throughout)
+///   it gives up with [`StoreError::Unavailable`].
 /// - [`count_user`] and [`list_user`] run one script that prunes members
 ///   scored in the past and returns the rest, then one `HMGET` of the
 ///   metadata fields (never the data) per member, and one `ZREM` per batch
@@ -388,6 +389,21 @@ fn valid_prefix(prefix: &str) -> bool {
     prefix.len() <= 128 && !prefix.contains(['{', '}'])
 }
 
+/// A user kept getting new sessions through every pass of `delete_user`.
+#[derive(Debug)]
+struct StillLoggingIn;
+
+impl fmt::Display for StillLoggingIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "new sessions of the user kept appearing through {MAX_DELETE_PASSES} passes of logout-everywhere"
+        )
+    }
+}
+
+impl std::error::Error for StillLoggingIn {}
+
 /// Connection-level failures, and the replies of a server that cannot serve
 /// right now (still loading its dataset, a replica cut off from its master,
 /// a cluster that is down or resharding, a master demoted to read-only
@@ -611,17 +627,22 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
     )
 });
 
-/// KEYS[1] = record; ARGV[1] = now. Deletes whatever the key holds and
-/// returns `{what, user, successor}`: what is 1 for a session live at `now`,
-/// 2 for a forward that has not lapsed (with its successor), 0 otherwise;
-/// user is the owner of a deleted record, live or not, so the caller can
-/// drop the user-index entry too.
+/// KEYS[1] = record; ARGV[1] = now. Returns `{what, user, successor}`:
+/// what is 1 for a session live at `now`, 2 for a forward that has not
+/// lapsed (with its successor; the forward is kept, so a retried logout
+/// follows it again), 0 otherwise. Everything but a live forward is
+/// deleted; user is the owner of a deleted record, live or not, so the
+/// caller can drop the user-index entry too.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LUA_HELPERS}
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local m = redis.call('HMGET', key, 's', 'i', 'a', 'u', 'f', 'w')
+local w = tonumber(m[6])
+if m[5] and w and w > now then
+  return {{2, false, m[5]}}
+end
 if redis.call('DEL', key) == 0 then
   return {{0, false, false}}
 end
@@ -631,10 +652,6 @@ if s and i and a then
     return {{1, m[4], false}}
   end
   return {{0, m[4], false}}
-end
-local w = tonumber(m[6])
-if m[5] and w and w > now then
-  return {{2, false, m[5]}}
 end
 return {{0, false, false}}
 "
@@ -1012,11 +1029,12 @@ impl SessionStore for RedisStore {
             // which every count, listing and logout-everywhere skips and
             // prunes.
             if let Err(error) = self.unindex(&user, &[key.to_hex()]).await {
+                let cause = std::error::Error::source(&error).map(ToString::to_string);
                 tracing::warn!(
                     target: "cloakroom",
                     event = "store_index_stale",
                     error = %error,
-                    source = ?std::error::Error::source(&error),
+                    cause = cause.as_deref().unwrap_or(""),
                     "a retired session stays in its user's index until it is next counted or listed"
                 );
             }
@@ -1025,9 +1043,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        // One script deletes whatever the key holds and names the record's
-        // user; the index entry (another slot in a cluster) goes in a second
-        // call. Left behind, it would only be pruned at its absolute
+        // One script deletes what the key holds (but a live forward) and
+        // names the record's user; the index entry (another slot in a
+        // cluster) goes in a second call. Left behind, it would only be pruned at its absolute
         // deadline or by a count or listing.
         let (what, user, successor): (i64, Option<String>, Option<String>) = DELETE
             .key(self.record_key(key))
@@ -1055,7 +1073,7 @@ impl SessionStore for RedisStore {
                 .filter(|member| Some(member) != keep.as_ref())
                 .collect();
             if members.is_empty() {
-                break;
+                return Ok(deleted);
             }
             for batch in members.chunks(BATCH) {
                 // Records live in different cluster slots: one script per
@@ -1092,7 +1110,9 @@ impl SessionStore for RedisStore {
                 }
             }
         }
-        Ok(deleted)
+        // Sessions of the user were still appearing after the last pass:
+        // success would be a lie, so the request fails (retryably) instead.
+        Err(StoreError::unavailable(StillLoggingIn))
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {

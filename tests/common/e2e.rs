@@ -56,6 +56,7 @@ macro_rules! e2e_tests {
             handler_cache_policy_is_kept,
             data_no_store_can_hold_answers_400_and_writes_nothing,
             login_can_keep_only_the_keys_it_expects,
+            a_blind_write_with_a_cookie_that_moved_leaves_the_new_cookie_alone,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -1139,4 +1140,32 @@ pub async fn login_can_keep_only_the_keys_it_expects<S: SessionStore + Clone>(st
         client.get("/get/return_to").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+pub async fn a_blind_write_with_a_cookie_that_moved_leaves_the_new_cookie_alone<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let stale = logged_in(&app, "alice").await;
+    // Another tab logs in again: the session moves to a new ID.
+    let mut browser = stale.clone();
+    browser.post("/login/alice").await;
+    assert_ne!(browser.cookie, stale.cookie);
+    // Requests that left with the old cookie write without reading.
+    for (method, path) in [("PUT", "/set/k"), ("POST", "/clear")] {
+        let request = stale.request(method, path, "v");
+        let reply = stale.clone().send(request).await;
+        assert!(
+            reply.status.is_success(),
+            "{method} {path}: {}",
+            reply.status
+        );
+        assert!(
+            reply.set_cookies().is_empty(),
+            "{method} {path}: the login's cookie is neither replaced nor cleared"
+        );
+    }
+    assert_eq!(whoami(&mut browser).await.as_deref(), Some("alice"));
 }

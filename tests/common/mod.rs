@@ -118,6 +118,10 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/wait/logout", post(wait_then_logout))
         .route("/wait/regenerate", post(wait_then_regenerate))
         .route("/wait/load-then-logout", post(load_wait_then_logout))
+        .route(
+            "/wait/load-then-logout-everywhere",
+            post(load_wait_then_logout_everywhere),
+        )
         .route("/wait/regenerate-then-commit", post(regenerate_then_wait))
         .route("/wait/login-then-commit/{user}", post(login_then_wait))
         .route("/wait/remember-then-commit", post(remember_then_wait))
@@ -316,6 +320,17 @@ async fn load_wait_then_logout(
     barrier.wait().await;
     session.invalidate().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the session, waits twice, then logs out everywhere.
+async fn load_wait_then_logout_everywhere(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<String, SessionError> {
+    session.keys().await?;
+    barrier.wait().await;
+    barrier.wait().await;
+    Ok(session.logout_everywhere().await?.to_string())
 }
 
 /// Regenerates, then waits twice before the commit moves the session.

@@ -28,6 +28,11 @@ macro_rules! race_tests {
             logout_everywhere_racing_regenerates_leaves_nobody_logged_in,
             a_store_failure_at_each_rotation_step_leaves_exactly_the_old_session,
             a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_everywhere,
+            store_calls_that_land_but_report_failure_never_leave_the_user_without_a_session,
+            logout_everywhere_between_the_new_record_and_the_retire_leaves_no_session,
+            logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it,
+            a_logout_everywhere_with_a_moved_cookie_ends_only_that_session,
+            a_logout_that_failed_halfway_along_a_forward_can_be_retried,
             a_request_dropped_at_each_rotation_step_leaves_exactly_one_session,
             failed_logouts_change_nothing_and_can_be_retried,
             the_session_limit_evicts_the_least_recently_active,
@@ -400,9 +405,9 @@ pub async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in<
         for _ in 0..DEVICES {
             devices.push(logged_in(&app, "alice").await);
         }
-        // The owner's own device regenerates too: its logout-everywhere may
-        // arrive with a cookie that has just moved to a new ID.
-        let owner = devices[0].clone();
+        // The owner's device takes no part in the regenerates: a cookie
+        // that moved has authority over its own session only.
+        let owner = logged_in(&app, "alice").await;
         let mut tasks = Vec::new();
         for (i, device) in devices.iter().enumerate() {
             if i == DEVICES / 2 {
@@ -431,7 +436,7 @@ pub async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in<
         }
         // Every session existed before logout-everywhere started, so none
         // may survive it, whichever ID it moved to meanwhile.
-        for device in after.iter().chain(&devices) {
+        for device in after.iter().chain(&devices).chain([&owner]) {
             assert_eq!(
                 whoami(device).await,
                 None,
@@ -448,39 +453,60 @@ pub async fn a_store_failure_at_each_rotation_step_leaves_exactly_the_old_sessio
     store: S,
 ) {
     let app = TestApp::new(store);
-    for (path, step) in [
-        ("/regenerate", StoreOp::Create),
-        ("/regenerate", StoreOp::Retire),
-        ("/login/alice", StoreOp::Create),
-        ("/login/alice", StoreOp::Retire),
+    // `Retire` twice: a failed retire is asked again before giving up.
+    for (path, failing) in [
+        ("/regenerate", &[StoreOp::Create][..]),
+        ("/login/alice", &[StoreOp::Create]),
+        ("/regenerate", &[StoreOp::Retire, StoreOp::Retire]),
+        ("/login/alice", &[StoreOp::Retire, StoreOp::Retire]),
     ] {
         let mut browser = logged_in(&app, "alice").await;
         let before = sessions_of(&app, "alice").await;
         let old = browser.cookie.clone();
-        app.store.fail_next(step);
+        for step in failing {
+            app.store.fail_next(*step);
+        }
         let reply = browser.post(path).await;
         assert_eq!(
             reply.status,
             StatusCode::SERVICE_UNAVAILABLE,
-            "{path} {step:?}"
+            "{path} {failing:?}"
         );
-        assert!(reply.set_cookies().is_empty(), "{path} {step:?}");
+        assert!(reply.set_cookies().is_empty(), "{path} {failing:?}");
         assert_eq!(browser.cookie, old);
         assert_eq!(
             whoami(&browser).await.as_deref(),
             Some("alice"),
-            "{path} failing at {step:?}: still logged in"
+            "{path} failing at {failing:?}: still logged in"
         );
+        // A failed create is taken back. A retire that failed twice may
+        // have landed (a timeout), so the new record stays: one session
+        // too many rather than none, and within reach of logout-everywhere.
+        let extra = usize::from(failing[0] == StoreOp::Retire);
         assert_eq!(
             sessions_of(&app, "alice").await,
-            before,
-            "{path} failing at {step:?}: exactly the old session"
+            before + extra,
+            "{path} failing at {failing:?}"
         );
         // Once the store is back, the same request works.
         assert_eq!(browser.post(path).await.status, StatusCode::NO_CONTENT);
         assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
-        assert_eq!(sessions_of(&app, "alice").await, before);
+        assert_eq!(sessions_of(&app, "alice").await, before + extra);
     }
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        6,
+        "four devices and two records left by failed retires"
+    );
+
+    // A retire that fails once is asked again, and the move completes.
+    let mut browser = logged_in(&app, "carol").await;
+    app.store.fail_next(StoreOp::Retire);
+    let reply = browser.post("/regenerate").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&browser).await.as_deref(), Some("carol"));
+    assert_eq!(sessions_of(&app, "carol").await, 1);
+
     // A first login that fails leaves no session at all.
     let mut anonymous = app.client();
     app.store.fail_next(StoreOp::Create);
@@ -498,23 +524,36 @@ pub async fn a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_ev
     store: S,
 ) {
     let app = TestApp::new(store);
-    let mut browser = logged_in(&app, "alice").await;
-    // The retire fails, and so does deleting the new record after it.
-    app.store.fail_next(StoreOp::Retire);
+    let browser = logged_in(&app, "alice").await;
+    let other_tab = browser.clone();
+    // The regenerate has created its new record when another tab logs
+    // out; deleting the new record then fails too.
+    let mut pause = app.store.pause_next(StoreOp::Retire);
+    let request = browser.request("POST", "/regenerate", "");
+    let pending = tokio::spawn({
+        let mut c = browser.clone();
+        async move { c.send(request).await }
+    });
+    pause.reached().await;
+    assert_eq!(
+        send(&other_tab, "POST", "/logout", "").await.status,
+        StatusCode::NO_CONTENT
+    );
     app.store.fail_next(StoreOp::Delete);
-    let reply = browser.post("/regenerate").await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
+    assert_eq!(whoami(&browser).await, None);
     assert_eq!(
         sessions_of(&app, "alice").await,
-        2,
+        1,
         "the new record nobody holds is still indexed"
     );
     assert_eq!(
         app.layer.admin().logout_everywhere("alice").await.unwrap(),
-        2
+        1
     );
-    assert_eq!(whoami(&browser).await, None);
 }
 
 /// Waits until `done` holds (the detached rest of a dropped request).
@@ -638,26 +677,202 @@ pub async fn the_session_limit_evicts_the_least_recently_active<S: SessionStore 
         assert_eq!(whoami(client).await.as_deref(), Some("alice"));
     }
 
-    // Logins at the same moment overshoot by at most their number.
+    // Logins at the same moment never end each other's new sessions; they
+    // overshoot by at most their number.
     const AT_ONCE: usize = 12;
+    app.clock.advance(Duration::from_secs(1));
     let logins: Vec<_> = (0..AT_ONCE)
         .map(|_| {
-            let client = app.client();
+            let mut client = app.client();
             tokio::spawn(async move {
-                let reply = send(&client, "POST", "/login/alice", "").await;
+                let request = client.request("POST", "/login/alice", "");
+                let reply = client.clone().send(request).await;
                 assert_eq!(reply.status, StatusCode::NO_CONTENT);
+                client.absorb(&reply);
+                client
             })
         })
         .collect();
+    let mut at_once = Vec::new();
     for login in logins {
-        login.await.unwrap();
+        at_once.push(login.await.unwrap());
+    }
+    for client in &at_once {
+        assert_eq!(
+            whoami(client).await.as_deref(),
+            Some("alice"),
+            "a login running at the same moment ended another's new session"
+        );
     }
     let count = sessions_of(&app, "alice").await;
-    assert!((1..=LIMIT + AT_ONCE).contains(&count), "{count}");
-    logged_in(&app, "alice").await;
+    assert!(
+        (LIMIT..=LIMIT + AT_ONCE).contains(&count),
+        "{count}: over by at most the logins at once, never under"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    let last = logged_in(&app, "alice").await;
     assert_eq!(
         sessions_of(&app, "alice").await,
         LIMIT,
         "the next login trims"
     );
+    assert_eq!(whoami(&last).await.as_deref(), Some("alice"));
+}
+
+pub async fn store_calls_that_land_but_report_failure_never_leave_the_user_without_a_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+
+    // The retire lands but is reported failed (a timeout): the retry finds
+    // the forward it wrote, and the move completes.
+    let mut browser = logged_in(&app, "alice").await;
+    app.store.fail_after_next(StoreOp::Retire);
+    let reply = browser.post("/regenerate").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(!reply.set_cookies().is_empty(), "the new ID is handed out");
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    assert_eq!(sessions_of(&app, "alice").await, 1);
+
+    // The retire lands, and the retry fails too: the outcome is unknown,
+    // so the new record stays. The browser (still on the retired ID) is
+    // logged out, but the user keeps one session, within reach.
+    app.store.fail_after_next(StoreOp::Retire);
+    app.store.fail_next(StoreOp::Retire);
+    let reply = browser.post("/regenerate").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sessions_of(&app, "alice").await, 1, "never zero");
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        1
+    );
+
+    // The create lands but is reported failed: it is taken back, and the
+    // old session is all there is.
+    let mut browser = logged_in(&app, "bob").await;
+    app.store.fail_after_next(StoreOp::Create);
+    let reply = browser.post("/regenerate").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(whoami(&browser).await.as_deref(), Some("bob"));
+    assert_eq!(sessions_of(&app, "bob").await, 1, "exactly the old session");
+}
+
+pub async fn logout_everywhere_between_the_new_record_and_the_retire_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    // The regenerate has created the new record and is about to retire the
+    // old one when logout-everywhere runs.
+    let mut pause = app.store.pause_next(StoreOp::Retire);
+    let request = browser.request("POST", "/regenerate", "");
+    let pending = tokio::spawn({
+        let mut c = browser.clone();
+        async move { c.send(request).await }
+    });
+    pause.reached().await;
+    assert_eq!(
+        sessions_of(&app, "alice").await,
+        2,
+        "old and new, both indexed"
+    );
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        2
+    );
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
+    assert_eq!(whoami(&browser).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+}
+
+pub async fn logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let mut other_tab = browser.clone();
+    let reply = with_handler_paused(
+        &app,
+        &browser,
+        "POST",
+        "/wait/load-then-logout-everywhere",
+        async {
+            // Another tab logs in as bob: alice's session moves to bob's.
+            let reply = other_tab.post("/login/bob").await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            assert_eq!(whoami(&other_tab).await.as_deref(), Some("bob"));
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        whoami(&other_tab).await,
+        None,
+        "the logout followed the session it loaded to its new ID"
+    );
+    assert_eq!(sessions_of(&app, "alice").await, 0);
+    assert_eq!(sessions_of(&app, "bob").await, 0);
+}
+
+pub async fn a_logout_everywhere_with_a_moved_cookie_ends_only_that_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let phone = logged_in(&app, "alice").await;
+    let laptop = logged_in(&app, "alice").await;
+    let mut moved = laptop.clone();
+    assert_eq!(
+        moved.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The old cookie arrives after the move, within the forward's life.
+    let reply = send(&laptop, "POST", "/logout-everywhere", "").await;
+    assert_eq!(reply.body, "1", "the moved session, and nothing else");
+    assert_eq!(whoami(&moved).await, None);
+    assert_eq!(
+        whoami(&phone).await.as_deref(),
+        Some("alice"),
+        "an old ID has no authority over the user's other sessions"
+    );
+}
+
+pub async fn a_logout_that_failed_halfway_along_a_forward_can_be_retried<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let mut thief = browser.clone();
+    assert_eq!(
+        thief.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The owner's logout finds the forward, then fails to end the session
+    // it leads to.
+    app.store.pass_next(StoreOp::Delete);
+    app.store.fail_next(StoreOp::Delete);
+    let reply = send(&browser, "POST", "/logout", "").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not a logout"
+    );
+    assert_eq!(whoami(&thief).await.as_deref(), Some("alice"));
+    // The retry follows the forward again.
+    let reply = send(&browser, "POST", "/logout", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&thief).await, None);
+    assert_eq!(sessions_of(&app, "alice").await, 0);
 }
