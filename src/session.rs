@@ -197,8 +197,14 @@ enum Plan {
 }
 
 /// The whole commit decision: the request's end state in, a plan out.
-/// `cookie_key` is the store key of the request's cookie, if it has one.
-fn plan(phase: Phase, cookie_key: Option<StoreKey>, poisoned: bool, now: OffsetDateTime) -> Plan {
+/// `cookie_id` is the ID the request's cookie carries, if any; `now` reads
+/// the clock, which only some plans need (the common ones read nothing).
+fn plan(
+    phase: Phase,
+    cookie_id: Option<&SessionId>,
+    poisoned: bool,
+    now: impl FnOnce() -> OffsetDateTime,
+) -> Plan {
     let active = match phase {
         Phase::Unloaded | Phase::Finished => {
             return Plan::Cookie {
@@ -211,8 +217,11 @@ fn plan(phase: Phase, cookie_key: Option<StoreKey>, poisoned: bool, now: OffsetD
         // request writes all of its changes or none.
         Phase::Blind(_) if poisoned => return Plan::Abort,
         Phase::Blind(patch) => {
-            return match cookie_key {
-                Some(key) => Plan::SaveBlind { key, patch },
+            return match cookie_id {
+                Some(id) => Plan::SaveBlind {
+                    key: id.store_key(),
+                    patch,
+                },
                 // Blind writes are only recorded for requests with a cookie.
                 None => Plan::Cookie {
                     change: CookieChange::Keep,
@@ -235,7 +244,7 @@ fn plan(phase: Phase, cookie_key: Option<StoreKey>, poisoned: bool, now: OffsetD
     let max_age = active
         .record
         .persistent
-        .then(|| active.record.expires_at() - now);
+        .then(|| active.record.expires_at() - now());
     match (active.stored, active.new_id) {
         (Some((_, old)), Some(id)) => Plan::Rotate {
             old,
@@ -1023,8 +1032,8 @@ impl Session {
         let mut phase = self.shared.state.try_lock().ok()?;
         let ended = std::mem::replace(&mut *phase, Phase::Finished);
         let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
-        let cookie_key = self.shared.cookie_id.as_ref().map(SessionId::store_key);
-        match plan(ended, cookie_key, poisoned, self.core().now()) {
+        let cookie_id = self.shared.cookie_id.as_ref();
+        match plan(ended, cookie_id, poisoned, || self.core().now()) {
             Plan::Cookie { change, vary } => Some(self.outcome(change, vary)),
             other => {
                 *phase = Phase::Planned(other);
@@ -1050,9 +1059,8 @@ impl Session {
     pub(crate) async fn commit(&self) -> Result<Outcome, Abort> {
         let ended = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
         let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
-        let cookie_key = self.shared.cookie_id.as_ref().map(SessionId::store_key);
         let now = self.core().now();
-        let plan = plan(ended, cookie_key, poisoned, now);
+        let plan = plan(ended, self.shared.cookie_id.as_ref(), poisoned, || now);
         self.execute(plan, now).await
     }
 
@@ -1658,14 +1666,14 @@ mod tests {
     }
 
     fn plan_of(active: Active) -> Plan {
-        plan(Phase::Active(active), None, false, at(10))
+        plan(Phase::Active(active), None, false, || at(10))
     }
 
     #[test]
     fn an_untouched_session_needs_nothing_and_no_vary() {
         for phase in [Phase::Unloaded, Phase::Finished] {
             assert!(matches!(
-                plan(phase, None, false, at(10)),
+                plan(phase, None, false, || at(10)),
                 Plan::Cookie {
                     change: CookieChange::Keep,
                     vary: false
@@ -1796,19 +1804,19 @@ mod tests {
         let mut writes = stored();
         writes.patch.insert("k", Value::from(1));
         assert!(matches!(
-            plan(Phase::Active(writes), None, true, at(10)),
+            plan(Phase::Active(writes), None, true, || at(10)),
             Plan::Abort
         ));
         let mut moves = stored();
         moves.new_id = Some(id());
         assert!(matches!(
-            plan(Phase::Active(moves), None, true, at(10)),
+            plan(Phase::Active(moves), None, true, || at(10)),
             Plan::Abort
         ));
         let mut reads = stored();
         reads.clear_cookie = true;
         assert!(matches!(
-            plan(Phase::Active(reads), None, true, at(10)),
+            plan(Phase::Active(reads), None, true, || at(10)),
             Plan::Cookie {
                 change: CookieChange::Remove,
                 ..
@@ -1816,16 +1824,18 @@ mod tests {
         ));
         let blind = Phase::Blind(Patch::default());
         assert!(matches!(
-            plan(blind, Some(id().store_key()), true, at(10)),
+            plan(blind, Some(&id()), true, || at(10)),
             Plan::Abort
         ));
     }
 
     #[test]
     fn blind_writes_are_saved_under_the_cookies_key() {
-        let key = id().store_key();
-        match plan(Phase::Blind(Patch::default()), Some(key), false, at(10)) {
-            Plan::SaveBlind { key: saved, .. } => assert_eq!(saved, key),
+        let cookie = id();
+        match plan(Phase::Blind(Patch::default()), Some(&cookie), false, || {
+            at(10)
+        }) {
+            Plan::SaveBlind { key: saved, .. } => assert_eq!(saved, cookie.store_key()),
             other => panic!("{other:?}"),
         }
     }
