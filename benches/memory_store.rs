@@ -12,7 +12,8 @@ use serde_json::json;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use time::OffsetDateTime;
 
-use cloakroom::{MemoryStore, Patch, SessionId, SessionRecord, SessionStore, StoreKey, Touch};
+use cloakroom::store::{Patch, SessionRecord, Touch};
+use cloakroom::{MemoryStore, SessionId, SessionStore, StoreKey};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

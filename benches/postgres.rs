@@ -17,7 +17,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use cloakroom::{Patch, SessionId, SessionRecord, SessionStore, StoreKey, Touch};
+use cloakroom::store::{Patch, SessionRecord, Touch};
+use cloakroom::{SessionId, SessionStore, StoreKey};
 
 fn store_calls(c: &mut Criterion) {
     let Some(url) = postgres::shared_url() else {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use time::OffsetDateTime;
 
-use cloakroom::{Patch, RedisStore, SessionId, SessionRecord, SessionStore, Touch};
+use cloakroom::store::{Patch, SessionRecord, Touch};
+use cloakroom::{RedisStore, SessionId, SessionStore};
 
 struct Server(Option<Child>);
 

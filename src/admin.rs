@@ -51,13 +51,7 @@ impl SessionAdmin {
     /// ended.
     pub async fn logout_everywhere(&self, user_id: &str) -> Result<u64, StoreError> {
         let ended = self.core.store.delete_user(user_id, None).await?;
-        tracing::info!(
-            target: "cloakroom::security",
-            event = "logged_out_everywhere",
-            ended,
-            kept_current = false,
-            "every session of the user ended by the application"
-        );
+        crate::events::logged_out_everywhere(ended, None, true);
         Ok(ended)
     }
 
@@ -96,7 +90,7 @@ impl SessionAdmin {
     ///
     /// [`StoreError`] when the store fails.
     pub async fn end_session(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        crate::session::end_session(&self.core, *key, "admin").await
+        crate::session::end_session(&self.core, *key, crate::events::EndReason::Admin).await
     }
 
     /// Removes sessions that have expired, and index entries pointing at
@@ -122,7 +116,7 @@ impl SessionAdmin {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                crate::layer::log_sweep(admin.sweep_expired().await);
+                crate::events::sweep(admin.sweep_expired().await);
             }
         })
     }

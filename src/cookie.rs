@@ -10,8 +10,9 @@ use http::{HeaderMap, HeaderValue};
 use time::Duration;
 
 use crate::config::{ConfigError, SameSite};
+use crate::events::{self, CookieReason};
 use crate::id::{SessionId, StoreKey};
-use crate::key::{parse, CookieRejection, KeyRing};
+use crate::key::{parse, KeyRing};
 
 /// At most this many well-formed cookies carrying the session cookie's name
 /// have their signature checked per request (an HMAC each, about 170 ns).
@@ -179,25 +180,16 @@ struct Rejected {
 
 impl Rejected {
     fn report(&self, found: bool) {
-        if self.malformed == 0 && self.bad_signature == 0 && !self.too_many {
-            return;
-        }
         let reason = if self.too_many {
-            "too_many"
+            CookieReason::TooMany
         } else if self.bad_signature > 0 {
-            CookieRejection::BadSignature.as_str()
+            CookieReason::BadSignature
+        } else if self.malformed > 0 {
+            CookieReason::Malformed
         } else {
-            CookieRejection::Malformed.as_str()
+            return;
         };
-        tracing::info!(
-            target: "cloakroom::security",
-            event = "cookie_rejected",
-            reason,
-            malformed = self.malformed,
-            bad_signature = self.bad_signature,
-            valid_found = found,
-            "session cookies rejected; the request goes on with the valid one, or without a session"
-        );
+        events::cookie_rejected(reason, self.malformed, self.bad_signature, found);
     }
 }
 

@@ -118,7 +118,7 @@ fn start_background_sweep(core: &Arc<Core>) {
                 let mut sweep = core.store.sweep_expired(core.now());
                 let mut context = Context::from_waker(Waker::noop());
                 if let Poll::Ready(result) = sweep.as_mut().poll(&mut context) {
-                    log_sweep(result);
+                    crate::events::sweep(result);
                 }
             });
         if let Err(error) = spawned {
@@ -129,21 +129,9 @@ fn start_background_sweep(core: &Arc<Core>) {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(core) = weak.upgrade() else { return };
-                log_sweep(core.store.sweep_expired(core.now()).await);
+                crate::events::sweep(core.store.sweep_expired(core.now()).await);
             }
         });
-    }
-}
-
-pub(crate) fn log_sweep(result: Result<u64, crate::store::StoreError>) {
-    match result {
-        Ok(removed) => tracing::debug!(
-            target: "cloakroom",
-            event = "sessions_swept",
-            removed,
-            "expired sessions swept"
-        ),
-        Err(error) => crate::session::log_store_error("sweep_expired", &error),
     }
 }
 

@@ -78,7 +78,7 @@
 //!    same call when it is due. A handler that never touches the session
 //!    costs no store call.
 //! 3. When the response comes back, the layer writes only what the request
-//!    changed (a [`Patch`]), creates a new session if one got data, and sets
+//!    changed (a [`store::Patch`]), creates a new session if one got data, and sets
 //!    or expires the cookie. Responses that set a cookie get
 //!    `Cache-Control: no-store` (unless the handler chose a policy); any
 //!    response that read the session gets `Vary: Cookie`.
@@ -156,6 +156,7 @@ mod config;
 mod cookie;
 #[cfg(feature = "csrf")]
 mod csrf;
+mod events;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -165,7 +166,7 @@ mod layer;
 mod record;
 mod service;
 mod session;
-mod store;
+pub mod store;
 
 pub use crate::admin::SessionAdmin;
 #[cfg(all(feature = "axum", feature = "csrf"))]
@@ -179,7 +180,7 @@ pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfTo
 pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
 pub use crate::layer::SessionLayer;
-pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
+pub use crate::record::SessionInfo;
 pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::{Session, SessionError};
 #[cfg(feature = "memory")]
@@ -188,7 +189,7 @@ pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::RedisStore;
-pub use crate::store::{Deleted, SessionStore, StoreError};
+pub use crate::store::{SessionStore, StoreError};
 
 /// The store conformance suite and test doubles, for store authors and for
 /// tests of code above the store.

@@ -4,7 +4,7 @@
 //! # Example
 //!
 //! ```
-//! use cloakroom::{Patch, SessionRecord};
+//! use cloakroom::store::{Patch, SessionRecord};
 //! use time::{Duration, OffsetDateTime};
 //!
 //! let now = OffsetDateTime::UNIX_EPOCH;

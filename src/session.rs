@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+use crate::events::{self, EndReason, Orphan, Vanished};
 use crate::id::{RandomnessError, SessionId, StoreKey};
 use crate::layer::Core;
 use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
@@ -450,7 +451,7 @@ impl Session {
     /// Records a store failure: the request will write nothing back.
     fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
         self.shared.poisoned.store(true, Ordering::Relaxed);
-        log_store_error(operation, &error);
+        events::store_error(operation, &error);
         SessionError::Store(error)
     }
 
@@ -492,12 +493,7 @@ impl Session {
             .await
             .map_err(|e| self.store_failed("load", e))?;
         let Some(mut record) = loaded else {
-            tracing::debug!(
-                target: "cloakroom::security",
-                event = "session_not_found",
-                session = %key.short(),
-                "the cookie names no live session (expired or ended); continuing without one"
-            );
+            events::session_not_found(&key);
             // No removal cookie: the session may have ended because this
             // browser just logged in again in another request, and clearing
             // "the" cookie now would clear the new one.
@@ -805,7 +801,7 @@ impl Session {
         let mut active = self.active().await?;
         active.ending = true;
         if let Some(key) = self.key_to_end(&active) {
-            self.end(key, "invalidate").await?;
+            self.end(key, EndReason::Logout).await?;
         }
         self.reset(&mut active);
         Ok(())
@@ -832,13 +828,7 @@ impl Session {
                 .delete_user(&user_id, None)
                 .await
                 .map_err(|e| self.store_failed("delete_user", e))?;
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "logged_out_everywhere",
-                ended,
-                kept_current = false,
-                "every session of the user ended"
-            );
+            events::logged_out_everywhere(ended, None, false);
         }
         // The session the request came with, wherever it went: it may be
         // anonymous, another user's before a login in this request, or have
@@ -848,7 +838,7 @@ impl Session {
         if let Some(key) = self.key_to_end(&active) {
             let surely_ended = active.stored.is_some() && active.record.user_id.is_some();
             ended += u64::from(
-                end_chain(self.core(), key, "invalidate", !surely_ended)
+                end_chain(self.core(), key, EndReason::Logout, !surely_ended)
                     .await
                     .map_err(|e| self.store_failed("delete", e))?,
             );
@@ -891,14 +881,7 @@ impl Session {
             .await
             .map_err(|e| self.store_failed("delete_user", e))?;
         active.ending = false;
-        tracing::info!(
-            target: "cloakroom::security",
-            event = "logged_out_everywhere",
-            ended,
-            kept_current = true,
-            session = keep.as_ref().map(StoreKey::short),
-            "every other session of the user ended"
-        );
+        events::logged_out_everywhere(ended, keep.as_ref(), false);
         Ok(ended)
     }
 
@@ -1010,7 +993,7 @@ impl Session {
     /// Ends the session under `key`, following forwards: a session another
     /// request moved to a new ID after this one loaded it ends under its
     /// new ID. Returns whether a live session ended.
-    async fn end(&self, key: StoreKey, reason: &'static str) -> Result<bool, SessionError> {
+    async fn end(&self, key: StoreKey, reason: EndReason) -> Result<bool, SessionError> {
         let ended = end_session(self.core(), key, reason)
             .await
             .map_err(|e| self.store_failed("delete", e))?;
@@ -1087,12 +1070,7 @@ impl Session {
                     // a login that moved it) while this one ran: its
                     // changes must not bring it back. The cookie is left
                     // alone, since it may already be a newer one.
-                    tracing::info!(
-                        target: "cloakroom::security",
-                        event = "session_vanished",
-                        session = %key.short(),
-                        "session ended while the request ran; changes dropped"
-                    );
+                    events::session_vanished(&key, Vanished::BeforeSave);
                 }
                 match refresh {
                     Some(max_age) if saved => CookieChange::Set { id, max_age },
@@ -1119,12 +1097,7 @@ impl Session {
                     .await
                     .map_err(|e| abort(self.store_failed("delete", e)))?;
                 if let Deleted::Forward(_) = moved {
-                    tracing::info!(
-                        target: "cloakroom::security",
-                        event = "session_vanished",
-                        session = %key.short(),
-                        "session moved to a new ID while the request ran; changes dropped"
-                    );
+                    events::session_vanished(&key, Vanished::MovedBeforeSave);
                     return Ok(self.outcome(CookieChange::Keep, true));
                 }
                 // The session is gone (expired, logged out): the writes
@@ -1216,21 +1189,6 @@ fn abort(error: SessionError) -> Abort {
     }
 }
 
-/// Logs a store failure by its class and the `Display` of its source,
-/// which stores keep free of session data (never `Debug`, which for some
-/// backends carries the query's parameters).
-pub(crate) fn log_store_error(operation: &'static str, error: &StoreError) {
-    let cause = std::error::Error::source(error).map(ToString::to_string);
-    tracing::error!(
-        target: "cloakroom",
-        event = "store_error",
-        operation,
-        error = %error,
-        cause = cause.as_deref().unwrap_or(""),
-        "session store failed; this request's session changes are dropped"
-    );
-}
-
 /// Ends the session under `key`, following forwards left by logins and
 /// regenerates to the session they lead to. Returns whether a live session
 /// ended. Forwards stay in place (they lapse by themselves), so a logout
@@ -1238,7 +1196,7 @@ pub(crate) fn log_store_error(operation: &'static str, error: &StoreError) {
 pub(crate) async fn end_session(
     core: &Core,
     key: StoreKey,
-    reason: &'static str,
+    reason: EndReason,
 ) -> Result<bool, StoreError> {
     end_chain(core, key, reason, true).await
 }
@@ -1248,44 +1206,25 @@ pub(crate) async fn end_session(
 async fn end_chain(
     core: &Core,
     mut key: StoreKey,
-    reason: &'static str,
+    reason: EndReason,
     report_gone: bool,
 ) -> Result<bool, StoreError> {
     let now = core.now();
     for _ in 0..MAX_FORWARD_HOPS {
         match core.store.delete(&key, now).await? {
             Deleted::Session => {
-                tracing::info!(
-                    target: "cloakroom::security",
-                    event = "session_invalidated",
-                    reason,
-                    session = %key.short(),
-                    "session ended"
-                );
+                events::session_invalidated(&key, reason);
                 return Ok(true);
             }
             Deleted::Forward(successor) => {
-                tracing::info!(
-                    target: "cloakroom::security",
-                    event = "session_forwarded",
-                    reason,
-                    session = %key.short(),
-                    successor = %successor.short(),
-                    "the session had moved to a new ID; ending it there"
-                );
+                events::session_forwarded(&key, &successor, reason);
                 key = successor;
             }
             _ => break,
         }
     }
     if report_gone {
-        tracing::info!(
-            target: "cloakroom::security",
-            event = "session_vanished",
-            reason,
-            session = %key.short(),
-            "session already ended by another request"
-        );
+        events::session_vanished(&key, Vanished::BeforeEnd(reason));
     }
     Ok(false)
 }
@@ -1307,30 +1246,19 @@ async fn create(
         let created = match core.store.create(&key, record, now).await {
             Ok(created) => created,
             Err(error) => {
-                log_store_error("create", &error);
+                events::store_error("create", &error);
                 // A create given up on (a timeout) may still land, and on
                 // Redis may land without its user-index entry: take it back.
                 // Nobody holds this ID yet, so deleting it loses nothing.
-                discard(core, &key, "failed").await;
+                discard(core, &key, Orphan::Failed).await;
                 return Err(SessionError::Store(error));
             }
         };
         if created {
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "session_created",
-                session = %key.short(),
-                authenticated = record.user_id.is_some(),
-                "session created"
-            );
+            events::session_created(&key, record.user_id.is_some());
             return Ok(id);
         }
-        tracing::warn!(
-            target: "cloakroom::security",
-            event = "id_collision",
-            session = %key.short(),
-            "a new session ID was already in use; drawing another"
-        );
+        events::id_collision(&key);
         id = SessionId::generate()?;
     }
     Err(SessionError::IdCollision)
@@ -1355,7 +1283,7 @@ async fn rotate(
     // Nobody will receive the new cookie: keep the old session, which the
     // browser still holds, and take the new one back.
     if abandoned.load(Ordering::Acquire) {
-        discard(&core, &new, "abandoned").await;
+        discard(&core, &new, Orphan::Abandoned).await;
         return Err(SessionError::Finished);
     }
     let until = now + FORWARD_GRACE;
@@ -1363,44 +1291,27 @@ async fn rotate(
     if let Err(error) = &retired {
         // A retire given up on may still have landed: ask again. A retry
         // is answered as the first attempt was (`retire` is idempotent).
-        log_store_error("retire", error);
+        events::store_error("retire", error);
         retired = core.store.retire(&old, &new, until, now).await;
     }
     match retired {
         Ok(true) => {
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "session_rotated",
-                session = %old.short(),
-                successor = %new.short(),
-                "session moved to a new ID"
-            );
+            events::session_rotated(&old, &new);
             Ok(Some(id))
         }
         Ok(false) => {
             // Ended by another request (a logout, logout-everywhere) after
             // this one loaded it: the new session must not outlive it.
-            tracing::info!(
-                target: "cloakroom::security",
-                event = "session_vanished",
-                session = %old.short(),
-                "session ended while the request ran; the new ID is dropped"
-            );
-            discard(&core, &new, "ended").await;
+            events::session_vanished(&old, Vanished::BeforeMove);
+            discard(&core, &new, Orphan::Ended).await;
             Ok(None)
         }
         Err(error) => {
             // Unknown whether the old record was retired: the new one stays
             // (indexed, so logout-everywhere reaches it), lest the user be
             // left with no session at all.
-            log_store_error("retire", &error);
-            tracing::warn!(
-                target: "cloakroom::security",
-                event = "session_orphaned",
-                why = "retire_unknown",
-                session = %new.short(),
-                "a session move failed halfway; the new record stays until its idle timeout"
-            );
+            events::store_error("retire", &error);
+            events::session_orphaned(&new, Orphan::RetireUnknown);
             Err(SessionError::Store(error))
         }
     }
@@ -1409,16 +1320,10 @@ async fn rotate(
 /// Deletes a just-created session nobody holds a cookie for. If that fails
 /// too, it stays (indexed, so logout-everywhere reaches it) until its idle
 /// timeout.
-async fn discard(core: &Core, key: &StoreKey, why: &'static str) {
+async fn discard(core: &Core, key: &StoreKey, why: Orphan) {
     if let Err(error) = core.store.delete(key, core.now()).await {
-        log_store_error("delete", &error);
-        tracing::warn!(
-            target: "cloakroom::security",
-            event = "session_orphaned",
-            why,
-            session = %key.short(),
-            "a new session that nobody holds could not be deleted; it expires when idle"
-        );
+        events::store_error("delete", &error);
+        events::session_orphaned(key, why);
     }
 }
 
@@ -1458,14 +1363,8 @@ async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
     .await;
     match result {
         Ok(0) => {}
-        Ok(ended) => tracing::info!(
-            target: "cloakroom::security",
-            event = "sessions_evicted",
-            ended,
-            limit,
-            "the user's least recently active sessions ended: over the per-user limit"
-        ),
-        Err(error) => log_store_error("evict", &error),
+        Ok(ended) => events::sessions_evicted(ended, limit),
+        Err(error) => events::store_error("evict", &error),
     }
 }
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use cloakroom::{Clock, SessionId, SessionRecord, SessionStore, StoreError, Touch};
+use cloakroom::store::{SessionRecord, Touch};
+use cloakroom::{Clock, SessionId, SessionStore, StoreError};
 use common::postgres::{
     connect, connect_with, fresh_store, shared_url, store_on, unique_table, Server,
 };

@@ -8,10 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use cloakroom::{
-    ConfigError, Lifetime, Patch, PostgresStore, SessionId, SessionRecord, SessionStore,
-    StoreError, StoreKey, Touch,
-};
+use cloakroom::store::{Lifetime, Patch, SessionRecord, Touch};
+use cloakroom::{ConfigError, PostgresStore, SessionId, SessionStore, StoreError, StoreKey};
 use common::postgres::{count_rows, fresh_store, shared_url, unique_table, SCHEMA};
 use common::TestApp;
 use serde_json::json;
@@ -489,7 +487,7 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
         store.delete(&k, t0 + secs(1)).await.unwrap();
         assert_eq!(
             store.delete(&k, t0 + secs(1)).await.unwrap(),
-            cloakroom::Deleted::Nothing
+            cloakroom::store::Deleted::Nothing
         );
     }
 
@@ -745,7 +743,7 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
     assert_eq!(store.count_user("dana", t0 + secs(1)).await.unwrap(), 0);
     assert_eq!(
         store.delete(&old, t0 + secs(2)).await.unwrap(),
-        cloakroom::Deleted::Forward(new)
+        cloakroom::store::Deleted::Forward(new)
     );
 }
 
@@ -881,7 +879,7 @@ async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete(
     assert_eq!(store.count_user("carol", t0 + secs(1)).await.unwrap(), 0);
     assert_eq!(
         store.delete(&old, t0 + secs(1)).await.unwrap(),
-        cloakroom::Deleted::Forward(new),
+        cloakroom::store::Deleted::Forward(new),
         "the forward itself is left to its own logout"
     );
 }
@@ -919,6 +917,6 @@ async fn a_retry_of_retire_racing_the_first_attempt_succeeds_too() {
     );
     assert_eq!(
         store.delete(&old, t0 + secs(1)).await.unwrap(),
-        cloakroom::Deleted::Forward(new)
+        cloakroom::store::Deleted::Forward(new)
     );
 }

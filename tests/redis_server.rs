@@ -7,10 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
-use cloakroom::{
-    Clock as _, Deleted, KeyRing, RedisStore, SessionId, SessionRecord, SessionStore, StoreError,
-    StoreKey, Touch,
-};
+use cloakroom::store::{Deleted, SessionRecord, Touch};
+use cloakroom::{Clock as _, KeyRing, RedisStore, SessionId, SessionStore, StoreError, StoreKey};
 use common::redis::{CommandRecorder, RedisServer};
 use common::{Client, TestApp};
 use time::OffsetDateTime;

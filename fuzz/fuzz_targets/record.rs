@@ -4,7 +4,7 @@
 //! that many bytes), taken as the flat field/value list `HGETALL` returns.
 #![no_main]
 
-use cloakroom::SessionRecord;
+use cloakroom::store::SessionRecord;
 use libfuzzer_sys::fuzz_target;
 
 fn split(mut data: &[u8]) -> Vec<Vec<u8>> {

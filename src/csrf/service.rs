@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use super::token::{check, TokenCheck};
 use super::{normalize_origin, CsrfConfig};
+use crate::events::CsrfReason;
 use crate::session::Session;
 use crate::store::BoxFuture;
 
@@ -103,17 +104,16 @@ impl Refusal {
         }
     }
 
-    fn reason(self) -> &'static str {
-        match self {
-            Self::CrossSite => "cross_site",
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken => "invalid_token",
-            Self::FormTooLarge => "form_too_large",
-            Self::UnreadableBody => "unreadable_body",
-            Self::NoSessionLayer => "no_session_layer",
-            Self::StoreFailed => "store_failed",
-        }
+    fn reason(self) -> Option<CsrfReason> {
+        Some(match self {
+            Self::CrossSite => CsrfReason::CrossSite,
+            Self::OriginNotAllowed => CsrfReason::OriginNotAllowed,
+            Self::MissingToken => CsrfReason::MissingToken,
+            Self::InvalidToken => CsrfReason::InvalidToken,
+            Self::FormTooLarge => CsrfReason::FormTooLarge,
+            Self::UnreadableBody => CsrfReason::UnreadableBody,
+            Self::NoSessionLayer | Self::StoreFailed => return None,
+        })
     }
 
     fn response<B: From<&'static str>>(self, method: &Method, path: &str) -> Response<B> {
@@ -128,14 +128,11 @@ impl Refusal {
                 "CsrfLayer needs SessionLayer outside it; refusing the request"
             ),
             Self::StoreFailed => {}
-            _ => tracing::info!(
-                target: "cloakroom::security",
-                event = "csrf_rejected",
-                reason = self.reason(),
-                method = %method,
-                path,
-                "unsafe request refused by the CSRF check"
-            ),
+            _ => {
+                if let Some(reason) = self.reason() {
+                    crate::events::csrf_rejected(reason, method, path);
+                }
+            }
         }
         let mut response = Response::new(B::from(self.body()));
         *response.status_mut() = self.status();

@@ -382,12 +382,7 @@ impl MemoryStore {
         match oldest {
             Some(key) => {
                 shard.entries.remove(&key);
-                tracing::debug!(
-                    target: "cloakroom",
-                    event = "session_evicted",
-                    session = %key.short(),
-                    "MemoryStore is full: evicted the least recently active anonymous session"
-                );
+                crate::events::session_evicted_for_room(&key);
                 true
             }
             None => false,

@@ -8,7 +8,8 @@
 //! # Example
 //!
 //! ```
-//! use cloakroom::{MemoryStore, SessionId, SessionRecord, SessionStore, Touch};
+//! use cloakroom::{MemoryStore, SessionId, SessionStore};
+//! use cloakroom::store::{SessionRecord, Touch};
 //! use time::{Duration, OffsetDateTime};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -36,8 +37,8 @@ use std::pin::Pin;
 
 use time::OffsetDateTime;
 
-use crate::id::StoreKey;
-use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+pub use crate::id::StoreKey;
+pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 
 #[cfg(feature = "memory")]
 pub(crate) mod memory;

@@ -1029,14 +1029,7 @@ impl SessionStore for RedisStore {
             // which every count, listing and logout-everywhere skips and
             // prunes.
             if let Err(error) = self.unindex(&user, &[key.to_hex()]).await {
-                let cause = std::error::Error::source(&error).map(ToString::to_string);
-                tracing::warn!(
-                    target: "cloakroom",
-                    event = "store_index_stale",
-                    error = %error,
-                    cause = cause.as_deref().unwrap_or(""),
-                    "a retired session stays in its user's index until it is next counted or listed"
-                );
+                crate::events::store_index_stale(&error);
             }
         }
         Ok(retired == 1)

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use cloakroom::store::Touch;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::{KeyRing, SessionStore, Touch};
+use cloakroom::{KeyRing, SessionStore};
 
 use super::{key, with_handler_paused, Client, Reply, TestApp};
 

@@ -1,0 +1,404 @@
+//! The layer's `tracing` events, one function each.
+//!
+//! Security events have target `cloakroom::security` and a stable `event`
+//! field, listed in [`SECURITY_EVENTS`]; the crate docs and the README list
+//! the same names, which a unit test below checks. Sessions appear only as
+//! the first 8 hex characters of their store key, never as an ID. Other
+//! events (store failures, sweeps) have target `cloakroom`.
+
+use std::fmt;
+
+use crate::id::StoreKey;
+use crate::store::StoreError;
+
+/// Every security event's name, in the order the docs list them.
+#[cfg(test)]
+pub(crate) const SECURITY_EVENTS: [&str; 12] = [
+    "session_created",
+    "session_rotated",
+    "session_forwarded",
+    "session_invalidated",
+    "logged_out_everywhere",
+    "sessions_evicted",
+    "session_orphaned",
+    "cookie_rejected",
+    "session_vanished",
+    "id_collision",
+    "csrf_rejected",
+    "session_not_found",
+];
+
+/// Why a session was ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// A logout (or logout-everywhere) from the request.
+    Logout,
+    /// The application, through `SessionAdmin`.
+    Admin,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "invalidate",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// When a session turned out to be gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vanished {
+    /// Its changes were to be saved.
+    BeforeSave,
+    /// It had moved to a new ID; its changes were to be saved.
+    MovedBeforeSave,
+    /// It was to be moved to a new ID.
+    BeforeMove,
+    /// It was to be ended.
+    BeforeEnd(EndReason),
+}
+
+impl Vanished {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeSave => "save",
+            Self::MovedBeforeSave => "save_after_move",
+            Self::BeforeMove => "move",
+            Self::BeforeEnd(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// Why a new record that nobody holds a cookie for is left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orphan {
+    /// Deleting it again after a failure failed too.
+    Failed,
+    /// Deleting it after the old session ended failed.
+    Ended,
+    /// Deleting it after the request was dropped failed.
+    Abandoned,
+    /// Whether the old record was retired is unknown, so it is kept.
+    RetireUnknown,
+}
+
+impl Orphan {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Ended => "ended",
+            Self::Abandoned => "abandoned",
+            Self::RetireUnknown => "retire_unknown",
+        }
+    }
+}
+
+/// Why session cookies of a request were turned down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CookieReason {
+    /// Not of the form the layer writes.
+    Malformed,
+    /// Well-formed, but no key of the ring made the tag.
+    BadSignature,
+    /// More well-formed candidates than the layer checks.
+    TooMany,
+}
+
+impl CookieReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::TooMany => "too_many",
+        }
+    }
+}
+
+/// Why `CsrfLayer` refused a request.
+#[cfg(feature = "csrf")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CsrfReason {
+    CrossSite,
+    OriginNotAllowed,
+    MissingToken,
+    InvalidToken,
+    FormTooLarge,
+    UnreadableBody,
+}
+
+#[cfg(feature = "csrf")]
+impl CsrfReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CrossSite => "cross_site",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::FormTooLarge => "form_too_large",
+            Self::UnreadableBody => "unreadable_body",
+        }
+    }
+}
+
+pub(crate) fn session_created(key: &StoreKey, authenticated: bool) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_created",
+        session = %key.short(),
+        authenticated,
+        "session created"
+    );
+}
+
+pub(crate) fn id_collision(key: &StoreKey) {
+    tracing::warn!(
+        target: "cloakroom::security",
+        event = "id_collision",
+        session = %key.short(),
+        "a new session ID was already in use; drawing another"
+    );
+}
+
+pub(crate) fn session_rotated(old: &StoreKey, new: &StoreKey) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_rotated",
+        session = %old.short(),
+        successor = %new.short(),
+        "session moved to a new ID"
+    );
+}
+
+pub(crate) fn session_forwarded(key: &StoreKey, successor: &StoreKey, reason: EndReason) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_forwarded",
+        reason = reason.as_str(),
+        session = %key.short(),
+        successor = %successor.short(),
+        "the session had moved to a new ID; ending it there"
+    );
+}
+
+pub(crate) fn session_invalidated(key: &StoreKey, reason: EndReason) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_invalidated",
+        reason = reason.as_str(),
+        session = %key.short(),
+        "session ended"
+    );
+}
+
+pub(crate) fn session_vanished(key: &StoreKey, when: Vanished) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_vanished",
+        when = when.as_str(),
+        session = %key.short(),
+        "session ended by another request while this one ran; its changes are dropped"
+    );
+}
+
+/// `kept` is the session that stays ("log out other devices"), if any;
+/// `by_app` says whether the application (not a request) asked.
+pub(crate) fn logged_out_everywhere(ended: u64, kept: Option<&StoreKey>, by_app: bool) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "logged_out_everywhere",
+        ended,
+        kept_current = kept.is_some(),
+        session = kept.map(StoreKey::short),
+        by_app,
+        "sessions of the user ended"
+    );
+}
+
+pub(crate) fn sessions_evicted(ended: u64, limit: usize) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "sessions_evicted",
+        ended,
+        limit,
+        "the user's least recently active sessions ended: over the per-user limit"
+    );
+}
+
+pub(crate) fn session_orphaned(key: &StoreKey, why: Orphan) {
+    tracing::warn!(
+        target: "cloakroom::security",
+        event = "session_orphaned",
+        why = why.as_str(),
+        session = %key.short(),
+        "a new session that nobody holds stays until its idle timeout"
+    );
+}
+
+pub(crate) fn cookie_rejected(
+    reason: CookieReason,
+    malformed: usize,
+    bad_signature: usize,
+    valid_found: bool,
+) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "cookie_rejected",
+        reason = reason.as_str(),
+        malformed,
+        bad_signature,
+        valid_found,
+        "session cookies rejected; the request goes on with the valid one, or without a session"
+    );
+}
+
+#[cfg(feature = "csrf")]
+pub(crate) fn csrf_rejected(reason: CsrfReason, method: &http::Method, path: &str) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "csrf_rejected",
+        reason = reason.as_str(),
+        method = %method,
+        path,
+        "unsafe request refused by the CSRF check"
+    );
+}
+
+pub(crate) fn session_not_found(key: &StoreKey) {
+    tracing::debug!(
+        target: "cloakroom::security",
+        event = "session_not_found",
+        session = %key.short(),
+        "the cookie names no live session (expired or ended); continuing without one"
+    );
+}
+
+/// A store call failed. Logged with the error's class and the `Display` of
+/// its source, which stores keep free of session data (never `Debug`,
+/// which for some backends carries a query's parameters).
+pub(crate) fn store_error(operation: &'static str, error: &StoreError) {
+    tracing::error!(
+        target: "cloakroom",
+        event = "store_error",
+        operation,
+        error = %error,
+        cause = %Cause(error),
+        "session store failed; this request's session changes are dropped"
+    );
+}
+
+/// A sweep of expired sessions, done or failed.
+pub(crate) fn sweep(result: Result<u64, StoreError>) {
+    match result {
+        Ok(removed) => tracing::debug!(
+            target: "cloakroom",
+            event = "sessions_swept",
+            removed,
+            "expired sessions swept"
+        ),
+        Err(error) => store_error("sweep_expired", &error),
+    }
+}
+
+/// A store's user index could not be updated after the session itself
+/// was; the entry left behind is pruned later.
+#[cfg(feature = "redis")]
+pub(crate) fn store_index_stale(error: &StoreError) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "store_index_stale",
+        error = %error,
+        cause = %Cause(error),
+        "a retired session stays in its user's index until it is next counted or listed"
+    );
+}
+
+/// `MemoryStore` was full and made room.
+#[cfg(feature = "memory")]
+pub(crate) fn session_evicted_for_room(key: &StoreKey) {
+    tracing::debug!(
+        target: "cloakroom",
+        event = "session_evicted",
+        session = %key.short(),
+        "MemoryStore is full: evicted the least recently active anonymous session"
+    );
+}
+
+/// The `Display` of an error's source, or nothing.
+struct Cause<'a>(&'a StoreError);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::error::Error::source(self.0) {
+            Some(source) => write!(f, "{source}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event names a paragraph lists: every backticked snake_case word
+    /// between `start` and the end of the paragraph.
+    fn listed(text: &str, start: &str) -> Vec<String> {
+        let from = text.find(start).expect("the events paragraph") + start.len();
+        let paragraph = text[from..]
+            .split("\n\n")
+            .next()
+            .unwrap_or_default()
+            .replace("//!", " ");
+        paragraph
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| {
+                word.contains('_') && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Names that appear in the paragraph as something other than an event.
+    const NOT_EVENTS: [&str; 4] = ["bad_signature", "too_many", "store_error", "event"];
+
+    fn documented(text: &str, start: &str) -> Vec<String> {
+        let mut names: Vec<String> = listed(text, start)
+            .into_iter()
+            .filter(|name| !NOT_EVENTS.contains(&name.as_str()))
+            .collect();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn the_crate_docs_list_exactly_the_security_events() {
+        let docs = documented(include_str!("lib.rs"), "a\n//! stable `event` field:");
+        assert_eq!(docs, SECURITY_EVENTS);
+    }
+
+    #[test]
+    fn the_readme_lists_exactly_the_security_events() {
+        let readme = documented(include_str!("../README.md"), "a\nstable `event` field:");
+        assert_eq!(readme, SECURITY_EVENTS);
+    }
+
+    #[test]
+    fn the_code_emits_every_listed_event_and_no_other() {
+        let sources = [include_str!("events.rs")];
+        let code = sources.concat();
+        let mut emitted: Vec<&str> = code
+            .match_indices("event = \"")
+            .map(|(at, marker)| {
+                let rest = &code[at + marker.len()..];
+                &rest[..rest.find('"').unwrap_or(0)]
+            })
+            .collect();
+        emitted.sort_unstable();
+        emitted.dedup();
+        for name in SECURITY_EVENTS {
+            assert!(emitted.contains(&name), "{name} is never emitted");
+        }
+    }
+}
