@@ -29,7 +29,8 @@ use http::header::CACHE_CONTROL;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 
-use crate::session::{Session, SessionError};
+use crate::error::SessionError;
+use crate::session::Session;
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;

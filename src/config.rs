@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieSettings;
+use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
 use crate::layer::{Core, SessionLayer};
 use crate::store::{Bounded, DynStore, SessionStore};
@@ -63,126 +64,6 @@ pub enum SameSite {
     /// Sent with every request, cross-site included. Requires `Secure`.
     None,
 }
-
-/// Settings that cannot work, reported by [`SessionLayerBuilder::build`]
-/// and by key constructors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// No signing key was given.
-    MissingKey,
-    /// A key ring was built from no keys.
-    EmptyKeyRing,
-    /// A signing key is shorter than 32 bytes.
-    KeyTooShort {
-        /// The length given, in bytes.
-        len: usize,
-    },
-    /// A key given as hex text is not hex.
-    KeyNotHex,
-    /// The cookie name is empty or has characters a cookie name cannot have.
-    InvalidCookieName,
-    /// The cookie domain is empty or has characters that would break the
-    /// `Set-Cookie` header.
-    InvalidDomain,
-    /// The cookie path does not start with `/` or has characters that would
-    /// break the `Set-Cookie` header.
-    InvalidPath,
-    /// The `__Host-` prefix forbids a `Domain` attribute.
-    HostPrefixWithDomain,
-    /// The `__Host-` prefix requires `Secure`.
-    HostPrefixWithoutSecure,
-    /// The `__Host-` prefix requires `Path=/`.
-    HostPrefixWithPath,
-    /// `SameSite=None` cookies are refused by browsers unless `Secure`.
-    SameSiteNoneWithoutSecure,
-    /// A timeout is under one second or over ten years.
-    TimeoutOutOfRange,
-    /// The absolute timeout is shorter than the idle timeout.
-    AbsoluteShorterThanIdle,
-    /// `touch_after` is not a fraction from 0.0 up to (not including) 1.0.
-    TouchAfterOutOfRange,
-    /// A limit of zero sessions per user, which would log nobody in.
-    ZeroSessionsPerUser,
-    /// The store timeout is under a millisecond or over ten minutes.
-    StoreTimeoutOutOfRange,
-    /// A store key prefix is too long or contains characters it must not
-    /// (for Redis: `{` or `}`, which would act as a cluster hash tag).
-    InvalidKeyPrefix,
-    /// A [`CsrfLayer`](crate::CsrfLayer) setting is invalid; names which.
-    InvalidCsrfSetting(&'static str),
-    /// A PostgreSQL schema name is not a plain lower-case identifier of at
-    /// most 63 bytes (`^[a-z_][a-z0-9_]{0,62}$`).
-    InvalidSchemaName(String),
-    /// A PostgreSQL table name is not a plain lower-case identifier of at
-    /// most 48 bytes (`^[a-z_][a-z0-9_]{0,47}$`), short enough for the index
-    /// names derived from it.
-    InvalidTableName(String),
-    /// A sweep batch size of zero, which could never delete a row.
-    ZeroSweepBatchSize,
-    /// A [`MemoryStore`](crate::MemoryStore) capacity of zero, which could
-    /// hold no session.
-    ZeroCapacity,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MissingKey => f.write_str("no signing key: call `.key(...)` or `.key_ring(...)`"),
-            Self::EmptyKeyRing => f.write_str("a key ring needs at least one key"),
-            Self::KeyTooShort { len } => write!(
-                f,
-                "signing keys need at least {} bytes, this one has {len}",
-                crate::key::MIN_KEY_LEN
-            ),
-            Self::KeyNotHex => f.write_str("the signing key is not hex text"),
-            Self::InvalidCookieName => f.write_str("the cookie name is not a valid cookie token"),
-            Self::InvalidDomain => {
-                f.write_str("the cookie domain is empty or has invalid characters")
-            }
-            Self::InvalidPath => f.write_str(
-                "the cookie path must start with '/' and have no ';' or control characters",
-            ),
-            Self::HostPrefixWithDomain => f.write_str("the __Host- prefix forbids a Domain"),
-            Self::HostPrefixWithoutSecure => f.write_str("the __Host- prefix requires Secure"),
-            Self::HostPrefixWithPath => f.write_str("the __Host- prefix requires Path=/"),
-            Self::SameSiteNoneWithoutSecure => f.write_str("SameSite=None requires Secure"),
-            Self::TimeoutOutOfRange => {
-                f.write_str("timeouts must be between one second and ten years")
-            }
-            Self::AbsoluteShorterThanIdle => {
-                f.write_str("the absolute timeout is shorter than the idle timeout")
-            }
-            Self::TouchAfterOutOfRange => {
-                f.write_str("touch_after must be at least 0.0 and less than 1.0")
-            }
-            Self::ZeroSessionsPerUser => {
-                f.write_str("max_sessions_per_user must be at least 1 (or None for no limit)")
-            }
-            Self::StoreTimeoutOutOfRange => {
-                f.write_str("the store timeout must be between 1 ms and 10 minutes")
-            }
-            Self::InvalidCsrfSetting(what) => write!(f, "invalid CSRF setting: {what}"),
-            Self::InvalidSchemaName(name) => write!(
-                f,
-                "invalid schema name {name:?}: expected 1 to 63 characters from a-z, 0-9 \
-                 and _, not starting with a digit"
-            ),
-            Self::InvalidTableName(name) => write!(
-                f,
-                "invalid table name {name:?}: expected 1 to 48 characters from a-z, 0-9 \
-                 and _, not starting with a digit"
-            ),
-            Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
-            Self::ZeroCapacity => f.write_str("a MemoryStore capacity must be at least 1"),
-            Self::InvalidKeyPrefix => {
-                f.write_str("the key prefix is too long or contains '{' or '}'")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// The validated settings every request of one layer shares.
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use time::Duration;
 
-use crate::config::{ConfigError, SameSite};
+use crate::config::SameSite;
+use crate::error::ConfigError;
 use crate::events::{self, CookieReason};
 use crate::id::{SessionId, StoreKey};
 use crate::key::{parse, KeyRing};

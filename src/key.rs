@@ -29,7 +29,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use sha2::Sha256;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::id::{RandomnessError, SessionId, ENCODED_ID_LEN};
 
 type HmacSha256 = Hmac<Sha256>;

@@ -156,6 +156,7 @@ mod config;
 mod cookie;
 #[cfg(feature = "csrf")]
 mod csrf;
+mod error;
 mod events;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -174,15 +175,16 @@ pub use crate::axum::CsrfTokenRejection;
 #[cfg(feature = "axum")]
 pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::config::{ConfigError, SameSite, SessionLayerBuilder};
+pub use crate::config::{SameSite, SessionLayerBuilder};
 #[cfg(feature = "csrf")]
 pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken};
+pub use crate::error::{ConfigError, SessionError};
 pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
 pub use crate::layer::SessionLayer;
 pub use crate::record::SessionInfo;
 pub use crate::service::{ResponseFuture, SessionService};
-pub use crate::session::{Session, SessionError};
+pub use crate::session::Session;
 #[cfg(feature = "memory")]
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]

@@ -29,8 +29,9 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+use crate::error::SessionError;
 use crate::events::{self, EndReason, Orphan, Vanished};
-use crate::id::{RandomnessError, SessionId, StoreKey};
+use crate::id::{SessionId, StoreKey};
 use crate::layer::Core;
 use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, StoreError};
@@ -1423,104 +1424,6 @@ impl fmt::Debug for Session {
             .field("state", &state)
             .field("has_cookie", &self.shared.cookie_id.is_some())
             .finish()
-    }
-}
-
-/// A session operation failed.
-///
-/// [`SessionError::status`] gives the HTTP status it stands for; the axum
-/// integration answers with it and a body that names no session, key or
-/// backend detail. No variant carries a session ID.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum SessionError {
-    /// The store failed. The request's session changes are not written.
-    Store(StoreError),
-    /// A value could not be serialized to JSON.
-    Serialize {
-        /// The data key being written.
-        key: String,
-        /// The serializer's error.
-        source: serde_json::Error,
-    },
-    /// A stored value is not of the requested type.
-    Deserialize {
-        /// The data key being read.
-        key: String,
-        /// The deserializer's error.
-        source: serde_json::Error,
-    },
-    /// Data no store can hold, refused before anything was written: the
-    /// client's fault (`400`), not an outage. The same on every store.
-    Unstorable {
-        /// What was refused: `"data key"`, `"value"` or `"user id"`.
-        what: &'static str,
-        /// Why: e.g. `"contains a NUL character"`.
-        reason: &'static str,
-    },
-    /// The operating system's random number generator failed.
-    Randomness(RandomnessError),
-    /// Several freshly drawn IDs were all taken: the store or the RNG is
-    /// broken.
-    IdCollision,
-    /// The response was already produced; later changes cannot be saved.
-    Finished,
-}
-
-impl SessionError {
-    /// The HTTP status this error stands for: `400` for data a store cannot
-    /// hold, `503` when the store (or the randomness source) failed, `500`
-    /// for the rest, which are bugs in the app.
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            Self::Store(e) if e.is_rejected() => http::StatusCode::BAD_REQUEST,
-            Self::Unstorable { .. } => http::StatusCode::BAD_REQUEST,
-            Self::Store(_) | Self::Randomness(_) | Self::IdCollision => {
-                http::StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Serialize { .. } | Self::Deserialize { .. } | Self::Finished => {
-                http::StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
-    }
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Store(e) => write!(f, "{e}"),
-            Self::Serialize { key, .. } => write!(f, "cannot serialize session value {key:?}"),
-            Self::Deserialize { key, .. } => {
-                write!(f, "session value {key:?} is not of the requested type")
-            }
-            Self::Unstorable { what, reason } => write!(f, "the session {what} {reason}"),
-            Self::Randomness(e) => write!(f, "{e}"),
-            Self::IdCollision => f.write_str("could not find a free session ID"),
-            Self::Finished => f.write_str("the session was already committed with the response"),
-        }
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Store(e) => Some(e),
-            Self::Serialize { source, .. } | Self::Deserialize { source, .. } => Some(source),
-            Self::Randomness(e) => Some(e),
-            Self::Unstorable { .. } | Self::IdCollision | Self::Finished => None,
-        }
-    }
-}
-
-impl From<StoreError> for SessionError {
-    fn from(e: StoreError) -> Self {
-        Self::Store(e)
-    }
-}
-
-impl From<RandomnessError> for SessionError {
-    fn from(e: RandomnessError) -> Self {
-        Self::Randomness(e)
     }
 }
 

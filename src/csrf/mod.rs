@@ -35,7 +35,7 @@ use http::header::HeaderName;
 use http::Uri;
 use tower_layer::Layer;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 mod service;
 mod token;

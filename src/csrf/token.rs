@@ -21,9 +21,10 @@ use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use time::OffsetDateTime;
 
+use crate::error::SessionError;
 use crate::id::RandomnessError;
 use crate::key::KeyRing;
-use crate::session::{Session, SessionError};
+use crate::session::Session;
 
 const PAYLOAD_LEN: usize = 32;
 /// Length of an encoded token: base64url of 64 bytes, no padding.

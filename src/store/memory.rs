@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Map;
 use time::OffsetDateTime;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StoreError};

@@ -94,7 +94,7 @@ use sqlx::Row as _;
 use time::OffsetDateTime;
 
 use crate::clock::truncate_to_seconds;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StoreError};

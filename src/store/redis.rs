@@ -35,7 +35,7 @@ use serde_json::Map;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StoreError};
