@@ -20,13 +20,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::{Core, LIST_LIMIT};
 use crate::id::StoreKey;
-use crate::layer::Core;
 use crate::record::SessionInfo;
 use crate::store::StoreError;
-
-/// The most sessions one listing returns: the most recently created ones.
-pub(crate) const LIST_LIMIT: usize = 1000;
 
 /// A cloneable handle to the layer's store and clock, for use anywhere in
 /// the app: background jobs, admin endpoints, password-change handlers.

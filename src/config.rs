@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieSettings;
+use crate::core::Core;
 use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
-use crate::layer::{Core, SessionLayer};
+use crate::layer::SessionLayer;
 use crate::store::{Bounded, DynStore, SessionStore};
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);

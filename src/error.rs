@@ -224,3 +224,20 @@ impl From<RandomnessError> for SessionError {
         Self::Randomness(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_stand_for_their_status() {
+        let unavailable = SessionError::Store(StoreError::unavailable("down"));
+        assert_eq!(unavailable.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let rejected = SessionError::Store(StoreError::rejected("NUL"));
+        assert_eq!(rejected.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            SessionError::Finished.status(),
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -25,36 +25,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use time::OffsetDateTime;
 use tower_layer::Layer;
 
 use crate::admin::SessionAdmin;
-use crate::clock::truncate_to_seconds;
-use crate::config::{SessionConfig, SessionLayerBuilder};
+use crate::config::SessionLayerBuilder;
+use crate::core::Core;
 use crate::service::SessionService;
-use crate::store::{DynStore, SessionStore};
-
-/// What a layer, its services, its sessions and its admin handle share.
-pub(crate) struct Core {
-    pub(crate) store: Arc<dyn DynStore>,
-    pub(crate) config: SessionConfig,
-}
-
-impl Core {
-    /// The layer clock's time in whole seconds, the precision every store
-    /// keeps.
-    pub(crate) fn now(&self) -> OffsetDateTime {
-        truncate_to_seconds(self.config.clock.now())
-    }
-}
-
-impl fmt::Debug for Core {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Core")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+use crate::store::SessionStore;
 
 /// Adds server-side sessions to a tower service.
 ///

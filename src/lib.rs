@@ -154,6 +154,7 @@ mod axum;
 mod clock;
 mod config;
 mod cookie;
+mod core;
 #[cfg(feature = "csrf")]
 mod csrf;
 mod error;

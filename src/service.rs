@@ -34,8 +34,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::layer::Core;
-use crate::session::{Abort, Outcome, Session};
+use crate::core::Core;
+use crate::session::{Abort, CookieAction, Outcome, Session};
 use crate::store::BoxFuture;
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around `inner`.
@@ -155,7 +155,7 @@ where
                     // Most requests (untouched, or only read) need no store
                     // call here: finish them without boxing a commit.
                     if let Some(outcome) = session.finish_without_store() {
-                        decorate(&mut response, outcome);
+                        decorate(&mut response, outcome, session.core());
                         return Poll::Ready(Ok(response));
                     }
                     let commit = Box::pin(finish(session, response));
@@ -181,7 +181,7 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
 async fn finish<B: From<&'static str>>(session: Session, mut response: Response<B>) -> Response<B> {
     match session.commit().await {
         Ok(outcome) => {
-            decorate(&mut response, outcome);
+            decorate(&mut response, outcome, session.core());
             response
         }
         // The failure was logged where it happened.
@@ -194,12 +194,12 @@ async fn finish<B: From<&'static str>>(session: Session, mut response: Response<
 }
 
 /// Adds what the session's outcome asks of the response.
-fn decorate<B>(response: &mut Response<B>, outcome: Outcome) {
+fn decorate<B>(response: &mut Response<B>, outcome: Outcome, core: &Core) {
     let headers = response.headers_mut();
     if outcome.vary {
         add_vary_cookie(headers);
     }
-    if let Some(cookie) = outcome.set_cookie {
+    if let Some(cookie) = set_cookie(core, outcome.cookie) {
         headers.append(SET_COOKIE, cookie);
         // A shared cache must never hand one user's cookie to another. A
         // policy the handler chose is kept, unless it lets shared caches
@@ -214,6 +214,17 @@ fn decorate<B>(response: &mut Response<B>, outcome: Outcome) {
             );
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+    }
+}
+
+/// The `Set-Cookie` header a cookie action needs, if any: the session said
+/// what the cookie must become, the cookie module writes it.
+fn set_cookie(core: &Core, action: CookieAction) -> Option<HeaderValue> {
+    let (cookie, keys) = (&core.config.cookie, &core.config.keys);
+    match action {
+        CookieAction::Keep => None,
+        CookieAction::Set { id, max_age } => cookie.set_cookie(keys, &id, max_age),
+        CookieAction::Remove => cookie.removal(),
     }
 }
 

@@ -1,0 +1,37 @@
+//! [`Core`]: what a layer, its services, its sessions and its admin handle
+//! share — the store (with the layer's time limit) and the validated
+//! settings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::clock::truncate_to_seconds;
+use crate::config::SessionConfig;
+use crate::store::DynStore;
+
+/// The most sessions one listing returns: the most recently created ones.
+pub(crate) const LIST_LIMIT: usize = 1000;
+
+/// What a layer, its services, its sessions and its admin handle share.
+pub(crate) struct Core {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) config: SessionConfig,
+}
+
+impl Core {
+    /// The layer clock's time in whole seconds, the precision every store
+    /// keeps.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        truncate_to_seconds(self.config.clock.now())
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,382 @@
+//! The session lifecycle: login, regenerate, logout, logout-everywhere,
+//! listing and counting a user's sessions, remember-me, and the one hook
+//! CSRF protection uses.
+
+use serde_json::Map;
+
+use super::state::{check_user_id, Active};
+use super::Session;
+use crate::core::{Core, LIST_LIMIT};
+use crate::error::SessionError;
+use crate::events::{self, EndReason, Vanished};
+use crate::id::{SessionId, StoreKey};
+use crate::store::{Deleted, Patch, SessionInfo, SessionRecord, StoreError};
+
+/// How many forwards a logout follows (a session rotated several times
+/// within the grace time).
+const MAX_FORWARD_HOPS: usize = 8;
+
+impl Session {
+    /// Logs `user_id` in, under a fresh session ID.
+    ///
+    /// The session moves to a new ID when the response goes out, and the
+    /// ID the request came with stops working then, so a session ID planted
+    /// before login (session fixation) is worthless after it. The new
+    /// session is created before the old one is retired, so a store failure
+    /// or a dropped request leaves the user with one session, never none;
+    /// and if the old session ends while this request runs (a logout in
+    /// another tab, logout everywhere), the new one is deleted as well and
+    /// the response leaves the browser without a session.
+    ///
+    /// The new session starts a full lifetime with the configured timeouts
+    /// (kept as "remember me" if [`Session::remember_me`] was called in this
+    /// request, or the old session was remembered) and is indexed under
+    /// `user_id` for [`Session::logout_everywhere`]. When the user then has
+    /// more sessions than the layer allows, their least recently active
+    /// ones end.
+    ///
+    /// # Security
+    ///
+    /// Data carries over from an anonymous session or one of the same
+    /// user, and is dropped when another user was logged in. An anonymous
+    /// session may have been planted by an attacker (a cookie set by a
+    /// sibling subdomain, say) and filled with values of their choosing,
+    /// such as a page to return to after login. Use
+    /// [`Session::login_keeping`] to carry over only the keys you expect,
+    /// or nothing at all.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded,
+    /// [`SessionError::Unstorable`] for a user id no store can hold (one
+    /// with a NUL character), and [`SessionError::Randomness`] when no ID
+    /// can be drawn.
+    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), SessionError> {
+        self.log_in(user_id.into(), None).await
+    }
+
+    /// Logs `user_id` in like [`Session::login`], carrying over only the
+    /// data keys listed in `keep` (from an anonymous session or one of the
+    /// same user). `login_keeping(user, &[])` starts from a clean slate.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Session::login`].
+    pub async fn login_keeping(
+        &self,
+        user_id: impl Into<String>,
+        keep: &[&str],
+    ) -> Result<(), SessionError> {
+        self.log_in(user_id.into(), Some(keep)).await
+    }
+
+    async fn log_in(&self, user_id: String, keep: Option<&[&str]>) -> Result<(), SessionError> {
+        check_user_id(&user_id)?;
+        let mut active = self.active().await?;
+        let new_id = SessionId::generate()?;
+        let core = self.core();
+        let same_user = active
+            .record
+            .user_id
+            .as_ref()
+            .is_none_or(|previous| *previous == user_id);
+        let mut data = if same_user {
+            std::mem::take(&mut active.record.data)
+        } else {
+            Map::new()
+        };
+        if let Some(keep) = keep {
+            data.retain(|key, _| keep.contains(&key.as_str()));
+        }
+        // Remember-me asked for in this request, or kept from the user's
+        // own remembered session (never from another user's).
+        let remember = active.remember || (same_user && active.is_remembered(core));
+        let now = core.now();
+        let mut record =
+            SessionRecord::new(now, core.config.idle_timeout, core.config.absolute_timeout);
+        record.persistent = core.config.cookie.persistent;
+        record.data = data;
+        record.user_id = Some(user_id);
+        active.record = record;
+        // The whole record is written under the new ID at commit.
+        active.patch = Patch::default();
+        active.touched = false;
+        active.new_id = Some(new_id);
+        active.logged_in = true;
+        if remember {
+            active.remember(core);
+        }
+        Ok(())
+    }
+
+    /// Moves the session to a fresh ID, keeping its data, user and
+    /// deadlines, when the response goes out; the old ID stops working
+    /// then. Use it when privileges change without a login (e.g. after
+    /// re-entering a password). As with [`Session::login`], a session that
+    /// ends while the request runs is not brought back under the new ID.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded, and
+    /// [`SessionError::Randomness`] when no ID can be drawn.
+    pub async fn regenerate(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        let new_id = SessionId::generate()?;
+        // The whole record is written under the new ID at commit.
+        active.patch = Patch::default();
+        active.new_id = Some(new_id);
+        Ok(())
+    }
+
+    /// Ends the session: the record is deleted now and the cookie expired
+    /// (`Max-Age=0`) on the response. The handle then holds a new, empty
+    /// anonymous session. If another request moved the session to a new ID
+    /// (a login or regenerate in another tab) shortly before or while this
+    /// one ran, the new session ends too.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded or deleted.
+    pub async fn invalidate(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        active.ending = true;
+        if let Some(key) = self.key_to_end(&active) {
+            self.end(key, EndReason::Logout).await?;
+        }
+        self.reset(&mut active);
+        Ok(())
+    }
+
+    /// Ends every session of the logged-in user, this one included, on
+    /// every device. Returns how many sessions ended. For an anonymous
+    /// session this ends just this one. A cookie whose session another
+    /// request moved to a new ID moments ago still reaches the user's
+    /// sessions.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails; sessions already ended
+    /// stay ended.
+    pub async fn logout_everywhere(&self) -> Result<u64, SessionError> {
+        let mut active = self.active().await?;
+        active.ending = true;
+        let mut ended = 0;
+        if let Some(user_id) = active.record.user_id.clone() {
+            ended = self
+                .core()
+                .store
+                .delete_user(&user_id, None)
+                .await
+                .map_err(|e| self.store_failed("delete_user", e))?;
+            events::logged_out_everywhere(ended, None, false);
+        }
+        // The session the request came with, wherever it went: it may be
+        // anonymous, another user's before a login in this request, or have
+        // moved (by a login as another user, or before this request loaded
+        // it). A cookie whose session moved has authority over that session
+        // only, never over the user's others.
+        if let Some(key) = self.key_to_end(&active) {
+            let surely_ended = active.stored.is_some() && active.record.user_id.is_some();
+            ended += u64::from(
+                end_chain(self.core(), key, EndReason::Logout, !surely_ended)
+                    .await
+                    .map_err(|e| self.store_failed("delete", e))?,
+            );
+        }
+        self.reset(&mut active);
+        Ok(ended)
+    }
+
+    /// The store key an ending operation starts from: the loaded session's,
+    /// or, when the load found nothing, the cookie's (whose session may
+    /// have moved to a new ID; deleting follows the forward).
+    fn key_to_end(&self, active: &Active) -> Option<StoreKey> {
+        match (&active.stored, &self.shared.cookie_id) {
+            (Some((_, key)), _) => Some(*key),
+            // Not after a reset in this request: the cookie's session was
+            // ended (or left) then already.
+            (None, Some(id)) if !active.clear_cookie => Some(id.store_key()),
+            (None, _) => None,
+        }
+    }
+
+    /// Ends every other session of the logged-in user ("log out other
+    /// devices"), keeping this one. Returns how many ended; 0 when
+    /// anonymous.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn logout_other_devices(&self) -> Result<u64, SessionError> {
+        let mut active = self.active().await?;
+        let Some(user_id) = active.record.user_id.clone() else {
+            return Ok(0);
+        };
+        active.ending = true;
+        let keep = active.stored.as_ref().map(|(_, key)| *key);
+        let ended = self
+            .core()
+            .store
+            .delete_user(&user_id, keep.as_ref())
+            .await
+            .map_err(|e| self.store_failed("delete_user", e))?;
+        active.ending = false;
+        events::logged_out_everywhere(ended, keep.as_ref(), false);
+        Ok(ended)
+    }
+
+    /// The logged-in user's live sessions, oldest first (at most the 1,000
+    /// most recent), with this one marked [`SessionInfo::current`]. Empty
+    /// when anonymous. A session this request logs in or moves is stored
+    /// only when the response goes out, so it is listed from the next
+    /// request on.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
+        let active = self.active().await?;
+        let Some(user_id) = active.record.user_id.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let now = self.core().now();
+        let mut sessions = self
+            .core()
+            .store
+            .list_user(user_id, now, LIST_LIMIT)
+            .await
+            .map_err(|e| self.store_failed("list_user", e))?;
+        if let Some((_, current)) = &active.stored {
+            for session in &mut sessions {
+                session.current = session.key == *current;
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// How many live sessions the logged-in user has (0 when anonymous),
+    /// without reading them: for "signed in on N devices" displays.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn count_sessions(&self) -> Result<u64, SessionError> {
+        let active = self.active().await?;
+        let Some(user_id) = active.record.user_id.as_deref() else {
+            return Ok(0);
+        };
+        self.core()
+            .store
+            .count_user(user_id, self.core().now())
+            .await
+            .map_err(|e| self.store_failed("count_user", e))
+    }
+
+    /// Makes this a "remember me" session: its cookie becomes persistent
+    /// (`Max-Age`) so that it survives a browser restart, it may go unused
+    /// for the layer's remember-me idle timeout (7 days by default; it
+    /// keeps rolling with activity), and it lives at most the remember-me
+    /// absolute timeout (30 days by default) counted from its creation or
+    /// login, however often this is called. Stored with the session, so
+    /// later requests keep it; called before [`Session::login`] in the same
+    /// request, the login keeps it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn remember_me(&self) -> Result<(), SessionError> {
+        let mut active = self.active().await?;
+        active.remember = true;
+        active.remember(self.core());
+        Ok(())
+    }
+
+    /// The ID the browser holds after this response, if it holds one: what
+    /// a CSRF token is bound to. A new session that has content gets its
+    /// ID drawn now, so that a token rendered in the same response is
+    /// bound to it; an empty one has none (and asking creates nothing).
+    #[cfg(feature = "csrf")]
+    pub(crate) async fn token_binding(&self) -> Result<Option<SessionId>, SessionError> {
+        let mut active = self.active().await?;
+        if let Some(id) = &active.new_id {
+            return Ok(Some(id.clone()));
+        }
+        if let Some((id, _)) = &active.stored {
+            return Ok(Some(id.clone()));
+        }
+        if !active.has_content() {
+            return Ok(None);
+        }
+        let id = SessionId::generate()?;
+        active.new_id = Some(id.clone());
+        Ok(Some(id))
+    }
+
+    /// The verified ID the request's cookie carries.
+    #[cfg(feature = "csrf")]
+    pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
+        self.shared.cookie_id.as_ref()
+    }
+
+    /// Whether the request's cookie names a live session (loads it).
+    #[cfg(feature = "csrf")]
+    pub(crate) async fn is_stored(&self) -> Result<bool, SessionError> {
+        Ok(self.active().await?.stored.is_some())
+    }
+
+    /// The layer's signing keys and clock, for tokens derived from them.
+    #[cfg(feature = "csrf")]
+    pub(crate) fn keys_and_now(&self) -> (&crate::key::KeyRing, time::OffsetDateTime) {
+        (&self.core().config.keys, self.core().now())
+    }
+
+    /// Ends the session under `key`, following forwards: a session another
+    /// request moved to a new ID after this one loaded it ends under its
+    /// new ID. Returns whether a live session ended.
+    async fn end(&self, key: StoreKey, reason: EndReason) -> Result<bool, SessionError> {
+        let ended = end_session(self.core(), key, reason)
+            .await
+            .map_err(|e| self.store_failed("delete", e))?;
+        Ok(ended)
+    }
+}
+
+/// Ends the session under `key`, following forwards left by logins and
+/// regenerates to the session they lead to. Returns whether a live session
+/// ended. Forwards stay in place (they lapse by themselves), so a logout
+/// that fails halfway can be retried with the same old ID.
+pub(crate) async fn end_session(
+    core: &Core,
+    key: StoreKey,
+    reason: EndReason,
+) -> Result<bool, StoreError> {
+    end_chain(core, key, reason, true).await
+}
+
+/// [`end_session`]; `report_gone` says whether finding nothing is worth a
+/// `session_vanished` event (not when the caller only checks for a move).
+async fn end_chain(
+    core: &Core,
+    mut key: StoreKey,
+    reason: EndReason,
+    report_gone: bool,
+) -> Result<bool, StoreError> {
+    let now = core.now();
+    for _ in 0..MAX_FORWARD_HOPS {
+        match core.store.delete(&key, now).await? {
+            Deleted::Session => {
+                events::session_invalidated(&key, reason);
+                return Ok(true);
+            }
+            Deleted::Forward(successor) => {
+                events::session_forwarded(&key, &successor, reason);
+                key = successor;
+            }
+            _ => break,
+        }
+    }
+    if report_gone {
+        events::session_vanished(&key, Vanished::BeforeEnd(reason));
+    }
+    Ok(false)
+}

@@ -1,0 +1,273 @@
+//! [`Session`]: the handle handlers use to read and change their session.
+//!
+//! # Example
+//!
+//! ```
+//! use cloakroom::{Session, SessionError};
+//!
+//! async fn visit(session: Session) -> Result<String, SessionError> {
+//!     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", visits).await?;
+//!     Ok(format!("visit number {visits}"))
+//! }
+//!
+//! async fn login(session: Session, user_id: String) -> Result<(), SessionError> {
+//!     // A fresh ID when the response goes out; the old one stops working.
+//!     session.login(user_id).await
+//! }
+//! ```
+
+mod commit;
+mod lifecycle;
+mod state;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+pub(crate) use self::commit::{Abort, CookieAction, Outcome};
+pub(crate) use self::lifecycle::end_session;
+use self::state::{check_storable, Phase};
+use crate::core::Core;
+use crate::error::SessionError;
+use crate::events;
+use crate::id::SessionId;
+use crate::store::{StoreError, Touch};
+
+/// The session of one request.
+///
+/// Get it as an axum extractor (`Session` or `Option<Session>`), or from the
+/// request extensions in plain tower/hyper code. Clones share one state.
+///
+/// Nothing is read from the store until a method needs it, and nothing is
+/// written until the response is on its way out: then the layer writes only
+/// what this request changed (a [`Patch`]), and sets or clears the cookie
+/// when needed. A new session that never receives data or a user is never
+/// stored and sets no cookie.
+///
+/// Every method that may reach the store is `async` and returns
+/// `Result<_, SessionError>`. When the store fails, the request's changes
+/// are not written at all (never half of them), and the axum integration
+/// answers `503`.
+///
+/// Changes made after the response has been produced (from a task spawned
+/// by the handler, say) fail with [`SessionError::Finished`].
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pub(super) core: Arc<Core>,
+    /// The verified ID from the request's cookie.
+    pub(super) cookie_id: Option<SessionId>,
+    /// A store call failed: this request writes nothing back.
+    pub(super) poisoned: AtomicBool,
+    pub(super) state: Mutex<Phase>,
+}
+
+impl Session {
+    pub(crate) fn new(core: Arc<Core>, cookie_id: Option<SessionId>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                core,
+                cookie_id,
+                poisoned: AtomicBool::new(false),
+                state: Mutex::new(Phase::Unloaded),
+            }),
+        }
+    }
+
+    /// What the layer shares with this request's session.
+    pub(crate) fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
+    /// Records a store failure: the request will write nothing back.
+    pub(super) fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
+        self.shared.poisoned.store(true, Ordering::Relaxed);
+        events::store_error(operation, &error);
+        SessionError::Store(error)
+    }
+
+    pub(super) fn touch(&self, now: OffsetDateTime) -> Touch {
+        Touch {
+            now,
+            after: self.core().config.touch_after,
+        }
+    }
+
+    /// The value under `key`, deserialized as `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded, and
+    /// [`SessionError::Deserialize`] when the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let active = self.active().await?;
+        match active.record.data.get(key) {
+            None => Ok(None),
+            Some(value) => deserialize(key, value).map(Some),
+        }
+    }
+
+    /// The raw JSON value under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn get_value(&self, key: &str) -> Result<Option<Value>, SessionError> {
+        Ok(self.active().await?.record.data.get(key).cloned())
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// The first insert into a new session creates it (and sets the cookie)
+    /// when the response goes out. On a session the request has not read
+    /// yet, the insert is a *blind write*: nothing is loaded, and the
+    /// response sends it as one update-only save (which also rolls the idle
+    /// deadline); if the session turns out to be gone, a new one is created
+    /// with the write. On a session already read, inserting the value that
+    /// is already there writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Serialize`] when `value` cannot be turned into JSON,
+    /// [`SessionError::Unstorable`] when the key or value holds what no
+    /// store can keep (a NUL character, nesting deeper than 64 levels), and
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(|source| SessionError::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        check_storable(key, &value)?;
+        let value = match self
+            .write_blind(|patch, value| patch.insert(key, value), value)
+            .await
+        {
+            None => return Ok(()),
+            Some(value) => value,
+        };
+        let mut active = self.active().await?;
+        if active.record.data.get(key) != Some(&value) {
+            active.set(key, value);
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
+        Ok(self.active().await?.unset(key).is_some())
+    }
+
+    /// Removes `key` and returns its value as a `T`. If the value is not a
+    /// `T`, nothing is removed.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Deserialize`] when the value is not a `T`, and
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut active = self.active().await?;
+        let value = match active.record.data.get(key) {
+            None => return Ok(None),
+            Some(value) => deserialize(key, value)?,
+        };
+        active.unset(key);
+        Ok(Some(value))
+    }
+
+    /// Removes every data key. The user stays logged in; to log out, use
+    /// [`Session::invalidate`]. Like [`Session::insert`], a blind write on a
+    /// session not read yet.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        if self
+            .write_blind(|patch, ()| patch.clear_data(), ())
+            .await
+            .is_none()
+        {
+            return Ok(());
+        }
+        let mut active = self.active().await?;
+        if active.record.data.is_empty() && active.patch.set.is_empty() {
+            return Ok(());
+        }
+        active.record.data.clear();
+        if active.stored.is_some() {
+            active.patch.clear_data();
+        }
+        Ok(())
+    }
+
+    /// The data keys, in sorted order.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        Ok(self.active().await?.record.data.keys().cloned().collect())
+    }
+
+    /// The logged-in user, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.active().await?.record.user_id.clone())
+    }
+
+    /// When the session expires unless used again; `None` for a session
+    /// that is not stored and will not be.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded.
+    pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>, SessionError> {
+        let active = self.active().await?;
+        Ok((active.stored.is_some() || active.has_content()).then(|| active.record.expires_at()))
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, SessionError> {
+    T::deserialize(value).map_err(|source| SessionError::Deserialize {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.shared.state.try_lock() {
+            Err(_) => "busy".to_owned(),
+            Ok(phase) => match &*phase {
+                Phase::Unloaded => "unloaded".to_owned(),
+                Phase::Blind(_) => "written, not read".to_owned(),
+                Phase::Finished | Phase::Planned(_) => "finished".to_owned(),
+                Phase::Active(a) => match &a.stored {
+                    Some((_, key)) => format!("stored {}", key.short()),
+                    None => "new".to_owned(),
+                },
+            },
+        };
+        f.debug_struct("Session")
+            .field("state", &state)
+            .field("has_cookie", &self.shared.cookie_id.is_some())
+            .finish()
+    }
+}
