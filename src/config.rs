@@ -1,30 +1,6 @@
-//! Layer configuration: the builder behind [`SessionLayer::builder`] and the
-//! errors it reports for settings that contradict each other.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use cloakroom::{ConfigError, Key, MemoryStore, SameSite, SessionLayer};
-//!
-//! let layer = SessionLayer::builder(MemoryStore::new())
-//!     .key(Key::from_hex(&"ab".repeat(32))?)
-//!     .host_prefix(true)
-//!     .same_site(SameSite::Strict)
-//!     .idle_timeout(Duration::from_secs(15 * 60))
-//!     .absolute_timeout(Duration::from_secs(8 * 3600))
-//!     .build()?;
-//!
-//! // Contradictions are reported, never silently fixed.
-//! let err = SessionLayer::builder(MemoryStore::new())
-//!     .key(Key::generate()?)
-//!     .host_prefix(true)
-//!     .domain("example.com")
-//!     .build()
-//!     .unwrap_err();
-//! assert_eq!(err, ConfigError::HostPrefixWithDomain);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The layer's settings: what the builder collects ([`Settings`], with the
+//! safe defaults) and what a built layer shares with every request
+//! ([`SessionConfig`]), and the one place the first becomes the second.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,11 +8,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieSettings;
-use crate::core::Core;
 use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
-use crate::layer::SessionLayer;
-use crate::store::{Bounded, DynStore, SessionStore};
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
@@ -51,26 +24,13 @@ const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// unit mistakes, and would overflow date arithmetic in some stores.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// The `SameSite` attribute of the session cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SameSite {
-    /// Sent only with same-site requests, including top-level navigations
-    /// from other sites being excluded.
-    Strict,
-    /// Sent with same-site requests and top-level `GET` navigations from
-    /// other sites. The default: links into the app keep the user logged in,
-    /// cross-site form posts do not carry the cookie.
-    #[default]
-    Lax,
-    /// Sent with every request, cross-site included. Requires `Secure`.
-    None,
-}
-
 /// The validated settings every request of one layer shares.
 #[derive(Debug)]
 pub(crate) struct SessionConfig {
     pub(crate) cookie: CookieSettings,
     pub(crate) keys: KeyRing,
+    /// Whether new sessions get a persistent cookie.
+    pub(crate) persistent: bool,
     pub(crate) idle_timeout: time::Duration,
     pub(crate) absolute_timeout: time::Duration,
     /// The idle window of a remembered session.
@@ -82,60 +42,31 @@ pub(crate) struct SessionConfig {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-/// Wraps the store with the layer's store timeout once it is known.
-type MakeStore = Box<dyn FnOnce(Duration) -> Arc<dyn DynStore> + Send + Sync>;
-
-/// Builds a [`SessionLayer`]; start with [`SessionLayer::builder`].
-///
-/// Every default is the safe one: an `HttpOnly`, `Secure`, `SameSite=Lax`
-/// cookie named `__Host-id` (the `__Host-` prefix is used whenever the
-/// settings allow it) on `Path=/` with no `Domain`, a browser-session
-/// cookie (no `Max-Age`), a 30-minute idle timeout, a 12-hour absolute
-/// timeout, an idle deadline that is extended once a tenth of the idle
-/// window has passed, at most 100 sessions per user, and a 3-second limit
-/// on every store call. Only a signing key must be given.
-///
-/// The builder does nothing until [`build`](Self::build) is called: a
-/// router given the builder itself instead of the built layer fails to
-/// compile with an error about `Layer<Route>` not being implemented.
-#[must_use = "a builder does nothing until `.build()` is called"]
-pub struct SessionLayerBuilder {
-    store: MakeStore,
-    key: Option<Key>,
-    previous_keys: Vec<Key>,
-    key_ring: Option<KeyRing>,
-    name: String,
-    host_prefix: Option<bool>,
-    domain: Option<String>,
-    path: String,
-    secure: bool,
-    http_only: bool,
-    same_site: SameSite,
-    persistent: bool,
-    idle_timeout: Duration,
-    absolute_timeout: Duration,
-    remember_idle_timeout: Duration,
-    remember_absolute_timeout: Duration,
-    touch_after: f64,
-    max_sessions_per_user: Option<usize>,
-    store_timeout: Duration,
-    clock: Arc<dyn Clock>,
+/// What [`SessionLayerBuilder`](crate::SessionLayerBuilder) collects, not
+/// yet checked; the defaults are the safe ones.
+pub(crate) struct Settings {
+    pub(crate) cookie: CookieSettings,
+    pub(crate) key: Option<Key>,
+    pub(crate) previous_keys: Vec<Key>,
+    pub(crate) key_ring: Option<KeyRing>,
+    pub(crate) persistent: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) remember_idle_timeout: Duration,
+    pub(crate) remember_absolute_timeout: Duration,
+    pub(crate) touch_after: f64,
+    pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
-impl SessionLayerBuilder {
-    pub(crate) fn new<S: SessionStore>(store: S) -> Self {
+impl Default for Settings {
+    fn default() -> Self {
         Self {
-            store: Box::new(move |timeout| Arc::new(Bounded { store, timeout })),
+            cookie: CookieSettings::default(),
             key: None,
             previous_keys: Vec::new(),
             key_ring: None,
-            name: "id".to_owned(),
-            host_prefix: None,
-            domain: None,
-            path: "/".to_owned(),
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
             persistent: false,
             idle_timeout: DEFAULT_IDLE,
             absolute_timeout: DEFAULT_ABSOLUTE,
@@ -147,222 +78,12 @@ impl SessionLayerBuilder {
             clock: Arc::new(SystemClock),
         }
     }
+}
 
-    /// The key that signs new cookies (and verifies them). Calling it
-    /// again replaces the key: the earlier one no longer verifies anything.
-    /// To keep an old key verifying during a rotation, pass it to
-    /// [`previous_key`](Self::previous_key).
-    pub fn key(mut self, key: Key) -> Self {
-        self.key = Some(key);
-        self
-    }
-
-    /// A retired key that still verifies cookies but signs none. Add the
-    /// previous key here when rotating; remove it later to log out everyone
-    /// who still holds a cookie it signed.
-    pub fn previous_key(mut self, key: Key) -> Self {
-        self.previous_keys.push(key);
-        self
-    }
-
-    /// A whole key ring at once; replaces keys given by
-    /// [`key`](Self::key) and [`previous_key`](Self::previous_key).
-    pub fn key_ring(mut self, ring: KeyRing) -> Self {
-        self.key = None;
-        self.previous_keys.clear();
-        self.key_ring = Some(ring);
-        self
-    }
-
-    /// The cookie name, `id` by default (sent as `__Host-id` while the
-    /// `__Host-` prefix applies). Generic names reveal nothing about the
-    /// stack.
-    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Whether the cookie name carries the `__Host-` prefix.
-    ///
-    /// By default the prefix is used whenever the other settings allow it:
-    /// `Secure`, no `Domain` and `Path=/`. Browsers then accept the cookie
-    /// only with exactly those attributes, so a sibling subdomain cannot
-    /// plant or overwrite it. Settings that rule it out
-    /// ([`domain`](Self::domain), [`path`](Self::path) other than `/`,
-    /// [`secure(false)`](Self::secure)) turn it off unless it was asked for
-    /// with `host_prefix(true)`, which then makes [`build`](Self::build)
-    /// fail with the contradiction.
-    ///
-    /// # Security
-    ///
-    /// `host_prefix(false)` lets any subdomain of the site (or whoever
-    /// controls one) set a cookie under the session cookie's name, for
-    /// example to plant a session of their own.
-    pub fn host_prefix(mut self, enabled: bool) -> Self {
-        self.host_prefix = Some(enabled);
-        self
-    }
-
-    /// Sets the cookie's `Domain` attribute; none by default. A domain
-    /// rules out the `__Host-` prefix (see
-    /// [`host_prefix`](Self::host_prefix)).
-    ///
-    /// # Security
-    ///
-    /// With a domain the cookie is also sent to every subdomain of it, so
-    /// any of them (and anyone who takes one over) receives the session
-    /// cookie. Without one, the cookie goes only to the host that set it.
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.domain = Some(domain.into());
-        self
-    }
-
-    /// Sets the cookie's `Path`, `/` by default. Another path rules out the
-    /// `__Host-` prefix (see [`host_prefix`](Self::host_prefix)).
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// Sets `SameSite`, `Lax` by default.
-    ///
-    /// # Security
-    ///
-    /// `None` sends the cookie on cross-site requests, so cross-site forms
-    /// and scripts act as the user; only use it with CSRF protection, for
-    /// apps embedded in other sites.
-    pub fn same_site(mut self, same_site: SameSite) -> Self {
-        self.same_site = same_site;
-        self
-    }
-
-    /// Whether the cookie carries `Secure`; on by default.
-    ///
-    /// # Security
-    ///
-    /// Without `Secure` the browser also sends the cookie over plain HTTP,
-    /// where anyone on the network path can read it and take over the
-    /// session, and the `__Host-` prefix cannot be used. Browsers treat
-    /// `http://localhost` as secure, so local development does not need
-    /// this.
-    pub fn secure(mut self, secure: bool) -> Self {
-        self.secure = secure;
-        self
-    }
-
-    /// Whether the cookie carries `HttpOnly`; on by default.
-    ///
-    /// # Security
-    ///
-    /// Without `HttpOnly`, scripts on the page (including any injected by
-    /// an XSS flaw) can read the session cookie and send it elsewhere.
-    pub fn http_only(mut self, http_only: bool) -> Self {
-        self.http_only = http_only;
-        self
-    }
-
-    /// Gives every new session a persistent cookie (`Max-Age` set to the
-    /// time left before the session expires); off by default, so cookies
-    /// last until the browser closes. A single session can opt in with
-    /// [`Session::remember_me`](crate::Session::remember_me).
-    pub fn persistent(mut self, persistent: bool) -> Self {
-        self.persistent = persistent;
-        self
-    }
-
-    /// How long a session may go unused before it expires; 30 minutes by
-    /// default.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// How long a session may live however active it is, counted from its
-    /// creation (or login); 12 hours by default. Must not be shorter than
-    /// the idle timeout.
-    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.absolute_timeout = timeout;
-        self
-    }
-
-    /// How long a remembered session (see
-    /// [`Session::remember_me`](crate::Session::remember_me)) may go unused
-    /// before it expires; 7 days by default. It rolls like the ordinary
-    /// idle timeout.
-    pub fn remember_me_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.remember_idle_timeout = timeout;
-        self
-    }
-
-    /// How long a remembered session may live however active it is,
-    /// counted from its creation (or login); 30 days by default. Calling
-    /// `remember_me` again never extends it. Must not be shorter than the
-    /// remember-me idle timeout.
-    pub fn remember_me_absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.remember_absolute_timeout = timeout;
-        self
-    }
-
-    /// The fraction of the idle window (0.0 up to, not including, 1.0)
-    /// that must pass before a request records activity again, extending
-    /// the idle deadline; 0.1 by default.
-    ///
-    /// Rolling expiry then costs a store write at most once per
-    /// `touch_after × idle_timeout` per session instead of on every request,
-    /// at the price of the effective idle timeout lying between
-    /// `(1 − touch_after) × idle_timeout` and `idle_timeout`. 0.0 extends on
-    /// every request.
-    pub fn touch_after(mut self, fraction: f64) -> Self {
-        self.touch_after = fraction;
-        self
-    }
-
-    /// The most sessions one user may have at once; 100 by default, `None`
-    /// for no limit. A login beyond it ends the user's least recently
-    /// active sessions. Logins running at the same moment can overshoot it
-    /// by at most their number, until the next login.
-    ///
-    /// Most apps are well served by 10 to 20: a user with more live
-    /// sessions than devices has usually lost track of some (ASVS 7.1.2
-    /// asks for a documented limit).
-    pub fn max_sessions_per_user(mut self, limit: Option<usize>) -> Self {
-        self.max_sessions_per_user = limit;
-        self
-    }
-
-    /// How long a single store call may take before the request gives up
-    /// on it and answers `503`; 3 seconds by default. Calls of in-process
-    /// stores ([`SessionStore::IN_PROCESS`]) are not limited.
-    ///
-    /// A call given up on may still take effect in the backend later (a
-    /// write held up by a lock, a paused server): a `503` on a write does
-    /// not prove that the write was not applied.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
-        self
-    }
-
-    /// The clock the layer reads; the system clock by default. Tests pass a
-    /// [`ManualClock`](crate::ManualClock) to exercise expiry without
-    /// sleeping.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Checks the settings and builds the layer, which starts the
-    /// background sweep the store asks for
-    /// ([`SessionStore::background_sweep`]).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first setting that cannot work: no key,
-    /// an invalid cookie name, domain or path, a `__Host-` prefix asked for
-    /// with a domain, another path or without `Secure`, `SameSite=None`
-    /// without `Secure`, a timeout out of range, an absolute timeout
-    /// shorter than its idle timeout, `touch_after` outside 0.0 up to 1.0,
-    /// a zero session limit, or a store timeout outside 1 ms to 10 minutes.
-    pub fn build(self) -> Result<SessionLayer, ConfigError> {
+impl Settings {
+    /// Checks the settings: the layer's configuration and the store
+    /// timeout, or the first setting that cannot work.
+    pub(crate) fn validate(self) -> Result<(SessionConfig, Duration), ConfigError> {
         let keys = match (self.key_ring, self.key) {
             (Some(ring), _) => ring,
             (None, Some(key)) => {
@@ -370,26 +91,7 @@ impl SessionLayerBuilder {
             }
             (None, None) => return Err(ConfigError::MissingKey),
         };
-        let prefix_allowed = self.domain.is_none() && self.secure && self.path == "/";
-        let host_prefix = match self.host_prefix {
-            Some(true) => {
-                if self.domain.is_some() {
-                    return Err(ConfigError::HostPrefixWithDomain);
-                }
-                if !self.secure {
-                    return Err(ConfigError::HostPrefixWithoutSecure);
-                }
-                if self.path != "/" {
-                    return Err(ConfigError::HostPrefixWithPath);
-                }
-                true
-            }
-            Some(false) => false,
-            None => prefix_allowed,
-        };
-        if self.same_site == SameSite::None && !self.secure {
-            return Err(ConfigError::SameSiteNoneWithoutSecure);
-        }
+        let cookie = self.cookie.validated()?;
         let idle_timeout = timeout(self.idle_timeout)?;
         let absolute_timeout = timeout(self.absolute_timeout)?;
         if absolute_timeout < idle_timeout {
@@ -409,27 +111,10 @@ impl SessionLayerBuilder {
         if !(MIN_STORE_TIMEOUT..=MAX_STORE_TIMEOUT).contains(&self.store_timeout) {
             return Err(ConfigError::StoreTimeoutOutOfRange);
         }
-        if self.name.is_empty() {
-            // Checked before the prefix, which would hide it.
-            return Err(ConfigError::InvalidCookieName);
-        }
-        let name = if host_prefix {
-            format!("__Host-{}", self.name)
-        } else {
-            self.name
-        };
-        let cookie = CookieSettings::new(
-            name,
-            self.domain,
-            self.path,
-            self.secure,
-            self.http_only,
-            self.same_site,
-            self.persistent,
-        )?;
         let config = SessionConfig {
             cookie,
             keys,
+            persistent: self.persistent,
             idle_timeout,
             absolute_timeout,
             remember_idle_timeout,
@@ -438,10 +123,7 @@ impl SessionLayerBuilder {
             max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
         };
-        Ok(SessionLayer::from_core(Core {
-            store: (self.store)(self.store_timeout),
-            config,
-        }))
+        Ok((config, self.store_timeout))
     }
 }
 
@@ -459,20 +141,14 @@ pub(crate) fn whole_seconds_in_range(d: Duration) -> Option<time::Duration> {
         .then(|| time::Duration::seconds(d.as_secs() as i64))
 }
 
-impl fmt::Debug for SessionLayerBuilder {
+impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = usize::from(self.key.is_some())
             + self.previous_keys.len()
             + self.key_ring.as_ref().map_or(0, KeyRing::len);
-        f.debug_struct("SessionLayerBuilder")
+        f.debug_struct("Settings")
             .field("keys", &keys)
-            .field("cookie_name", &self.name)
-            .field("host_prefix", &self.host_prefix)
-            .field("domain", &self.domain)
-            .field("path", &self.path)
-            .field("secure", &self.secure)
-            .field("http_only", &self.http_only)
-            .field("same_site", &self.same_site)
+            .field("cookie", &self.cookie)
             .field("persistent", &self.persistent)
             .field("idle_timeout", &self.idle_timeout)
             .field("absolute_timeout", &self.absolute_timeout)
@@ -483,211 +159,5 @@ impl fmt::Debug for SessionLayerBuilder {
             .field("store_timeout", &self.store_timeout)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(all(test, feature = "memory"))]
-mod tests {
-    use super::*;
-    use crate::MemoryStore;
-
-    fn builder() -> SessionLayerBuilder {
-        SessionLayer::builder(MemoryStore::new()).key(Key::from_bytes(&[9; 32]).unwrap())
-    }
-
-    fn err(b: SessionLayerBuilder) -> ConfigError {
-        b.build().expect_err("settings should be refused")
-    }
-
-    #[test]
-    fn defaults_build() {
-        assert!(builder().build().is_ok());
-    }
-
-    #[test]
-    fn a_key_is_required() {
-        assert_eq!(
-            err(SessionLayer::builder(MemoryStore::new())),
-            ConfigError::MissingKey
-        );
-    }
-
-    fn cookie_name(b: SessionLayerBuilder) -> String {
-        b.build()
-            .expect("valid settings")
-            .core()
-            .config
-            .cookie
-            .name
-            .clone()
-    }
-
-    #[test]
-    fn the_host_prefix_is_used_whenever_the_settings_allow_it() {
-        assert_eq!(cookie_name(builder()), "__Host-id");
-        assert_eq!(cookie_name(builder().cookie_name("sid")), "__Host-sid");
-        assert_eq!(cookie_name(builder().domain("example.com")), "id");
-        assert_eq!(cookie_name(builder().path("/app")), "id");
-        assert_eq!(cookie_name(builder().secure(false)), "id");
-        assert_eq!(cookie_name(builder().host_prefix(false)), "id");
-        assert_eq!(cookie_name(builder().host_prefix(true)), "__Host-id");
-    }
-
-    #[test]
-    fn a_second_key_replaces_the_first_instead_of_keeping_it_as_a_verifier() {
-        let (leaked, fresh, old) = (
-            Key::from_bytes(&[1; 32]).unwrap(),
-            Key::from_bytes(&[2; 32]).unwrap(),
-            Key::from_bytes(&[3; 32]).unwrap(),
-        );
-        let id = crate::SessionId::generate().unwrap();
-        let signed_by = |key: &Key| KeyRing::new(key.clone()).sign(&id);
-        let layer = SessionLayer::builder(MemoryStore::new())
-            .key(leaked.clone())
-            .key(fresh.clone())
-            .previous_key(old.clone())
-            .build()
-            .unwrap();
-        let keys = &layer.core().config.keys;
-        assert_eq!(keys.len(), 2);
-        assert!(keys.verify(&signed_by(&leaked)).is_err(), "replaced key");
-        assert_eq!(keys.verify(&signed_by(&fresh)), Ok(id.clone()));
-        assert_eq!(keys.verify(&signed_by(&old)), Ok(id.clone()));
-        assert_eq!(keys.sign(&id), signed_by(&fresh), "the last key() signs");
-    }
-
-    #[test]
-    fn host_prefix_contradictions_are_refused() {
-        let b = || builder().host_prefix(true);
-        assert_eq!(
-            err(b().domain("example.com")),
-            ConfigError::HostPrefixWithDomain
-        );
-        assert_eq!(err(b().secure(false)), ConfigError::HostPrefixWithoutSecure);
-        assert_eq!(err(b().path("/app")), ConfigError::HostPrefixWithPath);
-        assert!(b().build().is_ok());
-    }
-
-    #[test]
-    fn same_site_none_needs_secure() {
-        assert_eq!(
-            err(builder().same_site(SameSite::None).secure(false)),
-            ConfigError::SameSiteNoneWithoutSecure
-        );
-        assert!(builder().same_site(SameSite::None).build().is_ok());
-    }
-
-    #[test]
-    fn absolute_shorter_than_idle_is_refused() {
-        assert_eq!(
-            err(builder()
-                .idle_timeout(Duration::from_secs(600))
-                .absolute_timeout(Duration::from_secs(599))),
-            ConfigError::AbsoluteShorterThanIdle
-        );
-    }
-
-    #[test]
-    fn timeouts_out_of_range_are_refused() {
-        assert_eq!(
-            err(builder().idle_timeout(Duration::from_millis(500))),
-            ConfigError::TimeoutOutOfRange
-        );
-        assert_eq!(
-            err(builder().absolute_timeout(Duration::from_secs(u64::MAX))),
-            ConfigError::TimeoutOutOfRange
-        );
-    }
-
-    #[test]
-    fn touch_after_must_be_a_fraction() {
-        for bad in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
-            assert_eq!(
-                err(builder().touch_after(bad)),
-                ConfigError::TouchAfterOutOfRange
-            );
-        }
-        assert!(builder().touch_after(0.0).build().is_ok());
-        assert!(builder().touch_after(0.99).build().is_ok());
-        assert_eq!(
-            err(builder().touch_after(1.0)),
-            ConfigError::TouchAfterOutOfRange,
-            "1.0 would never roll the idle deadline"
-        );
-    }
-
-    #[test]
-    fn session_limits_and_store_timeouts_are_checked() {
-        assert_eq!(
-            err(builder().max_sessions_per_user(Some(0))),
-            ConfigError::ZeroSessionsPerUser
-        );
-        assert!(builder().max_sessions_per_user(None).build().is_ok());
-        assert_eq!(
-            err(builder().store_timeout(Duration::ZERO)),
-            ConfigError::StoreTimeoutOutOfRange
-        );
-        assert_eq!(
-            err(builder().store_timeout(Duration::from_secs(601))),
-            ConfigError::StoreTimeoutOutOfRange
-        );
-        assert_eq!(
-            err(builder()
-                .remember_me_idle_timeout(Duration::from_secs(3600))
-                .remember_me_absolute_timeout(Duration::from_secs(3599))),
-            ConfigError::AbsoluteShorterThanIdle
-        );
-    }
-
-    #[test]
-    fn invalid_cookie_attributes_are_refused() {
-        assert_eq!(
-            err(builder().cookie_name("")),
-            ConfigError::InvalidCookieName
-        );
-        assert_eq!(
-            err(builder().cookie_name("a b")),
-            ConfigError::InvalidCookieName
-        );
-        assert_eq!(
-            err(builder().cookie_name("a=b")),
-            ConfigError::InvalidCookieName
-        );
-        assert_eq!(err(builder().domain("a;b")), ConfigError::InvalidDomain);
-        assert_eq!(err(builder().domain("")), ConfigError::InvalidDomain);
-        assert_eq!(err(builder().path("app")), ConfigError::InvalidPath);
-        assert_eq!(err(builder().path("/a;b")), ConfigError::InvalidPath);
-    }
-
-    #[test]
-    fn key_ring_replaces_single_keys() {
-        let ring = KeyRing::new(Key::from_bytes(&[1; 32]).unwrap());
-        assert!(SessionLayer::builder(MemoryStore::new())
-            .key_ring(ring)
-            .build()
-            .is_ok());
-    }
-
-    #[test]
-    fn builder_debug_hides_keys() {
-        let material = b"SECRET-KEY-MATERIAL-0123456789AB";
-        let builder = SessionLayer::builder(MemoryStore::new())
-            .key(Key::from_bytes(material).unwrap())
-            .previous_key(Key::from_bytes(material).unwrap());
-        let shown = format!("{builder:?} {builder:#?}");
-        assert!(shown.contains("keys: 2"), "{shown}");
-        // The key in every form a derived or careless Debug would show.
-        let forms = [
-            String::from_utf8(material.to_vec()).unwrap(),
-            hex::encode(material),
-            hex::encode_upper(material),
-            format!("{:?}", &material[..4])
-                .trim_end_matches(']')
-                .to_owned(),
-            "83, 69, 67, 82".to_owned(),
-        ];
-        for form in forms {
-            assert!(!shown.contains(&form), "{form} in {shown}");
-        }
     }
 }

@@ -9,10 +9,9 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use time::Duration;
 
-use crate::config::SameSite;
 use crate::error::ConfigError;
 use crate::events::{self, CookieReason};
-use crate::id::{SessionId, StoreKey};
+use crate::id::SessionId;
 use crate::key::{parse, KeyRing};
 
 /// At most this many well-formed cookies carrying the session cookie's name
@@ -23,49 +22,89 @@ use crate::key::{parse, KeyRing};
 /// matches, which for any real URL stays far below this.
 const MAX_VERIFIED: usize = 32;
 
-/// The session cookie's name and attributes, validated at build time.
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent only with same-site requests, including top-level navigations
+    /// from other sites being excluded.
+    Strict,
+    /// Sent with same-site requests and top-level `GET` navigations from
+    /// other sites. The default: links into the app keep the user logged in,
+    /// cross-site form posts do not carry the cookie.
+    #[default]
+    Lax,
+    /// Sent with every request, cross-site included. Requires `Secure`.
+    None,
+}
+
+/// The session cookie's name and attributes: set by the builder (the
+/// defaults are the safe ones), then checked once by [`validated`].
+///
+/// [`validated`]: CookieSettings::validated
 #[derive(Debug, Clone)]
 pub(crate) struct CookieSettings {
+    /// The name without the `__Host-` prefix.
     pub(crate) name: String,
-    domain: Option<String>,
-    path: String,
-    secure: bool,
-    http_only: bool,
-    same_site: SameSite,
-    /// Whether new sessions get a persistent cookie.
-    pub(crate) persistent: bool,
+    /// `None`: the prefix whenever the other attributes allow it.
+    pub(crate) host_prefix: Option<bool>,
+    pub(crate) domain: Option<String>,
+    pub(crate) path: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    /// The name the cookie is sent under, prefix included; set by
+    /// `validated`.
+    pub(crate) full_name: String,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        Self {
+            name: "id".to_owned(),
+            host_prefix: None,
+            domain: None,
+            path: "/".to_owned(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            full_name: String::new(),
+        }
+    }
 }
 
 impl CookieSettings {
-    pub(crate) fn new(
-        name: String,
-        domain: Option<String>,
-        path: String,
-        secure: bool,
-        http_only: bool,
-        same_site: SameSite,
-        persistent: bool,
-    ) -> Result<Self, ConfigError> {
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
+    /// Checks the attributes, settles the `__Host-` prefix and the name the
+    /// cookie is sent under.
+    pub(crate) fn validated(mut self) -> Result<Self, ConfigError> {
+        // Checked before the prefix, which would hide an empty name.
+        if self.name.is_empty() || !self.name.bytes().all(is_token_byte) {
             return Err(ConfigError::InvalidCookieName);
         }
-        if let Some(domain) = &domain {
+        if let Some(domain) = &self.domain {
             if domain.is_empty() || !domain.bytes().all(is_attribute_byte) {
                 return Err(ConfigError::InvalidDomain);
             }
         }
-        if !path.starts_with('/') || !path.bytes().all(is_attribute_byte) {
+        if !self.path.starts_with('/') || !self.path.bytes().all(is_attribute_byte) {
             return Err(ConfigError::InvalidPath);
         }
-        Ok(Self {
-            name,
-            domain,
-            path,
-            secure,
-            http_only,
-            same_site,
-            persistent,
-        })
+        let allowed = self.domain.is_none() && self.secure && self.path == "/";
+        let prefixed = match self.host_prefix {
+            Some(true) if self.domain.is_some() => return Err(ConfigError::HostPrefixWithDomain),
+            Some(true) if !self.secure => return Err(ConfigError::HostPrefixWithoutSecure),
+            Some(true) if self.path != "/" => return Err(ConfigError::HostPrefixWithPath),
+            Some(asked) => asked,
+            None => allowed,
+        };
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(ConfigError::SameSiteNoneWithoutSecure);
+        }
+        self.full_name = if prefixed {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        };
+        Ok(self)
     }
 
     /// The verified session ID the request carries, if any.
@@ -89,7 +128,7 @@ impl CookieSettings {
                     Err(_) => String::from_utf8_lossy(header.as_bytes()),
                 };
                 for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-                    if cookie.name() != self.name {
+                    if cookie.name() != self.full_name {
                         continue;
                     }
                     let Some((id, tag)) = parse(cookie.value_trimmed()) else {
@@ -114,7 +153,7 @@ impl CookieSettings {
     }
 
     fn base(&self, value: String) -> Cookie<'static> {
-        let mut cookie = Cookie::build((self.name.clone(), value))
+        let mut cookie = Cookie::build((self.full_name.clone(), value))
             .path(self.path.clone())
             .secure(self.secure)
             .http_only(self.http_only)
@@ -141,7 +180,7 @@ impl CookieSettings {
         if let Some(max_age) = max_age {
             cookie.set_max_age(max_age.max(Duration::ZERO));
         }
-        to_header(&cookie, Some(&id.store_key()))
+        to_header(&cookie)
     }
 
     /// `Set-Cookie` that makes the browser drop the session cookie
@@ -149,19 +188,18 @@ impl CookieSettings {
     pub(crate) fn removal(&self) -> Option<HeaderValue> {
         let mut cookie = self.base(String::new());
         cookie.make_removal();
-        to_header(&cookie, None)
+        to_header(&cookie)
     }
 }
 
-fn to_header(cookie: &Cookie<'_>, key: Option<&StoreKey>) -> Option<HeaderValue> {
+fn to_header(cookie: &Cookie<'_>) -> Option<HeaderValue> {
     match HeaderValue::try_from(cookie.to_string()) {
         Ok(value) => Some(value),
-        // Unreachable with settings validated by `CookieSettings::new`;
+        // Unreachable with settings checked by `CookieSettings::validated`;
         // reported rather than unwrapped so that nothing can panic here.
         Err(_) => {
             tracing::error!(
                 target: "cloakroom",
-                session = key.map(StoreKey::short),
                 "could not encode the session cookie as a header"
             );
             None
@@ -210,15 +248,11 @@ mod tests {
     use crate::key::Key;
 
     fn settings() -> CookieSettings {
-        CookieSettings::new(
-            "id".into(),
-            None,
-            "/".into(),
-            true,
-            true,
-            SameSite::Lax,
-            false,
-        )
+        CookieSettings {
+            host_prefix: Some(false),
+            ..CookieSettings::default()
+        }
+        .validated()
         .unwrap()
     }
 

@@ -176,13 +176,13 @@ pub use crate::axum::CsrfTokenRejection;
 #[cfg(feature = "axum")]
 pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::config::{SameSite, SessionLayerBuilder};
+pub use crate::cookie::SameSite;
 #[cfg(feature = "csrf")]
 pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken};
 pub use crate::error::{ConfigError, SessionError};
 pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
-pub use crate::layer::SessionLayer;
+pub use crate::layer::{SessionLayer, SessionLayerBuilder};
 pub use crate::record::SessionInfo;
 pub use crate::service::{ResponseFuture, SessionService};
 pub use crate::session::Session;

@@ -94,7 +94,7 @@ impl Session {
         let now = core.now();
         let mut record =
             SessionRecord::new(now, core.config.idle_timeout, core.config.absolute_timeout);
-        record.persistent = core.config.cookie.persistent;
+        record.persistent = core.config.persistent;
         record.data = data;
         record.user_id = Some(user_id);
         active.record = record;

@@ -47,7 +47,7 @@ use crate::store::{StoreError, Touch};
 ///
 /// Nothing is read from the store until a method needs it, and nothing is
 /// written until the response is on its way out: then the layer writes only
-/// what this request changed (a [`Patch`]), and sets or clears the cookie
+/// what this request changed (a [`Patch`](crate::store::Patch)), and sets or clears the cookie
 /// when needed. A new session that never receives data or a user is never
 /// stored and sets no cookie.
 ///

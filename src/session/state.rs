@@ -65,7 +65,7 @@ impl Active {
     pub(super) fn fresh(core: &Core, now: OffsetDateTime, clear_cookie: bool) -> Self {
         let config = &core.config;
         let mut record = SessionRecord::new(now, config.idle_timeout, config.absolute_timeout);
-        record.persistent = config.cookie.persistent;
+        record.persistent = config.persistent;
         Self {
             stored: None,
             record,
