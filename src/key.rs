@@ -297,6 +297,15 @@ impl fmt::Display for CookieRejection {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_short_key_error_names_the_minimum() {
+        let shown = ConfigError::KeyTooShort { len: 3 }.to_string();
+        assert!(
+            shown.contains(&format!("at least {MIN_KEY_LEN} bytes")),
+            "{shown}"
+        );
+    }
+
     fn key(byte: u8) -> Key {
         Key::from_bytes(&[byte; 32]).unwrap()
     }

@@ -35,7 +35,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::core::Core;
-use crate::session::{Abort, CookieAction, Outcome, Session};
+use crate::session::{Abort, CookieAction, Finish, Outcome, Plan, Session};
 use crate::store::BoxFuture;
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around `inner`.
@@ -154,11 +154,14 @@ where
                     };
                     // Most requests (untouched, or only read) need no store
                     // call here: finish them without boxing a commit.
-                    if let Some(outcome) = session.finish_without_store() {
-                        decorate(&mut response, outcome, session.core());
-                        return Poll::Ready(Ok(response));
-                    }
-                    let commit = Box::pin(finish(session, response));
+                    let plan = match session.finish() {
+                        Finish::Done(outcome) => {
+                            decorate(&mut response, outcome, session.core());
+                            return Poll::Ready(Ok(response));
+                        }
+                        Finish::Commit(plan) => plan,
+                    };
+                    let commit = Box::pin(finish(session, plan, response));
                     self.as_mut()
                         .project()
                         .state
@@ -178,8 +181,12 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
 
 /// Commits the session and decorates the response, or replaces it with an
 /// error response when the commit failed.
-async fn finish<B: From<&'static str>>(session: Session, mut response: Response<B>) -> Response<B> {
-    match session.commit().await {
+async fn finish<B: From<&'static str>>(
+    session: Session,
+    plan: Option<Plan>,
+    mut response: Response<B>,
+) -> Response<B> {
+    match session.commit(plan).await {
         Ok(outcome) => {
             decorate(&mut response, outcome, session.core());
             response

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::error::SessionError;
 use crate::id::RandomnessError;
 use crate::key::KeyRing;
-use crate::session::Session;
+use crate::session::{Session, TokenPurpose};
 
 const PAYLOAD_LEN: usize = 32;
 /// Length of an encoded token: base64url of 64 bytes, no padding.
@@ -78,11 +78,11 @@ impl CsrfToken {
     /// [`SessionError`] when the session cannot be loaded or no randomness
     /// is available.
     pub async fn for_session(session: &Session) -> Result<Self, SessionError> {
-        let binding = session.token_binding().await?;
-        let (keys, now) = session.keys_and_now();
-        let payload = match binding {
+        let core = session.core();
+        let keys = &core.config.keys;
+        let payload = match session.token_id(TokenPurpose::Render).await? {
             Some(id) => keys.tag(SESSION_CONTEXT, id.as_bytes()),
-            None => keys.tag(ANONYMOUS_CONTEXT, &window(now).to_be_bytes()),
+            None => keys.tag(ANONYMOUS_CONTEXT, &window(core.now()).to_be_bytes()),
         };
         Ok(Self { payload })
     }
@@ -155,16 +155,18 @@ pub(crate) async fn check(token: &str, session: &Session) -> Result<TokenCheck, 
     let Some(candidate) = unmask(token) else {
         return Ok(TokenCheck::Invalid);
     };
-    let (keys, now) = session.keys_and_now();
-    if let Some(id) = session.cookie_id() {
+    let core = session.core();
+    let keys = &core.config.keys;
+    let cookie = session.token_id(TokenPurpose::Cookie).await?;
+    if let Some(id) = &cookie {
         if keys.verifies(SESSION_CONTEXT, id.as_bytes(), &candidate) {
             return Ok(TokenCheck::Valid);
         }
     }
-    if !anonymous_valid(keys, now, &candidate) {
+    if !anonymous_valid(keys, core.now(), &candidate) {
         return Ok(TokenCheck::Invalid);
     }
-    if session.cookie_id().is_some() && session.is_stored().await? {
+    if cookie.is_some() && session.token_id(TokenPurpose::LiveCookie).await?.is_some() {
         return Ok(TokenCheck::Invalid);
     }
     Ok(TokenCheck::Valid)

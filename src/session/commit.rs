@@ -61,10 +61,21 @@ pub(crate) enum CookieAction {
     Remove,
 }
 
+/// How a request's session ends: with what the response needs, or with
+/// store work to do first.
+#[derive(Debug)]
+pub(crate) enum Finish {
+    /// No store call: the response needs only this.
+    Done(Outcome),
+    /// Store work: run [`Session::commit`] with this plan (`None` when the
+    /// session was busy and the plan is made there).
+    Commit(Option<Plan>),
+}
+
 /// What a commit must do, decided from the request's end state alone by
 /// [`plan`]; the async code only carries it out.
 #[derive(Debug)]
-pub(super) enum Plan {
+pub(crate) enum Plan {
     /// No store call: change the cookie (or not) and finish.
     Cookie { change: CookieAction, vary: bool },
     /// Save the changes of a stored session (update-only). When saved,
@@ -113,7 +124,6 @@ fn plan(
                 vary: false,
             }
         }
-        Phase::Planned(plan) => return plan,
         // Writes recorded before a store failure are never applied: the
         // request writes all of its changes or none.
         Phase::Blind(_) if poisoned => return Plan::Abort,
@@ -194,33 +204,41 @@ fn removal_if(clear: bool) -> CookieAction {
 
 impl Session {
     /// Decides what the response needs. Most requests (untouched, only
-    /// read, or a new session that stays empty) need no store call, and
-    /// get their outcome here, synchronously. `None` means there is store
-    /// work (or another clone holds the lock): run [`Session::commit`].
-    pub(crate) fn finish_without_store(&self) -> Option<Outcome> {
-        let mut phase = self.shared.state.try_lock().ok()?;
+    /// read, or a new session that stays empty) need no store call and are
+    /// [`Finish::Done`] here, synchronously; the rest hand their plan to
+    /// [`Session::commit`]. The plan is made once.
+    pub(crate) fn finish(&self) -> Finish {
+        let Ok(mut phase) = self.shared.state.try_lock() else {
+            // A clone still works on the session (a task the handler
+            // spawned): the commit waits for it.
+            return Finish::Commit(None);
+        };
         let ended = std::mem::replace(&mut *phase, Phase::Finished);
         let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
         let cookie_id = self.shared.cookie_id.as_ref();
         match plan(ended, cookie_id, poisoned, || self.core().now()) {
-            Plan::Cookie { change, vary } => Some(Outcome {
+            Plan::Cookie { change, vary } => Finish::Done(Outcome {
                 cookie: change,
                 vary,
             }),
-            other => {
-                *phase = Phase::Planned(other);
-                None
-            }
+            other => Finish::Commit(Some(other)),
         }
     }
 
-    /// Writes this request's changes and says what the response needs.
+    /// Writes this request's changes (the plan [`Session::finish`] made,
+    /// or, without one, a plan made now) and says what the response needs.
     /// Afterwards the handle is finished.
-    pub(crate) async fn commit(&self) -> Result<Outcome, Abort> {
-        let ended = std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
-        let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
+    pub(crate) async fn commit(&self, planned: Option<Plan>) -> Result<Outcome, Abort> {
         let now = self.core().now();
-        let plan = plan(ended, self.shared.cookie_id.as_ref(), poisoned, || now);
+        let plan = match planned {
+            Some(plan) => plan,
+            None => {
+                let ended =
+                    std::mem::replace(&mut *self.shared.state.lock().await, Phase::Finished);
+                let poisoned = self.shared.poisoned.load(Ordering::Relaxed);
+                plan(ended, self.shared.cookie_id.as_ref(), poisoned, || now)
+            }
+        };
         self.execute(plan, now).await
     }
 

@@ -12,6 +12,23 @@ use crate::events::{self, EndReason, Vanished};
 use crate::id::{SessionId, StoreKey};
 use crate::store::{Deleted, Patch, SessionInfo, SessionRecord, StoreError};
 
+/// What a CSRF token is wanted for (see [`Session::token_id`]).
+#[cfg(feature = "csrf")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenPurpose {
+    /// A token to render: bound to the ID the browser holds after this
+    /// response (the new one after a login or regenerate in this request;
+    /// for a new session with content, drawn now). `None` for a visitor
+    /// without a session, and asking creates none.
+    Render,
+    /// Checking a token against the request's cookie, without a store
+    /// call: the ID it carries, live or not.
+    Cookie,
+    /// The ID the request's cookie carries, only if it names a live
+    /// session (loads it).
+    LiveCookie,
+}
+
 /// How many forwards a logout follows (a session rotated several times
 /// within the grace time).
 const MAX_FORWARD_HOPS: usize = 8;
@@ -291,43 +308,37 @@ impl Session {
         Ok(())
     }
 
-    /// The ID the browser holds after this response, if it holds one: what
-    /// a CSRF token is bound to. A new session that has content gets its
-    /// ID drawn now, so that a token rendered in the same response is
-    /// bound to it; an empty one has none (and asking creates nothing).
+    /// The session ID a CSRF token is bound to, for `purpose`: the one
+    /// hook CSRF protection (`csrf/`) has into the session.
     #[cfg(feature = "csrf")]
-    pub(crate) async fn token_binding(&self) -> Result<Option<SessionId>, SessionError> {
-        let mut active = self.active().await?;
-        if let Some(id) = &active.new_id {
-            return Ok(Some(id.clone()));
+    pub(crate) async fn token_id(
+        &self,
+        purpose: TokenPurpose,
+    ) -> Result<Option<SessionId>, SessionError> {
+        match purpose {
+            TokenPurpose::Cookie => Ok(self.shared.cookie_id.clone()),
+            TokenPurpose::LiveCookie => {
+                let live = self.active().await?.stored.is_some();
+                Ok(self.shared.cookie_id.clone().filter(|_| live))
+            }
+            TokenPurpose::Render => {
+                let mut active = self.active().await?;
+                if let Some(id) = &active.new_id {
+                    return Ok(Some(id.clone()));
+                }
+                if let Some((id, _)) = &active.stored {
+                    return Ok(Some(id.clone()));
+                }
+                if !active.has_content() {
+                    return Ok(None);
+                }
+                // Drawn now, so that a token rendered in this response is
+                // bound to the ID the new session will be stored under.
+                let id = SessionId::generate()?;
+                active.new_id = Some(id.clone());
+                Ok(Some(id))
+            }
         }
-        if let Some((id, _)) = &active.stored {
-            return Ok(Some(id.clone()));
-        }
-        if !active.has_content() {
-            return Ok(None);
-        }
-        let id = SessionId::generate()?;
-        active.new_id = Some(id.clone());
-        Ok(Some(id))
-    }
-
-    /// The verified ID the request's cookie carries.
-    #[cfg(feature = "csrf")]
-    pub(crate) fn cookie_id(&self) -> Option<&SessionId> {
-        self.shared.cookie_id.as_ref()
-    }
-
-    /// Whether the request's cookie names a live session (loads it).
-    #[cfg(feature = "csrf")]
-    pub(crate) async fn is_stored(&self) -> Result<bool, SessionError> {
-        Ok(self.active().await?.stored.is_some())
-    }
-
-    /// The layer's signing keys and clock, for tokens derived from them.
-    #[cfg(feature = "csrf")]
-    pub(crate) fn keys_and_now(&self) -> (&crate::key::KeyRing, time::OffsetDateTime) {
-        (&self.core().config.keys, self.core().now())
     }
 
     /// Ends the session under `key`, following forwards: a session another

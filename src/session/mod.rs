@@ -21,88 +21,20 @@ mod commit;
 mod lifecycle;
 mod state;
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 
-pub(crate) use self::commit::{Abort, CookieAction, Outcome};
+pub(crate) use self::commit::{Abort, CookieAction, Finish, Outcome, Plan};
 pub(crate) use self::lifecycle::end_session;
-use self::state::{check_storable, Phase};
-use crate::core::Core;
+#[cfg(feature = "csrf")]
+pub(crate) use self::lifecycle::TokenPurpose;
+use self::state::check_storable;
+pub use self::state::Session;
 use crate::error::SessionError;
-use crate::events;
-use crate::id::SessionId;
-use crate::store::{StoreError, Touch};
-
-/// The session of one request.
-///
-/// Get it as an axum extractor (`Session` or `Option<Session>`), or from the
-/// request extensions in plain tower/hyper code. Clones share one state.
-///
-/// Nothing is read from the store until a method needs it, and nothing is
-/// written until the response is on its way out: then the layer writes only
-/// what this request changed (a [`Patch`](crate::store::Patch)), and sets or clears the cookie
-/// when needed. A new session that never receives data or a user is never
-/// stored and sets no cookie.
-///
-/// Every method that may reach the store is `async` and returns
-/// `Result<_, SessionError>`. When the store fails, the request's changes
-/// are not written at all (never half of them), and the axum integration
-/// answers `503`.
-///
-/// Changes made after the response has been produced (from a task spawned
-/// by the handler, say) fail with [`SessionError::Finished`].
-#[derive(Clone)]
-pub struct Session {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    pub(super) core: Arc<Core>,
-    /// The verified ID from the request's cookie.
-    pub(super) cookie_id: Option<SessionId>,
-    /// A store call failed: this request writes nothing back.
-    pub(super) poisoned: AtomicBool,
-    pub(super) state: Mutex<Phase>,
-}
 
 impl Session {
-    pub(crate) fn new(core: Arc<Core>, cookie_id: Option<SessionId>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                core,
-                cookie_id,
-                poisoned: AtomicBool::new(false),
-                state: Mutex::new(Phase::Unloaded),
-            }),
-        }
-    }
-
-    /// What the layer shares with this request's session.
-    pub(crate) fn core(&self) -> &Core {
-        &self.shared.core
-    }
-
-    /// Records a store failure: the request will write nothing back.
-    pub(super) fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
-        self.shared.poisoned.store(true, Ordering::Relaxed);
-        events::store_error(operation, &error);
-        SessionError::Store(error)
-    }
-
-    pub(super) fn touch(&self, now: OffsetDateTime) -> Touch {
-        Touch {
-            now,
-            after: self.core().config.touch_after,
-        }
-    }
-
     /// The value under `key`, deserialized as `T`.
     ///
     /// # Errors
@@ -249,25 +181,4 @@ fn deserialize<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, Sessi
         key: key.to_owned(),
         source,
     })
-}
-
-impl fmt::Debug for Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.shared.state.try_lock() {
-            Err(_) => "busy".to_owned(),
-            Ok(phase) => match &*phase {
-                Phase::Unloaded => "unloaded".to_owned(),
-                Phase::Blind(_) => "written, not read".to_owned(),
-                Phase::Finished | Phase::Planned(_) => "finished".to_owned(),
-                Phase::Active(a) => match &a.stored {
-                    Some((_, key)) => format!("stored {}", key.short()),
-                    None => "new".to_owned(),
-                },
-            },
-        };
-        f.debug_struct("Session")
-            .field("state", &state)
-            .field("has_cookie", &self.shared.cookie_id.is_some())
-            .finish()
-    }
 }

@@ -2,17 +2,83 @@
 //! done with its session so far (nothing, blind writes, a loaded session),
 //! loading on first use, and the checks on data before it is written.
 
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::{MappedMutexGuard, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::commit::Plan;
-use super::Session;
 use crate::core::Core;
 use crate::error::SessionError;
 use crate::events;
 use crate::id::{SessionId, StoreKey};
-use crate::store::{Lifetime, Patch, SessionRecord};
+use crate::store::{Lifetime, Patch, SessionRecord, StoreError, Touch};
+
+/// The session of one request.
+///
+/// Get it as an axum extractor (`Session` or `Option<Session>`), or from the
+/// request extensions in plain tower/hyper code. Clones share one state.
+///
+/// Nothing is read from the store until a method needs it, and nothing is
+/// written until the response is on its way out: then the layer writes only
+/// what this request changed (a [`Patch`](crate::store::Patch)), and sets or clears the cookie
+/// when needed. A new session that never receives data or a user is never
+/// stored and sets no cookie.
+///
+/// Every method that may reach the store is `async` and returns
+/// `Result<_, SessionError>`. When the store fails, the request's changes
+/// are not written at all (never half of them), and the axum integration
+/// answers `503`.
+///
+/// Changes made after the response has been produced (from a task spawned
+/// by the handler, say) fail with [`SessionError::Finished`].
+#[derive(Clone)]
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) core: Arc<Core>,
+    /// The verified ID from the request's cookie.
+    pub(super) cookie_id: Option<SessionId>,
+    /// A store call failed: this request writes nothing back.
+    pub(super) poisoned: AtomicBool,
+    pub(super) state: Mutex<Phase>,
+}
+
+impl Session {
+    pub(crate) fn new(core: Arc<Core>, cookie_id: Option<SessionId>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                core,
+                cookie_id,
+                poisoned: AtomicBool::new(false),
+                state: Mutex::new(Phase::Unloaded),
+            }),
+        }
+    }
+
+    /// What the layer shares with this request's session.
+    pub(crate) fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
+    /// Records a store failure: the request will write nothing back.
+    pub(super) fn store_failed(&self, operation: &'static str, error: StoreError) -> SessionError {
+        self.shared.poisoned.store(true, Ordering::Relaxed);
+        events::store_error(operation, &error);
+        SessionError::Store(error)
+    }
+
+    pub(super) fn touch(&self, now: OffsetDateTime) -> Touch {
+        Touch {
+            now,
+            after: self.core().config.touch_after,
+        }
+    }
+}
 
 /// Deepest nesting of arrays and objects in a stored value. Deeper values
 /// could be written but not read back (JSON parsers cap their recursion),
@@ -29,8 +95,6 @@ pub(super) enum Phase {
     /// patch, sent as one update-only save at commit, with no load.
     Blind(Patch),
     Active(Active),
-    /// The response is out; the commit still has store work to do.
-    Planned(Plan),
     /// The response has been committed.
     Finished,
 }
@@ -217,7 +281,7 @@ impl Session {
                 }
                 *phase = Phase::Active(active);
             }
-            Phase::Active(_) | Phase::Planned(_) | Phase::Finished => {}
+            Phase::Active(_) | Phase::Finished => {}
         }
         MutexGuard::try_map(phase, |phase| match phase {
             Phase::Active(active) => Some(active),
@@ -293,6 +357,27 @@ impl Session {
     pub(super) fn reset(&self, active: &mut Active) {
         let clear_cookie = self.shared.cookie_id.is_some() || active.clear_cookie;
         *active = Active::fresh(self.core(), self.core().now(), clear_cookie);
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.shared.state.try_lock() {
+            Err(_) => "busy".to_owned(),
+            Ok(phase) => match &*phase {
+                Phase::Unloaded => "unloaded".to_owned(),
+                Phase::Blind(_) => "written, not read".to_owned(),
+                Phase::Finished => "finished".to_owned(),
+                Phase::Active(a) => match &a.stored {
+                    Some((_, key)) => format!("stored {}", key.short()),
+                    None => "new".to_owned(),
+                },
+            },
+        };
+        f.debug_struct("Session")
+            .field("state", &state)
+            .field("has_cookie", &self.shared.cookie_id.is_some())
+            .finish()
     }
 }
 
