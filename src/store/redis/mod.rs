@@ -206,22 +206,6 @@ impl RedisStore {
         RedisStoreBuilder::new()
     }
 
-    /// Sets the prefix of every key this store writes; `cloakroom:` by
-    /// default. Use one per application sharing a Redis.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidKeyPrefix`](crate::ConfigError::InvalidKeyPrefix)
-    /// when the prefix is longer than 128 bytes or contains `{` or `}`
-    /// (which would become a cluster hash tag and pile every session into
-    /// one slot).
-    pub fn with_key_prefix(
-        self,
-        prefix: impl Into<String>,
-    ) -> Result<Self, crate::error::ConfigError> {
-        Self::builder().key_prefix(prefix).build(self.connection)
-    }
-
     /// `<prefix>s:<store key as hex>`.
     fn record_key(&self, key: &StoreKey) -> String {
         let mut hex = [0u8; 64];
