@@ -40,7 +40,7 @@ fn quote(identifier: &str) -> String {
     format!("\"{identifier}\"")
 }
 
-/// The columns of a full record, in the order `record_from_row` reads.
+/// The columns of a full record, as `row::record_from_row` reads them.
 const RECORD_COLUMNS: &str =
     "user_id, data, created_at, last_seen, absolute_deadline, idle_timeout_secs, persistent";
 
@@ -56,7 +56,11 @@ impl Statements {
         };
         // `schema.sql` with its placeholders filled in, by plain
         // replacement. The names were validated, so they hold no quote that
-        // could end the string literal that `{table}` is also used in.
+        // could end the string literal that `{table}` is also used in. Its
+        // `DO` block adds `successor` to a table made by the previous
+        // schema, checking the catalog first, because `ALTER TABLE ... ADD
+        // COLUMN IF NOT EXISTS` takes an ACCESS EXCLUSIVE lock even when
+        // the column is there (see the type docs).
         let migration = format!(
             "{create_schema}{}",
             SCHEMA

@@ -119,6 +119,10 @@ mod tests {
                 !body.contains("local function"),
                 "{name}.lua defines a helper; shared ones belong in helpers.lua"
             );
+            assert!(
+                !body.contains("{{") && !body.contains("}}"),
+                "{name}.lua is plain Lua, not a format string"
+            );
         }
         assert!(HELPERS.contains("local function batched("));
         assert!(HELPERS.contains("local function deadline("));
