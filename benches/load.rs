@@ -180,8 +180,12 @@ async fn cloakroom_app(store: &str, stats: Arc<Stats>) -> Router {
         "memory" => build(MemoryStore::new(), stats).await,
         "redis" => {
             let url = std::env::var("REDIS_URL").expect("REDIS_URL");
-            let store = RedisStore::connect(&url).await.unwrap();
-            build(store.with_key_prefix("bench-cloakroom:").unwrap(), stats).await
+            let connection = cloakroom::RedisConnection::connect(&url).await.unwrap();
+            let store = RedisStore::builder()
+                .key_prefix("bench-cloakroom:")
+                .build(connection)
+                .unwrap();
+            build(store, stats).await
         }
         other => panic!("unknown store {other}"),
     }

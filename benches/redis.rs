@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use time::OffsetDateTime;
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
-use cloakroom::{RedisStore, SessionId, SessionStore};
+use cloakroom::{RedisConnection, RedisStore, SessionId, SessionStore};
 
 struct Server(Option<Child>);
 
@@ -59,10 +59,12 @@ fn redis(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let store = runtime
-        .block_on(RedisStore::connect(&url))
-        .expect("connect")
-        .with_key_prefix("bench:")
+    let connection = runtime
+        .block_on(RedisConnection::connect(&url))
+        .expect("connect");
+    let store = RedisStore::builder()
+        .key_prefix("bench:")
+        .build(connection)
         .expect("prefix");
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)

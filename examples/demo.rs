@@ -89,16 +89,19 @@ async fn run() -> Result<(), BoxError> {
 /// `REDIS_CLUSTER_URLS` (comma-separated) a Redis Cluster instead.
 #[cfg(feature = "redis")]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
-    let store = match std::env::var("REDIS_CLUSTER_URLS") {
-        Ok(urls) => cloakroom::RedisStore::connect_cluster(urls.split(',').map(str::trim)).await?,
+    let connection = match std::env::var("REDIS_CLUSTER_URLS") {
+        Ok(urls) => {
+            cloakroom::RedisConnection::connect_cluster(urls.split(',').map(str::trim)).await?
+        }
         Err(_) => {
             let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-            cloakroom::RedisStore::connect(&url).await?
+            cloakroom::RedisConnection::connect(&url).await?
         }
     };
-    Ok(SessionLayer::builder(
-        store.with_key_prefix("cloakroom-demo:")?,
-    ))
+    let store = cloakroom::RedisStore::builder()
+        .key_prefix("cloakroom-demo:")
+        .build(connection)?;
+    Ok(SessionLayer::builder(store))
 }
 
 #[cfg(not(feature = "redis"))]

@@ -6,7 +6,7 @@
 
 use axum::routing::get;
 use axum::Router;
-use cloakroom::{Key, RedisStore, Session, SessionError, SessionLayer};
+use cloakroom::{Key, RedisConnection, RedisStore, Session, SessionError, SessionLayer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -18,17 +18,19 @@ async fn count(session: Session) -> Result<String, SessionError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let store = match std::env::var("REDIS_CLUSTER_URLS") {
+    let connection = match std::env::var("REDIS_CLUSTER_URLS") {
         // Any subset of the cluster's nodes; the client learns the rest.
-        Ok(urls) => RedisStore::connect_cluster(urls.split(',').map(str::trim)).await?,
+        Ok(urls) => RedisConnection::connect_cluster(urls.split(',').map(str::trim)).await?,
         Err(_) => {
             let url =
                 std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-            RedisStore::connect(&url).await?
+            RedisConnection::connect(&url).await?
         }
     };
     // One prefix per application sharing the Redis; no `{` or `}` (hash tags).
-    let store = store.with_key_prefix("example:session:")?;
+    let store = RedisStore::builder()
+        .key_prefix("example:session:")
+        .build(connection)?;
     let sessions = SessionLayer::builder(store).key(Key::generate()?).build()?;
     let app = Router::new().route("/", get(count)).layer(sessions);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;

@@ -191,7 +191,7 @@ pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
-pub use crate::store::redis::RedisStore;
+pub use crate::store::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 pub use crate::store::{SessionStore, StoreError};
 
 /// The store conformance suite and test doubles, for store authors and for

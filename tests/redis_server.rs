@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
 use cloakroom::store::{Deleted, SessionRecord, Touch};
-use cloakroom::{Clock as _, KeyRing, RedisStore, SessionId, SessionStore, StoreError, StoreKey};
+use cloakroom::{
+    Clock as _, ConfigError, KeyRing, RedisConnection, RedisStore, SessionId, SessionStore,
+    StoreError, StoreKey,
+};
 use common::redis::{CommandRecorder, RedisServer};
 use common::{Client, TestApp};
 use time::OffsetDateTime;
@@ -220,6 +223,49 @@ async fn session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id() {
         .unwrap();
     let dump = String::from_utf8_lossy(&dump.concat()).into_owned();
     assert!(!dump.contains(&cookie[..22]), "the raw ID is not stored");
+}
+
+#[tokio::test]
+async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let connection = RedisConnection::connect(&server.url())
+        .await
+        .expect("connect");
+    for bad in ["app{1}:".to_owned(), "app}".to_owned(), "x".repeat(129)] {
+        let built = RedisStore::builder()
+            .key_prefix(bad.as_str())
+            .build(connection.clone());
+        assert!(
+            matches!(built, Err(ConfigError::InvalidKeyPrefix)),
+            "{bad:?}"
+        );
+    }
+    // A connection manager the application already has does as well.
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(server.url()).unwrap())
+        .await
+        .unwrap();
+    let store = RedisStore::builder()
+        .key_prefix("app:")
+        .build(manager)
+        .expect("a valid prefix");
+    let key = new_key();
+    assert!(store
+        .create(&key, &session_of("alice", now()), now())
+        .await
+        .unwrap());
+
+    let mut redis = server.connection().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], format!("app:s:{}", key.to_hex()));
+    assert!(keys[1].starts_with("app:u:"), "{keys:?}");
 }
 
 #[tokio::test]

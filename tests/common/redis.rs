@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cloakroom::RedisStore;
+use cloakroom::{RedisConnection, RedisStore};
 
 use super::backend::{
     find_binary, free_port, scratch_dir, spawn_supervised, stop_supervised, unavailable,
@@ -201,10 +201,15 @@ fn shared_url() -> Option<String> {
 /// A store on the shared standalone server, with its own key prefix.
 pub async fn store() -> Option<RedisStore> {
     let url = shared_url()?;
-    let store = RedisStore::connect(&url)
+    let connection = RedisConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    Some(store.with_key_prefix(prefix()).unwrap())
+    Some(
+        RedisStore::builder()
+            .key_prefix(prefix())
+            .build(connection)
+            .unwrap(),
+    )
 }
 
 /// The node URLs of the Redis Cluster shared by this test binary.
@@ -290,10 +295,15 @@ fn create_cluster(cli: &PathBuf, nodes: &[RedisServer]) {
 /// A store on the shared Redis Cluster, with its own key prefix.
 pub async fn cluster_store() -> Option<RedisStore> {
     let urls = cluster_urls()?;
-    let store = RedisStore::connect_cluster(&urls)
+    let connection = RedisConnection::connect_cluster(&urls)
         .await
         .unwrap_or_else(|e| panic!("connect to cluster {urls:?}: {e}"));
-    Some(store.with_key_prefix(prefix()).unwrap())
+    Some(
+        RedisStore::builder()
+            .key_prefix(prefix())
+            .build(connection)
+            .unwrap(),
+    )
 }
 
 /// A recording proxy in front of a Redis server, so a test can see exactly

@@ -1,0 +1,579 @@
+//! [`PostgresStore`]: sessions in a PostgreSQL table, on the application's
+//! own sqlx [`PgPool`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cloakroom::{Key, PostgresStore, SessionLayer};
+//! use sqlx::postgres::PgPoolOptions;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The pool the application already has for its own queries.
+//! let pool = PgPoolOptions::new()
+//!     .acquire_timeout(Duration::from_secs(3))
+//!     .connect(&std::env::var("DATABASE_URL")?)
+//!     .await?;
+//!
+//! let store = PostgresStore::new(pool.clone());
+//! store.migrate().await?; // idempotent; safe from several processes at once
+//!
+//! let sessions = SessionLayer::builder(store)
+//!     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
+//!     .build()?;
+//! // Delete expired rows every five minutes, in batches.
+//! let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A table of your choosing (and a schema, created if missing):
+//!
+//! ```no_run
+//! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use cloakroom::PostgresStore;
+//!
+//! let store = PostgresStore::builder(pool)
+//!     .schema("auth")
+//!     .table("web_sessions")
+//!     .build()?; // names are checked here
+//! store.migrate().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Schema
+//!
+//! [`PostgresStore::migrate`] creates the table, or adds the `successor`
+//! column to a table made by an earlier version of this crate; the SQL
+//! (`schema.sql` beside this file) is shown under
+//! [Schema](PostgresStore#schema), and [`PostgresStore::migration_sql`]
+//! returns it for a store's names, to run with your own migration tool if
+//! you prefer.
+//!
+//! [`PostgresStore`] documents the columns, forwards, the statements,
+//! sweeping and error mapping. This file holds the store and its
+//! [`SessionStore`] impl; beside it are `builder` ([`PostgresStoreBuilder`],
+//! which checks the names), `sql` (every statement's text), `row` (decoding
+//! rows) and `error` (sqlx errors as [`StoreError`]s).
+
+mod builder;
+mod error;
+mod row;
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+pub use self::builder::PostgresStoreBuilder;
+use self::error::store_error;
+use self::row::{column, key_from_row, record_from_row, store_key, timestamp, CorruptRow};
+use self::sql::Statements;
+use crate::clock::truncate_to_seconds;
+use crate::id::StoreKey;
+use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::{Deleted, SessionStore, StoreError};
+
+/// The advisory lock every cloakroom migration takes ("cloakroo" in
+/// ASCII). One key for all tables, so that two stores creating tables in
+/// the same new schema at once are serialized too.
+const MIGRATION_LOCK: i64 = 0x636c_6f61_6b72_6f6f;
+
+/// How many `DELETE` passes `delete_user` makes at most before it gives up
+/// on a user who keeps logging in while being logged out everywhere.
+const MAX_DELETE_PASSES: usize = 16;
+
+/// Sessions in a PostgreSQL table, through the application's own
+/// [`PgPool`].
+///
+/// Create the table with [`PostgresStore::migrate`] (or apply
+/// [`PostgresStore::migration_sql`] with your own migration tool), hand the
+/// store to [`SessionLayer::builder`](crate::SessionLayer::builder), and run
+/// a sweeper for expired rows. The store opens no connections of its own:
+/// sessions share the pool, its size and its time-outs with the rest of
+/// the application. Clones share the pool and the SQL text.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cloakroom::{Key, PostgresStore, SessionLayer};
+///
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStore::new(pool);
+/// store.migrate().await?;
+/// let sessions = SessionLayer::builder(store).key(Key::generate()?).build()?;
+/// let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Schema
+///
+/// [`migrate`](Self::migrate) runs these statements in one transaction
+/// that first takes a transaction-level advisory lock, so several processes
+/// starting at once do not race each other. `{table}` stands for the
+/// quoted, schema-qualified table (`"public"."cloakroom_sessions"` by
+/// default), `{user_id_idx}` and `{expires_at_idx}` for the quoted index
+/// names (`"<table>_user_id_idx"` and `"<table>_expires_at_idx"`); the
+/// names are validated, so they need no escaping.
+/// [`migration_sql`](Self::migration_sql) returns the statements with the
+/// names filled in.
+///
+/// ```sql
+#[doc = include_str!("schema.sql")]
+/// ```
+///
+/// With a schema other than `public` (see [`PostgresStoreBuilder`]), the
+/// SQL starts with `CREATE SCHEMA IF NOT EXISTS "<schema>";`.
+///
+/// The `DO` block upgrades a table created by an earlier version of this
+/// crate, which had no `successor` column. It adds the column only when it
+/// is missing: `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` would take an
+/// `ACCESS EXCLUSIVE` lock on every start even when there is nothing to
+/// add, and so wait behind any long reader of the table (a `pg_dump`, say)
+/// while every session lookup queued up behind it.
+///
+/// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
+///   the ID itself, so a database dump or backup holds no usable cookie.
+/// - `expires_at` is kept equal to the earlier of the idle deadline
+///   (`last_seen + idle_timeout_secs`) and `absolute_deadline` by every
+///   statement that changes one of them. Lookups and the sweeper compare
+///   against it, through its index.
+/// - `successor` is `NULL` for a session. A row with a `successor` is a
+///   *forward* (see below).
+/// - Timestamps are whole seconds. Every comparison uses the time the
+///   layer passes in (from its [`Clock`](crate::Clock)), never the
+///   database's `now()`, so one clock decides expiry.
+///
+/// # Forwards
+///
+/// When the layer moves a session to a new ID (login, regenerate),
+/// [`SessionStore::retire`] turns its row into a forward in place: the
+/// `successor` column names the new key, `user_id` becomes `NULL`, `data`
+/// becomes `{}`, and `expires_at` becomes the forward's `until`. The other
+/// columns keep the old session's values and mean nothing any more. So a
+/// forward holds its key against `create` until `until` and is then
+/// replaced or swept like any expired row, with no extra logic; it never
+/// appears in the `user_id` index; and `load` and `save` skip it
+/// (`successor IS NULL`).
+///
+/// # One statement per operation
+///
+/// Every operation but `delete_user` and `sweep_expired` is one statement,
+/// and so atomic on its own (autocommit, `READ COMMITTED`).
+///
+/// - `load` reads the live session row and, when
+///   [`SessionRecord::touch_due`] holds for it, sets `last_seen` and
+///   `expires_at` in the same statement (a data-modifying CTE), returning
+///   the row as it was before. The touch is written even when the absolute
+///   deadline keeps `expires_at` where it was, so that `last_seen` tells
+///   the last activity.
+/// - `save` is one `UPDATE ... WHERE key = $1 AND expires_at > $now AND
+///   successor IS NULL` that patches `data` in place with `jsonb` operators
+///   (`- removed_keys`, then `|| set_keys`), so concurrent requests that
+///   change different keys all survive, and a deleted, retired or expired
+///   session is never written back; it rolls the idle deadline in the same
+///   statement when due.
+/// - `create` is one `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE` the
+///   existing row (session or forward) is expired: a live session or
+///   forward is never overwritten.
+/// - `retire` is one `UPDATE` of a live row that is either a session or
+///   already a forward to the same successor (a retry: it then writes the
+///   forward back unchanged). Being one `UPDATE`, it also answers `true`
+///   to a retry that runs while the first attempt is still in flight,
+///   since PostgreSQL re-checks the condition on the row the first attempt
+///   wrote.
+/// - `delete` is one statement: a `DELETE ... RETURNING successor,
+///   expires_at > $now` of anything but a live forward, beside a `SELECT`
+///   that reports a live forward (kept, so that a retried logout follows
+///   it again).
+/// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT ...
+///   ORDER BY created_at DESC, key DESC LIMIT $limit` (the newest sessions,
+///   then reversed to oldest first), both through the `user_id` index.
+/// - `delete_user` is a `DELETE` through the `user_id` index, repeated in
+///   passes (see below).
+///
+/// # Logging a user out everywhere
+///
+/// One `DELETE ... WHERE user_id = $1` is not enough under `READ
+/// COMMITTED`. It only sees rows committed before it started, and when a
+/// concurrent login retires one of the user's sessions (turning its row
+/// into a forward with no `user_id`) while creating the new one, the
+/// `DELETE` skips the retired row and never sees the new one. So
+/// `delete_user` repeats: after each `DELETE`, a separate statement (with
+/// a snapshot taken after the `DELETE` finished) checks whether any row of
+/// the user is left, and it stops only when none is. After 16 passes (a
+/// user who keeps logging in throughout) it gives up with
+/// [`StoreError::Unavailable`] rather than report a logout that did not
+/// reach every session.
+///
+/// # Sweeping expired sessions
+///
+/// Expired rows and lapsed forwards are never served, but they stay in the
+/// table until swept. [`SessionStore::sweep_expired`] deletes them in
+/// batches (1000 rows per statement by default, see
+/// [`PostgresStoreBuilder::sweep_batch_size`]), each batch its own short
+/// statement that skips rows other transactions hold, so a large backlog
+/// never locks the table. Run it periodically with
+/// [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper), as
+/// above. That generic sweeper is all this store needs: it calls the
+/// batched `sweep_expired`, with the layer's clock, the one every other
+/// expiry decision uses. Several processes may sweep at once.
+///
+/// # Errors
+///
+/// sqlx errors become [`StoreError`]s. Their source is an error of this
+/// store whose `Display` and `Debug` show only what kind of failure it was
+/// and, for a server error, the SQLSTATE and its class (say, `database
+/// error 22P05 (data exception)`): the server's message detail can quote
+/// the statement's parameters, which are session data. The sqlx error is
+/// that error's own [`source`](std::error::Error::source), for whoever
+/// explicitly walks the chain.
+///
+/// Connection, I/O and TLS failures, pool time-outs, and server errors
+/// that mean "not serving now" (SQLSTATE classes `08` and `53`, `57P..`
+/// shutdowns, statement and lock time-outs) are
+/// [`StoreError::Unavailable`]. Data exceptions (SQLSTATE class `22`: a
+/// value the server cannot hold, such as the NUL character below) are
+/// [`StoreError::Rejected`]. Rows that cannot be decoded (data that is not
+/// a JSON object, timestamps out of range, keys that are not 32 bytes) are
+/// [`StoreError::Corrupt`]. Everything else, such as a missing table, is
+/// [`StoreError::Backend`].
+///
+/// # Limits
+///
+/// PostgreSQL `text` and `jsonb` cannot hold the NUL character (`\0`,
+/// `\u0000`): a user ID, data key or session value containing one is
+/// refused with [`StoreError::Rejected`], and nothing is written. This
+/// crate enables no TLS in sqlx; an application that connects over TLS
+/// enables a TLS feature on its own `sqlx` dependency, and the pool it
+/// passes in uses it.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Arc<Statements>,
+}
+
+impl PostgresStore {
+    /// The schema used unless [`PostgresStoreBuilder::schema`] says
+    /// otherwise.
+    pub const DEFAULT_SCHEMA: &'static str = "public";
+    /// The table used unless [`PostgresStoreBuilder::table`] says
+    /// otherwise.
+    pub const DEFAULT_TABLE: &'static str = "cloakroom_sessions";
+    /// Rows deleted per statement by [`SessionStore::sweep_expired`] unless
+    /// [`PostgresStoreBuilder::sweep_batch_size`] says otherwise.
+    pub const DEFAULT_SWEEP_BATCH_SIZE: u32 = 1000;
+
+    /// A store on the table `public.cloakroom_sessions`, using `pool`.
+    ///
+    /// The table must exist: call [`migrate`](Self::migrate) once at
+    /// start-up, or create it with [`migration_sql`](Self::migration_sql).
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            sql: Arc::new(Statements::new(
+                Self::DEFAULT_SCHEMA,
+                Self::DEFAULT_TABLE,
+                Self::DEFAULT_SWEEP_BATCH_SIZE,
+            )),
+        }
+    }
+
+    /// A builder for a store with another schema, table or sweep batch
+    /// size.
+    pub fn builder(pool: PgPool) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(pool)
+    }
+
+    /// Creates the schema (unless `public`), the table and its indexes if
+    /// they do not exist yet, and adds the `successor` column to a table
+    /// created by an earlier version of this crate.
+    ///
+    /// Idempotent, and safe to run from several processes at once: in one
+    /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
+    /// transaction that first takes a transaction-level advisory lock.
+    /// `CREATE ... IF NOT EXISTS` alone is not enough, because two sessions
+    /// can both find the table missing, and the slower one then fails on
+    /// the catalog's unique index.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the database cannot be reached or refuses a
+    /// statement (e.g. the role may not create tables); nothing is
+    /// half-created, since the transaction is rolled back.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // Several statements in one simple-query message run as one
+        // implicit transaction: the lock is held until the last statement
+        // is done, and an error rolls everything back. (An explicit
+        // `BEGIN` would leave the connection in an aborted transaction on
+        // error.)
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n{}",
+            self.sql.migration
+        );
+        sqlx::raw_sql(&sql)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for this store's
+    /// schema and table, for teams that apply migrations with their own
+    /// tool. Every statement creates or adds only what is missing, so it
+    /// can be applied to a database that already has the table, in this
+    /// version's form or an earlier one.
+    pub fn migration_sql(&self) -> &str {
+        &self.sql.migration
+    }
+
+    /// The quoted, schema-qualified table name, e.g.
+    /// `"public"."cloakroom_sessions"`, ready to use in SQL of your own
+    /// (say, to count sessions).
+    pub fn qualified_table(&self) -> &str {
+        &self.sql.qualified_table
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.qualified_table)
+            .field("sweep_batch_size", &self.sql.sweep_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user kept getting new sessions through every pass of `delete_user`.
+#[derive(Debug)]
+struct StillLoggingIn;
+
+impl fmt::Display for StillLoggingIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "new sessions of the user kept appearing through {MAX_DELETE_PASSES} passes of logout-everywhere"
+        )
+    }
+}
+
+impl std::error::Error for StillLoggingIn {}
+
+impl SessionStore for PostgresStore {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.sql.create)
+            .bind(key.as_bytes().as_slice())
+            .bind(record.user_id.as_deref())
+            .bind(Json(&record.data))
+            .bind(truncate_to_seconds(record.created_at))
+            .bind(truncate_to_seconds(record.last_seen))
+            .bind(truncate_to_seconds(record.absolute_deadline))
+            .bind(record.idle_timeout.whole_seconds())
+            .bind(record.persistent)
+            .bind(truncate_to_seconds(record.expires_at()))
+            .bind(truncate_to_seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn load(
+        &self,
+        key: &StoreKey,
+        touch: Touch,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = truncate_to_seconds(touch.now);
+        let row = sqlx::query(&self.sql.load)
+            .bind(key.as_bytes().as_slice())
+            .bind(now)
+            .bind(touch.after)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = record_from_row(&row)?;
+        // `expires_at` is maintained by every write; the record's own
+        // fields are the rule, so a row edited out of step is not served.
+        if record.is_expired(now) {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
+        let removed: Vec<&str> = patch.remove.iter().map(String::as_str).collect();
+        let lifetime = patch.lifetime.as_ref();
+        let done = sqlx::query(&self.sql.save)
+            .bind(key.as_bytes().as_slice())
+            .bind(patch.clear)
+            .bind(removed)
+            .bind(Json(&patch.set))
+            .bind(lifetime.map(|l| l.idle_timeout.whole_seconds()))
+            .bind(lifetime.map(|l| truncate_to_seconds(l.absolute_deadline)))
+            .bind(lifetime.map(|l| l.persistent))
+            .bind(truncate_to_seconds(touch.now))
+            .bind(touch.after)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retire(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.sql.retire)
+            .bind(key.as_bytes().as_slice())
+            .bind(successor.as_bytes().as_slice())
+            .bind(truncate_to_seconds(until))
+            .bind(truncate_to_seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        let row = sqlx::query(&self.sql.delete)
+            .bind(key.as_bytes().as_slice())
+            .bind(truncate_to_seconds(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(Deleted::Nothing);
+        };
+        let live: bool = column(&row, "live")?;
+        let successor: Option<Vec<u8>> = column(&row, "successor")?;
+        Ok(match (successor, live) {
+            (_, false) => Deleted::Nothing,
+            (None, true) => Deleted::Session,
+            // A successor that is not a store key cannot be followed, and
+            // is reported rather than ignored.
+            (Some(bytes), true) => {
+                Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
+            }
+        })
+    }
+
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(&self.sql.count_user)
+            .bind(user_id)
+            .bind(truncate_to_seconds(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        u64::try_from(count).map_err(|_| StoreError::corrupt(CorruptRow("negative count")))
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
+        let keep = keep.map(|k| k.as_bytes().as_slice());
+        let mut deleted = 0;
+        // Under READ COMMITTED each DELETE sees only rows committed before
+        // it started. A login or regenerate running meanwhile creates the
+        // user's new session (invisible to this DELETE) and retires the old
+        // one (which this DELETE then skips: re-checked after the retire
+        // committed, the row has no `user_id` any more). One DELETE would
+        // let the new session through. So after every DELETE, a statement
+        // of its own, with a snapshot taken after the DELETE finished,
+        // looks for any row of the user left, and another pass runs while
+        // there is one.
+        for _ in 0..MAX_DELETE_PASSES {
+            let done = sqlx::query(&self.sql.delete_user)
+                .bind(user_id)
+                .bind(keep)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            deleted += done.rows_affected();
+            let left: bool = sqlx::query_scalar(&self.sql.user_left)
+                .bind(user_id)
+                .bind(keep)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if !left {
+                return Ok(deleted);
+            }
+        }
+        // Sessions of the user were still appearing after the last pass:
+        // success would be a lie, so the request fails (retryably) instead.
+        Err(StoreError::unavailable(StillLoggingIn))
+    }
+
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        // PostgreSQL's LIMIT is a bigint; more than that many rows cannot
+        // exist anyway.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&self.sql.list_user)
+            .bind(user_id)
+            .bind(truncate_to_seconds(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        // Newest first from the query; the trait wants oldest first.
+        rows.iter()
+            .rev()
+            .map(|row| {
+                Ok(SessionInfo {
+                    key: key_from_row(row)?,
+                    created_at: timestamp(row, "created_at")?,
+                    last_seen: timestamp(row, "last_seen")?,
+                    expires_at: timestamp(row, "expires_at")?,
+                    persistent: column(row, "persistent")?,
+                    current: false,
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now = truncate_to_seconds(now);
+        let mut removed = 0;
+        // Each batch is its own statement (and transaction), so row locks
+        // are held only briefly. `now` is fixed, so the backlog only
+        // shrinks and a short batch means it is gone (or held by others,
+        // who will be swept next time).
+        loop {
+            let done = sqlx::query(&self.sql.sweep)
+                .bind(now)
+                .bind(self.sql.sweep_batch_size)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            let batch = done.rows_affected();
+            removed += batch;
+            if batch < self.sql.sweep_batch_size.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
+    }
+}

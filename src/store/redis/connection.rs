@@ -1,0 +1,234 @@
+//! [`RedisConnection`]: one Redis server or a Redis Cluster, and which of
+//! their errors mean "unavailable".
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+
+use crate::store::StoreError;
+
+/// Timeouts used by [`RedisConnection::connect`] and
+/// [`RedisConnection::connect_cluster`]: a session store must fail fast, so
+/// that a Redis outage becomes a quick `503` rather than hung requests.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection a [`RedisStore`](super::RedisStore) talks through: one
+/// Redis server (through a [`ConnectionManager`], which reconnects by
+/// itself) or a Redis Cluster (through the redis crate's async cluster
+/// client).
+///
+/// Open one with [`connect`](Self::connect) or
+/// [`connect_cluster`](Self::connect_cluster), or convert a
+/// [`ConnectionManager`] or [`ClusterConnection`] the application already
+/// has with [`From`]; then hand it to
+/// [`RedisStoreBuilder::build`](super::RedisStoreBuilder::build). Clones
+/// share the underlying connection.
+#[derive(Clone)]
+pub struct RedisConnection(Connection);
+
+/// What a [`RedisConnection`] holds; private, so that the public type
+/// promises nothing about its variants or about being a redis-crate
+/// connection itself.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Connects to one Redis server, e.g. `redis://127.0.0.1:6379/`, with
+    /// short timeouts (1 s to connect, 2 s per command) and automatic
+    /// reconnection.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the URL is invalid or the server cannot be
+    /// reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(store_error)?;
+        Ok(Self::from(manager))
+    }
+
+    /// Connects to a Redis Cluster given one or more of its nodes, with the
+    /// same short timeouts as [`RedisConnection::connect`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when a URL is invalid or the cluster cannot be
+    /// reached.
+    pub async fn connect_cluster<I, U>(urls: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let client = redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(StoreError::backend)?;
+        let connection = client.get_async_connection().await.map_err(store_error)?;
+        Ok(Self::from(connection))
+    }
+
+    /// A handle to run commands and scripts on (a clone sharing the
+    /// connection).
+    pub(super) fn handle(&self) -> Connection {
+        self.0.clone()
+    }
+
+    /// `"standalone"` or `"cluster"`, for `Debug`.
+    pub(super) fn mode(&self) -> &'static str {
+        match self.0 {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        }
+    }
+}
+
+impl From<ConnectionManager> for RedisConnection {
+    /// One Redis server, through a connection manager the application
+    /// already has (with its own timeouts and retries).
+    fn from(manager: ConnectionManager) -> Self {
+        Self(Connection::Standalone(manager))
+    }
+}
+
+impl From<ClusterConnection> for RedisConnection {
+    /// A Redis Cluster, through a cluster connection the application
+    /// already has.
+    fn from(connection: ClusterConnection) -> Self {
+        Self(Connection::Cluster(connection))
+    }
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedisConnection")
+            .field(&self.mode())
+            .finish()
+    }
+}
+
+/// Lets the store run commands and scripts on either kind of connection.
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connection-level failures, and the replies of a server that cannot serve
+/// right now (still loading its dataset, a replica cut off from its master,
+/// a cluster that is down or resharding, a master demoted to read-only
+/// replica during a failover), mean "unavailable": they pass by themselves,
+/// like an outage. The rest are backend errors. The Redis error stays
+/// attached as the source.
+pub(super) fn store_error(error: RedisError) -> StoreError {
+    if is_outage(&error) {
+        StoreError::unavailable(error)
+    } else {
+        StoreError::backend(error)
+    }
+}
+
+fn is_outage(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis error as the client makes it from a reply on the wire.
+    fn reply_error(reply: &str) -> RedisError {
+        let value = redis::parse_redis_value(reply.as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn a_server_that_cannot_serve_now_is_unavailable_not_broken() {
+        for reply in [
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-MOVED 3999 127.0.0.1:6381\r\n",
+        ] {
+            assert!(
+                matches!(store_error(reply_error(reply)), StoreError::Unavailable(_)),
+                "{reply}"
+            );
+        }
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(store_error(refused).is_unavailable());
+        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(store_error(timed_out).is_unavailable());
+    }
+
+    #[test]
+    fn other_server_errors_are_backend_errors() {
+        for reply in [
+            "-ERR Error running script\r\n",
+            "-NOSCRIPT No matching script.\r\n",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            "-NOPERM this user has no permissions to run the 'evalsha' command\r\n",
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+        ] {
+            assert!(
+                matches!(store_error(reply_error(reply)), StoreError::Backend(_)),
+                "{reply}"
+            );
+        }
+    }
+}

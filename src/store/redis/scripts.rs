@@ -1,0 +1,130 @@
+//! The Lua scripts the store runs in Redis, one `.lua` file each beside
+//! this one.
+//!
+//! Each script touches exactly one key (`KEYS[1]`), so Redis Cluster needs
+//! no hash tags. Times are Unix seconds from the layer's clock, passed in
+//! `ARGV`; no script reads Redis time. The scripts that need the shared
+//! helpers of `helpers.lua` (`batched`, `deadline`) get it put in front of
+//! their own text when they are first used; the others are their file
+//! alone.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared Lua helpers: write field/value pairs or delete fields in batches,
+/// so that large records never exceed Lua's argument limits, and compute a
+/// session's deadline (the earlier of the idle and absolute deadlines).
+const HELPERS: &str = include_str!("helpers.lua");
+
+/// A script made of the shared helpers followed by `body`.
+fn with_helpers(body: &str) -> Script {
+    Script::new(&[HELPERS, body].concat())
+}
+
+/// `create.lua`. KEYS[1] = record; ARGV = now, expire-at, then field/value
+/// pairs. Insert-if-absent: a live record or a forward that has not lapsed
+/// is left alone (returns 0); an expired record or a lapsed forward is
+/// replaced.
+pub(super) static CREATE: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("create.lua")));
+
+/// `load.lua`. KEYS[1] = record; ARGV = now, touch fraction. Returns the
+/// record as stored (its flat field/value list, packed by Redis's built-in
+/// `cmsgpack` into one reply) or nil; drops it when expired; records the
+/// activity when due, in the same step. A forward is no session: nil. One
+/// packed reply instead of a bulk string per field spares the client a
+/// parse and an allocation per field on every read.
+pub(super) static LOAD: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("load.lua")));
+
+/// `save.lua`. KEYS[1] = record; ARGV = now, clear, number of removals, has
+/// lifetime, idle, absolute, persistent, touch fraction, then the removed
+/// fields, then field/value pairs to set. Update-only: returns 0 and writes
+/// nothing when the record is missing, expired or a forward. After the
+/// patch, records the activity when due, as `load` does.
+pub(super) static SAVE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("save.lua")));
+
+/// `retire.lua`. KEYS[1] = record; ARGV = now, successor (hex), until.
+/// Replaces a record live at `now` by a forward to the successor that
+/// expires at `until`, and returns `{1, user}` so the caller can drop the
+/// user-index entry. A forward to the same successor that has not lapsed
+/// gives `{1, false}` again (a retry); anything else `{0, false}`, with
+/// nothing written.
+pub(super) static RETIRE: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("retire.lua")));
+
+/// `delete.lua`. KEYS[1] = record; ARGV[1] = now. Returns `{what, user,
+/// successor}`: what is 1 for a session live at `now`, 2 for a forward
+/// that has not lapsed (with its successor; the forward is kept, so a
+/// retried logout follows it again), 0 otherwise. Everything but a live
+/// forward is deleted; user is the owner of a deleted record, live or not,
+/// so the caller can drop the user-index entry too.
+pub(super) static DELETE: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("delete.lua")));
+
+/// `delete_owned.lua`. KEYS[1] = record; ARGV[1] = user. Deletes the
+/// record only if it belongs to that user (an index entry may outlive its
+/// record, and a forward belongs to nobody).
+pub(super) static DELETE_OWNED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("delete_owned.lua")));
+
+/// `index_add.lua`. KEYS[1] = user index; ARGV = now, member, its absolute
+/// deadline. Prunes the members whose absolute deadline has passed, adds
+/// the member (raising its score, never lowering it), and sets the index's
+/// TTL to its latest deadline.
+pub(super) static INDEX_ADD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("index_add.lua")));
+
+/// `index_live.lua`. KEYS[1] = user index; ARGV[1] = now. Drops the members
+/// whose absolute deadline has passed (their sessions are over whatever
+/// else happened) and returns the rest.
+pub(super) static INDEX_LIVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("index_live.lua")));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helpers are Lua `local function`s: a script that calls one
+    /// without having them in front would fail only when Redis runs it.
+    #[test]
+    fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
+        let scripts: [(&str, &Script, &str); 8] = [
+            ("create", &CREATE, include_str!("create.lua")),
+            ("load", &LOAD, include_str!("load.lua")),
+            ("save", &SAVE, include_str!("save.lua")),
+            ("retire", &RETIRE, include_str!("retire.lua")),
+            ("delete", &DELETE, include_str!("delete.lua")),
+            (
+                "delete_owned",
+                &DELETE_OWNED,
+                include_str!("delete_owned.lua"),
+            ),
+            ("index_add", &INDEX_ADD, include_str!("index_add.lua")),
+            ("index_live", &INDEX_LIVE, include_str!("index_live.lua")),
+        ];
+        for (name, script, body) in scripts {
+            let calls_helper = body.contains("batched(") || body.contains("deadline(");
+            let expected = if calls_helper {
+                [HELPERS, body].concat()
+            } else {
+                body.to_owned()
+            };
+            assert_eq!(
+                script.get_hash(),
+                Script::new(&expected).get_hash(),
+                "{name}.lua"
+            );
+            assert!(
+                !body.contains("local function"),
+                "{name}.lua defines a helper; shared ones belong in helpers.lua"
+            );
+            assert!(
+                !body.contains("{{") && !body.contains("}}"),
+                "{name}.lua is plain Lua, not a format string"
+            );
+        }
+        assert!(HELPERS.contains("local function batched("));
+        assert!(HELPERS.contains("local function deadline("));
+    }
+}

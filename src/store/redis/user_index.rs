@@ -1,0 +1,244 @@
+//! The per-user index: a sorted set of each user's session keys, behind
+//! logout-everywhere, counts and listings.
+//!
+//! Its layout and why stale members are harmless are described on
+//! [`RedisStore`]; this module adds, prunes and reads members, and keeps a
+//! listing's memory bounded by its limit.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+use super::codec::{listed_session, META_FIELDS};
+use super::connection::store_error;
+use super::scripts::{INDEX_ADD, INDEX_LIVE};
+use super::{RedisStore, BATCH};
+use crate::id::StoreKey;
+use crate::record::SessionInfo;
+use crate::store::StoreError;
+
+impl RedisStore {
+    /// `<prefix>u:<SHA-256 of the user id as hex>`.
+    pub(super) fn index_key(&self, user_id: &str) -> String {
+        format!("{}u:{}", self.prefix, hex::encode(Sha256::digest(user_id)))
+    }
+
+    /// Adds `key` to the user's index (and prunes members whose absolute
+    /// deadline has passed), extending the index's TTL to its latest
+    /// deadline.
+    pub(super) async fn index(
+        &self,
+        user_id: &str,
+        key: &StoreKey,
+        absolute_deadline: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        INDEX_ADD
+            .key(self.index_key(user_id))
+            .arg(now.unix_timestamp())
+            .arg(key.to_hex())
+            .arg(absolute_deadline.unix_timestamp())
+            .invoke_async::<i64>(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Every member of the user's index, expired or not.
+    pub(super) async fn index_members(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        redis::cmd("ZRANGE")
+            .arg(self.index_key(user_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(store_error)
+    }
+
+    /// The members of the user's index whose absolute deadline is after
+    /// `now`, after dropping the others.
+    async fn live_members(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, StoreError> {
+        INDEX_LIVE
+            .key(self.index_key(user_id))
+            .arg(now.unix_timestamp())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(store_error)
+    }
+
+    /// Removes `members` from the user's index, `BATCH` per `ZREM`.
+    pub(super) async fn unindex(
+        &self,
+        user_id: &str,
+        members: &[String],
+    ) -> Result<(), StoreError> {
+        for batch in members.chunks(BATCH) {
+            redis::cmd("ZREM")
+                .arg(self.index_key(user_id))
+                .arg(batch)
+                .query_async::<i64>(&mut self.connection())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// The listing entries of the user's sessions live at `now`, handed to
+    /// `found` one at a time as their metadata arrives (`BATCH` reads in
+    /// flight, in no particular order). Members whose record is gone,
+    /// expired, a forward or another user's leave the index on the way.
+    pub(super) async fn visit_live(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        mut found: impl FnMut(SessionInfo) + Send,
+    ) -> Result<(), StoreError> {
+        let members = self.live_members(user_id, now).await?;
+        // Members are moved into the reads, not borrowed: with a closure
+        // over borrowed members, the compiler cannot show that the trait
+        // method's future is `Send` (a higher-ranked lifetime limitation).
+        let mut reads = futures_util::stream::iter(members)
+            .map(|member: String| {
+                let mut connection = self.connection();
+                let record_key = self.record_key_hex(&member);
+                async move {
+                    let fields = redis::cmd("HMGET")
+                        .arg(record_key)
+                        .arg(&META_FIELDS)
+                        .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+                        .await;
+                    (member, fields)
+                }
+            })
+            .buffer_unordered(BATCH);
+        let mut stale = Vec::new();
+        while let Some((member, fields)) = reads.next().await {
+            let fields = fields.map_err(store_error)?;
+            match listed_session(&fields, user_id, &member, now)? {
+                Some(info) => found(info),
+                None => stale.push(member),
+            }
+            if stale.len() == BATCH {
+                self.unindex(user_id, &stale).await?;
+                stale.clear();
+            }
+        }
+        self.unindex(user_id, &stale).await
+    }
+}
+
+/// The most recently created of the sessions offered so far, at most
+/// `limit` of them: a listing's memory is bounded by its limit however many
+/// sessions the user has.
+pub(super) struct Newest {
+    limit: usize,
+    /// A min-heap on creation, so the oldest kept session is at the top,
+    /// ready to make way.
+    heap: BinaryHeap<Reverse<ByCreation>>,
+}
+
+/// A listing entry ordered by creation time, then key (as listings are).
+struct ByCreation(SessionInfo);
+
+impl ByCreation {
+    fn order(&self) -> (OffsetDateTime, StoreKey) {
+        (self.0.created_at, self.0.key)
+    }
+}
+
+impl PartialEq for ByCreation {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for ByCreation {}
+
+impl PartialOrd for ByCreation {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByCreation {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+impl Newest {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    pub(super) fn offer(&mut self, info: SessionInfo) {
+        let entry = ByCreation(info);
+        if self.heap.len() < self.limit {
+            self.heap.push(Reverse(entry));
+        } else if let Some(mut oldest) = self.heap.peek_mut() {
+            if entry > oldest.0 {
+                *oldest = Reverse(entry);
+            }
+        }
+    }
+
+    /// The kept sessions, oldest first.
+    pub(super) fn oldest_first(self) -> Vec<SessionInfo> {
+        // Ascending order of `Reverse` is newest first.
+        let mut sessions: Vec<SessionInfo> = self
+            .heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(ByCreation(info))| info)
+            .collect();
+        sessions.reverse();
+        sessions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SessionRecord;
+
+    fn info(created: i64) -> SessionInfo {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut r = SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
+        r.user_id = Some("alice".into());
+        r.created_at = OffsetDateTime::from_unix_timestamp(1_700_000_000 + created).unwrap();
+        r.info(crate::SessionId::generate().unwrap().store_key())
+    }
+
+    #[test]
+    fn a_listing_keeps_the_newest_within_its_limit_oldest_first() {
+        let offered: Vec<SessionInfo> = [5, 1, 9, 3, 7, 9, 0].into_iter().map(info).collect();
+        let mut newest = Newest::new(3);
+        for i in &offered {
+            newest.offer(i.clone());
+        }
+        let kept = newest.oldest_first();
+        let mut expected = offered.clone();
+        expected.sort_by_key(|s| (s.created_at, s.key));
+        assert_eq!(kept, expected[4..]);
+
+        let mut all = Newest::new(usize::MAX);
+        for i in &offered {
+            all.offer(i.clone());
+        }
+        assert_eq!(all.oldest_first(), expected);
+
+        let mut none = Newest::new(0);
+        none.offer(info(1));
+        assert!(none.oldest_first().is_empty());
+    }
+}
