@@ -4,7 +4,6 @@
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::SameSite;
 use crate::cookie::CookieSettings;
 use crate::id::SessionId;
 use crate::key::KeyRing;
@@ -19,21 +18,19 @@ pub fn session_id_from_cookie_headers(values: &[&[u8]], keys: &KeyRing) -> Optio
             headers.append(COOKIE, value);
         }
     }
-    let settings = CookieSettings::new(
-        "id".to_owned(),
-        None,
-        "/".to_owned(),
-        true,
-        true,
-        SameSite::Lax,
-        false,
-    )
+    let settings = CookieSettings {
+        host_prefix: Some(false),
+        ..CookieSettings::default()
+    }
+    .validated()
     .ok()?;
     settings.find_session_id(&headers, keys)
 }
 
 /// Decodes a Redis session hash given as a flat field/value list.
 #[cfg(feature = "redis")]
-pub fn decode_redis_record(flat: &[Vec<u8>]) -> Result<crate::SessionRecord, crate::StoreError> {
+pub fn decode_redis_record(
+    flat: &[Vec<u8>],
+) -> Result<crate::store::SessionRecord, crate::StoreError> {
     crate::store::redis::decode_record(flat)
 }
