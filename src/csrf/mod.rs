@@ -173,38 +173,42 @@ pub(crate) fn normalize_origin(text: &str) -> Option<String> {
     bare.then(|| format!("{scheme}://{authority}").to_ascii_lowercase())
 }
 
-/// Builds a [`CsrfLayer`]; start with [`CsrfLayer::builder`].
+/// Builds a [`CsrfLayer`]; start with [`CsrfLayer::builder`]. Setters only
+/// record what they are given; [`build`](Self::build) checks it all.
 #[must_use = "a builder does nothing until `.build()` is called"]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CsrfLayerBuilder {
-    config: CsrfConfig,
-    error: Option<ConfigError>,
+    header: String,
+    field: String,
+    exempt_paths: Vec<String>,
+    exempt_prefixes: Vec<String>,
+    trusted_origins: Vec<String>,
+    max_form_bytes: usize,
+}
+
+impl Default for CsrfLayerBuilder {
+    fn default() -> Self {
+        Self {
+            header: DEFAULT_HEADER.to_owned(),
+            field: DEFAULT_FIELD.to_owned(),
+            exempt_paths: Vec::new(),
+            exempt_prefixes: Vec::new(),
+            trusted_origins: Vec::new(),
+            max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+        }
+    }
 }
 
 impl CsrfLayerBuilder {
-    fn fail(mut self, error: ConfigError) -> Self {
-        self.error.get_or_insert(error);
-        self
-    }
-
     /// The header scripts send the token in; `x-csrf-token` by default.
     pub fn header_name(mut self, name: &str) -> Self {
-        match HeaderName::try_from(name) {
-            Ok(header) => {
-                self.config.header = header;
-                self
-            }
-            Err(_) => self.fail(ConfigError::InvalidCsrfSetting("header name")),
-        }
+        name.clone_into(&mut self.header);
+        self
     }
 
     /// The form field forms send the token in; `csrf_token` by default.
     pub fn field_name(mut self, name: impl Into<String>) -> Self {
-        let name = name.into();
-        if name.is_empty() {
-            return self.fail(ConfigError::InvalidCsrfSetting("field name"));
-        }
-        self.config.field = name;
+        self.field = name.into();
         self
     }
 
@@ -216,11 +220,7 @@ impl CsrfLayerBuilder {
     /// An exempt route must not act on the session's authority: anything
     /// it does, any site can make a logged-in browser do.
     pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
-        let path = path.into();
-        if !path.starts_with('/') {
-            return self.fail(ConfigError::InvalidCsrfSetting("exempt path"));
-        }
-        self.config.exempt_paths.push(path);
+        self.exempt_paths.push(path.into());
         self
     }
 
@@ -232,11 +232,7 @@ impl CsrfLayerBuilder {
     ///
     /// As for [`exempt_path`](Self::exempt_path), for a whole subtree.
     pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
-        if !prefix.starts_with('/') {
-            return self.fail(ConfigError::InvalidCsrfSetting("exempt prefix"));
-        }
-        self.config.exempt_prefixes.push(prefix);
+        self.exempt_prefixes.push(prefix.into());
         self
     }
 
@@ -249,37 +245,52 @@ impl CsrfLayerBuilder {
     /// Every page of a trusted origin can make requests with the user's
     /// session; trust only origins you control.
     pub fn trusted_origin(mut self, origin: &str) -> Self {
-        match normalize_origin(origin) {
-            Some(origin) => {
-                self.config.trusted_origins.push(origin);
-                self
-            }
-            None => self.fail(ConfigError::InvalidCsrfSetting("trusted origin")),
-        }
+        self.trusted_origins.push(origin.to_owned());
+        self
     }
 
     /// The largest urlencoded form body read to find the token field; 1 MiB
     /// by default. Larger forms without the header answer `413`.
     pub fn max_form_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_form_bytes = bytes;
+        self.max_form_bytes = bytes;
         self
     }
 
-    /// Builds the layer.
+    /// Checks the settings and builds the layer.
     ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidCsrfSetting`] naming the first invalid setting:
     /// a header name that is not a valid header, an empty field name, an
-    /// exempt path not starting with `/`, or a trusted origin that is not
-    /// `scheme://host[:port]`.
+    /// exempt path or prefix not starting with `/`, or a trusted origin
+    /// that is not `scheme://host[:port]`.
     pub fn build(self) -> Result<CsrfLayer, ConfigError> {
-        match self.error {
-            Some(error) => Err(error),
-            None => Ok(CsrfLayer {
-                config: Arc::new(self.config),
-            }),
+        let invalid = ConfigError::InvalidCsrfSetting;
+        let header = HeaderName::try_from(self.header).map_err(|_| invalid("header name"))?;
+        if self.field.is_empty() {
+            return Err(invalid("field name"));
         }
+        if !self.exempt_paths.iter().all(|p| p.starts_with('/')) {
+            return Err(invalid("exempt path"));
+        }
+        if !self.exempt_prefixes.iter().all(|p| p.starts_with('/')) {
+            return Err(invalid("exempt prefix"));
+        }
+        let trusted_origins = self
+            .trusted_origins
+            .iter()
+            .map(|origin| normalize_origin(origin).ok_or(invalid("trusted origin")))
+            .collect::<Result<_, _>>()?;
+        Ok(CsrfLayer {
+            config: Arc::new(CsrfConfig {
+                header,
+                field: self.field,
+                exempt_paths: self.exempt_paths,
+                exempt_prefixes: self.exempt_prefixes,
+                trusted_origins,
+                max_form_bytes: self.max_form_bytes,
+            }),
+        })
     }
 }
 
@@ -326,6 +337,10 @@ mod tests {
         assert_eq!(
             err(CsrfLayer::builder().trusted_origin("https://a.com/x")),
             ConfigError::InvalidCsrfSetting("trusted origin")
+        );
+        assert_eq!(
+            err(CsrfLayer::builder().exempt_prefix("api")),
+            ConfigError::InvalidCsrfSetting("exempt prefix")
         );
         assert!(CsrfLayer::builder()
             .header_name("x-token")
