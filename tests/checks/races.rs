@@ -10,10 +10,64 @@ use cloakroom::test_suite::StoreOp;
 use cloakroom::{KeyRing, SessionStore};
 
 use crate::support::app::{key, TestApp};
-use crate::support::client::{logged_in, whoami, with_handler_paused};
+use crate::support::client::{logged_in, whoami, with_handler_paused, Client};
+use crate::support::reply::Reply;
 
 /// How many requests race each other in the two-hundred-writers checks.
 const WRITERS: usize = 200;
+
+/// Logs alice in on two devices, sends `POST path` (a `/wait/...` route)
+/// from the first, and while its handler is held, logs out everywhere from
+/// the second. Returns the first device and its reply.
+async fn logout_everywhere_on_another_device_during<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    path: &str,
+) -> (Client, Reply) {
+    let device = logged_in(app, "alice").await;
+    let owner = logged_in(app, "alice").await;
+    let reply = with_handler_paused(app, &device, "POST", path, async {
+        let reply = owner.call("POST", "/logout-everywhere", "").await;
+        assert_eq!(reply.body, "2", "both sessions ended");
+    })
+    .await;
+    (device, reply)
+}
+
+/// Logs alice in, sends `POST path` (a `/wait/...` route), and while its
+/// handler is held, logs out in another tab of the same browser. Returns
+/// the browser and the reply.
+async fn logout_in_another_tab_during<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    path: &str,
+) -> (Client, Reply) {
+    let browser = logged_in(app, "alice").await;
+    let other_tab = browser.clone();
+    let reply = with_handler_paused(app, &browser, "POST", path, async {
+        let reply = other_tab.call("POST", "/logout", "").await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    })
+    .await;
+    (browser, reply)
+}
+
+/// What a request that changed alice's session (a regenerate, a login, a
+/// remember-me) must leave when a logout ended that session before the
+/// change was committed: the request answered, no cookie handed out for
+/// the ended session, `browser` logged out, and no session of alice's
+/// anywhere.
+async fn assert_lost_to_the_logout<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    browser: &Client,
+    reply: &Reply,
+) {
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "no cookie for the ended session"
+    );
+    assert_eq!(whoami(browser).await, None, "logged out");
+    assert_eq!(app.sessions_of("alice").await, 0);
+}
 
 pub(crate) async fn two_hundred_concurrent_writers_to_one_session_lose_nothing<
     S: SessionStore + Clone,
@@ -193,27 +247,11 @@ pub(crate) async fn regenerate_racing_logout_everywhere_leaves_no_session<
     store: S,
 ) {
     let app = TestApp::new(store);
-    let thief = logged_in(&app, "alice").await;
-    let owner = logged_in(&app, "alice").await;
     // The thief's request has asked for a new ID; before it commits, the
     // owner logs out everywhere.
-    let reply = with_handler_paused(
-        &app,
-        &thief,
-        "POST",
-        "/wait/regenerate-then-commit",
-        async {
-            let reply = owner.call("POST", "/logout-everywhere", "").await;
-            assert_eq!(reply.body, "2", "both sessions ended");
-        },
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
-    let mut thief = thief;
-    thief.absorb(&reply);
-    assert_eq!(whoami(&thief).await, None, "the thief is logged out");
-    assert_eq!(app.sessions_of("alice").await, 0);
+    let (thief, reply) =
+        logout_everywhere_on_another_device_during(&app, "/wait/regenerate-then-commit").await;
+    assert_lost_to_the_logout(&app, &thief, &reply).await;
 }
 
 pub(crate) async fn regenerate_racing_an_admin_logout_everywhere_leaves_no_session<
@@ -234,9 +272,7 @@ pub(crate) async fn regenerate_racing_an_admin_logout_everywhere_leaves_no_sessi
         },
     )
     .await;
-    assert!(reply.set_cookies().is_empty());
-    assert_eq!(whoami(&thief).await, None);
-    assert_eq!(app.sessions_of("alice").await, 0);
+    assert_lost_to_the_logout(&app, &thief, &reply).await;
 }
 
 pub(crate) async fn regenerate_racing_a_logout_in_another_tab_leaves_no_session<
@@ -245,23 +281,8 @@ pub(crate) async fn regenerate_racing_a_logout_in_another_tab_leaves_no_session<
     store: S,
 ) {
     let app = TestApp::new(store);
-    let browser = logged_in(&app, "alice").await;
-    let other_tab = browser.clone();
-    let reply = with_handler_paused(
-        &app,
-        &browser,
-        "POST",
-        "/wait/regenerate-then-commit",
-        async {
-            let reply = other_tab.call("POST", "/logout", "").await;
-            assert_eq!(reply.status, StatusCode::NO_CONTENT);
-        },
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
-    assert_eq!(whoami(&browser).await, None);
-    assert_eq!(app.sessions_of("alice").await, 0);
+    let (browser, reply) = logout_in_another_tab_during(&app, "/wait/regenerate-then-commit").await;
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
 }
 
 pub(crate) async fn a_logout_that_loaded_the_session_before_a_regenerate_ends_the_new_id_too<
@@ -295,24 +316,11 @@ pub(crate) async fn login_racing_logout_everywhere_leaves_no_session<S: SessionS
     store: S,
 ) {
     let app = TestApp::new(store);
-    let device = logged_in(&app, "alice").await;
-    let owner = logged_in(&app, "alice").await;
     // Logging in again (re-entering the password) on a device whose session
     // logout-everywhere ends before the login commits.
-    let reply = with_handler_paused(
-        &app,
-        &device,
-        "POST",
-        "/wait/login-then-commit/alice",
-        async {
-            owner.call("POST", "/logout-everywhere", "").await;
-        },
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(reply.set_cookies().is_empty());
-    assert_eq!(whoami(&device).await, None);
-    assert_eq!(app.sessions_of("alice").await, 0);
+    let (device, reply) =
+        logout_everywhere_on_another_device_during(&app, "/wait/login-then-commit/alice").await;
+    assert_lost_to_the_logout(&app, &device, &reply).await;
 
     // A login from no session at all that commits after logout-everywhere
     // is a new login: it stands, and the next logout-everywhere ends it.
@@ -342,25 +350,8 @@ pub(crate) async fn remember_me_racing_a_logout_does_not_revive_the_session<
     store: S,
 ) {
     let app = TestApp::new(store);
-    let browser = logged_in(&app, "alice").await;
-    let other_tab = browser.clone();
-    let reply = with_handler_paused(
-        &app,
-        &browser,
-        "POST",
-        "/wait/remember-then-commit",
-        async {
-            other_tab.call("POST", "/logout", "").await;
-        },
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(
-        reply.set_cookies().is_empty(),
-        "no persistent cookie for a dead session"
-    );
-    assert_eq!(whoami(&browser).await, None);
-    assert_eq!(app.sessions_of("alice").await, 0);
+    let (browser, reply) = logout_in_another_tab_during(&app, "/wait/remember-then-commit").await;
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
 }
 
 pub(crate) async fn logout_everywhere_between_the_new_record_and_the_retire_leaves_no_session<
@@ -386,10 +377,7 @@ pub(crate) async fn logout_everywhere_between_the_new_record_and_the_retire_leav
     );
     pause.release();
     let reply = pending.await.unwrap();
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(reply.set_cookies().is_empty(), "no new ID handed out");
-    assert_eq!(whoami(&browser).await, None);
-    assert_eq!(app.sessions_of("alice").await, 0);
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
 }
 
 pub(crate) async fn logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it<

@@ -44,6 +44,16 @@ async fn token(client: &mut Client) -> String {
     reply.body
 }
 
+/// A new browser, logged in as `user` the way the app's own scripts do it:
+/// a token from `/token`, then the login with it.
+async fn logged_in(app: &TestApp<MemoryStore>, user: &str) -> Client {
+    let mut client = app.client();
+    let t = token(&mut client).await;
+    let reply = post_with_token(&mut client, &format!("/login/{user}"), &t).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    client
+}
+
 /// An unsafe request with the token in `x-csrf-token`, as the app's own
 /// scripts send it.
 async fn post_with_token(client: &mut Client, path: &str, token: &str) -> Reply {
@@ -166,9 +176,7 @@ async fn missing_forged_and_foreign_tokens_are_refused() {
     }
 
     // Bob's valid token replayed in Alice's session.
-    let mut bob = app.client();
-    let t = token(&mut bob).await;
-    post_with_token(&mut bob, "/login/bob", &t).await;
+    let mut bob = logged_in(&app, "bob").await;
     let bobs = token(&mut bob).await;
     assert_eq!(
         post_with_token(&mut alice, "/write", &bobs).await.status,
@@ -183,9 +191,7 @@ async fn missing_forged_and_foreign_tokens_are_refused() {
 #[tokio::test]
 async fn masked_tokens_differ_per_response_and_all_verify() {
     let app = app();
-    let mut c = app.client();
-    let t = token(&mut c).await;
-    post_with_token(&mut c, "/login/alice", &t).await;
+    let mut c = logged_in(&app, "alice").await;
     let mut tokens = Vec::new();
     for _ in 0..5 {
         tokens.push(token(&mut c).await);
@@ -354,9 +360,7 @@ async fn wrong_layer_order_fails_closed() {
 #[tokio::test]
 async fn a_store_outage_during_the_check_answers_503() {
     let app = app();
-    let mut c = app.client();
-    let t = token(&mut c).await;
-    post_with_token(&mut c, "/login/alice", &t).await;
+    let mut c = logged_in(&app, "alice").await;
     let t = token(&mut c).await;
     app.store.set_failing(true);
     let reply = post_with_token(&mut c, "/write", &t).await;
@@ -427,12 +431,7 @@ async fn another_visitors_anonymous_token_cannot_touch_an_anonymous_session_with
 #[tokio::test]
 async fn tokens_rendered_at_once_right_after_login_all_work() {
     let app = app();
-    let mut c = app.client();
-    let t = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/login/alice", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
+    let mut c = logged_in(&app, "alice").await;
     // Two tabs and parallel XHRs ask for a token at the same moment.
     let fetches: Vec<_> = (0..32)
         .map(|_| {
@@ -471,9 +470,7 @@ async fn a_token_rendered_with_the_write_that_creates_the_session_works() {
 #[tokio::test]
 async fn the_token_is_no_session_data_and_survives_clear() {
     let app = app();
-    let mut c = app.client();
-    let t = token(&mut c).await;
-    post_with_token(&mut c, "/login/alice", &t).await;
+    let mut c = logged_in(&app, "alice").await;
     let t = token(&mut c).await;
     post_with_token(&mut c, "/write", &t).await;
     assert_eq!(

@@ -294,6 +294,13 @@ async fn cached_set(
     Ok(([(header::CACHE_CONTROL, "private, max-age=60")], "cached"))
 }
 
+/// Meets the test at the barrier twice: the test acts in between (see
+/// `with_handler_paused`).
+async fn hold(barrier: &Barrier) {
+    barrier.wait().await;
+    barrier.wait().await;
+}
+
 async fn wait_then_set(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
@@ -325,67 +332,61 @@ async fn wait_then_regenerate(
     session: Session,
 ) -> Result<StatusCode, SessionError> {
     session.keys().await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     session.regenerate().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Loads the session, waits twice, then logs out: the other party acts
+/// Loads the session, is held, then logs out: the other party acts
 /// entirely between the load and the logout.
 async fn load_wait_then_logout(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
 ) -> Result<StatusCode, SessionError> {
     session.keys().await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     session.invalidate().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Loads the session, waits twice, then logs out everywhere.
+/// Loads the session, is held, then logs out everywhere.
 async fn load_wait_then_logout_everywhere(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
 ) -> Result<String, SessionError> {
     session.keys().await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     Ok(session.logout_everywhere().await?.to_string())
 }
 
-/// Regenerates, then waits twice before the commit moves the session.
+/// Regenerates, then is held before the commit moves the session.
 async fn regenerate_then_wait(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
 ) -> Result<StatusCode, SessionError> {
     session.regenerate().await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Logs in, then waits twice before the commit stores the login.
+/// Logs in, then is held before the commit stores the login.
 async fn login_then_wait(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
     Path(user): Path<String>,
 ) -> Result<StatusCode, SessionError> {
     session.login(user).await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Asks for remember-me, then waits twice before the commit saves it.
+/// Asks for remember-me, then is held before the commit saves it.
 async fn remember_then_wait(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
 ) -> Result<StatusCode, SessionError> {
     session.remember_me().await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -395,8 +396,7 @@ async fn blind_then_wait_then_read(
     session: Session,
 ) -> Result<StatusCode, SessionError> {
     session.insert("blind", "x").await?;
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     session.get::<String>("other").await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -409,8 +409,7 @@ async fn login_then_ignore_a_failure(
     Path(user): Path<String>,
 ) -> StatusCode {
     session.login(user).await.expect("login");
-    barrier.wait().await;
-    barrier.wait().await;
+    hold(&barrier).await;
     let _ignored = session.list_sessions().await;
     StatusCode::NO_CONTENT
 }
