@@ -4,12 +4,12 @@
 //!
 //! Run with: `cargo bench --bench postgres --features postgres`
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../tests/common/backend.rs"]
-mod backend;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../tests/common/postgres.rs"]
-mod postgres;
+/// The PostgreSQL starter of the tests (`tests/support/`).
+#[path = "../tests/support"]
+mod support {
+    pub(crate) mod backend;
+    pub(crate) mod postgres;
+}
 
 use std::hint::black_box;
 
@@ -21,20 +21,17 @@ use cloakroom::store::{Patch, SessionRecord, Touch};
 use cloakroom::{SessionId, SessionStore, StoreKey};
 
 fn store_calls(c: &mut Criterion) {
-    let Some(url) = postgres::shared_url() else {
-        eprintln!("no PostgreSQL: nothing to benchmark");
-        return;
-    };
     // One connection thread, as one request's store call sees it: these
     // figures are round-trip latency, not throughput.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let store = runtime.block_on(async {
-        let pool = postgres::connect(url).await;
-        postgres::store_on(pool, &postgres::unique_table(), |b| b).await
-    });
+    // A table of its own on the shared server.
+    let Some(store) = runtime.block_on(support::postgres::store()) else {
+        eprintln!("no PostgreSQL: nothing to benchmark");
+        return;
+    };
 
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)

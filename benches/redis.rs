@@ -1,12 +1,15 @@
 //! Criterion benchmarks of `RedisStore`'s read and write paths against a
 //! real Redis: `REDIS_URL` when set, otherwise a throwaway `redis-server`
-//! on a free loopback port.
+//! on a free loopback port, started the way the tests start one.
 //!
 //! Run with: `cargo bench --features redis --bench redis`
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+/// The Redis starter of the tests (`tests/support/`).
+#[path = "../tests/support"]
+mod support {
+    pub(crate) mod backend;
+    pub(crate) mod redis_server;
+}
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use time::OffsetDateTime;
@@ -14,47 +17,9 @@ use time::OffsetDateTime;
 use cloakroom::store::{Patch, SessionRecord, Touch};
 use cloakroom::{RedisConnection, RedisStore, SessionId, SessionStore};
 
-struct Server(Option<Child>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn redis_url() -> (String, Server) {
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        return (url, Server(None));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server) or REDIS_URL");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (format!("redis://127.0.0.1:{port}/"), Server(Some(child)))
-}
-
 fn redis(c: &mut Criterion) {
-    let (url, _server) = redis_url();
+    let (url, _server) = support::redis_server::url_or_start()
+        .expect("redis-server (apt-get install redis-server) or REDIS_URL");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

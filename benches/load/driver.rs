@@ -1,0 +1,302 @@
+//! The load generator: runs every cell (store, scenario, implementation)
+//! against a fresh server process, with one keep-alive connection per
+//! virtual client, and measures throughput and latency.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+
+use crate::report::{report, Cell};
+use crate::support::backend::free_port;
+use crate::support::redis_server::{url_or_start, RedisServer};
+use crate::{IMPLS, SCENARIOS};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub(crate) fn driver_main() {
+    // Pin this process (the load generator) to core 1 by re-running it
+    // under `taskset`, once.
+    if std::env::var_os("LOAD_PINNED").is_none() && which("taskset") {
+        let status = Command::new("taskset")
+            .arg("-c")
+            .arg("1")
+            .arg(std::env::current_exe().unwrap())
+            .args(std::env::args().skip(1))
+            .env("LOAD_PINNED", "1")
+            .status()
+            .expect("taskset");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let secs = env_u64("LOAD_SECS", 10);
+    let connections = env_u64("LOAD_CONNECTIONS", 64) as usize;
+    let stores: Vec<&'static str> = match std::env::var("LOAD_STORES") {
+        Ok(list) => ["memory", "redis"]
+            .into_iter()
+            .filter(|s| list.split(',').any(|l| l.trim() == *s))
+            .collect(),
+        Err(_) => vec!["memory", "redis"],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // `REDIS_URL`, or a throwaway `redis-server` started on first use, as
+    // the tests start one. It runs where the load generator runs: on core
+    // 1, which this process is pinned to.
+    let mut redis: Option<(String, Option<RedisServer>)> = None;
+    let mut cells = Vec::new();
+    for store in stores {
+        let redis_url = if store == "redis" {
+            if redis.is_none() {
+                redis = url_or_start();
+            }
+            match &redis {
+                Some((url, _)) => Some(url.clone()),
+                None => {
+                    eprintln!("NOTICE: no redis-server and no REDIS_URL: skipping the Redis rows");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let scenarios: Vec<&'static str> = match std::env::var("LOAD_SCENARIOS") {
+            Ok(list) => SCENARIOS
+                .into_iter()
+                .filter(|s| list.split(',').any(|l| l.trim() == *s))
+                .collect(),
+            Err(_) => SCENARIOS.to_vec(),
+        };
+        for scenario in scenarios {
+            // Two passes in opposite orders (A B C, then C B A), each half
+            // of LOAD_SECS, averaged: a machine that drifts faster or slower
+            // during a scenario then tilts no implementation.
+            let half = (secs as f64 / 2.0).max(1.0);
+            let mut passes: Vec<Cell> = Vec::new();
+            let order: Vec<&'static str> =
+                IMPLS.iter().chain(IMPLS.iter().rev()).copied().collect();
+            for imp in order {
+                eprintln!("running store={store} scenario={scenario} impl={imp} for {half}s ...");
+                passes.push(runtime.block_on(run_cell(
+                    store,
+                    scenario,
+                    imp,
+                    redis_url.as_deref(),
+                    half,
+                    connections,
+                )));
+            }
+            for imp in IMPLS {
+                let runs: Vec<&Cell> = passes.iter().filter(|c| c.imp == imp).collect();
+                cells.push(Cell::average(&runs));
+            }
+        }
+    }
+    drop(redis);
+    report(&cells, secs, connections);
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(imp: &str, store: &str, redis_url: Option<&str>) -> (Server, SocketAddr) {
+    let addr = free_port();
+    let exe = std::env::current_exe().unwrap();
+    let mut command = if which("taskset") {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    command
+        .env("LOAD_ROLE", "server")
+        .env("LOAD_IMPL", imp)
+        .env("LOAD_STORE", store)
+        .env("LOAD_ADDR", addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(url) = redis_url {
+        command.env("REDIS_URL", url);
+    }
+    let mut child = command.spawn().expect("server process");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "READY", "server did not start");
+    (Server(child), addr)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn send(
+    sender: &mut Sender,
+    method: &str,
+    path: &str,
+    cookie: Option<&HeaderValue>,
+) -> (StatusCode, Option<HeaderValue>) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "bench.local")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    if let Some(cookie) = cookie {
+        request.headers_mut().insert(header::COOKIE, cookie.clone());
+    }
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let set_cookie = response.headers().get(header::SET_COOKIE).cloned();
+    response.into_body().collect().await.unwrap();
+    (status, set_cookie)
+}
+
+fn cookie_pair(set_cookie: &HeaderValue) -> HeaderValue {
+    let text = set_cookie.to_str().unwrap();
+    HeaderValue::from_str(text.split(';').next().unwrap()).unwrap()
+}
+
+async fn stats(addr: SocketAddr) -> (u64, u64, u64) {
+    let mut sender = connect(addr).await;
+    let request = Request::get("/__stats")
+        .header(header::HOST, "bench.local")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (
+        v["requests"].as_u64().unwrap(),
+        v["store_calls"].as_u64().unwrap(),
+        v["allocations"].as_u64().unwrap(),
+    )
+}
+
+async fn run_cell(
+    store: &'static str,
+    scenario: &'static str,
+    imp: &'static str,
+    redis_url: Option<&str>,
+    secs: f64,
+    connections: usize,
+) -> Cell {
+    let (_server, addr) = start_server(imp, store, redis_url);
+    // One keep-alive connection (and one session) per virtual client.
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut sender = connect(addr).await;
+        let cookie = if scenario == "anonymous" {
+            None
+        } else {
+            let (status, set_cookie) = send(&mut sender, "POST", "/login", None).await;
+            assert!(status.is_success(), "login: {status}");
+            match set_cookie.as_ref().map(cookie_pair) {
+                Some(pair) => Some(pair),
+                // The app without sessions still receives the browser's
+                // cookies: send the baseline a cookie of the same shape,
+                // so that every implementation parses the same request.
+                None if imp == "baseline" => Some(HeaderValue::from_static(
+                    "__Host-id=AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                )),
+                None => panic!("{imp} set no cookie at login"),
+            }
+        };
+        clients.push((sender, cookie));
+    }
+    let (method, path) = match scenario {
+        "anonymous" => ("GET", "/anonymous"),
+        "read" => ("GET", "/read"),
+        _ => ("POST", "/write"),
+    };
+    // Warm up, then measure.
+    let warmup = Duration::from_millis(1000);
+    let measure = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + measure;
+    let mut tasks = Vec::new();
+    for (mut sender, cookie) in clients {
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut count = 0u64;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let (status, _) = send(&mut sender, method, path, cookie.as_ref()).await;
+                assert!(status.is_success(), "{method} {path}: {status}");
+                if sent >= measure_from {
+                    let micros = sent.elapsed().as_micros().max(1) as u64;
+                    histogram.record(micros.min(60_000_000)).unwrap();
+                    count += 1;
+                }
+            }
+            (histogram, count)
+        }));
+    }
+    // Server counters at the start and end of the measured window.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let first = stats(addr).await;
+    tokio::time::sleep_until(end.into()).await;
+    let last = stats(addr).await;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut total = 0u64;
+    for task in tasks {
+        let (h, count) = task.await.unwrap();
+        histogram.add(h).unwrap();
+        total += count;
+    }
+    let requests = (last.0 - first.0).max(1) as f64;
+    // `/__stats` itself allocates a little; spread over thousands of
+    // requests it is noise.
+    let allocs = (last.2 - first.2) as f64 / requests;
+    let store_calls = (last.1 - first.1) as f64 / requests;
+    Cell {
+        store,
+        scenario,
+        imp,
+        rps: total as f64 / measure.as_secs_f64(),
+        p50_us: histogram.value_at_quantile(0.50),
+        p99_us: histogram.value_at_quantile(0.99),
+        allocs: Some(allocs),
+        store_calls: (imp != "baseline").then_some(store_calls),
+    }
+}

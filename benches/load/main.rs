@@ -1,0 +1,56 @@
+//! Side-by-side load benchmark: the same axum app with no session layer,
+//! with cloakroom, and with tower-sessions, on a memory store and on Redis,
+//! under three scenarios.
+//!
+//! Run with: `cargo bench --bench load` (needs `redis-server` for the Redis
+//! rows, like the tests; `LOAD_SECS` sets the seconds per cell, default 10;
+//! `LOAD_CONNECTIONS` the concurrent connections, default 64; `LOAD_STORES`
+//! and `LOAD_SCENARIOS` limit the stores and scenarios, e.g. `memory` or
+//! `read,write`).
+//!
+//! The server runs in a child process pinned to core 0 (one tokio thread);
+//! this process is the load generator, pinned to core 1, with one HTTP/1.1
+//! keep-alive connection per virtual client. The server counts its own heap
+//! allocations (a counting global allocator) and store calls (a counting
+//! wrapper around each store) and reports them per request.
+//!
+//! `server.rs` is the app under load, `driver.rs` the load generator,
+//! `report.rs` the table and the `RESULT` lines.
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+/// The Redis starter of the tests (`tests/support/`), for the Redis rows.
+#[path = "../../tests/support"]
+mod support {
+    pub(crate) mod backend;
+    pub(crate) mod redis_server;
+}
+
+mod driver;
+mod report;
+mod server;
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// `tower-sessions` is configured for the same behaviour as cloakroom: an
+/// idle timeout that every request rolls (`always_save`, since with
+/// `Expiry::OnInactivity` alone "reading a session is not considered
+/// activity"). `tower-sessions-modified-only` is its default save policy,
+/// where reads never extend the session: cheaper, and shown for reference.
+const IMPLS: [&str; 4] = [
+    "baseline",
+    "cloakroom",
+    "tower-sessions",
+    "tower-sessions-modified-only",
+];
+const SCENARIOS: [&str; 3] = ["anonymous", "read", "write"];
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    if std::env::var("LOAD_ROLE").as_deref() == Ok("server") {
+        server::server_main();
+    } else {
+        driver::driver_main();
+    }
+}

@@ -1,0 +1,162 @@
+//! The store-generic checks: end to end through a real axum `Router`
+//! (`support::app`), one `async fn` per check taking the store, grouped by
+//! topic. Each backend's test binary stamps all of them out, with the
+//! crate's conformance suite, by [`store_tests!`].
+//!
+//! The list in `store_tests!` is the only list of checks. A check missing
+//! from it is never called, which the compiler reports as dead code (the
+//! harness allows none), and a name in it that is no check does not
+//! compile.
+
+pub(crate) mod cookies;
+pub(crate) mod expiry;
+pub(crate) mod failures;
+pub(crate) mod lifecycle;
+pub(crate) mod races;
+pub(crate) mod rotation_failures;
+pub(crate) mod security_events;
+pub(crate) mod writes;
+
+use crate::support::reply::Reply;
+
+/// Stamps out the whole store-generic suite for one store: the crate's
+/// conformance suite (`conformance::...`), and one test per check, in a
+/// module per topic (`cookies::...`, `races::...`).
+///
+/// The argument evaluates to an `Option` of a store, inside the test (so it
+/// may `.await`), once per test; `None` skips (the backend is not
+/// installed, and `CLOAKROOM_REQUIRE_BACKENDS` is not set). Paths in it
+/// must be absolute (`crate::...`): it is evaluated inside the generated
+/// modules.
+///
+/// The checks of a topic run on the runtime its attribute gives: the races
+/// on four worker threads, the rest on one thread (which captures the logs
+/// of its own test only; see `support::logs`).
+macro_rules! store_tests {
+    ($make_store:expr) => {
+        mod conformance {
+            cloakroom::store_conformance_tests!(optional: $make_store);
+        }
+
+        $crate::checks::store_tests!(@topics $make_store;
+            #[tokio::test]
+            cookies [
+                cookie_attributes_are_safe_by_default,
+                configured_attributes_reach_the_cookie,
+                host_prefix_cookie_is_named_and_scoped_for_it,
+                junk_cookies_are_anonymous_and_cost_no_store_call,
+                a_valid_cookie_among_junk_duplicates_still_counts,
+                key_rotation_keeps_sessions_until_the_old_key_leaves_the_ring,
+                handler_cache_policy_is_kept,
+                a_publicly_cacheable_response_never_carries_a_session_cookie,
+            ],
+            #[tokio::test]
+            writes [
+                a_request_that_ignores_its_session_costs_nothing,
+                reading_a_new_session_stores_nothing_and_sets_no_cookie,
+                first_write_creates_the_session_and_later_requests_write_only_changes,
+                a_blind_write_is_one_save_and_no_load,
+                a_blind_write_rolls_the_idle_deadline,
+                a_blind_write_to_a_dead_session_starts_a_new_one,
+                a_blind_write_with_a_cookie_that_moved_leaves_the_new_cookie_alone,
+                writes_before_a_read_are_seen_by_that_read,
+                removals_and_clears_are_saved,
+                concurrent_requests_changing_different_keys_both_survive,
+                a_write_racing_a_logout_does_not_resurrect_the_session,
+                an_id_collision_on_create_is_retried,
+            ],
+            #[tokio::test]
+            lifecycle [
+                login_rotates_the_id_and_deletes_the_old_one,
+                a_planted_session_cookie_is_not_kept_through_login,
+                a_dead_cookie_is_replaced_never_reused,
+                login_as_another_user_drops_the_previous_users_data,
+                login_can_keep_only_the_keys_it_expects,
+                regenerate_keeps_data_and_user_under_a_new_id,
+                invalidate_expires_the_cookie_and_the_old_cookie_is_anonymous,
+                logout_everywhere_ends_the_users_sessions_on_every_device,
+                logout_other_devices_keeps_the_current_session,
+                listing_marks_the_current_session,
+                a_stale_cookie_never_clears_a_newer_login,
+                regenerate_after_a_logout_elsewhere_does_not_revive_the_session,
+            ],
+            #[tokio::test]
+            expiry [
+                idle_timeout_ends_an_unused_session,
+                activity_keeps_a_session_alive_until_the_absolute_timeout,
+                rolling_expiry_writes_only_after_the_touch_threshold,
+                remember_me_rolls_its_own_idle_window_until_its_lifetime_ends,
+                remember_me_asked_before_login_is_kept_through_it,
+                persistent_cookie_is_refreshed_only_when_the_deadline_moves,
+            ],
+            #[tokio::test]
+            failures [
+                store_outage_answers_503_and_service_recovers,
+                a_failed_commit_replaces_the_response_with_503,
+                a_store_failure_drops_blind_writes_too,
+                a_handler_ignoring_a_store_failure_still_gets_503_for_pending_changes,
+                data_no_store_can_hold_answers_400_and_writes_nothing,
+            ],
+            #[tokio::test]
+            security_events [
+                security_events_never_show_the_session_id,
+            ],
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            races [
+                two_hundred_concurrent_writers_to_one_session_lose_nothing,
+                a_logout_racing_two_hundred_writes_leaves_the_session_gone_for_good,
+                logout_everywhere_racing_logins_leaves_no_earlier_session_and_an_exact_index,
+                logout_everywhere_racing_regenerates_leaves_nobody_logged_in,
+                regenerate_racing_logout_everywhere_leaves_no_session,
+                regenerate_racing_an_admin_logout_everywhere_leaves_no_session,
+                regenerate_racing_a_logout_in_another_tab_leaves_no_session,
+                a_logout_that_loaded_the_session_before_a_regenerate_ends_the_new_id_too,
+                login_racing_logout_everywhere_leaves_no_session,
+                remember_me_racing_a_logout_does_not_revive_the_session,
+                logout_everywhere_between_the_new_record_and_the_retire_leaves_no_session,
+                logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it,
+                a_logout_everywhere_with_a_moved_cookie_ends_only_that_session,
+                the_session_limit_evicts_the_least_recently_active,
+            ],
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            rotation_failures [
+                a_store_failure_at_each_rotation_step_leaves_exactly_the_old_session,
+                a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_everywhere,
+                store_calls_that_land_but_report_failure_never_leave_the_user_without_a_session,
+                a_request_dropped_at_each_rotation_step_leaves_exactly_one_session,
+                failed_logouts_change_nothing_and_can_be_retried,
+                a_logout_that_failed_halfway_along_a_forward_can_be_retried,
+            ],
+        );
+    };
+    (@topics $make_store:expr; $(#[$test:meta] $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $topic {
+                $(
+                    #[$test]
+                    async fn $check() {
+                        match $make_store {
+                            Some(store) => $crate::checks::$topic::$check(store).await,
+                            None => eprintln!("skipped {}: store not available", stringify!($check)),
+                        }
+                    }
+                )*
+            }
+        )*
+    };
+}
+pub(crate) use store_tests;
+
+/// The session cookie a reply sets.
+fn cookie_of(reply: &Reply) -> cookie::Cookie<'static> {
+    let text = reply.set_cookie().expect("a Set-Cookie header");
+    cookie::Cookie::parse(text).expect("valid Set-Cookie")
+}
+
+/// Whether a reply removes the session cookie.
+fn is_removal(reply: &Reply) -> bool {
+    reply.set_cookie().is_some_and(|text| {
+        let c = cookie::Cookie::parse(text).expect("valid Set-Cookie");
+        c.value().is_empty() && c.max_age() == Some(time::Duration::ZERO)
+    })
+}

@@ -1,0 +1,502 @@
+//! Races on a multi-threaded runtime: concurrent writers, logouts and
+//! logout-everywhere against writes, logins and regenerates, and the
+//! per-user session limit under concurrent logins.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use cloakroom::store::Touch;
+use cloakroom::test_suite::StoreOp;
+use cloakroom::{KeyRing, SessionStore};
+
+use crate::support::app::{key, TestApp};
+use crate::support::client::{logged_in, whoami, with_handler_paused, Client};
+use crate::support::reply::Reply;
+
+/// How many requests race each other in the two-hundred-writers checks.
+const WRITERS: usize = 200;
+
+/// Logs alice in on two devices, sends `POST path` (a `/wait/...` route)
+/// from the first, and while its handler is held, logs out everywhere from
+/// the second. Returns the first device and its reply.
+async fn logout_everywhere_on_another_device_during<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    path: &str,
+) -> (Client, Reply) {
+    let device = logged_in(app, "alice").await;
+    let owner = logged_in(app, "alice").await;
+    let reply = with_handler_paused(app, &device, "POST", path, async {
+        let reply = owner.call("POST", "/logout-everywhere", "").await;
+        assert_eq!(reply.body, "2", "both sessions ended");
+    })
+    .await;
+    (device, reply)
+}
+
+/// Logs alice in, sends `POST path` (a `/wait/...` route), and while its
+/// handler is held, logs out in another tab of the same browser. Returns
+/// the browser and the reply.
+async fn logout_in_another_tab_during<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    path: &str,
+) -> (Client, Reply) {
+    let browser = logged_in(app, "alice").await;
+    let other_tab = browser.clone();
+    let reply = with_handler_paused(app, &browser, "POST", path, async {
+        let reply = other_tab.call("POST", "/logout", "").await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    })
+    .await;
+    (browser, reply)
+}
+
+/// What a request that changed alice's session (a regenerate, a login, a
+/// remember-me) must leave when a logout ended that session before the
+/// change was committed: the request answered, no cookie handed out for
+/// the ended session, `browser` logged out, and no session of alice's
+/// anywhere.
+async fn assert_lost_to_the_logout<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    browser: &Client,
+    reply: &Reply,
+) {
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "no cookie for the ended session"
+    );
+    assert_eq!(whoami(browser).await, None, "logged out");
+    assert_eq!(app.sessions_of("alice").await, 0);
+}
+
+pub(crate) async fn two_hundred_concurrent_writers_to_one_session_lose_nothing<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    client.put("/set/base", "1").await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| client.spawn("PUT", &format!("/set/k{i:03}"), "v"))
+        .collect();
+    for writer in writers {
+        let reply = writer.await.expect("writer task");
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert!(reply.set_cookies().is_empty(), "the session stays the same");
+    }
+    let keys: Vec<String> = client.get("/keys").await.json();
+    assert_eq!(keys.len(), WRITERS + 1, "no concurrent write was lost");
+    for i in 0..WRITERS {
+        assert!(keys.contains(&format!("k{i:03}")), "k{i:03} lost");
+    }
+}
+
+pub(crate) async fn a_logout_racing_two_hundred_writes_leaves_the_session_gone_for_good<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let client = logged_in(&app, "alice").await;
+    let cookie = client.cookie.clone().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        if i == WRITERS / 2 {
+            tasks.push(client.spawn("POST", "/logout", ""));
+        }
+        tasks.push(client.spawn("PUT", &format!("/set/w{i:03}"), "v"));
+    }
+    for task in tasks {
+        let reply = task.await.expect("task");
+        assert!(reply.status.is_success(), "{}", reply.status);
+        for set_cookie in reply.set_cookies() {
+            assert!(
+                !set_cookie.starts_with(&format!("{}={cookie}", client.cookie_name)),
+                "the logged-out ID was handed out again: {set_cookie}"
+            );
+        }
+    }
+    // The old cookie names nothing, now and later.
+    assert_eq!(whoami(&client).await, None);
+    assert_eq!(client.call("GET", "/keys", "").await.body, "[]");
+    let id = KeyRing::new(key(1)).verify(&cookie).expect("our cookie");
+    let touch = Touch {
+        now: cloakroom::Clock::now(&app.clock),
+        after: 1.0,
+    };
+    let stored = app
+        .store
+        .inner()
+        .load(&id.store_key(), touch)
+        .await
+        .unwrap();
+    assert_eq!(stored, None, "no write brought the record back");
+    assert_eq!(app.sessions_of("alice").await, 0);
+}
+
+pub(crate) async fn logout_everywhere_racing_logins_leaves_no_earlier_session_and_an_exact_index<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const EARLIER: usize = 20;
+    const RACING: usize = 50;
+    let app = TestApp::new(store);
+    let mut earlier = Vec::new();
+    for _ in 0..EARLIER {
+        earlier.push(logged_in(&app, "alice").await);
+    }
+    let mut logins = Vec::new();
+    let logout = earlier[0].spawn("POST", "/logout-everywhere", "");
+    for _ in 0..RACING {
+        let app_client = app.client();
+        logins.push(tokio::spawn(async move {
+            let mut client = app_client;
+            let reply = client.post("/login/alice").await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            client
+        }));
+    }
+    assert_eq!(logout.await.unwrap().status, StatusCode::OK);
+    let mut racing = Vec::new();
+    for login in logins {
+        racing.push(login.await.unwrap());
+    }
+    for client in &earlier {
+        assert_eq!(whoami(client).await, None, "a session from before survived");
+    }
+    // Every racing login that survived is in the user's index: the next
+    // logout-everywhere must be able to reach it.
+    let mut survivors = 0;
+    for client in &racing {
+        if whoami(client).await.is_some() {
+            survivors += 1;
+        }
+    }
+    let listed = app.layer.admin().list_sessions("alice").await.unwrap();
+    assert_eq!(listed.len(), survivors, "index and live sessions agree");
+    app.layer.admin().logout_everywhere("alice").await.unwrap();
+    for client in racing.iter().chain(&earlier) {
+        assert_eq!(
+            whoami(client).await,
+            None,
+            "nothing escapes logout-everywhere"
+        );
+    }
+}
+
+pub(crate) async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const DEVICES: usize = 60;
+    const ROUNDS: usize = 8;
+    let app = TestApp::new(store);
+    for round in 0..ROUNDS {
+        let mut devices = Vec::new();
+        for _ in 0..DEVICES {
+            devices.push(logged_in(&app, "alice").await);
+        }
+        // The owner's device takes no part in the regenerates: a cookie
+        // that moved has authority over its own session only.
+        let owner = logged_in(&app, "alice").await;
+        let mut tasks = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            if i == DEVICES / 2 {
+                let owner = owner.clone();
+                tasks.push(tokio::spawn(async move {
+                    let reply = owner.call("POST", "/logout-everywhere", "").await;
+                    (None, reply)
+                }));
+            }
+            let device = device.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut device = device;
+                let reply = device
+                    .clone()
+                    .send(device.request("POST", "/regenerate", ""))
+                    .await;
+                device.absorb(&reply);
+                (Some(device), reply)
+            }));
+        }
+        let mut after = Vec::new();
+        for task in tasks {
+            let (device, reply) = task.await.unwrap();
+            assert!(reply.status.is_success(), "{}", reply.status);
+            after.extend(device);
+        }
+        // Every session existed before logout-everywhere started, so none
+        // may survive it, whichever ID it moved to meanwhile.
+        for device in after.iter().chain(&devices).chain([&owner]) {
+            assert_eq!(
+                whoami(device).await,
+                None,
+                "round {round}: a session escaped logout-everywhere"
+            );
+        }
+        assert_eq!(app.sessions_of("alice").await, 0);
+    }
+}
+
+pub(crate) async fn regenerate_racing_logout_everywhere_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    // The thief's request has asked for a new ID; before it commits, the
+    // owner logs out everywhere.
+    let (thief, reply) =
+        logout_everywhere_on_another_device_during(&app, "/wait/regenerate-then-commit").await;
+    assert_lost_to_the_logout(&app, &thief, &reply).await;
+}
+
+pub(crate) async fn regenerate_racing_an_admin_logout_everywhere_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let thief = logged_in(&app, "alice").await;
+    let reply = with_handler_paused(
+        &app,
+        &thief,
+        "POST",
+        "/wait/regenerate-then-commit",
+        async {
+            let ended = app.layer.admin().logout_everywhere("alice").await.unwrap();
+            assert_eq!(ended, 1);
+        },
+    )
+    .await;
+    assert_lost_to_the_logout(&app, &thief, &reply).await;
+}
+
+pub(crate) async fn regenerate_racing_a_logout_in_another_tab_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let (browser, reply) = logout_in_another_tab_during(&app, "/wait/regenerate-then-commit").await;
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
+}
+
+pub(crate) async fn a_logout_that_loaded_the_session_before_a_regenerate_ends_the_new_id_too<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let mut regenerating_tab = browser.clone();
+    // The logout has loaded the session; the other tab's regenerate then
+    // runs from start to finish and hands out a new ID; then the logout
+    // deletes the old ID.
+    let reply = with_handler_paused(&app, &browser, "POST", "/wait/load-then-logout", async {
+        let reply = regenerating_tab.post("/regenerate").await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert!(regenerating_tab.cookie != browser.cookie, "a new ID");
+        assert_eq!(whoami(&regenerating_tab).await.as_deref(), Some("alice"));
+    })
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        whoami(&regenerating_tab).await,
+        None,
+        "the logout followed the session to its new ID"
+    );
+    assert_eq!(app.sessions_of("alice").await, 0);
+}
+
+pub(crate) async fn login_racing_logout_everywhere_leaves_no_session<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    // Logging in again (re-entering the password) on a device whose session
+    // logout-everywhere ends before the login commits.
+    let (device, reply) =
+        logout_everywhere_on_another_device_during(&app, "/wait/login-then-commit/alice").await;
+    assert_lost_to_the_logout(&app, &device, &reply).await;
+
+    // A login from no session at all that commits after logout-everywhere
+    // is a new login: it stands, and the next logout-everywhere ends it.
+    let mut fresh = app.client();
+    let reply = with_handler_paused(
+        &app,
+        &fresh,
+        "POST",
+        "/wait/login-then-commit/alice",
+        async {
+            app.layer.admin().logout_everywhere("alice").await.unwrap();
+        },
+    )
+    .await;
+    fresh.absorb(&reply);
+    assert_eq!(whoami(&fresh).await.as_deref(), Some("alice"));
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        1
+    );
+    assert_eq!(whoami(&fresh).await, None);
+}
+
+pub(crate) async fn remember_me_racing_a_logout_does_not_revive_the_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let (browser, reply) = logout_in_another_tab_during(&app, "/wait/remember-then-commit").await;
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
+}
+
+pub(crate) async fn logout_everywhere_between_the_new_record_and_the_retire_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    // The regenerate has created the new record and is about to retire the
+    // old one when logout-everywhere runs.
+    let mut pause = app.store.pause_next(StoreOp::Retire);
+    let pending = browser.spawn("POST", "/regenerate", "");
+    pause.reached().await;
+    assert_eq!(
+        app.sessions_of("alice").await,
+        2,
+        "old and new, both indexed"
+    );
+    assert_eq!(
+        app.layer.admin().logout_everywhere("alice").await.unwrap(),
+        2
+    );
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_lost_to_the_logout(&app, &browser, &reply).await;
+}
+
+pub(crate) async fn logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let mut other_tab = browser.clone();
+    let reply = with_handler_paused(
+        &app,
+        &browser,
+        "POST",
+        "/wait/load-then-logout-everywhere",
+        async {
+            // Another tab logs in as bob: alice's session moves to bob's.
+            let reply = other_tab.post("/login/bob").await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            assert_eq!(whoami(&other_tab).await.as_deref(), Some("bob"));
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        whoami(&other_tab).await,
+        None,
+        "the logout followed the session it loaded to its new ID"
+    );
+    assert_eq!(app.sessions_of("alice").await, 0);
+    assert_eq!(app.sessions_of("bob").await, 0);
+}
+
+pub(crate) async fn a_logout_everywhere_with_a_moved_cookie_ends_only_that_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let phone = logged_in(&app, "alice").await;
+    let laptop = logged_in(&app, "alice").await;
+    let mut moved = laptop.clone();
+    assert_eq!(
+        moved.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The old cookie arrives after the move, within the forward's life.
+    let reply = laptop.call("POST", "/logout-everywhere", "").await;
+    assert_eq!(reply.body, "1", "the moved session, and nothing else");
+    assert_eq!(whoami(&moved).await, None);
+    assert_eq!(
+        whoami(&phone).await.as_deref(),
+        Some("alice"),
+        "an old ID has no authority over the user's other sessions"
+    );
+}
+
+pub(crate) async fn the_session_limit_evicts_the_least_recently_active<S: SessionStore + Clone>(
+    store: S,
+) {
+    const LIMIT: usize = 3;
+    let app = TestApp::with(store, |b| b.max_sessions_per_user(Some(LIMIT)));
+    let mut devices = Vec::new();
+    for _ in 0..LIMIT {
+        devices.push(logged_in(&app, "alice").await);
+        // Past the touch threshold (a tenth of the 30-minute idle window).
+        app.clock.advance(Duration::from_secs(200));
+    }
+    // The first device is the most recently active of the three.
+    assert_eq!(whoami(&devices[0]).await.as_deref(), Some("alice"));
+    let newest = logged_in(&app, "alice").await;
+    assert_eq!(app.sessions_of("alice").await, LIMIT);
+    assert_eq!(
+        whoami(&devices[1]).await,
+        None,
+        "the least recently active ended"
+    );
+    for client in [&devices[0], &devices[2], &newest] {
+        assert_eq!(whoami(client).await.as_deref(), Some("alice"));
+    }
+
+    // Logins at the same moment never end each other's new sessions; they
+    // overshoot by at most their number.
+    const AT_ONCE: usize = 12;
+    app.clock.advance(Duration::from_secs(1));
+    let logins: Vec<_> = (0..AT_ONCE)
+        .map(|_| {
+            let mut client = app.client();
+            tokio::spawn(async move {
+                let request = client.request("POST", "/login/alice", "");
+                let reply = client.clone().send(request).await;
+                assert_eq!(reply.status, StatusCode::NO_CONTENT);
+                client.absorb(&reply);
+                client
+            })
+        })
+        .collect();
+    let mut at_once = Vec::new();
+    for login in logins {
+        at_once.push(login.await.unwrap());
+    }
+    for client in &at_once {
+        assert_eq!(
+            whoami(client).await.as_deref(),
+            Some("alice"),
+            "a login running at the same moment ended another's new session"
+        );
+    }
+    let count = app.sessions_of("alice").await;
+    assert!(
+        (LIMIT..=LIMIT + AT_ONCE).contains(&count),
+        "{count}: over by at most the logins at once, never under"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    let last = logged_in(&app, "alice").await;
+    assert_eq!(
+        app.sessions_of("alice").await,
+        LIMIT,
+        "the next login trims"
+    );
+    assert_eq!(whoami(&last).await.as_deref(), Some("alice"));
+}

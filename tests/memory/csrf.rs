@@ -1,0 +1,490 @@
+//! CSRF protection end to end: `CsrfLayer` inside `SessionLayer` on the
+//! test app (`TestApp::with_layer`), on the memory store.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::{CsrfLayer, CsrfToken, MemoryStore, SessionLayer};
+use tower::ServiceExt;
+
+use crate::support::app::{key, TestApp};
+use crate::support::client::Client;
+use crate::support::reply::{read, Reply};
+
+const HOST: &str = "app.example.test";
+
+fn app() -> TestApp<MemoryStore> {
+    let csrf = CsrfLayer::builder()
+        .exempt_prefix("/hooks/")
+        .trusted_origin("https://admin.example.test")
+        .max_form_bytes(4096)
+        .build()
+        .unwrap();
+    TestApp::with_layer(MemoryStore::new(), |b| b, csrf)
+}
+
+/// A browser-like unsafe request from the app's own pages.
+fn unsafe_post(client: &Client, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut request = client.request("POST", path, body);
+    let h = request.headers_mut();
+    h.insert(header::HOST, HOST.parse().unwrap());
+    for (name, value) in headers {
+        h.insert(
+            header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    request
+}
+
+async fn token(client: &mut Client) -> String {
+    let reply = client.get("/token").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.body
+}
+
+/// A new browser, logged in as `user` the way the app's own scripts do it:
+/// a token from `/token`, then the login with it.
+async fn logged_in(app: &TestApp<MemoryStore>, user: &str) -> Client {
+    let mut client = app.client();
+    let t = token(&mut client).await;
+    let reply = post_with_token(&mut client, &format!("/login/{user}"), &t).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    client
+}
+
+/// An unsafe request with the token in `x-csrf-token`, as the app's own
+/// scripts send it.
+async fn post_with_token(client: &mut Client, path: &str, token: &str) -> Reply {
+    let request = unsafe_post(client, path, &[("x-csrf-token", token)], "");
+    client.send(request).await
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+#[tokio::test]
+async fn a_cross_site_form_post_is_refused_before_any_session_work() {
+    let app = app();
+    let mut victim = app.client();
+    let t = token(&mut victim).await;
+    app.store.reset();
+    let request = unsafe_post(
+        &victim,
+        "/echo",
+        &[
+            FORM,
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ],
+        &format!("msg=hi&csrf_token={t}"),
+    );
+    let reply = victim.send(request).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body, "CSRF check failed: cross-site request\n");
+    assert_eq!(
+        app.store.calls().total(),
+        0,
+        "refused before any store call"
+    );
+}
+
+#[tokio::test]
+async fn a_sibling_subdomain_is_refused_although_it_is_the_same_site() {
+    let app = app();
+    let mut victim = app.client();
+    let t = token(&mut victim).await;
+    let request = unsafe_post(
+        &victim,
+        "/echo",
+        &[
+            FORM,
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://evil.example.test"),
+        ],
+        &format!("msg=hi&csrf_token={t}"),
+    );
+    assert_eq!(victim.send(request).await.status, StatusCode::FORBIDDEN);
+    // A browser without Fetch Metadata still sends Origin.
+    let request = unsafe_post(
+        &victim,
+        "/echo",
+        &[FORM, ("origin", "http://evil.example.test")],
+        &format!("msg=hi&csrf_token={t}"),
+    );
+    let reply = victim.send(request).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body, "CSRF check failed: origin not allowed\n");
+}
+
+#[tokio::test]
+async fn same_origin_requests_with_a_token_pass_by_header_or_form_field() {
+    let app = app();
+    let mut c = app.client();
+    let same_origin = [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "http://app.example.test"),
+    ];
+
+    let t = token(&mut c).await;
+    let request = unsafe_post(
+        &c,
+        "/write",
+        &[same_origin[0], same_origin[1], ("x-csrf-token", &t)],
+        "",
+    );
+    assert_eq!(c.send(request).await.status, StatusCode::NO_CONTENT);
+    assert!(c.cookie.is_some(), "the write created a session");
+
+    let t = token(&mut c).await;
+    let request = unsafe_post(
+        &c,
+        "/echo",
+        &[FORM, same_origin[0], same_origin[1]],
+        &format!("msg=hello+world&csrf_token={t}"),
+    );
+    let reply = c.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body, "hello world",
+        "the handler still reads the whole form"
+    );
+}
+
+#[tokio::test]
+async fn missing_forged_and_foreign_tokens_are_refused() {
+    let app = app();
+    let mut alice = app.client();
+    alice.post("/login/alice").await; // no token: refused
+    assert!(alice.cookie.is_none());
+    let t = token(&mut alice).await;
+    assert_eq!(
+        post_with_token(&mut alice, "/login/alice", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    let missing = unsafe_post(&alice, "/write", &[], "");
+    let reply = alice.send(missing).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body, "CSRF check failed: missing token\n");
+
+    let forged = "A".repeat(86);
+    for bad in [forged.as_str(), "short", &"!".repeat(86)] {
+        let reply = post_with_token(&mut alice, "/write", bad).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{bad}");
+        assert_eq!(reply.body, "CSRF check failed: invalid or expired token\n");
+    }
+
+    // Bob's valid token replayed in Alice's session.
+    let mut bob = logged_in(&app, "bob").await;
+    let bobs = token(&mut bob).await;
+    assert_eq!(
+        post_with_token(&mut alice, "/write", &bobs).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_with_token(&mut bob, "/write", &bobs).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn masked_tokens_differ_per_response_and_all_verify() {
+    let app = app();
+    let mut c = logged_in(&app, "alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(token(&mut c).await);
+    }
+    let mut unique = tokens.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 5, "no token repeats on the wire");
+    for t in &tokens {
+        assert_eq!(
+            post_with_token(&mut c, "/write", t).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+}
+
+#[tokio::test]
+async fn asking_for_a_token_creates_no_session_and_sets_no_cookie() {
+    let app = app();
+    let mut visitor = app.client();
+    for _ in 0..3 {
+        let reply = visitor.get("/token").await;
+        assert!(
+            reply.set_cookies().is_empty(),
+            "no cookie for a visitor who never posts"
+        );
+    }
+    assert_eq!(app.store.calls().total(), 0);
+    assert!(app.store.inner().is_empty());
+
+    // The token still works when the visitor does post.
+    let t = token(&mut visitor).await;
+    assert_eq!(
+        post_with_token(&mut visitor, "/login/alice", &t)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.store.inner().len(), 1);
+}
+
+#[tokio::test]
+async fn the_token_rotates_on_login_and_regenerate() {
+    let app = app();
+    let mut c = app.client();
+    let anonymous = token(&mut c).await;
+    post_with_token(&mut c, "/login/alice", &anonymous).await;
+    assert_eq!(
+        post_with_token(&mut c, "/write", &anonymous).await.status,
+        StatusCode::FORBIDDEN,
+        "pre-login token"
+    );
+
+    let before = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/login/alice", &before)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post_with_token(&mut c, "/write", &before).await.status,
+        StatusCode::FORBIDDEN,
+        "login rotated it"
+    );
+
+    let before = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/regenerate", &before).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post_with_token(&mut c, "/write", &before).await.status,
+        StatusCode::FORBIDDEN,
+        "regenerate rotated it"
+    );
+    let fresh = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/write", &fresh).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn safe_methods_exempt_paths_and_trusted_origins() {
+    let app = app();
+    let mut c = app.client();
+    assert_eq!(
+        c.get("/token").await.status,
+        StatusCode::OK,
+        "GET is never checked"
+    );
+    let hook = unsafe_post(
+        &c,
+        "/hooks/incoming",
+        &[("sec-fetch-site", "cross-site")],
+        "",
+    );
+    assert_eq!(c.send(hook).await.body, "hook", "exempt prefix");
+
+    let t = token(&mut c).await;
+    let trusted = unsafe_post(
+        &c,
+        "/write",
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://admin.example.test"),
+            ("x-csrf-token", &t),
+        ],
+        "",
+    );
+    assert_eq!(c.send(trusted).await.status, StatusCode::NO_CONTENT);
+    let untrusted_no_token = unsafe_post(
+        &c,
+        "/write",
+        &[("origin", "https://admin.example.test")],
+        "",
+    );
+    assert_eq!(
+        c.send(untrusted_no_token).await.status,
+        StatusCode::FORBIDDEN,
+        "a trusted origin still needs the token"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_form_is_refused_with_413() {
+    let app = app();
+    let mut c = app.client();
+    let body = format!("msg={}", "x".repeat(5000));
+    let request = unsafe_post(&c, "/echo", &[FORM], &body);
+    let reply = c.send(request).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn wrong_layer_order_fails_closed() {
+    let sessions = SessionLayer::builder(MemoryStore::new())
+        .key(key(1))
+        .build()
+        .unwrap();
+    let router = Router::new()
+        .route("/write", post(|| async { "unreachable" }))
+        .route("/token", get(|t: CsrfToken| async move { t.masked() }))
+        .layer(sessions)
+        .layer(CsrfLayer::new());
+    let reply = read(
+        router
+            .clone()
+            .oneshot(Request::post("/write").body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // The test app's `/token`, without a `CsrfLayer`.
+    let no_csrf = TestApp::new(MemoryStore::new());
+    assert_eq!(
+        no_csrf.client().get("/token").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "no token without the check"
+    );
+}
+
+#[tokio::test]
+async fn a_store_outage_during_the_check_answers_503() {
+    let app = app();
+    let mut c = logged_in(&app, "alice").await;
+    let t = token(&mut c).await;
+    app.store.set_failing(true);
+    let reply = post_with_token(&mut c, "/write", &t).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    app.store.set_failing(false);
+    assert_eq!(
+        post_with_token(&mut c, "/write", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_token_counts_only_for_a_visitor_without_a_session() {
+    let app = app();
+    let mut c = app.client();
+    // A script fetches one token; its first post creates a session.
+    let t = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/write", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(c.cookie.is_some());
+    // The public token no longer acts on that session: a new one is needed.
+    assert_eq!(
+        post_with_token(&mut c, "/write", &t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let fresh = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/write", &fresh).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn another_visitors_anonymous_token_cannot_touch_an_anonymous_session_with_data() {
+    let app = app();
+    // The victim has an anonymous session with a cart, and no secret was
+    // ever stored for it.
+    let mut victim = app.client();
+    let t = token(&mut victim).await;
+    post_with_token(&mut victim, "/write", &t).await;
+    assert!(victim.cookie.is_some());
+    // The attacker's token is the public anonymous one; their page makes
+    // the victim's browser post it (a client sending neither `Origin` nor
+    // `Sec-Fetch-Site`).
+    let mut attacker = app.client();
+    let public = token(&mut attacker).await;
+    assert_eq!(
+        post_with_token(&mut victim, "/write", &public).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A cookie whose session has ended is no session: the token counts.
+    let dead_cookie = victim.cookie.clone();
+    let bound = token(&mut victim).await;
+    assert_eq!(
+        post_with_token(&mut victim, "/logout", &bound).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let mut stale = app.client();
+    stale.cookie = dead_cookie;
+    assert_eq!(
+        post_with_token(&mut stale, "/clear", &public).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn tokens_rendered_at_once_right_after_login_all_work() {
+    let app = app();
+    let mut c = logged_in(&app, "alice").await;
+    // Two tabs and parallel XHRs ask for a token at the same moment.
+    let fetches: Vec<_> = (0..32)
+        .map(|_| {
+            let mut tab = c.clone();
+            tokio::spawn(async move { token(&mut tab).await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for fetch in fetches {
+        tokens.push(fetch.await.unwrap());
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(
+            post_with_token(&mut c, "/write", t).await.status,
+            StatusCode::NO_CONTENT,
+            "token {i} of {}",
+            tokens.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_rendered_with_the_write_that_creates_the_session_works() {
+    let app = app();
+    let mut c = app.client();
+    let t = token(&mut c).await;
+    let reply = post_with_token(&mut c, "/write-then-token", &t).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(c.cookie.is_some(), "the write created the session");
+    assert_eq!(
+        post_with_token(&mut c, "/write", &reply.body).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_no_session_data_and_survives_clear() {
+    let app = app();
+    let mut c = logged_in(&app, "alice").await;
+    let t = token(&mut c).await;
+    post_with_token(&mut c, "/write", &t).await;
+    assert_eq!(
+        c.get("/keys").await.body,
+        r#"["written"]"#,
+        "no secret among the keys"
+    );
+    assert_eq!(
+        post_with_token(&mut c, "/clear", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post_with_token(&mut c, "/write", &t).await.status,
+        StatusCode::NO_CONTENT,
+        "forms open in other tabs keep working after clear()"
+    );
+}

@@ -1,0 +1,32 @@
+//! Everything that runs on real PostgreSQL (`DATABASE_URL`, or a
+//! throwaway cluster; see `support/postgres.rs`): the store-generic suite
+//! (conformance and end-to-end checks), what is particular to
+//! `PostgresStore` (schema, sweeping, bad rows, outages), and the demo
+//! binary on it.
+
+#[path = "../support"]
+mod support {
+    pub(crate) mod app;
+    pub(crate) mod backend;
+    pub(crate) mod client;
+    #[cfg(all(feature = "memory", feature = "csrf"))]
+    pub(crate) mod demo;
+    pub(crate) mod logs;
+    pub(crate) mod postgres;
+    pub(crate) mod reply;
+}
+
+#[path = "../checks/mod.rs"]
+mod checks;
+
+#[cfg(all(feature = "memory", feature = "csrf"))]
+mod demo;
+mod outage;
+mod store;
+
+// A table per test (see `support::postgres::store`): the checks use fixed
+// user names ("alice"), so tests running at once must not see each other's
+// sessions, and the conformance suite's sweep check sweeps at a time in the
+// future, which in a shared table would also delete the live sessions of
+// the checks running beside it.
+checks::store_tests!(crate::support::postgres::store().await);

@@ -1,0 +1,77 @@
+//! The demo binary with `SESSION_STORE=redis`, over real HTTP, against a
+//! real Redis server and a real Redis Cluster: the whole contract, and a
+//! Redis outage answered with 503.
+
+use hyper::{Method, StatusCode};
+
+use crate::support::demo::{check_contract, start_demo, Browser};
+use crate::support::redis::cluster_urls;
+use crate::support::redis_server::RedisServer;
+
+#[tokio::test]
+async fn the_demo_answers_its_contract_on_redis() {
+    let Some(mut server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = server.url();
+    let key = "42".repeat(32);
+    let demo = start_demo(&[
+        ("SESSION_STORE", "redis"),
+        ("REDIS_URL", &url),
+        ("SESSION_KEY", &key),
+    ])
+    .await;
+    check_contract(&demo, "").await;
+
+    let mut browser = Browser::new(&demo);
+    browser.login("carol").await;
+    server.stop();
+    let reply = browser.get("/api/me").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "an outage is a 503"
+    );
+    let page = browser.get("/").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "never a logged-in page"
+    );
+    assert!(!page.body.contains("carol"));
+    server.restart();
+    // Redis lost its data (no persistence here): the demo recovers and the
+    // browser is simply anonymous again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reply = browser.get("/api/me").await;
+        if reply.status != StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        browser.api(Method::POST, "/api/counter", "").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_demo_answers_its_contract_on_a_redis_cluster() {
+    let Some(urls) = cluster_urls() else {
+        return;
+    };
+    let key = "42".repeat(32);
+    let demo = start_demo(&[
+        ("SESSION_STORE", "redis"),
+        ("REDIS_CLUSTER_URLS", &urls.join(",")),
+        ("SESSION_KEY", &key),
+    ])
+    .await;
+    check_contract(&demo, "").await;
+}

@@ -1,0 +1,716 @@
+//! `RedisStore` against a dedicated real server that the tests stop,
+//! restart, freeze and count commands on.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use cloakroom::store::{Deleted, SessionRecord, Touch};
+use cloakroom::{
+    Clock as _, ConfigError, KeyRing, RedisConnection, RedisStore, SessionId, SessionStore,
+    StoreError, StoreKey,
+};
+use time::OffsetDateTime;
+
+use crate::support::app::{key, TestApp, ABSOLUTE, IDLE};
+use crate::support::client::{assert_unavailable, logged_in, Client};
+use crate::support::redis::CommandRecorder;
+use crate::support::redis_server::RedisServer;
+use crate::support::reply::Reply;
+
+async fn app_on(server: &RedisServer) -> TestApp<RedisStore> {
+    TestApp::new(RedisStore::connect(&server.url()).await.expect("connect"))
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
+    // Append-only persistence, so the session survives the restart.
+    let Some(mut server) = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let app = app_on(&server).await;
+    let mut client = logged_in(&app, "alice").await;
+    let cookie = client.cookie.clone().expect("logged in");
+
+    server.stop();
+    for path in ["/whoami", "/get/k"] {
+        assert_unavailable(&client.get(path).await, path);
+    }
+    assert_unavailable(&client.put("/set/k", "lost").await, "a write");
+    assert_unavailable(
+        &app.client().put("/set/k", "v").await,
+        "creating fails closed too",
+    );
+    assert_eq!(client.cookie.as_deref(), Some(cookie.as_str()));
+
+    server.restart();
+    // The connection manager reconnects by itself; no restart of the app.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = client.get("/whoami").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "alice", "the same session, intact");
+            break;
+        }
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "only 503 until Redis is back"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client.get("/get/k").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing half-written"
+    );
+    assert_eq!(
+        client.put("/set/k", "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(client.get("/get/k").await.body, "v");
+}
+
+#[tokio::test]
+async fn a_read_is_one_round_trip_and_so_is_a_write() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let recorder = CommandRecorder::start(server.addr).await;
+    let app = TestApp::new(RedisStore::connect(&recorder.url()).await.expect("connect"));
+    let mut client = app.client();
+    // Warm up: the first use of each script loads it into Redis.
+    client.post("/login/alice").await;
+    client.put("/set/k", "v").await;
+    client.get("/whoami").await;
+
+    let cost = |path: &str, method: &str| {
+        recorder.reset();
+        let request = client.request(method, path, "x");
+        let mut client = client.clone();
+        let recorder = &recorder;
+        async move {
+            let reply = client.send(request).await;
+            (reply, recorder.commands())
+        }
+    };
+    let (reply, read) = cost("/whoami", "GET").await;
+    assert_eq!(reply.body, "alice");
+    assert_eq!(read, ["EVALSHA"], "an authenticated read is one round trip");
+
+    let (reply, untouched) = cost("/noop", "GET").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        untouched.is_empty(),
+        "a request that ignores its session sends nothing"
+    );
+
+    let (reply, write) = cost("/set/other", "PUT").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        write,
+        ["EVALSHA"],
+        "a write without a read is one round trip"
+    );
+
+    let (reply, update) = cost("/incr/n", "POST").await;
+    assert_eq!(reply.body, "1");
+    assert_eq!(
+        update,
+        ["EVALSHA", "EVALSHA"],
+        "read-modify-write: the load, then one patch script"
+    );
+
+    app.clock.advance(std::time::Duration::from_secs(600));
+    let (reply, touched) = cost("/whoami", "GET").await;
+    assert_eq!(reply.body, "alice");
+    assert_eq!(
+        touched,
+        ["EVALSHA"],
+        "a read that rolls the deadline is still one round trip"
+    );
+
+    recorder.reset();
+    // A well-formed cookie under the session cookie's name, with a tag no
+    // key of the layer made.
+    let forged = format!(
+        "{}={}",
+        client.cookie_name,
+        KeyRing::new(key(9)).sign(&SessionId::generate().unwrap())
+    );
+    let reply = client
+        .get_with_cookie_headers("/whoami", &[forged.as_bytes()])
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        recorder.commands().is_empty(),
+        "a junk cookie never reaches Redis"
+    );
+}
+
+#[tokio::test]
+async fn session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let app = app_on(&server).await;
+    let mut client = app.client();
+    client.post("/login/alice").await;
+    let cookie = client.cookie.clone().unwrap();
+
+    let redis = redis::Client::open(server.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.len(),
+        2,
+        "one session hash and one user index: {keys:?}"
+    );
+    for key in &keys {
+        assert!(key.starts_with("cloakroom:"), "{key}");
+        assert!(!key.contains(&cookie[..22]), "the raw ID is never a key");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} expires on its own (TTL {ttl})");
+    }
+    let session_key = keys.iter().find(|k| k.starts_with("cloakroom:s:")).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(session_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let idle = IDLE.as_secs() as i64;
+    assert!(
+        (idle - 5..=idle).contains(&ttl),
+        "TTL {ttl} is the idle deadline"
+    );
+    let index_key = keys.iter().find(|k| k.starts_with("cloakroom:u:")).unwrap();
+    assert!(
+        !index_key.contains("alice"),
+        "user ids are hashed in key names"
+    );
+
+    let dump: Vec<Vec<u8>> = redis::cmd("HGETALL")
+        .arg(session_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.concat()).into_owned();
+    assert!(!dump.contains(&cookie[..22]), "the raw ID is not stored");
+}
+
+#[tokio::test]
+async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let connection = RedisConnection::connect(&server.url())
+        .await
+        .expect("connect");
+    for bad in ["app{1}:".to_owned(), "app}".to_owned(), "x".repeat(129)] {
+        let built = RedisStore::builder()
+            .key_prefix(bad.as_str())
+            .build(connection.clone());
+        assert!(
+            matches!(built, Err(ConfigError::InvalidKeyPrefix)),
+            "{bad:?}"
+        );
+    }
+    // A connection manager the application already has does as well.
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(server.url()).unwrap())
+        .await
+        .unwrap();
+    let store = RedisStore::builder()
+        .key_prefix("app:")
+        .build(manager)
+        .expect("a valid prefix");
+    let key = new_key();
+    assert!(store
+        .create(&key, &session_of("alice", now()), now())
+        .await
+        .unwrap());
+
+    let mut redis = server.connection().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], format!("app:s:{}", key.to_hex()));
+    assert!(keys[1].starts_with("app:u:"), "{keys:?}");
+}
+
+#[tokio::test]
+async fn the_user_index_is_pruned_and_bounded() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let app = app_on(&server).await;
+    for _ in 0..5 {
+        let mut c = app.client();
+        c.post("/login/alice").await;
+    }
+    let redis = redis::Client::open(server.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let index: String = {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("cloakroom:u:*")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        keys.into_iter().next().expect("an index key")
+    };
+    let size = |c: &mut redis::aio::MultiplexedConnection| {
+        let index = index.clone();
+        let mut c = c.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg(index)
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(size(&mut connection).await, 5);
+    // Past every absolute deadline, the next login prunes all five.
+    app.clock.advance(ABSOLUTE);
+    app.client().post("/login/alice").await;
+    assert_eq!(
+        size(&mut connection).await,
+        1,
+        "expired entries pruned on login"
+    );
+    // Logging out removes the session's entry at once.
+    let mut c = app.client();
+    c.post("/login/alice").await;
+    assert_eq!(size(&mut connection).await, 2);
+    c.post("/logout").await;
+    assert_eq!(size(&mut connection).await, 1, "logout dropped its entry");
+    // Listing prunes entries whose sessions vanished another way.
+    let redis = redis::Client::open(server.url()).unwrap();
+    let mut direct = redis.get_multiplexed_async_connection().await.unwrap();
+    let sessions: Vec<String> = redis::cmd("KEYS")
+        .arg("cloakroom:s:*")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    for key in sessions {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+    }
+    assert_eq!(size(&mut connection).await, 1);
+    assert!(app
+        .layer
+        .admin()
+        .list_sessions("alice")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        size(&mut connection).await,
+        0,
+        "listing pruned the dangling entry"
+    );
+}
+
+/// Sends a request, failing the test rather than hanging if no answer
+/// comes within `limit`; returns the reply and how long it took.
+async fn within(
+    limit: Duration,
+    client: &mut Client,
+    method: &str,
+    path: &str,
+) -> (Reply, Duration) {
+    let request = client.request(method, path, "v");
+    let started = Instant::now();
+    let reply = tokio::time::timeout(limit, client.send(request))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} hung for {limit:?}"));
+    (reply, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_frozen_redis_answers_503_within_the_store_timeout_and_service_resumes() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let app = TestApp::with(store, |b| b.store_timeout(Duration::from_millis(500)));
+    let mut client = logged_in(&app, "alice").await;
+    assert_eq!(client.get("/whoami").await.body, "alice");
+    let cookie = client.cookie.clone();
+
+    // SIGSTOP: the connection stays open and nothing answers, which no
+    // connection error reveals; only the layer's timeout ends the wait. The
+    // guard resumes the server even if an assertion below fails.
+    let paused = server.pause().await;
+    for (method, path) in [("GET", "/whoami"), ("PUT", "/set/k"), ("GET", "/get/k")] {
+        let (reply, took) = within(Duration::from_secs(10), &mut client, method, path).await;
+        assert_unavailable(&reply, &format!("{method} {path}"));
+        assert!(
+            took < Duration::from_secs(2),
+            "{method} {path} took {took:?} with a 500 ms store timeout"
+        );
+    }
+    let mut anonymous = app.client();
+    let (reply, took) = within(Duration::from_secs(10), &mut anonymous, "PUT", "/set/k").await;
+    assert_unavailable(&reply, "creating too");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(client.cookie, cookie, "the client keeps its session");
+
+    paused.resume();
+    // The commands sent during the freeze are still queued on the
+    // connection and run now (so the abandoned write above may yet land,
+    // as the store timeout warns); then service goes on as before.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (reply, _) = within(Duration::from_secs(10), &mut client, "GET", "/whoami").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "alice", "the same session, intact");
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume after Redis did"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client.put("/set/after", "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(client.get("/get/after").await.body, "v");
+}
+
+/// Whether the store error is Redis answering `LOADING`.
+fn is_loading(error: &StoreError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<redis::RedisError>())
+        .is_some_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+}
+
+#[tokio::test]
+async fn a_redis_still_loading_its_data_is_unavailable_until_it_has_loaded() {
+    // Loading sleeps 1 ms per key and answers clients every KiB read, so a
+    // restart spends about 3 s answering LOADING.
+    let Some(mut server) = RedisServer::start(&[
+        "--key-load-delay",
+        "1000",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    let cookie = client.cookie.clone().expect("logged in");
+    let key = KeyRing::new(key(1))
+        .verify(&cookie)
+        .expect("our cookie")
+        .store_key();
+    let mut direct = server.connection().await;
+    let _: i64 = redis::cmd("EVAL")
+        .arg("for i = 1, 3000 do redis.call('SET', 'filler:' .. i, 'x') end return 1")
+        .arg(0)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut direct).await.unwrap();
+    drop(direct);
+
+    // Back as soon as it accepts connections: while it is still loading.
+    server.restart();
+    let touch = Touch {
+        now: app.clock.now(),
+        after: 1.0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut loading_seen = false;
+    loop {
+        assert!(Instant::now() < deadline, "Redis never finished loading");
+        match app.store.inner().load(&key, touch).await {
+            Ok(Some(record)) => {
+                assert_eq!(record.user_id.as_deref(), Some("alice"));
+                break;
+            }
+            Ok(None) => panic!("the session was lost in the restart"),
+            Err(error) => {
+                // Reconnecting fails as unavailable too; LOADING must as well.
+                assert!(error.is_unavailable(), "{error:?}");
+                if is_loading(&error) && !loading_seen {
+                    loading_seen = true;
+                    assert_unavailable(&client.get("/whoami").await, "while loading");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        loading_seen,
+        "no LOADING reply was seen; loading was too quick"
+    );
+    assert_eq!(client.get("/whoami").await.body, "alice");
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
+}
+
+fn new_key() -> StoreKey {
+    SessionId::generate().unwrap().store_key()
+}
+
+fn session_of(user: &str, created: OffsetDateTime) -> SessionRecord {
+    let mut record = SessionRecord::new(
+        created,
+        time::Duration::minutes(30),
+        time::Duration::hours(12),
+    );
+    record.user_id = Some(user.to_owned());
+    record
+}
+
+/// How many members the user's index holds (0 once it is gone).
+async fn index_size(connection: &mut redis::aio::MultiplexedConnection, user: &str) -> i64 {
+    use sha2::Digest as _;
+    let index = format!("cloakroom:u:{}", hex::encode(sha2::Sha256::digest(user)));
+    redis::cmd("ZCARD")
+        .arg(index)
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let mut direct = server.connection().await;
+    let t0 = now();
+    let (old, new) = (new_key(), new_key());
+    assert!(store
+        .create(&old, &session_of("alice", t0), t0)
+        .await
+        .unwrap());
+    assert_eq!(index_size(&mut direct, "alice").await, 1);
+    let until = t0 + time::Duration::seconds(60);
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+
+    let record_key = format!("cloakroom:s:{}", old.to_hex());
+    let mut fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&record_key)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            ("f".to_owned(), new.to_hex()),
+            ("w".to_owned(), until.unix_timestamp().to_string())
+        ],
+        "the session's data is gone; only the forward is left"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&record_key)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(
+        (55..=60).contains(&ttl),
+        "the forward expires at until: {ttl}"
+    );
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        0,
+        "left the user index"
+    );
+    let touch = Touch {
+        now: t0,
+        after: 0.0,
+    };
+    assert_eq!(store.load(&old, touch).await.unwrap(), None);
+    assert_eq!(store.delete(&old, t0).await.unwrap(), Deleted::Forward(new));
+
+    // A hash that is neither a session nor a forward is reported, not
+    // taken for absent.
+    let junk = new_key();
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("cloakroom:s:{}", junk.to_hex()))
+        .arg("x")
+        .arg("1")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.load(&junk, touch).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn counting_listing_and_logging_out_a_user_with_hundreds_of_sessions_go_in_batches() {
+    const SESSIONS: usize = 250;
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let mut direct = server.connection().await;
+    let t0 = now();
+    let mut keys = Vec::new();
+    for i in 0..SESSIONS {
+        let created = t0 - time::Duration::seconds((SESSIONS - i) as i64);
+        let key = new_key();
+        assert!(store
+            .create(&key, &session_of("alice", created), created)
+            .await
+            .unwrap());
+        keys.push(key);
+    }
+    let other = new_key();
+    store
+        .create(&other, &session_of("bob", t0), t0)
+        .await
+        .unwrap();
+    // 120 records vanish behind the index's back (more than one batch),
+    // 10 are retired, 5 end by an ordinary logout.
+    for key in &keys[..120] {
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("cloakroom:s:{}", key.to_hex()))
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+    }
+    for key in &keys[120..130] {
+        assert!(store
+            .retire(key, &new_key(), t0 + time::Duration::seconds(60), t0)
+            .await
+            .unwrap());
+    }
+    for key in &keys[130..135] {
+        assert_eq!(store.delete(key, t0).await.unwrap(), Deleted::Session);
+    }
+    let live = &keys[135..];
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        (SESSIONS - 15) as i64
+    );
+
+    assert_eq!(
+        store.count_user("alice", t0).await.unwrap(),
+        live.len() as u64
+    );
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        live.len() as i64,
+        "the count pruned the members of vanished records"
+    );
+    let newest = store.list_user("alice", t0, 7).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|s| s.key).collect::<Vec<_>>(),
+        live[live.len() - 7..],
+        "the seven newest, oldest first"
+    );
+    let all = store.list_user("alice", t0, usize::MAX).await.unwrap();
+    assert_eq!(all.iter().map(|s| s.key).collect::<Vec<_>>(), live);
+
+    let kept = live[0];
+    assert_eq!(
+        store.delete_user("alice", Some(&kept)).await.unwrap(),
+        live.len() as u64 - 1
+    );
+    assert_eq!(store.count_user("alice", t0).await.unwrap(), 1);
+    assert_eq!(store.delete_user("alice", None).await.unwrap(), 1);
+    assert_eq!(store.count_user("alice", t0).await.unwrap(), 0);
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        0,
+        "the index is gone"
+    );
+    assert_eq!(
+        store.count_user("bob", t0).await.unwrap(),
+        1,
+        "bob untouched"
+    );
+}
+
+/// What a login or regenerate does to the store, over and over: create the
+/// successor, retire the current session to it, and give up (deleting the
+/// successor, as the layer does) once the current session has ended.
+/// Returns how many moves were made, or `None` if the chain was still
+/// alive when `deadline` came.
+async fn keep_moving(store: RedisStore, mut current: StoreKey, deadline: Instant) -> Option<u32> {
+    let mut moves = 0;
+    while Instant::now() < deadline {
+        let t = now();
+        let next = new_key();
+        assert!(store
+            .create(&next, &session_of("alice", t), t)
+            .await
+            .unwrap());
+        let until = t + time::Duration::seconds(60);
+        if !store.retire(&current, &next, until, t).await.unwrap() {
+            store.delete(&next, t).await.unwrap();
+            return Some(moves);
+        }
+        current = next;
+        moves += 1;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    // One pass alone misses the chain whenever a move lands between its
+    // ZRANGE and its delete; repeated rounds make that near certain to
+    // happen at least once.
+    for round in 0..20 {
+        let first = new_key();
+        let t = now();
+        assert!(store
+            .create(&first, &session_of("alice", t), t)
+            .await
+            .unwrap());
+        let mover = tokio::spawn(keep_moving(
+            store.clone(),
+            first,
+            Instant::now() + Duration::from_secs(10),
+        ));
+        tokio::time::sleep(Duration::from_millis(2 + round % 5)).await;
+        store.delete_user("alice", None).await.unwrap();
+        let moves = mover.await.unwrap();
+        assert!(
+            moves.is_some(),
+            "round {round}: the session escaped logout-everywhere"
+        );
+        assert_eq!(
+            store.count_user("alice", now()).await.unwrap(),
+            0,
+            "round {round}: a session of the user survived"
+        );
+    }
+}

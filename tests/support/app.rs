@@ -1,0 +1,468 @@
+//! The app under test: a real axum `Router` behind the session layer, with
+//! a controllable clock and a store wrapped to count (and fail, and pause)
+//! its calls.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put, Route};
+use axum::{Json, Router};
+use cloakroom::test_suite::{CountingStore, StoreCalls};
+use cloakroom::{
+    Key, ManualClock, Session, SessionError, SessionLayer, SessionLayerBuilder, SessionStore,
+};
+use tokio::sync::Barrier;
+use tower::layer::util::Identity;
+use tower::{Layer, Service};
+
+use super::client::Client;
+
+pub(crate) const IDLE: Duration = Duration::from_secs(1800);
+pub(crate) const ABSOLUTE: Duration = Duration::from_secs(43_200);
+
+pub(crate) fn key(byte: u8) -> Key {
+    Key::from_bytes(&[byte; 32]).expect("32-byte key")
+}
+
+/// One app under test.
+pub(crate) struct TestApp<S> {
+    pub(crate) router: Router,
+    pub(crate) store: CountingStore<S>,
+    pub(crate) clock: ManualClock,
+    pub(crate) layer: SessionLayer,
+    /// Requests to `/wait/...` meet here twice (two parties at a time):
+    /// after loading the session, and after changing it but before their
+    /// commit.
+    pub(crate) barrier: Arc<Barrier>,
+}
+
+impl<S: SessionStore + Clone> TestApp<S> {
+    pub(crate) fn new(store: S) -> Self {
+        Self::with(store, |b| b)
+    }
+
+    /// An app whose session layer is configured further by `configure`.
+    pub(crate) fn with(
+        store: S,
+        configure: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder,
+    ) -> Self {
+        Self::with_layer(store, configure, Identity::new())
+    }
+
+    /// [`TestApp::with`], with `extra` (a `CsrfLayer`, say) between the
+    /// session layer and the routes.
+    pub(crate) fn with_layer<L>(
+        store: S,
+        configure: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder,
+        extra: L,
+    ) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        let store = CountingStore::new(store);
+        let clock = ManualClock::starting_now();
+        let builder = SessionLayer::builder(store.clone())
+            .key(key(1))
+            .idle_timeout(IDLE)
+            .absolute_timeout(ABSOLUTE)
+            .clock(clock.clone());
+        let layer = configure(builder)
+            .build()
+            .expect("valid test configuration");
+        let barrier = Arc::new(Barrier::new(2));
+        let router = routes(barrier.clone()).layer(extra).layer(layer.clone());
+        Self {
+            router,
+            store,
+            clock,
+            layer,
+            barrier,
+        }
+    }
+
+    /// A new browser, with an empty cookie jar.
+    pub(crate) fn client(&self) -> Client {
+        Client {
+            router: self.router.clone(),
+            cookie_name: self.layer.cookie_name().to_owned(),
+            cookie: None,
+        }
+    }
+
+    /// Store calls made so far.
+    pub(crate) fn calls(&self) -> StoreCalls {
+        self.store.calls()
+    }
+
+    /// How many live sessions `user` has, by the store's own count and by
+    /// its listing (which must agree).
+    pub(crate) async fn sessions_of(&self, user: &str) -> usize {
+        let admin = self.layer.admin();
+        let counted = admin.count_sessions(user).await.unwrap();
+        let listed = admin.list_sessions(user).await.unwrap().len();
+        assert_eq!(counted as usize, listed, "count and listing agree");
+        listed
+    }
+}
+
+fn routes(barrier: Arc<Barrier>) -> Router {
+    Router::new()
+        .route("/noop", get(|| async { "ok" }))
+        .route("/get/{key}", get(get_key))
+        .route("/set/{key}", put(set_key).delete(remove_key))
+        .route("/keys", get(keys))
+        .route("/ensure/{key}", put(ensure_key))
+        .route("/incr/{key}", post(incr_key))
+        .route("/write-then-read/{key}", put(write_then_read))
+        .route("/clear", post(clear))
+        .route("/login/{user}", post(login))
+        .route("/login-keeping-cart/{user}", post(login_keeping_cart))
+        .route("/whoami", get(whoami))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/logout-others", post(logout_others))
+        .route("/sessions", get(sessions))
+        .route("/remember", post(remember))
+        .route("/remember-then-login/{user}", post(remember_then_login))
+        .route("/regenerate", post(regenerate))
+        .route("/cached/{key}", put(cached_set))
+        .route("/wait/set/{key}", put(wait_then_set))
+        .route("/wait/logout", post(wait_then_logout))
+        .route("/wait/regenerate", post(wait_then_regenerate))
+        .route("/wait/load-then-logout", post(load_wait_then_logout))
+        .route(
+            "/wait/load-then-logout-everywhere",
+            post(load_wait_then_logout_everywhere),
+        )
+        .route("/wait/regenerate-then-commit", post(regenerate_then_wait))
+        .route("/wait/login-then-commit/{user}", post(login_then_wait))
+        .route("/wait/remember-then-commit", post(remember_then_wait))
+        .route("/wait/blind-then-read", post(blind_then_wait_then_read))
+        .route(
+            "/wait/login-then-ignore/{user}",
+            post(login_then_ignore_a_failure),
+        )
+        .route("/public/{key}", put(public_set))
+        .merge(csrf_routes())
+        .with_state(barrier)
+}
+
+async fn get_key(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<Response<Body>, SessionError> {
+    Ok(match session.get::<String>(&key).await? {
+        Some(value) => value.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+async fn set_key(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<StatusCode, SessionError> {
+    session.insert(&key, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads, then writes: the loaded path of `insert`.
+async fn ensure_key(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<StatusCode, SessionError> {
+    session.get::<String>(&key).await?;
+    session.insert(&key, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read-modify-write of a counter.
+async fn incr_key(session: Session, Path(key): Path<String>) -> Result<String, SessionError> {
+    let n = session.get::<u64>(&key).await?.unwrap_or(0) + 1;
+    session.insert(&key, n).await?;
+    Ok(n.to_string())
+}
+
+/// Clears, writes, then reads in one request: the read must see the
+/// writes made before the session was loaded.
+async fn write_then_read(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<String, SessionError> {
+    session.clear().await?;
+    session.insert(&key, body).await?;
+    let value = session.get::<String>(&key).await?.unwrap_or_default();
+    let keys = session.keys().await?;
+    Ok(format!("{value} {keys:?}"))
+}
+
+async fn remove_key(session: Session, Path(key): Path<String>) -> Result<StatusCode, SessionError> {
+    Ok(if session.remove(&key).await? {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+async fn keys(session: Session) -> Result<Json<Vec<String>>, SessionError> {
+    Ok(Json(session.keys().await?))
+}
+
+async fn clear(session: Session) -> Result<StatusCode, SessionError> {
+    session.clear().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn login_keeping_cart(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.login_keeping(user, &["cart"]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whoami(session: Session) -> Result<Response<Body>, SessionError> {
+    Ok(match session.user_id().await? {
+        Some(user) => user.into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    })
+}
+
+async fn logout(session: Session) -> Result<StatusCode, SessionError> {
+    session.invalidate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logout_everywhere(session: Session) -> Result<String, SessionError> {
+    Ok(session.logout_everywhere().await?.to_string())
+}
+
+async fn logout_others(session: Session) -> Result<String, SessionError> {
+    Ok(session.logout_other_devices().await?.to_string())
+}
+
+async fn sessions(session: Session) -> Result<Json<Vec<(String, bool)>>, SessionError> {
+    let listed = session.list_sessions().await?;
+    Ok(Json(
+        listed
+            .into_iter()
+            .map(|s| (s.key.to_hex(), s.current))
+            .collect(),
+    ))
+}
+
+async fn remember_then_login(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
+    session.login(user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remember(session: Session) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn regenerate(session: Session) -> Result<StatusCode, SessionError> {
+    session.regenerate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cached_set(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, SessionError> {
+    session.insert(&key, "x").await?;
+    Ok(([(header::CACHE_CONTROL, "private, max-age=60")], "cached"))
+}
+
+/// Meets the test at the barrier twice: the test acts in between (see
+/// `with_handler_paused`).
+async fn hold(barrier: &Barrier) {
+    barrier.wait().await;
+    barrier.wait().await;
+}
+
+async fn wait_then_set(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    // Load first, so that both requests hold the session before either
+    // commits.
+    session.keys().await?;
+    barrier.wait().await;
+    session.insert(&key, "written").await?;
+    // The other party acts before this request commits.
+    barrier.wait().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_then_logout(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    barrier.wait().await;
+    session.invalidate().await?;
+    barrier.wait().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_then_regenerate(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    hold(&barrier).await;
+    session.regenerate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the session, is held, then logs out: the other party acts
+/// entirely between the load and the logout.
+async fn load_wait_then_logout(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    hold(&barrier).await;
+    session.invalidate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the session, is held, then logs out everywhere.
+async fn load_wait_then_logout_everywhere(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<String, SessionError> {
+    session.keys().await?;
+    hold(&barrier).await;
+    Ok(session.logout_everywhere().await?.to_string())
+}
+
+/// Regenerates, then is held before the commit moves the session.
+async fn regenerate_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.regenerate().await?;
+    hold(&barrier).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Logs in, then is held before the commit stores the login.
+async fn login_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    hold(&barrier).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Asks for remember-me, then is held before the commit saves it.
+async fn remember_then_wait(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.remember_me().await?;
+    hold(&barrier).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A blind write, then (after the test breaks the store) a read that fails.
+async fn blind_then_wait_then_read(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<StatusCode, SessionError> {
+    session.insert("blind", "x").await?;
+    hold(&barrier).await;
+    session.get::<String>("other").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Logs in, then ignores a store failure: the layer must not let the
+/// "logged in" answer through without the session behind it.
+async fn login_then_ignore_a_failure(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(user): Path<String>,
+) -> StatusCode {
+    session.login(user).await.expect("login");
+    hold(&barrier).await;
+    let _ignored = session.list_sessions().await;
+    StatusCode::NO_CONTENT
+}
+
+async fn public_set(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, SessionError> {
+    session.insert(&key, "x").await?;
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=3600")],
+        "cacheable?",
+    ))
+}
+
+/// The routes the CSRF tests use. Without a `CsrfLayer` around them,
+/// `/token` answers 500, as any `CsrfToken` extractor does.
+#[cfg(feature = "csrf")]
+fn csrf_routes() -> Router<Arc<Barrier>> {
+    use std::collections::HashMap;
+
+    use axum::Form;
+    use cloakroom::CsrfToken;
+
+    Router::new()
+        .route(
+            "/token",
+            get(|token: CsrfToken| async move { token.masked() }),
+        )
+        .route(
+            "/echo",
+            post(|Form(form): Form<HashMap<String, String>>| async move {
+                form.get("msg").cloned().unwrap_or_default()
+            }),
+        )
+        .route(
+            "/write",
+            post(|session: Session| async move {
+                session.insert("written", true).await?;
+                Ok::<_, SessionError>(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/write-then-token",
+            post(|session: Session| async move {
+                session.insert("cart", 1).await?;
+                Ok::<_, SessionError>(CsrfToken::for_session(&session).await?.masked())
+            }),
+        )
+        .route("/hooks/incoming", post(|| async { "hook" }))
+}
+
+#[cfg(not(feature = "csrf"))]
+fn csrf_routes() -> Router<Arc<Barrier>> {
+    Router::new()
+}

@@ -1,0 +1,358 @@
+//! The demo binary as a black box: start it, and drive it over real HTTP
+//! like a browser (cookie jar, form fields with their CSRF tokens) or a
+//! script (`x-csrf-token` from `GET /api/csrf`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::backend::free_port;
+use super::reply::{read, Reply};
+
+/// The demo binary, built by `cargo test` next to the test binaries.
+pub(crate) fn demo_binary() -> PathBuf {
+    let mut path = std::env::current_exe().expect("test binary path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.join("examples")
+        .join(format!("demo{}", std::env::consts::EXE_SUFFIX))
+}
+
+pub(crate) struct Demo {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) async fn start_demo(envs: &[(&str, &str)]) -> Demo {
+    let binary = demo_binary();
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo test` (it builds examples)",
+        binary.display()
+    );
+    let addr = free_port();
+    let mut command = Command::new(binary);
+    command
+        .env("DEMO_ADDR", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let demo = Demo {
+        child: command.spawn().expect("spawn demo"),
+        addr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "demo did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    demo
+}
+
+/// A browser stand-in with a one-cookie jar.
+pub(crate) struct Browser {
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+    pub(crate) cookie: Option<String>,
+}
+
+impl Browser {
+    pub(crate) fn new(demo: &Demo) -> Self {
+        Self {
+            client: HyperClient::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{}", demo.addr),
+            cookie: None,
+        }
+    }
+
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        match content_type {
+            Some(ct) => {
+                self.send_with(method, path, &[("content-type", ct)], body)
+                    .await
+            }
+            None => self.send_with(method, path, &[], body).await,
+        }
+    }
+
+    /// Sends a request with the jar's cookie and these headers, and keeps
+    /// the session cookie the response sets.
+    pub(crate) async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie.as_str());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.expect("demo answers");
+        let reply = read(response).await;
+        if let Some(set) = reply.set_cookie() {
+            let pair = set.split(';').next().unwrap().to_owned();
+            self.cookie = if set.contains("Max-Age=0") {
+                None
+            } else {
+                Some(pair)
+            };
+        }
+        reply
+    }
+
+    pub(crate) async fn get(&mut self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, "").await
+    }
+
+    /// The token scripts get from `GET /api/csrf`.
+    pub(crate) async fn csrf(&mut self) -> String {
+        let reply = self.get("/api/csrf").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.set_cookie().is_none(),
+            "asking for a token sets no cookie"
+        );
+        reply.json::<Value>()["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    }
+
+    /// An `/api` write as a script does it: token in `x-csrf-token`.
+    pub(crate) async fn api(&mut self, method: Method, path: &str, body: &str) -> Reply {
+        let token = self.csrf().await;
+        self.send_with(method, path, &[("x-csrf-token", &token)], body)
+            .await
+    }
+
+    /// A form post as the browser does it: the hidden `csrf_token` field of
+    /// the form on `GET /` (when the page has that form), plus the fields
+    /// given.
+    pub(crate) async fn submit(&mut self, action: &str, fields: &[(&str, &str)]) -> Reply {
+        let page = self.get("/").await;
+        // A logged-in page has no login form: take a script's token then.
+        let token = if page.body.contains(&format!("action=\"{action}\"")) {
+            hidden_token(&page.body, action)
+        } else {
+            self.csrf().await
+        };
+        let mut form: Vec<(&str, &str)> = vec![("csrf_token", &token)];
+        form.extend_from_slice(fields);
+        let body = serde_urlencoded::to_string(&form).unwrap();
+        self.send(
+            Method::POST,
+            action,
+            Some("application/x-www-form-urlencoded"),
+            &body,
+        )
+        .await
+    }
+
+    pub(crate) async fn post(&mut self, path: &str) -> Reply {
+        self.submit(path, &[]).await
+    }
+
+    pub(crate) async fn login(&mut self, user: &str) -> Reply {
+        self.submit("/login", &[("user", user)]).await
+    }
+}
+
+/// The value of the hidden `csrf_token` input of the form posting to
+/// `action` on `page`.
+fn hidden_token(page: &str, action: &str) -> String {
+    let form_start = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form for {action} on the page:\n{page}"));
+    let form = &page[form_start..];
+    let form = &form[..form.find("</form>").expect("a closed form")];
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = form.find(marker).expect("every form carries csrf_token") + marker.len();
+    form[start..start + form[start..].find('"').unwrap()].to_owned()
+}
+
+/// Walks the whole contract of DESIGN.md (as amended for CSRF in the
+/// README) against a running demo. `tag` makes user names unique, for
+/// stores that outlive one demo process.
+pub(crate) async fn check_contract(demo: &Demo, tag: &str) {
+    let mut alice = Browser::new(demo);
+
+    // Anonymous: a login form, no cookie.
+    let page = alice.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header(CONTENT_TYPE).unwrap().starts_with("text/html"));
+    assert!(page.body.contains("action=\"/login\""));
+    assert!(
+        page.set_cookie().is_none(),
+        "an anonymous visit sets no cookie"
+    );
+    assert_eq!(alice.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        alice.get("/api/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The counter works anonymously and creates a session.
+    let refused = alice.send(Method::POST, "/api/counter", None, "").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "writes need the CSRF token"
+    );
+    assert!(refused.set_cookie().is_none());
+    let cross_site = alice
+        .send_with(
+            Method::POST,
+            "/api/counter",
+            &[("sec-fetch-site", "cross-site")],
+            "",
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        alice
+            .api(Method::POST, "/api/counter", "")
+            .await
+            .json::<Value>()["counter"],
+        1
+    );
+    let anonymous_cookie = alice.cookie.clone().expect("counter created a session");
+    assert_eq!(
+        alice
+            .api(Method::POST, "/api/counter", "")
+            .await
+            .json::<Value>()["counter"],
+        2
+    );
+
+    // Notes.
+    let put = alice
+        .api(Method::PUT, "/api/notes/greeting", "hello, world")
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let note = alice.get("/api/notes/greeting").await;
+    assert_eq!(
+        (note.status, note.body.as_str()),
+        (StatusCode::OK, "hello, world")
+    );
+    assert_eq!(
+        alice.get("/api/notes/missing").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Text the store cannot hold is the client's error on every store, and
+    // changes nothing.
+    let nul = alice
+        .api(Method::PUT, "/api/notes/greeting", "secret\u{0}card")
+        .await;
+    assert_eq!(nul.status, StatusCode::BAD_REQUEST);
+    assert_eq!(alice.get("/api/notes/greeting").await.body, "hello, world");
+
+    // Login validation.
+    for bad in ["", &"x".repeat(65), "a\u{0}b"] {
+        assert_eq!(
+            alice.login(bad).await.status,
+            StatusCode::BAD_REQUEST,
+            "name {bad:?}"
+        );
+    }
+    let no_field = alice.submit("/login", &[("name", "x")]).await;
+    assert_eq!(no_field.status, StatusCode::BAD_REQUEST);
+
+    // Login: 303 to /, fresh ID.
+    let name = format!("Ålice <script>{tag}");
+    let name = name.as_str();
+    let login = alice.login(name).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER);
+    assert_eq!(login.header(LOCATION), Some("/"));
+    let cookie = login.set_cookie().expect("login sets a cookie");
+    assert!(cookie.starts_with("__Host-"), "{cookie}");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert_ne!(alice.cookie.as_deref(), Some(anonymous_cookie.as_str()));
+    let me: Value = alice.get("/api/me").await.json();
+    assert_eq!(me, serde_json::json!({"user": name, "sessions": 1}));
+    assert_eq!(
+        alice.login(&"é".repeat(64)).await.status,
+        StatusCode::SEE_OTHER,
+        "64 chars is fine"
+    );
+    alice.login(name).await;
+
+    let page = alice.get("/").await;
+    assert!(
+        page.body.contains(&format!("Ålice &lt;script&gt;{tag}")),
+        "the name is escaped"
+    );
+    assert!(page.body.contains("action=\"/logout\""));
+    assert!(page.body.contains("action=\"/logout-everywhere\""));
+
+    // A second device of the same user.
+    let mut phone = Browser::new(demo);
+    phone.login(name).await;
+    let listed: Value = phone.get("/api/sessions").await.json();
+    let listed = listed.as_array().expect("a JSON array");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|s| s["current"] == true).count(), 1);
+    for s in listed {
+        for field in ["created", "last_seen"] {
+            let text = s[field].as_str().unwrap();
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{field} {text:?} is not RFC 3339: {e}"));
+        }
+    }
+    assert_eq!(alice.get("/api/me").await.json::<Value>()["sessions"], 2);
+
+    // Logout everywhere from the phone logs out the laptop too.
+    let everywhere = phone.post("/logout-everywhere").await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    assert_eq!(everywhere.header(LOCATION), Some("/"));
+    assert_eq!(alice.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(phone.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+
+    // Logout expires the cookie; the old cookie is dead.
+    alice.login(&format!("bob{tag}")).await;
+    let old = alice.cookie.clone().unwrap();
+    let logout = alice.post("/logout").await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert!(logout.set_cookie().unwrap().contains("Max-Age=0"));
+    let mut replay = Browser::new(demo);
+    replay.cookie = Some(old);
+    assert_eq!(replay.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+}

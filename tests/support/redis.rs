@@ -1,0 +1,264 @@
+//! Real Redis servers for the tests: `REDIS_URL` / `REDIS_CLUSTER_URLS`
+//! when set, otherwise throwaway `redis-server` processes (see
+//! `redis_server.rs`; a 3-master cluster built with `redis-cli --cluster
+//! create`), and what the tests do to them: restart, freeze, record the
+//! commands sent.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cloakroom::{RedisConnection, RedisStore};
+
+use super::backend::{find_binary, unavailable};
+use super::proxy::TcpRecorder;
+use super::redis_server::{redis_dirs, url_or_start, RedisServer};
+
+impl RedisServer {
+    /// Starts it again on the same port and directory.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// A plain connection to the server, for tests that look at or change
+    /// what is stored behind the store's back.
+    pub(crate) async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// The ID of the `redis-server` process itself (not of its watchdog),
+    /// as the server reports it.
+    pub(crate) async fn process_id(&self) -> u32 {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.connection().await)
+            .await
+            .expect("INFO server");
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("INFO server names the process ID")
+    }
+
+    /// Freezes the server with `SIGSTOP`: its connections stay open but
+    /// nothing is answered, as with a server stuck in a long command or a
+    /// machine that stopped responding. The server runs again when the
+    /// returned guard is dropped (even if the test fails) or resumed.
+    pub(crate) async fn pause(&self) -> Paused {
+        let pid = self.process_id().await;
+        assert!(signal("STOP", pid), "kill -STOP {pid} failed");
+        Paused { pid: Some(pid) }
+    }
+}
+
+/// A server frozen by [`RedisServer::pause`]; resumed when dropped.
+pub(crate) struct Paused {
+    pid: Option<u32>,
+}
+
+impl Paused {
+    /// Lets the server run again.
+    pub(crate) fn resume(mut self) {
+        if let Some(pid) = self.pid.take() {
+            assert!(signal("CONT", pid), "kill -CONT {pid} failed");
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // No panic here: this also runs while a failed test unwinds.
+        if let Some(pid) = self.pid.take() {
+            signal("CONT", pid);
+        }
+    }
+}
+
+/// Sends `SIGname` to `pid`; whether that worked.
+fn signal(name: &str, pid: u32) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A random key prefix, so tests sharing a server never see each other.
+fn prefix() -> String {
+    format!(
+        "test-{}:",
+        cloakroom::SessionId::generate()
+            .unwrap()
+            .store_key()
+            .short()
+    )
+}
+
+/// The URL of the Redis server shared by this test binary.
+fn shared_url() -> Option<String> {
+    static SHARED: OnceLock<Option<(String, Option<RedisServer>)>> = OnceLock::new();
+    SHARED
+        .get_or_init(url_or_start)
+        .as_ref()
+        .map(|(url, _)| url.clone())
+}
+
+/// A store on the shared standalone server, with its own key prefix.
+pub(crate) async fn store() -> Option<RedisStore> {
+    let url = shared_url()?;
+    let connection = RedisConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    Some(
+        RedisStore::builder()
+            .key_prefix(prefix())
+            .build(connection)
+            .unwrap(),
+    )
+}
+
+/// The node URLs of the Redis Cluster shared by this test binary.
+pub(crate) fn cluster_urls() -> Option<Vec<String>> {
+    static CLUSTER: OnceLock<Option<(Vec<String>, Vec<RedisServer>)>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            if let Ok(urls) = std::env::var("REDIS_CLUSTER_URLS") {
+                let urls = urls.split(',').map(|u| u.trim().to_owned()).collect();
+                return Some((urls, Vec::new()));
+            }
+            let Some(cli) = find_binary("redis-cli", &redis_dirs()) else {
+                return unavailable(
+                    "Redis Cluster",
+                    "redis-cli is not installed (apt-get install redis-tools)",
+                );
+            };
+            let mut nodes = Vec::new();
+            for _ in 0..3 {
+                let node = RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])?;
+                nodes.push(node);
+            }
+            create_cluster(&cli, &nodes);
+            let urls = nodes.iter().map(RedisServer::url).collect();
+            Some((urls, nodes))
+        })
+        .as_ref()
+        .map(|(urls, _)| urls.clone())
+}
+
+fn create_cluster(cli: &Path, nodes: &[RedisServer]) {
+    let mut command = Command::new(cli);
+    command.arg("--cluster").arg("create");
+    for node in nodes {
+        command.arg(node.addr.to_string());
+    }
+    let output = command
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every node must agree that all slots are served before tests start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        loop {
+            let info = Command::new(cli)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &node.addr.port().to_string(),
+                    "cluster",
+                    "info",
+                ])
+                .output()
+                .expect("redis-cli cluster info");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster on {} never became ok",
+                node.addr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A store on the shared Redis Cluster, with its own key prefix.
+pub(crate) async fn cluster_store() -> Option<RedisStore> {
+    let urls = cluster_urls()?;
+    let connection = RedisConnection::connect_cluster(&urls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to cluster {urls:?}: {e}"));
+    Some(
+        RedisStore::builder()
+            .key_prefix(prefix())
+            .build(connection)
+            .unwrap(),
+    )
+}
+
+/// A recording proxy in front of a Redis server, so a test can see exactly
+/// which commands (round trips) an operation cost. Commands run inside Lua
+/// scripts never cross the wire and are not counted.
+pub(crate) struct CommandRecorder {
+    recorder: TcpRecorder,
+}
+
+impl CommandRecorder {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
+        Self {
+            recorder: TcpRecorder::start(upstream).await,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://{}/", self.recorder.addr)
+    }
+
+    /// Forgets what was sent so far.
+    pub(crate) fn reset(&self) {
+        self.recorder.reset();
+    }
+
+    /// The names of the commands sent since the last reset, in order.
+    pub(crate) fn commands(&self) -> Vec<String> {
+        use tokio_util::codec::Decoder as _;
+        let mut bytes = bytes::BytesMut::from(self.recorder.sent().as_slice());
+        let mut codec = redis::ValueCodec::default();
+        let mut names = Vec::new();
+        while let Some(value) = codec.decode(&mut bytes).expect("clients send valid RESP") {
+            match value {
+                redis::Value::Array(parts) => match parts.first() {
+                    Some(redis::Value::BulkString(name)) => {
+                        names.push(String::from_utf8_lossy(name).to_uppercase())
+                    }
+                    other => panic!("unexpected command head {other:?}"),
+                },
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        assert!(bytes.is_empty(), "a partial command was recorded");
+        names
+    }
+}
