@@ -1,6 +1,6 @@
 //! Run with: `cargo run --example demo`
 //!
-//! The demo app of DESIGN.md: a login page and a small JSON API on top of
+//! The demo app (its contract is the README's demo table): a login page and a small JSON API on top of
 //! cloakroom sessions.
 //!
 //! Environment:

@@ -328,7 +328,7 @@ impl SessionLayer {
         Self { core }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "memory"))]
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
     }

@@ -148,6 +148,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
 mod admin;
 #[cfg(feature = "axum")]
 mod axum;

@@ -66,6 +66,8 @@ impl<S> SessionService<S> {
     pub(crate) fn new(inner: S, core: Arc<Core>) -> Self {
         Self { inner, core }
     }
+
+    inner_service_accessors!();
 }
 
 impl<S: Clone> Clone for SessionService<S> {

@@ -39,6 +39,8 @@ impl<S> CsrfService<S> {
     pub(crate) fn new(inner: S, config: Arc<CsrfConfig>) -> Self {
         Self { inner, config }
     }
+
+    inner_service_accessors!();
 }
 
 impl<S: Clone> Clone for CsrfService<S> {
@@ -65,15 +67,11 @@ impl<S: fmt::Debug> fmt::Debug for CsrfService<S> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CsrfInstalled;
 
-/// Why a request was refused.
+/// Why a request was refused: a failed check (a security event), or the
+/// layer could not check at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    CrossSite,
-    OriginNotAllowed,
-    MissingToken,
-    InvalidToken,
-    FormTooLarge,
-    UnreadableBody,
+    Check(CsrfReason),
     NoSessionLayer,
     StoreFailed,
 }
@@ -81,11 +79,9 @@ enum Refusal {
 impl Refusal {
     fn status(self) -> StatusCode {
         match self {
-            Self::CrossSite | Self::OriginNotAllowed | Self::MissingToken | Self::InvalidToken => {
-                StatusCode::FORBIDDEN
-            }
-            Self::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnreadableBody => StatusCode::BAD_REQUEST,
+            Self::Check(CsrfReason::FormTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Check(CsrfReason::UnreadableBody) => StatusCode::BAD_REQUEST,
+            Self::Check(_) => StatusCode::FORBIDDEN,
             Self::NoSessionLayer => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,46 +89,29 @@ impl Refusal {
 
     fn body(self) -> &'static str {
         match self {
-            Self::CrossSite => "CSRF check failed: cross-site request\n",
-            Self::OriginNotAllowed => "CSRF check failed: origin not allowed\n",
-            Self::MissingToken => "CSRF check failed: missing token\n",
-            Self::InvalidToken => "CSRF check failed: invalid or expired token\n",
-            Self::FormTooLarge => "CSRF check failed: form too large to check\n",
-            Self::UnreadableBody => "could not read the request body\n",
+            Self::Check(CsrfReason::CrossSite) => "CSRF check failed: cross-site request\n",
+            Self::Check(CsrfReason::OriginNotAllowed) => "CSRF check failed: origin not allowed\n",
+            Self::Check(CsrfReason::MissingToken) => "CSRF check failed: missing token\n",
+            Self::Check(CsrfReason::InvalidToken) => {
+                "CSRF check failed: invalid or expired token\n"
+            }
+            Self::Check(CsrfReason::FormTooLarge) => "CSRF check failed: form too large to check\n",
+            Self::Check(CsrfReason::UnreadableBody) => "could not read the request body\n",
             Self::NoSessionLayer => "internal server error\n",
             Self::StoreFailed => "service temporarily unavailable\n",
         }
     }
 
-    fn reason(self) -> Option<CsrfReason> {
-        Some(match self {
-            Self::CrossSite => CsrfReason::CrossSite,
-            Self::OriginNotAllowed => CsrfReason::OriginNotAllowed,
-            Self::MissingToken => CsrfReason::MissingToken,
-            Self::InvalidToken => CsrfReason::InvalidToken,
-            Self::FormTooLarge => CsrfReason::FormTooLarge,
-            Self::UnreadableBody => CsrfReason::UnreadableBody,
-            Self::NoSessionLayer | Self::StoreFailed => return None,
-        })
-    }
-
     fn response<B: From<&'static str>>(self, method: &Method, path: &str) -> Response<B> {
-        if self == Self::StoreFailed {
+        match self {
             // The same 503 as everywhere else in the layer; the store
             // failure was logged by the session.
-            return crate::service::unavailable();
-        }
-        match self {
+            Self::StoreFailed => return crate::service::unavailable(),
             Self::NoSessionLayer => tracing::error!(
                 target: "cloakroom",
                 "CsrfLayer needs SessionLayer outside it; refusing the request"
             ),
-            Self::StoreFailed => {}
-            _ => {
-                if let Some(reason) = self.reason() {
-                    crate::events::csrf_rejected(reason, method, path);
-                }
-            }
+            Self::Check(reason) => crate::events::csrf_rejected(reason, method, path),
         }
         let mut response = Response::new(B::from(self.body()));
         *response.status_mut() = self.status();
@@ -165,12 +144,12 @@ fn check_origin(parts: &Parts, config: &CsrfConfig) -> Result<(), Refusal> {
     if let Some(site) = header("sec-fetch-site") {
         // `none`: the user typed the URL or used a bookmark.
         if !matches!(site, "same-origin" | "none") && !trusted {
-            return Err(Refusal::CrossSite);
+            return Err(Refusal::Check(CsrfReason::CrossSite));
         }
     }
     if let Some(origin) = origin {
         if !trusted && !same_origin(origin, parts) {
-            return Err(Refusal::OriginNotAllowed);
+            return Err(Refusal::Check(CsrfReason::OriginNotAllowed));
         }
     }
     Ok(())
@@ -271,9 +250,9 @@ where
                         .downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some();
                     return refuse(if too_large {
-                        Refusal::FormTooLarge
+                        Refusal::Check(CsrfReason::FormTooLarge)
                     } else {
-                        Refusal::UnreadableBody
+                        Refusal::Check(CsrfReason::UnreadableBody)
                     });
                 }
             };
@@ -285,11 +264,11 @@ where
         None => (None, Either::Left(body)),
     };
     let Some(token) = token else {
-        return refuse(Refusal::MissingToken);
+        return refuse(Refusal::Check(CsrfReason::MissingToken));
     };
     match check(&token, &session).await {
         Ok(TokenCheck::Valid) => {}
-        Ok(TokenCheck::Invalid) => return refuse(Refusal::InvalidToken),
+        Ok(TokenCheck::Invalid) => return refuse(Refusal::Check(CsrfReason::InvalidToken)),
         // Already logged by the session; fail closed.
         Err(_) => return refuse(Refusal::StoreFailed),
     }
@@ -321,7 +300,7 @@ mod tests {
         for site in ["cross-site", "same-site", "something-new"] {
             assert_eq!(
                 check_origin(&parts(&[("sec-fetch-site", site)]), &config()),
-                Err(Refusal::CrossSite),
+                Err(Refusal::Check(CsrfReason::CrossSite)),
                 "{site}"
             );
         }
@@ -341,13 +320,16 @@ mod tests {
         assert_eq!(ok("https://admin.example.test"), Ok(()));
         assert_eq!(
             ok("http://evil.example.test"),
-            Err(Refusal::OriginNotAllowed)
+            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
         );
         assert_eq!(
             ok("http://app.example.test:8080"),
-            Err(Refusal::OriginNotAllowed)
+            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
         );
-        assert_eq!(ok("null"), Err(Refusal::OriginNotAllowed));
+        assert_eq!(
+            ok("null"),
+            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
+        );
     }
 
     #[test]

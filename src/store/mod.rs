@@ -370,6 +370,29 @@ impl StdError for StoreError {
     }
 }
 
+/// A user kept getting new sessions through every pass of a store's
+/// `delete_user`: reported as [`StoreError::Unavailable`] (retryable), never
+/// as a logout that reached every session.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StillLoggingIn {
+    pub(crate) passes: usize,
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl fmt::Display for StillLoggingIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "new sessions of the user kept appearing through {} passes of logout-everywhere",
+            self.passes
+        )
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl StdError for StillLoggingIn {}
+
 /// The layer's store timeout ran out: the call was abandoned, and may still
 /// have taken effect in the backend.
 #[derive(Debug, Clone, Copy)]

@@ -207,8 +207,8 @@ fn hidden_token(page: &str, action: &str) -> String {
     form[start..start + form[start..].find('"').unwrap()].to_owned()
 }
 
-/// Walks the whole contract of DESIGN.md (as amended for CSRF in the
-/// README) against a running demo. `tag` makes user names unique, for
+/// Walks the whole demo contract (the README's demo table, CSRF included)
+/// against a running demo. `tag` makes user names unique, for
 /// stores that outlive one demo process.
 pub(crate) async fn check_contract(demo: &Demo, tag: &str) {
     let mut alice = Browser::new(demo);

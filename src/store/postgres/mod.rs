@@ -77,7 +77,7 @@ use self::sql::Statements;
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{Deleted, SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The advisory lock every cloakroom migration takes ("cloakroo" in
 /// ASCII). One key for all tables, so that two stores creating tables in
@@ -354,21 +354,6 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// A user kept getting new sessions through every pass of `delete_user`.
-#[derive(Debug)]
-struct StillLoggingIn;
-
-impl fmt::Display for StillLoggingIn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "new sessions of the user kept appearing through {MAX_DELETE_PASSES} passes of logout-everywhere"
-        )
-    }
-}
-
-impl std::error::Error for StillLoggingIn {}
-
 impl SessionStore for PostgresStore {
     async fn create(
         &self,
@@ -520,7 +505,9 @@ impl SessionStore for PostgresStore {
         }
         // Sessions of the user were still appearing after the last pass:
         // success would be a lie, so the request fails (retryably) instead.
-        Err(StoreError::unavailable(StillLoggingIn))
+        Err(StoreError::unavailable(StillLoggingIn {
+            passes: MAX_DELETE_PASSES,
+        }))
     }
 
     async fn list_user(

@@ -59,7 +59,7 @@ use self::scripts::{CREATE, DELETE, DELETE_OWNED, LOAD, RETIRE, SAVE};
 use self::user_index::Newest;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{Deleted, SessionStore, StoreError};
+use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The key prefix unless [`RedisStoreBuilder::key_prefix`] says otherwise.
 const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -238,21 +238,6 @@ impl fmt::Debug for RedisStore {
             .finish()
     }
 }
-
-/// A user kept getting new sessions through every pass of `delete_user`.
-#[derive(Debug)]
-struct StillLoggingIn;
-
-impl fmt::Display for StillLoggingIn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "new sessions of the user kept appearing through {MAX_DELETE_PASSES} passes of logout-everywhere"
-        )
-    }
-}
-
-impl std::error::Error for StillLoggingIn {}
 
 impl SessionStore for RedisStore {
     async fn create(
@@ -458,7 +443,9 @@ impl SessionStore for RedisStore {
         }
         // Sessions of the user were still appearing after the last pass:
         // success would be a lie, so the request fails (retryably) instead.
-        Err(StoreError::unavailable(StillLoggingIn))
+        Err(StoreError::unavailable(StillLoggingIn {
+            passes: MAX_DELETE_PASSES,
+        }))
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
