@@ -261,10 +261,10 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// The schema used unless [`PostgresStoreBuilder::schema`] says
     /// otherwise.
-    pub const DEFAULT_SCHEMA: &'static str = "public";
+    pub const DEFAULT_SCHEMA: &'static str = sql::DEFAULT_SCHEMA;
     /// The table used unless [`PostgresStoreBuilder::table`] says
     /// otherwise.
-    pub const DEFAULT_TABLE: &'static str = "cloakroom_sessions";
+    pub const DEFAULT_TABLE: &'static str = sql::DEFAULT_TABLE;
     /// Rows deleted per statement by [`SessionStore::sweep_expired`] unless
     /// [`PostgresStoreBuilder::sweep_batch_size`] says otherwise.
     pub const DEFAULT_SWEEP_BATCH_SIZE: u32 = 1000;

@@ -6,8 +6,6 @@
 //! statements are written out below, each with why it is shaped the way it
 //! is.
 
-use super::PostgresStore;
-
 /// The migration, with `{table}` for the quoted, schema-qualified table
 /// and `{user_id_idx}` and `{expires_at_idx}` for the quoted index names.
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
@@ -40,6 +38,12 @@ fn quote(identifier: &str) -> String {
     format!("\"{identifier}\"")
 }
 
+/// The schema used unless another is configured; it needs no
+/// `CREATE SCHEMA`.
+pub(super) const DEFAULT_SCHEMA: &str = "public";
+/// The table used unless another is configured.
+pub(super) const DEFAULT_TABLE: &str = "cloakroom_sessions";
+
 /// The columns of a full record, as `row::record_from_row` reads them.
 const RECORD_COLUMNS: &str =
     "user_id, data, created_at, last_seen, absolute_deadline, idle_timeout_secs, persistent";
@@ -49,7 +53,7 @@ impl Statements {
     /// at a time. The names must have been validated.
     pub(super) fn new(schema: &str, table: &str, sweep_batch_size: u32) -> Self {
         let t = format!("{}.{}", quote(schema), quote(table));
-        let create_schema = if schema == PostgresStore::DEFAULT_SCHEMA {
+        let create_schema = if schema == DEFAULT_SCHEMA {
             String::new()
         } else {
             format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema))
@@ -231,12 +235,7 @@ mod tests {
 
     #[test]
     fn the_migration_for_the_default_names_is_the_schema_file_filled_in() {
-        let sql = Statements::new(
-            PostgresStore::DEFAULT_SCHEMA,
-            PostgresStore::DEFAULT_TABLE,
-            1,
-        )
-        .migration;
+        let sql = Statements::new(DEFAULT_SCHEMA, DEFAULT_TABLE, 1).migration;
         // Written out here rather than through `quote`, so that a mistake
         // there shows.
         let expected = SCHEMA

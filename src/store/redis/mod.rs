@@ -56,7 +56,6 @@ use self::codec::{data_field, decode_packed_record, deleted_from_reply, encode_r
 pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
 use self::scripts::{CREATE, DELETE, DELETE_OWNED, LOAD, RETIRE, SAVE};
-use self::user_index::Newest;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
@@ -460,13 +459,7 @@ impl SessionStore for RedisStore {
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut newest = Newest::new(limit);
-        self.visit_live(user_id, now, |info| newest.offer(info))
-            .await?;
-        Ok(newest.oldest_first())
+        self.newest_sessions(user_id, now, limit).await
     }
 
     /// Redis drops records at their deadline by itself, and user indexes

@@ -90,6 +90,23 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The user's live sessions at `now`, at most `limit` of them (the
+    /// most recently created), oldest first: what `list_user` answers.
+    pub(super) async fn newest_sessions(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut newest = Newest::new(limit);
+        self.visit_live(user_id, now, |info| newest.offer(info))
+            .await?;
+        Ok(newest.oldest_first())
+    }
+
     /// The listing entries of the user's sessions live at `now`, handed to
     /// `found` one at a time as their metadata arrives (`BATCH` reads in
     /// flight, in no particular order). Members whose record is gone,
