@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the per-request costs.
 //!
-//! Run with: `cargo bench --bench micro`
+//! Run with: `cargo bench --features test-suite --bench micro`
 
 use std::convert::Infallible;
 use std::hint::black_box;

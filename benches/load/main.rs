@@ -2,8 +2,8 @@
 //! with cloakroom, and with tower-sessions, on a memory store and on Redis,
 //! under three scenarios.
 //!
-//! Run with: `cargo bench --bench load` (needs `redis-server` for the Redis
-//! rows, like the tests; `LOAD_SECS` sets the seconds per cell, default 10;
+//! Run with: `cargo bench --features redis,test-suite --bench load` (needs
+//! `redis-server` for the Redis rows, like the tests; `LOAD_SECS` sets the seconds per cell, default 10;
 //! `LOAD_CONNECTIONS` the concurrent connections, default 64; `LOAD_STORES`
 //! and `LOAD_SCENARIOS` limit the stores and scenarios, e.g. `memory` or
 //! `read,write`).
