@@ -92,15 +92,29 @@ impl Settings {
             (None, None) => return Err(ConfigError::MissingKey),
         };
         let cookie = self.cookie.validated()?;
-        let idle_timeout = timeout(self.idle_timeout)?;
-        let absolute_timeout = timeout(self.absolute_timeout)?;
+        let idle_timeout = timeout("idle_timeout", self.idle_timeout)?;
+        let absolute_timeout = timeout("absolute_timeout", self.absolute_timeout)?;
         if absolute_timeout < idle_timeout {
-            return Err(ConfigError::AbsoluteShorterThanIdle);
+            return Err(ConfigError::AbsoluteShorterThanIdle {
+                setting: "absolute_timeout",
+                absolute: self.absolute_timeout,
+                absolute_is_default: self.absolute_timeout == DEFAULT_ABSOLUTE,
+                idle: self.idle_timeout,
+            });
         }
-        let remember_idle_timeout = timeout(self.remember_idle_timeout)?;
-        let remember_absolute_timeout = timeout(self.remember_absolute_timeout)?;
+        let remember_idle_timeout =
+            timeout("remember_me_idle_timeout", self.remember_idle_timeout)?;
+        let remember_absolute_timeout = timeout(
+            "remember_me_absolute_timeout",
+            self.remember_absolute_timeout,
+        )?;
         if remember_absolute_timeout < remember_idle_timeout {
-            return Err(ConfigError::AbsoluteShorterThanIdle);
+            return Err(ConfigError::AbsoluteShorterThanIdle {
+                setting: "remember_me_absolute_timeout",
+                absolute: self.remember_absolute_timeout,
+                absolute_is_default: self.remember_absolute_timeout == DEFAULT_REMEMBER_ABSOLUTE,
+                idle: self.remember_idle_timeout,
+            });
         }
         if !(0.0..1.0).contains(&self.touch_after) {
             return Err(ConfigError::TouchAfterOutOfRange);
@@ -127,8 +141,8 @@ impl Settings {
     }
 }
 
-fn timeout(d: Duration) -> Result<time::Duration, ConfigError> {
-    whole_seconds_in_range(d).ok_or(ConfigError::TimeoutOutOfRange)
+fn timeout(setting: &'static str, value: Duration) -> Result<time::Duration, ConfigError> {
+    whole_seconds_in_range(value).ok_or(ConfigError::TimeoutOutOfRange { setting, value })
 }
 
 /// `d` in whole seconds, if it lies between one second and ten years: the

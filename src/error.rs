@@ -3,6 +3,7 @@
 //! here, so no module depends on another just for its errors.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::id::RandomnessError;
 use crate::store::StoreError;
@@ -40,9 +41,25 @@ pub enum ConfigError {
     /// `SameSite=None` cookies are refused by browsers unless `Secure`.
     SameSiteNoneWithoutSecure,
     /// A timeout is under one second or over ten years.
-    TimeoutOutOfRange,
-    /// The absolute timeout is shorter than the idle timeout.
-    AbsoluteShorterThanIdle,
+    TimeoutOutOfRange {
+        /// The builder setting, e.g. `"idle_timeout"`.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+    },
+    /// An absolute timeout is shorter than the idle timeout it goes with
+    /// (a session would end before it could go idle).
+    AbsoluteShorterThanIdle {
+        /// The absolute timeout's builder setting, e.g.
+        /// `"absolute_timeout"`.
+        setting: &'static str,
+        /// The absolute timeout in effect.
+        absolute: Duration,
+        /// Whether that absolute timeout is the default (it was not set).
+        absolute_is_default: bool,
+        /// The idle timeout in effect.
+        idle: Duration,
+    },
     /// `touch_after` is not a fraction from 0.0 up to (not including) 1.0.
     TouchAfterOutOfRange,
     /// A limit of zero sessions per user, which would log nobody in.
@@ -66,6 +83,12 @@ pub enum ConfigError {
     /// A [`MemoryStore`](crate::MemoryStore) capacity of zero, which could
     /// hold no session.
     ZeroCapacity,
+    /// A trusted proxy given to [`ClientIp`](crate::ClientIp) is neither an
+    /// IP address nor a CIDR network.
+    InvalidTrustedProxy(String),
+    /// The login URL is not a path on this site (it must start with a
+    /// single `/`).
+    InvalidLoginUrl(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -89,11 +112,31 @@ impl fmt::Display for ConfigError {
             Self::HostPrefixWithoutSecure => f.write_str("the __Host- prefix requires Secure"),
             Self::HostPrefixWithPath => f.write_str("the __Host- prefix requires Path=/"),
             Self::SameSiteNoneWithoutSecure => f.write_str("SameSite=None requires Secure"),
-            Self::TimeoutOutOfRange => {
-                f.write_str("timeouts must be between one second and ten years")
-            }
-            Self::AbsoluteShorterThanIdle => {
-                f.write_str("the absolute timeout is shorter than the idle timeout")
+            Self::TimeoutOutOfRange { setting, value } => write!(
+                f,
+                "{setting} is {}: timeouts must be between one second and ten years",
+                Human(*value)
+            ),
+            Self::AbsoluteShorterThanIdle {
+                setting,
+                absolute,
+                absolute_is_default,
+                idle,
+            } => {
+                let idle_setting = setting.replace("absolute", "idle");
+                let default = if *absolute_is_default {
+                    ", the default"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "{setting} ({}{default}) is shorter than {idle_setting} ({}): \
+                     set {setting} to at least {}",
+                    Human(*absolute),
+                    Human(*idle),
+                    Human(*idle)
+                )
             }
             Self::TouchAfterOutOfRange => {
                 f.write_str("touch_after must be at least 0.0 and less than 1.0")
@@ -120,11 +163,39 @@ impl fmt::Display for ConfigError {
             Self::InvalidKeyPrefix => {
                 f.write_str("the key prefix is too long or contains '{' or '}'")
             }
+            Self::InvalidTrustedProxy(text) => write!(
+                f,
+                "trusted proxy {text:?} is neither an IP address nor a network such as \
+                 10.0.0.0/8"
+            ),
+            Self::InvalidLoginUrl(url) => write!(
+                f,
+                "login URL {url:?} must be a path on this site, starting with a single '/'"
+            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A duration the way a person would write it: `90s`, `30min`, `12h`,
+/// `7d`.
+struct Human(Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        if self.0.subsec_nanos() != 0 || secs == 0 {
+            return write!(f, "{:?}", self.0);
+        }
+        match secs {
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}min", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
 
 /// A session operation failed.
 ///
@@ -227,6 +298,40 @@ impl From<RandomnessError> for SessionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_errors_name_the_values_and_defaults_involved() {
+        let error = ConfigError::AbsoluteShorterThanIdle {
+            setting: "absolute_timeout",
+            absolute: Duration::from_secs(12 * 3600),
+            absolute_is_default: true,
+            idle: Duration::from_secs(24 * 3600),
+        };
+        assert_eq!(
+            error.to_string(),
+            "absolute_timeout (12h, the default) is shorter than idle_timeout (1d): \
+             set absolute_timeout to at least 1d"
+        );
+        let error = ConfigError::AbsoluteShorterThanIdle {
+            setting: "remember_me_absolute_timeout",
+            absolute: Duration::from_secs(90),
+            absolute_is_default: false,
+            idle: Duration::from_secs(30 * 60),
+        };
+        assert_eq!(
+            error.to_string(),
+            "remember_me_absolute_timeout (90s) is shorter than remember_me_idle_timeout \
+             (30min): set remember_me_absolute_timeout to at least 30min"
+        );
+        let error = ConfigError::TimeoutOutOfRange {
+            setting: "idle_timeout",
+            value: Duration::from_millis(500),
+        };
+        assert_eq!(
+            error.to_string(),
+            "idle_timeout is 500ms: timeouts must be between one second and ten years"
+        );
+    }
 
     #[test]
     fn errors_stand_for_their_status() {

@@ -203,6 +203,63 @@ impl FromStr for StoreKey {
     }
 }
 
+/// The handle of one session, to show a client in place of anything
+/// secret: in a devices page, the value a "sign out this device" form
+/// sends back to [`Session::end_session`](crate::Session::end_session).
+///
+/// It is the session's [`StoreKey`] (SHA-256 of the ID) as 64 hex
+/// characters, so it cannot be turned into a cookie, and it names nothing
+/// outside the store. It changes when the session moves to a new ID (login,
+/// regenerate). Serializes as that text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionHandle(StoreKey);
+
+impl SessionHandle {
+    /// The store key this handle stands for.
+    pub const fn store_key(&self) -> &StoreKey {
+        &self.0
+    }
+}
+
+impl From<StoreKey> for SessionHandle {
+    fn from(key: StoreKey) -> Self {
+        Self(key)
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHandle({}…)", self.0.short())
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for SessionHandle {
+    type Err = ParseStoreKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
+impl serde::Serialize for SessionHandle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionHandle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +321,24 @@ mod tests {
         assert_eq!(key.to_hex().parse::<StoreKey>(), Ok(key));
         assert!("zz".parse::<StoreKey>().is_err());
         assert_eq!(format!("{key:?}"), format!("StoreKey({}…)", key.short()));
+    }
+
+    #[test]
+    fn handles_are_the_store_key_in_hex_and_parse_back() {
+        let id = SessionId::generate().unwrap();
+        let handle = SessionHandle::from(id.store_key());
+        assert_eq!(handle.to_string(), id.store_key().to_hex());
+        assert_ne!(handle.to_string(), id.encode());
+        assert_eq!(handle.to_string().parse::<SessionHandle>(), Ok(handle));
+        let json = serde_json::to_string(&handle).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SessionHandle>(&json).unwrap(),
+            handle
+        );
+        assert!(serde_json::from_str::<SessionHandle>("\"nope\"").is_err());
+        assert_eq!(
+            format!("{handle:?}"),
+            format!("SessionHandle({}…)", id.store_key().short())
+        );
     }
 }

@@ -491,7 +491,22 @@ mod tests {
             err(builder()
                 .idle_timeout(Duration::from_secs(600))
                 .absolute_timeout(Duration::from_secs(599))),
-            ConfigError::AbsoluteShorterThanIdle
+            ConfigError::AbsoluteShorterThanIdle {
+                setting: "absolute_timeout",
+                absolute: Duration::from_secs(599),
+                absolute_is_default: false,
+                idle: Duration::from_secs(600),
+            }
+        );
+        // The default absolute timeout is 12 hours, and the error says so.
+        assert_eq!(
+            err(builder().idle_timeout(Duration::from_secs(24 * 3600))),
+            ConfigError::AbsoluteShorterThanIdle {
+                setting: "absolute_timeout",
+                absolute: Duration::from_secs(12 * 3600),
+                absolute_is_default: true,
+                idle: Duration::from_secs(24 * 3600),
+            }
         );
     }
 
@@ -499,11 +514,17 @@ mod tests {
     fn timeouts_out_of_range_are_refused() {
         assert_eq!(
             err(builder().idle_timeout(Duration::from_millis(500))),
-            ConfigError::TimeoutOutOfRange
+            ConfigError::TimeoutOutOfRange {
+                setting: "idle_timeout",
+                value: Duration::from_millis(500)
+            }
         );
         assert_eq!(
             err(builder().absolute_timeout(Duration::from_secs(u64::MAX))),
-            ConfigError::TimeoutOutOfRange
+            ConfigError::TimeoutOutOfRange {
+                setting: "absolute_timeout",
+                value: Duration::from_secs(u64::MAX)
+            }
         );
     }
 
@@ -543,7 +564,12 @@ mod tests {
             err(builder()
                 .remember_me_idle_timeout(Duration::from_secs(3600))
                 .remember_me_absolute_timeout(Duration::from_secs(3599))),
-            ConfigError::AbsoluteShorterThanIdle
+            ConfigError::AbsoluteShorterThanIdle {
+                setting: "remember_me_absolute_timeout",
+                absolute: Duration::from_secs(3599),
+                absolute_is_default: false,
+                idle: Duration::from_secs(3600),
+            }
         );
     }
 

@@ -160,6 +160,7 @@ mod cookie;
 mod core;
 #[cfg(feature = "csrf")]
 mod csrf;
+mod device;
 mod error;
 mod events;
 #[cfg(fuzzing)]
@@ -182,8 +183,11 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cookie::SameSite;
 #[cfg(feature = "csrf")]
 pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken};
+pub use crate::device::{ClientIp, Device, MAX_USER_AGENT_LEN};
 pub use crate::error::{ConfigError, SessionError};
-pub use crate::id::{ParseStoreKeyError, RandomnessError, SessionId, StoreKey, ID_LEN};
+pub use crate::id::{
+    ParseStoreKeyError, RandomnessError, SessionHandle, SessionId, StoreKey, ID_LEN,
+};
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
 pub use crate::layer::{SessionLayer, SessionLayerBuilder};
 pub use crate::record::SessionInfo;
@@ -196,6 +200,8 @@ pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 pub use crate::store::{SessionStore, StoreError};
+/// The `time` crate, whose `OffsetDateTime` the session timestamps use.
+pub use time;
 
 /// The store conformance suite and test doubles, for store authors and for
 /// tests of code above the store.

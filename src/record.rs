@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
+use crate::device::Device;
+use crate::id::SessionHandle;
+
 /// Everything the server keeps about one session.
 ///
 /// Timestamps have whole-second precision. A record expires at
@@ -53,6 +56,9 @@ pub struct SessionRecord {
     pub absolute_deadline: OffsetDateTime,
     /// Whether the cookie outlives the browser session ("remember me").
     pub persistent: bool,
+    /// Where the session was logged in from (empty until a login).
+    #[serde(default)]
+    pub device: Device,
 }
 
 impl SessionRecord {
@@ -66,6 +72,7 @@ impl SessionRecord {
             idle_timeout,
             absolute_deadline: now + absolute_timeout,
             persistent: false,
+            device: Device::default(),
         }
     }
 
@@ -134,6 +141,7 @@ impl SessionRecord {
             expires_at: self.expires_at(),
             persistent: self.persistent,
             current: false,
+            device: self.device.clone(),
         }
     }
 }
@@ -205,8 +213,8 @@ pub struct Lifetime {
 /// and [`crate::Session::list_sessions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
-    /// The session's store key: identifies it (e.g. to end just this one),
-    /// but cannot be turned into a cookie.
+    /// The session's store key: identifies it, but cannot be turned into a
+    /// cookie. Pages show [`SessionInfo::handle`] instead.
     pub key: crate::StoreKey,
     /// When the session was created or last logged in.
     pub created_at: OffsetDateTime,
@@ -219,6 +227,16 @@ pub struct SessionInfo {
     /// Whether this is the session of the request that listed it. Stores
     /// always report `false`; [`crate::Session::list_sessions`] sets it.
     pub current: bool,
+    /// Where the session was logged in from.
+    pub device: Device,
+}
+
+impl SessionInfo {
+    /// The handle to show a client for this session (e.g. in a "sign out
+    /// this device" form), for [`crate::Session::end_session`].
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle::from(self.key)
+    }
 }
 
 mod whole_seconds {

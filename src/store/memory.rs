@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Map;
 use time::OffsetDateTime;
 
+use crate::device::Device;
 use crate::error::ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
@@ -99,6 +100,8 @@ struct Entry {
     idle_timeout: u32,
     absolute_deadline: u32,
     persistent: bool,
+    /// Boxed: most sessions are anonymous and have none.
+    device: Option<Box<Device>>,
 }
 
 /// Seconds as stored in an [`Entry`].
@@ -147,6 +150,7 @@ impl Entry {
             idle_timeout: seconds(record.idle_timeout.whole_seconds(), "timeouts")?,
             absolute_deadline: seconds(record.absolute_deadline.unix_timestamp(), "times")?,
             persistent: record.persistent,
+            device: (!record.device.is_empty()).then(|| Box::new(record.device.clone())),
         })
     }
 
@@ -164,6 +168,7 @@ impl Entry {
             idle_timeout: time::Duration::seconds(i64::from(self.idle_timeout)),
             absolute_deadline: timestamp(self.absolute_deadline)?,
             persistent: self.persistent,
+            device: self.device(),
         })
     }
 
@@ -185,7 +190,12 @@ impl Entry {
                 .min(absolute),
             persistent: self.persistent,
             current: false,
+            device: self.device(),
         })
+    }
+
+    fn device(&self) -> Device {
+        self.device.as_deref().cloned().unwrap_or_default()
     }
 }
 

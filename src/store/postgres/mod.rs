@@ -537,6 +537,8 @@ impl SessionStore for PostgresStore {
                     expires_at: timestamp(row, "expires_at")?,
                     persistent: column(row, "persistent")?,
                     current: false,
+                    // Not persisted yet: TODO(devices) columns.
+                    device: Default::default(),
                 })
             })
             .collect()

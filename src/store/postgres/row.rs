@@ -91,6 +91,8 @@ pub(super) fn record_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> 
         idle_timeout,
         absolute_deadline: timestamp(row, "absolute_deadline")?,
         persistent: column(row, "persistent")?,
+        // Not persisted yet: TODO(devices) columns.
+        device: Default::default(),
     })
 }
 

@@ -135,6 +135,8 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
         idle_timeout,
         absolute_deadline,
         persistent,
+        // Not persisted yet: TODO(devices) hash fields.
+        device: Default::default(),
     })
 }
 
