@@ -77,7 +77,7 @@ impl IntoResponse for MissingSessionLayer {
 }
 
 /// Answers [`SessionError::status`]: `400` for data a store cannot hold,
-/// `503` when the store failed (the same response the layer gives when a
+/// `401` and `404` for the user's own mistakes, `503` when the store failed (the same response the layer gives when a
 /// commit fails: a short text, `Retry-After` and `Cache-Control:
 /// no-store`), `500` for the rest. The bodies are fixed strings that leak
 /// nothing, and the error itself is logged.
@@ -93,6 +93,8 @@ impl IntoResponse for SessionError {
         let mut response = match status {
             StatusCode::SERVICE_UNAVAILABLE => return crate::service::unavailable(),
             StatusCode::BAD_REQUEST => (status, "invalid session data\n").into_response(),
+            StatusCode::UNAUTHORIZED => (status, "login required\n").into_response(),
+            StatusCode::NOT_FOUND => (status, "not found\n").into_response(),
             _ => (status, "internal server error\n").into_response(),
         };
         response

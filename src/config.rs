@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieSettings;
+use crate::device::{ClientIp, ClientIpRule};
 use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
 
@@ -17,7 +18,8 @@ const DEFAULT_REMEMBER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_REMEMBER_ABSOLUTE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOUCH_AFTER: f64 = 0.1;
 const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
-const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_LOGIN_URL: &str = "/login";
 const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(1);
 const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest timeout accepted: 10 years. Longer values are almost certainly
@@ -40,6 +42,12 @@ pub(crate) struct SessionConfig {
     pub(crate) touch_after: f64,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether a login keeps the request's `User-Agent`.
+    pub(crate) record_user_agent: bool,
+    /// How to find the client address a login keeps, if at all.
+    pub(crate) client_ip: Option<ClientIpRule>,
+    /// Where [`LoggedIn`](crate::LoggedIn) sends a browser without a user.
+    pub(crate) login_url: String,
 }
 
 /// What [`SessionLayerBuilder`](crate::SessionLayerBuilder) collects, not
@@ -58,6 +66,9 @@ pub(crate) struct Settings {
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) record_user_agent: bool,
+    pub(crate) client_ip: Option<ClientIp>,
+    pub(crate) login_url: String,
 }
 
 impl Default for Settings {
@@ -76,6 +87,9 @@ impl Default for Settings {
             max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             store_timeout: DEFAULT_STORE_TIMEOUT,
             clock: Arc::new(SystemClock),
+            record_user_agent: true,
+            client_ip: None,
+            login_url: DEFAULT_LOGIN_URL.to_owned(),
         }
     }
 }
@@ -125,6 +139,8 @@ impl Settings {
         if !(MIN_STORE_TIMEOUT..=MAX_STORE_TIMEOUT).contains(&self.store_timeout) {
             return Err(ConfigError::StoreTimeoutOutOfRange);
         }
+        let client_ip = self.client_ip.map(ClientIp::validated).transpose()?;
+        let login_url = login_url(self.login_url)?;
         let config = SessionConfig {
             cookie,
             keys,
@@ -136,8 +152,24 @@ impl Settings {
             touch_after: self.touch_after,
             max_sessions_per_user: self.max_sessions_per_user,
             clock: self.clock,
+            record_user_agent: self.record_user_agent,
+            client_ip,
+            login_url,
         };
         Ok((config, self.store_timeout))
+    }
+}
+
+/// A login URL must be a path on this site: `/` and not `//` (which a
+/// browser reads as another host), with no characters that would break a
+/// `Location` header.
+fn login_url(url: String) -> Result<String, ConfigError> {
+    let local = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
+    let clean = url.bytes().all(|b| b.is_ascii_graphic());
+    if local && clean {
+        Ok(url)
+    } else {
+        Err(ConfigError::InvalidLoginUrl(url))
     }
 }
 
@@ -172,6 +204,9 @@ impl fmt::Debug for Settings {
             .field("max_sessions_per_user", &self.max_sessions_per_user)
             .field("store_timeout", &self.store_timeout)
             .field("clock", &self.clock)
+            .field("record_user_agent", &self.record_user_agent)
+            .field("client_ip", &self.client_ip)
+            .field("login_url", &self.login_url)
             .finish_non_exhaustive()
     }
 }

@@ -192,6 +192,64 @@ impl CookieSettings {
     }
 }
 
+/// Whether a request shows no sign of having come over https: no `https`
+/// scheme in its URI, no `X-Forwarded-Proto: https` or `Forwarded:
+/// proto=https` from a proxy, and a host that is not loopback (browsers
+/// treat `localhost` as secure). A `Secure` cookie set in answer to such a
+/// request is dropped by the browser, which is the classic first-hour
+/// mystery ("login bounces back to the login form"). An app that
+/// terminates TLS itself shows no such sign either, so this only ever
+/// feeds a warning.
+pub(crate) fn looks_like_plain_http(uri: &http::Uri, headers: &HeaderMap) -> bool {
+    if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        return false;
+    }
+    let said_https = |name: &str, check: fn(&str) -> bool| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(check)
+    };
+    if said_https("x-forwarded-proto", |value| {
+        value
+            .split(',')
+            .any(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }) || said_https("forwarded", |value| {
+        value
+            .split([',', ';'])
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(name, proto)| {
+                name.trim().eq_ignore_ascii_case("proto")
+                    && proto.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
+    }) {
+        return false;
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| uri.host());
+    !host.is_some_and(is_loopback_host)
+}
+
+/// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`, with or without a
+/// port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .get(name.len().saturating_sub(10)..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn to_header(cookie: &Cookie<'_>) -> Option<HeaderValue> {
     match HeaderValue::try_from(cookie.to_string()) {
         Ok(value) => Some(value),
@@ -402,5 +460,111 @@ mod tests {
         assert!(text.contains("Max-Age=0"));
         assert!(text.contains("Path=/"));
         assert!(text.contains("Secure"));
+    }
+
+    #[test]
+    fn plain_http_is_told_from_https_proxies_and_loopback() {
+        struct Test {
+            name: &'static str,
+            uri: &'static str,
+            headers: &'static [(&'static str, &'static str)],
+            plain: bool,
+        }
+        let tests = [
+            Test {
+                name: "LAN name over http",
+                uri: "/",
+                headers: &[("host", "devbox.lan:3000")],
+                plain: true,
+            },
+            Test {
+                name: "LAN address",
+                uri: "/",
+                headers: &[("host", "192.168.1.20:3000")],
+                plain: true,
+            },
+            Test {
+                name: "no host at all",
+                uri: "/",
+                headers: &[],
+                plain: true,
+            },
+            Test {
+                name: "localhost",
+                uri: "/",
+                headers: &[("host", "localhost:3000")],
+                plain: false,
+            },
+            Test {
+                name: "a .localhost name",
+                uri: "/",
+                headers: &[("host", "app.localhost")],
+                plain: false,
+            },
+            Test {
+                name: "127.0.0.1",
+                uri: "/",
+                headers: &[("host", "127.0.0.1:3000")],
+                plain: false,
+            },
+            Test {
+                name: "[::1]",
+                uri: "/",
+                headers: &[("host", "[::1]:3000")],
+                plain: false,
+            },
+            Test {
+                name: "https URI (HTTP/2)",
+                uri: "https://example.com/",
+                headers: &[],
+                plain: false,
+            },
+            Test {
+                name: "http URI",
+                uri: "http://example.com/",
+                headers: &[],
+                plain: true,
+            },
+            Test {
+                name: "X-Forwarded-Proto",
+                uri: "/",
+                headers: &[("host", "example.com"), ("x-forwarded-proto", "https")],
+                plain: false,
+            },
+            Test {
+                name: "X-Forwarded-Proto http",
+                uri: "/",
+                headers: &[("host", "example.com"), ("x-forwarded-proto", "http")],
+                plain: true,
+            },
+            Test {
+                name: "Forwarded",
+                uri: "/",
+                headers: &[
+                    ("host", "example.com"),
+                    ("forwarded", "for=192.0.2.1;proto=\"https\""),
+                ],
+                plain: false,
+            },
+            Test {
+                name: "a lookalike of localhost",
+                uri: "/",
+                headers: &[("host", "localhost.example.com")],
+                plain: true,
+            },
+        ];
+        for test in tests {
+            let mut headers = HeaderMap::new();
+            for (name, value) in test.headers {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            let uri: http::Uri = test.uri.parse().unwrap();
+            assert_eq!(
+                looks_like_plain_http(&uri, &headers),
+                test.plain,
+                "{}",
+                test.name
+            );
+        }
     }
 }

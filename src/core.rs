@@ -3,6 +3,7 @@
 //! settings.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -18,9 +19,20 @@ pub(crate) const LIST_LIMIT: usize = 1000;
 pub(crate) struct Core {
     pub(crate) store: Arc<dyn DynStore>,
     pub(crate) config: SessionConfig,
+    /// The warning about a `Secure` cookie sent over plain HTTP was given
+    /// (once per layer is enough to be seen, and not so often as to flood).
+    pub(crate) warned_plain_http: AtomicBool,
 }
 
 impl Core {
+    pub(crate) fn new(store: Arc<dyn DynStore>, config: SessionConfig) -> Self {
+        Self {
+            store,
+            config,
+            warned_plain_http: AtomicBool::new(false),
+        }
+    }
+
     /// The layer clock's time in whole seconds, the precision every store
     /// keeps.
     pub(crate) fn now(&self) -> OffsetDateTime {

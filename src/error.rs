@@ -236,12 +236,21 @@ pub enum SessionError {
     IdCollision,
     /// The response was already produced; later changes cannot be saved.
     Finished,
+    /// The operation needs a logged-in user and the session has none
+    /// (`401`).
+    NotLoggedIn,
+    /// A session handle from the client names none of the current user's
+    /// live sessions (`404`): another user's, an ended one, or one never
+    /// issued, which are not told apart.
+    UnknownSession,
 }
 
 impl SessionError {
     /// The HTTP status this error stands for: `400` for data a store cannot
-    /// hold, `503` when the store (or the randomness source) failed, `500`
-    /// for the rest, which are bugs in the app.
+    /// hold, `401` without a logged-in user where one is needed, `404` for
+    /// a session handle that is not the user's, `503` when the store (or
+    /// the randomness source) failed, `500` for the rest, which are bugs in
+    /// the app.
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::Store(e) if e.is_rejected() => http::StatusCode::BAD_REQUEST,
@@ -252,6 +261,8 @@ impl SessionError {
             Self::Serialize { .. } | Self::Deserialize { .. } | Self::Finished => {
                 http::StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::NotLoggedIn => http::StatusCode::UNAUTHORIZED,
+            Self::UnknownSession => http::StatusCode::NOT_FOUND,
         }
     }
 }
@@ -268,6 +279,8 @@ impl fmt::Display for SessionError {
             Self::Randomness(e) => write!(f, "{e}"),
             Self::IdCollision => f.write_str("could not find a free session ID"),
             Self::Finished => f.write_str("the session was already committed with the response"),
+            Self::NotLoggedIn => f.write_str("no user is logged in"),
+            Self::UnknownSession => f.write_str("no such session among the user's sessions"),
         }
     }
 }
@@ -278,7 +291,11 @@ impl std::error::Error for SessionError {
             Self::Store(e) => Some(e),
             Self::Serialize { source, .. } | Self::Deserialize { source, .. } => Some(source),
             Self::Randomness(e) => Some(e),
-            Self::Unstorable { .. } | Self::IdCollision | Self::Finished => None,
+            Self::Unstorable { .. }
+            | Self::IdCollision
+            | Self::Finished
+            | Self::NotLoggedIn
+            | Self::UnknownSession => None,
         }
     }
 }

@@ -35,6 +35,9 @@ pub(crate) enum EndReason {
     Logout,
     /// The application, through `SessionAdmin`.
     Admin,
+    /// The user, ending one of their other sessions ("sign out this
+    /// device").
+    Device,
 }
 
 impl EndReason {
@@ -42,6 +45,7 @@ impl EndReason {
         match self {
             Self::Logout => "invalidate",
             Self::Admin => "admin",
+            Self::Device => "device",
         }
     }
 }
@@ -310,6 +314,20 @@ pub(crate) fn store_index_stale(error: &StoreError) {
         error = %error,
         cause = %Cause(error),
         "a retired session stays in its user's index until it is next counted or listed"
+    );
+}
+
+/// A `Secure` session cookie was set in answer to a request that showed no
+/// sign of https: a browser on plain http drops it. Given once per layer.
+pub(crate) fn secure_cookie_over_plain_http() {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "secure_cookie_over_plain_http",
+        "set a Secure session cookie on a request with no sign of https (no https scheme, \
+         no X-Forwarded-Proto: https, host not localhost): a browser on plain http drops \
+         it, so logins seem to do nothing. Serve over https (behind a proxy, have it send \
+         X-Forwarded-Proto), develop on http://localhost, or for a LAN name in development \
+         only, build the layer with .secure(false)"
     );
 }
 

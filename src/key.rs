@@ -21,6 +21,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -55,6 +56,8 @@ pub(crate) const COOKIE_VALUE_LEN: usize = ENCODED_ID_LEN + 1 + ENCODED_TAG_LEN;
 #[derive(Clone)]
 pub struct Key {
     mac: HmacSha256,
+    /// The key itself, for [`Key::to_hex`] only.
+    bytes: Arc<[u8]>,
 }
 
 impl Key {
@@ -70,7 +73,33 @@ impl Key {
         }
         let mac = HmacSha256::new_from_slice(bytes)
             .map_err(|_| ConfigError::KeyTooShort { len: bytes.len() })?;
-        Ok(Self { mac })
+        Ok(Self {
+            mac,
+            bytes: Arc::from(bytes),
+        })
+    }
+
+    /// The key as lower-case hex text, the form [`Key::from_hex`] reads:
+    /// for saving a key made with [`Key::generate`] into the app's
+    /// configuration (`SESSION_KEY=...`).
+    ///
+    /// ```
+    /// use cloakroom::Key;
+    ///
+    /// let key = Key::generate()?;
+    /// let text = key.to_hex();
+    /// assert_eq!(text.len(), 64);
+    /// let again = Key::from_hex(&text)?;
+    /// # assert_eq!(again.to_hex(), text);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Security
+    ///
+    /// This is the secret that signs every cookie: anyone who reads it can
+    /// forge session cookies. Print it only to put it in a secret store.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.bytes)
     }
 
     /// A key from hex text, e.g. 64 hex characters for 32 bytes.

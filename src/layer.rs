@@ -39,6 +39,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cookie::SameSite;
 use crate::core::Core;
+use crate::device::ClientIp;
 use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
 use crate::service::SessionService;
@@ -268,6 +269,37 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Whether a login keeps the request's `User-Agent` with the session
+    /// (cut to [`MAX_USER_AGENT_LEN`](crate::MAX_USER_AGENT_LEN) bytes), for
+    /// [`SessionInfo::device`](crate::SessionInfo::device) and its label;
+    /// on by default. Nothing else of it is used.
+    pub fn record_user_agent(mut self, record: bool) -> Self {
+        self.settings.record_user_agent = record;
+        self
+    }
+
+    /// Keeps each login's client address with the session, found by
+    /// `rule` (the peer address, or behind trusted proxies the address they
+    /// report); off by default. See [`ClientIp`].
+    ///
+    /// # Security
+    ///
+    /// An IP address is personal data in many jurisdictions: keep it only
+    /// if you show it to the user or need it, and say so in your privacy
+    /// notice.
+    pub fn client_ip(mut self, rule: ClientIp) -> Self {
+        self.settings.client_ip = Some(rule);
+        self
+    }
+
+    /// Where [`LoggedIn`](crate::LoggedIn) sends a browser that asked for
+    /// a page needing a user and has none: `/login` by default. A path on
+    /// this site; the page asked for is passed along as `?next=...`.
+    pub fn login_url(mut self, path: impl Into<String>) -> Self {
+        self.settings.login_url = path.into();
+        self
+    }
+
     /// The clock the layer reads; the system clock by default. Tests pass a
     /// [`ManualClock`](crate::ManualClock) to exercise expiry without
     /// sleeping.
@@ -287,13 +319,15 @@ impl SessionLayerBuilder {
     /// with a domain, another path or without `Secure`, `SameSite=None`
     /// without `Secure`, a timeout out of range, an absolute timeout
     /// shorter than its idle timeout, `touch_after` outside 0.0 up to 1.0,
-    /// a zero session limit, or a store timeout outside 1 ms to 10 minutes.
+    /// a zero session limit, a store timeout outside 1 ms to 10 minutes, a
+    /// trusted proxy that is no address or network, or a login URL that is
+    /// not a path on this site.
     pub fn build(self) -> Result<SessionLayer, ConfigError> {
         let (config, store_timeout) = self.settings.validate()?;
-        Ok(SessionLayer::from_core(Core {
-            store: (self.store)(store_timeout),
+        Ok(SessionLayer::from_core(Core::new(
+            (self.store)(store_timeout),
             config,
-        }))
+        )))
     }
 }
 
@@ -342,7 +376,7 @@ impl SessionLayer {
     /// A handle for session management outside requests: logging a user
     /// out everywhere, listing their sessions, sweeping expired ones.
     pub fn admin(&self) -> SessionAdmin {
-        SessionAdmin::new(self.core.clone())
+        SessionAdmin::from_parts(self.core.store.clone(), self.core.config.clock.clone())
     }
 }
 

@@ -169,6 +169,8 @@ pub mod fuzzing;
 mod id;
 mod key;
 mod layer;
+#[cfg(feature = "axum")]
+mod login;
 mod record;
 mod service;
 mod session;
@@ -190,9 +192,13 @@ pub use crate::id::{
 };
 pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
 pub use crate::layer::{SessionLayer, SessionLayerBuilder};
+#[cfg(feature = "axum")]
+pub use crate::login::{
+    safe_redirect_path, CurrentUser, CurrentUserRejection, LoadUser, LoggedIn, LoginRequired,
+};
 pub use crate::record::SessionInfo;
 pub use crate::service::{ResponseFuture, SessionService};
-pub use crate::session::Session;
+pub use crate::session::{Flash, FlashLevel, Session, FLASH_KEY};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]

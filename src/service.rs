@@ -26,15 +26,18 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::cookie::looks_like_plain_http;
 use crate::core::Core;
+use crate::device::RequestOrigin;
 use crate::session::{Abort, CookieAction, Finish, Outcome, Plan, Session};
 use crate::store::BoxFuture;
 
@@ -106,7 +109,20 @@ where
         let cookie_id = config
             .cookie
             .find_session_id(request.headers(), &config.keys);
-        let session = Session::new(self.core.clone(), cookie_id);
+        let origin = RequestOrigin::of(
+            request.headers(),
+            request.extensions(),
+            config.record_user_agent,
+            config.client_ip.as_ref(),
+        );
+        // Checked only until the one warning has been given.
+        let plain_http = config.cookie.secure
+            && !self.core.warned_plain_http.load(Ordering::Relaxed)
+            && looks_like_plain_http(request.uri(), request.headers());
+        let page = matches!(*request.method(), Method::GET | Method::HEAD)
+            .then(|| request.uri().path_and_query().cloned())
+            .flatten();
+        let session = Session::new(self.core.clone(), cookie_id, origin, plain_http, page);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Inner {
@@ -158,7 +174,7 @@ where
                     // call here: finish them without boxing a commit.
                     let plan = match session.finish() {
                         Finish::Done(outcome) => {
-                            decorate(&mut response, outcome, session.core());
+                            decorate(&mut response, outcome, &session);
                             return Poll::Ready(Ok(response));
                         }
                         Finish::Commit(plan) => plan,
@@ -190,7 +206,7 @@ async fn finish<B: From<&'static str>>(
 ) -> Response<B> {
     match session.commit(plan).await {
         Ok(outcome) => {
-            decorate(&mut response, outcome, session.core());
+            decorate(&mut response, outcome, &session);
             response
         }
         // The failure was logged where it happened.
@@ -203,10 +219,17 @@ async fn finish<B: From<&'static str>>(
 }
 
 /// Adds what the session's outcome asks of the response.
-fn decorate<B>(response: &mut Response<B>, outcome: Outcome, core: &Core) {
+fn decorate<B>(response: &mut Response<B>, outcome: Outcome, session: &Session) {
+    let core = session.core();
     let headers = response.headers_mut();
     if outcome.vary {
         add_vary_cookie(headers);
+    }
+    if session.plain_http()
+        && matches!(outcome.cookie, CookieAction::Set { .. })
+        && !core.warned_plain_http.swap(true, Ordering::Relaxed)
+    {
+        crate::events::secure_cookie_over_plain_http();
     }
     if let Some(cookie) = set_cookie(core, outcome.cookie) {
         headers.append(SET_COOKIE, cookie);

@@ -6,11 +6,12 @@ use serde_json::Map;
 
 use super::state::{check_user_id, Active};
 use super::Session;
-use crate::core::{Core, LIST_LIMIT};
+use crate::core::LIST_LIMIT;
 use crate::error::SessionError;
 use crate::events::{self, EndReason, Vanished};
-use crate::id::{SessionId, StoreKey};
-use crate::store::{Deleted, Patch, SessionInfo, SessionRecord, StoreError};
+use crate::id::{SessionHandle, SessionId, StoreKey};
+use crate::store::{Deleted, DynStore, Patch, SessionInfo, SessionRecord, StoreError};
+use time::OffsetDateTime;
 
 /// What a CSRF token is wanted for (see [`Session::token_id`]).
 #[cfg(feature = "csrf")]
@@ -114,6 +115,7 @@ impl Session {
         record.persistent = core.config.persistent;
         record.data = data;
         record.user_id = Some(user_id);
+        record.device = self.shared.origin.device();
         active.record = record;
         // The whole record is written under the new ID at commit.
         active.patch = Patch::default();
@@ -154,6 +156,7 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Store`] when the session cannot be loaded or deleted.
+    #[doc(alias = "logout")]
     pub async fn invalidate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
         active.ending = true;
@@ -162,6 +165,17 @@ impl Session {
         }
         self.reset(&mut active);
         Ok(())
+    }
+
+    /// Logs out: the same as [`Session::invalidate`], under the name a
+    /// logout handler looks for. The session record is deleted and the
+    /// cookie expired; data kept for the visitor (a cart, say) goes too.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the session cannot be loaded or deleted.
+    pub async fn logout(&self) -> Result<(), SessionError> {
+        self.invalidate().await
     }
 
     /// Ends every session of the logged-in user, this one included, on
@@ -195,9 +209,15 @@ impl Session {
         if let Some(key) = self.key_to_end(&active) {
             let surely_ended = active.stored.is_some() && active.record.user_id.is_some();
             ended += u64::from(
-                end_chain(self.core(), key, EndReason::Logout, !surely_ended)
-                    .await
-                    .map_err(|e| self.store_failed("delete", e))?,
+                end_chain(
+                    &*self.core().store,
+                    self.core().now(),
+                    key,
+                    EndReason::Logout,
+                    !surely_ended,
+                )
+                .await
+                .map_err(|e| self.store_failed("delete", e))?,
             );
         }
         self.reset(&mut active);
@@ -242,11 +262,14 @@ impl Session {
         Ok(ended)
     }
 
-    /// The logged-in user's live sessions, oldest first (at most the 1,000
-    /// most recent), with this one marked [`SessionInfo::current`]. Empty
-    /// when anonymous. A session this request logs in or moves is stored
-    /// only when the response goes out, so it is listed from the next
-    /// request on.
+    /// The logged-in user's live sessions, most recently active first (at
+    /// most the 1,000 most recently created), with this one marked
+    /// [`SessionInfo::current`]: the list for a "your devices" page, each
+    /// entry with its [`handle`](SessionInfo::handle) for
+    /// [`Session::end_session`] and its [`device`](SessionInfo::device).
+    /// Empty when anonymous. A session this request logs in or moves is
+    /// stored only when the response goes out, so it is listed from the
+    /// next request on.
     ///
     /// # Errors
     ///
@@ -268,7 +291,64 @@ impl Session {
                 session.current = session.key == *current;
             }
         }
+        most_recent_first(&mut sessions);
         Ok(sessions)
+    }
+
+    /// Ends one of the logged-in user's own sessions, named by the
+    /// [`handle`](SessionInfo::handle) of its [`list_sessions`](Self::list_sessions)
+    /// entry: "sign out this device". The device's next request is
+    /// anonymous. Ending the current session is the same as
+    /// [`Session::logout`].
+    ///
+    /// # Security
+    ///
+    /// The handle comes from the client, so it is checked: only a session
+    /// that is among the user's live sessions now is ended. A handle of
+    /// another user's session, an ended one or one never issued is refused
+    /// the same way, so the answer tells nothing about sessions that are
+    /// not the user's.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoggedIn`] for an anonymous session,
+    /// [`SessionError::UnknownSession`] for a handle that is not one of the
+    /// user's live sessions, and [`SessionError::Store`] when the store
+    /// fails.
+    pub async fn end_session(&self, handle: &SessionHandle) -> Result<(), SessionError> {
+        let key = *handle.store_key();
+        let current = {
+            let active = self.active().await?;
+            let Some(user_id) = active.record.user_id.clone() else {
+                return Err(SessionError::NotLoggedIn);
+            };
+            let current = active.stored.as_ref().map(|(_, key)| *key);
+            if current == Some(key) {
+                None
+            } else {
+                Some(user_id)
+            }
+        };
+        let Some(user_id) = current else {
+            return self.logout().await;
+        };
+        let now = self.core().now();
+        let owned = self
+            .core()
+            .store
+            .list_user(&user_id, now, LIST_LIMIT)
+            .await
+            .map_err(|e| self.store_failed("list_user", e))?
+            .iter()
+            .any(|session| session.key == key);
+        if !owned {
+            return Err(SessionError::UnknownSession);
+        }
+        // A session of the user's a moment ago. Should it move to a new ID
+        // between the check and here (its device logging in again), the
+        // forward leads to the same device, which is the one to sign out.
+        self.end(key, EndReason::Device).await?;
+        Ok(())
     }
 
     /// How many live sessions the logged-in user has (0 when anonymous),
@@ -345,11 +425,21 @@ impl Session {
     /// request moved to a new ID after this one loaded it ends under its
     /// new ID. Returns whether a live session ended.
     async fn end(&self, key: StoreKey, reason: EndReason) -> Result<bool, SessionError> {
-        let ended = end_session(self.core(), key, reason)
+        let ended = end_session(&*self.core().store, self.core().now(), key, reason)
             .await
             .map_err(|e| self.store_failed("delete", e))?;
         Ok(ended)
     }
+}
+
+/// Sorts a listing for display: most recent activity first, then the most
+/// recently created, then by key so that the order is stable.
+pub(crate) fn most_recent_first(sessions: &mut [SessionInfo]) {
+    sessions.sort_by(|a, b| {
+        (b.last_seen, b.created_at)
+            .cmp(&(a.last_seen, a.created_at))
+            .then(a.key.cmp(&b.key))
+    });
 }
 
 /// Ends the session under `key`, following forwards left by logins and
@@ -357,24 +447,25 @@ impl Session {
 /// ended. Forwards stay in place (they lapse by themselves), so a logout
 /// that fails halfway can be retried with the same old ID.
 pub(crate) async fn end_session(
-    core: &Core,
+    store: &dyn DynStore,
+    now: OffsetDateTime,
     key: StoreKey,
     reason: EndReason,
 ) -> Result<bool, StoreError> {
-    end_chain(core, key, reason, true).await
+    end_chain(store, now, key, reason, true).await
 }
 
 /// [`end_session`]; `report_gone` says whether finding nothing is worth a
 /// `session_vanished` event (not when the caller only checks for a move).
 async fn end_chain(
-    core: &Core,
+    store: &dyn DynStore,
+    now: OffsetDateTime,
     mut key: StoreKey,
     reason: EndReason,
     report_gone: bool,
 ) -> Result<bool, StoreError> {
-    let now = core.now();
     for _ in 0..MAX_FORWARD_HOPS {
-        match core.store.delete(&key, now).await? {
+        match store.delete(&key, now).await? {
             Deleted::Session => {
                 events::session_invalidated(&key, reason);
                 return Ok(true);

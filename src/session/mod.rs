@@ -18,6 +18,7 @@
 //! ```
 
 mod commit;
+mod flash;
 mod lifecycle;
 mod state;
 
@@ -27,9 +28,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub(crate) use self::commit::{Abort, CookieAction, Finish, Outcome, Plan};
-pub(crate) use self::lifecycle::end_session;
+pub use self::flash::{Flash, FlashLevel, FLASH_KEY};
 #[cfg(feature = "csrf")]
 pub(crate) use self::lifecycle::TokenPurpose;
+pub(crate) use self::lifecycle::{end_session, most_recent_first};
 use self::state::check_storable;
 pub use self::state::Session;
 use crate::error::SessionError;

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::core::Core;
+use crate::device::RequestOrigin;
 use crate::error::SessionError;
 use crate::events;
 use crate::id::{SessionId, StoreKey};
@@ -46,18 +47,47 @@ pub(super) struct Shared {
     /// A store call failed: this request writes nothing back.
     pub(super) poisoned: AtomicBool,
     pub(super) state: Mutex<Phase>,
+    /// Where the request came from, for the device a login records.
+    pub(super) origin: RequestOrigin,
+    /// The request showed no sign of https while the cookie is `Secure`
+    /// (worth a warning if the response sets it).
+    pub(super) plain_http: bool,
+    /// The page a `GET` or `HEAD` asked for, as the layer saw it (before
+    /// any nested router stripped a prefix), for a login redirect's `next`.
+    pub(super) page: Option<http::uri::PathAndQuery>,
 }
 
 impl Session {
-    pub(crate) fn new(core: Arc<Core>, cookie_id: Option<SessionId>) -> Self {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        cookie_id: Option<SessionId>,
+        origin: RequestOrigin,
+        plain_http: bool,
+        page: Option<http::uri::PathAndQuery>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 core,
                 cookie_id,
                 poisoned: AtomicBool::new(false),
                 state: Mutex::new(Phase::Unloaded),
+                origin,
+                plain_http,
+                page,
             }),
         }
+    }
+
+    /// Whether the request came without a sign of https to a `Secure`
+    /// cookie layer.
+    pub(crate) fn plain_http(&self) -> bool {
+        self.shared.plain_http
+    }
+
+    /// The path and query of a `GET` or `HEAD` request, as the layer saw it.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn page(&self) -> Option<&http::uri::PathAndQuery> {
+        self.shared.page.as_ref()
     }
 
     /// What the layer shares with this request's session.

@@ -1,0 +1,443 @@
+//! Routes that need a user: the [`LoggedIn`] extractor (the user id), the
+//! [`CurrentUser`] extractor (the app's own user type, loaded once per
+//! request through [`LoadUser`]), what they answer without a user
+//! ([`LoginRequired`]), and [`safe_redirect_path`] for the `next` parameter
+//! a login form carries back.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::{CurrentUser, LoadUser, LoggedIn};
+//!
+//! async fn settings(LoggedIn(user_id): LoggedIn) -> String {
+//!     format!("settings of {user_id}")
+//! }
+//!
+//! #[derive(Clone)]
+//! struct User {
+//!     name: String,
+//! }
+//!
+//! #[derive(Clone)]
+//! struct AppState; // the app's database pool, say
+//!
+//! impl LoadUser<AppState> for User {
+//!     type Rejection = std::convert::Infallible;
+//!
+//!     async fn load_user(user_id: &str, _state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+//!         // Look the user up; `None` when the account is gone.
+//!         Ok(Some(User { name: user_id.to_owned() }))
+//!     }
+//! }
+//!
+//! async fn profile(CurrentUser(user): CurrentUser<User>) -> String {
+//!     format!("hello, {}", user.name)
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/settings", get(settings))
+//!     .route("/profile", get(profile))
+//!     .with_state(AppState);
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::header::{ACCEPT, CACHE_CONTROL, LOCATION};
+use http::request::Parts;
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::axum::MissingSessionLayer;
+use crate::error::SessionError;
+use crate::session::Session;
+
+/// The logged-in user's id, for a route that needs a user. Without one
+/// the route answers [`LoginRequired`]: a redirect to the login page for a
+/// browser asking for a page, `401` for anything else.
+///
+/// `Option<LoggedIn>` is `None` for an anonymous visitor instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn(pub String);
+
+impl LoggedIn {
+    /// The user id given to [`Session::login`].
+    pub fn user_id(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LoggedIn {
+    type Rejection = LoginRequired;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session(parts)?;
+        match session.user_id().await {
+            Ok(Some(user_id)) => Ok(Self(user_id)),
+            Ok(None) => Err(LoginRequired::for_request(parts, &session)),
+            Err(error) => Err(LoginRequired::Session(error)),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for LoggedIn {
+    type Rejection = LoginRequired;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let session = session(parts)?;
+        match session.user_id().await {
+            Ok(user_id) => Ok(user_id.map(Self)),
+            Err(error) => Err(LoginRequired::Session(error)),
+        }
+    }
+}
+
+fn session(parts: &Parts) -> Result<Session, LoginRequired> {
+    parts
+        .extensions
+        .get::<Session>()
+        .cloned()
+        .ok_or(LoginRequired::MissingLayer)
+}
+
+/// What a route that needs a user answers without one, or when it cannot
+/// tell.
+///
+/// The rule, by the request's `Accept` header: a request that accepts
+/// `text/html` (a browser navigating or posting a form) gets `303 See
+/// Other` to the layer's [login URL](crate::SessionLayerBuilder::login_url),
+/// with `?next=` and the page asked for when that was a `GET` or `HEAD`;
+/// anything else (`fetch`, XHR, API clients) gets `401 Unauthorized`. Both
+/// carry `Cache-Control: no-store`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoginRequired {
+    /// A browser asked for a page: send it to the login page.
+    Redirect {
+        /// The `Location`: the login URL, with `next` when there is one.
+        location: String,
+    },
+    /// Anything else: `401`.
+    Unauthorized,
+    /// The session could not be loaded: answers as [`SessionError`] does.
+    Session(SessionError),
+    /// The route lacks [`SessionLayer`](crate::SessionLayer): `500`.
+    MissingLayer,
+}
+
+impl LoginRequired {
+    fn for_request(parts: &Parts, session: &Session) -> Self {
+        if !accepts_html(parts) {
+            return Self::Unauthorized;
+        }
+        let login_url = &session.core().config.login_url;
+        // The page as the layer saw it: inside a nested router, the URI the
+        // extractor sees has lost its prefix.
+        let next = (parts.method == Method::GET || parts.method == Method::HEAD)
+            .then(|| session.page())
+            .flatten()
+            .map(|page| page.as_str())
+            .and_then(safe_redirect_path);
+        let location = match next {
+            Some(next) => {
+                let separator = if login_url.contains('?') { '&' } else { '?' };
+                let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                format!("{login_url}{separator}next={next}")
+            }
+            None => login_url.clone(),
+        };
+        Self::Redirect { location }
+    }
+
+    /// The status this rejection answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Redirect { .. } => StatusCode::SEE_OTHER,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Session(error) => error.status(),
+            Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Whether the request lists `text/html` in `Accept` (with a quality above
+/// zero).
+fn accepts_html(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let media = params.next().unwrap_or_default();
+            media.eq_ignore_ascii_case("text/html")
+                && !params.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .or_else(|| param.strip_prefix("Q="))
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
+impl fmt::Display for LoginRequired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redirect { .. } | Self::Unauthorized => f.write_str("login required"),
+            Self::Session(error) => write!(f, "{error}"),
+            Self::MissingLayer => write!(f, "{MissingSessionLayer}"),
+        }
+    }
+}
+
+impl std::error::Error for LoginRequired {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Session(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for LoginRequired {
+    fn into_response(self) -> Response {
+        let mut response = match self {
+            Self::Redirect { location } => match HeaderValue::try_from(location) {
+                Ok(location) => (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response(),
+                // The login URL was checked at build and `next` is
+                // percent-encoded, so this cannot happen; a 401 is the
+                // safe answer if it does.
+                Err(_) => (StatusCode::UNAUTHORIZED, "login required\n").into_response(),
+            },
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "login required\n").into_response(),
+            Self::Session(error) => return error.into_response(),
+            Self::MissingLayer => return MissingSessionLayer.into_response(),
+        };
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// `candidate` if it is safe to redirect to after login: a path on this
+/// site (`/account`, `/search?q=x`), and `None` for anything that could
+/// lead elsewhere: absolute URLs (`https://evil.example`), scheme-relative
+/// ones (`//evil.example`), backslashes (`/\evil.example`, which browsers
+/// read as `//`), and control characters or spaces.
+///
+/// Use it on the `next` a login form sends back before redirecting there,
+/// so that a link to your login page cannot send users on to a phishing
+/// site (an open redirect).
+///
+/// ```
+/// use cloakroom::safe_redirect_path;
+///
+/// assert_eq!(safe_redirect_path("/account?tab=devices"), Some("/account?tab=devices"));
+/// assert_eq!(safe_redirect_path("//evil.example"), None);
+/// assert_eq!(safe_redirect_path("https://evil.example/"), None);
+/// ```
+pub fn safe_redirect_path(candidate: &str) -> Option<&str> {
+    let local = candidate.starts_with('/') && !candidate.starts_with("//");
+    let clean = candidate
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'\\');
+    (local && clean).then_some(candidate)
+}
+
+/// How the app loads its own user type from a session's user id, for the
+/// [`CurrentUser`] extractor. Implement it once, on the user type, for the
+/// app's router state `S`.
+///
+/// Loading happens at most once per request, whatever number of
+/// extractors ask; a user that no longer exists (`Ok(None)`) counts as no
+/// user. Sessions are not ended when the user changes: after a password
+/// change, call [`Session::logout_other_devices`] (or
+/// [`SessionAdmin::logout_everywhere`](crate::SessionAdmin::logout_everywhere)).
+pub trait LoadUser<S>: Clone + Send + Sync + Sized + 'static {
+    /// What a failed load answers (a database error, say).
+    type Rejection: IntoResponse;
+
+    /// The user with `user_id`, or `None` when there is none (any more).
+    fn load_user(
+        user_id: &str,
+        state: &S,
+    ) -> impl Future<Output = Result<Option<Self>, Self::Rejection>> + Send;
+}
+
+/// The logged-in user, loaded by the app's [`LoadUser`]. Without one the
+/// route answers as [`LoggedIn`] does ([`LoginRequired`]).
+///
+/// `Option<CurrentUser<U>>` is `None` for an anonymous visitor (or a user
+/// that no longer exists) instead.
+#[derive(Debug, Clone)]
+pub struct CurrentUser<U>(pub U);
+
+/// A user loaded earlier in the same request (`None`: none to load).
+#[derive(Clone)]
+struct Loaded<U>(Arc<Option<U>>);
+
+impl<U, S> FromRequestParts<S> for CurrentUser<U>
+where
+    U: LoadUser<S>,
+    S: Send + Sync,
+{
+    type Rejection = CurrentUserRejection<U::Rejection>;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match load::<U, S>(parts, state).await? {
+            Some(user) => Ok(Self(user)),
+            None => {
+                let session = session(parts)?;
+                Err(LoginRequired::for_request(parts, &session).into())
+            }
+        }
+    }
+}
+
+impl<U, S> OptionalFromRequestParts<S> for CurrentUser<U>
+where
+    U: LoadUser<S>,
+    S: Send + Sync,
+{
+    type Rejection = CurrentUserRejection<U::Rejection>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(load::<U, S>(parts, state).await?.map(Self))
+    }
+}
+
+async fn load<U, S>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<Option<U>, CurrentUserRejection<U::Rejection>>
+where
+    U: LoadUser<S>,
+    S: Send + Sync,
+{
+    if let Some(Loaded(user)) = parts.extensions.get::<Loaded<U>>() {
+        return Ok(user.as_ref().clone());
+    }
+    let session = session(parts)?;
+    let user_id = session
+        .user_id()
+        .await
+        .map_err(|error| CurrentUserRejection::Login(LoginRequired::Session(error)))?;
+    let user = match user_id {
+        Some(user_id) => {
+            let user = U::load_user(&user_id, state)
+                .await
+                .map_err(CurrentUserRejection::Load)?;
+            if user.is_none() {
+                tracing::info!(
+                    target: "cloakroom",
+                    "a session's user could not be loaded (the account is gone?); \
+                     treated as logged out"
+                );
+            }
+            user
+        }
+        None => None,
+    };
+    parts.extensions.insert(Loaded(Arc::new(user.clone())));
+    Ok(user)
+}
+
+/// Why [`CurrentUser`] could not give a user.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CurrentUserRejection<E> {
+    /// No user (or the session could not tell): as [`LoggedIn`] answers.
+    Login(LoginRequired),
+    /// The app's [`LoadUser`] failed: its own answer.
+    Load(E),
+}
+
+impl<E> From<LoginRequired> for CurrentUserRejection<E> {
+    fn from(rejection: LoginRequired) -> Self {
+        Self::Login(rejection)
+    }
+}
+
+impl<E: IntoResponse> IntoResponse for CurrentUserRejection<E> {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Login(rejection) => rejection.into_response(),
+            Self::Load(rejection) => rejection.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_site_are_safe_to_redirect_to() {
+        let tests = [
+            ("/", true),
+            ("/account", true),
+            ("/search?q=a%20b&page=2", true),
+            ("/a/b#frag", true),
+            ("", false),
+            ("account", false),
+            ("//evil.example", false),
+            ("//evil.example/path", false),
+            ("/\\evil.example", false),
+            ("/a\\b", false),
+            ("https://evil.example/", false),
+            ("javascript:alert(1)", false),
+            ("/a b", false),
+            ("/a\tb", false),
+            ("/a\nLocation: x", false),
+            ("/caf\u{e9}", false),
+        ];
+        for (candidate, safe) in tests {
+            assert_eq!(
+                safe_redirect_path(candidate).is_some(),
+                safe,
+                "{candidate:?}"
+            );
+        }
+    }
+
+    fn parts(method: Method, uri: &str, accept: Option<&'static str>) -> Parts {
+        let mut request = http::Request::builder().method(method).uri(uri);
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn html_is_recognised_in_accept() {
+        let tests = [
+            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), true),
+            (Some("TEXT/HTML"), true),
+            (Some("application/json"), false),
+            (Some("*/*"), false),
+            (Some("text/html;q=0"), false),
+            (Some("application/json, text/html;q=0.5"), true),
+            (None, false),
+        ];
+        for (accept, html) in tests {
+            assert_eq!(
+                accepts_html(&parts(Method::GET, "/", accept)),
+                html,
+                "{accept:?}"
+            );
+        }
+    }
+}
