@@ -9,9 +9,11 @@
 //! compile.
 
 pub(crate) mod cookies;
+pub(crate) mod devices;
 pub(crate) mod expiry;
 pub(crate) mod failures;
 pub(crate) mod lifecycle;
+pub(crate) mod pages;
 pub(crate) mod races;
 pub(crate) mod rotation_failures;
 pub(crate) mod security_events;
@@ -79,6 +81,24 @@ macro_rules! store_tests {
                 listing_marks_the_current_session,
                 a_stale_cookie_never_clears_a_newer_login,
                 regenerate_after_a_logout_elsewhere_does_not_revive_the_session,
+            ],
+            #[tokio::test]
+            devices [
+                a_login_records_the_device_and_the_listing_shows_it,
+                devices_are_recorded_only_as_configured,
+                the_listing_puts_the_latest_activity_first_and_marks_this_session,
+                a_user_ends_another_of_their_sessions_by_its_handle,
+                handles_of_other_users_or_none_are_refused_alike,
+                ending_this_session_by_its_handle_logs_out,
+                an_admin_made_from_the_store_alone_manages_the_apps_sessions,
+            ],
+            #[tokio::test]
+            pages [
+                a_flash_is_shown_once_on_the_next_page,
+                pages_without_flashes_write_nothing,
+                flashes_survive_login_and_logout_into_the_next_page,
+                a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401,
+                the_current_user_is_loaded_once_per_request_and_gone_users_are_logged_out,
             ],
             #[tokio::test]
             expiry [

@@ -3,6 +3,7 @@
 //! its calls.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +11,12 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, Response, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put, Route};
+use axum::routing::{delete, get, post, put, Route};
 use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
-    Key, ManualClock, Session, SessionError, SessionLayer, SessionLayerBuilder, SessionStore,
+    CurrentUser, Flash, FlashLevel, Key, LoadUser, LoggedIn, ManualClock, Session, SessionError,
+    SessionHandle, SessionLayer, SessionLayerBuilder, SessionStore,
 };
 use tokio::sync::Barrier;
 use tower::layer::util::Identity;
@@ -152,6 +154,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
             post(login_then_ignore_a_failure),
         )
         .route("/public/{key}", put(public_set))
+        .merge(account_routes())
         .merge(csrf_routes())
         .with_state(barrier)
 }
@@ -423,6 +426,136 @@ async fn public_set(
         [(header::CACHE_CONTROL, "public, max-age=3600")],
         "cacheable?",
     ))
+}
+
+/// A user of the app, as its own user store would load it: `ghost` is an
+/// account that no longer exists, `broken` one whose load fails. Each load
+/// draws a fresh `load` number, so a handler can tell whether two
+/// extractors shared one load.
+#[derive(Clone, Debug)]
+pub(crate) struct TestUser {
+    name: String,
+    load: u64,
+}
+
+impl LoadUser<Arc<Barrier>> for TestUser {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn load_user(
+        user_id: &str,
+        _state: &Arc<Barrier>,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        static LOADS: AtomicU64 = AtomicU64::new(0);
+        match user_id {
+            "ghost" => Ok(None),
+            "broken" => Err((StatusCode::BAD_GATEWAY, "user database down")),
+            name => Ok(Some(Self {
+                name: name.to_owned(),
+                load: LOADS.fetch_add(1, Ordering::Relaxed),
+            })),
+        }
+    }
+}
+
+/// What a devices page shows of one session.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct DeviceEntry {
+    pub(crate) handle: String,
+    pub(crate) current: bool,
+    pub(crate) label: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) created: i64,
+    pub(crate) last_seen: i64,
+}
+
+/// Routes for devices, flash messages and login-required pages.
+fn account_routes() -> Router<Arc<Barrier>> {
+    async fn devices(session: Session) -> Result<Json<Vec<DeviceEntry>>, SessionError> {
+        let listed = session.list_sessions().await?;
+        Ok(Json(
+            listed
+                .into_iter()
+                .map(|s| DeviceEntry {
+                    handle: s.handle().to_string(),
+                    current: s.current,
+                    label: s.device.label(),
+                    user_agent: s.device.user_agent.clone(),
+                    ip: s.device.ip.map(|ip| ip.to_string()),
+                    created: s.created_at.unix_timestamp(),
+                    last_seen: s.last_seen.unix_timestamp(),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn end_device(
+        session: Session,
+        Path(handle): Path<SessionHandle>,
+    ) -> Result<StatusCode, SessionError> {
+        session.end_session(&handle).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn flash(session: Session, message: String) -> Result<StatusCode, SessionError> {
+        session.flash(FlashLevel::Success, message).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn flashes(session: Session) -> Result<Json<Vec<Flash>>, SessionError> {
+        Ok(Json(session.take_flashes().await?))
+    }
+
+    async fn login_with_flash(
+        session: Session,
+        Path(user): Path<String>,
+    ) -> Result<StatusCode, SessionError> {
+        session.login(&user).await?;
+        session
+            .flash(FlashLevel::Success, format!("Signed in as {user}."))
+            .await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn logout_with_flash(session: Session) -> Result<StatusCode, SessionError> {
+        session.logout().await?;
+        session.flash(FlashLevel::Info, "Signed out.").await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn account(LoggedIn(user): LoggedIn) -> String {
+        user
+    }
+
+    async fn maybe_account(user: Option<LoggedIn>) -> String {
+        user.map_or_else(|| "anonymous".to_owned(), |LoggedIn(user)| user)
+    }
+
+    async fn me(CurrentUser(user): CurrentUser<TestUser>, again: CurrentUser<TestUser>) -> String {
+        let shared = if user.load == again.0.load {
+            "one load"
+        } else {
+            "two loads"
+        };
+        format!("{} ({shared})", user.name)
+    }
+
+    async fn maybe_me(user: Option<CurrentUser<TestUser>>) -> String {
+        user.map_or_else(|| "nobody".to_owned(), |CurrentUser(user)| user.name)
+    }
+
+    Router::new()
+        .route("/devices", get(devices))
+        .route("/devices/{handle}", delete(end_device))
+        .route("/flash", post(flash))
+        .route("/flashes", get(flashes))
+        .route("/login-with-flash/{user}", post(login_with_flash))
+        .route("/logout-with-flash", post(logout_with_flash))
+        .route("/account", get(account).post(account))
+        .route("/maybe-account", get(maybe_account))
+        .route("/me", get(me))
+        .route("/maybe-me", get(maybe_me))
+        .nest("/area", Router::new().route("/page", get(account)))
 }
 
 /// The routes the CSRF tests use. Without a `CsrfLayer` around them,

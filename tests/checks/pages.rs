@@ -1,0 +1,217 @@
+//! What pages of an app with logins rely on: flash messages carried to the
+//! next page exactly once, and routes that need a user ([`LoggedIn`],
+//! [`CurrentUser`]) answering a browser and an API client each the right
+//! way.
+//!
+//! [`LoggedIn`]: cloakroom::LoggedIn
+//! [`CurrentUser`]: cloakroom::CurrentUser
+
+use axum::http::{header, HeaderValue, StatusCode};
+use cloakroom::{Flash, FlashLevel, SessionStore};
+
+use crate::support::app::TestApp;
+use crate::support::client::{logged_in, whoami, Client};
+use crate::support::reply::Reply;
+
+async fn flashes(client: &mut Client) -> Vec<Flash> {
+    let reply = client.get("/flashes").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_str(&reply.body).expect("flash list")
+}
+
+fn messages(flashes: &[Flash]) -> Vec<&str> {
+    flashes.iter().map(|f| f.message.as_str()).collect()
+}
+
+pub(crate) async fn a_flash_is_shown_once_on_the_next_page<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    client.put("/set/theme", "dark").await;
+    let reply = client
+        .send(client.request("POST", "/flash", "Saved."))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    client
+        .send(client.request("POST", "/flash", "And again."))
+        .await;
+    let shown = flashes(&mut client).await;
+    assert_eq!(messages(&shown), ["Saved.", "And again."], "oldest first");
+    assert_eq!(shown[0].level, FlashLevel::Success);
+    assert!(flashes(&mut client).await.is_empty(), "shown once only");
+    // Taking them left the rest of the session alone.
+    assert_eq!(client.get("/get/theme").await.body, "dark");
+    assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
+}
+
+pub(crate) async fn pages_without_flashes_write_nothing<S: SessionStore + Clone>(store: S) {
+    let app = TestApp::new(store);
+    // A visitor without a session: not even a load.
+    let mut visitor = app.client();
+    app.store.reset();
+    assert!(flashes(&mut visitor).await.is_empty());
+    assert_eq!(app.calls().total(), 0, "no store call");
+    assert!(visitor.cookie.is_none(), "and no session started");
+    // A logged-in user with nothing waiting: the load, and no write.
+    let mut client = logged_in(&app, "alice").await;
+    app.store.reset();
+    let reply = client.get("/flashes").await;
+    let calls = app.calls();
+    assert_eq!(calls.load, 1);
+    assert_eq!(calls.total(), 1, "nothing written: {calls:?}");
+    assert!(reply.set_cookies().is_empty());
+}
+
+pub(crate) async fn flashes_survive_login_and_logout_into_the_next_page<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    let reply = client.post("/login-with-flash/alice").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        messages(&flashes(&mut client).await),
+        ["Signed in as alice."]
+    );
+    assert!(flashes(&mut client).await.is_empty());
+
+    let reply = client.post("/logout-with-flash").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&client).await, None, "logged out");
+    assert!(
+        client.cookie.is_some(),
+        "a fresh session carries the message"
+    );
+    assert_eq!(app.sessions_of("alice").await, 0);
+    let shown = flashes(&mut client).await;
+    assert_eq!(messages(&shown), ["Signed out."]);
+    assert_eq!(shown[0].level, FlashLevel::Info);
+    assert!(flashes(&mut client).await.is_empty());
+}
+
+fn request_with_accept(
+    client: &Client,
+    method: &str,
+    path: &str,
+    accept: &str,
+) -> axum::http::Request<axum::body::Body> {
+    let mut request = client.request(method, path, "");
+    request
+        .headers_mut()
+        .insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+    request
+}
+
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+fn location(reply: &Reply) -> Option<&str> {
+    reply.header(header::LOCATION)
+}
+
+pub(crate) async fn a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::with(store, |b| b.login_url("/sign-in"));
+    let mut visitor = app.client();
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "GET",
+            "/account?tab=devices",
+            BROWSER_ACCEPT,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&reply),
+        Some("/sign-in?next=%2Faccount%3Ftab%3Ddevices")
+    );
+    assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
+
+    // Inside a nested router, `next` is still the whole path.
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "GET",
+            "/area/page",
+            BROWSER_ACCEPT,
+        ))
+        .await;
+    assert_eq!(location(&reply), Some("/sign-in?next=%2Farea%2Fpage"));
+
+    // A form post is sent to the login page without `next` (a GET there
+    // would not repeat the post).
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "POST",
+            "/account",
+            BROWSER_ACCEPT,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&reply), Some("/sign-in"));
+
+    // API clients (`fetch`, JSON) get a 401.
+    for accept in ["application/json", "*/*"] {
+        let reply = visitor
+            .send(request_with_accept(&visitor, "GET", "/account", accept))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{accept}");
+        assert_eq!(location(&reply), None);
+    }
+    let reply = visitor.get("/account").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "no Accept at all");
+    assert!(visitor.cookie.is_none(), "no session was started");
+
+    assert_eq!(visitor.get("/maybe-account").await.body, "anonymous");
+    let mut alice = logged_in(&app, "alice").await;
+    let reply = alice
+        .send(request_with_accept(
+            &alice,
+            "GET",
+            "/account",
+            BROWSER_ACCEPT,
+        ))
+        .await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "alice")
+    );
+    assert_eq!(alice.get("/maybe-account").await.body, "alice");
+}
+
+pub(crate) async fn the_current_user_is_loaded_once_per_request_and_gone_users_are_logged_out<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut alice = logged_in(&app, "alice").await;
+    let reply = alice.get("/me").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "alice (one load)")
+    );
+    assert_eq!(alice.get("/maybe-me").await.body, "alice");
+
+    // An account deleted since the login counts as no user.
+    let mut ghost = logged_in(&app, "ghost").await;
+    let reply = ghost
+        .send(request_with_accept(&ghost, "GET", "/me", BROWSER_ACCEPT))
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&reply), Some("/login?next=%2Fme"));
+    assert_eq!(ghost.get("/maybe-me").await.body, "nobody");
+
+    // The app's own failure is its own answer.
+    let mut broken = logged_in(&app, "broken").await;
+    let reply = broken.get("/me").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::BAD_GATEWAY, "user database down")
+    );
+    let mut visitor = app.client();
+    assert_eq!(visitor.get("/me").await.status, StatusCode::UNAUTHORIZED);
+}
