@@ -109,12 +109,24 @@ fn session(parts: &Parts) -> Result<Session, LoginRequired> {
 /// What a route that needs a user answers without one, or when it cannot
 /// tell.
 ///
-/// The rule, by the request's `Accept` header: a request that accepts
-/// `text/html` (a browser navigating or posting a form) gets `303 See
-/// Other` to the layer's [login URL](crate::SessionLayerBuilder::login_url),
-/// with `?next=` and the page asked for when that was a `GET` or `HEAD`;
-/// anything else (`fetch`, XHR, API clients) gets `401 Unauthorized`. Both
-/// carry `Cache-Control: no-store`.
+/// The rule tells a browser loading a page from a script or an API client,
+/// and errs towards the page, as Django's `login_required` and Devise do:
+///
+/// 1. A request with `Sec-Fetch-Mode` (every current browser sends it) is a
+///    page load when the mode is `navigate`; any other mode is a script
+///    (`fetch`, XHR).
+/// 2. Otherwise `X-Requested-With` marks a script (jQuery and others send
+///    it).
+/// 3. Otherwise the request is a page load unless its `Accept` header lists
+///    only types that are neither `text/html`, `text/*` nor `*/*` (an API
+///    client asking for `application/json`). No `Accept` at all, or
+///    `*/*` (curl), counts as a page load.
+///
+/// A page load gets `303 See Other` to the layer's
+/// [login URL](crate::SessionLayerBuilder::login_url), with `?next=` and the
+/// page asked for when that was a `GET` or `HEAD`; a script gets `401
+/// Unauthorized`. So an API client should send `Accept: application/json`.
+/// Both carry `Cache-Control: no-store`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoginRequired {
@@ -133,7 +145,7 @@ pub enum LoginRequired {
 
 impl LoginRequired {
     fn for_request(parts: &Parts, session: &Session) -> Self {
-        if !accepts_html(parts) {
+        if !wants_page(parts) {
             return Self::Unauthorized;
         }
         let login_url = &session.core().config.login_url;
@@ -166,27 +178,40 @@ impl LoginRequired {
     }
 }
 
-/// Whether the request lists `text/html` in `Accept` (with a quality above
-/// zero).
-fn accepts_html(parts: &Parts) -> bool {
-    parts
-        .headers
+/// Whether the request is a browser loading a page (by the rule in
+/// [`LoginRequired`]'s docs) rather than a script or an API client.
+fn wants_page(parts: &Parts) -> bool {
+    let headers = &parts.headers;
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode.as_bytes().eq_ignore_ascii_case(b"navigate");
+    }
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    let mut ranges = headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|range| {
-            let mut params = range.split(';').map(str::trim);
-            let media = params.next().unwrap_or_default();
-            media.eq_ignore_ascii_case("text/html")
-                && !params.any(|param| {
-                    param
-                        .strip_prefix("q=")
-                        .or_else(|| param.strip_prefix("Q="))
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
+        .filter(|range| !range.trim().is_empty())
+        .peekable();
+    if ranges.peek().is_none() {
+        return true;
+    }
+    ranges.any(|range| {
+        let mut params = range.split(';').map(str::trim);
+        let media = params.next().unwrap_or_default();
+        let page = ["text/html", "text/*", "*/*"]
+            .iter()
+            .any(|page| media.eq_ignore_ascii_case(page));
+        page && !params.any(|param| {
+            param
+                .strip_prefix("q=")
+                .or_else(|| param.strip_prefix("Q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
         })
+    })
 }
 
 impl fmt::Display for LoginRequired {
@@ -413,31 +438,109 @@ mod tests {
         }
     }
 
-    fn parts(method: Method, uri: &str, accept: Option<&'static str>) -> Parts {
-        let mut request = http::Request::builder().method(method).uri(uri);
-        if let Some(accept) = accept {
-            request = request.header(ACCEPT, accept);
+    fn parts(headers: &[(&'static str, &'static str)]) -> Parts {
+        let mut request = http::Request::builder().uri("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         request.body(()).unwrap().into_parts().0
     }
 
     #[test]
-    fn html_is_recognised_in_accept() {
+    fn page_loads_are_told_from_scripts_and_api_clients() {
+        struct Test {
+            name: &'static str,
+            headers: &'static [(&'static str, &'static str)],
+            page: bool,
+        }
+        const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
         let tests = [
-            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), true),
-            (Some("TEXT/HTML"), true),
-            (Some("application/json"), false),
-            (Some("*/*"), false),
-            (Some("text/html;q=0"), false),
-            (Some("application/json, text/html;q=0.5"), true),
-            (None, false),
+            Test {
+                name: "a browser navigating",
+                headers: &[("accept", BROWSER), ("sec-fetch-mode", "navigate")],
+                page: true,
+            },
+            Test {
+                name: "fetch from a page",
+                headers: &[("accept", "*/*"), ("sec-fetch-mode", "cors")],
+                page: false,
+            },
+            Test {
+                name: "same-origin fetch asking for html",
+                headers: &[("accept", "text/html"), ("sec-fetch-mode", "same-origin")],
+                page: false,
+            },
+            Test {
+                name: "mode in capitals",
+                headers: &[("sec-fetch-mode", "NAVIGATE")],
+                page: true,
+            },
+            Test {
+                name: "jquery",
+                headers: &[
+                    ("accept", "application/json, text/javascript, */*; q=0.01"),
+                    ("x-requested-with", "XMLHttpRequest"),
+                ],
+                page: false,
+            },
+            Test {
+                name: "an old browser",
+                headers: &[("accept", BROWSER)],
+                page: true,
+            },
+            Test {
+                name: "html in capitals",
+                headers: &[("accept", "TEXT/HTML")],
+                page: true,
+            },
+            Test {
+                name: "any text",
+                headers: &[("accept", "text/*")],
+                page: true,
+            },
+            Test {
+                name: "curl",
+                headers: &[("accept", "*/*")],
+                page: true,
+            },
+            Test {
+                name: "no accept",
+                headers: &[],
+                page: true,
+            },
+            Test {
+                name: "an empty accept",
+                headers: &[("accept", " ")],
+                page: true,
+            },
+            Test {
+                name: "an api client",
+                headers: &[("accept", "application/json")],
+                page: false,
+            },
+            Test {
+                name: "html refused",
+                headers: &[("accept", "text/html;q=0")],
+                page: false,
+            },
+            Test {
+                name: "anything refused",
+                headers: &[("accept", "application/json, */*;Q=0")],
+                page: false,
+            },
+            Test {
+                name: "html among others",
+                headers: &[("accept", "application/json, text/html;q=0.5")],
+                page: true,
+            },
+            Test {
+                name: "two accept headers",
+                headers: &[("accept", "application/json"), ("accept", "text/html")],
+                page: true,
+            },
         ];
-        for (accept, html) in tests {
-            assert_eq!(
-                accepts_html(&parts(Method::GET, "/", accept)),
-                html,
-                "{accept:?}"
-            );
+        for test in tests {
+            assert_eq!(wants_page(&parts(test.headers)), test.page, "{}", test.name);
         }
     }
 }

@@ -153,16 +153,26 @@ pub(crate) async fn a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(location(&reply), Some("/sign-in"));
 
-    // API clients (`fetch`, JSON) get a 401.
-    for accept in ["application/json", "*/*"] {
-        let reply = visitor
-            .send(request_with_accept(&visitor, "GET", "/account", accept))
-            .await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{accept}");
+    // Scripts and API clients get a 401.
+    for headers in [
+        &[("accept", "application/json")][..],
+        &[("accept", "*/*"), ("sec-fetch-mode", "cors")],
+        &[("accept", "*/*"), ("x-requested-with", "XMLHttpRequest")],
+    ] {
+        let mut request = visitor.request("GET", "/account", "");
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(*name, HeaderValue::from_static(value));
+        }
+        let reply = visitor.send(request).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert_eq!(location(&reply), None);
     }
+    // A client that says nothing (curl, a test script) is sent to log in.
     let reply = visitor.get("/account").await;
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "no Accept at all");
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "no Accept at all");
+    assert_eq!(location(&reply), Some("/sign-in?next=%2Faccount"));
     assert!(visitor.cookie.is_none(), "no session was started");
 
     assert_eq!(visitor.get("/maybe-account").await.body, "anonymous");
@@ -213,5 +223,13 @@ pub(crate) async fn the_current_user_is_loaded_once_per_request_and_gone_users_a
         (StatusCode::BAD_GATEWAY, "user database down")
     );
     let mut visitor = app.client();
-    assert_eq!(visitor.get("/me").await.status, StatusCode::UNAUTHORIZED);
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "GET",
+            "/me",
+            "application/json",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
