@@ -1,7 +1,10 @@
 //! Run with: `cargo run --example demo`
 //!
-//! The demo app (its contract is the README's demo table): a login page and a small JSON API on top of
-//! cloakroom sessions.
+//! The demo app (its contract is the README's demo tables): a login page,
+//! an account page behind login, the user's devices with a sign-out button
+//! each, flash messages, and a small JSON API, on top of cloakroom sessions.
+//! Any password is accepted: the demo shows sessions, not accounts (see
+//! `examples/accounts.rs` for real password checks).
 //!
 //! Environment:
 //! - `DEMO_ADDR`: listen address, default `127.0.0.1:3000`
@@ -16,18 +19,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Form, Path, Query};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use cloakroom::time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use cloakroom::{
-    CsrfLayer, CsrfToken, Key, MemoryStore, Session, SessionError, SessionLayer,
+    safe_redirect_path, ClientIp, CsrfLayer, CsrfToken, Flash, FlashLevel, Key, LoggedIn,
+    MemoryStore, Session, SessionError, SessionHandle, SessionInfo, SessionLayer,
     SessionLayerBuilder,
 };
 use serde::Deserialize;
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,13 +79,24 @@ async fn run() -> Result<(), BoxError> {
         .key(key)
         .idle_timeout(idle)
         .absolute_timeout(absolute)
+        // Each session records the address it logged in from, as the TCP
+        // peer: the demo runs behind no proxy.
+        .client_ip(ClientIp::from_peer(|extensions| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip())
+        }))
         .build()?;
 
     // CSRF checks run inside the session layer.
     let app = app().layer(CsrfLayer::new()).layer(sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo listening on http://{addr} with the {store} store");
-    axum::serve(listener, app).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -159,69 +174,314 @@ fn env_secs(name: &str, default: u64) -> Result<u64, BoxError> {
 fn app() -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/login", post(login))
+        .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
+        .route("/account", get(account))
+        .route("/sessions/{handle}/sign-out", post(sign_out_device))
         .route("/api/csrf", get(csrf))
         .route("/api/me", get(me))
         .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{handle}", delete(end_device))
         .route("/api/counter", post(counter))
         .route("/api/notes/{key}", get(get_note).put(put_note))
 }
+
+/// The look of a small settings page.
+const STYLE: &str = "\
+body{font:16px/1.5 system-ui,sans-serif;background:#f4f5f7;color:#1f2328;margin:0}\
+main{max-width:44rem;margin:2rem auto;padding:0 1rem}\
+header{display:flex;justify-content:space-between;align-items:baseline}\
+nav a{margin-left:1rem}\
+section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:1rem 1.25rem;margin:1rem 0}\
+h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:0}\
+label{display:block;margin:.5rem 0}\
+input[type=text],input[type=password]{display:block;width:100%;max-width:20rem;padding:.4rem;border:1px solid #d0d7de;border-radius:6px}\
+button{padding:.35rem .9rem;border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa;cursor:pointer}\
+button.primary{background:#1f883d;border-color:#1f883d;color:#fff}\
+button.danger{color:#cf222e}\
+.flash{padding:.6rem 1rem;border-radius:6px;background:#ddf4ff;border:1px solid #54aeff}\
+.flash[data-level=success]{background:#dafbe1;border-color:#4ac26b}\
+.flash[data-level=warning],.flash[data-level=error]{background:#fff8c5;border-color:#d4a72c}\
+ul.devices{list-style:none;padding:0;margin:0}\
+ul.devices li{display:flex;justify-content:space-between;align-items:center;padding:.6rem 0;border-top:1px solid #d8dee4}\
+ul.devices li:first-child{border-top:0}\
+.muted{color:#59636e;font-size:.9rem}\
+.badge{font-size:.8rem;border:1px solid #1f883d;color:#1a7f37;border-radius:1rem;padding:0 .5rem}\
+.actions{display:flex;gap:.5rem}";
+
+/// The message a logout leaves for the next page. The session it would
+/// wait in is gone, so it waits in a cookie of its own for a minute.
+const FLASH_COOKIE: &str = "demo_flash";
 
 /// The hidden form field every form of the demo carries.
 fn csrf_field(token: &CsrfToken) -> String {
     format!("<input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">")
 }
 
-async fn index(session: Session, token: CsrfToken) -> Result<Response, SessionError> {
-    let mut page = String::from(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>cloakroom demo</title></head><body>\n<h1>cloakroom demo</h1>\n",
-    );
-    match session.user_id().await? {
-        None => {
-            let _ = write!(
-                page,
-                "<form method=\"post\" action=\"/login\">\n{}\n\
-                 <label>Name <input name=\"user\" maxlength=\"64\" required autofocus></label>\n\
-                 <button type=\"submit\">Log in</button>\n</form>\n",
-                csrf_field(&token)
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_safe(text)
+}
+
+/// A whole page: the messages waiting for it (flashes in the session, or
+/// the logout message in its cookie), then `body`.
+struct Page {
+    title: &'static str,
+    flashes: Vec<Flash>,
+    /// Whether the logout message's cookie must be removed.
+    clear_flash_cookie: bool,
+    body: String,
+}
+
+impl Page {
+    async fn new(
+        title: &'static str,
+        session: &Session,
+        headers: &HeaderMap,
+    ) -> Result<Self, SessionError> {
+        let mut flashes = session.take_flashes().await?;
+        let logout_message = logout_message(headers);
+        if let Some(message) = logout_message {
+            flashes.insert(
+                0,
+                Flash {
+                    level: FlashLevel::Info,
+                    message: message.to_owned(),
+                },
             );
         }
+        Ok(Self {
+            title,
+            flashes,
+            clear_flash_cookie: logout_message.is_some(),
+            body: String::new(),
+        })
+    }
+
+    fn into_response(self) -> Response {
+        let mut page = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+             <title>{} · cloakroom demo</title><style>{STYLE}</style></head><body><main>\n\
+             <header><h1>cloakroom demo</h1><nav><a href=\"/\">Home</a>\
+             <a href=\"/account\">Account</a></nav></header>\n",
+            self.title
+        );
+        for flash in &self.flashes {
+            let _ = writeln!(
+                page,
+                "<p class=\"flash\" data-level=\"{}\" role=\"status\">{}</p>",
+                flash.level.as_str(),
+                escape(&flash.message)
+            );
+        }
+        page.push_str(&self.body);
+        page.push_str("</main></body></html>\n");
+        let mut response = Html(page).into_response();
+        if self.clear_flash_cookie {
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("demo_flash=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+            );
+        }
+        response
+    }
+}
+
+/// The logout message named by the request's flash cookie, if any. The
+/// cookie holds a code, never text, so it cannot inject anything.
+fn logout_message(headers: &HeaderMap) -> Option<&'static str> {
+    let code = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| cookie::Cookie::split_parse(value).flatten())
+        .find(|cookie| cookie.name() == FLASH_COOKIE)?;
+    match code.value() {
+        "signed-out" => Some("You have signed out."),
+        "signed-out-everywhere" => Some("You have signed out on every device."),
+        _ => None,
+    }
+}
+
+/// A `303` to `/` that leaves the logout message `code` for the next page.
+fn redirect_with_logout_message(code: &'static str) -> Response {
+    let mut response = Redirect::to("/").into_response();
+    let cookie = format!("{FLASH_COOKIE}={code}; Path=/; Max-Age=60; HttpOnly; SameSite=Lax");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The counter, shown on every page, with a button that counts through the
+/// JSON API as a page's script would: a fresh token from `/api/csrf` for
+/// each write (a visitor's first write starts a session, which the
+/// anonymous token does not cover).
+fn counter_section(counter: u64) -> String {
+    format!(
+        "<section><h2>Counter</h2><p>This browser has counted to \
+         <strong id=\"counter\">{counter}</strong>. \
+         <button type=\"button\" id=\"count\">Count</button></p>\
+         <p class=\"muted\">Kept in the session, logged in or not.</p>\
+         <script>\
+         document.getElementById('count').addEventListener('click', async () => {{\
+         const {{ token }} = await (await fetch('/api/csrf')).json();\
+         const reply = await fetch('/api/counter', {{ method: 'POST', headers: {{ 'x-csrf-token': token }} }});\
+         if (reply.ok) document.getElementById('counter').textContent = (await reply.json()).counter;\
+         }});\
+         </script></section>\n"
+    )
+}
+
+fn login_form(token: &CsrfToken, next: Option<&str>) -> String {
+    let next = next
+        .map(|next| {
+            format!(
+                "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+                html_escape::encode_double_quoted_attribute(next)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<section><h2>Sign in</h2>\
+         <form method=\"post\" action=\"/login\">\n{}{next}\n\
+         <label>Name <input type=\"text\" name=\"user\" maxlength=\"64\" required autofocus \
+         autocomplete=\"username\"></label>\n\
+         <label>Password <input type=\"password\" name=\"password\" \
+         autocomplete=\"current-password\"></label>\n\
+         <label><input type=\"checkbox\" name=\"remember\" value=\"on\"> Remember me on this \
+         device</label>\n\
+         <button type=\"submit\" class=\"primary\">Sign in</button>\n</form>\
+         <p class=\"muted\">A demo: any password is accepted.</p></section>\n",
+        csrf_field(token)
+    )
+}
+
+/// How long ago `then` was, in words.
+fn ago(now: OffsetDateTime, then: OffsetDateTime) -> String {
+    let seconds = (now - then).whole_seconds().max(0);
+    match seconds {
+        0..=59 => "just now".to_owned(),
+        60..=119 => "1 minute ago".to_owned(),
+        120..=3599 => format!("{} minutes ago", seconds / 60),
+        3600..=7199 => "1 hour ago".to_owned(),
+        7200..=86_399 => format!("{} hours ago", seconds / 3600),
+        _ => rfc3339(then),
+    }
+}
+
+fn device_label(info: &SessionInfo) -> String {
+    info.device
+        .label()
+        .unwrap_or_else(|| "Unknown device".to_owned())
+}
+
+/// The user's sessions, newest activity first, each with a sign-out
+/// button but this one.
+fn devices_section(listed: &[SessionInfo], token: &CsrfToken, back: &str) -> String {
+    let now = OffsetDateTime::now_utc();
+    let mut section = format!(
+        "<section><h2>Your devices ({})</h2><ul class=\"devices\">\n",
+        listed.len()
+    );
+    for info in listed {
+        let from = info
+            .device
+            .ip
+            .map(|ip| format!(" · from {ip}"))
+            .unwrap_or_default();
+        let action = if info.current {
+            "<span class=\"badge\">this browser</span>".to_owned()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/sessions/{}/sign-out\">{}\
+                 <input type=\"hidden\" name=\"next\" value=\"{back}\">\
+                 <button type=\"submit\" class=\"danger\">Sign out</button></form>",
+                info.handle(),
+                csrf_field(token)
+            )
+        };
+        let _ = writeln!(
+            section,
+            "<li><div><strong>{}</strong><br><span class=\"muted\">\
+             active <time datetime=\"{}\">{}</time> · signed in {}{from}{}</span></div>{action}</li>",
+            escape(&device_label(info)),
+            rfc3339(info.last_seen),
+            ago(now, info.last_seen),
+            ago(now, info.created_at),
+            if info.persistent { " · remembered" } else { "" },
+        );
+    }
+    section.push_str("</ul></section>\n");
+    section
+}
+
+/// The logged-in part of a page: who, their devices, the two logouts.
+async fn signed_in_sections(
+    user: &str,
+    session: &Session,
+    token: &CsrfToken,
+    back: &str,
+) -> Result<String, SessionError> {
+    let listed = session.list_sessions().await?;
+    let mut body = format!(
+        "<section><h2>Signed in</h2><p>Signed in as <strong id=\"user\">{}</strong>.</p>\
+         <div class=\"actions\">\
+         <form method=\"post\" action=\"/logout\">{}<button type=\"submit\">Sign out</button></form>\
+         <form method=\"post\" action=\"/logout-everywhere\">{}\
+         <button type=\"submit\" class=\"danger\">Sign out everywhere</button></form>\
+         </div></section>\n",
+        escape(user),
+        csrf_field(token),
+        csrf_field(token)
+    );
+    body.push_str(&devices_section(&listed, token, back));
+    Ok(body)
+}
+
+async fn index(
+    session: Session,
+    token: CsrfToken,
+    headers: HeaderMap,
+) -> Result<Response, SessionError> {
+    let mut page = Page::new("Home", &session, &headers).await?;
+    match session.user_id().await? {
+        None => page.body.push_str(&login_form(&token, None)),
         Some(user) => {
-            let listed = session.list_sessions().await?;
-            let _ = write!(
-                page,
-                "<p>Logged in as <strong id=\"user\">{}</strong>.</p>\n\
-                 <h2>Your sessions ({})</h2>\n<table>\n\
-                 <tr><th>Created</th><th>Last seen</th><th></th></tr>\n",
-                html_escape::encode_text(&user),
-                listed.len()
-            );
-            for s in &listed {
-                let _ = writeln!(
-                    page,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    rfc3339(s.created_at),
-                    rfc3339(s.last_seen),
-                    if s.current { "this browser" } else { "" }
-                );
-            }
-            let _ = write!(
-                page,
-                "</table>\n\
-                 <form method=\"post\" action=\"/logout\">{}\
-                 <button type=\"submit\">Log out</button></form>\n\
-                 <form method=\"post\" action=\"/logout-everywhere\">{}\
-                 <button type=\"submit\">Log out everywhere</button></form>\n",
-                csrf_field(&token),
-                csrf_field(&token)
-            );
+            let sections = signed_in_sections(&user, &session, &token, "/").await?;
+            page.body.push_str(&sections);
         }
     }
-    page.push_str("</body></html>\n");
-    Ok(Html(page).into_response())
+    let counter = session.get::<u64>("counter").await?.unwrap_or(0);
+    page.body.push_str(&counter_section(counter));
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(
+    session: Session,
+    token: CsrfToken,
+    headers: HeaderMap,
+    Query(query): Query<NextQuery>,
+) -> Result<Response, SessionError> {
+    let mut page = Page::new("Sign in", &session, &headers).await?;
+    if let Some(user) = session.user_id().await? {
+        let _ = write!(
+            page.body,
+            "<p>You are signed in as <strong id=\"user\">{}</strong>; signing in again \
+             switches the user.</p>\n",
+            escape(&user)
+        );
+    }
+    // Only a path on this site is carried on; anything else is dropped.
+    let next = query.next.as_deref().and_then(safe_redirect_path);
+    page.body.push_str(&login_form(&token, next));
+    Ok(page.into_response())
 }
 
 /// The form also carries `csrf_token`, which `CsrfLayer` checked before
@@ -229,35 +489,134 @@ async fn index(session: Session, token: CsrfToken) -> Result<Response, SessionEr
 #[derive(Deserialize)]
 struct LoginForm {
     user: String,
+    /// Any password is accepted: this demo has no accounts.
+    #[serde(default)]
+    #[allow(dead_code)]
+    password: String,
+    remember: Option<String>,
+    next: Option<String>,
 }
 
 async fn login(
     session: Session,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, SessionError> {
-    let Ok(Form(LoginForm { user })) = form else {
+    let Ok(Form(form)) = form else {
         return Ok(bad_request("expected a form with a `user` field"));
     };
-    let chars = user.chars().count();
+    let chars = form.user.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Ok(bad_request("the name must be 1 to 64 characters"));
     }
-    session.login(user).await?;
-    Ok(Redirect::to("/").into_response())
+    if matches!(form.remember.as_deref(), Some("on" | "true" | "1")) {
+        // Before the login, which keeps it.
+        session.remember_me().await?;
+    }
+    session.login(form.user.as_str()).await?;
+    session
+        .flash(FlashLevel::Success, format!("Signed in as {}.", form.user))
+        .await?;
+    // Only to a path on this site: a link to the login page must not be
+    // able to send the user on to another one.
+    let next = form
+        .next
+        .as_deref()
+        .and_then(safe_redirect_path)
+        .unwrap_or("/");
+    Ok(Redirect::to(next).into_response())
 }
 
 fn bad_request(message: &'static str) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
 }
 
-async fn logout(session: Session) -> Result<Redirect, SessionError> {
-    session.invalidate().await?;
-    Ok(Redirect::to("/"))
+async fn logout(session: Session) -> Result<Response, SessionError> {
+    session.logout().await?;
+    Ok(redirect_with_logout_message("signed-out"))
 }
 
-async fn logout_everywhere(session: Session) -> Result<Redirect, SessionError> {
+async fn logout_everywhere(session: Session) -> Result<Response, SessionError> {
     session.logout_everywhere().await?;
-    Ok(Redirect::to("/"))
+    Ok(redirect_with_logout_message("signed-out-everywhere"))
+}
+
+/// Behind login: anonymous visitors are sent to `/login?next=%2Faccount`.
+async fn account(
+    LoggedIn(user): LoggedIn,
+    session: Session,
+    token: CsrfToken,
+    headers: HeaderMap,
+) -> Result<Response, SessionError> {
+    let mut page = Page::new("Account", &session, &headers).await?;
+    let sections = signed_in_sections(&user, &session, &token, "/account").await?;
+    page.body.push_str(&sections);
+    let counter = session.get::<u64>("counter").await?.unwrap_or(0);
+    page.body.push_str(&counter_section(counter));
+    Ok(page.into_response())
+}
+
+/// Ends one of the user's own sessions and leaves a message naming it.
+/// `Ok(false)`: not one of theirs (or no such handle).
+async fn end_own_session(session: &Session, handle: &str) -> Result<bool, SessionError> {
+    let Ok(handle) = handle.parse::<SessionHandle>() else {
+        return Ok(false);
+    };
+    let label = session
+        .list_sessions()
+        .await?
+        .iter()
+        .find(|info| info.handle() == handle)
+        .map(device_label);
+    match session.end_session(&handle).await {
+        Ok(()) => {}
+        Err(SessionError::UnknownSession) => return Ok(false),
+        Err(error) => return Err(error),
+    }
+    let message = match label {
+        Some(label) => format!("Signed out {label}."),
+        None => "Signed out that device.".to_owned(),
+    };
+    session.flash(FlashLevel::Success, message).await?;
+    Ok(true)
+}
+
+#[derive(Deserialize)]
+struct SignOutForm {
+    next: Option<String>,
+}
+
+/// The devices list's sign-out button.
+async fn sign_out_device(
+    LoggedIn(_): LoggedIn,
+    session: Session,
+    Path(handle): Path<String>,
+    Form(form): Form<SignOutForm>,
+) -> Result<Response, SessionError> {
+    if !end_own_session(&session, &handle).await? {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    }
+    let back = form
+        .next
+        .as_deref()
+        .and_then(safe_redirect_path)
+        .unwrap_or("/");
+    Ok(Redirect::to(back).into_response())
+}
+
+/// `DELETE /api/sessions/{handle}`: `204`, `404` for a handle that is not
+/// one of the user's sessions, `401` when anonymous.
+async fn end_device(
+    session: Session,
+    Path(handle): Path<String>,
+) -> Result<Response, SessionError> {
+    if session.user_id().await?.is_none() {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    }
+    Ok(if end_own_session(&session, &handle).await? {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    })
 }
 
 /// For scripts: the token to send as `x-csrf-token` with `/api` writes.
@@ -281,12 +640,14 @@ async fn sessions(session: Session) -> Result<Response, SessionError> {
     let listed: Vec<_> = session
         .list_sessions()
         .await?
-        .into_iter()
+        .iter()
         .map(|s| {
             json!({
                 "created": rfc3339(s.created_at),
                 "last_seen": rfc3339(s.last_seen),
                 "current": s.current,
+                "handle": s.handle().to_string(),
+                "label": device_label(s),
             })
         })
         .collect();
@@ -321,6 +682,6 @@ async fn get_note(session: Session, Path(key): Path<String>) -> Result<Response,
     })
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
+fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION};
+use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -71,12 +71,22 @@ pub(crate) async fn start_demo(envs: &[(&str, &str)]) -> Demo {
     demo
 }
 
-/// A browser stand-in with a one-cookie jar.
+/// A browser stand-in with a cookie jar: the session cookie, and any
+/// other cookie the demo sets (its logout message).
 pub(crate) struct Browser {
     client: HyperClient<HttpConnector, Full<Bytes>>,
     base: String,
+    /// The session cookie, as `name=value`.
     pub(crate) cookie: Option<String>,
+    others: Vec<(String, String)>,
+    user_agent: Option<&'static str>,
 }
+
+/// User-Agent headers of two real browsers.
+pub(crate) const FIREFOX_ON_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+pub(crate) const SAFARI_ON_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) \
+     AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
 impl Browser {
     pub(crate) fn new(demo: &Demo) -> Self {
@@ -84,6 +94,16 @@ impl Browser {
             client: HyperClient::builder(TokioExecutor::new()).build_http(),
             base: format!("http://{}", demo.addr),
             cookie: None,
+            others: Vec::new(),
+            user_agent: None,
+        }
+    }
+
+    /// A browser that sends `user_agent` with every request.
+    pub(crate) fn with_user_agent(demo: &Demo, user_agent: &'static str) -> Self {
+        Self {
+            user_agent: Some(user_agent),
+            ..Self::new(demo)
         }
     }
 
@@ -115,8 +135,21 @@ impl Browser {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
-            request = request.header(COOKIE, cookie.as_str());
+        let jar: Vec<String> = self
+            .cookie
+            .iter()
+            .cloned()
+            .chain(
+                self.others
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}")),
+            )
+            .collect();
+        if !jar.is_empty() {
+            request = request.header(COOKIE, jar.join("; "));
+        }
+        if let Some(agent) = self.user_agent {
+            request = request.header(USER_AGENT, agent);
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -126,13 +159,18 @@ impl Browser {
             .unwrap();
         let response = self.client.request(request).await.expect("demo answers");
         let reply = read(response).await;
-        if let Some(set) = reply.set_cookie() {
+        for set in reply.set_cookies() {
             let pair = set.split(';').next().unwrap().to_owned();
-            self.cookie = if set.contains("Max-Age=0") {
-                None
+            let (name, value) = pair.split_once('=').expect("name=value");
+            let removed = set.contains("Max-Age=0");
+            if name.starts_with("__Host-") {
+                self.cookie = (!removed).then_some(pair.clone());
             } else {
-                Some(pair)
-            };
+                self.others.retain(|(other, _)| other != name);
+                if !removed {
+                    self.others.push((name.to_owned(), value.to_owned()));
+                }
+            }
         }
         reply
     }
@@ -166,7 +204,17 @@ impl Browser {
     /// the form on `GET /` (when the page has that form), plus the fields
     /// given.
     pub(crate) async fn submit(&mut self, action: &str, fields: &[(&str, &str)]) -> Reply {
-        let page = self.get("/").await;
+        self.submit_on("/", action, fields).await
+    }
+
+    /// [`Browser::submit`] from the form on the page at `page`.
+    pub(crate) async fn submit_on(
+        &mut self,
+        page: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> Reply {
+        let page = self.get(page).await;
         // A logged-in page has no login form: take a script's token then.
         let token = if page.body.contains(&format!("action=\"{action}\"")) {
             hidden_token(&page.body, action)
@@ -300,7 +348,7 @@ pub(crate) async fn check_contract(demo: &Demo, tag: &str) {
     let login = alice.login(name).await;
     assert_eq!(login.status, StatusCode::SEE_OTHER);
     assert_eq!(login.header(LOCATION), Some("/"));
-    let cookie = login.set_cookie().expect("login sets a cookie");
+    let cookie = session_set_cookie(&login).expect("login sets a cookie");
     assert!(cookie.starts_with("__Host-"), "{cookie}");
     for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
@@ -351,8 +399,208 @@ pub(crate) async fn check_contract(demo: &Demo, tag: &str) {
     let old = alice.cookie.clone().unwrap();
     let logout = alice.post("/logout").await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER);
-    assert!(logout.set_cookie().unwrap().contains("Max-Age=0"));
+    assert_eq!(logout.header(LOCATION), Some("/"));
+    assert!(session_set_cookie(&logout).unwrap().contains("Max-Age=0"));
     let mut replay = Browser::new(demo);
     replay.cookie = Some(old);
     assert_eq!(replay.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+
+    check_accounts_and_devices(demo, tag).await;
+}
+
+/// The `Set-Cookie` of the session cookie, among the response's cookies.
+pub(crate) fn session_set_cookie(reply: &Reply) -> Option<String> {
+    let mut session = reply
+        .set_cookies()
+        .into_iter()
+        .filter(|set| set.starts_with("__Host-"));
+    let found = session.next();
+    assert!(session.next().is_none(), "one session cookie at most");
+    found
+}
+
+/// How many flash messages the page shows.
+fn flashes(page: &Reply) -> usize {
+    page.body.matches("class=\"flash\"").count()
+}
+
+/// The demo contract, part 2: the login page with `next` and `remember`,
+/// `/account` behind login, devices with handles and labels, ending one by
+/// its handle, and flash messages.
+async fn check_accounts_and_devices(demo: &Demo, tag: &str) {
+    let carol = format!("carol{tag}");
+    let dave = format!("dave{tag}");
+
+    // The login page carries a safe `next` and drops any other.
+    let mut laptop = Browser::with_user_agent(demo, FIREFOX_ON_LINUX);
+    let form = laptop.get("/login?next=%2Faccount").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.header(CONTENT_TYPE).unwrap().starts_with("text/html"));
+    for field in [
+        "name=\"user\"",
+        "type=\"password\" name=\"password\"",
+        "type=\"checkbox\" name=\"remember\"",
+        "name=\"next\" value=\"/account\"",
+    ] {
+        assert!(form.body.contains(field), "{field} on\n{}", form.body);
+    }
+    assert!(form.set_cookie().is_none(), "the login page sets no cookie");
+    for evil in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F"] {
+        let page = laptop.get(&format!("/login?next={evil}")).await;
+        assert!(!page.body.contains("name=\"next\""), "{evil}");
+        assert!(!page.body.contains("evil.example"), "{evil}");
+    }
+
+    // `/account` needs a login: browsers are sent to log in, APIs get 401.
+    let anonymous = laptop.get("/account").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.header(LOCATION), Some("/login?next=%2Faccount"));
+    let api = laptop
+        .send_with(
+            Method::GET,
+            "/account",
+            &[("accept", "application/json")],
+            "",
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+
+    // Logging in from there, remembered: back to `/account`, a persistent
+    // cookie, and one message on the next page only.
+    let login = laptop
+        .submit_on(
+            "/login?next=%2Faccount",
+            "/login",
+            &[
+                ("user", &carol),
+                ("password", "anything"),
+                ("remember", "on"),
+                ("next", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER);
+    assert_eq!(login.header(LOCATION), Some("/account"));
+    let cookie = session_set_cookie(&login).unwrap();
+    assert!(cookie.contains("Max-Age="), "remembered: {cookie}");
+    let account = laptop.get("/account").await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert!(account.body.contains(&format!("id=\"user\">{carol}<")));
+    assert_eq!(flashes(&account), 1, "{}", account.body);
+    assert!(account.body.contains("Signed in as"));
+    assert_eq!(flashes(&laptop.get("/account").await), 0, "shown once");
+
+    // Without `remember`, a cookie for this browser session only; an
+    // unsafe `next` is ignored.
+    let mut phone = Browser::with_user_agent(demo, SAFARI_ON_IPHONE);
+    for (next, to) in [
+        ("//evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("", "/"),
+        ("/api/me", "/api/me"),
+    ] {
+        let login = phone
+            .submit("/login", &[("user", &dave), ("next", next)])
+            .await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(login.header(LOCATION), Some(to), "{next}");
+        let cookie = session_set_cookie(&login).unwrap();
+        assert!(!cookie.contains("Max-Age"), "not remembered: {cookie}");
+        assert_eq!(flashes(&phone.get("/").await), 1, "{next}");
+    }
+    assert_eq!(phone.login(&carol).await.status, StatusCode::SEE_OTHER);
+
+    // Each session lists a handle and a label.
+    let listed: Value = laptop.get("/api/sessions").await.json();
+    let listed = listed.as_array().expect("a JSON array").clone();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let entry = |current: bool| {
+        listed
+            .iter()
+            .find(|s| s["current"] == current)
+            .expect("one current, one other")
+            .clone()
+    };
+    let (mine, theirs) = (entry(true), entry(false));
+    assert_eq!(mine["label"], "Firefox on Linux");
+    assert_eq!(theirs["label"], "Safari on iPhone");
+    let handle = theirs["handle"].as_str().expect("a handle").to_owned();
+    assert_ne!(handle, mine["handle"].as_str().unwrap());
+    let page = laptop.get("/").await;
+    assert!(page.body.contains("Safari on iPhone"), "{}", page.body);
+    assert!(page.body.contains(&format!("/sessions/{handle}/sign-out")));
+
+    // A handle is no cookie.
+    let mut forger = Browser::new(demo);
+    forger.cookie = Some(format!("__Host-id={handle}"));
+    assert_eq!(forger.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+
+    // Someone else's handle, an unknown one or junk: 404, nothing ended.
+    let mut erin = Browser::new(demo);
+    erin.login(&format!("erin{tag}")).await;
+    let erins: Value = erin.get("/api/sessions").await.json();
+    let erins = erins[0]["handle"].as_str().unwrap().to_owned();
+    for other in [erins.as_str(), &"0".repeat(64), "junk"] {
+        let reply = laptop
+            .api(Method::DELETE, &format!("/api/sessions/{other}"), "")
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{other}");
+    }
+    assert_eq!(erin.get("/api/me").await.status, StatusCode::OK);
+    let mut stranger = Browser::new(demo);
+    let reply = stranger
+        .api(Method::DELETE, &format!("/api/sessions/{handle}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(phone.get("/api/me").await.status, StatusCode::OK);
+
+    // The laptop signs the phone out.
+    let ended = laptop
+        .api(Method::DELETE, &format!("/api/sessions/{handle}"), "")
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
+    assert_eq!(phone.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(laptop.get("/api/me").await.status, StatusCode::OK);
+    let page = laptop.get("/").await;
+    assert_eq!(flashes(&page), 1, "{}", page.body);
+    assert!(page.body.contains("Signed out Safari on iPhone."));
+    assert_eq!(flashes(&laptop.get("/").await), 0, "shown once");
+    let again = laptop
+        .api(Method::DELETE, &format!("/api/sessions/{handle}"), "")
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "already ended");
+
+    // The page's sign-out button does the same.
+    phone.login(&carol).await;
+    let listed: Value = laptop.get("/api/sessions").await.json();
+    let other = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .expect("the phone again")["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let button = format!("/sessions/{other}/sign-out");
+    let reply = laptop
+        .submit_on("/account", &button, &[("next", "/account")])
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header(LOCATION), Some("/account"));
+    assert_eq!(phone.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(flashes(&laptop.get("/account").await), 1);
+
+    // Logging out leaves a message for the next page, and only that one.
+    let logout = laptop.post("/logout").await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert_eq!(logout.header(LOCATION), Some("/"));
+    assert!(session_set_cookie(&logout).unwrap().contains("Max-Age=0"));
+    assert!(laptop.cookie.is_none());
+    let page = laptop.get("/").await;
+    assert_eq!(flashes(&page), 1, "{}", page.body);
+    assert!(page.body.contains("You have signed out."));
+    assert_eq!(flashes(&laptop.get("/").await), 0, "shown once");
+    assert_eq!(laptop.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
 }
