@@ -386,3 +386,170 @@ async fn a_sibling_subdomain_gets_the_cookie_sent_but_the_csrf_layer_refuses_it(
     assert_eq!(counter, json!(1), "the attacker's post changed nothing");
     browser.close().await.unwrap();
 }
+
+/// The showcase pages as a person uses them: sent to log in from
+/// `/account` and back, remembered, a message once, the counter counting on
+/// the page, and one device signing out another from the devices list.
+///
+/// With `CLOAKROOM_SCREENSHOT=PATH` set, the devices page is saved there as
+/// a PNG (the README's screenshot is made this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_counts_and_signs_out_another_device() {
+    let Some(chrome) = chrome() else {
+        return;
+    };
+    let demo = start_demo(&[("SESSION_KEY", KEY)]).await;
+    let base = format!("http://127.0.0.1:{}", demo.addr.port());
+    let laptop = chrome.browser(&["--window-size=900,1000".to_owned()]).await;
+
+    // The account page sends a visitor to log in, and back after.
+    laptop.goto(&format!("{base}/account")).await.unwrap();
+    let url = laptop.current_url().await.unwrap();
+    assert_eq!(url.path(), "/login");
+    assert_eq!(url.query(), Some("next=%2Faccount"));
+    laptop
+        .find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    laptop
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("hunter2")
+        .await
+        .unwrap();
+    laptop
+        .find(Locator::Css("input[name=remember]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    laptop
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    laptop
+        .wait()
+        .for_element(Locator::Id("user"))
+        .await
+        .unwrap();
+    assert_eq!(laptop.current_url().await.unwrap().path(), "/account");
+    let flashes = laptop.find_all(Locator::Css(".flash")).await.unwrap();
+    assert_eq!(flashes.len(), 1);
+    assert_eq!(flashes[0].text().await.unwrap(), "Signed in as alice.");
+    let cookie = laptop.get_named_cookie("__Host-id").await.unwrap();
+    assert!(
+        cookie.expires().is_some(),
+        "remembered: a persistent cookie"
+    );
+    laptop.refresh().await.unwrap();
+    laptop
+        .wait()
+        .for_element(Locator::Id("user"))
+        .await
+        .unwrap();
+    assert!(
+        laptop
+            .find_all(Locator::Css(".flash"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the message is shown once"
+    );
+
+    // The counter counts on the page, and the count is the session's.
+    for expected in ["1", "2"] {
+        laptop
+            .find(Locator::Id("count"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let counter = laptop.find(Locator::Id("counter")).await.unwrap();
+        let mut shown = String::new();
+        for _ in 0..100 {
+            shown = counter.text().await.unwrap();
+            if shown == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(shown, expected);
+    }
+    laptop.refresh().await.unwrap();
+    let counter = laptop.find(Locator::Id("counter")).await.unwrap();
+    assert_eq!(counter.text().await.unwrap(), "2");
+
+    // A phone logs in as the same user; the laptop lists it by name.
+    let phone = chrome
+        .browser(&[format!(
+            "--user-agent={}",
+            crate::support::demo::SAFARI_ON_IPHONE
+        )])
+        .await;
+    log_in(&phone, &base, "alice").await;
+    laptop.goto(&format!("{base}/account")).await.unwrap();
+    let devices = laptop
+        .find_all(Locator::Css("ul.devices li"))
+        .await
+        .unwrap();
+    assert_eq!(devices.len(), 2);
+    let newest = devices[0].text().await.unwrap();
+    assert!(newest.contains("Safari on iPhone"), "{newest}");
+    assert!(newest.contains("just now"), "{newest}");
+    assert!(devices[1].text().await.unwrap().contains("this browser"));
+    if let Ok(path) = std::env::var("CLOAKROOM_SCREENSHOT") {
+        std::fs::write(&path, laptop.screenshot().await.unwrap()).unwrap();
+    }
+
+    // Its sign-out button ends the phone's session, with a message.
+    devices[0]
+        .find(Locator::Css("button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = laptop
+        .wait()
+        .for_element(Locator::Css(".flash"))
+        .await
+        .unwrap();
+    assert_eq!(flash.text().await.unwrap(), "Signed out Safari on iPhone.");
+    assert_eq!(
+        laptop
+            .find_all(Locator::Css("ul.devices li"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(logged_in_as(&phone, &base).await, None, "the phone is out");
+    assert_eq!(logged_in_as(&laptop, &base).await.as_deref(), Some("alice"));
+
+    // Signing out leaves a message on the next page.
+    laptop
+        .find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = laptop
+        .wait()
+        .for_element(Locator::Css(".flash"))
+        .await
+        .unwrap();
+    assert_eq!(flash.text().await.unwrap(), "You have signed out.");
+    assert_eq!(logged_in_as(&laptop, &base).await, None);
+    phone.close().await.unwrap();
+    laptop.close().await.unwrap();
+}
