@@ -301,6 +301,11 @@ impl Session {
     /// anonymous. Ending the current session is the same as
     /// [`Session::logout`].
     ///
+    /// A handle names a session at one ID. When the device logs in again
+    /// or regenerates after the page listed it, that handle is stale and is
+    /// refused as unknown (show the list again); when it moves while this
+    /// call runs, the end follows it to the new ID.
+    ///
     /// # Security
     ///
     /// The handle comes from the client, so it is checked: only a session

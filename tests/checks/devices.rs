@@ -49,7 +49,7 @@ async fn log_in_from<S: SessionStore + Clone>(
     client
 }
 
-async fn devices(client: &Client) -> Vec<DeviceEntry> {
+pub(super) async fn devices(client: &Client) -> Vec<DeviceEntry> {
     let reply = client.call("GET", "/devices", "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     serde_json::from_str(&reply.body).expect("device list")

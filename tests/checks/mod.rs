@@ -9,6 +9,7 @@
 //! compile.
 
 pub(crate) mod cookies;
+pub(crate) mod device_races;
 pub(crate) mod devices;
 pub(crate) mod expiry;
 pub(crate) mod failures;
@@ -91,6 +92,14 @@ macro_rules! store_tests {
                 handles_of_other_users_or_none_are_refused_alike,
                 ending_this_session_by_its_handle_logs_out,
                 an_admin_made_from_the_store_alone_manages_the_apps_sessions,
+            ],
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            device_races [
+                ending_a_device_while_it_regenerates_leaves_it_ended,
+                ending_a_device_that_moves_meanwhile_follows_it_or_asks_again,
+                ending_a_device_racing_logout_everywhere_leaves_no_session,
+                a_store_failure_while_ending_a_device_ends_nothing_and_can_be_retried,
+                a_dropped_request_ending_a_device_leaves_it_live_or_ended,
             ],
             #[tokio::test]
             pages [

@@ -142,6 +142,10 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/wait/regenerate", post(wait_then_regenerate))
         .route("/wait/load-then-logout", post(load_wait_then_logout))
         .route(
+            "/wait/load-then-end/{handle}",
+            post(load_wait_then_end_session),
+        )
+        .route(
             "/wait/load-then-logout-everywhere",
             post(load_wait_then_logout_everywhere),
         )
@@ -349,6 +353,19 @@ async fn load_wait_then_logout(
     session.keys().await?;
     hold(&barrier).await;
     session.invalidate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the session, is held, then ends the session `handle` of the
+/// same user.
+async fn load_wait_then_end_session(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+    Path(handle): Path<SessionHandle>,
+) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    hold(&barrier).await;
+    session.end_session(&handle).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,243 @@
+//! Ending a device by its handle on a multi-threaded runtime: racing that
+//! device's own rotation, a logout-everywhere and a logout in another tab,
+//! with the store failing or the request dropped at each step.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use cloakroom::test_suite::StoreOp;
+use cloakroom::SessionStore;
+
+use super::devices::devices;
+use crate::support::app::TestApp;
+use crate::support::client::{assert_unavailable, logged_in, whoami, with_handler_paused, Client};
+
+/// The handle of `client`'s other session, as `owner` lists it.
+async fn other_handle(owner: &Client) -> String {
+    let listed = devices(owner).await;
+    let others: Vec<_> = listed.iter().filter(|d| !d.current).collect();
+    assert_eq!(others.len(), 1, "{listed:?}");
+    others[0].handle.clone()
+}
+
+pub(crate) async fn ending_a_device_while_it_regenerates_leaves_it_ended<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let device = logged_in(&app, "alice").await;
+    let owner = logged_in(&app, "alice").await;
+    let handle = other_handle(&owner).await;
+    // The device's request has asked for a new ID; before it commits, the
+    // owner signs the device out.
+    let reply = with_handler_paused(
+        &app,
+        &device,
+        "POST",
+        "/wait/regenerate-then-commit",
+        async {
+            let reply = owner
+                .call("DELETE", &format!("/devices/{handle}"), "")
+                .await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "no cookie for the ended session"
+    );
+    assert_eq!(whoami(&device).await, None, "the device stays signed out");
+    assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, 1, "the owner's own session");
+}
+
+pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_again<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut device = logged_in(&app, "alice").await;
+    let owner = logged_in(&app, "alice").await;
+    let handle = other_handle(&owner).await;
+
+    // The device moves to a new ID after the owner's request checked the
+    // handle and before it ends the session: the end follows the move.
+    let mut pause = app.store.pause_next(StoreOp::Delete);
+    let pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+    pause.reached().await;
+    assert_eq!(
+        device.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(whoami(&device).await, None, "ended at its new ID");
+    assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, 1);
+
+    // A handle listed before the device moved is stale: refused as
+    // unknown, ending nothing, and the fresh listing's handle works.
+    let mut device = logged_in(&app, "alice").await;
+    let stale = other_handle(&owner).await;
+    let reply = with_handler_paused(
+        &app,
+        &owner,
+        "POST",
+        &format!("/wait/load-then-end/{stale}"),
+        async {
+            assert_eq!(
+                device.post("/regenerate").await.status,
+                StatusCode::NO_CONTENT
+            );
+        },
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    assert_eq!(whoami(&device).await.as_deref(), Some("alice"));
+    let fresh = other_handle(&owner).await;
+    assert_ne!(fresh, stale);
+    let reply = owner.call("DELETE", &format!("/devices/{fresh}"), "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&device).await, None);
+    assert_eq!(app.sessions_of("alice").await, 1);
+}
+
+pub(crate) async fn ending_a_device_racing_logout_everywhere_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let device = logged_in(&app, "alice").await;
+    let owner = logged_in(&app, "alice").await;
+    let handle = other_handle(&owner).await;
+    // The owner's request has loaded its session; the device then logs out
+    // everywhere, ending both; then the owner's request ends the device.
+    let reply = with_handler_paused(
+        &app,
+        &owner,
+        "POST",
+        &format!("/wait/load-then-end/{handle}"),
+        async {
+            let reply = device.call("POST", "/logout-everywhere", "").await;
+            assert_eq!(reply.body, "2", "both sessions ended");
+        },
+    )
+    .await;
+    // Either answer is honest (the device is gone either way); nothing
+    // may come back to life.
+    assert!(
+        matches!(reply.status, StatusCode::NO_CONTENT | StatusCode::NOT_FOUND),
+        "{reply:?}"
+    );
+    assert!(
+        reply.set_cookies().iter().all(|c| c.contains("Max-Age=0")),
+        "{reply:?}"
+    );
+    assert_eq!(whoami(&owner).await, None);
+    assert_eq!(whoami(&device).await, None);
+    assert_eq!(app.sessions_of("alice").await, 0);
+
+    // And ending a device racing a logout in the owner's other tab.
+    let device = logged_in(&app, "bob").await;
+    let owner = logged_in(&app, "bob").await;
+    let other_tab = owner.clone();
+    let handle = other_handle(&owner).await;
+    let reply = with_handler_paused(
+        &app,
+        &owner,
+        "POST",
+        &format!("/wait/load-then-end/{handle}"),
+        async {
+            assert_eq!(
+                other_tab.call("POST", "/logout", "").await.status,
+                StatusCode::NO_CONTENT
+            );
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            reply.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(whoami(&owner).await, None, "the tab's logout holds");
+    assert_eq!(
+        app.sessions_of("bob").await,
+        usize::from(whoami(&device).await.is_some())
+    );
+}
+
+pub(crate) async fn a_store_failure_while_ending_a_device_ends_nothing_and_can_be_retried<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let device = logged_in(&app, "alice").await;
+    let owner = logged_in(&app, "alice").await;
+    let handle = other_handle(&owner).await;
+    for step in [StoreOp::Load, StoreOp::ListUser, StoreOp::Delete] {
+        app.store.fail_next(step);
+        let reply = owner
+            .call("DELETE", &format!("/devices/{handle}"), "")
+            .await;
+        assert_unavailable(&reply, &format!("failing at {step:?}"));
+        assert_eq!(
+            whoami(&device).await.as_deref(),
+            Some("alice"),
+            "failing at {step:?}: nothing ended"
+        );
+        assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
+    }
+    let reply = owner
+        .call("DELETE", &format!("/devices/{handle}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "the retry works");
+    assert_eq!(whoami(&device).await, None);
+    assert_eq!(app.sessions_of("alice").await, 1);
+}
+
+pub(crate) async fn a_dropped_request_ending_a_device_leaves_it_live_or_ended<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    for step in [StoreOp::ListUser, StoreOp::Delete] {
+        let device = logged_in(&app, "alice").await;
+        let owner = logged_in(&app, "alice").await;
+        let handle = other_handle(&owner).await;
+        // The request is dropped while that store call is in flight.
+        let mut pause = app.store.pause_next(step);
+        let pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+        pause.reached().await;
+        pending.abort();
+        let _ = pending.await;
+        pause.release();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The owner is untouched; the device is either still live (and the
+        // owner can end it again) or ended, never half.
+        assert_eq!(whoami(&owner).await.as_deref(), Some("alice"), "{step:?}");
+        if whoami(&device).await.is_some() {
+            let reply = owner
+                .call("DELETE", &format!("/devices/{handle}"), "")
+                .await;
+            // 404 only if the dropped request's delete landed meanwhile.
+            assert!(
+                matches!(reply.status, StatusCode::NO_CONTENT | StatusCode::NOT_FOUND),
+                "{step:?}: {reply:?}"
+            );
+        }
+        assert_eq!(whoami(&device).await, None, "{step:?}");
+        assert_eq!(app.sessions_of("alice").await, 1, "{step:?}");
+        app.layer.admin().logout_everywhere("alice").await.unwrap();
+    }
+}
