@@ -29,7 +29,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::{HeaderName, USER_AGENT};
-use http::{Extensions, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Extensions, HeaderMap, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -283,16 +284,22 @@ impl fmt::Debug for ClientIpRule {
 }
 
 /// What the layer notes about a request for the device record of a login
-/// in it: cheap to take (a header clone shares its bytes), turned into a
+/// in it, and the page it asked for, for a login redirect's `next`: cheap
+/// to take (header and path clones share their bytes), turned into a
 /// [`Device`] only when a login happens.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestOrigin {
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) ip: Option<IpAddr>,
+    /// The path and query of a `GET` or `HEAD`, as the layer saw it (before
+    /// a nested router strips a prefix).
+    page: Option<PathAndQuery>,
 }
 
 impl RequestOrigin {
     pub(crate) fn of(
+        method: &Method,
+        uri: &Uri,
         headers: &HeaderMap,
         extensions: &Extensions,
         record_user_agent: bool,
@@ -303,7 +310,15 @@ impl RequestOrigin {
                 .then(|| headers.get(USER_AGENT).cloned())
                 .flatten(),
             ip: client_ip.and_then(|rule| rule.client(extensions, headers)),
+            page: (*method == Method::GET || *method == Method::HEAD)
+                .then(|| uri.path_and_query().cloned())
+                .flatten(),
         }
+    }
+
+    /// The page a `GET` or `HEAD` asked for.
+    pub(crate) fn page(&self) -> Option<&str> {
+        self.page.as_ref().map(PathAndQuery::as_str)
     }
 
     pub(crate) fn device(&self) -> Device {

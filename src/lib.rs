@@ -216,3 +216,16 @@ pub mod test_suite {
     pub use crate::store::conformance::*;
     pub use crate::store::counting::{CountingStore, Pause, StoreCalls, StoreOp};
 }
+
+/// The README's Rust snippets, compiled by `cargo test --doc` with every
+/// feature so that the README cannot drift from the API.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "memory",
+    feature = "csrf",
+    feature = "redis",
+    feature = "postgres"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;

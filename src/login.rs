@@ -154,7 +154,6 @@ impl LoginRequired {
         let next = (parts.method == Method::GET || parts.method == Method::HEAD)
             .then(|| session.page())
             .flatten()
-            .map(|page| page.as_str())
             .and_then(safe_redirect_path);
         let location = match next {
             Some(next) => {

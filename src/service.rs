@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -110,6 +110,8 @@ where
             .cookie
             .find_session_id(request.headers(), &config.keys);
         let origin = RequestOrigin::of(
+            request.method(),
+            request.uri(),
             request.headers(),
             request.extensions(),
             config.record_user_agent,
@@ -119,10 +121,7 @@ where
         let plain_http = config.cookie.secure
             && !self.core.warned_plain_http.load(Ordering::Relaxed)
             && looks_like_plain_http(request.uri(), request.headers());
-        let page = matches!(*request.method(), Method::GET | Method::HEAD)
-            .then(|| request.uri().path_and_query().cloned())
-            .flatten();
-        let session = Session::new(self.core.clone(), cookie_id, origin, plain_http, page);
+        let session = Session::new(self.core.clone(), cookie_id, origin, plain_http);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Inner {

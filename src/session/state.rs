@@ -47,14 +47,12 @@ pub(super) struct Shared {
     /// A store call failed: this request writes nothing back.
     pub(super) poisoned: AtomicBool,
     pub(super) state: Mutex<Phase>,
-    /// Where the request came from, for the device a login records.
+    /// Where the request came from, for the device a login records, and
+    /// the page it asked for, for a login redirect's `next`.
     pub(super) origin: RequestOrigin,
     /// The request showed no sign of https while the cookie is `Secure`
     /// (worth a warning if the response sets it).
     pub(super) plain_http: bool,
-    /// The page a `GET` or `HEAD` asked for, as the layer saw it (before
-    /// any nested router stripped a prefix), for a login redirect's `next`.
-    pub(super) page: Option<http::uri::PathAndQuery>,
 }
 
 impl Session {
@@ -63,7 +61,6 @@ impl Session {
         cookie_id: Option<SessionId>,
         origin: RequestOrigin,
         plain_http: bool,
-        page: Option<http::uri::PathAndQuery>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -73,7 +70,6 @@ impl Session {
                 state: Mutex::new(Phase::Unloaded),
                 origin,
                 plain_http,
-                page,
             }),
         }
     }
@@ -86,8 +82,8 @@ impl Session {
 
     /// The path and query of a `GET` or `HEAD` request, as the layer saw it.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn page(&self) -> Option<&http::uri::PathAndQuery> {
-        self.shared.page.as_ref()
+    pub(crate) fn page(&self) -> Option<&str> {
+        self.shared.origin.page()
     }
 
     /// What the layer shares with this request's session.
