@@ -471,10 +471,10 @@ async fn login_page(
 ) -> Result<Response, SessionError> {
     let mut page = Page::new("Sign in", &session, &headers).await?;
     if let Some(user) = session.user_id().await? {
-        let _ = write!(
+        let _ = writeln!(
             page.body,
             "<p>You are signed in as <strong id=\"user\">{}</strong>; signing in again \
-             switches the user.</p>\n",
+             switches the user.</p>",
             escape(&user)
         );
     }
