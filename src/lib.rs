@@ -184,7 +184,9 @@ pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cookie::SameSite;
 #[cfg(feature = "csrf")]
-pub use crate::csrf::{CsrfBody, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken};
+pub use crate::csrf::{
+    CsrfBody, CsrfFailure, CsrfFailureReason, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken,
+};
 pub use crate::device::{ClientIp, Device, MAX_USER_AGENT_LEN};
 pub use crate::error::{ConfigError, SessionError};
 pub use crate::id::{

@@ -273,7 +273,11 @@ pub(crate) fn unavailable<B: From<&'static str>>() -> Response<B> {
     response
 }
 
-fn error_response<B: From<&'static str>>(status: StatusCode, body: &'static str) -> Response<B> {
+/// A short text answer of the layer's own: `status`, `body`, no caching.
+pub(crate) fn error_response<B: From<&'static str>>(
+    status: StatusCode,
+    body: &'static str,
+) -> Response<B> {
     let mut response = Response::new(B::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -27,19 +27,77 @@
 //!
 //! Multipart forms are not parsed: send the token in the header from
 //! scripts, or use a urlencoded form.
+//!
+//! # Tokens for scripts
+//!
+//! Scripts send the token in the `x-csrf-token` header (or the name given
+//! to [`CsrfLayerBuilder::header_name`]). They get it one of two ways.
+//!
+//! A JSON endpoint, for single-page apps and API clients:
+//!
+//! ```
+//! use axum::{routing::get, Json, Router};
+//! use cloakroom::CsrfToken;
+//!
+//! async fn csrf(token: CsrfToken) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({ "token": token.masked() }))
+//! }
+//!
+//! let api: Router = Router::new().route("/api/csrf", get(csrf));
+//! ```
+//!
+//! ```js
+//! const { token } = await (await fetch('/api/csrf')).json();
+//! await fetch('/api/notes/todo', { method: 'PUT', headers: { 'x-csrf-token': token }, body: 'milk' });
+//! ```
+//!
+//! Or a [`CsrfToken::meta_tag`] in the `<head>` of a server-rendered page,
+//! for the page's own scripts:
+//!
+//! ```
+//! use axum::response::Html;
+//! use cloakroom::CsrfToken;
+//!
+//! async fn page(token: CsrfToken) -> Html<String> {
+//!     Html(format!(
+//!         "<!doctype html><head>{}<script src=\"/app.js\" defer></script></head>",
+//!         token.meta_tag()
+//!     ))
+//! }
+//! ```
+//!
+//! ```js
+//! const token = document.querySelector('meta[name=csrf-token]').content;
+//! await fetch('/api/counter', { method: 'POST', headers: { 'x-csrf-token': token } });
+//! ```
+//!
+//! A token stops counting when the session behind it changes: once a
+//! request of a visitor without a session creates one (a first write, a
+//! login), and after every login or regenerate. Fetch a new one then (a
+//! reloaded page renders a new tag).
+//!
+//! # Failure responses
+//!
+//! A failed check answers a short text by default;
+//! [`CsrfLayerBuilder::failure_response`] renders the app's own page
+//! instead, from a [`CsrfFailure`].
 
 use std::fmt;
 use std::sync::Arc;
 
 use http::header::HeaderName;
-use http::Uri;
+use http::request::Parts;
+use http::{Response, Uri};
 use tower_layer::Layer;
 
 use crate::error::ConfigError;
 
+mod failure;
 mod service;
 mod token;
 
+use self::failure::FailureResponse;
+pub use self::failure::{CsrfFailure, CsrfFailureReason};
 #[cfg(feature = "axum")]
 pub(crate) use self::service::CsrfInstalled;
 pub use self::service::{CsrfBody, CsrfService};
@@ -72,8 +130,8 @@ const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
 ///
 /// A failed check answers `403 Forbidden` with a short text naming the
 /// reason (`cross-site request`, `origin not allowed`, `missing token`,
-/// `invalid or expired token`) and nothing else.
-///
+/// `invalid or expired token`) and nothing else, unless
+/// [`CsrfLayerBuilder::failure_response`] renders the app's own page.
 #[derive(Clone)]
 #[must_use]
 pub struct CsrfLayer {
@@ -128,6 +186,7 @@ pub(crate) struct CsrfConfig {
     /// Normalised `scheme://authority`, lower case.
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) max_form_bytes: usize,
+    pub(crate) failure_response: FailureResponse,
 }
 
 impl Default for CsrfConfig {
@@ -139,6 +198,7 @@ impl Default for CsrfConfig {
             exempt_prefixes: Vec::new(),
             trusted_origins: Vec::new(),
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+            failure_response: FailureResponse::Text,
         }
     }
 }
@@ -184,6 +244,7 @@ pub struct CsrfLayerBuilder {
     exempt_prefixes: Vec<String>,
     trusted_origins: Vec<String>,
     max_form_bytes: usize,
+    failure_response: FailureResponse,
 }
 
 impl Default for CsrfLayerBuilder {
@@ -195,6 +256,7 @@ impl Default for CsrfLayerBuilder {
             exempt_prefixes: Vec::new(),
             trusted_origins: Vec::new(),
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+            failure_response: FailureResponse::Text,
         }
     }
 }
@@ -256,6 +318,72 @@ impl CsrfLayerBuilder {
         self
     }
 
+    /// Answers failed checks with the app's own response (a page in the
+    /// site's look, JSON for an API) instead of the default short text.
+    ///
+    /// `render` gets the [`CsrfFailure`] (its
+    /// [`reason`](CsrfFailure::reason), and the
+    /// [`status`](CsrfFailure::status) and
+    /// [`body_text`](CsrfFailure::body_text) the default would send) and
+    /// the refused request's head, to choose by path or `Accept`. It runs
+    /// in the request's task, so it should be quick; it cannot await.
+    ///
+    /// Two answers stay the layer's own, since they are no CSRF failure:
+    /// `503` when the session store fails during the check, and `500`
+    /// when [`SessionLayer`](crate::SessionLayer) is missing outside the
+    /// CSRF layer.
+    ///
+    /// The service turns the `Response<String>` into its own body type with
+    /// `From<String>`, which axum's `Body`, `http_body_util::Full<Bytes>`
+    /// and `String` have.
+    ///
+    /// # Security
+    ///
+    /// Whatever `render` returns, the request was refused: the inner
+    /// service never sees it, and the `csrf_rejected` security event is
+    /// logged before `render` runs. A response without `Cache-Control`
+    /// gets `Cache-Control: no-store`; a policy `render` sets is kept.
+    /// Escape anything taken from the request before putting it into HTML.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use cloakroom::{CsrfFailure, CsrfFailureReason, CsrfLayer};
+    /// use http::header::{HeaderValue, CONTENT_TYPE};
+    /// use http::request::Parts;
+    /// use http::Response;
+    ///
+    /// # fn main() -> Result<(), cloakroom::ConfigError> {
+    /// let csrf = CsrfLayer::builder()
+    ///     .failure_response(|failure: &CsrfFailure, _request: &Parts| {
+    ///         let advice = match failure.reason() {
+    ///             CsrfFailureReason::MissingToken | CsrfFailureReason::InvalidToken => {
+    ///                 "This form has expired. Go back, reload the page and try again."
+    ///             }
+    ///             _ => "This request was refused.",
+    ///         };
+    ///         let mut page = Response::new(format!(
+    ///             "<!doctype html><title>Refused</title><h1>Refused</h1><p>{advice}</p>"
+    ///         ));
+    ///         *page.status_mut() = failure.status();
+    ///         page.headers_mut().insert(
+    ///             CONTENT_TYPE,
+    ///             HeaderValue::from_static("text/html; charset=utf-8"),
+    ///         );
+    ///         page
+    ///     })
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn failure_response<F>(mut self, render: F) -> Self
+    where
+        F: Fn(&CsrfFailure, &Parts) -> Response<String> + Send + Sync + 'static,
+    {
+        self.failure_response = FailureResponse::Custom(Box::new(render));
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -289,6 +417,7 @@ impl CsrfLayerBuilder {
                 exempt_prefixes: self.exempt_prefixes,
                 trusted_origins,
                 max_form_bytes: self.max_form_bytes,
+                failure_response: self.failure_response,
             }),
         })
     }

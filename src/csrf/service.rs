@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Either, Full, Limited};
 use tower_service::Service;
 
+use super::failure::{CsrfFailure, CsrfFailureReason};
 use super::token::{check, TokenCheck};
 use super::{normalize_origin, CsrfConfig};
-use crate::events::CsrfReason;
 use crate::session::Session;
 use crate::store::BoxFuture;
 
@@ -67,61 +67,44 @@ impl<S: fmt::Debug> fmt::Debug for CsrfService<S> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CsrfInstalled;
 
-/// Why a request was refused: a failed check (a security event), or the
-/// layer could not check at all.
+/// Why a request was refused: a failed check (a security event, answered
+/// as the app chose), or the layer could not check at all (answered the
+/// same way as everywhere else in the crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    Check(CsrfReason),
+    Check(CsrfFailureReason),
     NoSessionLayer,
     StoreFailed,
 }
 
 impl Refusal {
-    fn status(self) -> StatusCode {
+    fn response(self, config: &CsrfConfig, parts: &Parts) -> Response<String> {
         match self {
-            Self::Check(CsrfReason::FormTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Check(CsrfReason::UnreadableBody) => StatusCode::BAD_REQUEST,
-            Self::Check(_) => StatusCode::FORBIDDEN,
-            Self::NoSessionLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn body(self) -> &'static str {
-        match self {
-            Self::Check(CsrfReason::CrossSite) => "CSRF check failed: cross-site request\n",
-            Self::Check(CsrfReason::OriginNotAllowed) => "CSRF check failed: origin not allowed\n",
-            Self::Check(CsrfReason::MissingToken) => "CSRF check failed: missing token\n",
-            Self::Check(CsrfReason::InvalidToken) => {
-                "CSRF check failed: invalid or expired token\n"
+            Self::Check(reason) => {
+                let failure = CsrfFailure::new(reason);
+                // Logged before the app's renderer runs, so that every
+                // refusal is logged whatever renders it.
+                crate::events::csrf_rejected(
+                    failure.event_reason(),
+                    &parts.method,
+                    parts.uri.path(),
+                );
+                config.failure_response.render(failure, parts)
             }
-            Self::Check(CsrfReason::FormTooLarge) => "CSRF check failed: form too large to check\n",
-            Self::Check(CsrfReason::UnreadableBody) => "could not read the request body\n",
-            Self::NoSessionLayer => "internal server error\n",
-            Self::StoreFailed => "service temporarily unavailable\n",
-        }
-    }
-
-    fn response<B: From<&'static str>>(self, method: &Method, path: &str) -> Response<B> {
-        match self {
             // The same 503 as everywhere else in the layer; the store
             // failure was logged by the session.
-            Self::StoreFailed => return crate::service::unavailable(),
-            Self::NoSessionLayer => tracing::error!(
-                target: "cloakroom",
-                "CsrfLayer needs SessionLayer outside it; refusing the request"
-            ),
-            Self::Check(reason) => crate::events::csrf_rejected(reason, method, path),
+            Self::StoreFailed => crate::service::unavailable(),
+            Self::NoSessionLayer => {
+                tracing::error!(
+                    target: "cloakroom",
+                    "CsrfLayer needs SessionLayer outside it; refusing the request"
+                );
+                crate::service::error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal server error\n",
+                )
+            }
         }
-        let mut response = Response::new(B::from(self.body()));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
     }
 }
 
@@ -144,12 +127,12 @@ fn check_origin(parts: &Parts, config: &CsrfConfig) -> Result<(), Refusal> {
     if let Some(site) = header("sec-fetch-site") {
         // `none`: the user typed the URL or used a bookmark.
         if !matches!(site, "same-origin" | "none") && !trusted {
-            return Err(Refusal::Check(CsrfReason::CrossSite));
+            return Err(Refusal::Check(CsrfFailureReason::CrossSite));
         }
     }
     if let Some(origin) = origin {
         if !trusted && !same_origin(origin, parts) {
-            return Err(Refusal::Check(CsrfReason::OriginNotAllowed));
+            return Err(Refusal::Check(CsrfFailureReason::OriginNotAllowed));
         }
     }
     Ok(())
@@ -190,7 +173,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: From<&'static str> + Send + 'static,
+    ResBody: From<String> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -226,9 +209,9 @@ where
     S: Service<Request<CsrfBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
-    ResBody: From<&'static str>,
+    ResBody: From<String>,
 {
-    let refuse = |refusal: Refusal| Ok(refusal.response(&parts.method, parts.uri.path()));
+    let refuse = |refusal: Refusal| Ok(refusal.response(&config, &parts).map(ResBody::from));
     if let Err(refusal) = check_origin(&parts, &config) {
         return refuse(refusal);
     }
@@ -250,9 +233,9 @@ where
                         .downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some();
                     return refuse(if too_large {
-                        Refusal::Check(CsrfReason::FormTooLarge)
+                        Refusal::Check(CsrfFailureReason::FormTooLarge)
                     } else {
-                        Refusal::Check(CsrfReason::UnreadableBody)
+                        Refusal::Check(CsrfFailureReason::UnreadableBody)
                     });
                 }
             };
@@ -264,11 +247,11 @@ where
         None => (None, Either::Left(body)),
     };
     let Some(token) = token else {
-        return refuse(Refusal::Check(CsrfReason::MissingToken));
+        return refuse(Refusal::Check(CsrfFailureReason::MissingToken));
     };
     match check(&token, &session).await {
         Ok(TokenCheck::Valid) => {}
-        Ok(TokenCheck::Invalid) => return refuse(Refusal::Check(CsrfReason::InvalidToken)),
+        Ok(TokenCheck::Invalid) => return refuse(Refusal::Check(CsrfFailureReason::InvalidToken)),
         // Already logged by the session; fail closed.
         Err(_) => return refuse(Refusal::StoreFailed),
     }
@@ -300,7 +283,7 @@ mod tests {
         for site in ["cross-site", "same-site", "something-new"] {
             assert_eq!(
                 check_origin(&parts(&[("sec-fetch-site", site)]), &config()),
-                Err(Refusal::Check(CsrfReason::CrossSite)),
+                Err(Refusal::Check(CsrfFailureReason::CrossSite)),
                 "{site}"
             );
         }
@@ -320,15 +303,15 @@ mod tests {
         assert_eq!(ok("https://admin.example.test"), Ok(()));
         assert_eq!(
             ok("http://evil.example.test"),
-            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
+            Err(Refusal::Check(CsrfFailureReason::OriginNotAllowed))
         );
         assert_eq!(
             ok("http://app.example.test:8080"),
-            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
+            Err(Refusal::Check(CsrfFailureReason::OriginNotAllowed))
         );
         assert_eq!(
             ok("null"),
-            Err(Refusal::Check(CsrfReason::OriginNotAllowed))
+            Err(Refusal::Check(CsrfFailureReason::OriginNotAllowed))
         );
     }
 

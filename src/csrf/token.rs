@@ -38,7 +38,8 @@ const SESSION_CONTEXT: &[u8] = b"cloakroom/csrf-session/v1\0";
 const ANONYMOUS_WINDOW_SECS: i64 = 6 * 3600;
 
 /// A CSRF token for the current visitor, to put into a form (as the
-/// `csrf_token` field) or hand to a script (to send as `x-csrf-token`).
+/// `csrf_token` field) or hand to a script (to send as `x-csrf-token`), in
+/// a JSON response or a [`meta_tag`](Self::meta_tag).
 ///
 /// Every call to [`CsrfToken::masked`] (and every `Display`) gives a
 /// different string; all of them verify. Get one with the axum extractor,
@@ -103,6 +104,56 @@ impl CsrfToken {
         }
         URL_SAFE_NO_PAD.encode(bytes)
     }
+
+    /// A `<meta name="csrf-token" content="...">` tag holding a freshly
+    /// masked token, for the page's `<head>`: scripts read it and send it
+    /// in the header the layer checks (`x-csrf-token` unless
+    /// [`header_name`](crate::CsrfLayerBuilder::header_name) says
+    /// otherwise).
+    ///
+    /// ```
+    /// use axum::response::Html;
+    /// use cloakroom::CsrfToken;
+    ///
+    /// async fn page(token: CsrfToken) -> Html<String> {
+    ///     Html(format!(
+    ///         r#"<!doctype html><head>{}</head><body><script>
+    ///              const token = document.querySelector('meta[name=csrf-token]').content;
+    ///              fetch('/notes', {{ method: 'POST', headers: {{ 'x-csrf-token': token }} }});
+    ///            </script></body>"#,
+    ///         token.meta_tag()
+    ///     ))
+    /// }
+    /// ```
+    pub fn meta_tag(&self) -> String {
+        meta_tag_holding(&self.masked())
+    }
+}
+
+/// The `<meta name="csrf-token">` tag holding `content`, escaped.
+fn meta_tag_holding(content: &str) -> String {
+    format!(
+        r#"<meta name="csrf-token" content="{}">"#,
+        escape_attribute(content)
+    )
+}
+
+/// `text` made safe inside a double-quoted HTML attribute. A masked token
+/// is base64url and needs none of this; the escape keeps the tag safe even
+/// if the encoding ever changes.
+fn escape_attribute(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 impl fmt::Display for CsrfToken {
@@ -248,6 +299,77 @@ mod tests {
             rotated.verifies(SESSION_CONTEXT, id.as_bytes(), &payload),
             "a previous key still verifies tokens it made"
         );
+    }
+
+    #[test]
+    fn the_meta_tag_holds_a_masked_token_of_the_same_payload() {
+        let tag = token([7; 32]).meta_tag();
+        let content = tag
+            .strip_prefix(r#"<meta name="csrf-token" content=""#)
+            .and_then(|rest| rest.strip_suffix(r#"">"#))
+            .expect("the tag's shape");
+        assert_eq!(unmask(content), Some([7; 32]));
+    }
+
+    #[test]
+    fn the_meta_tag_escapes_its_content() {
+        assert_eq!(
+            meta_tag_holding(r#""><script>alert('x')</script>&"#),
+            r#"<meta name="csrf-token" content="&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;">"#
+        );
+    }
+
+    #[test]
+    fn masked_tokens_need_no_escaping_in_an_attribute() {
+        for payload in [[0; 32], [0xff; 32], [0xfb; 32], [0x3e; 32]] {
+            let masked = token(payload).masked();
+            assert!(
+                masked
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{masked}"
+            );
+            assert_eq!(escape_attribute(&masked), masked);
+        }
+    }
+
+    #[test]
+    fn attribute_escaping_covers_quotes_angle_brackets_and_ampersands() {
+        struct Test {
+            name: &'static str,
+            input: &'static str,
+            expected: &'static str,
+        }
+        let tests = [
+            Test {
+                name: "double quote ends the attribute",
+                input: r#"a"b"#,
+                expected: "a&quot;b",
+            },
+            Test {
+                name: "single quote",
+                input: "a'b",
+                expected: "a&#39;b",
+            },
+            Test {
+                name: "angle brackets",
+                input: "<script>",
+                expected: "&lt;script&gt;",
+            },
+            Test {
+                name: "ampersand first, so entities are not doubled wrongly",
+                input: "&quot;",
+                expected: "&amp;quot;",
+            },
+            Test {
+                name: "base64url passes unchanged",
+                input: "aZ09-_",
+                expected: "aZ09-_",
+            },
+        ];
+        for test in tests {
+            assert_eq!(escape_attribute(test.input), test.expected, "{}", test.name);
+        }
     }
 
     #[test]

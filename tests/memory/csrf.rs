@@ -1,15 +1,29 @@
 //! CSRF protection end to end: `CsrfLayer` inside `SessionLayer` on the
 //! test app (`TestApp::with_layer`), on the memory store.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::header::HeaderName;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
-use cloakroom::{CsrfLayer, CsrfToken, MemoryStore, SessionLayer};
-use tower::ServiceExt;
+use bytes::Bytes;
+use cloakroom::{
+    CsrfBody, CsrfFailure, CsrfFailureReason, CsrfLayer, CsrfToken, MemoryStore, SessionLayer,
+};
+use hyper::body::Frame;
+use tower::util::MapRequestLayer;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::support::app::{key, TestApp};
 use crate::support::client::Client;
+use crate::support::logs;
 use crate::support::reply::{read, Reply};
 
 const HOST: &str = "app.example.test";
@@ -486,5 +500,438 @@ async fn the_token_is_no_session_data_and_survives_clear() {
         post_with_token(&mut c, "/write", &t).await.status,
         StatusCode::NO_CONTENT,
         "forms open in other tabs keep working after clear()"
+    );
+}
+
+const REFUSAL_HEADER: HeaderName = HeaderName::from_static("x-refusal-page");
+/// What the app's renderer logs, to see where it falls among the crate's
+/// events.
+const RENDERED_LOG: &str = "the app renders its refusal page";
+
+/// An app's own refusal page: its own status, body and headers, no
+/// `Cache-Control`, and everything it was given written into the body.
+fn refusal_page(failure: &CsrfFailure, request: &Parts) -> Response<String> {
+    let mut page = Response::new(format!(
+        "<p>refused {} {}: {:?}, default {} {:?}</p>",
+        request.method,
+        request.uri.path(),
+        failure.reason(),
+        failure.status().as_u16(),
+        failure.body_text(),
+    ));
+    *page.status_mut() = StatusCode::IM_A_TEAPOT;
+    let headers = page.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(REFUSAL_HEADER, HeaderValue::from_static("yes"));
+    page
+}
+
+/// The test app with its own failure response, counting how often the
+/// response is rendered and how many requests reach the routes (pass
+/// through the CSRF layer to the inner service).
+struct Watched {
+    app: TestApp<MemoryStore>,
+    rendered: Arc<AtomicUsize>,
+    reached: Arc<AtomicUsize>,
+}
+
+impl Watched {
+    fn new(
+        render: impl Fn(&CsrfFailure, &Parts) -> Response<String> + Send + Sync + 'static,
+    ) -> Self {
+        let rendered = Arc::new(AtomicUsize::new(0));
+        let reached = Arc::new(AtomicUsize::new(0));
+        let renders = rendered.clone();
+        let csrf = CsrfLayer::builder()
+            .exempt_prefix("/hooks/")
+            .max_form_bytes(4096)
+            .failure_response(move |failure: &CsrfFailure, request: &Parts| {
+                renders.fetch_add(1, Ordering::SeqCst);
+                tracing::info!("{RENDERED_LOG}");
+                render(failure, request)
+            })
+            .build()
+            .unwrap();
+        let arrivals = reached.clone();
+        let count_arrivals = MapRequestLayer::new(move |request: Request<CsrfBody<Body>>| {
+            arrivals.fetch_add(1, Ordering::SeqCst);
+            request
+        });
+        let app = TestApp::with_layer(
+            MemoryStore::new(),
+            |b| b,
+            ServiceBuilder::new().layer(csrf).layer(count_arrivals),
+        );
+        Self {
+            app,
+            rendered,
+            reached,
+        }
+    }
+
+    /// (renders, requests that reached the routes) so far.
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.rendered.load(Ordering::SeqCst),
+            self.reached.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A request body that fails on the first read, as a connection reset
+/// mid-upload does.
+struct BrokenBody;
+
+impl hyper::body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Poll::Ready(Some(Err(io::Error::other("connection reset"))))
+    }
+}
+
+#[tokio::test]
+async fn a_custom_failure_response_answers_every_failed_check_and_the_handler_never_runs() {
+    struct Test {
+        reason: CsrfFailureReason,
+        /// The event's name for the reason.
+        logged: &'static str,
+        headers: &'static [(&'static str, &'static str)],
+        /// Whether the request also carries a valid token.
+        with_token: bool,
+        body: Body,
+        default_status: u16,
+        default_text: &'static str,
+    }
+    let tests = [
+        Test {
+            reason: CsrfFailureReason::CrossSite,
+            logged: "cross_site",
+            headers: &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
+            with_token: true,
+            body: Body::empty(),
+            default_status: 403,
+            default_text: "CSRF check failed: cross-site request\n",
+        },
+        Test {
+            reason: CsrfFailureReason::OriginNotAllowed,
+            logged: "origin_not_allowed",
+            headers: &[("origin", "http://evil.example.test")],
+            with_token: true,
+            body: Body::empty(),
+            default_status: 403,
+            default_text: "CSRF check failed: origin not allowed\n",
+        },
+        Test {
+            reason: CsrfFailureReason::MissingToken,
+            logged: "missing_token",
+            headers: &[],
+            with_token: false,
+            body: Body::empty(),
+            default_status: 403,
+            default_text: "CSRF check failed: missing token\n",
+        },
+        Test {
+            reason: CsrfFailureReason::InvalidToken,
+            logged: "invalid_token",
+            headers: &[(
+                "x-csrf-token",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )],
+            with_token: false,
+            body: Body::empty(),
+            default_status: 403,
+            default_text: "CSRF check failed: invalid or expired token\n",
+        },
+        Test {
+            reason: CsrfFailureReason::FormTooLarge,
+            logged: "form_too_large",
+            headers: &[FORM],
+            with_token: false,
+            body: Body::from(format!("msg={}", "x".repeat(5000))),
+            default_status: 413,
+            default_text: "CSRF check failed: form too large to check\n",
+        },
+        Test {
+            reason: CsrfFailureReason::UnreadableBody,
+            logged: "unreadable_body",
+            headers: &[FORM],
+            with_token: false,
+            body: Body::new(BrokenBody),
+            default_status: 400,
+            default_text: "could not read the request body\n",
+        },
+    ];
+    let watched = Watched::new(refusal_page);
+    for test in tests {
+        let name = format!("{:?}", test.reason);
+        let mut c = watched.app.client();
+        let t = token(&mut c).await;
+        let mut headers: Vec<(&str, &str)> = test.headers.to_vec();
+        if test.with_token {
+            headers.push(("x-csrf-token", &t));
+        }
+        let mut request = unsafe_post(&c, "/write", &headers, "");
+        *request.body_mut() = test.body;
+        let before = watched.counts();
+        let (logs, guard) = logs::capture();
+        let reply = c.send(request).await;
+        drop(guard);
+
+        assert_eq!(
+            reply.status,
+            StatusCode::IM_A_TEAPOT,
+            "{name}: the app's status"
+        );
+        assert_eq!(
+            reply.body,
+            format!(
+                "<p>refused POST /write: {name}, default {} {:?}</p>",
+                test.default_status, test.default_text
+            ),
+            "{name}: the app's body, from the failure and the request"
+        );
+        assert_eq!(
+            reply.header(header::CONTENT_TYPE),
+            Some("text/html; charset=utf-8"),
+            "{name}"
+        );
+        assert_eq!(reply.header(REFUSAL_HEADER), Some("yes"), "{name}");
+        assert_eq!(
+            reply
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["no-store"],
+            "{name}: the layer adds no-store to the app's page"
+        );
+        assert_eq!(
+            watched.counts(),
+            (before.0 + 1, before.1),
+            "{name}: rendered once, and the request never reached the routes"
+        );
+        assert!(c.cookie.is_none(), "{name}: no session was created");
+        assert!(
+            watched.app.store.inner().is_empty(),
+            "{name}: the write never ran"
+        );
+
+        let text = logs.text();
+        let event = text
+            .find(&format!(
+                r#"event="csrf_rejected" reason="{}""#,
+                test.logged
+            ))
+            .unwrap_or_else(|| panic!("{name}: the security event is logged:\n{text}"));
+        let rendered = text
+            .find(RENDERED_LOG)
+            .unwrap_or_else(|| panic!("{name}: the renderer ran:\n{text}"));
+        assert!(
+            event < rendered,
+            "{name}: the event is logged before the app renders:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_custom_failure_response_keeps_its_own_cache_control() {
+    let watched = Watched::new(|failure: &CsrfFailure, request: &Parts| {
+        let mut page = refusal_page(failure, request);
+        page.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=0"),
+        );
+        page
+    });
+    let mut c = watched.app.client();
+    let request = unsafe_post(&c, "/write", &[], "");
+    let reply = c.send(request).await;
+    assert_eq!(reply.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(
+        reply
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .collect::<Vec<_>>(),
+        ["private, max-age=0"]
+    );
+}
+
+#[tokio::test]
+async fn safe_methods_exempt_paths_and_passing_checks_never_render_the_failure_response() {
+    let watched = Watched::new(refusal_page);
+    let mut c = watched.app.client();
+    let cross_site = ("sec-fetch-site", "cross-site");
+    let (logs, _guard) = logs::capture();
+
+    // Safe methods, cross-site and without a token: never checked.
+    for (method, status) in [
+        ("GET", StatusCode::OK),
+        ("HEAD", StatusCode::OK),
+        // `/token` routes only GET (and HEAD): axum's own 405.
+        ("OPTIONS", StatusCode::METHOD_NOT_ALLOWED),
+        ("TRACE", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let mut request = c.request(method, "/token", "");
+        request.headers_mut().insert(
+            HeaderName::from_static(cross_site.0),
+            HeaderValue::from_static(cross_site.1),
+        );
+        assert_eq!(c.send(request).await.status, status, "{method}");
+    }
+    // An exempt path, cross-site and without a token.
+    let hook = unsafe_post(&c, "/hooks/incoming", &[cross_site], "");
+    assert_eq!(c.send(hook).await.body, "hook");
+    // An unsafe request that passes the checks.
+    let t = token(&mut c).await;
+    let request = unsafe_post(
+        &c,
+        "/write",
+        &[("sec-fetch-site", "same-origin"), ("x-csrf-token", &t)],
+        "",
+    );
+    assert_eq!(c.send(request).await.status, StatusCode::NO_CONTENT);
+
+    assert_eq!(
+        watched.counts(),
+        (0, 7),
+        "never rendered; every request reached the routes"
+    );
+    assert!(!logs.text().contains("csrf_rejected"), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn a_store_outage_in_the_check_answers_the_standard_503_despite_a_custom_response() {
+    let watched = Watched::new(refusal_page);
+    let app = &watched.app;
+    let mut c = logged_in(app, "alice").await;
+    // The public anonymous token, sent with a session cookie: the check
+    // must load the session to see whether it is live.
+    let public = token(&mut app.client()).await;
+    let before = watched.counts();
+    app.store.set_failing(true);
+    let reply = post_with_token(&mut c, "/write", &public).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, "session store unavailable, try again shortly\n");
+    assert_eq!(reply.header(header::RETRY_AFTER), Some("5"));
+    assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
+    assert_eq!(reply.header(REFUSAL_HEADER), None);
+    assert_eq!(
+        watched.counts(),
+        before,
+        "not rendered, and the request never reached the routes"
+    );
+    // Once the store is back, the same request is a failed check.
+    app.store.set_failing(false);
+    let reply = post_with_token(&mut c, "/write", &public).await;
+    assert_eq!(reply.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(watched.counts(), (before.0 + 1, before.1));
+}
+
+#[tokio::test]
+async fn a_missing_session_layer_answers_the_standard_500_despite_a_custom_response() {
+    let rendered = Arc::new(AtomicUsize::new(0));
+    let renders = rendered.clone();
+    let csrf = CsrfLayer::builder()
+        .failure_response(move |failure: &CsrfFailure, request: &Parts| {
+            renders.fetch_add(1, Ordering::SeqCst);
+            refusal_page(failure, request)
+        })
+        .build()
+        .unwrap();
+    let router: Router = Router::new()
+        .route("/write", post(|| async { "unreachable" }))
+        .layer(csrf);
+    let reply = read(
+        router
+            .oneshot(Request::post("/write").body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.body, "internal server error\n");
+    assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-store"));
+    assert_eq!(reply.header(REFUSAL_HEADER), None);
+    assert_eq!(rendered.load(Ordering::SeqCst), 0);
+}
+
+/// The `content` of the page's `<meta name="csrf-token">` tag, checking
+/// the page is the test app's `/meta` and holds that one tag.
+fn meta_content(page: &str) -> &str {
+    let content = page
+        .strip_prefix(r#"<!doctype html><head><meta name="csrf-token" content=""#)
+        .and_then(|rest| rest.strip_suffix(r#""></head>"#))
+        .unwrap_or_else(|| panic!("one csrf-token meta tag: {page}"));
+    assert_eq!(content.len(), 86, "{content}");
+    assert!(
+        content
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{content}"
+    );
+    content
+}
+
+async fn meta_token(client: &mut Client) -> String {
+    let reply = client.get("/meta").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "rendering the tag sets no cookie"
+    );
+    meta_content(&reply.body).to_owned()
+}
+
+#[tokio::test]
+async fn the_meta_tag_token_passes_a_later_post_in_the_header_or_the_form() {
+    let app = app();
+
+    // A visitor without a session: the page's token logs them in.
+    let mut alice = app.client();
+    let t = meta_token(&mut alice).await;
+    assert_eq!(
+        post_with_token(&mut alice, "/login/alice", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Logged in: each page holds a new masking of the session's token, and
+    // each passes, in the header or as the form field.
+    let first = meta_token(&mut alice).await;
+    let second = meta_token(&mut alice).await;
+    assert_ne!(first, second, "masked afresh on every page");
+    assert_eq!(
+        post_with_token(&mut alice, "/write", &first).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let form = unsafe_post(
+        &alice,
+        "/echo",
+        &[FORM],
+        &format!("msg=hi&csrf_token={second}"),
+    );
+    assert_eq!(alice.send(form).await.body, "hi");
+
+    // Another session's tag is no good, nor the pre-login one.
+    let mut bob = logged_in(&app, "bob").await;
+    let bobs = meta_token(&mut bob).await;
+    assert_eq!(
+        post_with_token(&mut alice, "/write", &bobs).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_with_token(&mut alice, "/write", &t).await.status,
+        StatusCode::FORBIDDEN
     );
 }

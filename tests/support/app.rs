@@ -590,6 +590,12 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
             get(|token: CsrfToken| async move { token.masked() }),
         )
         .route(
+            "/meta",
+            get(|token: CsrfToken| async move {
+                format!("<!doctype html><head>{}</head>", token.meta_tag())
+            }),
+        )
+        .route(
             "/echo",
             post(|Form(form): Form<HashMap<String, String>>| async move {
                 form.get("msg").cloned().unwrap_or_default()
