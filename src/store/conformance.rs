@@ -66,6 +66,7 @@ macro_rules! store_conformance_tests {
             create_then_load_round_trips,
             create_does_not_overwrite_a_live_session,
             create_replaces_an_expired_session,
+            create_over_an_expired_session_of_the_same_user_keeps_it_indexed,
             unknown_key_loads_as_none,
             idle_session_expires,
             absolute_deadline_ends_an_active_session,
@@ -257,6 +258,27 @@ pub async fn create_replaces_an_expired_session<S: SessionStore>(store: &S) {
         list(store, &u, later + secs(1)).await.is_empty(),
         "the replaced record no longer belongs to its old user"
     );
+}
+
+/// A record that replaces an expired one of the same user is that user's
+/// session like any other: listed, counted and ended by logout-everywhere
+/// (however the store cleans up after the expired record).
+pub async fn create_over_an_expired_session_of_the_same_user_keeps_it_indexed<S: SessionStore>(
+    store: &S,
+) {
+    let t0 = base();
+    let k = key();
+    let u = user();
+    create(store, &k, &owned_by(record(t0, json!({"old": 1})), &u)).await;
+    let later = t0 + IDLE;
+    let fresh = owned_by(record(later, json!({"new": 1})), &u);
+    assert!(store.create(&k, &fresh, later).await.unwrap());
+    let listed = list(store, &u, later + secs(1)).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [k]);
+    assert_eq!(listed[0].created_at, later);
+    assert_eq!(store.count_user(&u, later + secs(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+    assert_eq!(load(store, &k, later + secs(1)).await, None);
 }
 
 /// Loading a key that was never stored gives `None`.
