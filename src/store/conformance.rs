@@ -20,11 +20,13 @@
 //! fire during a check.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use crate::clock::truncate_to_seconds;
+use crate::device::{Device, MAX_USER_AGENT_LEN};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{Lifetime, Patch, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore};
@@ -66,6 +68,7 @@ macro_rules! store_conformance_tests {
             create_then_load_round_trips,
             create_does_not_overwrite_a_live_session,
             create_replaces_an_expired_session,
+            create_over_an_expired_session_of_the_same_user_keeps_it_indexed,
             unknown_key_loads_as_none,
             idle_session_expires,
             absolute_deadline_ends_an_active_session,
@@ -95,6 +98,7 @@ macro_rules! store_conformance_tests {
             odd_keys_and_user_ids_are_stored_faithfully,
             every_character_the_layer_accepts_round_trips,
             large_values_round_trip,
+            the_device_is_kept_and_listed,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -257,6 +261,27 @@ pub async fn create_replaces_an_expired_session<S: SessionStore>(store: &S) {
         list(store, &u, later + secs(1)).await.is_empty(),
         "the replaced record no longer belongs to its old user"
     );
+}
+
+/// A record that replaces an expired one of the same user is that user's
+/// session like any other: listed, counted and ended by logout-everywhere
+/// (however the store cleans up after the expired record).
+pub async fn create_over_an_expired_session_of_the_same_user_keeps_it_indexed<S: SessionStore>(
+    store: &S,
+) {
+    let t0 = base();
+    let k = key();
+    let u = user();
+    create(store, &k, &owned_by(record(t0, json!({"old": 1})), &u)).await;
+    let later = t0 + IDLE;
+    let fresh = owned_by(record(later, json!({"new": 1})), &u);
+    assert!(store.create(&k, &fresh, later).await.unwrap());
+    let listed = list(store, &u, later + secs(1)).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [k]);
+    assert_eq!(listed[0].created_at, later);
+    assert_eq!(store.count_user(&u, later + secs(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+    assert_eq!(load(store, &k, later + secs(1)).await, None);
 }
 
 /// Loading a key that was never stored gives `None`.
@@ -1001,4 +1026,114 @@ pub async fn every_character_the_layer_accepts_round_trips<S: SessionStore>(stor
     assert_eq!(list(store, &u, t0 + secs(1)).await.len(), 1);
     assert_eq!(store.count_user(&u, t0 + secs(1)).await.unwrap(), 1);
     assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+}
+
+/// The device a session was logged in from is kept with it: it loads back
+/// as created, survives touches and every kind of save (`clear` empties
+/// data, and the device is no data), is listed with its session, and is
+/// not inherited by a record that replaces an expired one.
+pub async fn the_device_is_kept_and_listed<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    // As long as the layer keeps, with non-ASCII text, a tab (the one
+    // control character a header value may hold) and characters that mean
+    // something to the stores' encodings.
+    let mut agent = String::from("Mozilla/5.0 (X11; Linux; ключ ✓ 🎟)\t\"d:x\" {tag} 'q' \\ ");
+    while agent.len() + 'é'.len_utf8() <= MAX_USER_AGENT_LEN {
+        agent.push('é');
+    }
+    let mut full = owned_by(record(t0, json!({"a": 1})), &u);
+    full.device = Device {
+        user_agent: Some(agent),
+        ip: Some(IpAddr::V6(Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 0, 0, 0xff00, 0x42, 0x8329,
+        ))),
+    };
+    let mut ipv4_only = owned_by(record(t0 + secs(1), json!({"b": 2})), &u);
+    ipv4_only.device = Device {
+        user_agent: None,
+        ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 44))),
+    };
+    let empty = owned_by(record(t0 + secs(2), json!({"c": 3})), &u);
+    let records = [(key(), full), (key(), ipv4_only), (key(), empty)];
+    for (k, r) in &records {
+        create(store, k, r).await;
+    }
+    for (k, r) in &records {
+        assert_eq!(load(store, k, t0 + secs(3)).await.as_ref(), Some(r));
+    }
+
+    // A load that touches, a save that touches, a save that clears the data,
+    // and one that changes the lifetime.
+    let lifetime = Lifetime {
+        idle_timeout: secs(500),
+        absolute_deadline: t0 + secs(900),
+        persistent: true,
+    };
+    for (k, r) in &records {
+        assert!(store
+            .load(k, touch(t0 + secs(60), 0.5))
+            .await
+            .expect("load should succeed")
+            .is_some());
+        assert!(store
+            .save(k, &set("d", 4), touch(t0 + secs(70), 0.0))
+            .await
+            .expect("save should succeed"));
+        let mut cleared = set("e", 5);
+        cleared.clear = true;
+        assert!(save(store, k, &cleared, t0 + secs(71)).await);
+        let relived = Patch {
+            lifetime: Some(lifetime),
+            ..Patch::default()
+        };
+        assert!(save(store, k, &relived, t0 + secs(72)).await);
+        let loaded = load(store, k, t0 + secs(73)).await.expect("still alive");
+        assert_eq!(data(&loaded), json!({"e": 5}), "the saves were applied");
+        assert_eq!(loaded.last_seen, t0 + secs(70), "and touched");
+        assert_eq!(loaded.device, r.device, "the device survives them all");
+    }
+
+    let listed = list(store, &u, t0 + secs(73)).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.key, s.device.clone()))
+            .collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|(k, r)| (*k, r.device.clone()))
+            .collect::<Vec<_>>(),
+        "each session is listed with its own device"
+    );
+
+    // Once the sessions have expired, records created under their keys
+    // start with the devices they were given, not the expired ones': one
+    // with its User-Agent replaced and its address dropped, one with its
+    // address dropped.
+    let later = t0 + secs(900);
+    let replacing_full = Device {
+        user_agent: Some("curl/8.5.0".into()),
+        ip: None,
+    };
+    let replacements = [
+        (records[0].0, replacing_full),
+        (records[1].0, Device::default()),
+    ];
+    for (k, device) in &replacements {
+        let mut fresh = owned_by(record(later, json!({})), &u);
+        fresh.device = device.clone();
+        assert!(store.create(k, &fresh, later).await.unwrap());
+        assert_eq!(load(store, k, later).await, Some(fresh));
+    }
+    let mut listed = list(store, &u, later)
+        .await
+        .into_iter()
+        .map(|s| (s.key, s.device))
+        .collect::<Vec<_>>();
+    let mut expected = replacements.to_vec();
+    // Both were created in the same second; their order is not the point.
+    listed.sort_by_key(|(k, _)| *k);
+    expected.sort_by_key(|(k, _)| *k);
+    assert_eq!(listed, expected);
 }

@@ -488,7 +488,15 @@ impl SessionStore for MemoryStore {
                 )),
                 (false, None) if self.make_room(&mut shard, now, &mut swept) => {
                     shard.entries.insert(*key, entry);
-                    Ok(Some(None))
+                    // The sweep above may have just dropped an expired
+                    // record under this very key: then it was replaced, as
+                    // in the arm above, and its owner's index entry must
+                    // stay when the new record is the same user's.
+                    let replaced = swept
+                        .iter()
+                        .position(|(swept_key, _)| swept_key == key)
+                        .map(|at| swept.swap_remove(at).1);
+                    Ok(Some(replaced))
                 }
                 (false, None) => Err(StoreError::unavailable(Full)),
             };

@@ -86,8 +86,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Stores a new session, only if nothing is stored under `key` yet
     /// (insert-if-absent). A record under `key` that is expired at `now`
-    /// counts as absent and may be replaced; a forward whose `until` has not
-    /// passed counts as present.
+    /// counts as absent and may be replaced, whole: nothing of it (its
+    /// data, its [`device`](SessionRecord::device)) outlives the
+    /// replacement. A forward whose `until` has not passed counts as
+    /// present.
     ///
     /// Returns `Ok(true)` when stored and `Ok(false)` when the key is taken
     /// (an ID collision; the layer retries with a new ID). When
@@ -134,10 +136,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// and the result is `Ok(false)`. A session must never be re-created by
     /// a save, and a forward is never written through. Only the keys named
     /// in the patch change; keys another request changed in the meantime
-    /// are left as they are. After the patch (its lifetime included) is
-    /// applied, if [`SessionRecord::touch_due`] holds for the result,
-    /// `last_seen` becomes `touch.now` too, so a request that writes without
-    /// reading still counts as activity. Returns `Ok(true)` when applied.
+    /// are left as they are, and so is the record's
+    /// [`device`](SessionRecord::device), which only `create` writes. After
+    /// the patch (its lifetime included) is applied, if
+    /// [`SessionRecord::touch_due`] holds for the result, `last_seen`
+    /// becomes `touch.now` too, so a request that writes without reading
+    /// still counts as activity. Returns `Ok(true)` when applied.
     ///
     /// # Errors
     ///
@@ -234,12 +238,13 @@ pub trait SessionStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Lists the live sessions of `user_id` at `now`, oldest first: at most
-    /// `limit` of them, the most recently created ones when the user has
-    /// more. Index entries of sessions that are gone may be pruned on the
-    /// way. The work done is bounded by the user's number of sessions;
-    /// a store that reads records over the network reads them in batches,
-    /// keeping no more than `limit` of them.
+    /// Lists the live sessions of `user_id` at `now`, oldest first, each
+    /// with its [`device`](SessionInfo::device): at most `limit` of them,
+    /// the most recently created ones when the user has more. Index entries
+    /// of sessions that are gone may be pruned on the way. The work done is
+    /// bounded by the user's number of sessions; a store that reads records
+    /// over the network reads them in batches, keeping no more than `limit`
+    /// of them.
     ///
     /// # Errors
     ///

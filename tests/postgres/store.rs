@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cloakroom::store::{Lifetime, Patch, SessionRecord, Touch};
-use cloakroom::{ConfigError, PostgresStore, SessionId, SessionStore, StoreError, StoreKey};
+use cloakroom::{
+    ConfigError, Device, PostgresStore, SessionId, SessionStore, StoreError, StoreKey,
+};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use time::OffsetDateTime;
@@ -190,6 +192,8 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
         ("persistent", "boolean", "NO"),
         ("expires_at", "timestamp with time zone", "NO"),
         ("successor", "bytea", "YES"),
+        ("user_agent", "text", "YES"),
+        ("client_ip", "inet", "YES"),
     ];
     assert_eq!(
         columns
@@ -333,6 +337,74 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     assert_eq!(c.expires_at, t0 + secs(3000));
 }
 
+/// The device columns of the row under `key`: the User-Agent, and the
+/// client address as PostgreSQL shows it, with its prefix length.
+async fn device_columns(
+    store: &PostgresStore,
+    key: &StoreKey,
+) -> (Option<String>, Option<String>, Option<i32>) {
+    sqlx::query_as(&format!(
+        "SELECT user_agent, host(client_ip), masklen(client_ip) FROM {} WHERE key = $1",
+        store.qualified_table()
+    ))
+    .bind(key.as_bytes().as_slice())
+    .fetch_one(store.pool())
+    .await
+    .expect("the row")
+}
+
+#[tokio::test]
+async fn the_device_is_kept_in_two_columns_that_saves_leave_alone() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let (k, bare, t0) = (key(), key(), now());
+    let mut session = record(t0, Some("alice"));
+    session.device = Device {
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) ✓".into()),
+        ip: Some("2001:db8::7".parse().unwrap()),
+    };
+    assert!(store.create(&k, &session, t0).await.unwrap());
+    assert!(store
+        .create(&bare, &record(t0, Some("alice")), t0)
+        .await
+        .unwrap());
+    let written = (
+        Some("Mozilla/5.0 (X11; Linux x86_64) ✓".to_owned()),
+        Some("2001:db8::7".to_owned()),
+        Some(128),
+    );
+    assert_eq!(device_columns(&store, &k).await, written);
+    assert_eq!(
+        device_columns(&store, &bare).await,
+        (None, None, None),
+        "no device, NULLs"
+    );
+
+    // A save that clears the data and touches leaves the device alone.
+    let clear = Patch {
+        clear: true,
+        ..Patch::default()
+    };
+    let touch = Touch {
+        now: t0 + secs(5),
+        after: 0.0,
+    };
+    assert!(store.save(&k, &clear, touch).await.unwrap());
+    assert!(store.load(&k, touch).await.unwrap().is_some());
+    assert_eq!(device_columns(&store, &k).await, written);
+
+    // An IPv4 address is stored as one (a single host, /32).
+    let v4 = key();
+    session.device.ip = Some("192.0.2.7".parse().unwrap());
+    assert!(store.create(&v4, &session, t0).await.unwrap());
+    assert_eq!(
+        device_columns(&store, &v4).await.1.as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(device_columns(&store, &v4).await.2, Some(32));
+}
+
 #[tokio::test]
 async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
     let Some(store) = fresh_store(|b| b).await else {
@@ -456,6 +528,8 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
         "UPDATE {t} SET data = '{\"a\": 1}', created_at = 'infinity' WHERE key = $1",
         "UPDATE {t} SET last_seen = '20000-01-01 00:00:00+00' WHERE key = $1",
         "UPDATE {t} SET idle_timeout_secs = -5 WHERE key = $1",
+        // A network where one address belongs.
+        "UPDATE {t} SET client_ip = '10.0.0.0/8' WHERE key = $1",
     ];
     for sql in cases {
         let k = key();
@@ -470,7 +544,7 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
             matches!(loaded, Err(StoreError::Corrupt(_))),
             "{sql}: {loaded:?}"
         );
-        if sql.contains("infinity") || sql.contains("20000") {
+        if sql.contains("infinity") || sql.contains("20000") || sql.contains("client_ip") {
             let listed = store.list_user(&user, t0 + secs(1), 100).await;
             assert!(
                 matches!(listed, Err(StoreError::Corrupt(_))),
@@ -652,8 +726,20 @@ async fn table_columns(pool: &sqlx::PgPool, table: &str) -> Vec<(String, String,
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempotent() {
+/// Which earlier version of the table an upgrade starts from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Earlier {
+    /// The first: no `successor`, no device columns.
+    First,
+    /// The one before devices: `successor`, no device columns.
+    BeforeDevices,
+}
+
+/// Creates the table as `version` did, with one session of "dana" stored
+/// the way it stored them, migrates it (twice, then by hand), and checks
+/// that the table is this version's and that both the old session and new
+/// ones work in it.
+async fn upgrade_from(version: Earlier) {
     let Some(url) = shared_url() else { return };
     let pool = connect(url).await;
     let table = unique_table();
@@ -663,7 +749,11 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
         .build()
         .unwrap();
     let t = store.qualified_table();
-    // The table as the previous version created it: no `successor`.
+    let successor = if version == Earlier::BeforeDevices {
+        ",\n             successor bytea NULL"
+    } else {
+        ""
+    };
     sqlx::raw_sql(&format!(
         "CREATE SCHEMA IF NOT EXISTS \"{SCHEMA}\";
          CREATE TABLE {t} (
@@ -675,15 +765,15 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
              absolute_deadline timestamptz NOT NULL,
              idle_timeout_secs bigint NOT NULL,
              persistent boolean NOT NULL,
-             expires_at timestamptz NOT NULL
+             expires_at timestamptz NOT NULL{successor}
          );
          CREATE INDEX \"{table}_user_id_idx\" ON {t} (user_id) WHERE user_id IS NOT NULL;
          CREATE INDEX \"{table}_expires_at_idx\" ON {t} (expires_at);"
     ))
     .execute(&pool)
     .await
-    .expect("the previous schema");
-    // A session stored by the previous version.
+    .expect("the earlier schema");
+    // A session stored by the earlier version.
     let (old, t0) = (key(), now());
     let before = record(t0, Some("dana"));
     sqlx::query(&format!(
@@ -698,7 +788,11 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(table_columns(&pool, &table).await.len(), 9);
+    let earlier_columns = match version {
+        Earlier::First => 9,
+        Earlier::BeforeDevices => 10,
+    };
+    assert_eq!(table_columns(&pool, &table).await.len(), earlier_columns);
 
     store.migrate().await.expect("the upgrade");
     store.migrate().await.expect("and again");
@@ -707,12 +801,17 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
         .await
         .expect("and by hand");
     let columns = table_columns(&pool, &table).await;
-    assert_eq!(columns.len(), 10, "{columns:?}");
+    assert_eq!(columns.len(), 12, "{columns:?}");
     assert_eq!(
-        columns
-            .last()
-            .map(|(n, t, null)| (n.as_str(), t.as_str(), null.as_str())),
-        Some(("successor", "bytea", "YES"))
+        columns[9..]
+            .iter()
+            .map(|(n, t, null)| (n.as_str(), t.as_str(), null.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("successor", "bytea", "YES"),
+            ("user_agent", "text", "YES"),
+            ("client_ip", "inet", "YES"),
+        ]
     );
     let indexes: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
@@ -724,21 +823,53 @@ async fn the_migration_upgrades_a_table_of_the_previous_schema_and_stays_idempot
     .unwrap();
     assert_eq!(indexes, 3, "no index added twice");
 
-    // The old session is a session of the new schema, and can move.
+    // The old session is a session of the new schema, with no device.
     assert_eq!(
         store.load(&old, no_touch(t0 + secs(1))).await.unwrap(),
         Some(before)
     );
+    // A new one keeps its device.
+    let mut fresh = record(t0 + secs(1), Some("dana"));
+    fresh.device = Device {
+        user_agent: Some("Mozilla/5.0".into()),
+        ip: Some("2001:db8::1".parse().unwrap()),
+    };
+    let fresh_key = key();
+    assert!(store
+        .create(&fresh_key, &fresh, t0 + secs(1))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .list_user("dana", t0 + secs(1), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.key, s.device))
+            .collect::<Vec<_>>(),
+        [(old, Device::default()), (fresh_key, fresh.device.clone())]
+    );
+    // And the old one can move.
     let new = key();
     assert!(store
         .retire(&old, &new, t0 + secs(30), t0 + secs(1))
         .await
         .unwrap());
-    assert_eq!(store.count_user("dana", t0 + secs(1)).await.unwrap(), 0);
+    assert_eq!(store.count_user("dana", t0 + secs(1)).await.unwrap(), 1);
     assert_eq!(
         store.delete(&old, t0 + secs(2)).await.unwrap(),
         cloakroom::store::Deleted::Forward(new)
     );
+}
+
+#[tokio::test]
+async fn the_migration_upgrades_a_table_of_the_first_schema_and_stays_idempotent() {
+    upgrade_from(Earlier::First).await;
+}
+
+#[tokio::test]
+async fn the_migration_adds_the_device_columns_to_a_table_without_them() {
+    upgrade_from(Earlier::BeforeDevices).await;
 }
 
 /// How many backends wait for a lock while running a statement on the
@@ -789,27 +920,35 @@ async fn forwards_are_rows_that_the_sweeper_removes_once_they_lapse() {
         return;
     };
     let (old, new, t0) = (key(), key(), now());
-    assert!(store
-        .create(&old, &record(t0, Some("erin")), t0)
-        .await
-        .unwrap());
+    let mut session = record(t0, Some("erin"));
+    session.device = Device {
+        user_agent: Some("Mozilla/5.0".into()),
+        ip: Some("192.0.2.1".parse().unwrap()),
+    };
+    assert!(store.create(&old, &session, t0).await.unwrap());
     let until = t0 + secs(30);
     assert!(store.retire(&old, &new, until, t0).await.unwrap());
-    let (user_id, data, successor, expires_at): (
+    type ForwardRow = (
         Option<String>,
         serde_json::Value,
         Option<Vec<u8>>,
         OffsetDateTime,
-    ) = sqlx::query_as(&format!(
-        "SELECT user_id, data, successor, expires_at FROM {} WHERE key = $1",
-        store.qualified_table()
-    ))
-    .bind(old.as_bytes().as_slice())
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+        Option<String>,
+        Option<String>,
+    );
+    let (user_id, data, successor, expires_at, user_agent, client_ip): ForwardRow =
+        sqlx::query_as(&format!(
+            "SELECT user_id, data, successor, expires_at, user_agent, host(client_ip) \
+             FROM {} WHERE key = $1",
+            store.qualified_table()
+        ))
+        .bind(old.as_bytes().as_slice())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(user_id, None, "a forward belongs to no user");
     assert_eq!(data, json!({}), "and keeps no data");
+    assert_eq!((user_agent, client_ip), (None, None), "nor device");
     assert_eq!(successor.as_deref(), Some(new.as_bytes().as_slice()));
     assert_eq!(expires_at, until);
 

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use cloakroom::store::{Deleted, SessionRecord, Touch};
+use cloakroom::store::{Deleted, Patch, SessionRecord, Touch};
 use cloakroom::{
-    Clock as _, ConfigError, KeyRing, RedisConnection, RedisStore, SessionId, SessionStore,
+    Clock as _, ConfigError, Device, KeyRing, RedisConnection, RedisStore, SessionId, SessionStore,
     StoreError, StoreKey,
 };
 use time::OffsetDateTime;
@@ -508,10 +508,12 @@ async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
     let mut direct = server.connection().await;
     let t0 = now();
     let (old, new) = (new_key(), new_key());
-    assert!(store
-        .create(&old, &session_of("alice", t0), t0)
-        .await
-        .unwrap());
+    let mut session = session_of("alice", t0);
+    session.device = Device {
+        user_agent: Some("Mozilla/5.0".into()),
+        ip: Some("192.0.2.1".parse().unwrap()),
+    };
+    assert!(store.create(&old, &session, t0).await.unwrap());
     assert_eq!(index_size(&mut direct, "alice").await, 1);
     let until = t0 + time::Duration::seconds(60);
     assert!(store.retire(&old, &new, until, t0).await.unwrap());
@@ -529,7 +531,7 @@ async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
             ("f".to_owned(), new.to_hex()),
             ("w".to_owned(), until.unix_timestamp().to_string())
         ],
-        "the session's data is gone; only the forward is left"
+        "the session's data and device are gone; only the forward is left"
     );
     let ttl: i64 = redis::cmd("TTL")
         .arg(&record_key)
@@ -566,6 +568,64 @@ async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
         store.load(&junk, touch).await,
         Err(StoreError::Corrupt(_))
     ));
+}
+
+/// The device fields (`b`, `r`) of the session's hash.
+async fn device_fields(
+    connection: &mut redis::aio::MultiplexedConnection,
+    key: &StoreKey,
+) -> Vec<Option<String>> {
+    redis::cmd("HMGET")
+        .arg(format!("cloakroom:s:{}", key.to_hex()))
+        .arg(&["b", "r"])
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_device_is_two_text_fields_of_the_hash_that_saves_leave_alone() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let mut direct = server.connection().await;
+    let t0 = now();
+    let (k, bare) = (new_key(), new_key());
+    let mut session = session_of("alice", t0);
+    session.device = Device {
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) ✓".into()),
+        ip: Some("2001:db8::7".parse().unwrap()),
+    };
+    assert!(store.create(&k, &session, t0).await.unwrap());
+    assert!(store
+        .create(&bare, &session_of("alice", t0), t0)
+        .await
+        .unwrap());
+
+    let written = vec![
+        Some("Mozilla/5.0 (X11; Linux x86_64) ✓".to_owned()),
+        Some("2001:db8::7".to_owned()),
+    ];
+    assert_eq!(device_fields(&mut direct, &k).await, written);
+    assert_eq!(
+        device_fields(&mut direct, &bare).await,
+        [None, None],
+        "no device, no fields"
+    );
+
+    // A save that clears the data and touches leaves the device alone.
+    let clear = Patch {
+        clear: true,
+        ..Patch::default()
+    };
+    let touch = Touch {
+        now: t0 + time::Duration::seconds(5),
+        after: 0.0,
+    };
+    assert!(store.save(&k, &clear, touch).await.unwrap());
+    assert!(store.load(&k, touch).await.unwrap().is_some());
+    assert_eq!(device_fields(&mut direct, &k).await, written);
 }
 
 #[tokio::test]

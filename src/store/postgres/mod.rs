@@ -45,8 +45,9 @@
 //!
 //! # Schema
 //!
-//! [`PostgresStore::migrate`] creates the table, or adds the `successor`
-//! column to a table made by an earlier version of this crate; the SQL
+//! [`PostgresStore::migrate`] creates the table, or adds the columns that a
+//! table made by an earlier version of this crate lacks (`successor`, and
+//! the device's `user_agent` and `client_ip`); the SQL
 //! (`schema.sql` beside this file) is shown under
 //! [Schema](PostgresStore#schema), and [`PostgresStore::migration_sql`]
 //! returns it for a store's names, to run with your own migration tool if
@@ -72,7 +73,9 @@ use time::OffsetDateTime;
 
 pub use self::builder::PostgresStoreBuilder;
 use self::error::store_error;
-use self::row::{column, key_from_row, record_from_row, store_key, timestamp, CorruptRow};
+use self::row::{
+    column, device_from_row, key_from_row, record_from_row, store_key, timestamp, CorruptRow,
+};
 use self::sql::Statements;
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
@@ -131,11 +134,15 @@ const MAX_DELETE_PASSES: usize = 16;
 /// SQL starts with `CREATE SCHEMA IF NOT EXISTS "<schema>";`.
 ///
 /// The `DO` block upgrades a table created by an earlier version of this
-/// crate, which had no `successor` column. It adds the column only when it
-/// is missing: `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` would take an
-/// `ACCESS EXCLUSIVE` lock on every start even when there is nothing to
-/// add, and so wait behind any long reader of the table (a `pg_dump`, say)
-/// while every session lookup queued up behind it.
+/// crate, which lacks the `successor` column, or the `user_agent` and
+/// `client_ip` columns, or all three. It reads the table's columns from the
+/// catalog once and adds each one only when it is missing: `ALTER TABLE
+/// ... ADD COLUMN IF NOT EXISTS` would take an `ACCESS EXCLUSIVE` lock on
+/// every start even when there is nothing to add, and so wait behind any
+/// long reader of the table (a `pg_dump`, say) while every session lookup
+/// queued up behind it. The added columns are nullable without a default,
+/// so adding them rewrites no rows; sessions stored before the upgrade have
+/// no device.
 ///
 /// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
 ///   the ID itself, so a database dump or backup holds no usable cookie.
@@ -145,6 +152,15 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   against it, through its index.
 /// - `successor` is `NULL` for a session. A row with a `successor` is a
 ///   *forward* (see below).
+/// - `user_agent` and `client_ip` are the session's
+///   [`Device`](crate::Device), each `NULL` when it was not kept. They are
+///   written when the session is created (a `create` that replaces an
+///   expired row writes them too, `NULL` included) and by no other
+///   statement: saves and touches leave them alone. `client_ip` is an
+///   `inet` rather than `text`, so the server checks each value and your
+///   own queries can match networks (`client_ip << '10.0.0.0/8'`); it
+///   always holds a single address, and a row edited to hold a network is
+///   [`StoreError::Corrupt`] when read.
 /// - Timestamps are whole seconds. Every comparison uses the time the
 ///   layer passes in (from its [`Clock`](crate::Clock)), never the
 ///   database's `now()`, so one clock decides expiry.
@@ -153,10 +169,10 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// When the layer moves a session to a new ID (login, regenerate),
 /// [`SessionStore::retire`] turns its row into a forward in place: the
-/// `successor` column names the new key, `user_id` becomes `NULL`, `data`
-/// becomes `{}`, and `expires_at` becomes the forward's `until`. The other
-/// columns keep the old session's values and mean nothing any more. So a
-/// forward holds its key against `create` until `until` and is then
+/// `successor` column names the new key, `user_id`, `user_agent` and
+/// `client_ip` become `NULL`, `data` becomes `{}`, and `expires_at` becomes
+/// the forward's `until`. The other columns keep the old session's values
+/// and mean nothing any more. So a forward holds its key against `create` until `until` and is then
 /// replaced or swept like any expired row, with no extra logic; it never
 /// appears in the `user_id` index; and `load` and `save` skip it
 /// (`successor IS NULL`).
@@ -248,7 +264,8 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// PostgreSQL `text` and `jsonb` cannot hold the NUL character (`\0`,
 /// `\u0000`): a user ID, data key or session value containing one is
-/// refused with [`StoreError::Rejected`], and nothing is written. This
+/// refused with [`StoreError::Rejected`], and nothing is written. (So is a
+/// User-Agent with one, which no HTTP header can carry.) This
 /// crate enables no TLS in sqlx; an application that connects over TLS
 /// enables a TLS feature on its own `sqlx` dependency, and the pool it
 /// passes in uses it.
@@ -291,8 +308,9 @@ impl PostgresStore {
     }
 
     /// Creates the schema (unless `public`), the table and its indexes if
-    /// they do not exist yet, and adds the `successor` column to a table
-    /// created by an earlier version of this crate.
+    /// they do not exist yet, and adds the columns that a table created by
+    /// an earlier version of this crate lacks (`successor`, `user_agent`,
+    /// `client_ip`).
     ///
     /// Idempotent, and safe to run from several processes at once: in one
     /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
@@ -371,6 +389,8 @@ impl SessionStore for PostgresStore {
             .bind(record.idle_timeout.whole_seconds())
             .bind(record.persistent)
             .bind(truncate_to_seconds(record.expires_at()))
+            .bind(record.device.user_agent.as_deref())
+            .bind(record.device.ip)
             .bind(truncate_to_seconds(now))
             .execute(&self.pool)
             .await
@@ -537,8 +557,7 @@ impl SessionStore for PostgresStore {
                     expires_at: timestamp(row, "expires_at")?,
                     persistent: column(row, "persistent")?,
                     current: false,
-                    // Not persisted yet: TODO(devices) columns.
-                    device: Default::default(),
+                    device: device_from_row(row)?,
                 })
             })
             .collect()

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::error::store_error;
 use crate::clock::truncate_to_seconds;
+use crate::device::Device;
 use crate::id::StoreKey;
 use crate::record::SessionRecord;
 use crate::store::StoreError;
@@ -91,8 +92,17 @@ pub(super) fn record_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> 
         idle_timeout,
         absolute_deadline: timestamp(row, "absolute_deadline")?,
         persistent: column(row, "persistent")?,
-        // Not persisted yet: TODO(devices) columns.
-        device: Default::default(),
+        device: device_from_row(row)?,
+    })
+}
+
+/// The `user_agent` and `client_ip` columns. An `inet` that names a network
+/// rather than one address (a row edited by hand) cannot be decoded, and is
+/// [`StoreError::Corrupt`].
+pub(super) fn device_from_row(row: &PgRow) -> Result<Device, StoreError> {
+    Ok(Device {
+        user_agent: column(row, "user_agent")?,
+        ip: column(row, "client_ip")?,
     })
 }
 

@@ -8,16 +8,29 @@ CREATE TABLE IF NOT EXISTS {table} (
     idle_timeout_secs bigint NOT NULL,
     persistent boolean NOT NULL,
     expires_at timestamptz NOT NULL,
-    successor bytea NULL
+    successor bytea NULL,
+    -- The device the session was logged in from; NULL when not kept.
+    user_agent text NULL,
+    -- inet rather than text: the server checks every value is an address,
+    -- stores it in at most 19 bytes, and lets your own queries match
+    -- networks (client_ip << '10.0.0.0/8'). Always a single host address.
+    client_ip inet NULL
 );
 DO $$
+DECLARE
+    present name[] := ARRAY(
+        SELECT attname FROM pg_attribute
+        WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped
+    );
 BEGIN
-    IF NOT EXISTS (
-        SELECT FROM pg_attribute
-        WHERE attrelid = '{table}'::regclass
-          AND attname = 'successor' AND NOT attisdropped
-    ) THEN
+    IF NOT 'successor' = ANY (present) THEN
         ALTER TABLE {table} ADD COLUMN successor bytea NULL;
+    END IF;
+    IF NOT 'user_agent' = ANY (present) THEN
+        ALTER TABLE {table} ADD COLUMN user_agent text NULL;
+    END IF;
+    IF NOT 'client_ip' = ANY (present) THEN
+        ALTER TABLE {table} ADD COLUMN client_ip inet NULL;
     END IF;
 END
 $$;

@@ -45,8 +45,8 @@ pub(super) const DEFAULT_SCHEMA: &str = "public";
 pub(super) const DEFAULT_TABLE: &str = "cloakroom_sessions";
 
 /// The columns of a full record, as `row::record_from_row` reads them.
-const RECORD_COLUMNS: &str =
-    "user_id, data, created_at, last_seen, absolute_deadline, idle_timeout_secs, persistent";
+const RECORD_COLUMNS: &str = "user_id, data, created_at, last_seen, absolute_deadline, \
+     idle_timeout_secs, persistent, user_agent, client_ip";
 
 impl Statements {
     /// The statements for `schema.table`, sweeping `sweep_batch_size` rows
@@ -61,10 +61,11 @@ impl Statements {
         // `schema.sql` with its placeholders filled in, by plain
         // replacement. The names were validated, so they hold no quote that
         // could end the string literal that `{table}` is also used in. Its
-        // `DO` block adds `successor` to a table made by the previous
-        // schema, checking the catalog first, because `ALTER TABLE ... ADD
-        // COLUMN IF NOT EXISTS` takes an ACCESS EXCLUSIVE lock even when
-        // the column is there (see the type docs).
+        // `DO` block adds the columns that earlier versions' tables lack
+        // (`successor`, `user_agent`, `client_ip`), checking the catalog
+        // first, because `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes an
+        // ACCESS EXCLUSIVE lock even when the column is there (see the type
+        // docs).
         let migration = format!(
             "{create_schema}{}",
             SCHEMA
@@ -73,22 +74,27 @@ impl Statements {
                 .replace(EXPIRES_AT_INDEX, &quote(&format!("{table}_expires_at_idx")))
         );
 
-        // $10 is the layer's `now`: only a row that is expired by then (a
+        // $12 is the layer's `now`: only a row that is expired by then (a
         // session, or a forward past its `until`) may be replaced. A live
-        // one is left alone and no row is reported. A replaced forward
-        // becomes a session again: `successor` is cleared.
+        // one is left alone and no row is reported. A replaced row takes
+        // every column of the new record, the device's too (NULL when the
+        // new record has none), so nothing of the old session is kept; a
+        // replaced forward becomes a session again: `successor` is cleared.
+        // This is the only statement that writes the device.
         let create = format!(
             "INSERT INTO {t} AS existing (key, user_id, data, created_at, last_seen, \
-                 absolute_deadline, idle_timeout_secs, persistent, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 absolute_deadline, idle_timeout_secs, persistent, expires_at, \
+                 user_agent, client_ip) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (key) DO UPDATE SET \
                  user_id = EXCLUDED.user_id, data = EXCLUDED.data, \
                  created_at = EXCLUDED.created_at, last_seen = EXCLUDED.last_seen, \
                  absolute_deadline = EXCLUDED.absolute_deadline, \
                  idle_timeout_secs = EXCLUDED.idle_timeout_secs, \
                  persistent = EXCLUDED.persistent, expires_at = EXCLUDED.expires_at, \
+                 user_agent = EXCLUDED.user_agent, client_ip = EXCLUDED.client_ip, \
                  successor = NULL \
-             WHERE existing.expires_at <= $10"
+             WHERE existing.expires_at <= $12"
         );
 
         // All parts of one statement share a snapshot, so the final SELECT
@@ -153,10 +159,13 @@ impl Statements {
         // SELECT for the retry, would answer `false` to a retry that waited
         // on the first attempt's row lock, since both parts would read the
         // snapshot from before the first attempt committed; a single
-        // UPDATE re-checks its WHERE on the row the first attempt wrote.
+        // UPDATE re-checks its WHERE on the row the first attempt wrote. A
+        // forward keeps nothing of the session that a dump could show: no
+        // user, data or device.
         let retire = format!(
             "UPDATE {t} SET \
                  successor = $2, user_id = NULL, data = '{{}}'::jsonb, \
+                 user_agent = NULL, client_ip = NULL, \
                  expires_at = CASE WHEN successor IS NULL THEN $3 ELSE expires_at END \
              WHERE key = $1 AND expires_at > $4 AND (successor IS NULL OR successor = $2)"
         );
@@ -186,7 +195,8 @@ impl Statements {
         // Newest first, so LIMIT keeps the most recently created ones; the
         // caller reverses them to oldest first.
         let list_user = format!(
-            "SELECT key, created_at, last_seen, expires_at, persistent FROM {t} \
+            "SELECT key, created_at, last_seen, expires_at, persistent, user_agent, client_ip \
+             FROM {t} \
              WHERE user_id = $1 AND expires_at > $2 \
              ORDER BY created_at DESC, key DESC LIMIT $3"
         );
@@ -251,7 +261,8 @@ mod tests {
         for placeholder in [TABLE, USER_ID_INDEX, EXPIRES_AT_INDEX] {
             assert!(SCHEMA.contains(placeholder), "{placeholder}");
         }
-        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 5);
+        // CREATE TABLE, the catalog lookup, three ALTERs, two indexes.
+        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 7);
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"cloakroom_sessions\" (\n"));
     }
 

@@ -1,16 +1,18 @@
 //! A session record as the fields of a Redis hash, and back.
 //!
-//! The layout (one-letter metadata fields, `d:<key>` data fields holding
-//! JSON) is described on [`RedisStore`](super::RedisStore). Everything here
+//! The layout (one-letter metadata and device fields, `d:<key>` data
+//! fields holding JSON) is described on [`RedisStore`](super::RedisStore). Everything here
 //! is pure: it turns records into script arguments and script replies into
 //! records, listing entries and [`Deleted`] answers. Malformed input is a
 //! [`StoreError::Corrupt`], never a panic.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde_json::Map;
 use time::OffsetDateTime;
 
+use crate::device::Device;
 use crate::id::StoreKey;
 use crate::record::{SessionInfo, SessionRecord};
 use crate::store::{Deleted, StoreError};
@@ -18,8 +20,13 @@ use crate::store::{Deleted, StoreError};
 /// The prefix of a data field: data key `k` is stored under `d:k`.
 const DATA_PREFIX: &[u8] = b"d:";
 
-/// The metadata fields a count or a listing reads, in this order.
+/// The metadata fields a count reads, in this order.
 pub(super) const META_FIELDS: [&str; 6] = ["c", "s", "i", "a", "p", "u"];
+
+/// The fields a listing reads, in this order: the metadata, then the
+/// device's (`b` the User-Agent, `r` the client address, each as text and
+/// absent when none was kept).
+pub(super) const LISTED_FIELDS: [&str; 8] = ["c", "s", "i", "a", "p", "u", "b", "r"];
 
 /// Field/value pairs for a whole record.
 pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -35,6 +42,15 @@ pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<Vec<u8>>, Stor
     meta("p", u8::from(record.persistent).to_string());
     if let Some(user) = &record.user_id {
         meta("u", user.clone());
+    }
+    // The device is written with the record and never by a save: a field
+    // left out here is absent from the new hash, since `create` replaces
+    // any expired hash whole.
+    if let Some(agent) = &record.device.user_agent {
+        meta("b", agent.clone());
+    }
+    if let Some(ip) = record.device.ip {
+        meta("r", ip.to_string());
     }
     for (key, value) in &record.data {
         args.push(data_field(key));
@@ -95,6 +111,7 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
     let (mut created, mut last_seen, mut idle, mut absolute) = (None, None, None, None);
     let mut persistent = false;
     let mut user_id = None;
+    let mut device = Device::default();
     let mut data = Map::new();
     for pair in flat.chunks_exact(2) {
         let (field, value) = (pair[0].as_ref(), pair[1].as_ref());
@@ -109,6 +126,8 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
                     String::from_utf8(value.to_vec()).map_err(|_| corrupt("user is not UTF-8"))?,
                 )
             }
+            b"b" => device.user_agent = Some(user_agent(value)?),
+            b"r" => device.ip = Some(ip(value)?),
             _ => {
                 if let Some(name) = field.strip_prefix(DATA_PREFIX) {
                     let name = String::from_utf8(name.to_vec())
@@ -135,29 +154,45 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
         idle_timeout,
         absolute_deadline,
         persistent,
-        // Not persisted yet: TODO(devices) hash fields.
-        device: Default::default(),
+        device,
     })
 }
 
-/// The listing entry for one index member, from the metadata fields read
-/// by `HMGET` (in [`META_FIELDS`] order): `None` when the record is gone,
-/// a forward, another user's, or expired at `now`.
+fn user_agent(value: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(value.to_vec()).map_err(|_| corrupt("user agent is not UTF-8"))
+}
+
+fn ip(value: &[u8]) -> Result<IpAddr, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| corrupt("client address is not an IP address"))
+}
+
+/// The listing entry for one index member, from the fields read by
+/// `HMGET`: those of [`META_FIELDS`], or of [`LISTED_FIELDS`] for an entry
+/// with its device (in that order). `None` when the record is gone, a
+/// forward, another user's, or expired at `now`.
 pub(super) fn listed_session(
     fields: &[Option<Vec<u8>>],
     user_id: &str,
     member: &str,
     now: OffsetDateTime,
 ) -> Result<Option<SessionInfo>, StoreError> {
-    let [Some(c), Some(s), Some(i), Some(a), p, Some(u)] = fields else {
+    let (meta, device) = fields.split_at(fields.len().min(META_FIELDS.len()));
+    let [Some(c), Some(s), Some(i), Some(a), p, Some(u)] = meta else {
         return Ok(None);
     };
     if u.as_slice() != user_id.as_bytes() {
         return Ok(None);
     }
     let mut flat: Vec<&[u8]> = vec![b"c", c, b"s", s, b"i", i, b"a", a];
-    if let Some(p) = p {
-        flat.extend([b"p".as_slice(), p]);
+    let device_fields = LISTED_FIELDS[META_FIELDS.len()..].iter().copied();
+    let optional = [("p", p)].into_iter().chain(device_fields.zip(device));
+    for (field, value) in optional {
+        if let Some(value) = value {
+            flat.extend([field.as_bytes(), value]);
+        }
     }
     let record = decode_record(&flat)?;
     if record.is_expired(now) {
@@ -194,13 +229,47 @@ mod tests {
         r.user_id = Some("alice".into());
         r.data.insert("k".into(), serde_json::json!({"n": [1, 2]}));
         r.data.insert("".into(), serde_json::json!(null));
+        r.device = Device {
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) ✓".into()),
+            ip: Some("2001:db8::1".parse().unwrap()),
+        };
         r
+    }
+
+    /// The value of `field` in an encoded record.
+    fn field<'a>(flat: &'a [Vec<u8>], field: &str) -> Option<&'a [u8]> {
+        flat.chunks_exact(2)
+            .find(|pair| pair[0] == field.as_bytes())
+            .map(|pair| pair[1].as_slice())
     }
 
     #[test]
     fn encoded_record_decodes_to_itself() {
         let r = record();
         assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn the_device_is_two_text_fields_absent_when_not_kept() {
+        let mut r = record();
+        let flat = encode_record(&r).unwrap();
+        assert_eq!(
+            field(&flat, "b"),
+            Some("Mozilla/5.0 (X11; Linux x86_64) ✓".as_bytes())
+        );
+        assert_eq!(field(&flat, "r"), Some(b"2001:db8::1".as_slice()));
+
+        r.device.user_agent = None;
+        r.device.ip = Some("192.0.2.7".parse().unwrap());
+        let flat = encode_record(&r).unwrap();
+        assert_eq!(field(&flat, "b"), None);
+        assert_eq!(field(&flat, "r"), Some(b"192.0.2.7".as_slice()));
+        assert_eq!(decode_record(&flat).unwrap(), r);
+
+        r.device = Device::default();
+        let flat = encode_record(&r).unwrap();
+        assert_eq!((field(&flat, "b"), field(&flat, "r")), (None, None));
+        assert_eq!(decode_record(&flat).unwrap(), r);
     }
 
     #[test]
@@ -241,9 +310,17 @@ mod tests {
         let mut huge = good.clone();
         huge.extend([b"i".to_vec(), i64::MAX.to_string().into_bytes()]);
         cases.push(huge);
-        let mut not_utf8 = good;
+        let mut not_utf8 = good.clone();
         not_utf8.extend([b"d:\xff".to_vec(), b"1".to_vec()]);
         cases.push(not_utf8);
+        let mut agent_not_utf8 = good.clone();
+        agent_not_utf8.extend([b"b".to_vec(), b"Mozilla\xff".to_vec()]);
+        cases.push(agent_not_utf8);
+        for bad_ip in [&b"10.0.0.0/8"[..], b"localhost", b"", b"\xff"] {
+            let mut case = good.clone();
+            case.extend([b"r".to_vec(), bad_ip.to_vec()]);
+            cases.push(case);
+        }
         for case in cases {
             assert!(
                 matches!(decode_record(&case), Err(StoreError::Corrupt(_))),
@@ -252,16 +329,18 @@ mod tests {
         }
     }
 
-    fn meta(record: &SessionRecord) -> Vec<Option<Vec<u8>>> {
+    /// What `HMGET` of `fields` gives for the record.
+    fn read(record: &SessionRecord, fields: &[&str]) -> Vec<Option<Vec<u8>>> {
         let flat = encode_record(record).unwrap();
-        META_FIELDS
+        fields
             .iter()
-            .map(|name| {
-                flat.chunks_exact(2)
-                    .find(|pair| pair[0] == name.as_bytes())
-                    .map(|pair| pair[1].clone())
-            })
+            .map(|name| field(&flat, name).map(<[u8]>::to_vec))
             .collect()
+    }
+
+    /// What a count reads.
+    fn meta(record: &SessionRecord) -> Vec<Option<Vec<u8>>> {
+        read(record, &META_FIELDS)
     }
 
     fn at(secs: i64) -> OffsetDateTime {
@@ -273,13 +352,35 @@ mod tests {
     }
 
     #[test]
-    fn a_live_session_of_the_user_is_listed_from_its_metadata() {
-        let r = record();
+    fn a_live_session_of_the_user_is_listed_with_its_device() {
+        let mut r = record();
         let key = some_key();
-        let info = listed_session(&meta(&r), "alice", &key.to_hex(), at(1))
+        for device in [
+            r.device.clone(),
+            Device {
+                user_agent: None,
+                ip: Some("192.0.2.7".parse().unwrap()),
+            },
+            Device {
+                user_agent: Some("curl/8.5.0".into()),
+                ip: None,
+            },
+            Device::default(),
+        ] {
+            r.device = device;
+            let info = listed_session(&read(&r, &LISTED_FIELDS), "alice", &key.to_hex(), at(1))
+                .unwrap()
+                .expect("listed");
+            assert_eq!(info, r.info(key));
+        }
+
+        // Read without the device fields (as a count does), the entry has
+        // none.
+        let info = listed_session(&meta(&record()), "alice", &key.to_hex(), at(1))
             .unwrap()
             .expect("listed");
-        assert_eq!(info, r.info(key));
+        assert_eq!(info.device, Device::default());
+        assert_eq!(info.expires_at, record().expires_at());
     }
 
     #[test]
@@ -316,6 +417,12 @@ mod tests {
         bad[1] = Some(b"soon".to_vec());
         assert!(matches!(
             listed_session(&bad, "alice", &some_key().to_hex(), at(1)),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut bad_ip = read(&r, &LISTED_FIELDS);
+        bad_ip[7] = Some(b"not-an-ip".to_vec());
+        assert!(matches!(
+            listed_session(&bad_ip, "alice", &some_key().to_hex(), at(1)),
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(

@@ -52,7 +52,9 @@ use time::OffsetDateTime;
 pub use self::builder::RedisStoreBuilder;
 #[cfg(fuzzing)]
 pub(crate) use self::codec::decode_record;
-use self::codec::{data_field, decode_packed_record, deleted_from_reply, encode_record};
+use self::codec::{
+    data_field, decode_packed_record, deleted_from_reply, encode_record, META_FIELDS,
+};
 pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
 use self::scripts::{CREATE, DELETE, DELETE_OWNED, LOAD, RETIRE, SAVE};
@@ -82,9 +84,16 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// Each session is a hash under `<prefix>s:<store key as hex>`, with the
 /// metadata in one-letter fields (`c` created, `s` last seen, `i` idle
-/// timeout, `a` absolute deadline, `p` persistent, `u` user) and each data
-/// key as a field `d:<key>` holding JSON. The hash's TTL is the session's
-/// deadline, so Redis drops it on time by itself.
+/// timeout, `a` absolute deadline, `p` persistent, `u` user), the
+/// [`Device`](crate::Device) it was logged in from in two more (`b` the
+/// User-Agent, `r` the client address such as `192.0.2.1` or
+/// `2001:db8::1`, each as text and absent when none was kept), and each
+/// data key as a field `d:<key>` holding JSON. The hash's TTL is the
+/// session's deadline, so Redis drops it on time by itself. The device
+/// fields are written by `create` only: saves (even one that clears the
+/// data) leave them alone, and a `create` that replaces an expired hash
+/// replaces it whole, so a new session never inherits an old one's
+/// device.
 ///
 /// When a session moves to a new ID (login, regenerate), [`retire`]
 /// replaces its hash by a *forward* under the same key: a hash with only
@@ -128,8 +137,8 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   it gives up with [`StoreError::Unavailable`].
 /// - [`count_user`] and [`list_user`] run one script that prunes members
 ///   scored in the past and returns the rest, then one `HMGET` of the
-///   metadata fields (never the data) per member, and one `ZREM` per batch
-///   of stale members. Listing keeps only the `limit` most recently created
+///   metadata fields (never the data; for a listing, the device fields
+///   too) per member, and one `ZREM` per batch of stale members. Listing keeps only the `limit` most recently created
 ///   sessions while it reads, so beyond the member list its memory is
 ///   bounded by `limit`.
 ///
@@ -449,7 +458,9 @@ impl SessionStore for RedisStore {
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut count = 0;
-        self.visit_live(user_id, now, |_| count += 1).await?;
+        // Only the metadata: a count needs no device.
+        self.visit_live(user_id, now, &META_FIELDS, |_| count += 1)
+            .await?;
         Ok(count)
     }
 

@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use super::codec::{listed_session, META_FIELDS};
+use super::codec::{listed_session, LISTED_FIELDS};
 use super::connection::store_error;
 use super::scripts::{INDEX_ADD, INDEX_LIVE};
 use super::{RedisStore, BATCH};
@@ -102,19 +102,23 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut newest = Newest::new(limit);
-        self.visit_live(user_id, now, |info| newest.offer(info))
+        self.visit_live(user_id, now, &LISTED_FIELDS, |info| newest.offer(info))
             .await?;
         Ok(newest.oldest_first())
     }
 
     /// The listing entries of the user's sessions live at `now`, handed to
     /// `found` one at a time as their metadata arrives (`BATCH` reads in
-    /// flight, in no particular order). Members whose record is gone,
-    /// expired, a forward or another user's leave the index on the way.
+    /// flight, in no particular order). Each read takes `fields`:
+    /// [`META_FIELDS`](super::codec::META_FIELDS), or [`LISTED_FIELDS`]
+    /// for entries with their device.
+    /// Members whose record is gone, expired, a forward or another user's
+    /// leave the index on the way.
     pub(super) async fn visit_live(
         &self,
         user_id: &str,
         now: OffsetDateTime,
+        fields: &'static [&'static str],
         mut found: impl FnMut(SessionInfo) + Send,
     ) -> Result<(), StoreError> {
         let members = self.live_members(user_id, now).await?;
@@ -128,7 +132,7 @@ impl RedisStore {
                 async move {
                     let fields = redis::cmd("HMGET")
                         .arg(record_key)
-                        .arg(&META_FIELDS)
+                        .arg(fields)
                         .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
                         .await;
                     (member, fields)
