@@ -119,20 +119,33 @@ impl CookieReason {
     }
 }
 
-/// Why `CsrfLayer` refused a request.
 #[cfg(feature = "csrf")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CsrfReason {
+/// Why [`CsrfLayer`](crate::CsrfLayer) refused a request.
+///
+/// New reasons may be added; match with a wildcard arm. The
+/// `csrf_rejected` security event names it in `snake_case`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CsrfFailureReason {
+    /// The browser marked the request `cross-site` or `same-site` in
+    /// `Sec-Fetch-Site`, and its `Origin` is not trusted.
     CrossSite,
+    /// The `Origin` header names neither this host nor a trusted origin.
     OriginNotAllowed,
+    /// Neither the header nor the form field carried a token.
     MissingToken,
+    /// The token is malformed, forged, from another session or expired.
     InvalidToken,
+    /// A urlencoded form without the header was larger than
+    /// [`max_form_bytes`](crate::CsrfLayerBuilder::max_form_bytes), so its
+    /// token field was not looked for.
     FormTooLarge,
+    /// The request body could not be read to find the token field.
     UnreadableBody,
 }
 
 #[cfg(feature = "csrf")]
-impl CsrfReason {
+impl CsrfFailureReason {
     fn as_str(self) -> &'static str {
         match self {
             Self::CrossSite => "cross_site",
@@ -257,7 +270,7 @@ pub(crate) fn cookie_rejected(
 }
 
 #[cfg(feature = "csrf")]
-pub(crate) fn csrf_rejected(reason: CsrfReason, method: &http::Method, path: &str) {
+pub(crate) fn csrf_rejected(reason: CsrfFailureReason, method: &http::Method, path: &str) {
     tracing::info!(
         target: "cloakroom::security",
         event = "csrf_rejected",

@@ -6,30 +6,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::events::CsrfReason;
-
-/// Why [`CsrfLayer`](super::CsrfLayer) refused a request.
-///
-/// New reasons may be added; match with a wildcard arm.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CsrfFailureReason {
-    /// The browser marked the request `cross-site` or `same-site` in
-    /// `Sec-Fetch-Site`, and its `Origin` is not trusted.
-    CrossSite,
-    /// The `Origin` header names neither this host nor a trusted origin.
-    OriginNotAllowed,
-    /// Neither the header nor the form field carried a token.
-    MissingToken,
-    /// The token is malformed, forged, from another session or expired.
-    InvalidToken,
-    /// A urlencoded form without the header was larger than
-    /// [`max_form_bytes`](super::CsrfLayerBuilder::max_form_bytes), so its
-    /// token field was not looked for.
-    FormTooLarge,
-    /// The request body could not be read to find the token field.
-    UnreadableBody,
-}
+pub use crate::events::CsrfFailureReason;
 
 /// A failed CSRF check: what an app's own
 /// [`failure_response`](super::CsrfLayerBuilder::failure_response) is
@@ -77,18 +54,6 @@ impl CsrfFailure {
             CsrfFailureReason::InvalidToken => "CSRF check failed: invalid or expired token\n",
             CsrfFailureReason::FormTooLarge => "CSRF check failed: form too large to check\n",
             CsrfFailureReason::UnreadableBody => "could not read the request body\n",
-        }
-    }
-
-    /// The name the `csrf_rejected` security event gives this reason.
-    pub(crate) fn event_reason(self) -> CsrfReason {
-        match self.reason {
-            CsrfFailureReason::CrossSite => CsrfReason::CrossSite,
-            CsrfFailureReason::OriginNotAllowed => CsrfReason::OriginNotAllowed,
-            CsrfFailureReason::MissingToken => CsrfReason::MissingToken,
-            CsrfFailureReason::InvalidToken => CsrfReason::InvalidToken,
-            CsrfFailureReason::FormTooLarge => CsrfReason::FormTooLarge,
-            CsrfFailureReason::UnreadableBody => CsrfReason::UnreadableBody,
         }
     }
 
@@ -241,15 +206,5 @@ mod tests {
         let with = custom(Some("private, no-cache")).render(failure, &parts());
         assert_eq!(with.headers()[CACHE_CONTROL], "private, no-cache");
         assert_eq!(with.headers().get_all(CACHE_CONTROL).iter().count(), 1);
-    }
-
-    #[test]
-    fn each_reason_maps_to_the_event_reason_of_the_same_name() {
-        for reason in ALL {
-            assert_eq!(
-                format!("{:?}", CsrfFailure::new(reason).event_reason()),
-                format!("{reason:?}")
-            );
-        }
     }
 }

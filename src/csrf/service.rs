@@ -84,11 +84,7 @@ impl Refusal {
                 let failure = CsrfFailure::new(reason);
                 // Logged before the app's renderer runs, so that every
                 // refusal is logged whatever renders it.
-                crate::events::csrf_rejected(
-                    failure.event_reason(),
-                    &parts.method,
-                    parts.uri.path(),
-                );
+                crate::events::csrf_rejected(failure.reason(), &parts.method, parts.uri.path());
                 config.failure_response.render(failure, parts)
             }
             // The same 503 as everywhere else in the layer; the store
