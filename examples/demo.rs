@@ -334,15 +334,13 @@ fn counter_section(counter: u64) -> String {
     )
 }
 
+/// The sign-in form; `next` (a path on this site, or empty) rides along
+/// in a hidden field.
 fn login_form(token: &CsrfToken, next: Option<&str>) -> String {
-    let next = next
-        .map(|next| {
-            format!(
-                "<input type=\"hidden\" name=\"next\" value=\"{}\">",
-                html_escape::encode_double_quoted_attribute(next)
-            )
-        })
-        .unwrap_or_default();
+    let next = format!(
+        "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+        html_escape::encode_double_quoted_attribute(next.unwrap_or_default())
+    );
     format!(
         "<section><h2>Sign in</h2>\
          <form method=\"post\" action=\"/login\">\n{}{next}\n\
