@@ -47,6 +47,9 @@ pub(crate) struct SessionConfig {
     /// How to find the client address a login keeps, if at all.
     pub(crate) client_ip: Option<ClientIpRule>,
     /// Where [`LoggedIn`](crate::LoggedIn) sends a browser without a user.
+    /// Only `LoggedIn` reads it, so without the `axum` feature it is kept
+    /// (the builder still validates it) but unread.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) login_url: String,
 }
 
