@@ -47,6 +47,7 @@ mod sql;
 use std::fmt;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
 use sqlx::sqlite::SqlitePool;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -242,9 +243,10 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///
 /// # Limits
 ///
-/// SQLite's JSON functions refuse nesting deeper than 1000 levels (the
-/// layer allows 64), and text longer than its length limit (1 GB by
-/// default). Unlike PostgreSQL, SQLite text can hold the NUL character;
+/// Data nested deeper than 127 levels (the data object counting as one) is
+/// refused with [`StoreError::Rejected`] before anything is sent: it could
+/// not be read back (the layer allows 64). So is text longer than
+/// SQLite's length limit (1 GB by default). Unlike PostgreSQL, SQLite text can hold the NUL character;
 /// the layer refuses it in data and user IDs all the same, so that every
 /// store accepts the same data.
 #[derive(Clone)]
@@ -304,8 +306,8 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        sqlx::raw_sql(&self.sql.migration)
-            .execute(&mut *transaction)
+        let connection: &mut sqlx::SqliteConnection = &mut transaction;
+        sqlx::Executor::execute(connection, sqlx::raw_sql(&self.sql.migration))
             .await
             .map_err(store_error)?;
         transaction.commit().await.map_err(store_error)
@@ -330,6 +332,19 @@ impl SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// `migrate` can run in a spawned task.
+    #[allow(dead_code)]
+    fn migrate_is_send(store: SqliteStore) {
+        assert_send(async move { store.migrate().await });
+    }
+}
+
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
@@ -344,9 +359,52 @@ fn seconds(t: OffsetDateTime) -> i64 {
     truncate_to_seconds(t).unix_timestamp()
 }
 
-/// A JSON value as text for SQLite's `json()`.
-fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+/// How deeply the stored data (the object itself counting as one level)
+/// may nest: what serde_json reads back (it refuses a 128th level), which
+/// is below SQLite's JSON limit (1000).
+const MAX_DATA_DEPTH: usize = 127;
+
+/// Data nested deeper than this store can read back.
+#[derive(Debug)]
+struct TooDeep;
+
+impl fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session data nested deeper than {MAX_DATA_DEPTH} levels cannot be stored"
+        )
+    }
+}
+
+impl std::error::Error for TooDeep {}
+
+/// How many arrays and objects deep `value` nests (a scalar is 0).
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A value of the data object as text for SQLite's `json()`; refused when
+/// it would sit deeper than [`MAX_DATA_DEPTH`] in the object.
+fn json_text(value: &Value) -> Result<String, StoreError> {
+    if 1 + nesting(value) > MAX_DATA_DEPTH {
+        return Err(StoreError::rejected(TooDeep));
+    }
     serde_json::to_string(value).map_err(StoreError::rejected)
+}
+
+/// The whole data object as text.
+fn data_text(data: &Map<String, Value>) -> Result<String, StoreError> {
+    for value in data.values() {
+        if 1 + nesting(value) > MAX_DATA_DEPTH {
+            return Err(StoreError::rejected(TooDeep));
+        }
+    }
+    serde_json::to_string(data).map_err(StoreError::rejected)
 }
 
 impl SessionStore for SqliteStore {
@@ -356,7 +414,7 @@ impl SessionStore for SqliteStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let data = json_text(&record.data)?;
+        let data = data_text(&record.data)?;
         let ip = record.device.ip.map(|ip| ip.to_string());
         let _turn = self.writes.lock().await;
         let done = sqlx::query(&self.sql.create)
