@@ -332,19 +332,6 @@ impl SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send<T: Send>(_: T) {}
-
-    /// `migrate` can run in a spawned task.
-    #[allow(dead_code)]
-    fn migrate_is_send(store: SqliteStore) {
-        assert_send(async move { store.migrate().await });
-    }
-}
-
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
@@ -628,5 +615,18 @@ impl SessionStore for SqliteStore {
                 return Ok(removed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// `migrate` can run in a spawned task.
+    #[allow(dead_code)]
+    fn migrate_is_send(store: SqliteStore) {
+        assert_send(async move { store.migrate().await });
     }
 }
