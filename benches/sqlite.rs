@@ -7,6 +7,8 @@
 /// The SQLite set-up of the tests (`tests/support/`).
 #[path = "../tests/support"]
 mod support {
+    // Only `free_port` and `scratch_dir`: SQLite has no server to start.
+    #[allow(dead_code)]
     pub(crate) mod backend;
     pub(crate) mod sqlite;
 }

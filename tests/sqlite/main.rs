@@ -7,6 +7,8 @@
 #[path = "../support"]
 mod support {
     pub(crate) mod app;
+    // Only `free_port` and `scratch_dir`: SQLite has no server to start.
+    #[allow(dead_code)]
     pub(crate) mod backend;
     pub(crate) mod client;
     #[cfg(all(feature = "memory", feature = "csrf"))]
