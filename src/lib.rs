@@ -206,10 +206,10 @@ pub use crate::session::{Flash, FlashLevel, Session, FLASH_KEY};
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use crate::store::sqlite::{SqliteStore, SqliteStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use crate::store::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use crate::store::{SessionStore, StoreError};
 /// The `time` crate, whose `OffsetDateTime` the session timestamps use.
 pub use time;

@@ -24,13 +24,19 @@ async fn a_write_lock_held_past_the_busy_timeout_answers_503_and_service_resumes
     let store = store_on(connect_with(&path, BUSY).await, |b| b).await;
     let app = TestApp::new(store.clone());
     let mut client = logged_in(&app, "alice").await;
-    assert_eq!(client.put("/set/k", "before").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        client.put("/set/k", "before").await.status,
+        StatusCode::NO_CONTENT
+    );
 
     // Someone else takes the write lock and keeps it.
     let mut holder = sqlx::SqliteConnection::connect_with(&options(&path, BUSY))
         .await
         .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM cloakroom_sessions WHERE 0")
         .execute(&mut holder)
         .await
@@ -41,14 +47,19 @@ async fn a_write_lock_held_past_the_busy_timeout_answers_503_and_service_resumes
     let reply = client.put("/set/k", "during").await;
     let waited = started.elapsed();
     assert_unavailable(&reply, "a write while the lock is held");
-    assert!(waited >= BUSY, "answered after {waited:?}, before the busy timeout");
+    assert!(
+        waited >= BUSY,
+        "answered after {waited:?}, before the busy timeout"
+    );
     // Reads do not wait for the writer (WAL): the session is still there.
     assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
     assert_eq!(client.get("/get/k").await.body, "before");
 
     // The store's own error: Unavailable, with SQLite's busy code kept.
     let k = SessionId::generate().unwrap().store_key();
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
     let mut patch = Patch::default();
     patch.set.insert("x".into(), json!(1));
     let error = store
@@ -56,14 +67,19 @@ async fn a_write_lock_held_past_the_busy_timeout_answers_503_and_service_resumes
         .await
         .expect_err("busy");
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
-    let logged = std::error::Error::source(&error).expect("a source").to_string();
+    let logged = std::error::Error::source(&error)
+        .expect("a source")
+        .to_string();
     assert!(logged.contains("(SQLITE_BUSY)"), "{logged}");
 
     // Released: writes work again at once, and the one refused during the
     // outage was not written behind the client's back.
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     assert_eq!(client.get("/get/k").await.body, "before");
-    assert_eq!(client.put("/set/k", "after").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        client.put("/set/k", "after").await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(client.get("/get/k").await.body, "after");
     assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
 }
@@ -78,13 +94,19 @@ async fn a_lock_released_within_the_busy_timeout_costs_a_wait_and_no_error() {
     let mut holder = sqlx::SqliteConnection::connect_with(&options(&path, BUSY))
         .await
         .unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
     });
     let started = Instant::now();
-    assert_eq!(client.put("/set/k", "v").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        client.put("/set/k", "v").await.status,
+        StatusCode::NO_CONTENT
+    );
     assert!(started.elapsed() >= Duration::from_millis(250));
     release.await.unwrap();
     assert_eq!(client.get("/get/k").await.body, "v");

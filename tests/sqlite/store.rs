@@ -77,7 +77,14 @@ pub(crate) fn assert_nowhere_in_the_files(db: &Path, needle: &[u8]) {
 #[tokio::test]
 async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
     let pool = connect(&fresh_path()).await;
-    for bad in ["", "Sessions", "a-b", "x\"; DROP TABLE y; --", "sqlite_master", &"t".repeat(49)] {
+    for bad in [
+        "",
+        "Sessions",
+        "a-b",
+        "x\"; DROP TABLE y; --",
+        "sqlite_master",
+        &"t".repeat(49),
+    ] {
         let error = SqliteStore::builder(pool.clone())
             .table(bad)
             .build()
@@ -121,7 +128,10 @@ async fn migrate_is_idempotent_and_safe_from_many_pools_at_once() {
     }
     let t0 = now();
     let k = key();
-    assert!(stores[0].create(&k, &record(t0, Some("ann")), t0).await.unwrap());
+    assert!(stores[0]
+        .create(&k, &record(t0, Some("ann")), t0)
+        .await
+        .unwrap());
     // Migrating again keeps the rows.
     stores[1].migrate().await.unwrap();
     let loaded = stores[5].load(&k, no_touch(t0)).await.unwrap();
@@ -145,7 +155,8 @@ async fn migrate_is_idempotent_and_safe_from_many_pools_at_once() {
     .await
     .unwrap();
     assert!(
-        plan.iter().any(|(_, _, _, d)| d.contains("cloakroom_sessions_user_id_idx")),
+        plan.iter()
+            .any(|(_, _, _, d)| d.contains("cloakroom_sessions_user_id_idx")),
         "{plan:?}"
     );
 }
@@ -157,9 +168,17 @@ async fn migration_sql_applied_by_hand_gives_a_working_store() {
         .table("by_hand")
         .build()
         .unwrap();
-    assert!(store.migration_sql().contains("CREATE TABLE IF NOT EXISTS \"by_hand\""));
-    sqlx::raw_sql(store.migration_sql()).execute(&pool).await.unwrap();
-    sqlx::raw_sql(store.migration_sql()).execute(&pool).await.unwrap();
+    assert!(store
+        .migration_sql()
+        .contains("CREATE TABLE IF NOT EXISTS \"by_hand\""));
+    sqlx::raw_sql(store.migration_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(store.migration_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
     let t0 = now();
     let k = key();
     assert!(store.create(&k, &record(t0, None), t0).await.unwrap());
@@ -176,7 +195,19 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     r.device.user_agent = Some("curl/8".into());
     assert!(store.create(&k, &r, t0).await.unwrap());
     let columns = || async {
-        sqlx::query_as::<_, (i64, i64, i64, i64, i64, String, Option<String>, Option<String>)>(
+        sqlx::query_as::<
+            _,
+            (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                String,
+                Option<String>,
+                Option<String>,
+            ),
+        >(
             "SELECT length(key), last_seen, expires_at, absolute_deadline, persistent, data, \
                     user_agent, client_ip \
              FROM cloakroom_sessions WHERE key = ?1",
@@ -189,12 +220,24 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     let t = t0.unix_timestamp();
     let c = columns().await;
     assert_eq!((c.0, c.1, c.2, c.3, c.4), (32, t, t + 100, t + 1000, 0));
-    assert_eq!(serde_json::from_str::<Value>(&c.5).unwrap(), json!({"a": 1}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&c.5).unwrap(),
+        json!({"a": 1})
+    );
     assert_eq!(c.6.as_deref(), Some("curl/8"));
     assert_eq!(c.7.as_deref(), Some("2001:db8::ff00:42:8329"));
 
     // A load that touches moves last_seen and expires_at.
-    store.load(&k, Touch { now: t0 + secs(60), after: 0.5 }).await.unwrap();
+    store
+        .load(
+            &k,
+            Touch {
+                now: t0 + secs(60),
+                after: 0.5,
+            },
+        )
+        .await
+        .unwrap();
     let c = columns().await;
     assert_eq!((c.1, c.2), (t + 60, t + 160));
     // A save with a new lifetime and a touch: expires_at follows both,
@@ -207,14 +250,30 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
         }),
         ..Patch::default()
     };
-    assert!(store.save(&k, &patch, Touch { now: t0 + secs(70), after: 0.0 }).await.unwrap());
+    assert!(store
+        .save(
+            &k,
+            &patch,
+            Touch {
+                now: t0 + secs(70),
+                after: 0.0
+            }
+        )
+        .await
+        .unwrap());
     let c = columns().await;
     assert_eq!((c.1, c.2, c.3, c.4), (t + 70, t + 400, t + 400, 1));
     // The data is patched in place: a nested value set, a key removed.
     let mut patch = Patch::default();
-    patch.set.insert("n".into(), json!({"x": [1, null, true, 1.5e300, 18446744073709551615u64]}));
+    patch.set.insert(
+        "n".into(),
+        json!({"x": [1, null, true, 1.5e300, 18446744073709551615u64]}),
+    );
     patch.remove.insert("a".into());
-    assert!(store.save(&k, &patch, no_touch(t0 + secs(71))).await.unwrap());
+    assert!(store
+        .save(&k, &patch, no_touch(t0 + secs(71)))
+        .await
+        .unwrap());
     let c = columns().await;
     assert_eq!(
         serde_json::from_str::<Value>(&c.5).unwrap(),
@@ -245,7 +304,11 @@ async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_the_raw_id_is_nowher
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(keys, [hashed.to_vec()], "one row, keyed by SHA-256 of the ID");
+    assert_eq!(
+        keys,
+        [hashed.to_vec()],
+        "one row, keyed by SHA-256 of the ID"
+    );
 
     // Neither the raw bytes nor their base64url text are in the database
     // file or its WAL, before and after a checkpoint.
@@ -260,7 +323,10 @@ async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_the_raw_id_is_nowher
         assert_nowhere_in_the_files(&path, needle);
     }
     assert!(
-        std::fs::read(&path).unwrap().windows(32).any(|w| w == hashed),
+        std::fs::read(&path)
+            .unwrap()
+            .windows(32)
+            .any(|w| w == hashed),
         "the check looks at the right file: the hashed key is in it"
     );
 }
@@ -278,11 +344,18 @@ async fn sweeping_deletes_expired_rows_in_bounded_batches() {
         assert!(store.create(k, &r, t0 + secs(90)).await.unwrap());
     }
     // A forward that lapses with the expired sessions.
-    assert!(store.retire(&live[0], &live[1], t0 + secs(120), t0 + secs(90)).await.unwrap());
+    assert!(store
+        .retire(&live[0], &live[1], t0 + secs(120), t0 + secs(90))
+        .await
+        .unwrap());
     assert_eq!(count_rows(&store).await, 12);
 
     let at = t0 + secs(150);
-    assert_eq!(store.sweep_expired(at).await.unwrap(), 11, "more than one batch of 3");
+    assert_eq!(
+        store.sweep_expired(at).await.unwrap(),
+        11,
+        "more than one batch of 3"
+    );
     assert_eq!(count_rows(&store).await, 1, "only the live session is left");
     assert!(store.load(&live[1], no_touch(at)).await.unwrap().is_some());
     assert_eq!(store.sweep_expired(at).await.unwrap(), 0);
@@ -303,13 +376,22 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
     for sql in cases {
         let k = key();
         let user = format!("u-{}", k.short());
-        assert!(store.create(&k, &record(t0, Some(&user)), t0).await.unwrap());
+        assert!(store
+            .create(&k, &record(t0, Some(&user)), t0)
+            .await
+            .unwrap());
         execute(&store, sql, &k).await;
         let loaded = store.load(&k, no_touch(t0 + secs(1))).await;
-        assert!(matches!(loaded, Err(StoreError::Corrupt(_))), "{sql}: {loaded:?}");
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt(_))),
+            "{sql}: {loaded:?}"
+        );
         if sql.contains("created_at") || sql.contains("persistent") || sql.contains("client_ip") {
             let listed = store.list_user(&user, t0 + secs(1), 100).await;
-            assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{sql}: {listed:?}");
+            assert!(
+                matches!(listed, Err(StoreError::Corrupt(_))),
+                "{sql}: {listed:?}"
+            );
         }
         if sql.contains("not json") {
             // A save cannot patch data that is not JSON.
@@ -320,12 +402,18 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
         }
         // A corrupt row can still be ended.
         store.delete(&k, t0 + secs(1)).await.unwrap();
-        assert_eq!(store.delete(&k, t0 + secs(1)).await.unwrap(), Deleted::Nothing);
+        assert_eq!(
+            store.delete(&k, t0 + secs(1)).await.unwrap(),
+            Deleted::Nothing
+        );
     }
 
     // A key that is not a SHA-256 output, written by someone else.
     let k = key();
-    assert!(store.create(&k, &record(t0, Some("odd-user")), t0).await.unwrap());
+    assert!(store
+        .create(&k, &record(t0, Some("odd-user")), t0)
+        .await
+        .unwrap());
     execute(&store, "UPDATE {t} SET key = x'0102' WHERE key = ?1", &k).await;
     let listed = store.list_user("odd-user", t0 + secs(1), 100).await;
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
@@ -354,7 +442,10 @@ async fn data_nested_deeper_than_can_be_read_back_is_rejected_and_nothing_is_wri
     too_deep.data.insert("deep".into(), nested(127));
     let other = key();
     let created = store.create(&other, &too_deep, t0).await;
-    assert!(matches!(created, Err(StoreError::Rejected(_))), "{created:?}");
+    assert!(
+        matches!(created, Err(StoreError::Rejected(_))),
+        "{created:?}"
+    );
     assert_eq!(store.load(&other, no_touch(t0)).await.unwrap(), None);
     let mut patch = Patch::default();
     patch.set.insert("deep".into(), nested(127));
@@ -362,13 +453,19 @@ async fn data_nested_deeper_than_can_be_read_back_is_rejected_and_nothing_is_wri
     let saved = store.save(&k, &patch, no_touch(t0)).await;
     assert!(matches!(saved, Err(StoreError::Rejected(_))), "{saved:?}");
     let loaded = store.load(&k, no_touch(t0)).await.unwrap().unwrap();
-    assert!(!loaded.data.contains_key("b"), "nothing of the patch was applied");
+    assert!(
+        !loaded.data.contains_key("b"),
+        "nothing of the patch was applied"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_table_is_a_backend_error_that_keeps_the_sqlx_error() {
     let store = SqliteStore::new(connect(&fresh_path()).await);
-    let error = store.load(&key(), no_touch(now())).await.expect_err("no table");
+    let error = store
+        .load(&key(), no_touch(now()))
+        .await
+        .expect_err("no table");
     assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
     let source = std::error::Error::source(&error).expect("a source");
     assert_eq!(source.to_string(), "database error 1 (SQLITE_ERROR)");

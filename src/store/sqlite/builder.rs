@@ -98,7 +98,14 @@ mod tests {
 
     #[test]
     fn table_names_must_be_plain_lower_case_names() {
-        for good in ["sessions", "_s", "a1_b2", "cloakroom_sessions", "order", "sqlite"] {
+        for good in [
+            "sessions",
+            "_s",
+            "a1_b2",
+            "cloakroom_sessions",
+            "order",
+            "sqlite",
+        ] {
             assert!(is_table_name(good), "{good}");
         }
         for bad in [

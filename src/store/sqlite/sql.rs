@@ -297,11 +297,16 @@ mod tests {
         let s = Statements::new("t", 1);
         let sql = s.save(1, 1);
         assert!(
-            sql.contains("json_set(json_remove((CASE WHEN ?2 THEN '{}' ELSE data END), ?8), ?9, json(?10))"),
+            sql.contains(
+                "json_set(json_remove((CASE WHEN ?2 THEN '{}' ELSE data END), ?8), ?9, json(?10))"
+            ),
             "{sql}"
         );
         let sql = s.save(0, 0);
-        assert!(sql.starts_with("UPDATE \"t\" SET data = (CASE WHEN ?2"), "{sql}");
+        assert!(
+            sql.starts_with("UPDATE \"t\" SET data = (CASE WHEN ?2"),
+            "{sql}"
+        );
         // 250 removals and 120 sets: three removal calls, three set calls,
         // each within SQLite's 127 arguments, and every parameter once.
         let sql = s.save(250, 120);
