@@ -9,8 +9,10 @@
 //! Environment:
 //! - `DEMO_ADDR`: listen address, default `127.0.0.1:3000`
 //! - `SESSION_STORE`: `memory` (default), `redis` (`REDIS_URL`, or
-//!   `REDIS_CLUSTER_URLS` for a cluster; needs `--features redis`) or
-//!   `postgres` (`DATABASE_URL`; needs `--features postgres`)
+//!   `REDIS_CLUSTER_URLS` for a cluster; needs `--features redis`),
+//!   `postgres` (`DATABASE_URL`; needs `--features postgres`) or `sqlite`
+//!   (`DATABASE_URL=sqlite://PATH`, the file created if missing; needs
+//!   `--features sqlite`)
 //! - `SESSION_IDLE_SECS` (default 1800), `SESSION_ABSOLUTE_SECS` (default 43200)
 //! - `SESSION_KEY`: 64 hex characters; a random key (with a warning) when unset
 
@@ -71,8 +73,12 @@ async fn run() -> Result<(), BoxError> {
         "memory" => SessionLayer::builder(MemoryStore::new()),
         "redis" => redis_store().await?,
         "postgres" => postgres_store().await?,
+        "sqlite" => sqlite_store().await?,
         other => {
-            return Err(format!("SESSION_STORE={other}: expected memory, redis or postgres").into())
+            return Err(format!(
+                "SESSION_STORE={other}: expected memory, redis, postgres or sqlite"
+            )
+            .into())
         }
     };
     let sessions = builder
@@ -141,6 +147,47 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
     let store = cloakroom::PostgresStore::new(pool);
+    store.migrate().await.map_err(|e| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        format!(
+            "creating the session table: {e}: {}",
+            cause.unwrap_or_default()
+        )
+    })?;
+    Ok(SessionLayer::builder(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite_store() -> Result<SessionLayerBuilder, BoxError> {
+    Err(not_built("sqlite"))
+}
+
+/// `DATABASE_URL=sqlite://PATH`: a SQLite file, created if missing, so
+/// sessions survive a restart with no server to run.
+#[cfg(feature = "sqlite")]
+async fn sqlite_store() -> Result<SessionLayerBuilder, BoxError> {
+    use std::str::FromStr as _;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+    let url = std::env::var("DATABASE_URL")
+        .map_err(|_| "SESSION_STORE=sqlite needs DATABASE_URL (sqlite://sessions.db)")?;
+    // As the store's docs advise: WAL, so reads never wait for the writer,
+    // and a busy timeout shorter than the layer's store timeout (3 s), so
+    // a database locked by someone else is a quick 503.
+    let options = SqliteConnectOptions::from_str(&url)
+        .map_err(|e| format!("DATABASE_URL: {e}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(2));
+    // An app would share this pool with its own queries.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let store = cloakroom::SqliteStore::new(pool);
     store.migrate().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!(

@@ -74,9 +74,10 @@ pub enum ConfigError {
     /// A PostgreSQL schema name is not a plain lower-case identifier of at
     /// most 63 bytes (`^[a-z_][a-z0-9_]{0,62}$`).
     InvalidSchemaName(String),
-    /// A PostgreSQL table name is not a plain lower-case identifier of at
-    /// most 48 bytes (`^[a-z_][a-z0-9_]{0,47}$`), short enough for the index
-    /// names derived from it.
+    /// A PostgreSQL or SQLite table name is not a plain lower-case
+    /// identifier of at most 48 bytes (`^[a-z_][a-z0-9_]{0,47}$`), short
+    /// enough for the index names derived from it (for SQLite, not starting
+    /// with `sqlite_` either).
     InvalidTableName(String),
     /// A sweep batch size of zero, which could never delete a row.
     ZeroSweepBatchSize,
@@ -156,7 +157,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidTableName(name) => write!(
                 f,
                 "invalid table name {name:?}: expected 1 to 48 characters from a-z, 0-9 \
-                 and _, not starting with a digit"
+                 and _, not starting with a digit (nor, for SQLite, with sqlite_)"
             ),
             Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
             Self::ZeroCapacity => f.write_str("a MemoryStore capacity must be at least 1"),

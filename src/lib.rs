@@ -66,6 +66,7 @@
 //! | `csrf` | [`CsrfLayer`] and [`CsrfToken`]: CSRF protection bound to the session | yes |
 //! | `redis` | [`RedisStore`]: Redis, standalone or Redis Cluster | no |
 //! | `postgres` | [`PostgresStore`]: sessions in a PostgreSQL table on the application's sqlx `PgPool` | no |
+//! | `sqlite` | [`SqliteStore`]: sessions in a SQLite file on the application's sqlx `SqlitePool`, no server to run | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
 //!
 //! # How a request flows
@@ -207,6 +208,8 @@ pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::store::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use crate::store::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use crate::store::{SessionStore, StoreError};
 /// The `time` crate, whose `OffsetDateTime` the session timestamps use.
 pub use time;
@@ -227,7 +230,8 @@ pub mod test_suite {
     feature = "memory",
     feature = "csrf",
     feature = "redis",
-    feature = "postgres"
+    feature = "postgres",
+    feature = "sqlite"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeSnippets;

@@ -39,12 +39,19 @@ pub(crate) fn driver_main() {
     }
     let secs = env_u64("LOAD_SECS", 10);
     let connections = env_u64("LOAD_CONNECTIONS", 64) as usize;
+    // SQLite rows when the bench is built with `--features sqlite`.
+    let all_stores: &[&'static str] = if cfg!(feature = "sqlite") {
+        &["memory", "redis", "sqlite"]
+    } else {
+        &["memory", "redis"]
+    };
     let stores: Vec<&'static str> = match std::env::var("LOAD_STORES") {
-        Ok(list) => ["memory", "redis"]
-            .into_iter()
+        Ok(list) => all_stores
+            .iter()
+            .copied()
             .filter(|s| list.split(',').any(|l| l.trim() == *s))
             .collect(),
-        Err(_) => vec!["memory", "redis"],
+        Err(_) => all_stores.to_vec(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -83,8 +90,15 @@ pub(crate) fn driver_main() {
             // during a scenario then tilts no implementation.
             let half = (secs as f64 / 2.0).max(1.0);
             let mut passes: Vec<Cell> = Vec::new();
+            // tower-sessions has no SQLite store among the dev-dependencies:
+            // the SQLite rows compare cloakroom with the baseline only.
+            let impls: Vec<&'static str> = if store == "sqlite" {
+                vec!["baseline", "cloakroom"]
+            } else {
+                IMPLS.to_vec()
+            };
             let order: Vec<&'static str> =
-                IMPLS.iter().chain(IMPLS.iter().rev()).copied().collect();
+                impls.iter().chain(impls.iter().rev()).copied().collect();
             for imp in order {
                 eprintln!("running store={store} scenario={scenario} impl={imp} for {half}s ...");
                 passes.push(runtime.block_on(run_cell(
@@ -96,7 +110,7 @@ pub(crate) fn driver_main() {
                     connections,
                 )));
             }
-            for imp in IMPLS {
+            for imp in impls {
                 let runs: Vec<&Cell> = passes.iter().filter(|c| c.imp == imp).collect();
                 cells.push(Cell::average(&runs));
             }
@@ -115,12 +129,19 @@ fn which(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-struct Server(Child);
+/// A server process, and the SQLite file it used, if any (removed with
+/// its WAL once the server is gone).
+struct Server(Child, Option<std::path::PathBuf>);
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(path) = &self.1 {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
     }
 }
 
@@ -144,12 +165,24 @@ fn start_server(imp: &str, store: &str, redis_url: Option<&str>) -> (Server, Soc
     if let Some(url) = redis_url {
         command.env("REDIS_URL", url);
     }
+    // A fresh SQLite file per cell, so that no cell starts with another's
+    // sessions.
+    let sqlite_path = (store == "sqlite").then(|| {
+        std::env::temp_dir().join(format!(
+            "cloakroom-load-{}-{}.db",
+            std::process::id(),
+            addr.port()
+        ))
+    });
+    if let Some(path) = &sqlite_path {
+        command.env("LOAD_SQLITE_PATH", path);
+    }
     let mut child = command.spawn().expect("server process");
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line.trim(), "READY", "server did not start");
-    (Server(child), addr)
+    (Server(child, sqlite_path), addr)
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;

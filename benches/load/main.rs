@@ -3,7 +3,9 @@
 //! under three scenarios.
 //!
 //! Run with: `cargo bench --features redis,test-suite --bench load` (needs
-//! `redis-server` for the Redis rows, like the tests; `LOAD_SECS` sets the seconds per cell, default 10;
+//! `redis-server` for the Redis rows, like the tests; add `sqlite` to the
+//! features for SQLite rows, cloakroom against the baseline on a fresh
+//! SQLite file per cell; `LOAD_SECS` sets the seconds per cell, default 10;
 //! `LOAD_CONNECTIONS` the concurrent connections, default 64; `LOAD_STORES`
 //! and `LOAD_SCENARIOS` limit the stores and scenarios, e.g. `memory` or
 //! `read,write`).

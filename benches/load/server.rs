@@ -144,6 +144,26 @@ async fn cloakroom_app(store: &str, stats: Arc<Stats>) -> Router {
                 .unwrap();
             build(store, stats).await
         }
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            // As the store's docs advise: WAL, `synchronous = NORMAL`, a
+            // busy timeout.
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+            let path = std::env::var("LOAD_SQLITE_PATH").expect("LOAD_SQLITE_PATH");
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(2));
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap();
+            let store = cloakroom::SqliteStore::new(pool);
+            store.migrate().await.unwrap();
+            build(store, stats).await
+        }
         other => panic!("unknown store {other}"),
     }
 }

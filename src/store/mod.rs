@@ -46,6 +46,8 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 #[cfg(feature = "test-suite")]
 pub(crate) mod conformance;

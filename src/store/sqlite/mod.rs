@@ -1,0 +1,637 @@
+//! [`SqliteStore`]: sessions in a SQLite table, on the application's own
+//! sqlx [`SqlitePool`]. Persistent sessions with no server to run.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::str::FromStr;
+//! use std::time::Duration;
+//! use cloakroom::{Key, SessionLayer, SqliteStore};
+//! use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The pool the application already has for its own queries: WAL, so
+//! // that reads never wait for the writer, and a busy timeout, so that a
+//! // write waits its turn instead of failing at once.
+//! let options = SqliteConnectOptions::from_str("sqlite://app.db")?
+//!     .create_if_missing(true)
+//!     .journal_mode(SqliteJournalMode::Wal)
+//!     .synchronous(SqliteSynchronous::Normal)
+//!     .busy_timeout(Duration::from_secs(5));
+//! let pool = SqlitePoolOptions::new().connect_with(options).await?;
+//!
+//! let store = SqliteStore::new(pool.clone());
+//! store.migrate().await?; // idempotent; safe from several processes at once
+//!
+//! let sessions = SessionLayer::builder(store)
+//!     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
+//!     .build()?;
+//! // Delete expired rows every five minutes, in batches.
+//! let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`SqliteStore`] documents the columns, the statements, locking,
+//! sweeping and error mapping. This file holds the store and its
+//! [`SessionStore`] impl; beside it are `builder` ([`SqliteStoreBuilder`],
+//! which checks the table name), `sql` (every statement's text), `row`
+//! (decoding rows) and `error` (sqlx errors as [`StoreError`]s).
+
+mod builder;
+mod error;
+mod row;
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sqlx::sqlite::SqlitePool;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+pub use self::builder::SqliteStoreBuilder;
+use self::error::store_error;
+use self::row::{
+    column, device_from_row, key_from_row, persistent, record_from_row, store_key, timestamp,
+    CorruptRow,
+};
+use self::sql::{member_path, Statements};
+use crate::clock::truncate_to_seconds;
+use crate::id::StoreKey;
+use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::{Deleted, SessionStore, StoreError};
+
+/// Sessions in a SQLite table, through the application's own
+/// [`SqlitePool`]: persistent sessions with no database server to run.
+///
+/// Create the table with [`SqliteStore::migrate`] (or apply
+/// [`SqliteStore::migration_sql`] with your own migration tool), hand the
+/// store to [`SessionLayer::builder`](crate::SessionLayer::builder), and run
+/// a sweeper for expired rows. The store opens no connections of its own:
+/// sessions share the pool, its size and its time-outs with the rest of
+/// the application. Clones share the pool, the SQL text and the queue
+/// writes wait in (see [Locking](#locking)).
+///
+/// # Setting up the pool
+///
+/// Open the pool with these options (the demo and the tests do):
+///
+/// - **WAL** (`journal_mode(SqliteJournalMode::Wal)`): readers and the
+///   writer do not block each other, so a session lookup never waits for
+///   a save. In SQLite's default rollback-journal mode, a write locks out
+///   every reader while it commits.
+/// - **A busy timeout** (`busy_timeout`, 5 seconds unless you set it):
+///   how long a write waits for another connection's write lock (another
+///   process, your own queries, a backup) before SQLite answers
+///   `SQLITE_BUSY`, which this store reports as
+///   [`StoreError::Unavailable`], a `503`. Keep it below the layer's
+///   store timeout (3 seconds by default, see
+///   [`SessionLayerBuilder::store_timeout`](crate::SessionLayerBuilder::store_timeout))
+///   if you want SQLite's own error rather than the layer's time-out.
+/// - `synchronous(SqliteSynchronous::Normal)` is the usual choice with
+///   WAL: a commit is durable once the WAL is checkpointed, and a crash
+///   of the machine (not of the process) can lose the last few commits,
+///   which for sessions means a few touches or saves.
+/// - `create_if_missing(true)` for a file that may not exist yet.
+///
+/// An in-memory database (`sqlite::memory:`) is one per connection: use a
+/// pool of one connection for it, or [`MemoryStore`](crate::MemoryStore).
+///
+/// # Schema
+///
+/// [`migrate`](Self::migrate) runs these statements in one `BEGIN
+/// IMMEDIATE` transaction. `{table}` stands for the quoted table
+/// (`"cloakroom_sessions"` by default), `{user_id_idx}` and
+/// `{expires_at_idx}` for the quoted index names
+/// (`"<table>_user_id_idx"`, `"<table>_expires_at_idx"`); the names are
+/// validated, so they need no escaping.
+/// [`migration_sql`](Self::migration_sql) returns the statements with the
+/// names filled in.
+///
+/// ```sql
+#[doc = include_str!("schema.sql")]
+/// ```
+///
+/// - The table is `STRICT`: SQLite checks every value's type, as a
+///   PostgreSQL column would, instead of storing whatever it is given.
+///   It is `WITHOUT ROWID`: rows are kept in the primary key's B-tree,
+///   so a lookup by key is one B-tree search.
+/// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
+///   the ID itself, so the database file, its WAL and its backups hold no
+///   usable cookie.
+/// - `data` is the session data as JSON text. A save patches it in place
+///   with SQLite's JSON functions (`json_remove`, then `json_set`), so it
+///   sends only the keys a request changed.
+/// - Timestamps are Unix seconds, from the time the layer passes in (its
+///   [`Clock`](crate::Clock)), never SQLite's `unixepoch()`, so one clock
+///   decides expiry. `expires_at` is kept equal to the earlier of
+///   `last_seen + idle_timeout_secs` and `absolute_deadline` by every
+///   statement that changes one of them; lookups and the sweeper compare
+///   against it, through its index.
+/// - `successor` is `NULL` for a session; a row with a `successor` is a
+///   forward, exactly as in [`PostgresStore`'s
+///   forwards](https://docs.rs/cloakroom/latest/cloakroom/struct.PostgresStore.html#forwards):
+///   `retire` turns the row into one in place, with no user, data or
+///   device, and `expires_at` set to its `until`.
+/// - `user_agent` and `client_ip` (as text, `192.0.2.44` or
+///   `2001:db8::ff00:42:8329`) are the session's [`Device`](crate::Device),
+///   `NULL` when not kept. Only `create` writes them.
+///
+/// # One statement per operation
+///
+/// SQLite runs one write transaction at a time per database file, and a
+/// write statement in autocommit mode takes the write lock before it reads
+/// anything, so each write statement below sees the latest committed state
+/// and is atomic on its own. No operation opens an explicit transaction:
+/// a deferred `BEGIN` followed by a read and then a write would have to
+/// upgrade its lock, and SQLite answers a contended upgrade with
+/// `SQLITE_BUSY` at once, without waiting for the busy timeout.
+///
+/// - `load` is one `SELECT` of the live session row: in WAL mode it takes
+///   no lock that writers wait for. Only when [`SessionRecord::touch_due`]
+///   holds for what it read does a second statement follow: an `UPDATE`
+///   that sets `last_seen` and `expires_at` where the row is still live,
+///   still a session and still due. SQLite has no statement that both
+///   updates a row and returns its values from before the update, and
+///   making every load an `UPDATE` would make every request queue for the
+///   one write lock. The pair is as good as one atomic step: the record
+///   returned is the one stored before the call, the touch only ever moves
+///   `last_seen` forward, and it is never written into a session that was
+///   deleted, retired or touched meanwhile.
+/// - `save` is one `UPDATE ... WHERE key = ?1 AND expires_at > ?now AND
+///   successor IS NULL` that patches `data` in place (`json_remove` for
+///   the removed keys, then `json_set` for the set ones), so concurrent
+///   requests that change different keys all survive, and a deleted,
+///   retired or expired session is never written back (update-only); it
+///   rolls the idle deadline in the same statement when due.
+/// - `create` is one `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE` the
+///   existing row (session or forward) is expired.
+/// - `retire` is one `UPDATE` of a live row that is a session or already a
+///   forward to the same successor (a retry).
+/// - `delete` is one `DELETE ... RETURNING` of anything but a live
+///   forward; only when it deleted nothing does a `SELECT` look for a live
+///   forward to report (a forward is never created under a key that held
+///   nothing live, so nothing can slip in between).
+/// - `delete_user` is one `DELETE` through the `user_id` index. Writes
+///   being serialized, it sees every session created before it and none
+///   after; a login that created its new session after it fails to retire
+///   the old one (already deleted), and the layer then deletes the new
+///   one.
+/// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT
+///   ... ORDER BY created_at DESC, key DESC LIMIT ?`, both through the
+///   `user_id` index.
+///
+/// # Locking
+///
+/// Writes from one process queue in the store (an async mutex shared by
+/// its clones) before they go to SQLite, so they take turns in order
+/// instead of meeting in SQLite's busy handler, which backs off by
+/// sleeping (1 ms, then 2, 5, 10, ... up to 100 ms at a time). Reads do
+/// not queue. SQLite's busy timeout then only applies against writers
+/// outside this store: other processes, the application's own queries, a
+/// backup, a `sqlite3` shell. When one of those holds the write lock past
+/// the busy timeout, the write fails with `SQLITE_BUSY`, which is
+/// [`StoreError::Unavailable`] (a `503`), never a lost write: nothing was
+/// written, and the client may retry.
+///
+/// # Throughput
+///
+/// One writer at a time is SQLite's design. Each write is a short
+/// statement on an indexed row, so with WAL and `synchronous = NORMAL`
+/// expect a few thousand session writes a second from one process (about
+/// 6,000 saves a second on the 2-core VM of the README's figures, with 64
+/// saves in flight at once; one save takes about 135 µs), while reads
+/// (loads with no touch due, which are most requests) take about 90 µs and
+/// run in parallel on as many connections as the pool has. A request that
+/// only reads its session never writes; one that reads it after the touch
+/// threshold (a tenth of the idle timeout by default) writes once.
+/// `cargo bench --bench sqlite --features sqlite` measures a given
+/// machine.
+/// Past that (several application servers, or tens of thousands of
+/// writes a second), use [`PostgresStore`'s
+/// PostgreSQL](https://docs.rs/cloakroom/latest/cloakroom/struct.PostgresStore.html)
+/// or Redis.
+///
+/// # Sweeping expired sessions
+///
+/// Expired rows and lapsed forwards are never served, but they stay in the
+/// table until swept. [`SessionStore::sweep_expired`] deletes them in
+/// batches (1000 rows per statement by default, see
+/// [`SqliteStoreBuilder::sweep_batch_size`]), each batch its own statement
+/// through the `expires_at` index, so the write lock is held only briefly.
+/// Run it periodically with
+/// [`SessionAdmin::spawn_sweeper`](crate::SessionAdmin::spawn_sweeper).
+///
+/// # Errors
+///
+/// sqlx errors become [`StoreError`]s. Their source is an error of this
+/// store whose `Display` and `Debug` show only what kind of failure it
+/// was and, for a database error, SQLite's extended result code and its
+/// name (say, `database error 517 (SQLITE_BUSY)`). The sqlx error is that
+/// error's own [`source`](std::error::Error::source).
+///
+/// - `SQLITE_BUSY` and `SQLITE_LOCKED` (after the busy timeout), I/O
+///   errors, a full disk, a file that cannot be opened, pool time-outs and
+///   a closed pool are [`StoreError::Unavailable`].
+/// - A value SQLite cannot hold (longer than its length limit, or an
+///   integer beyond 64 bits that a `STRICT` column refuses) is
+///   [`StoreError::Rejected`], and nothing is written.
+/// - Rows that cannot be decoded (data that is not a JSON object, keys
+///   that are not 32 bytes, timestamps out of range, an address that does
+///   not parse) are [`StoreError::Corrupt`], and so is a save into a row
+///   whose data SQLite cannot parse as JSON.
+/// - Everything else, such as a missing table, is
+///   [`StoreError::Backend`].
+///
+/// # Limits
+///
+/// Data nested deeper than 127 levels (the data object counting as one) is
+/// refused with [`StoreError::Rejected`] before anything is sent: it could
+/// not be read back (the layer allows 64). So is text longer than
+/// SQLite's length limit (1 GB by default). Unlike PostgreSQL, SQLite text can hold the NUL character;
+/// the layer refuses it in data and user IDs all the same, so that every
+/// store accepts the same data.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    sql: Arc<Statements>,
+    /// The queue this store's writes take turns in (see "Locking").
+    writes: Arc<Mutex<()>>,
+}
+
+impl SqliteStore {
+    /// The table used unless [`SqliteStoreBuilder::table`] says otherwise.
+    pub const DEFAULT_TABLE: &'static str = sql::DEFAULT_TABLE;
+    /// Rows deleted per statement by [`SessionStore::sweep_expired`] unless
+    /// [`SqliteStoreBuilder::sweep_batch_size`] says otherwise.
+    pub const DEFAULT_SWEEP_BATCH_SIZE: u32 = 1000;
+
+    /// A store on the table `cloakroom_sessions`, using `pool`.
+    ///
+    /// The table must exist: call [`migrate`](Self::migrate) once at
+    /// start-up, or create it with [`migration_sql`](Self::migration_sql).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self::with(pool, Self::DEFAULT_TABLE, Self::DEFAULT_SWEEP_BATCH_SIZE)
+    }
+
+    /// A builder for a store with another table or sweep batch size.
+    pub fn builder(pool: SqlitePool) -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(pool)
+    }
+
+    /// The store, for a validated table name.
+    fn with(pool: SqlitePool, table: &str, sweep_batch_size: u32) -> Self {
+        Self {
+            pool,
+            sql: Arc::new(Statements::new(table, sweep_batch_size)),
+            writes: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Creates the table and its indexes if they do not exist yet.
+    ///
+    /// Idempotent, and safe to run from several processes at once: it runs
+    /// [`migration_sql`](Self::migration_sql) in a `BEGIN IMMEDIATE`
+    /// transaction, which takes the database's write lock first (waiting
+    /// up to the busy timeout for it), so a second process finds the table
+    /// made by the first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the database cannot be opened or written, or
+    /// stays locked past the busy timeout; nothing is half-created, since
+    /// the transaction is rolled back.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let _turn = self.writes.lock().await;
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let connection: &mut sqlx::SqliteConnection = &mut transaction;
+        sqlx::Executor::execute(connection, sqlx::raw_sql(&self.sql.migration))
+            .await
+            .map_err(store_error)?;
+        transaction.commit().await.map_err(store_error)
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for this store's
+    /// table, for teams that apply migrations with their own tool. Every
+    /// statement creates only what is missing.
+    pub fn migration_sql(&self) -> &str {
+        &self.sql.migration
+    }
+
+    /// The quoted table name, e.g. `"cloakroom_sessions"`, ready to use in
+    /// SQL of your own (say, to count sessions).
+    pub fn quoted_table(&self) -> &str {
+        &self.sql.quoted_table
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("table", &self.sql.quoted_table)
+            .field("sweep_batch_size", &self.sql.sweep_batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whole Unix seconds, as every column keeps them.
+fn seconds(t: OffsetDateTime) -> i64 {
+    truncate_to_seconds(t).unix_timestamp()
+}
+
+/// How deeply the stored data (the object itself counting as one level)
+/// may nest: what serde_json reads back (it refuses a 128th level), which
+/// is below SQLite's JSON limit (1000).
+const MAX_DATA_DEPTH: usize = 127;
+
+/// Data nested deeper than this store can read back.
+#[derive(Debug)]
+struct TooDeep;
+
+impl fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session data nested deeper than {MAX_DATA_DEPTH} levels cannot be stored"
+        )
+    }
+}
+
+impl std::error::Error for TooDeep {}
+
+/// How many arrays and objects deep `value` nests (a scalar is 0).
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A value of the data object as text for SQLite's `json()`; refused when
+/// it would sit deeper than [`MAX_DATA_DEPTH`] in the object.
+fn json_text(value: &Value) -> Result<String, StoreError> {
+    if 1 + nesting(value) > MAX_DATA_DEPTH {
+        return Err(StoreError::rejected(TooDeep));
+    }
+    serde_json::to_string(value).map_err(StoreError::rejected)
+}
+
+/// The whole data object as text.
+fn data_text(data: &Map<String, Value>) -> Result<String, StoreError> {
+    for value in data.values() {
+        if 1 + nesting(value) > MAX_DATA_DEPTH {
+            return Err(StoreError::rejected(TooDeep));
+        }
+    }
+    serde_json::to_string(data).map_err(StoreError::rejected)
+}
+
+impl SessionStore for SqliteStore {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let data = data_text(&record.data)?;
+        let ip = record.device.ip.map(|ip| ip.to_string());
+        let _turn = self.writes.lock().await;
+        let done = sqlx::query(&self.sql.create)
+            .bind(key.as_bytes().as_slice())
+            .bind(record.user_id.as_deref())
+            .bind(data)
+            .bind(seconds(record.created_at))
+            .bind(seconds(record.last_seen))
+            .bind(seconds(record.absolute_deadline))
+            .bind(record.idle_timeout.whole_seconds())
+            .bind(record.persistent)
+            .bind(seconds(record.expires_at()))
+            .bind(record.device.user_agent.as_deref())
+            .bind(ip)
+            .bind(seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn load(
+        &self,
+        key: &StoreKey,
+        touch: Touch,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = truncate_to_seconds(touch.now);
+        let row = sqlx::query(&self.sql.load)
+            .bind(key.as_bytes().as_slice())
+            .bind(now.unix_timestamp())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = record_from_row(&row)?;
+        // `expires_at` is maintained by every write; the record's own
+        // fields are the rule, so a row edited out of step is not served.
+        if record.is_expired(now) {
+            return Ok(None);
+        }
+        if record.touch_due(&Touch { now, ..touch }) {
+            let _turn = self.writes.lock().await;
+            sqlx::query(&self.sql.touch)
+                .bind(key.as_bytes().as_slice())
+                .bind(now.unix_timestamp())
+                .bind(touch.after)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
+        // Everything is encoded before the write lock is queued for.
+        let removed: Vec<String> = patch.remove.iter().map(|k| member_path(k)).collect();
+        let set = patch
+            .set
+            .iter()
+            .map(|(k, v)| Ok((member_path(k), json_text(v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let statement = self.sql.save(removed.len(), set.len());
+        let lifetime = patch.lifetime.as_ref();
+        let mut query = sqlx::query(&statement)
+            .bind(key.as_bytes().as_slice())
+            .bind(patch.clear)
+            .bind(lifetime.map(|l| l.idle_timeout.whole_seconds()))
+            .bind(lifetime.map(|l| seconds(l.absolute_deadline)))
+            .bind(lifetime.map(|l| l.persistent))
+            .bind(seconds(touch.now))
+            .bind(touch.after);
+        for path in removed {
+            query = query.bind(path);
+        }
+        for (path, value) in set {
+            query = query.bind(path).bind(value);
+        }
+        let _turn = self.writes.lock().await;
+        let done = query.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retire(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.writes.lock().await;
+        let done = sqlx::query(&self.sql.retire)
+            .bind(key.as_bytes().as_slice())
+            .bind(successor.as_bytes().as_slice())
+            .bind(seconds(until))
+            .bind(seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        let now = seconds(now);
+        let deleted = {
+            let _turn = self.writes.lock().await;
+            sqlx::query(&self.sql.delete)
+                .bind(key.as_bytes().as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?
+        };
+        if let Some(row) = deleted {
+            let live: bool = column(&row, "live")?;
+            return Ok(if live {
+                Deleted::Session
+            } else {
+                Deleted::Nothing
+            });
+        }
+        // Nothing deleted: the key holds a live forward, or nothing.
+        let successor: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.live_forward)
+            .bind(key.as_bytes().as_slice())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        match successor {
+            None => Ok(Deleted::Nothing),
+            // A successor that is not a store key cannot be followed, and
+            // is reported rather than ignored.
+            Some(bytes) => Ok(Deleted::Forward(store_key(
+                bytes,
+                "successor key is not 32 bytes",
+            )?)),
+        }
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
+        let _turn = self.writes.lock().await;
+        let done = sqlx::query(&self.sql.delete_user)
+            .bind(user_id)
+            .bind(keep.map(|k| k.as_bytes().as_slice()))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(&self.sql.count_user)
+            .bind(user_id)
+            .bind(seconds(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        u64::try_from(count).map_err(|_| StoreError::corrupt(CorruptRow("negative count")))
+    }
+
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&self.sql.list_user)
+            .bind(user_id)
+            .bind(seconds(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        // Newest first from the query; the trait wants oldest first.
+        rows.iter()
+            .rev()
+            .map(|row| {
+                Ok(SessionInfo {
+                    key: key_from_row(row)?,
+                    created_at: timestamp(row, "created_at")?,
+                    last_seen: timestamp(row, "last_seen")?,
+                    expires_at: timestamp(row, "expires_at")?,
+                    persistent: persistent(row)?,
+                    current: false,
+                    device: device_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now = seconds(now);
+        let mut removed = 0;
+        // Each batch is its own statement, and waits its turn again, so
+        // that requests' writes get in between batches.
+        loop {
+            let done = {
+                let _turn = self.writes.lock().await;
+                sqlx::query(&self.sql.sweep)
+                    .bind(now)
+                    .bind(self.sql.sweep_batch_size)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?
+            };
+            let batch = done.rows_affected();
+            removed += batch;
+            if batch < self.sql.sweep_batch_size.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// `migrate` can run in a spawned task.
+    #[allow(dead_code)]
+    fn migrate_is_send(store: SqliteStore) {
+        assert_send(async move { store.migrate().await });
+    }
+}
