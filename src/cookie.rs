@@ -192,30 +192,42 @@ impl CookieSettings {
     }
 }
 
-/// Whether a request shows no sign of having come over https: no `https`
-/// scheme in its URI, no `X-Forwarded-Proto: https` or `Forwarded:
-/// proto=https` from a proxy, and a host that is not loopback (browsers
-/// treat `localhost` as secure). A `Secure` cookie set in answer to such a
-/// request is dropped by the browser, which is the classic first-hour
-/// mystery ("login bounces back to the login form"). An app that
-/// terminates TLS itself shows no such sign either, so this only ever
-/// feeds a warning.
-pub(crate) fn looks_like_plain_http(uri: &http::Uri, headers: &HeaderMap) -> bool {
+/// How a request reached the app, as far as its head tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// An `https` scheme in its URI, or `X-Forwarded-Proto: https` or
+    /// `Forwarded: proto=https` from a proxy.
+    Https,
+    /// No sign of https, but a loopback host, where browsers keep `Secure`
+    /// cookies all the same (they treat `localhost` as secure).
+    Loopback,
+    /// Neither: a `Secure` cookie set in answer is dropped by the browser,
+    /// the classic first-hour mystery ("login bounces back to the login
+    /// form"). An app that terminates TLS itself looks like this too, so
+    /// this only ever feeds a warning.
+    Plain,
+}
+
+/// How the request with this URI and these headers came in.
+pub(crate) fn transport(uri: &http::Uri, headers: &HeaderMap) -> Transport {
     if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-        return false;
+        return Transport::Https;
     }
-    let said_https = |name: &str, check: fn(&str) -> bool| {
+    // Header names as constants: looking a `&str` up parses it first, and
+    // this runs on every request until the question is settled.
+    const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+    let said_https = |name: &http::HeaderName, check: fn(&str) -> bool| {
         headers
             .get_all(name)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .any(check)
     };
-    if said_https("x-forwarded-proto", |value| {
+    if said_https(&X_FORWARDED_PROTO, |value| {
         value
             .split(',')
             .any(|proto| proto.trim().eq_ignore_ascii_case("https"))
-    }) || said_https("forwarded", |value| {
+    }) || said_https(&http::header::FORWARDED, |value| {
         value
             .split([',', ';'])
             .filter_map(|pair| pair.split_once('='))
@@ -224,13 +236,17 @@ pub(crate) fn looks_like_plain_http(uri: &http::Uri, headers: &HeaderMap) -> boo
                     && proto.trim().trim_matches('"').eq_ignore_ascii_case("https")
             })
     }) {
-        return false;
+        return Transport::Https;
     }
     let host = headers
         .get(http::header::HOST)
         .and_then(|value| value.to_str().ok())
         .or_else(|| uri.host());
-    !host.is_some_and(is_loopback_host)
+    if host.is_some_and(is_loopback_host) {
+        Transport::Loopback
+    } else {
+        Transport::Plain
+    }
 }
 
 /// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`, with or without a
@@ -463,79 +479,79 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_is_told_from_https_proxies_and_loopback() {
+    fn https_loopback_and_plain_http_are_told_apart() {
         struct Test {
             name: &'static str,
             uri: &'static str,
             headers: &'static [(&'static str, &'static str)],
-            plain: bool,
+            expected: Transport,
         }
         let tests = [
             Test {
                 name: "LAN name over http",
                 uri: "/",
                 headers: &[("host", "devbox.lan:3000")],
-                plain: true,
+                expected: Transport::Plain,
             },
             Test {
                 name: "LAN address",
                 uri: "/",
                 headers: &[("host", "192.168.1.20:3000")],
-                plain: true,
+                expected: Transport::Plain,
             },
             Test {
                 name: "no host at all",
                 uri: "/",
                 headers: &[],
-                plain: true,
+                expected: Transport::Plain,
             },
             Test {
                 name: "localhost",
                 uri: "/",
                 headers: &[("host", "localhost:3000")],
-                plain: false,
+                expected: Transport::Loopback,
             },
             Test {
                 name: "a .localhost name",
                 uri: "/",
                 headers: &[("host", "app.localhost")],
-                plain: false,
+                expected: Transport::Loopback,
             },
             Test {
                 name: "127.0.0.1",
                 uri: "/",
                 headers: &[("host", "127.0.0.1:3000")],
-                plain: false,
+                expected: Transport::Loopback,
             },
             Test {
                 name: "[::1]",
                 uri: "/",
                 headers: &[("host", "[::1]:3000")],
-                plain: false,
+                expected: Transport::Loopback,
             },
             Test {
                 name: "https URI (HTTP/2)",
                 uri: "https://example.com/",
                 headers: &[],
-                plain: false,
+                expected: Transport::Https,
             },
             Test {
                 name: "http URI",
                 uri: "http://example.com/",
                 headers: &[],
-                plain: true,
+                expected: Transport::Plain,
             },
             Test {
                 name: "X-Forwarded-Proto",
                 uri: "/",
                 headers: &[("host", "example.com"), ("x-forwarded-proto", "https")],
-                plain: false,
+                expected: Transport::Https,
             },
             Test {
                 name: "X-Forwarded-Proto http",
                 uri: "/",
                 headers: &[("host", "example.com"), ("x-forwarded-proto", "http")],
-                plain: true,
+                expected: Transport::Plain,
             },
             Test {
                 name: "Forwarded",
@@ -544,13 +560,13 @@ mod tests {
                     ("host", "example.com"),
                     ("forwarded", "for=192.0.2.1;proto=\"https\""),
                 ],
-                plain: false,
+                expected: Transport::Https,
             },
             Test {
                 name: "a lookalike of localhost",
                 uri: "/",
                 headers: &[("host", "localhost.example.com")],
-                plain: true,
+                expected: Transport::Plain,
             },
         ];
         for test in tests {
@@ -559,12 +575,7 @@ mod tests {
                 headers.append(*name, HeaderValue::from_static(value));
             }
             let uri: http::Uri = test.uri.parse().unwrap();
-            assert_eq!(
-                looks_like_plain_http(&uri, &headers),
-                test.plain,
-                "{}",
-                test.name
-            );
+            assert_eq!(transport(&uri, &headers), test.expected, "{}", test.name);
         }
     }
 }

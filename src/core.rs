@@ -19,9 +19,12 @@ pub(crate) const LIST_LIMIT: usize = 1000;
 pub(crate) struct Core {
     pub(crate) store: Arc<dyn DynStore>,
     pub(crate) config: SessionConfig,
-    /// The warning about a `Secure` cookie sent over plain HTTP was given
-    /// (once per layer is enough to be seen, and not so often as to flood).
-    pub(crate) warned_plain_http: AtomicBool,
+    /// Requests need no more checking for plain http: the warning about a
+    /// `Secure` cookie sent over it was given (once per layer is enough to
+    /// be seen, and not so often as to flood), or a request came over https
+    /// (the app is deployed behind TLS, where the warning is moot). Saves
+    /// every later request the header lookups.
+    pub(crate) plain_http_settled: AtomicBool,
 }
 
 impl Core {
@@ -29,7 +32,7 @@ impl Core {
         Self {
             store,
             config,
-            warned_plain_http: AtomicBool::new(false),
+            plain_http_settled: AtomicBool::new(false),
         }
     }
 

@@ -35,7 +35,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::cookie::looks_like_plain_http;
+use crate::cookie::{transport, Transport};
 use crate::core::Core;
 use crate::device::RequestOrigin;
 use crate::session::{Abort, CookieAction, Finish, Outcome, Plan, Session};
@@ -117,10 +117,18 @@ where
             config.record_user_agent,
             config.client_ip.as_ref(),
         );
-        // Checked only until the one warning has been given.
+        // Checked only until the one warning has been given or a request
+        // has shown that the app is served over https.
         let plain_http = config.cookie.secure
-            && !self.core.warned_plain_http.load(Ordering::Relaxed)
-            && looks_like_plain_http(request.uri(), request.headers());
+            && !self.core.plain_http_settled.load(Ordering::Relaxed)
+            && match transport(request.uri(), request.headers()) {
+                Transport::Https => {
+                    self.core.plain_http_settled.store(true, Ordering::Relaxed);
+                    false
+                }
+                Transport::Loopback => false,
+                Transport::Plain => true,
+            };
         let session = Session::new(self.core.clone(), cookie_id, origin, plain_http);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
@@ -226,7 +234,7 @@ fn decorate<B>(response: &mut Response<B>, outcome: Outcome, session: &Session) 
     }
     if session.plain_http()
         && matches!(outcome.cookie, CookieAction::Set { .. })
-        && !core.warned_plain_http.swap(true, Ordering::Relaxed)
+        && !core.plain_http_settled.swap(true, Ordering::Relaxed)
     {
         crate::events::secure_cookie_over_plain_http();
     }

@@ -17,5 +17,6 @@ mod checks;
 mod csrf;
 mod properties;
 mod store;
+mod warnings;
 
 checks::store_tests!(Some(cloakroom::MemoryStore::new()));
