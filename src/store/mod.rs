@@ -48,6 +48,8 @@ pub(crate) mod postgres;
 pub(crate) mod redis;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sqlx_error;
 
 #[cfg(feature = "test-suite")]
 pub(crate) mod conformance;

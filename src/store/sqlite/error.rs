@@ -7,6 +7,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::store::sqlx_error::describe_driver_error;
 use crate::store::StoreError;
 
 /// SQLite's primary result codes this store tells apart (the low byte of
@@ -134,20 +135,7 @@ impl fmt::Display for SqliteError {
                     None => f.write_str("database error without a result code"),
                 }
             }
-            sqlx::Error::Io(error) => write!(f, "database I/O error ({:?})", error.kind()),
-            sqlx::Error::PoolTimedOut => f.write_str("timed out waiting for a database connection"),
-            sqlx::Error::PoolClosed => f.write_str("the database connection pool is closed"),
-            sqlx::Error::WorkerCrashed => f.write_str("a database connection worker crashed"),
-            sqlx::Error::Configuration(_) => f.write_str("database connection misconfigured"),
-            // Column names come from this store's own statements.
-            sqlx::Error::ColumnDecode { index, .. } => {
-                write!(f, "cannot decode the database column {index:?}")
-            }
-            sqlx::Error::ColumnNotFound(name) => write!(f, "no database column {name:?}"),
-            sqlx::Error::Decode(_) => f.write_str("cannot decode a database value"),
-            sqlx::Error::Encode(_) => f.write_str("cannot encode a database parameter"),
-            sqlx::Error::RowNotFound => f.write_str("no database row returned"),
-            _ => f.write_str("database driver error"),
+            other => describe_driver_error(other, f),
         }
     }
 }
