@@ -109,9 +109,14 @@ async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrate_is_idempotent_and_safe_from_many_pools_at_once() {
-    // Several pools on one new file stand for several processes starting
-    // at once; each migrates twice.
+    // Several pools on one file stand for several processes starting at
+    // once; each migrates twice. The file is created (and switched to WAL)
+    // first, as a deployment does once: switching a new file to WAL is a
+    // write that SQLite refuses at once with "database is locked", without
+    // the busy timeout, when other connections open the same new file at
+    // that moment. What this checks is `migrate`, which waits its turn.
     let path = fresh_path();
+    connect(&path).await.close().await;
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let path = path.clone();

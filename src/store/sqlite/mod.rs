@@ -21,6 +21,10 @@
 //!     .busy_timeout(Duration::from_secs(5));
 //! let pool = SqlitePoolOptions::new().connect_with(options).await?;
 //!
+//! // (Switching a new file to WAL is a write that SQLite can refuse at
+//! // once, busy timeout or not, when several processes create the same
+//! // file at the same moment: create it once, at deployment.)
+//!
 //! let store = SqliteStore::new(pool.clone());
 //! store.migrate().await?; // idempotent; safe from several processes at once
 //!
