@@ -272,6 +272,28 @@ mod tests {
         assert_eq!(a.encode().len(), ENCODED_ID_LEN);
     }
 
+    /// Every one of the 128 bits is drawn: across 256 IDs each bit position
+    /// is seen both set and clear. For a true random source the chance of
+    /// a false failure is about 2^-248; an ID with fewer random bits (64,
+    /// say, the rest fixed) fails at once.
+    #[test]
+    fn every_bit_of_a_generated_id_varies() {
+        let mut seen_set = [0u8; ID_LEN];
+        let mut seen_clear = [0u8; ID_LEN];
+        let mut distinct = std::collections::HashSet::new();
+        for _ in 0..256 {
+            let id = SessionId::generate().unwrap();
+            for (i, byte) in id.as_bytes().iter().enumerate() {
+                seen_set[i] |= byte;
+                seen_clear[i] |= !byte;
+            }
+            distinct.insert(id);
+        }
+        assert_eq!(distinct.len(), 256, "no ID drawn twice");
+        assert_eq!(seen_set, [0xff; ID_LEN], "every bit is sometimes set");
+        assert_eq!(seen_clear, [0xff; ID_LEN], "every bit is sometimes clear");
+    }
+
     #[test]
     fn encoding_round_trips() {
         let id = SessionId::generate().unwrap();
@@ -320,7 +342,18 @@ mod tests {
         let key = SessionId::generate().unwrap().store_key();
         assert_eq!(key.to_hex().parse::<StoreKey>(), Ok(key));
         assert!("zz".parse::<StoreKey>().is_err());
-        assert_eq!(format!("{key:?}"), format!("StoreKey({}…)", key.short()));
+    }
+
+    #[test]
+    fn store_key_shows_as_64_lowercase_hex_and_debug_shows_only_8() {
+        let key = StoreKey::from_bytes(std::array::from_fn(|i| (i * 7 + 0xa0) as u8));
+        // Spelled out byte by byte, independently of the hex crate.
+        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(key.to_string(), hex);
+        assert_eq!(key.to_hex(), hex);
+        assert_eq!(key.short(), hex[..8]);
+        assert_eq!(format!("{key:?}"), format!("StoreKey({}…)", &hex[..8]));
     }
 
     #[test]
@@ -338,7 +371,7 @@ mod tests {
         assert!(serde_json::from_str::<SessionHandle>("\"nope\"").is_err());
         assert_eq!(
             format!("{handle:?}"),
-            format!("SessionHandle({}…)", id.store_key().short())
+            format!("SessionHandle({}…)", &id.store_key().to_hex()[..8])
         );
     }
 }

@@ -371,6 +371,30 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_counts_its_current_and_previous_keys() {
+        let ring = KeyRing::new(key(1));
+        assert_eq!((ring.len(), ring.is_empty()), (1, false));
+        let ring = ring.with_previous(key(2)).with_previous(key(3));
+        assert_eq!((ring.len(), ring.is_empty()), (3, false));
+        let ring = KeyRing::from_keys([key(4), key(5)]).unwrap();
+        assert_eq!((ring.len(), ring.is_empty()), (2, false));
+    }
+
+    /// A generated key is random: it signs unlike the all-zero key, unlike
+    /// any fixed key and unlike every other generated key.
+    #[test]
+    fn generated_keys_are_random() {
+        let id = SessionId::from_bytes([9; 16]);
+        let tag = |key: Key| KeyRing::new(key).sign(&id);
+        let mut tags = std::collections::HashSet::new();
+        tags.insert(tag(key(0)));
+        tags.insert(tag(key(0xff)));
+        for _ in 0..64 {
+            assert!(tags.insert(tag(Key::generate().unwrap())), "a repeated key");
+        }
+    }
+
+    #[test]
     fn a_tag_from_another_key_is_a_bad_signature() {
         let id = SessionId::generate().unwrap();
         let value = KeyRing::new(key(1)).sign(&id);

@@ -2,6 +2,7 @@
 //! of one shape, nothing half-written, nobody logged in or out.
 
 use axum::http::StatusCode;
+use cloakroom::test_suite::StoreOp;
 use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
@@ -70,6 +71,21 @@ pub(crate) async fn a_store_failure_drops_blind_writes_too<S: SessionStore + Clo
         client.get("/get/blind").await.status,
         StatusCode::NOT_FOUND,
         "a write made before the failure is not applied after it"
+    );
+
+    // The same when the store is back by the time the response goes out:
+    // only the read fails, and the commit could have saved the write.
+    app.store.reset();
+    let reply = with_handler_paused(&app, &client, "POST", "/wait/blind-then-read", async {
+        app.store.fail_next(StoreOp::Load);
+    })
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.calls().save, 0, "nothing saved after the failure");
+    assert_eq!(
+        client.get("/get/blind").await.status,
+        StatusCode::NOT_FOUND,
+        "the request writes all of its changes or none"
     );
 }
 

@@ -4,7 +4,7 @@
 use axum::http::{header, StatusCode};
 use cloakroom::SessionStore;
 
-use super::{cookie_of, is_removal};
+use super::{cookie_of, is_removal, store_key_of};
 use crate::support::app::{TestApp, IDLE};
 use crate::support::client::{logged_in, whoami, with_handler_paused};
 
@@ -31,6 +31,31 @@ pub(crate) async fn login_rotates_the_id_and_deletes_the_old_one<S: SessionStore
     old.cookie = Some(before);
     assert_eq!(whoami(&old).await, None, "the pre-login ID is dead");
     assert_eq!(old.get("/get/cart").await.status, StatusCode::NOT_FOUND);
+}
+
+pub(crate) async fn writes_made_before_login_in_the_same_request_are_kept<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    // A new visitor, and one whose session the request has not read.
+    let mut fresh = app.client();
+    let request = fresh.request("POST", "/set-then-login/alice", "2 items");
+    fresh.send(request).await;
+    let mut returning = app.client();
+    returning.put("/set/seen", "yes").await;
+    let request = returning.request("POST", "/set-then-login/bob", "5 items");
+    returning.send(request).await;
+    for (client, user, cart) in [(&fresh, "alice", "2 items"), (&returning, "bob", "5 items")] {
+        assert_eq!(whoami(client).await.as_deref(), Some(user));
+        assert_eq!(
+            client.call("GET", "/get/cart", "").await.body,
+            cart,
+            "{user}"
+        );
+    }
+    assert_eq!(returning.get("/get/seen").await.body, "yes");
 }
 
 pub(crate) async fn a_planted_session_cookie_is_not_kept_through_login<S: SessionStore + Clone>(
@@ -188,7 +213,16 @@ pub(crate) async fn listing_marks_the_current_session<S: SessionStore + Clone>(s
     let _phone = logged_in(&app, "alice").await;
     let listed: Vec<(String, bool)> = laptop.get("/sessions").await.json();
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed.iter().filter(|(_, current)| *current).count(), 1);
+    let current: Vec<&str> = listed
+        .iter()
+        .filter(|(_, current)| *current)
+        .map(|(key, _)| key.as_str())
+        .collect();
+    assert_eq!(
+        current,
+        [store_key_of(&laptop).as_str()],
+        "this one, and only this one"
+    );
     let admin_view = app.layer.admin().list_sessions("alice").await.unwrap();
     assert_eq!(admin_view.len(), 2);
     assert!(admin_view.iter().all(|s| !s.current));

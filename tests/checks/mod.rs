@@ -64,6 +64,8 @@ macro_rules! store_tests {
                 a_blind_write_with_a_cookie_that_moved_leaves_the_new_cookie_alone,
                 writes_before_a_read_are_seen_by_that_read,
                 removals_and_clears_are_saved,
+                take_removes_what_it_returns_and_get_value_shows_the_json,
+                expires_at_is_the_idle_deadline_of_a_stored_session,
                 concurrent_requests_changing_different_keys_both_survive,
                 a_write_racing_a_logout_does_not_resurrect_the_session,
                 an_id_collision_on_create_is_retried,
@@ -71,6 +73,7 @@ macro_rules! store_tests {
             #[tokio::test]
             lifecycle [
                 login_rotates_the_id_and_deletes_the_old_one,
+                writes_made_before_login_in_the_same_request_are_kept,
                 a_planted_session_cookie_is_not_kept_through_login,
                 a_dead_cookie_is_replaced_never_reused,
                 login_as_another_user_drops_the_previous_users_data,
@@ -180,6 +183,16 @@ pub(crate) use store_tests;
 fn cookie_of(reply: &Reply) -> cookie::Cookie<'static> {
     let text = reply.set_cookie().expect("a Set-Cookie header");
     cookie::Cookie::parse(text).expect("valid Set-Cookie")
+}
+
+/// The store key (hex) of the session a client's cookie names.
+fn store_key_of(client: &crate::support::client::Client) -> String {
+    let cookie = client.cookie.as_deref().expect("a session cookie");
+    cloakroom::KeyRing::new(crate::support::app::key(1))
+        .verify(cookie)
+        .expect("a cookie signed by the test app's key")
+        .store_key()
+        .to_hex()
 }
 
 /// Whether a reply removes the session cookie.

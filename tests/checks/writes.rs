@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use cloakroom::SessionStore;
+use cloakroom::{Clock as _, SessionStore};
 
-use crate::support::app::TestApp;
+use crate::support::app::{TestApp, IDLE};
 use crate::support::client::{logged_in, whoami};
 
 pub(crate) async fn a_request_that_ignores_its_session_costs_nothing<S: SessionStore + Clone>(
@@ -80,8 +80,12 @@ pub(crate) async fn first_write_creates_the_session_and_later_requests_write_onl
         0,
         "rewriting a value just read writes nothing"
     );
-    client.put("/ensure/other", "w").await;
+    let reply = client.put("/ensure/other", "w").await;
     assert_eq!(app.calls().save, 1);
+    assert!(
+        reply.set_cookies().is_empty(),
+        "a saved change leaves the cookie as it is"
+    );
     assert_eq!(client.get("/get/k").await.body, "v");
     assert_eq!(client.get("/get/other").await.body, "w");
 }
@@ -203,6 +207,54 @@ pub(crate) async fn removals_and_clears_are_saved<S: SessionStore + Clone>(store
     client.post("/clear").await;
     assert_eq!(client.get("/keys").await.body, "[]");
     assert!(client.cookie.is_some(), "clearing data keeps the session");
+
+    // The same once the request has read the session.
+    client.put("/set/d", "d").await;
+    assert_eq!(client.get("/keys").await.body, r#"["d"]"#);
+    let reply = client.post("/read-then-clear").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "the cookie stays as it is");
+    assert_eq!(client.get("/keys").await.body, "[]");
+}
+
+pub(crate) async fn take_removes_what_it_returns_and_get_value_shows_the_json<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    assert_eq!(client.get("/raw/k").await.status, StatusCode::NOT_FOUND);
+    client.put("/set/k", "v").await;
+    client.put("/set/other", "o").await;
+    assert_eq!(client.get("/raw/k").await.body, r#""v""#);
+    let taken = client.post("/take/k").await;
+    assert_eq!((taken.status, taken.body.as_str()), (StatusCode::OK, "v"));
+    assert_eq!(client.get("/get/k").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(client.post("/take/k").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(client.get("/keys").await.body, r#"["other"]"#);
+}
+
+pub(crate) async fn expires_at_is_the_idle_deadline_of_a_stored_session<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    let start = app.clock.now().unix_timestamp();
+    let idle = IDLE.as_secs() as i64;
+    assert_eq!(client.get("/expires").await.body, "none", "nothing stored");
+    client.put("/set/k", "v").await;
+    assert_eq!(
+        client.get("/expires").await.body,
+        (start + idle).to_string()
+    );
+    // Once the idle window has mostly passed, a visit rolls the deadline.
+    app.clock.advance(IDLE - Duration::from_secs(60));
+    client.get("/get/k").await;
+    assert_eq!(
+        client.get("/expires").await.body,
+        (start + idle - 60 + idle).to_string()
+    );
 }
 
 pub(crate) async fn concurrent_requests_changing_different_keys_both_survive<

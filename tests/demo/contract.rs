@@ -2,7 +2,9 @@
 //! checked against the real example binary over real HTTP on a loopback
 //! port, on the memory store.
 
+use std::io::Read as _;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::backend::free_port;
 use crate::support::demo::{check_contract, demo_binary, start_demo};
@@ -15,14 +17,39 @@ async fn demo_answers_its_contract() {
 
 #[tokio::test]
 async fn demo_refuses_a_bad_key_and_an_unknown_store() {
-    for (name, value) in [("SESSION_KEY", "not-hex"), ("SESSION_STORE", "floppy")] {
-        let status = Command::new(demo_binary())
+    for (name, value, reason) in [
+        ("SESSION_KEY", "not-hex", "SESSION_KEY: "),
+        ("SESSION_STORE", "floppy", "SESSION_STORE=floppy: expected"),
+    ] {
+        let mut demo = Command::new(demo_binary())
             .env("DEMO_ADDR", free_port().to_string())
             .env(name, value)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run demo");
-        assert!(!status.success(), "{name}={value} must be refused");
+        // A demo that accepted the setting would serve until killed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = demo.try_wait().expect("demo status") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = demo.kill();
+                panic!("{name}={value} was accepted: the demo kept running");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        demo.stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        assert_eq!(status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("demo: {reason}")),
+            "{name}={value} is refused with its reason: {stderr}"
+        );
     }
 }

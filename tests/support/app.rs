@@ -126,6 +126,11 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/incr/{key}", post(incr_key))
         .route("/write-then-read/{key}", put(write_then_read))
         .route("/clear", post(clear))
+        .route("/read-then-clear", post(read_then_clear))
+        .route("/take/{key}", post(take_key))
+        .route("/raw/{key}", get(raw_key))
+        .route("/expires", get(expires))
+        .route("/set-then-login/{user}", post(set_then_login))
         .route("/login/{user}", post(login))
         .route("/login-keeping-cart/{user}", post(login_keeping_cart))
         .route("/whoami", get(whoami))
@@ -228,6 +233,53 @@ async fn keys(session: Session) -> Result<Json<Vec<String>>, SessionError> {
 
 async fn clear(session: Session) -> Result<StatusCode, SessionError> {
     session.clear().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads the session, then clears it: the loaded path of `clear`.
+async fn read_then_clear(session: Session) -> Result<StatusCode, SessionError> {
+    session.keys().await?;
+    session.clear().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn take_key(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<Response<Body>, SessionError> {
+    Ok(match session.take::<String>(&key).await? {
+        Some(value) => value.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+/// The raw JSON under `key`.
+async fn raw_key(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<Response<Body>, SessionError> {
+    Ok(match session.get_value(&key).await? {
+        Some(value) => Json(value).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+/// When the session expires, as a Unix timestamp, or `none`.
+async fn expires(session: Session) -> Result<String, SessionError> {
+    Ok(match session.expires_at().await? {
+        Some(at) => at.unix_timestamp().to_string(),
+        None => "none".to_owned(),
+    })
+}
+
+/// Writes to a session the request has not read, then logs in.
+async fn set_then_login(
+    session: Session,
+    Path(user): Path<String>,
+    body: String,
+) -> Result<StatusCode, SessionError> {
+    session.insert("cart", body).await?;
+    session.login(user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
