@@ -116,6 +116,14 @@ impl CookieSettings {
     /// Rejections are reported as one `cookie_rejected` security event per
     /// request, however many there were.
     pub(crate) fn find_session_id(&self, headers: &HeaderMap, keys: &KeyRing) -> Option<SessionId> {
+        let (found, rejected) = self.search(headers, keys);
+        rejected.report(found.is_some());
+        found
+    }
+
+    /// [`find_session_id`](Self::find_session_id) without the report: the
+    /// ID found, and what was turned down on the way.
+    fn search(&self, headers: &HeaderMap, keys: &KeyRing) -> (Option<SessionId>, Rejected) {
         let mut rejected = Rejected::default();
         let found = 'search: {
             for header in headers.get_all(COOKIE) {
@@ -148,8 +156,7 @@ impl CookieSettings {
             }
             None
         };
-        rejected.report(found.is_some());
-        found
+        (found, rejected)
     }
 
     fn base(&self, value: String) -> Cookie<'static> {
@@ -292,17 +299,24 @@ struct Rejected {
 }
 
 impl Rejected {
-    fn report(&self, found: bool) {
-        let reason = if self.too_many {
-            CookieReason::TooMany
+    /// The reason the security event gives: the gravest rejection seen,
+    /// or `None` when nothing was turned down.
+    fn reason(&self) -> Option<CookieReason> {
+        if self.too_many {
+            Some(CookieReason::TooMany)
         } else if self.bad_signature > 0 {
-            CookieReason::BadSignature
+            Some(CookieReason::BadSignature)
         } else if self.malformed > 0 {
-            CookieReason::Malformed
+            Some(CookieReason::Malformed)
         } else {
-            return;
-        };
-        events::cookie_rejected(reason, self.malformed, self.bad_signature, found);
+            None
+        }
+    }
+
+    fn report(&self, found: bool) {
+        if let Some(reason) = self.reason() {
+            events::cookie_rejected(reason, self.malformed, self.bad_signature, found);
+        }
     }
 }
 
@@ -448,6 +462,68 @@ mod tests {
     }
 
     #[test]
+    fn what_the_search_turned_down_is_counted_for_the_security_event() {
+        struct Test {
+            name: &'static str,
+            cookies: Vec<String>,
+            found: bool,
+            // malformed, bad signature, signatures checked
+            counts: (usize, usize, usize),
+            reason: Option<CookieReason>,
+        }
+        let id = SessionId::generate().unwrap();
+        let valid = ring().sign(&id);
+        let junk = || "junk".to_owned();
+        let tests = [
+            Test {
+                name: "the valid cookie alone",
+                cookies: vec![valid.clone()],
+                found: true,
+                counts: (0, 0, 1),
+                reason: None,
+            },
+            Test {
+                name: "junk twice, then the valid cookie",
+                cookies: vec![junk(), junk(), valid.clone()],
+                found: true,
+                counts: (2, 0, 1),
+                reason: Some(CookieReason::Malformed),
+            },
+            Test {
+                name: "forged twice and junk: a bad signature outranks junk",
+                cookies: vec![forged(), junk(), forged()],
+                found: false,
+                counts: (1, 2, 2),
+                reason: Some(CookieReason::BadSignature),
+            },
+            Test {
+                name: "past the cap",
+                cookies: (0..=MAX_VERIFIED).map(|_| forged()).collect(),
+                found: false,
+                counts: (0, MAX_VERIFIED, MAX_VERIFIED),
+                reason: Some(CookieReason::TooMany),
+            },
+        ];
+        for test in tests {
+            let header: Vec<String> = test.cookies.iter().map(|c| format!("id={c}")).collect();
+            let header = header.join("; ");
+            let (found, rejected) = settings().search(&headers(&[header.as_bytes()]), &ring());
+            assert_eq!(found.is_some(), test.found, "{}", test.name);
+            assert_eq!(
+                (
+                    rejected.malformed,
+                    rejected.bad_signature,
+                    rejected.verified
+                ),
+                test.counts,
+                "{}",
+                test.name
+            );
+            assert_eq!(rejected.reason(), test.reason, "{}", test.name);
+        }
+    }
+
+    #[test]
     fn set_cookie_has_the_safe_attributes() {
         let id = SessionId::generate().unwrap();
         let header = settings().set_cookie(&ring(), &id, None).unwrap();
@@ -561,6 +637,21 @@ mod tests {
                     ("forwarded", "for=192.0.2.1;proto=\"https\""),
                 ],
                 expected: Transport::Https,
+            },
+            Test {
+                name: "Forwarded proto=http",
+                uri: "/",
+                headers: &[("host", "example.com"), ("forwarded", "proto=http")],
+                expected: Transport::Plain,
+            },
+            Test {
+                name: "Forwarded with https as another parameter's value",
+                uri: "/",
+                headers: &[
+                    ("host", "example.com"),
+                    ("forwarded", "by=https;proto=http"),
+                ],
+                expected: Transport::Plain,
             },
             Test {
                 name: "a lookalike of localhost",
