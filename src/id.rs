@@ -345,6 +345,16 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_what_went_wrong() {
+        let bad_key = "zz".parse::<StoreKey>().unwrap_err();
+        assert_eq!(bad_key.to_string(), "a store key is 64 hex characters");
+        assert_eq!(
+            RandomnessError::new().to_string(),
+            "the operating system's random number generator failed"
+        );
+    }
+
+    #[test]
     fn store_key_shows_as_64_lowercase_hex_and_debug_shows_only_8() {
         let key = StoreKey::from_bytes(std::array::from_fn(|i| (i * 7 + 0xa0) as u8));
         // Spelled out byte by byte, independently of the hex crate.
