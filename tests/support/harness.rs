@@ -141,25 +141,25 @@ pub(crate) fn main(mut tests: Vec<Test>) -> ExitCode {
         for (backend, why, count) in &verdicts {
             let Some(why) = why else { continue };
             let name = backend.name;
-            let tests = if *count == 1 {
-                "test needs"
+            let (tests, they) = if *count == 1 {
+                ("test needs", "it fails")
             } else {
-                "tests need"
+                ("tests need", "they fail")
             };
             if required {
                 eprintln!(
                     "NOTICE: {count} {tests} {name}, which is unavailable ({why}); \
-                     they fail, as CLOAKROOM_REQUIRE_BACKENDS=1 asks"
+                     {they}, as CLOAKROOM_REQUIRE_BACKENDS=1 asks"
                 );
             } else if args.ignored || args.include_ignored {
                 eprintln!(
                     "NOTICE: {count} {tests} {name}, which is unavailable ({why}); \
-                     run as asked (--ignored, --include-ignored), they fail"
+                     run as asked (--ignored, --include-ignored), {they}"
                 );
             } else {
                 eprintln!(
                     "NOTICE: {count} {tests} {name}, reported ignored (not run): {why}; \
-                     CLOAKROOM_REQUIRE_BACKENDS=1 makes them fail instead"
+                     CLOAKROOM_REQUIRE_BACKENDS=1 makes that a failure"
                 );
             }
         }
