@@ -31,5 +31,5 @@ static CHROMIUM: Backend = Backend {
 fn main() -> ExitCode {
     let mut tests = contract::tests();
     tests.extend(browser::tests());
-    support::harness::main(tests)
+    support::harness::main(file!(), tests)
 }

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     all.extend(outage::tests());
     #[cfg(all(feature = "memory", feature = "csrf"))]
     all.extend(demo::tests());
-    support::harness::main(all)
+    support::harness::main(file!(), all)
 }
 
 // A table per test (see `support::postgres::store`): the checks use fixed

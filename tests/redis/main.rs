@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     tests.extend(server::tests());
     #[cfg(all(feature = "memory", feature = "csrf"))]
     tests.extend(demo::tests());
-    support::harness::main(tests)
+    support::harness::main(file!(), tests)
 }
 
 /// The suite on a standalone server (one per test binary, a key prefix per

@@ -19,6 +19,10 @@
 //! Each test runs on a thread named after it, like libtest's, which its
 //! own runtime (`#[tokio::main]` on the test function) and the log capture
 //! of `support::logs` rely on.
+//!
+//! Without libtest, `#[test]` and `#[tokio::test]` compile to nothing, so a
+//! test written that way in these binaries would silently never run:
+//! [`main`] refuses to start while one is in the binary's folder.
 
 use std::process::ExitCode;
 
@@ -91,7 +95,11 @@ pub(crate) use tests;
 /// Runs `tests` as libtest would, with the tests of missing backends
 /// ignored (or failing, when backends are required), and the notices
 /// saying why after the summary.
-pub(crate) fn main(mut tests: Vec<Test>) -> ExitCode {
+///
+/// `main_file` is the binary's `file!()`: the files beside it must hold no
+/// libtest test attribute, which would compile to nothing here.
+pub(crate) fn main(main_file: &str, mut tests: Vec<Test>) -> ExitCode {
+    refuse_libtest_attributes(main_file);
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = std::env::var("RUST_TEST_THREADS")
@@ -182,4 +190,38 @@ fn run_on_its_own_thread(name: String, run: fn()) -> Result<(), Failed> {
             .unwrap_or("(a panic without a message)");
         Failed::from(format!("test panicked: {message}"))
     })
+}
+
+/// Panics if a file of this binary (the `.rs` files in the folder of
+/// `main_file`) has a `#[test]` or `#[tokio::test]` attribute: without
+/// libtest's harness such a test is silently compiled out, so a test added
+/// that way would never run. (Only looks when the sources are there.)
+fn refuse_libtest_attributes(main_file: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(dir) = root.join(main_file).parent().map(ToOwned::to_owned) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut found = Vec::new();
+    for path in entries.flatten().map(|entry| entry.path()) {
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
+                found.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "this test binary runs on support::harness (harness = false), where libtest's \
+         test attributes compile to nothing: write `#[tokio::main(flavor = \"current_thread\")]` \
+         (or the runtime the test needs) and list the function in its module's `tests()`:\n{}",
+        found.join("\n")
+    );
 }
