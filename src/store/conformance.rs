@@ -61,10 +61,34 @@ pub fn run<F: Future<Output = ()>>(check: F) {
 /// ```
 /// cloakroom::store_conformance_tests!(cloakroom::MemoryStore::new());
 /// ```
+///
+/// With `harness:` in front, for a test target with a harness of its own
+/// (`harness = false`, e.g. one that reports the checks as ignored when
+/// the backend is not installed), it defines instead a function per check,
+/// which runs it on a fresh runtime and panics when it fails, and a table
+/// of them, `CHECKS: &[(&str, fn())]`, each with the check's name. The
+/// expression produces the store, as without `optional:`.
+///
+/// ```
+/// mod conformance {
+///     cloakroom::store_conformance_tests!(harness: cloakroom::MemoryStore::new());
+/// }
+///
+/// for (name, check) in conformance::CHECKS {
+///     println!("checking {name}");
+///     check();
+/// }
+/// ```
 #[macro_export]
 macro_rules! store_conformance_tests {
     (optional: $make_store:expr) => {
-        $crate::store_conformance_tests!(@checks $make_store;
+        $crate::store_conformance_tests!(@list [checks] $make_store);
+    };
+    (harness: $make_store:expr) => {
+        $crate::store_conformance_tests!(@list [table] $make_store);
+    };
+    (@list [$how:ident] $make_store:expr) => {
+        $crate::store_conformance_tests!(@$how $make_store;
             create_then_load_round_trips,
             create_does_not_overwrite_a_live_session,
             create_replaces_an_expired_session,
@@ -120,6 +144,22 @@ macro_rules! store_conformance_tests {
                 });
             }
         )*
+    };
+    (@table $make_store:expr; $($check:ident),* $(,)?) => {
+        $(
+            fn $check() {
+                $crate::test_suite::run(async {
+                    let store = $make_store;
+                    $crate::test_suite::$check(&store).await;
+                });
+            }
+        )*
+
+        /// The conformance checks: each one's name, and a function that
+        /// runs it on a fresh runtime and panics when it fails.
+        pub(crate) const CHECKS: &[(&str, fn())] = &[
+            $((::std::stringify!($check), $check as fn())),*
+        ];
     };
     ($make_store:expr) => {
         $crate::store_conformance_tests!(optional: ::std::option::Option::Some($make_store));

@@ -27,21 +27,33 @@ use crate::support::reply::Reply;
 /// module per topic (`cookies::...`, `races::...`).
 ///
 /// The argument evaluates to an `Option` of a store, inside the test (so it
-/// may `.await`), once per test; `None` skips (the backend is not
-/// installed, and `CLOAKROOM_REQUIRE_BACKENDS` is not set). Paths in it
-/// must be absolute (`crate::...`): it is evaluated inside the generated
-/// modules.
+/// may `.await`), once per test. Paths in it must be absolute
+/// (`crate::...`): it is evaluated inside the generated modules.
+///
+/// Two forms, one list:
+///
+/// - `store_tests!(make_store)`, for libtest's own harness (the binaries
+///   of stores that need nothing installed): a `#[test]` per check, in
+///   which `None` skips.
+/// - `store_tests!(needs BACKEND; make_store)`, for `support::harness`
+///   (the binaries of stores that need a server): a `fn` per check, and
+///   `fn tests()`, beside the invocation, listing them all, each needing
+///   `BACKEND` (a `&'static support::harness::Backend`), so that they are
+///   reported ignored when it is missing.
 ///
 /// The checks of a topic run on the runtime its attribute gives: the races
 /// on four worker threads, the rest on one thread (which captures the logs
-/// of its own test only; see `support::logs`).
+/// of its own test only; see `support::logs`). For `support::harness`, the
+/// attribute becomes `#[tokio::main]` with the same runtime.
 macro_rules! store_tests {
     ($make_store:expr) => {
-        mod conformance {
-            cloakroom::store_conformance_tests!(optional: $make_store);
-        }
-
-        $crate::checks::store_tests!(@topics $make_store;
+        $crate::checks::store_tests!(@suite [libtest] $make_store);
+    };
+    (needs $backend:expr; $make_store:expr) => {
+        $crate::checks::store_tests!(@suite [harness $backend] $make_store);
+    };
+    (@suite $harness:tt $make_store:expr) => {
+        $crate::checks::store_tests!(@topics $harness $make_store;
             #[tokio::test]
             cookies [
                 cookie_attributes_are_safe_by_default,
@@ -161,11 +173,16 @@ macro_rules! store_tests {
             ],
         );
     };
-    (@topics $make_store:expr; $(#[$test:meta] $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+    (@topics [libtest] $make_store:expr;
+        $(#$test:tt $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+        mod conformance {
+            cloakroom::store_conformance_tests!(optional: $make_store);
+        }
+
         $(
             mod $topic {
                 $(
-                    #[$test]
+                    #$test
                     async fn $check() {
                         match $make_store {
                             Some(store) => $crate::checks::$topic::$check(store).await,
@@ -175,6 +192,63 @@ macro_rules! store_tests {
                 )*
             }
         )*
+    };
+    (@topics [harness $backend:expr] $make_store:expr;
+        $(#$test:tt $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+        mod conformance {
+            cloakroom::store_conformance_tests!(
+                harness: $crate::checks::store_tests!(@store $make_store)
+            );
+
+            pub(super) fn tests() -> Vec<$crate::support::harness::Test> {
+                let test = |(name, run): &(&str, fn())| {
+                    $crate::support::harness::Test::new(module_path!(), name, Some($backend), *run)
+                };
+                CHECKS.iter().map(test).collect()
+            }
+        }
+
+        $(
+            mod $topic {
+                $(
+                    $crate::checks::store_tests!(@runtime $test
+                        async fn $check() {
+                            let store = $crate::checks::store_tests!(@store $make_store);
+                            $crate::checks::$topic::$check(store).await;
+                        }
+                    );
+                )*
+
+                pub(super) fn tests() -> Vec<$crate::support::harness::Test> {
+                    $crate::support::harness::tests!(Some($backend) => [$($check),*])
+                }
+            }
+        )*
+
+        /// Every test above, for `support::harness::main`.
+        pub(crate) fn tests() -> Vec<$crate::support::harness::Test> {
+            let mut tests = conformance::tests();
+            $(tests.extend($topic::tests());)*
+            tests
+        }
+    };
+    // The store, where `support::harness` runs the test only when its
+    // backend is there (or fails it before): `None` is a failure.
+    (@store $make_store:expr) => {
+        match $make_store {
+            Some(store) => store,
+            None => panic!("the store's backend is unavailable"),
+        }
+    };
+    // `#[tokio::test]`'s runtime for a plain function, which is what
+    // `support::harness` runs.
+    (@runtime [tokio::test] $function:item) => {
+        #[tokio::main(flavor = "current_thread")]
+        $function
+    };
+    (@runtime [tokio::test($($runtime:tt)*)] $function:item) => {
+        #[tokio::main($($runtime)*)]
+        $function
     };
 }
 pub(crate) use store_tests;

@@ -2,8 +2,8 @@
 //! (chromedriver + fantoccini). A recording proxy in front of the demo shows
 //! which requests carried the session cookie.
 //!
-//! Skips with a notice when Chromium or chromedriver is missing, unless
-//! `CLOAKROOM_REQUIRE_BACKENDS=1` (as in `.ci/run`).
+//! Reported ignored when Chromium or chromedriver is missing, unless
+//! `CLOAKROOM_REQUIRE_BACKENDS=1` (as in `.ci/run`) makes that a failure.
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,11 +17,23 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::support::backend::{
-    find_binary, free_port, scratch_dir, spawn_supervised, stop_supervised, unavailable,
+    find_binary, free_port, hidden, scratch_dir, spawn_supervised, stop_supervised, unavailable,
     wait_for_port,
 };
 use crate::support::demo::{start_demo, Demo};
+use crate::support::harness::{tests, Test};
 use crate::support::proxy::TcpRecorder;
+
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::CHROMIUM) => [
+            a_real_browser_keeps_the_session_out_of_reach_of_scripts_and_other_sites,
+            a_sibling_subdomain_gets_the_cookie_sent_but_the_csrf_layer_refuses_it,
+            a_person_signs_in_counts_and_signs_out_another_device,
+        ],
+    )
+}
 
 const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
 
@@ -38,24 +50,30 @@ impl Drop for Chrome {
     }
 }
 
-fn chrome() -> Option<Chrome> {
+/// Chromium and chromedriver, or why they are not to be had.
+fn binaries() -> Result<(PathBuf, PathBuf), String> {
+    hidden("chromium")?;
     let dirs = [
         PathBuf::from("/usr/bin"),
         PathBuf::from("/usr/lib/chromium"),
     ];
-    let Some(chromium) =
-        find_binary("chromium", &dirs).or_else(|| find_binary("chromium-browser", &dirs))
-    else {
-        return unavailable(
-            "Chromium",
-            "chromium is not installed (apt-get install chromium)",
-        );
-    };
-    let Some(driver) = find_binary("chromedriver", &dirs) else {
-        return unavailable(
-            "Chromium",
-            "chromedriver is not installed (apt-get install chromium-driver)",
-        );
+    let chromium = find_binary("chromium", &dirs)
+        .or_else(|| find_binary("chromium-browser", &dirs))
+        .ok_or("chromium is not installed (apt-get install chromium)")?;
+    let driver = find_binary("chromedriver", &dirs)
+        .ok_or("chromedriver is not installed (apt-get install chromium-driver)")?;
+    Ok((chromium, driver))
+}
+
+/// Why there is no browser to drive, if so. Starts nothing.
+pub(crate) fn missing() -> Option<String> {
+    binaries().err()
+}
+
+fn chrome() -> Option<Chrome> {
+    let (chromium, driver) = match binaries() {
+        Ok(found) => found,
+        Err(why) => return unavailable("Chromium", &why),
     };
     let addr = free_port();
     let log = scratch_dir("chromedriver").join("chromedriver.log");
@@ -246,7 +264,7 @@ fetch('/api/csrf').then(r => r.json()).then(t =>
 ).then(r => r.json()).then(j => done(j.counter)).catch(e => done('error: ' + e));
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_keeps_the_session_out_of_reach_of_scripts_and_other_sites() {
     let Some(chrome) = chrome() else {
         return;
@@ -335,7 +353,7 @@ async fn a_real_browser_keeps_the_session_out_of_reach_of_scripts_and_other_site
 
 /// `SameSite` alone does not stop a sibling subdomain: it is the same site,
 /// so the cookie rides along. The CSRF layer is what stops it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sibling_subdomain_gets_the_cookie_sent_but_the_csrf_layer_refuses_it() {
     let Some(chrome) = chrome() else {
         return;
@@ -393,7 +411,7 @@ async fn a_sibling_subdomain_gets_the_cookie_sent_but_the_csrf_layer_refuses_it(
 ///
 /// With `CLOAKROOM_SCREENSHOT=PATH` set, the devices page is saved there as
 /// a PNG (the README's screenshot is made this way).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_counts_and_signs_out_another_device() {
     let Some(chrome) = chrome() else {
         return;

@@ -8,14 +8,25 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::free_port;
 use crate::support::demo::{check_contract, demo_binary, start_demo};
+use crate::support::harness::{tests, Test};
 
-#[tokio::test]
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        None => [
+            demo_answers_its_contract,
+            demo_refuses_a_bad_key_and_an_unknown_store,
+        ],
+    )
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn demo_answers_its_contract() {
     let demo = start_demo(&[("SESSION_KEY", &"42".repeat(32))]).await;
     check_contract(&demo, "").await;
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn demo_refuses_a_bad_key_and_an_unknown_store() {
     for (name, value, reason) in [
         ("SESSION_KEY", "not-hex", "SESSION_KEY: "),

@@ -5,9 +5,19 @@
 use hyper::Method;
 
 use crate::support::demo::{check_contract, start_demo, Browser};
+use crate::support::harness::{tests, Test};
 use crate::support::postgres::{connect, shared_url, unique_table};
 
-#[tokio::test]
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::POSTGRES) => [
+            the_demo_answers_its_contract_on_postgres,
+        ],
+    )
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn the_demo_answers_its_contract_on_postgres() {
     let Some(url) = shared_url() else {
         return;

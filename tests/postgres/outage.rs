@@ -13,9 +13,22 @@ use cloakroom::{Clock, SessionId, SessionStore, StoreError};
 
 use crate::support::app::TestApp;
 use crate::support::client::{assert_unavailable, logged_in};
+use crate::support::harness::{tests, Test};
 use crate::support::postgres::{
     connect, connect_with, fresh_store, shared_url, store_on, unique_table, Server,
 };
+
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::POSTGRES_SERVER) => [
+            a_database_outage_answers_503_and_the_service_recovers_when_it_is_back,
+        ],
+        Some(&crate::POSTGRES) => [
+            a_locked_table_answers_503_within_the_store_timeout_and_service_resumes_after,
+        ],
+    )
+}
 
 fn assert_store_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     match result {
@@ -33,7 +46,7 @@ fn assert_store_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, w
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back() {
     let Some(mut server) = Server::start() else {
         return;
@@ -139,7 +152,7 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_table_answers_503_within_the_store_timeout_and_service_resumes_after() {
     let Some(store) = fresh_store(|b| b).await else {
         return;

@@ -15,7 +15,36 @@ use time::OffsetDateTime;
 
 use crate::support::app::{TestApp, IDLE};
 use crate::support::client::logged_in;
+use crate::support::harness::{tests, Test};
 use crate::support::postgres::{connect, fresh_store, shared_url, unique_table, SCHEMA};
+
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        None => [
+            invalid_names_and_batch_sizes_are_refused_by_the_builder,
+        ],
+        Some(&crate::POSTGRES) => [
+            migrate_is_idempotent_and_safe_from_many_processes_at_once,
+            migration_sql_applied_by_hand_gives_a_working_store,
+            columns_hold_the_record_and_expires_at_follows_every_change,
+            the_device_is_kept_in_two_columns_that_saves_leave_alone,
+            rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id,
+            sweeping_deletes_expired_rows_in_bounded_batches,
+            concurrent_sweepers_share_the_work_without_counting_a_row_twice,
+            the_spawned_sweeper_deletes_expired_rows_in_the_background,
+            rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking,
+            a_missing_table_is_a_backend_error_that_keeps_the_sqlx_error,
+            a_nul_character_is_rejected_without_showing_the_data_and_nothing_is_written,
+            the_migration_upgrades_a_table_of_the_first_schema_and_stays_idempotent,
+            the_migration_adds_the_device_columns_to_a_table_without_them,
+            migrating_an_up_to_date_table_does_not_wait_for_its_readers,
+            forwards_are_rows_that_the_sweeper_removes_once_they_lapse,
+            logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete,
+            a_retry_of_retire_racing_the_first_attempt_succeeds_too,
+        ],
+    )
+}
 
 fn key() -> StoreKey {
     SessionId::generate().expect("OS randomness").store_key()
@@ -98,7 +127,7 @@ async fn execute(store: &PostgresStore, sql: &str, key: &StoreKey) {
         .expect(sql);
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
     // A lazy pool never connects: names are checked before any SQL.
     let pool = PgPoolOptions::new()
@@ -141,7 +170,7 @@ async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
     let Some(url) = shared_url() else { return };
     // A schema of its own, so that concurrent `CREATE SCHEMA` is covered.
@@ -227,7 +256,7 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
         .unwrap();
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn migration_sql_applied_by_hand_gives_a_working_store() {
     let Some(url) = shared_url() else { return };
     let pool = connect(url).await;
@@ -254,7 +283,7 @@ async fn migration_sql_applied_by_hand_gives_a_working_store() {
     assert_eq!(count_rows(&store).await, 1);
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -353,7 +382,7 @@ async fn device_columns(
     .expect("the row")
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_device_is_kept_in_two_columns_that_saves_leave_alone() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -405,7 +434,7 @@ async fn the_device_is_kept_in_two_columns_that_saves_leave_alone() {
     assert_eq!(device_columns(&store, &v4).await.2, Some(32));
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -437,7 +466,7 @@ async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
     assert_eq!(lengths, [32], "one session: login replaced the first one");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn sweeping_deletes_expired_rows_in_bounded_batches() {
     let Some(store) = fresh_store(|b| b.sweep_batch_size(3)).await else {
         return;
@@ -466,7 +495,7 @@ async fn sweeping_deletes_expired_rows_in_bounded_batches() {
     assert_eq!(store.sweep_expired(at).await.unwrap(), 0);
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn concurrent_sweepers_share_the_work_without_counting_a_row_twice() {
     let Some(store) = fresh_store(|b| b.sweep_batch_size(5)).await else {
         return;
@@ -485,7 +514,7 @@ async fn concurrent_sweepers_share_the_work_without_counting_a_row_twice() {
     assert_eq!(count_rows(&store).await, 0);
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_spawned_sweeper_deletes_expired_rows_in_the_background() {
     let Some(store) = fresh_store(|b| b.sweep_batch_size(2)).await else {
         return;
@@ -517,7 +546,7 @@ async fn the_spawned_sweeper_deletes_expired_rows_in_the_background() {
     assert_eq!(keeper.get("/get/k").await.body, "v");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -570,7 +599,7 @@ async fn rows_that_cannot_be_decoded_are_reported_as_corrupt_without_panicking()
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_missing_table_is_a_backend_error_that_keeps_the_sqlx_error() {
     let Some(url) = shared_url() else { return };
     let store = PostgresStore::builder(connect(url).await)
@@ -633,7 +662,7 @@ fn assert_rejected_quietly<T: std::fmt::Debug>(
     }
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_nul_character_is_rejected_without_showing_the_data_and_nothing_is_written() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -862,12 +891,12 @@ async fn upgrade_from(version: Earlier) {
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_migration_upgrades_a_table_of_the_first_schema_and_stays_idempotent() {
     upgrade_from(Earlier::First).await;
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_migration_adds_the_device_columns_to_a_table_without_them() {
     upgrade_from(Earlier::BeforeDevices).await;
 }
@@ -894,7 +923,7 @@ async fn wait_for_waiters(store: &PostgresStore, count: i64) {
     }
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn migrating_an_up_to_date_table_does_not_wait_for_its_readers() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -914,7 +943,7 @@ async fn migrating_an_up_to_date_table_does_not_wait_for_its_readers() {
     reader.rollback().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn forwards_are_rows_that_the_sweeper_removes_once_they_lapse() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -958,7 +987,7 @@ async fn forwards_are_rows_that_the_sweeper_removes_once_they_lapse() {
     assert_eq!(count_rows(&store).await, 0, "swept once lapsed");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete() {
     let Some(store) = fresh_store(|b| b).await else {
         return;
@@ -1017,7 +1046,7 @@ async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete(
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_retry_of_retire_racing_the_first_attempt_succeeds_too() {
     let Some(store) = fresh_store(|b| b).await else {
         return;

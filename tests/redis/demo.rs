@@ -5,10 +5,23 @@
 use hyper::{Method, StatusCode};
 
 use crate::support::demo::{check_contract, start_demo, Browser};
+use crate::support::harness::{tests, Test};
 use crate::support::redis::cluster_urls;
 use crate::support::redis_server::RedisServer;
 
-#[tokio::test]
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::REDIS_SERVER) => [
+            the_demo_answers_its_contract_on_redis,
+        ],
+        Some(&crate::REDIS_CLUSTER) => [
+            the_demo_answers_its_contract_on_a_redis_cluster,
+        ],
+    )
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn the_demo_answers_its_contract_on_redis() {
     let Some(mut server) = RedisServer::start(&[]) else {
         return;
@@ -61,7 +74,7 @@ async fn the_demo_answers_its_contract_on_redis() {
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_demo_answers_its_contract_on_a_redis_cluster() {
     let Some(urls) = cluster_urls() else {
         return;

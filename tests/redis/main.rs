@@ -2,6 +2,8 @@
 //! (conformance and end-to-end checks) on a standalone server and on a
 //! 3-master Redis Cluster, what is particular to `RedisStore` (outages,
 //! round trips, key layout), and the demo binary on both.
+//!
+//! On `support::harness`: without Redis, these tests are reported ignored.
 
 #[path = "../support"]
 mod support {
@@ -10,6 +12,7 @@ mod support {
     pub(crate) mod client;
     #[cfg(all(feature = "memory", feature = "csrf"))]
     pub(crate) mod demo;
+    pub(crate) mod harness;
     pub(crate) mod logs;
     pub(crate) mod proxy;
     pub(crate) mod redis;
@@ -24,15 +27,50 @@ mod checks;
 mod demo;
 mod server;
 
+use std::process::ExitCode;
+
+use support::harness::Backend;
+
+/// The Redis server the tests share: `REDIS_URL`, or one they start.
+static REDIS: Backend = Backend {
+    name: "Redis",
+    missing: support::redis::missing,
+};
+
+/// A `redis-server` of a test's own, to stop, freeze or restart.
+static REDIS_SERVER: Backend = Backend {
+    name: "redis-server",
+    missing: support::redis::server_missing,
+};
+
+/// The Redis Cluster the tests share: `REDIS_CLUSTER_URLS`, or one they
+/// build.
+static REDIS_CLUSTER: Backend = Backend {
+    name: "Redis Cluster",
+    missing: support::redis::cluster_missing,
+};
+
+fn main() -> ExitCode {
+    let mut tests = standalone::tests();
+    tests.extend(cluster::tests());
+    tests.extend(server::tests());
+    #[cfg(all(feature = "memory", feature = "csrf"))]
+    tests.extend(demo::tests());
+    support::harness::main(file!(), tests)
+}
+
 /// The suite on a standalone server (one per test binary, a key prefix per
 /// test).
 mod standalone {
-    crate::checks::store_tests!(crate::support::redis::store().await);
+    crate::checks::store_tests!(needs &crate::REDIS; crate::support::redis::store().await);
 }
 
 /// The suite on a Redis Cluster (three masters on loopback ports):
 /// sessions, user indexes and logout-everywhere spread over slots on
 /// different nodes.
 mod cluster {
-    crate::checks::store_tests!(crate::support::redis::cluster_store().await);
+    crate::checks::store_tests!(
+        needs &crate::REDIS_CLUSTER;
+        crate::support::redis::cluster_store().await
+    );
 }

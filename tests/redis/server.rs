@@ -13,15 +13,35 @@ use time::OffsetDateTime;
 
 use crate::support::app::{key, TestApp, ABSOLUTE, IDLE};
 use crate::support::client::{assert_unavailable, logged_in, Client};
+use crate::support::harness::{tests, Test};
 use crate::support::redis::CommandRecorder;
 use crate::support::redis_server::RedisServer;
 use crate::support::reply::Reply;
+
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::REDIS_SERVER) => [
+            an_outage_answers_503_and_service_resumes_when_redis_returns,
+            a_read_is_one_round_trip_and_so_is_a_write,
+            session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id,
+            the_builder_checks_the_prefix_and_the_store_writes_under_it,
+            the_user_index_is_pruned_and_bounded,
+            a_frozen_redis_answers_503_within_the_store_timeout_and_service_resumes,
+            a_redis_still_loading_its_data_is_unavailable_until_it_has_loaded,
+            a_retired_session_becomes_a_small_forward_expiring_with_it,
+            the_device_is_two_text_fields_of_the_hash_that_saves_leave_alone,
+            counting_listing_and_logging_out_a_user_with_hundreds_of_sessions_go_in_batches,
+            logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids,
+        ],
+    )
+}
 
 async fn app_on(server: &RedisServer) -> TestApp<RedisStore> {
     TestApp::new(RedisStore::connect(&server.url()).await.expect("connect"))
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
     // Append-only persistence, so the session survives the restart.
     let Some(mut server) = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"])
@@ -75,7 +95,7 @@ async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
     assert_eq!(client.get("/get/k").await.body, "v");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_read_is_one_round_trip_and_so_is_a_write() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -152,7 +172,7 @@ async fn a_read_is_one_round_trip_and_so_is_a_write() {
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -210,7 +230,7 @@ async fn session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id() {
     assert!(!dump.contains(&cookie[..22]), "the raw ID is not stored");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -253,7 +273,7 @@ async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
     assert!(keys[1].starts_with("app:u:"), "{keys:?}");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_user_index_is_pruned_and_bounded() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -345,7 +365,7 @@ async fn within(
     (reply, started.elapsed())
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_frozen_redis_answers_503_within_the_store_timeout_and_service_resumes() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -406,7 +426,7 @@ fn is_loading(error: &StoreError) -> bool {
         .is_some_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_redis_still_loading_its_data_is_unavailable_until_it_has_loaded() {
     // Loading sleeps 1 ms per key and answers clients every KiB read, so a
     // restart spends about 3 s answering LOADING.
@@ -499,7 +519,7 @@ async fn index_size(connection: &mut redis::aio::MultiplexedConnection, user: &s
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -583,7 +603,7 @@ async fn device_fields(
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_device_is_two_text_fields_of_the_hash_that_saves_leave_alone() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
@@ -628,7 +648,7 @@ async fn the_device_is_two_text_fields_of_the_hash_that_saves_leave_alone() {
     assert_eq!(device_fields(&mut direct, &k).await, written);
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn counting_listing_and_logging_out_a_user_with_hundreds_of_sessions_go_in_batches() {
     const SESSIONS: usize = 250;
     let Some(server) = RedisServer::start(&[]) else {
@@ -739,7 +759,7 @@ async fn keep_moving(store: RedisStore, mut current: StoreKey, deadline: Instant
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids() {
     let Some(server) = RedisServer::start(&[]) else {
         return;

@@ -2,18 +2,39 @@
 //! loopback port, start the server so that it dies with the test process,
 //! and wait until it accepts connections.
 //!
-//! When a backend is not installed, tests skip with a notice, unless
+//! Whether a backend can be had is decided once per test binary, before
+//! any test runs (see `harness.rs`): the tests of a missing one are
+//! reported ignored, with a notice saying why, unless
 //! `CLOAKROOM_REQUIRE_BACKENDS=1` is set (as `.ci/run` does), in which case
-//! a missing backend fails the test.
+//! they fail. Outside that harness (the benchmarks), a missing backend
+//! prints a notice and the caller skips.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether a missing backend must fail the test instead of skipping it.
-fn backends_required() -> bool {
+/// Whether a missing backend must fail the tests that need it instead of
+/// having them ignored.
+pub(crate) fn backends_required() -> bool {
     std::env::var("CLOAKROOM_REQUIRE_BACKENDS").is_ok_and(|v| v == "1")
+}
+
+/// `Err` when `CLOAKROOM_HIDE_BACKENDS` (a comma-separated list of
+/// `redis`, `postgres`, `chromium`, or `all`) names `backend`: the tests
+/// then treat it as not installed and its URL variables as unset, which
+/// shows what a run on a machine without it reports.
+pub(crate) fn hidden(backend: &str) -> Result<(), String> {
+    let list = std::env::var("CLOAKROOM_HIDE_BACKENDS").unwrap_or_default();
+    if list
+        .split(',')
+        .map(str::trim)
+        .any(|name| name == backend || name == "all")
+    {
+        Err(format!("hidden by CLOAKROOM_HIDE_BACKENDS={list}"))
+    } else {
+        Ok(())
+    }
 }
 
 /// Reports a backend that cannot be used: a skip notice, or a panic when

@@ -32,6 +32,9 @@ pub(crate) fn shared_url() -> Option<&'static str> {
     static SHARED: OnceLock<Option<(String, Option<Server>)>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
+            if let Some(why) = missing() {
+                return backend::unavailable(BACKEND, &why);
+            }
             if let Ok(url) = std::env::var("DATABASE_URL") {
                 return Some((url, None));
             }
@@ -42,6 +45,24 @@ pub(crate) fn shared_url() -> Option<&'static str> {
         })
         .as_ref()
         .map(|(url, _)| url.as_str())
+}
+
+/// Why there is no PostgreSQL to share (neither `DATABASE_URL` nor the
+/// binaries to start a server), if so. Starts nothing.
+pub(crate) fn missing() -> Option<String> {
+    if let Err(why) = backend::hidden("postgres") {
+        return Some(why);
+    }
+    if std::env::var_os("DATABASE_URL").is_some() {
+        return None;
+    }
+    server_missing()
+}
+
+/// Why no server of a test's own can be started ([`Server::start`]), if
+/// so.
+pub(crate) fn server_missing() -> Option<String> {
+    server_binaries().err()
 }
 
 /// A random table name, unique to the caller.
@@ -126,27 +147,9 @@ impl Server {
     /// notice) when the PostgreSQL binaries or a user to run them as are
     /// missing.
     pub(crate) fn start() -> Option<Self> {
-        let (initdb, postgres) = match find_binaries() {
-            Some(found) => found,
-            None => {
-                return backend::unavailable(
-                    BACKEND,
-                    "`initdb`/`postgres` not found on PATH or in /usr/lib/postgresql/*/bin \
-                     (install PostgreSQL or set DATABASE_URL)",
-                )
-            }
-        };
-        // PostgreSQL refuses to run as root.
-        let run_as = if running_as_root() {
-            if !user_exists("postgres") {
-                return backend::unavailable(
-                    BACKEND,
-                    "running as root and there is no `postgres` user to run the server as",
-                );
-            }
-            Some("postgres")
-        } else {
-            None
+        let (initdb, postgres, run_as) = match server_binaries() {
+            Ok(found) => found,
+            Err(why) => return backend::unavailable(BACKEND, &why),
         };
 
         let dir = backend::scratch_dir("postgres");
@@ -260,6 +263,27 @@ impl Drop for Server {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `initdb`, `postgres` and the user to run them as (PostgreSQL refuses to
+/// run as root), or why a server cannot be started.
+fn server_binaries() -> Result<(PathBuf, PathBuf, Option<&'static str>), String> {
+    backend::hidden("postgres")?;
+    let (initdb, postgres) = find_binaries().ok_or(
+        "`initdb`/`postgres` not found on PATH or in /usr/lib/postgresql/*/bin \
+         (install PostgreSQL or set DATABASE_URL)",
+    )?;
+    let run_as = if running_as_root() {
+        if !user_exists("postgres") {
+            return Err(
+                "running as root and there is no `postgres` user to run the server as".to_owned(),
+            );
+        }
+        Some("postgres")
+    } else {
+        None
+    };
+    Ok((initdb, postgres, run_as))
 }
 
 /// `initdb` and `postgres` from one directory: `PATH` first, then

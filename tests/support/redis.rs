@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use cloakroom::{RedisConnection, RedisStore};
 
-use super::backend::{find_binary, unavailable};
+use super::backend::{find_binary, hidden, unavailable};
 use super::proxy::TcpRecorder;
-use super::redis_server::{redis_dirs, url_or_start, RedisServer};
+use super::redis_server::{self, redis_dirs, url_or_start, RedisServer};
 
 impl RedisServer {
     /// Starts it again on the same port and directory.
@@ -101,6 +101,42 @@ fn prefix() -> String {
     )
 }
 
+/// Why there is no Redis server to share (neither `REDIS_URL` nor
+/// `redis-server`), if so. Starts nothing.
+pub(crate) fn missing() -> Option<String> {
+    hidden("redis").err().or_else(|| {
+        if std::env::var_os("REDIS_URL").is_some() {
+            None
+        } else {
+            redis_server::binary().err()
+        }
+    })
+}
+
+/// Why no `redis-server` of a test's own can be started, if so.
+pub(crate) fn server_missing() -> Option<String> {
+    redis_server::binary().err()
+}
+
+/// Why there is no Redis Cluster to share (neither `REDIS_CLUSTER_URLS`
+/// nor `redis-server` and `redis-cli` to build one), if so. Starts
+/// nothing.
+pub(crate) fn cluster_missing() -> Option<String> {
+    if let Err(why) = hidden("redis") {
+        return Some(why);
+    }
+    if std::env::var_os("REDIS_CLUSTER_URLS").is_some() {
+        return None;
+    }
+    redis_server::binary().and_then(|_| cli()).err()
+}
+
+/// The `redis-cli` binary, or why there is none.
+fn cli() -> Result<std::path::PathBuf, String> {
+    find_binary("redis-cli", &redis_dirs())
+        .ok_or_else(|| "redis-cli is not installed (apt-get install redis-tools)".to_owned())
+}
+
 /// The URL of the Redis server shared by this test binary.
 fn shared_url() -> Option<String> {
     static SHARED: OnceLock<Option<(String, Option<RedisServer>)>> = OnceLock::new();
@@ -129,16 +165,14 @@ pub(crate) fn cluster_urls() -> Option<Vec<String>> {
     static CLUSTER: OnceLock<Option<(Vec<String>, Vec<RedisServer>)>> = OnceLock::new();
     CLUSTER
         .get_or_init(|| {
+            if let Some(why) = cluster_missing() {
+                return unavailable("Redis Cluster", &why);
+            }
             if let Ok(urls) = std::env::var("REDIS_CLUSTER_URLS") {
                 let urls = urls.split(',').map(|u| u.trim().to_owned()).collect();
                 return Some((urls, Vec::new()));
             }
-            let Some(cli) = find_binary("redis-cli", &redis_dirs()) else {
-                return unavailable(
-                    "Redis Cluster",
-                    "redis-cli is not installed (apt-get install redis-tools)",
-                );
-            };
+            let cli = cli().expect("checked by cluster_missing");
             let mut nodes = Vec::new();
             for _ in 0..3 {
                 let node = RedisServer::start(&[

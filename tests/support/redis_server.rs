@@ -8,13 +8,20 @@ use std::process::Child;
 use std::time::Duration;
 
 use super::backend::{
-    find_binary, free_port, scratch_dir, spawn_supervised, stop_supervised, unavailable,
+    find_binary, free_port, hidden, scratch_dir, spawn_supervised, stop_supervised, unavailable,
     wait_for_port,
 };
 
 /// Where Debian and `make install` put the Redis binaries, beside `PATH`.
 pub(crate) fn redis_dirs() -> [PathBuf; 2] {
     [PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")]
+}
+
+/// The `redis-server` binary, or why there is none to be had.
+pub(crate) fn binary() -> Result<PathBuf, String> {
+    hidden("redis")?;
+    find_binary("redis-server", &redis_dirs())
+        .ok_or_else(|| "redis-server is not installed (apt-get install redis-server)".to_owned())
 }
 
 /// One `redis-server` process on a loopback port, stopped when dropped
@@ -31,11 +38,9 @@ impl RedisServer {
     /// Starts a server with these extra arguments; `None` (after a skip
     /// notice) when Redis is not installed.
     pub(crate) fn start(extra: &[&str]) -> Option<Self> {
-        let Some(binary) = find_binary("redis-server", &redis_dirs()) else {
-            return unavailable(
-                "Redis",
-                "redis-server is not installed (apt-get install redis-server)",
-            );
+        let binary = match binary() {
+            Ok(binary) => binary,
+            Err(why) => return unavailable("Redis", &why),
         };
         let mut server = Self {
             binary,
@@ -98,7 +103,7 @@ impl Drop for RedisServer {
 /// is to be had.
 pub(crate) fn url_or_start() -> Option<(String, Option<RedisServer>)> {
     match std::env::var("REDIS_URL") {
-        Ok(url) => Some((url, None)),
-        Err(_) => RedisServer::start(&[]).map(|server| (server.url(), Some(server))),
+        Ok(url) if hidden("redis").is_ok() => Some((url, None)),
+        _ => RedisServer::start(&[]).map(|server| (server.url(), Some(server))),
     }
 }
