@@ -66,8 +66,11 @@ pub(crate) mod counting;
 /// second line of defence and a way to bound storage, never the rule.
 ///
 /// Rolling expiry has no method of its own: touching is part of
-/// [`SessionStore::load`], so that a read with a due extension is still one
-/// round-trip.
+/// [`SessionStore::load`], so that each store records activity as cheaply
+/// as its backend allows: in the read's own round trip (`MemoryStore`,
+/// `PostgresStore`), or with a conditional write that follows the read
+/// only when a touch is due, at most once per touch interval per session
+/// (`SqliteStore`, `RedisStore`).
 ///
 /// Besides session records a store keeps *forwards*: when the layer moves a
 /// session to a new ID (login, regenerate), [`SessionStore::retire`]

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::support::app::{key, TestApp, ABSOLUTE, IDLE};
 use crate::support::client::{assert_unavailable, logged_in, Client};
 use crate::support::harness::{tests, Test};
-use crate::support::redis::CommandRecorder;
+use crate::support::redis::{CommandGate, CommandRecorder};
 use crate::support::redis_server::RedisServer;
 use crate::support::reply::Reply;
 
@@ -23,7 +23,9 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         Some(&crate::REDIS_SERVER) => [
             an_outage_answers_503_and_service_resumes_when_redis_returns,
-            a_read_is_one_round_trip_and_so_is_a_write,
+            a_read_is_one_native_round_trip_a_touch_adds_one_and_a_write_is_one,
+            a_load_sends_one_hgetall_whatever_the_key_holds_and_one_touch_when_due,
+            a_touch_due_at_the_read_writes_only_into_a_session_still_live_and_due,
             session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id,
             the_builder_checks_the_prefix_and_the_store_writes_under_it,
             the_user_index_is_pruned_and_bounded,
@@ -96,16 +98,18 @@ async fn an_outage_answers_503_and_service_resumes_when_redis_returns() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn a_read_is_one_round_trip_and_so_is_a_write() {
+async fn a_read_is_one_native_round_trip_a_touch_adds_one_and_a_write_is_one() {
     let Some(server) = RedisServer::start(&[]) else {
         return;
     };
     let recorder = CommandRecorder::start(server.addr).await;
     let app = TestApp::new(RedisStore::connect(&recorder.url()).await.expect("connect"));
     let mut client = app.client();
-    // Warm up: the first use of each script loads it into Redis.
+    // Warm up: the first use of each script loads it into Redis (the touch
+    // script too: the clock moves past the touch threshold once).
     client.post("/login/alice").await;
     client.put("/set/k", "v").await;
+    app.clock.advance(std::time::Duration::from_secs(600));
     client.get("/whoami").await;
 
     let cost = |path: &str, method: &str| {
@@ -120,7 +124,11 @@ async fn a_read_is_one_round_trip_and_so_is_a_write() {
     };
     let (reply, read) = cost("/whoami", "GET").await;
     assert_eq!(reply.body, "alice");
-    assert_eq!(read, ["EVALSHA"], "an authenticated read is one round trip");
+    assert_eq!(
+        read,
+        ["HGETALL"],
+        "an authenticated read with no touch due is one round trip, of a native command"
+    );
 
     let (reply, untouched) = cost("/noop", "GET").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -141,17 +149,26 @@ async fn a_read_is_one_round_trip_and_so_is_a_write() {
     assert_eq!(reply.body, "1");
     assert_eq!(
         update,
-        ["EVALSHA", "EVALSHA"],
+        ["HGETALL", "EVALSHA"],
         "read-modify-write: the load, then one patch script"
     );
 
+    // Past the touch threshold (a tenth of the 30-minute idle timeout):
+    // the read rolls the deadline with one more call, once.
     app.clock.advance(std::time::Duration::from_secs(600));
     let (reply, touched) = cost("/whoami", "GET").await;
     assert_eq!(reply.body, "alice");
     assert_eq!(
         touched,
-        ["EVALSHA"],
-        "a read that rolls the deadline is still one round trip"
+        ["HGETALL", "EVALSHA"],
+        "a read that rolls the deadline adds exactly one round trip"
+    );
+    let (reply, after) = cost("/whoami", "GET").await;
+    assert_eq!(reply.body, "alice");
+    assert_eq!(
+        after,
+        ["HGETALL"],
+        "the touch is not repeated until due again"
     );
 
     recorder.reset();
@@ -589,6 +606,216 @@ async fn a_retired_session_becomes_a_small_forward_expiring_with_it() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_load_sends_one_hgetall_whatever_the_key_holds_and_one_touch_when_due() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let recorder = CommandRecorder::start(server.addr).await;
+    let store = RedisStore::connect(&recorder.url()).await.expect("connect");
+    let t0 = now();
+    let at = |secs: i64, after: f64| Touch {
+        now: t0 + time::Duration::seconds(secs),
+        after,
+    };
+    let (live, retired, successor) = (new_key(), new_key(), new_key());
+    let session = session_of("alice", t0);
+    assert!(store.create(&live, &session, t0).await.unwrap());
+    assert!(store.create(&retired, &session, t0).await.unwrap());
+    assert!(store
+        .retire(&retired, &successor, t0 + time::Duration::seconds(300), t0)
+        .await
+        .unwrap());
+    // Loads the touch script into Redis.
+    store.load(&live, at(0, 0.0)).await.unwrap();
+
+    let cost = |key: StoreKey, touch: Touch| {
+        recorder.reset();
+        let store = store.clone();
+        let recorder = &recorder;
+        async move {
+            let loaded = store.load(&key, touch).await.unwrap();
+            (loaded.is_some(), recorder.commands())
+        }
+    };
+    // 180 s is a tenth of the 30-minute idle timeout.
+    assert_eq!(
+        cost(live, at(179, 0.1)).await,
+        (true, vec!["HGETALL".into()])
+    );
+    assert_eq!(
+        cost(live, at(180, 0.1)).await,
+        (true, vec!["HGETALL".to_owned(), "EVALSHA".to_owned()]),
+        "due: one touch more"
+    );
+    assert_eq!(
+        cost(live, at(181, 0.1)).await,
+        (true, vec!["HGETALL".into()]),
+        "touched: not due again for another 180 s"
+    );
+    for (what, key, touch) in [
+        ("a forward", retired, at(1, 0.0)),
+        ("nothing", new_key(), at(1, 0.0)),
+        ("an expired session", live, at(180 + 1800, 0.0)),
+    ] {
+        assert_eq!(
+            cost(key, touch).await,
+            (false, vec!["HGETALL".into()]),
+            "{what}: one read and no touch"
+        );
+    }
+}
+
+/// `cloakroom:s:<hex>`, the hash of a session under the default prefix.
+fn record_key(key: &StoreKey) -> String {
+    format!("cloakroom:s:{}", key.to_hex())
+}
+
+/// The hash under `key`, sorted by field.
+async fn hash_of(
+    connection: &mut redis::aio::MultiplexedConnection,
+    key: &StoreKey,
+) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(record_key(key))
+        .query_async(connection)
+        .await
+        .unwrap();
+    fields.sort();
+    fields
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_touch_due_at_the_read_writes_only_into_a_session_still_live_and_due() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    // Loads go through a gate that can hold the touch (`EVALSHA`) back
+    // after the read went through; everything else goes straight to Redis.
+    let gate = CommandGate::start(server.addr).await;
+    let gated = RedisStore::connect(&gate.url()).await.expect("connect");
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let mut direct = server.connection().await;
+    let t0 = now();
+    let at = move |secs: i64| Touch {
+        now: t0 + time::Duration::seconds(secs),
+        after: 0.1,
+    };
+    let session = session_of("alice", t0);
+    // Loads the touch script into Redis, so that a held `EVALSHA` is the
+    // whole touch.
+    let warm = new_key();
+    assert!(store.create(&warm, &session, t0).await.unwrap());
+    assert!(store.load(&warm, at(600)).await.unwrap().is_some());
+
+    // Runs a load at `touch` through the gate, does `meanwhile` between its
+    // read and its touch, and returns what the load returned.
+    let race = |key: StoreKey, touch: Touch, meanwhile| {
+        let mut held = gate.hold_next("EVALSHA");
+        let gated = gated.clone();
+        async move {
+            let load = tokio::spawn(async move { gated.load(&key, touch).await });
+            held.reached().await;
+            meanwhile.await;
+            held.release();
+            load.await.unwrap().expect("load")
+        }
+    };
+
+    // Logged out between the read and the touch: the load already read
+    // the session, but the touch must not bring back a hash.
+    let key = new_key();
+    assert!(store.create(&key, &session, t0).await.unwrap());
+    let logout = {
+        let store = store.clone();
+        async move {
+            assert_eq!(store.delete(&key, t0).await.unwrap(), Deleted::Session);
+        }
+    };
+    let loaded = race(key, at(600), Box::pin(logout) as BoxFuture).await;
+    assert_eq!(loaded, Some(session.clone()), "the record as read");
+    assert_eq!(hash_of(&mut direct, &key).await, [], "never re-created");
+
+    // Retired (a login elsewhere) between the read and the touch: the
+    // forward stays a forward.
+    let (key, successor) = (new_key(), new_key());
+    assert!(store.create(&key, &session, t0).await.unwrap());
+    let until = t0 + time::Duration::seconds(300);
+    let login = {
+        let store = store.clone();
+        async move {
+            assert!(store.retire(&key, &successor, until, t0).await.unwrap());
+        }
+    };
+    race(key, at(600), Box::pin(login) as BoxFuture).await;
+    assert_eq!(
+        hash_of(&mut direct, &key).await,
+        [
+            ("f".to_owned(), successor.to_hex()),
+            ("w".to_owned(), until.unix_timestamp().to_string())
+        ],
+        "nothing written into the forward"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(record_key(&key))
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!((1..=300).contains(&ttl), "the forward still lapses: {ttl}");
+
+    // A later request (another instance, a clock a little ahead) touched
+    // it meanwhile: the held touch, at an earlier time, is no longer due
+    // and must not move `last_seen` back.
+    let key = new_key();
+    assert!(store.create(&key, &session, t0).await.unwrap());
+    let later = {
+        let store = store.clone();
+        async move {
+            assert!(store.load(&key, at(900)).await.unwrap().is_some());
+        }
+    };
+    race(key, at(600), Box::pin(later) as BoxFuture).await;
+    let last_seen: String = redis::cmd("HGET")
+        .arg(record_key(&key))
+        .arg("s")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(
+        last_seen,
+        at(900).now.unix_timestamp().to_string(),
+        "last_seen never moves backwards"
+    );
+
+    // A save shortened the lifetime meanwhile (the session is over by the
+    // touch's time): the touch writes nothing, so it neither extends the
+    // session nor leaves a `last_seen` past its end.
+    let key = new_key();
+    assert!(store.create(&key, &session, t0).await.unwrap());
+    let shorten = {
+        let store = store.clone();
+        async move {
+            let patch = Patch {
+                lifetime: Some(cloakroom::store::Lifetime {
+                    idle_timeout: time::Duration::minutes(30),
+                    absolute_deadline: t0 + time::Duration::seconds(500),
+                    persistent: false,
+                }),
+                ..Patch::default()
+            };
+            assert!(store.save(&key, &patch, at(1)).await.unwrap());
+        }
+    };
+    race(key, at(600), Box::pin(shorten) as BoxFuture).await;
+    let fields = hash_of(&mut direct, &key).await;
+    assert!(
+        fields.contains(&("s".to_owned(), t0.unix_timestamp().to_string())),
+        "no touch past the deadline: {fields:?}"
+    );
+}
+
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The device fields (`b`, `r`) of the session's hash.
 async fn device_fields(

@@ -2,15 +2,17 @@
 //! when set, otherwise throwaway `redis-server` processes (see
 //! `redis_server.rs`; a 3-master cluster built with `redis-cli --cluster
 //! create`), and what the tests do to them: restart, freeze, record the
-//! commands sent.
+//! commands sent, hold one back.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cloakroom::{RedisConnection, RedisStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 use super::backend::{find_binary, hidden, unavailable};
 use super::proxy::TcpRecorder;
@@ -295,4 +297,132 @@ impl CommandRecorder {
         assert!(bytes.is_empty(), "a partial command was recorded");
         names
     }
+}
+
+/// A proxy in front of a Redis server that can hold one command back until
+/// the test releases it, so a test can act between two calls that one store
+/// operation makes (say, a load's read and its touch).
+pub(crate) struct CommandGate {
+    addr: SocketAddr,
+    armed: Arc<Mutex<Option<Hold>>>,
+}
+
+/// The proxy's side of a held command.
+struct Hold {
+    command: String,
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// The test's side of a held command.
+pub(crate) struct HeldCommand {
+    reached: oneshot::Receiver<()>,
+    release: oneshot::Sender<()>,
+}
+
+impl HeldCommand {
+    /// Waits until the command has reached the proxy (and not Redis).
+    pub(crate) async fn reached(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), &mut self.reached)
+            .await
+            .expect("the held command never came")
+            .expect("the proxy dropped the held command");
+    }
+
+    /// Lets the command through to Redis.
+    pub(crate) fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+impl CommandGate {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed: Arc<Mutex<Option<Hold>>> = Arc::default();
+        let gate = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                tokio::spawn(forward_through_gate(client, server, gate.clone()));
+            }
+        });
+        Self { addr, armed }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Holds back the next command named `command` (upper case) that any
+    /// connection sends, until the returned handle releases it.
+    pub(crate) fn hold_next(&self, command: &str) -> HeldCommand {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.armed.lock().unwrap() = Some(Hold {
+            command: command.to_owned(),
+            reached: reached_tx,
+            release: release_rx,
+        });
+        HeldCommand {
+            reached: reached_rx,
+            release: release_tx,
+        }
+    }
+}
+
+/// Copies one connection both ways, a whole command at a time towards
+/// Redis, waiting before the command the gate is armed for.
+async fn forward_through_gate(
+    client: TcpStream,
+    server: TcpStream,
+    gate: Arc<Mutex<Option<Hold>>>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_util::codec::Decoder as _;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async move {
+        let mut pending = bytes::BytesMut::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut codec = redis::ValueCodec::default();
+        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            pending.extend_from_slice(&buf[..n]);
+            loop {
+                let mut rest = pending.clone();
+                let Some(value) = codec.decode(&mut rest).expect("clients send valid RESP") else {
+                    break;
+                };
+                let command = pending.split_to(pending.len() - rest.len());
+                let name = match value {
+                    redis::Value::Array(parts) => match parts.first() {
+                        Some(redis::Value::BulkString(name)) => {
+                            String::from_utf8_lossy(name).to_uppercase()
+                        }
+                        _ => String::new(),
+                    },
+                    _ => String::new(),
+                };
+                let hold = {
+                    let mut armed = gate.lock().unwrap();
+                    match armed.as_ref() {
+                        Some(hold) if hold.command == name => armed.take(),
+                        _ => None,
+                    }
+                };
+                if let Some(hold) = hold {
+                    let _ = hold.reached.send(());
+                    let _ = hold.release.await;
+                }
+                if server_write.write_all(&command).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+    let _ = tokio::join!(upstream, downstream);
 }

@@ -1,14 +1,16 @@
 //! A session record as the fields of a Redis hash, and back.
 //!
 //! The layout (one-letter metadata and device fields, `d:<key>` data
-//! fields holding JSON) is described on [`RedisStore`](super::RedisStore). Everything here
-//! is pure: it turns records into script arguments and script replies into
-//! records, listing entries and [`Deleted`] answers. Malformed input is a
+//! fields holding JSON) is described on [`RedisStore`](super::RedisStore).
+//! Everything here is pure: it turns records into script arguments, and
+//! the replies of `HGETALL`, `HMGET` and the scripts into records, listing
+//! entries and [`Deleted`] answers. Malformed input is a
 //! [`StoreError::Corrupt`], never a panic.
 
 use std::fmt;
 use std::net::IpAddr;
 
+use redis::Value;
 use serde_json::Map;
 use time::OffsetDateTime;
 
@@ -94,11 +96,71 @@ fn timestamp(field: &str, value: &[u8]) -> Result<OffsetDateTime, StoreError> {
         .map_err(|_| corrupt(format!("field {field} is out of range")))
 }
 
-/// Decodes the packed reply of the load script: a msgpack array of the
-/// hash's fields and values, borrowed from `packed` without copying.
-pub(super) fn decode_packed_record(packed: &[u8]) -> Result<SessionRecord, StoreError> {
-    let flat: Vec<&[u8]> = rmp_serde::from_slice(packed).map_err(StoreError::corrupt)?;
-    decode_record(&flat)
+/// What a record key holds, as `HGETALL` found it.
+#[derive(Debug, PartialEq)]
+pub(super) enum Stored {
+    /// Nothing: no such key (`HGETALL` answers an empty hash).
+    Nothing,
+    /// A forward left by `retire` (`f` without a session's `s`, `i`, `a`):
+    /// no session to load.
+    Forward,
+    /// A session, whether live or not (the caller decides with its time).
+    Session(SessionRecord),
+}
+
+/// Decodes the reply of `HGETALL` on a record key: a flat field/value array
+/// (RESP2) or a map (RESP3). A hash that is neither a session nor a forward
+/// is [`StoreError::Corrupt`].
+pub(super) fn decode_stored(reply: Value) -> Result<Stored, StoreError> {
+    let flat = match reply {
+        Value::Nil => Vec::new(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(reply_bytes)
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::Map(pairs) => {
+            let mut flat = Vec::with_capacity(2 * pairs.len());
+            for (field, value) in pairs {
+                flat.push(reply_bytes(field)?);
+                flat.push(reply_bytes(value)?);
+            }
+            flat
+        }
+        _ => return Err(unexpected_reply()),
+    };
+    stored_from_flat(&flat)
+}
+
+/// One field name or value of a hash reply.
+fn reply_bytes(value: Value) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.into_bytes()),
+        _ => Err(unexpected_reply()),
+    }
+}
+
+/// A reply no hash read gives: the server (or something in between) is
+/// not answering as Redis does; nothing says the stored data is bad.
+fn unexpected_reply() -> StoreError {
+    StoreError::backend(DecodeError(
+        "HGETALL answered something other than a hash".into(),
+    ))
+}
+
+/// What a hash given as a flat field/value list holds: nothing (empty), a
+/// forward (it has `f` and lacks one of `s`, `i`, `a`), or else a session,
+/// decoded by [`decode_record`].
+pub(super) fn stored_from_flat<F: AsRef<[u8]>>(flat: &[F]) -> Result<Stored, StoreError> {
+    if flat.is_empty() {
+        return Ok(Stored::Nothing);
+    }
+    let has = |name: &[u8]| flat.chunks_exact(2).any(|pair| pair[0].as_ref() == name);
+    // An odd list is no hash at all: `decode_record` says so.
+    if flat.len() % 2 == 0 && has(b"f") && !(has(b"s") && has(b"i") && has(b"a")) {
+        return Ok(Stored::Forward);
+    }
+    decode_record(flat).map(Stored::Session)
 }
 
 /// Decodes a session hash given as a flat field/value list, as `HGETALL`
@@ -272,27 +334,85 @@ mod tests {
         assert_eq!(decode_record(&flat).unwrap(), r);
     }
 
-    #[test]
-    fn a_packed_reply_decodes_like_the_flat_list() {
-        let r = record();
-        let flat = encode_record(&r).unwrap();
-        let packed =
-            rmp_serde::to_vec(&flat.iter().map(|f| serde_bytes_like(f)).collect::<Vec<_>>())
-                .unwrap();
-        assert_eq!(decode_packed_record(&packed).unwrap(), r);
-        assert!(matches!(
-            decode_packed_record(b"\xc1"),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode_packed_record(b""),
-            Err(StoreError::Corrupt(_))
-        ));
+    /// `HGETALL`'s reply for an encoded record: RESP2's flat array, or
+    /// RESP3's map.
+    fn hgetall_reply(flat: &[Vec<u8>], resp3: bool) -> Value {
+        let bulk = |bytes: &Vec<u8>| Value::BulkString(bytes.clone());
+        if resp3 {
+            Value::Map(
+                flat.chunks_exact(2)
+                    .map(|pair| (bulk(&pair[0]), bulk(&pair[1])))
+                    .collect(),
+            )
+        } else {
+            Value::Array(flat.iter().map(bulk).collect())
+        }
     }
 
-    /// What Redis's `cmsgpack` produces for a Lua string: a msgpack `str`.
-    fn serde_bytes_like(bytes: &[u8]) -> String {
-        String::from_utf8(bytes.to_vec()).unwrap()
+    #[test]
+    fn hgetall_replies_decode_to_what_the_key_holds() {
+        let r = record();
+        let session = encode_record(&r).unwrap();
+        let forward = vec![
+            b"f".to_vec(),
+            some_key().to_hex().into_bytes(),
+            b"w".to_vec(),
+            b"1700000300".to_vec(),
+        ];
+        for resp3 in [false, true] {
+            assert_eq!(
+                decode_stored(hgetall_reply(&session, resp3)).unwrap(),
+                Stored::Session(r.clone())
+            );
+            assert_eq!(
+                decode_stored(hgetall_reply(&forward, resp3)).unwrap(),
+                Stored::Forward
+            );
+            assert_eq!(
+                decode_stored(hgetall_reply(&[], resp3)).unwrap(),
+                Stored::Nothing
+            );
+        }
+        assert_eq!(decode_stored(Value::Nil).unwrap(), Stored::Nothing);
+        // Simple strings are bytes too; read as a session (no `f`), the
+        // missing fields make this one corrupt.
+        let text = Value::Array(vec![
+            Value::SimpleString("c".into()),
+            Value::BulkString(b"1".to_vec()),
+        ]);
+        assert!(matches!(decode_stored(text), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_hash_that_is_neither_session_nor_forward_is_corrupt() {
+        let good = encode_record(&record()).unwrap();
+        // No `f`, and a session field missing: no forward either.
+        let mut cases = vec![good[2..].to_vec(), vec![b"w".to_vec(), b"1".to_vec()]];
+        // A session's fields beside `f`: read as the session, and bad.
+        let mut with_forward = good.clone();
+        with_forward.extend([b"f".to_vec(), b"ab".to_vec(), b"s".to_vec(), b"x".to_vec()]);
+        cases.push(with_forward);
+        for case in cases {
+            assert!(
+                matches!(stored_from_flat(&case), Err(StoreError::Corrupt(_))),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replies_that_are_no_hash_are_backend_errors_not_panics() {
+        for reply in [
+            Value::Int(1),
+            Value::Okay,
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            Value::Map(vec![(Value::Nil, Value::BulkString(b"x".to_vec()))]),
+        ] {
+            assert!(
+                matches!(decode_stored(reply.clone()), Err(StoreError::Backend(_))),
+                "{reply:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `builder`: [`RedisStoreBuilder`], whose `build` checks the key prefix;
 //! - `connection`: [`RedisConnection`] (one server or a cluster, with short
 //!   timeouts) and which Redis errors mean "unavailable";
-//! - `codec`: a session record as hash fields, and script replies back;
+//! - `codec`: a session record as hash fields, and `HGETALL`, `HMGET` and
+//!   script replies back;
 //! - `scripts`: the Lua scripts, one `.lua` file each, sharing
 //!   `helpers.lua`;
 //! - `user_index`: the per-user sorted set behind logout-everywhere,
@@ -53,11 +54,11 @@ pub use self::builder::RedisStoreBuilder;
 #[cfg(fuzzing)]
 pub(crate) use self::codec::decode_record;
 use self::codec::{
-    data_field, decode_packed_record, deleted_from_reply, encode_record, META_FIELDS,
+    data_field, decode_stored, deleted_from_reply, encode_record, Stored, META_FIELDS,
 };
 pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
-use self::scripts::{CREATE, DELETE, DELETE_OWNED, LOAD, RETIRE, SAVE};
+use self::scripts::{CREATE, DELETE, DELETE_OWNED, RETIRE, SAVE, TOUCH};
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
@@ -115,14 +116,29 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// # Round trips
 ///
-/// Loading (with the rolling-expiry extension when due) and saving a patch
-/// are one Lua script each, so one round trip; both check the deadline with
-/// the layer's time and never re-create a session. Creating a session is one
-/// script, plus one for the user index when a user is logged in. Retiring
+/// **A read is one round trip; a touch adds one, at most once per touch
+/// interval per session.** [`load`] sends one `HGETALL` of the session's
+/// hash (a native command, no script) and decides in the client, with the
+/// layer's time, whether it holds a session (not a forward), whether that
+/// is live, and whether a touch is due ([`SessionRecord::touch_due`]: at
+/// least [`touch_after`] of the idle timeout has passed since `last_seen`,
+/// so with the defaults once per 3 minutes of a 30-minute idle timeout).
+/// Only then does a second call follow: a small script that sets
+/// `last_seen` and moves the TTL to the new deadline if the hash is still a
+/// session, still live and still due by its fields as they are now. So a
+/// session deleted or retired between the two calls is never written into
+/// (nor re-created), `last_seen` never moves backwards, and a lifetime a
+/// concurrent save changed is the one the TTL follows: the pair is as good
+/// as one atomic step. An expired hash is left to its TTL.
+///
+/// Saving a patch is one Lua script, so one round trip; it checks the
+/// deadline with the layer's time and never re-creates a session. Creating
+/// a session is one script, plus one for the user index when a user is
+/// logged in. Retiring
 /// is one script on the record (checked against the layer's time, never
 /// Redis time), plus a `ZREM` from the user index; deleting is the same.
-/// Every script touches one key, so Redis Cluster needs no hash tags and
-/// logout-everywhere works across slots.
+/// Every script and command touches one key, so Redis Cluster needs no hash
+/// tags and logout-everywhere works across slots.
 ///
 /// The per-user operations read the index whole (64 hex digits per
 /// session) and then visit the records in batches of 100 in flight at a
@@ -146,6 +162,8 @@ const MAX_DELETE_PASSES: usize = 16;
 /// must follow real time (the default [`SystemClock`](crate::SystemClock)).
 ///
 /// [`retire`]: SessionStore::retire
+/// [`load`]: SessionStore::load
+/// [`touch_after`]: crate::SessionLayerBuilder::touch_after
 /// [`delete_user`]: SessionStore::delete_user
 /// [`count_user`]: SessionStore::count_user
 /// [`list_user`]: SessionStore::list_user
@@ -289,16 +307,38 @@ impl SessionStore for RedisStore {
         key: &StoreKey,
         touch: Touch,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let packed: Option<Vec<u8>> = LOAD
-            .key(self.record_key(key))
-            .arg(touch.now.unix_timestamp())
-            .arg(touch.after)
-            .invoke_async(&mut self.connection())
+        // One native read of the whole hash; liveness, expiry and whether
+        // a touch is due are decided here, from the record's own fields and
+        // the layer's time, exactly as the other stores decide them.
+        let record_key = self.record_key(key);
+        let reply: redis::Value = redis::cmd("HGETALL")
+            .arg(&record_key)
+            .query_async(&mut self.connection())
             .await
             .map_err(store_error)?;
-        packed
-            .map(|packed| decode_packed_record(&packed))
-            .transpose()
+        let Stored::Session(record) = decode_stored(reply)? else {
+            // Nothing there, or a forward: no session.
+            return Ok(None);
+        };
+        if record.is_expired(touch.now) {
+            // Redis drops the hash at its TTL; a read does not spend a
+            // second round trip on it.
+            return Ok(None);
+        }
+        if record.touch_due(&touch) {
+            // The second call, at most once per touch interval: the script
+            // writes only into a session that is still live and still due
+            // by its fields as they are now, so the pair is as good as one
+            // atomic step (see "Round trips" on the type).
+            let _touched: i64 = TOUCH
+                .key(record_key)
+                .arg(touch.now.unix_timestamp())
+                .arg(touch.after)
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Some(record))
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {

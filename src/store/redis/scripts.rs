@@ -29,19 +29,21 @@ fn with_helpers(body: &str) -> Script {
 pub(super) static CREATE: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("create.lua")));
 
-/// `load.lua`. KEYS[1] = record; ARGV = now, touch fraction. Returns the
-/// record as stored (its flat field/value list, packed by Redis's built-in
-/// `cmsgpack` into one reply) or nil; drops it when expired; records the
-/// activity when due, in the same step. A forward is no session: nil. One
-/// packed reply instead of a bulk string per field spares the client a
-/// parse and an allocation per field on every read.
-pub(super) static LOAD: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("load.lua")));
+/// `touch.lua`. KEYS[1] = record; ARGV = now, touch fraction. The second
+/// call of a load, sent only when the record the load read (one `HGETALL`)
+/// was due for a touch: sets `s` to now and moves the TTL to the new
+/// deadline, but only if the hash is still a session (not deleted, not a
+/// forward), still live at now, and still due by its current fields (so a
+/// lifetime a concurrent save changed is the one the TTL follows, and `s`
+/// never moves backwards). Returns 1 when it wrote, 0 otherwise.
+pub(super) static TOUCH: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("touch.lua")));
 
 /// `save.lua`. KEYS[1] = record; ARGV = now, clear, number of removals, has
 /// lifetime, idle, absolute, persistent, touch fraction, then the removed
 /// fields, then field/value pairs to set. Update-only: returns 0 and writes
 /// nothing when the record is missing, expired or a forward. After the
-/// patch, records the activity when due, as `load` does.
+/// patch, records the activity when due, as `SessionRecord::touch_due` says.
 pub(super) static SAVE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("save.lua")));
 
 /// `retire.lua`. KEYS[1] = record; ARGV = now, successor (hex), until.
@@ -91,7 +93,7 @@ mod tests {
     fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
         let scripts: [(&str, &Script, &str); 8] = [
             ("create", &CREATE, include_str!("create.lua")),
-            ("load", &LOAD, include_str!("load.lua")),
+            ("touch", &TOUCH, include_str!("touch.lua")),
             ("save", &SAVE, include_str!("save.lua")),
             ("retire", &RETIRE, include_str!("retire.lua")),
             ("delete", &DELETE, include_str!("delete.lua")),
