@@ -371,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_spells_out_as_the_hex_it_was_read_from() {
+        let text = "00ff10ab".repeat(8);
+        assert_eq!(Key::from_hex(&text).unwrap().to_hex(), text);
+        let key = Key::generate().unwrap();
+        let again = Key::from_hex(&key.to_hex()).unwrap();
+        let id = SessionId::from_bytes([3; 16]);
+        assert_eq!(KeyRing::new(again).sign(&id), KeyRing::new(key).sign(&id));
+    }
+
+    #[test]
+    fn rejections_have_stable_names() {
+        for (rejection, name) in [
+            (CookieRejection::Malformed, "malformed"),
+            (CookieRejection::BadSignature, "bad_signature"),
+        ] {
+            assert_eq!(rejection.as_str(), name);
+            assert_eq!(rejection.to_string(), name);
+        }
+    }
+
+    #[test]
     fn a_ring_counts_its_current_and_previous_keys() {
         let ring = KeyRing::new(key(1));
         assert_eq!((ring.len(), ring.is_empty()), (1, false));
