@@ -108,3 +108,21 @@ impl Session {
             .unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_have_stable_lower_case_names_matching_their_json() {
+        for (level, name) in [
+            (FlashLevel::Info, "info"),
+            (FlashLevel::Success, "success"),
+            (FlashLevel::Warning, "warning"),
+            (FlashLevel::Error, "error"),
+        ] {
+            assert_eq!(level.as_str(), name);
+            assert_eq!(serde_json::to_value(level).unwrap(), name);
+        }
+    }
+}

@@ -144,6 +144,7 @@ macro_rules! store_tests {
             #[tokio::test]
             security_events [
                 security_events_never_show_the_session_id,
+                evictions_and_dropped_saves_are_reported_once_with_their_counts,
             ],
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             races [

@@ -1,5 +1,7 @@
 //! Security events: stable names in the logs, and never a session ID.
 
+use std::time::Duration;
+
 use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
@@ -48,4 +50,55 @@ pub(crate) async fn security_events_never_show_the_session_id<S: SessionStore + 
         assert!(!text.contains(&tag[1..]), "a cookie tag reached the logs");
     }
     assert!(!text.contains(&tampered[..22]));
+}
+
+pub(crate) async fn evictions_and_dropped_saves_are_reported_once_with_their_counts<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let (logs, _guard) = logs::capture();
+    let app = TestApp::with(store, |b| b.max_sessions_per_user(Some(2)));
+    let mut client = logged_in(&app, "alice").await;
+    client.put("/set/k", "saved").await;
+    // Logins a second apart: logins at the same moment never evict each
+    // other.
+    app.clock.advance(Duration::from_secs(1));
+    let _second = logged_in(&app, "alice").await;
+    assert!(
+        !logs.text().contains("sessions_evicted"),
+        "within the limit: {}",
+        logs.text()
+    );
+    assert!(!logs.text().contains("session_vanished"), "{}", logs.text());
+    // A third login ends the least recently active session: one.
+    app.clock.advance(Duration::from_secs(1));
+    let _third = logged_in(&app, "alice").await;
+    let evicted: Vec<&str> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("sessions_evicted"))
+        .map(|line| {
+            if line.contains("ended=1 limit=2") {
+                "one of 2"
+            } else {
+                "other"
+            }
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(evicted, ["one of 2"], "{}", logs.text());
+
+    // A write whose session a logout ended meanwhile is dropped, and said
+    // so once.
+    let mut client = logged_in(&app, "bob").await;
+    let writer = client.spawn("PUT", "/wait/set/late", "");
+    let logout = client.spawn("POST", "/wait/logout", "");
+    logout.await.unwrap();
+    writer.await.unwrap();
+    client.get("/noop").await;
+    let vanished = logs.text().matches("session_vanished").count();
+    assert_eq!(vanished, 1, "{}", logs.text());
+    assert!(logs.text().contains("when=\"save\""), "{}", logs.text());
 }
