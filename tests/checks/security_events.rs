@@ -5,7 +5,7 @@ use std::time::Duration;
 use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
-use crate::support::client::logged_in;
+use crate::support::client::{logged_in, with_handler_paused};
 use crate::support::logs;
 
 pub(crate) async fn security_events_never_show_the_session_id<S: SessionStore + Clone>(store: S) {
@@ -101,4 +101,46 @@ pub(crate) async fn evictions_and_dropped_saves_are_reported_once_with_their_cou
     let vanished = logs.text().matches("session_vanished").count();
     assert_eq!(vanished, 1, "{}", logs.text());
     assert!(logs.text().contains("when=\"save\""), "{}", logs.text());
+
+    // Logging out everywhere ends the user's sessions, this one with them:
+    // nothing vanished.
+    let mut carol = logged_in(&app, "carol").await;
+    assert_eq!(carol.post("/logout-everywhere").await.body, "1");
+    assert_eq!(logs.text().matches("session_vanished").count(), 1);
+    // Nor does a second ending in the request that already ended it.
+    let mut dave = logged_in(&app, "dave").await;
+    assert_eq!(dave.post("/logout-then-everywhere").await.body, "0");
+    assert_eq!(
+        logs.text().matches("session_vanished").count(),
+        1,
+        "{}",
+        logs.text()
+    );
+
+    // A visitor's session that another tab ended while this request held
+    // it: the logout-everywhere finds it gone, and says so.
+    let mut visitor = app.client();
+    visitor.put("/set/cart", "1").await;
+    let reply = with_handler_paused(
+        &app,
+        &visitor,
+        "POST",
+        "/wait/load-then-logout-everywhere",
+        async {
+            visitor.clone().post("/logout").await;
+        },
+    )
+    .await;
+    assert_eq!(reply.body, "0");
+    assert_eq!(
+        logs.text().matches("session_vanished").count(),
+        2,
+        "{}",
+        logs.text()
+    );
+    assert!(
+        logs.text().contains("when=\"invalidate\""),
+        "{}",
+        logs.text()
+    );
 }

@@ -136,6 +136,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/whoami", get(whoami))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
+        .route("/logout-then-everywhere", post(logout_then_everywhere))
         .route("/logout-others", post(logout_others))
         .route("/sessions", get(sessions))
         .route("/remember", post(remember))
@@ -309,6 +310,12 @@ async fn logout(session: Session) -> Result<StatusCode, SessionError> {
 }
 
 async fn logout_everywhere(session: Session) -> Result<String, SessionError> {
+    Ok(session.logout_everywhere().await?.to_string())
+}
+
+/// Logs out, then out everywhere: the second finds nothing left to end.
+async fn logout_then_everywhere(session: Session) -> Result<String, SessionError> {
+    session.invalidate().await?;
     Ok(session.logout_everywhere().await?.to_string())
 }
 
