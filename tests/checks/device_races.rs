@@ -10,7 +10,9 @@ use cloakroom::SessionStore;
 
 use super::devices::devices;
 use crate::support::app::TestApp;
-use crate::support::client::{assert_unavailable, logged_in, whoami, with_handler_paused, Client};
+use crate::support::client::{
+    assert_unavailable, logged_in, until_paused, whoami, with_handler_paused, Client,
+};
 
 /// The handle of `client`'s other session, as `owner` lists it.
 async fn other_handle(owner: &Client) -> String {
@@ -67,8 +69,8 @@ pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_agai
     // The device moves to a new ID after the owner's request checked the
     // handle and before it ends the session: the end follows the move.
     let mut pause = app.store.pause_next(StoreOp::Delete);
-    let pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
-    pause.reached().await;
+    let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+    until_paused(&mut pause, &mut pending).await;
     assert_eq!(
         device.post("/regenerate").await.status,
         StatusCode::NO_CONTENT
@@ -217,8 +219,8 @@ pub(crate) async fn a_dropped_request_ending_a_device_leaves_it_live_or_ended<
         let handle = other_handle(&owner).await;
         // The request is dropped while that store call is in flight.
         let mut pause = app.store.pause_next(step);
-        let pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
-        pause.reached().await;
+        let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+        until_paused(&mut pause, &mut pending).await;
         pending.abort();
         let _ = pending.await;
         pause.release();

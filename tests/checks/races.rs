@@ -10,7 +10,7 @@ use cloakroom::test_suite::StoreOp;
 use cloakroom::{KeyRing, SessionStore};
 
 use crate::support::app::{key, TestApp};
-use crate::support::client::{logged_in, whoami, with_handler_paused, Client};
+use crate::support::client::{logged_in, until_paused, whoami, with_handler_paused, Client};
 use crate::support::reply::Reply;
 
 /// How many requests race each other in the two-hundred-writers checks.
@@ -364,8 +364,8 @@ pub(crate) async fn logout_everywhere_between_the_new_record_and_the_retire_leav
     // The regenerate has created the new record and is about to retire the
     // old one when logout-everywhere runs.
     let mut pause = app.store.pause_next(StoreOp::Retire);
-    let pending = browser.spawn("POST", "/regenerate", "");
-    pause.reached().await;
+    let mut pending = browser.spawn("POST", "/regenerate", "");
+    until_paused(&mut pause, &mut pending).await;
     assert_eq!(
         app.sessions_of("alice").await,
         2,

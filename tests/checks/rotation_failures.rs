@@ -10,7 +10,7 @@ use cloakroom::test_suite::StoreOp;
 use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
-use crate::support::client::{logged_in, whoami};
+use crate::support::client::{logged_in, until_paused, whoami};
 
 pub(crate) async fn a_store_failure_at_each_rotation_step_leaves_exactly_the_old_session<
     S: SessionStore + Clone,
@@ -94,8 +94,8 @@ pub(crate) async fn a_failed_cleanup_leaves_the_extra_session_within_reach_of_lo
     // The regenerate has created its new record when another tab logs
     // out; deleting the new record then fails too.
     let mut pause = app.store.pause_next(StoreOp::Retire);
-    let pending = browser.spawn("POST", "/regenerate", "");
-    pause.reached().await;
+    let mut pending = browser.spawn("POST", "/regenerate", "");
+    until_paused(&mut pause, &mut pending).await;
     assert_eq!(
         other_tab.call("POST", "/logout", "").await.status,
         StatusCode::NO_CONTENT
@@ -187,8 +187,8 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
     // Dropped while the new record is being created: the browser never
     // gets the new ID, so the old session stays and the new one goes.
     let mut pause = app.store.pause_next(StoreOp::Create);
-    let pending = browser.spawn("POST", "/regenerate", "");
-    pause.reached().await;
+    let mut pending = browser.spawn("POST", "/regenerate", "");
+    until_paused(&mut pause, &mut pending).await;
     pending.abort();
     let _ = pending.await;
     let deletes = app.store.calls().delete;
@@ -200,8 +200,8 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
     // Dropped while the old record is being retired: the move completes,
     // leaving exactly the new session (which logout-everywhere reaches).
     let mut pause = app.store.pause_next(StoreOp::Retire);
-    let pending = browser.spawn("POST", "/regenerate", "");
-    pause.reached().await;
+    let mut pending = browser.spawn("POST", "/regenerate", "");
+    until_paused(&mut pause, &mut pending).await;
     pending.abort();
     let _ = pending.await;
     pause.release();

@@ -7,6 +7,7 @@ use std::future::Future;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::Router;
+use cloakroom::test_suite::Pause;
 use cloakroom::SessionStore;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
@@ -162,8 +163,19 @@ pub(crate) async fn with_handler_paused<S: SessionStore + Clone>(
     path: &str,
     between: impl Future<Output = ()>,
 ) -> Reply {
-    let pending = client.spawn(method, path, "");
-    app.barrier.wait().await;
+    let mut pending = client.spawn(method, path, "");
+    // A handler that answers before its pause (an error, say) fails the
+    // test here instead of leaving it waiting at the barrier for ever.
+    tokio::select! {
+        _ = app.barrier.wait() => {}
+        reply = &mut pending => {
+            let reply = reply.expect("request task");
+            panic!(
+                "{method} {path} answered {} before reaching its pause: {}",
+                reply.status, reply.body
+            );
+        }
+    }
     between.await;
     app.barrier.wait().await;
     pending.await.expect("request task")
@@ -188,4 +200,20 @@ pub(crate) fn assert_unavailable(reply: &Reply, what: &str) {
         reply.set_cookies().is_empty(),
         "{what}: never logged out or in by an outage"
     );
+}
+
+/// Waits until `pending` makes the store call `pause` holds. A request
+/// that answers first (it failed before that call, say) fails the test
+/// here, instead of leaving it waiting for a call that never comes.
+pub(crate) async fn until_paused(pause: &mut Pause, pending: &mut JoinHandle<Reply>) {
+    tokio::select! {
+        _ = pause.reached() => {}
+        reply = pending => {
+            let reply = reply.expect("request task");
+            panic!(
+                "the request answered {} before the paused store call: {}",
+                reply.status, reply.body
+            );
+        }
+    }
 }
