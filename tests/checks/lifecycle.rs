@@ -223,8 +223,16 @@ pub(crate) async fn listing_marks_the_current_session<S: SessionStore + Clone>(s
         [store_key_of(&laptop).as_str()],
         "this one, and only this one"
     );
+    assert_eq!(laptop.get("/sessions/count").await.body, "2");
+    let _tablet = logged_in(&app, "alice").await;
+    assert_eq!(laptop.get("/sessions/count").await.body, "3");
+    assert_eq!(
+        app.client().get("/sessions/count").await.body,
+        "0",
+        "anonymous"
+    );
     let admin_view = app.layer.admin().list_sessions("alice").await.unwrap();
-    assert_eq!(admin_view.len(), 2);
+    assert_eq!(admin_view.len(), 3);
     assert!(admin_view.iter().all(|s| !s.current));
     assert_eq!(
         app.client().get("/sessions").await.body,

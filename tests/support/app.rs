@@ -139,6 +139,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/logout-then-everywhere", post(logout_then_everywhere))
         .route("/logout-others", post(logout_others))
         .route("/sessions", get(sessions))
+        .route("/sessions/count", get(count_sessions))
         .route("/remember", post(remember))
         .route("/remember-then-login/{user}", post(remember_then_login))
         .route("/regenerate", post(regenerate))
@@ -331,6 +332,10 @@ async fn sessions(session: Session) -> Result<Json<Vec<(String, bool)>>, Session
             .map(|s| (s.key.to_hex(), s.current))
             .collect(),
     ))
+}
+
+async fn count_sessions(session: Session) -> Result<String, SessionError> {
+    Ok(session.count_sessions().await?.to_string())
 }
 
 async fn remember_then_login(
