@@ -487,3 +487,33 @@ async fn end_chain(
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SessionRecord;
+    use time::Duration;
+
+    #[test]
+    fn listings_put_the_latest_activity_first_then_the_latest_created_then_by_key() {
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let at = |secs: i64| t0 + Duration::seconds(secs);
+        let info = |byte: u8, created: i64, seen: i64| {
+            let mut record =
+                SessionRecord::new(at(created), Duration::seconds(60), Duration::seconds(600));
+            record.last_seen = at(seen);
+            record.info(StoreKey::from_bytes([byte; 32]))
+        };
+        // Oldest activity first, ties in the wrong order.
+        let mut listed = vec![
+            info(1, 0, 5),
+            info(4, 2, 9),
+            info(3, 3, 9),
+            info(2, 1, 30),
+            info(5, 3, 9),
+        ];
+        most_recent_first(&mut listed);
+        let order: Vec<u8> = listed.iter().map(|s| s.key.as_bytes()[0]).collect();
+        assert_eq!(order, [2, 3, 5, 4, 1]);
+    }
+}
