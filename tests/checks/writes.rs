@@ -243,6 +243,16 @@ pub(crate) async fn expires_at_is_the_idle_deadline_of_a_stored_session<S: Sessi
     let start = app.clock.now().unix_timestamp();
     let idle = IDLE.as_secs() as i64;
     assert_eq!(client.get("/expires").await.body, "none", "nothing stored");
+    // A new session with content expires a full idle window from now, even
+    // before it is stored.
+    let mut other = app.client();
+    assert_eq!(
+        other.put("/set-then-expires/k", "v").await.body,
+        (start + idle).to_string()
+    );
+    // So does a stored session whose data is all cleared.
+    other.post("/clear").await;
+    assert_eq!(other.get("/expires").await.body, (start + idle).to_string());
     client.put("/set/k", "v").await;
     assert_eq!(
         client.get("/expires").await.body,

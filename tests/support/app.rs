@@ -130,6 +130,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/take/{key}", post(take_key))
         .route("/raw/{key}", get(raw_key))
         .route("/expires", get(expires))
+        .route("/set-then-expires/{key}", put(set_then_expires))
         .route("/set-then-login/{user}", post(set_then_login))
         .route("/login/{user}", post(login))
         .route("/login-keeping-cart/{user}", post(login_keeping_cart))
@@ -272,6 +273,16 @@ async fn expires(session: Session) -> Result<String, SessionError> {
         Some(at) => at.unix_timestamp().to_string(),
         None => "none".to_owned(),
     })
+}
+
+/// Writes, then asks when the session expires, in one request.
+async fn set_then_expires(
+    session: Session,
+    Path(key): Path<String>,
+    body: String,
+) -> Result<String, SessionError> {
+    session.insert(&key, body).await?;
+    expires(session).await
 }
 
 /// Writes to a session the request has not read, then logs in.
