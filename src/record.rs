@@ -265,6 +265,24 @@ mod tests {
     }
 
     #[test]
+    fn info_describes_the_record_under_its_key() {
+        let key = crate::StoreKey::from_bytes([5; 32]);
+        for persistent in [false, true] {
+            let mut r = record();
+            r.touch(at(40));
+            r.persistent = persistent;
+            let info = r.info(key);
+            assert_eq!(info.key, key);
+            assert_eq!(info.created_at, at(0));
+            assert_eq!(info.last_seen, at(40));
+            assert_eq!(info.expires_at, at(140));
+            assert_eq!(info.persistent, persistent);
+            assert!(!info.current, "a store never marks a session current");
+            assert_eq!(info.device, r.device);
+        }
+    }
+
+    #[test]
     fn idle_deadline_is_reached_exactly_at_the_timeout() {
         let r = record();
         assert!(!r.is_expired(at(99)));
