@@ -427,6 +427,13 @@ mod tests {
         for _ in 0..MAX_VALUE_DEPTH {
             shallow = Value::Array(vec![shallow]);
         }
+        let nest_objects = |levels: usize| {
+            let mut value = Value::from(1);
+            for _ in 0..levels {
+                value = serde_json::json!({ "a": value });
+            }
+            value
+        };
         let tests = [
             Test {
                 name: "plain",
@@ -474,6 +481,18 @@ mod tests {
                 name: "65 levels",
                 key: "k",
                 value: deep,
+                ok: false,
+            },
+            Test {
+                name: "64 levels of objects",
+                key: "k",
+                value: nest_objects(MAX_VALUE_DEPTH),
+                ok: true,
+            },
+            Test {
+                name: "65 levels of objects",
+                key: "k",
+                value: nest_objects(MAX_VALUE_DEPTH + 1),
                 ok: false,
             },
         ];

@@ -106,6 +106,14 @@ pub(crate) async fn a_blind_write_is_one_save_and_no_load<S: SessionStore + Clon
     );
     assert_eq!(client.get("/keys").await.body, r#"["a","b"]"#);
     app.store.reset();
+    client.put("/set-two/c/d", "3").await;
+    assert_eq!(
+        (app.calls().save, app.calls().total()),
+        (1, 1),
+        "two writes without a read are still one save"
+    );
+    assert_eq!(client.get("/keys").await.body, r#"["a","b","c","d"]"#);
+    app.store.reset();
     assert_eq!(client.post("/incr/n").await.body, "1");
     assert_eq!(client.post("/incr/n").await.body, "2");
     assert_eq!(

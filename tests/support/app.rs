@@ -121,6 +121,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/noop", get(|| async { "ok" }))
         .route("/get/{key}", get(get_key))
         .route("/set/{key}", put(set_key).delete(remove_key))
+        .route("/set-two/{a}/{b}", put(set_two))
         .route("/keys", get(keys))
         .route("/ensure/{key}", put(ensure_key))
         .route("/incr/{key}", post(incr_key))
@@ -187,6 +188,17 @@ async fn set_key(
     body: String,
 ) -> Result<StatusCode, SessionError> {
     session.insert(&key, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Two writes in one request, both blind when the session is unread.
+async fn set_two(
+    session: Session,
+    Path((a, b)): Path<(String, String)>,
+    body: String,
+) -> Result<StatusCode, SessionError> {
+    session.insert(&a, body.clone()).await?;
+    session.insert(&b, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
