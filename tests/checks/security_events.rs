@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use cloakroom::SessionStore;
 
+use super::store_key_of;
 use crate::support::app::TestApp;
 use crate::support::client::{logged_in, with_handler_paused};
 use crate::support::logs;
@@ -27,6 +28,13 @@ pub(crate) async fn security_events_never_show_the_session_id<S: SessionStore + 
         .await;
     client.post("/regenerate").await;
     let third = client.cookie.clone().unwrap();
+    // The handle's Debug names the stored session by its short store key,
+    // never by its ID.
+    let shown = client.get("/debug").await.body;
+    let short = &store_key_of(&client)[..8];
+    assert!(shown.contains(&format!("stored {short}")), "{shown}");
+    assert!(!shown.contains(&third[..22]), "{shown}");
+
     let _other = logged_in(&app, "alice").await;
     client.post("/logout-everywhere").await;
     let mut again = logged_in(&app, "alice").await;

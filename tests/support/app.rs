@@ -123,6 +123,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/set/{key}", put(set_key).delete(remove_key))
         .route("/set-two/{a}/{b}", put(set_two))
         .route("/keys", get(keys))
+        .route("/debug", get(debug_session))
         .route("/ensure/{key}", put(ensure_key))
         .route("/incr/{key}", post(incr_key))
         .route("/write-then-read/{key}", put(write_then_read))
@@ -240,6 +241,12 @@ async fn remove_key(session: Session, Path(key): Path<String>) -> Result<StatusC
     } else {
         StatusCode::NOT_FOUND
     })
+}
+
+/// The handle's `Debug` text, once the session is loaded.
+async fn debug_session(session: Session) -> Result<String, SessionError> {
+    session.keys().await?;
+    Ok(format!("{session:?}"))
 }
 
 async fn keys(session: Session) -> Result<Json<Vec<String>>, SessionError> {
