@@ -81,9 +81,14 @@ pub enum ConfigError {
     InvalidTableName(String),
     /// A sweep batch size of zero, which could never delete a row.
     ZeroSweepBatchSize,
-    /// A [`MemoryStore`](crate::MemoryStore) capacity of zero, which could
-    /// hold no session.
+    /// A [`MemoryStore`](crate::MemoryStore) or local cache capacity of
+    /// zero, which could hold no session.
     ZeroCapacity,
+    /// A [`RedisStore`](crate::RedisStore) with a local cache was built on
+    /// a connection made from one the application already had: the cache
+    /// needs the server URLs for its invalidation channel, so open the
+    /// connection with `RedisConnection::connect` or `connect_cluster`.
+    LocalCacheWithoutUrls,
     /// A trusted proxy given to [`ClientIp`](crate::ClientIp) is neither an
     /// IP address nor a CIDR network.
     InvalidTrustedProxy(String),
@@ -160,7 +165,11 @@ impl fmt::Display for ConfigError {
                  and _, not starting with a digit (nor, for SQLite, with sqlite_)"
             ),
             Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
-            Self::ZeroCapacity => f.write_str("a MemoryStore capacity must be at least 1"),
+            Self::ZeroCapacity => f.write_str("a store or cache capacity must be at least 1"),
+            Self::LocalCacheWithoutUrls => f.write_str(
+                "a RedisStore local cache needs the server URLs for its invalidation channel: \
+                 open the connection with RedisConnection::connect or connect_cluster",
+            ),
             Self::InvalidKeyPrefix => {
                 f.write_str("the key prefix is too long or contains '{' or '}'")
             }

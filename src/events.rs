@@ -330,6 +330,41 @@ pub(crate) fn store_index_stale(error: &StoreError) {
     );
 }
 
+/// A cached `RedisStore` subscribed to its invalidation channel: its local
+/// cache starts serving (from empty).
+#[cfg(feature = "redis")]
+pub(crate) fn cache_subscribed() {
+    tracing::debug!(
+        target: "cloakroom",
+        event = "cache_subscribed",
+        "RedisStore local cache: subscribed to the invalidation channel"
+    );
+}
+
+/// A cached `RedisStore` lost its invalidation channel (the connection
+/// ended, or a ping went unanswered): its cache is flushed and serves
+/// nothing until it has subscribed again.
+#[cfg(feature = "redis")]
+pub(crate) fn cache_subscription_lost() {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "cache_subscription_lost",
+        "RedisStore local cache: lost the invalidation channel; flushed, reads go to Redis until it is back"
+    );
+}
+
+/// A cached `RedisStore` could not subscribe to its invalidation channel;
+/// it tries again shortly, reading from Redis meanwhile.
+#[cfg(feature = "redis")]
+pub(crate) fn cache_subscribe_failed(error: &redis::RedisError) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "cache_subscribe_failed",
+        error = %error,
+        "RedisStore local cache: could not subscribe to the invalidation channel; retrying"
+    );
+}
+
 /// A `Secure` session cookie was set in answer to a request that showed no
 /// sign of https: a browser on plain http drops it. Given once per layer.
 pub(crate) fn secure_cookie_over_plain_http() {

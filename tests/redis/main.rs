@@ -1,7 +1,8 @@
 //! Everything that runs on real Redis: the store-generic suite
 //! (conformance and end-to-end checks) on a standalone server and on a
-//! 3-master Redis Cluster, what is particular to `RedisStore` (outages,
-//! round trips, key layout), and the demo binary on both.
+//! 3-master Redis Cluster, each with and without a local cache, what is
+//! particular to `RedisStore` (outages, round trips, key layout, the cache
+//! shared by two instances), and the demo binary on both.
 //!
 //! On `support::harness`: without Redis, these tests are reported ignored.
 
@@ -23,6 +24,7 @@ mod support {
 #[path = "../checks/mod.rs"]
 mod checks;
 
+mod cache;
 #[cfg(all(feature = "memory", feature = "csrf"))]
 mod demo;
 mod server;
@@ -53,6 +55,9 @@ static REDIS_CLUSTER: Backend = Backend {
 fn main() -> ExitCode {
     let mut tests = standalone::tests();
     tests.extend(cluster::tests());
+    tests.extend(cached::tests());
+    tests.extend(cached_cluster::tests());
+    tests.extend(cache::tests());
     tests.extend(server::tests());
     #[cfg(all(feature = "memory", feature = "csrf"))]
     tests.extend(demo::tests());
@@ -72,5 +77,18 @@ mod cluster {
     crate::checks::store_tests!(
         needs &crate::REDIS_CLUSTER;
         crate::support::redis::cluster_store().await
+    );
+}
+
+/// The suite on a standalone server through a store with a local cache.
+mod cached {
+    crate::checks::store_tests!(needs &crate::REDIS; crate::support::redis::cached_store().await);
+}
+
+/// The suite on a Redis Cluster through a store with a local cache.
+mod cached_cluster {
+    crate::checks::store_tests!(
+        needs &crate::REDIS_CLUSTER;
+        crate::support::redis::cached_cluster_store().await
     );
 }

@@ -150,16 +150,45 @@ fn shared_url() -> Option<String> {
 
 /// A store on the shared standalone server, with its own key prefix.
 pub(crate) async fn store() -> Option<RedisStore> {
+    Some(standalone(&shared_url()?, &prefix(), None).await)
+}
+
+/// How many sessions the tests' cached stores keep.
+pub(crate) const CACHE_CAPACITY: usize = 10_000;
+
+/// [`store`], with a local cache.
+pub(crate) async fn cached_store() -> Option<RedisStore> {
+    Some(standalone(&shared_url()?, &prefix(), Some(CACHE_CAPACITY)).await)
+}
+
+/// Two cached stores on the shared standalone server, each on connections
+/// of its own, with the same key prefix: two instances of one app.
+pub(crate) async fn cached_pair() -> Option<(RedisStore, RedisStore)> {
     let url = shared_url()?;
-    let connection = RedisConnection::connect(&url)
+    let prefix = prefix();
+    Some((
+        standalone(&url, &prefix, Some(CACHE_CAPACITY)).await,
+        standalone(&url, &prefix, Some(CACHE_CAPACITY)).await,
+    ))
+}
+
+/// A store on the server at `url`, under `prefix`, with a local cache of
+/// `cache` sessions if given.
+pub(crate) async fn standalone(url: &str, prefix: &str, cache: Option<usize>) -> RedisStore {
+    let connection = RedisConnection::connect(url)
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    Some(
-        RedisStore::builder()
-            .key_prefix(prefix())
-            .build(connection)
-            .unwrap(),
-    )
+    build(connection, prefix, cache)
+}
+
+fn build(connection: RedisConnection, prefix: &str, cache: Option<usize>) -> RedisStore {
+    let builder = RedisStore::builder().key_prefix(prefix);
+    match cache {
+        Some(capacity) => builder.local_cache(capacity),
+        None => builder,
+    }
+    .build(connection)
+    .unwrap()
 }
 
 /// The node URLs of the Redis Cluster shared by this test binary.
@@ -242,16 +271,29 @@ fn create_cluster(cli: &Path, nodes: &[RedisServer]) {
 
 /// A store on the shared Redis Cluster, with its own key prefix.
 pub(crate) async fn cluster_store() -> Option<RedisStore> {
+    Some(on_cluster(&cluster_urls()?, &prefix(), None).await)
+}
+
+/// [`cluster_store`], with a local cache.
+pub(crate) async fn cached_cluster_store() -> Option<RedisStore> {
+    Some(on_cluster(&cluster_urls()?, &prefix(), Some(CACHE_CAPACITY)).await)
+}
+
+/// [`cached_pair`] on the shared Redis Cluster.
+pub(crate) async fn cached_cluster_pair() -> Option<(RedisStore, RedisStore)> {
     let urls = cluster_urls()?;
-    let connection = RedisConnection::connect_cluster(&urls)
+    let prefix = prefix();
+    Some((
+        on_cluster(&urls, &prefix, Some(CACHE_CAPACITY)).await,
+        on_cluster(&urls, &prefix, Some(CACHE_CAPACITY)).await,
+    ))
+}
+
+async fn on_cluster(urls: &[String], prefix: &str, cache: Option<usize>) -> RedisStore {
+    let connection = RedisConnection::connect_cluster(urls)
         .await
         .unwrap_or_else(|e| panic!("connect to cluster {urls:?}: {e}"));
-    Some(
-        RedisStore::builder()
-            .key_prefix(prefix())
-            .build(connection)
-            .unwrap(),
-    )
+    build(connection, prefix, cache)
 }
 
 /// A recording proxy in front of a Redis server, so a test can see exactly

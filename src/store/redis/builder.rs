@@ -1,15 +1,17 @@
 //! [`RedisStoreBuilder`]: a [`RedisStore`]'s settings, checked by `build`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{RedisConnection, RedisStore, DEFAULT_PREFIX};
+use super::cache::LocalCache;
+use super::{Cached, RedisConnection, RedisStore, DEFAULT_PREFIX};
 use crate::error::ConfigError;
 
 /// Longest key prefix, in bytes.
 const MAX_PREFIX_LEN: usize = 128;
 
-/// Configures a [`RedisStore`]: for now, the prefix of its keys. Settings
-/// are checked by [`build`](Self::build).
+/// Configures a [`RedisStore`]: the prefix of its keys, and whether it keeps
+/// a local cache. Settings are checked by [`build`](Self::build).
 ///
 /// ```no_run
 /// use cloakroom::{RedisConnection, RedisStore};
@@ -26,12 +28,20 @@ const MAX_PREFIX_LEN: usize = 128;
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct RedisStoreBuilder {
     prefix: String,
+    cache_capacity: Option<usize>,
+    cache_max_age: Duration,
 }
+
+/// How long a cached session is served at most without a fresh read, unless
+/// [`RedisStoreBuilder::local_cache_max_age`] says otherwise.
+const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl RedisStoreBuilder {
     pub(super) fn new() -> Self {
         Self {
             prefix: DEFAULT_PREFIX.to_owned(),
+            cache_capacity: None,
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
         }
     }
 
@@ -45,6 +55,55 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps up to `capacity` sessions read recently in this process, and
+    /// serves reads of them with no round trip to Redis. Off by default.
+    ///
+    /// Every write by any [`RedisStore`] on the same Redis and key prefix
+    /// (any instance, cached or not) publishes the session's store key on
+    /// the channel `<prefix>changed`; a cached store subscribes to it on a
+    /// connection of its own and evicts what it hears. The cache serves
+    /// only while that subscription is confirmed: it starts empty, and when
+    /// the subscription's connection drops or a ping on it (every 0.5 s) is
+    /// not answered within 0.5 s, it is flushed and every read goes to Redis
+    /// until the store has subscribed again. A read also goes to Redis when
+    /// the session is due for a touch, so rolling expiry still reaches
+    /// Redis at most once per touch interval; and a store evicts a session
+    /// from its own cache after each of its own writes to it.
+    ///
+    /// A full cache drops one of its entries (about at random) to make
+    /// room. Each entry holds the session's record: about 500 bytes for a
+    /// session with a few small values, more for larger data.
+    ///
+    /// Needs a connection opened by [`RedisConnection::connect`] or
+    /// [`RedisConnection::connect_cluster`] (for the URLs to subscribe
+    /// through), and a tokio runtime.
+    ///
+    /// # Security
+    ///
+    /// A session ended by a write that does not go through a
+    /// [`RedisStore`] (a `DEL` typed into `redis-cli`, a key evicted by
+    /// Redis' `maxmemory` policy) announces nothing: another instance may
+    /// serve it from its cache for up to
+    /// [`local_cache_max_age`](Self::local_cache_max_age). Sessions ended
+    /// through this crate (logout, logout-everywhere, [`SessionAdmin`],
+    /// expiry) are covered; see the README's security model for the exact
+    /// window.
+    ///
+    /// [`SessionAdmin`]: crate::SessionAdmin
+    pub fn local_cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = Some(capacity);
+        self
+    }
+
+    /// How long a cached session may be served before it is read from
+    /// Redis again, whatever the invalidation channel said: a safety net
+    /// for changes that announce nothing. 60 seconds by default; a shorter
+    /// age costs more reads.
+    pub fn local_cache_max_age(mut self, max_age: Duration) -> Self {
+        self.cache_max_age = max_age;
+        self
+    }
+
     /// The store, on `connection`: a [`RedisConnection`], or a
     /// [`ConnectionManager`](redis::aio::ConnectionManager) or
     /// [`ClusterConnection`](redis::cluster_async::ClusterConnection) the
@@ -53,15 +112,39 @@ impl RedisStoreBuilder {
     /// # Errors
     ///
     /// [`ConfigError::InvalidKeyPrefix`] when the prefix is longer than 128
-    /// bytes or contains `{` or `}`.
+    /// bytes or contains `{` or `}`; with a local cache,
+    /// [`ConfigError::ZeroCapacity`] for a capacity of 0 and
+    /// [`ConfigError::LocalCacheWithoutUrls`] for a connection that was
+    /// not opened by [`RedisConnection::connect`] or
+    /// [`RedisConnection::connect_cluster`].
     pub fn build(self, connection: impl Into<RedisConnection>) -> Result<RedisStore, ConfigError> {
         if !valid_prefix(&self.prefix) {
             return Err(ConfigError::InvalidKeyPrefix);
         }
-        Ok(RedisStore {
-            connection: connection.into(),
+        let connection = connection.into();
+        let cache = match self.cache_capacity {
+            None => None,
+            Some(0) => return Err(ConfigError::ZeroCapacity),
+            Some(_) if connection.urls().is_empty() => {
+                return Err(ConfigError::LocalCacheWithoutUrls)
+            }
+            Some(capacity) => Some(Arc::new(Cached {
+                cache: Arc::new(LocalCache::new(capacity, self.cache_max_age)),
+                urls: Arc::clone(connection.urls()),
+                channel: format!("{}changed", self.prefix),
+            })),
+        };
+        let store = RedisStore {
+            connection,
             prefix: Arc::from(self.prefix),
-        })
+            cache,
+        };
+        // Subscribe now if there is a runtime to do it on; otherwise the
+        // first load does.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.start_subscriber();
+        }
+        Ok(store)
     }
 }
 

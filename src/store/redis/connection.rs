@@ -2,6 +2,7 @@
 //! their errors mean "unavailable".
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -28,7 +29,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`RedisStoreBuilder::build`](super::RedisStoreBuilder::build). Clones
 /// share the underlying connection.
 #[derive(Clone)]
-pub struct RedisConnection(Connection);
+pub struct RedisConnection {
+    connection: Connection,
+    /// The URLs it was opened with, for a local cache's own subscription;
+    /// empty when made from a connection the application already had.
+    urls: Arc<[String]>,
+}
 
 /// What a [`RedisConnection`] holds; private, so that the public type
 /// promises nothing about its variants or about being a redis-crate
@@ -58,7 +64,10 @@ impl RedisConnection {
         let manager = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(store_error)?;
-        Ok(Self::from(manager))
+        Ok(Self {
+            connection: Connection::Standalone(manager),
+            urls: Arc::from([url.to_owned()]),
+        })
     }
 
     /// Connects to a Redis Cluster given one or more of its nodes, with the
@@ -74,25 +83,33 @@ impl RedisConnection {
         U: AsRef<str>,
     {
         let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
-        let client = redis::cluster::ClusterClientBuilder::new(urls)
+        let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             .retries(2)
             .build()
             .map_err(StoreError::backend)?;
         let connection = client.get_async_connection().await.map_err(store_error)?;
-        Ok(Self::from(connection))
+        Ok(Self {
+            connection: Connection::Cluster(connection),
+            urls: Arc::from(urls),
+        })
     }
 
     /// A handle to run commands and scripts on (a clone sharing the
     /// connection).
     pub(super) fn handle(&self) -> Connection {
-        self.0.clone()
+        self.connection.clone()
+    }
+
+    /// The URLs it was opened with (none when made with [`From`]).
+    pub(super) fn urls(&self) -> &Arc<[String]> {
+        &self.urls
     }
 
     /// `"standalone"` or `"cluster"`, for `Debug`.
     pub(super) fn mode(&self) -> &'static str {
-        match self.0 {
+        match self.connection {
             Connection::Standalone(_) => "standalone",
             Connection::Cluster(_) => "cluster",
         }
@@ -103,7 +120,10 @@ impl From<ConnectionManager> for RedisConnection {
     /// One Redis server, through a connection manager the application
     /// already has (with its own timeouts and retries).
     fn from(manager: ConnectionManager) -> Self {
-        Self(Connection::Standalone(manager))
+        Self {
+            connection: Connection::Standalone(manager),
+            urls: Arc::from([]),
+        }
     }
 }
 
@@ -111,7 +131,10 @@ impl From<ClusterConnection> for RedisConnection {
     /// A Redis Cluster, through a cluster connection the application
     /// already has.
     fn from(connection: ClusterConnection) -> Self {
-        Self(Connection::Cluster(connection))
+        Self {
+            connection: Connection::Cluster(connection),
+            urls: Arc::from([]),
+        }
     }
 }
 

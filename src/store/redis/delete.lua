@@ -8,6 +8,7 @@ end
 if redis.call('DEL', key) == 0 then
   return {0, false, false}
 end
+changed(key)
 local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
 if s and i and a then
   if deadline(s, i, a) > now then

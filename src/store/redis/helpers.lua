@@ -14,3 +14,7 @@ end
 local function deadline(s, i, a)
   return math.min(s + i, a)
 end
+local function changed(key)
+  local n = #key
+  redis.call('PUBLISH', string.sub(key, 1, n - 66) .. 'changed', string.sub(key, n - 63))
+end

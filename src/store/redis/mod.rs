@@ -6,6 +6,8 @@
 //! - `builder`: [`RedisStoreBuilder`], whose `build` checks the key prefix;
 //! - `connection`: [`RedisConnection`] (one server or a cluster, with short
 //!   timeouts) and which Redis errors mean "unavailable";
+//! - `cache`: the optional local cache, and the subscriber that keeps it
+//!   true;
 //! - `codec`: a session record as hash fields, and `HGETALL`, `HMGET` and
 //!   script replies back;
 //! - `scripts`: the Lua scripts, one `.lua` file each, sharing
@@ -38,6 +40,7 @@
 //! ```
 
 mod builder;
+mod cache;
 mod codec;
 mod connection;
 mod scripts;
@@ -51,6 +54,7 @@ use redis::cluster_async::ClusterConnection;
 use time::OffsetDateTime;
 
 pub use self::builder::RedisStoreBuilder;
+use self::cache::{LocalCache, Subscription};
 #[cfg(fuzzing)]
 pub(crate) use self::codec::decode_record;
 use self::codec::{
@@ -171,6 +175,32 @@ const MAX_DELETE_PASSES: usize = 16;
 pub struct RedisStore {
     connection: RedisConnection,
     prefix: Arc<str>,
+    cache: Option<Arc<Cached>>,
+}
+
+/// A store's local cache, and where its subscriber listens.
+struct Cached {
+    cache: Arc<LocalCache>,
+    urls: Arc<[String]>,
+    channel: String,
+}
+
+/// Evicts sessions from the local cache when dropped: after a write to
+/// them, whether it succeeded, failed or was cancelled half-way (the write
+/// may have reached Redis all the same).
+struct EvictAfter<'a> {
+    cache: Option<&'a LocalCache>,
+    keys: Vec<StoreKey>,
+}
+
+impl Drop for EvictAfter<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache {
+            for key in &self.keys {
+                cache.evict(key);
+            }
+        }
+    }
 }
 
 impl RedisStore {
@@ -190,6 +220,44 @@ impl RedisStore {
         Self {
             connection,
             prefix: Arc::from(DEFAULT_PREFIX),
+            cache: None,
+        }
+    }
+
+    /// The number of sessions in the local cache, or `None` for a store
+    /// without one (see [`RedisStoreBuilder::local_cache`]). For metrics
+    /// and tests.
+    pub fn cached_sessions(&self) -> Option<usize> {
+        self.cache.as_ref().map(|c| c.cache.len())
+    }
+
+    /// Spawns the local cache's subscriber, once per cache, on the current
+    /// tokio runtime. It holds the cache weakly and ends after the last
+    /// clone of the store is dropped.
+    fn start_subscriber(&self) {
+        let Some(cached) = &self.cache else { return };
+        if cached.cache.claim_subscriber() {
+            tokio::spawn(cache::subscribe(
+                Arc::downgrade(&cached.cache),
+                Subscription {
+                    urls: Arc::clone(&cached.urls),
+                    channel: cached.channel.clone(),
+                },
+            ));
+        }
+    }
+
+    fn local_cache(&self) -> Option<&LocalCache> {
+        self.cache.as_deref().map(|c| &*c.cache)
+    }
+
+    /// A guard that evicts `key` from the local cache when the write it
+    /// covers is over.
+    fn evict_after(&self, key: &StoreKey) -> EvictAfter<'_> {
+        let cache = self.local_cache();
+        EvictAfter {
+            cache,
+            keys: cache.map(|_| vec![*key]).unwrap_or_default(),
         }
     }
 
@@ -261,6 +329,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("mode", &self.connection.mode())
             .field("prefix", &self.prefix)
+            .field("local_cache", &self.cache.is_some())
             .finish()
     }
 }
@@ -272,6 +341,7 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let _evict = self.evict_after(key);
         let mut invocation = CREATE.key(self.record_key(key));
         invocation
             .arg(now.unix_timestamp())
@@ -307,6 +377,18 @@ impl SessionStore for RedisStore {
         key: &StoreKey,
         touch: Touch,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        let ticket = match self.local_cache() {
+            Some(cache) => {
+                if let Some(record) = cache.get(key, &touch) {
+                    return Ok(Some(record));
+                }
+                self.start_subscriber();
+                // Taken before the read: what the read returns is kept only
+                // if no invalidation of this session came in meanwhile.
+                Some(cache.ticket(key))
+            }
+            None => None,
+        };
         // One native read of the whole hash; liveness, expiry and whether
         // a touch is due are decided here, from the record's own fields and
         // the layer's time, exactly as the other stores decide them.
@@ -337,11 +419,16 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut self.connection())
                 .await
                 .map_err(store_error)?;
+            // The touch moved `last_seen` (and announced it), so this copy
+            // is already behind: the next read fetches the new one.
+        } else if let (Some(cache), Some(ticket)) = (self.local_cache(), ticket) {
+            cache.keep(ticket, key, record.clone());
         }
         Ok(Some(record))
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
+        let _evict = self.evict_after(key);
         let now = touch.now;
         let record_key = self.record_key(key);
         if let Some(lifetime) = &patch.lifetime {
@@ -399,6 +486,7 @@ impl SessionStore for RedisStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let _evict = self.evict_after(key);
         let (retired, user): (i64, Option<String>) = RETIRE
             .key(self.record_key(key))
             .arg(now.unix_timestamp())
@@ -422,6 +510,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
+        let _evict = self.evict_after(key);
         // One script deletes what the key holds (but a live forward) and
         // names the record's user; the index entry (another slot in a
         // cluster) goes in a second call. Left behind, it would only be pruned at its absolute
@@ -455,6 +544,13 @@ impl SessionStore for RedisStore {
                 return Ok(deleted);
             }
             for batch in members.chunks(BATCH) {
+                let _evict = EvictAfter {
+                    cache: self.local_cache(),
+                    keys: match self.local_cache() {
+                        Some(_) => batch.iter().filter_map(|m| m.parse().ok()).collect(),
+                        None => Vec::new(),
+                    },
+                };
                 // Records live in different cluster slots: one script per
                 // record, a batch in flight at a time.
                 let deletions = batch.iter().map(|member| {

@@ -29,4 +29,5 @@ end
 if moved then
   redis.call('EXPIREAT', key, deadline(s, i, a))
 end
+changed(key)
 return 1

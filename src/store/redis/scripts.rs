@@ -4,17 +4,23 @@
 //! Each script touches exactly one key (`KEYS[1]`), so Redis Cluster needs
 //! no hash tags. Times are Unix seconds from the layer's clock, passed in
 //! `ARGV`; no script reads Redis time. The scripts that need the shared
-//! helpers of `helpers.lua` (`batched`, `deadline`) get it put in front of
-//! their own text when they are first used; the others are their file
-//! alone.
+//! helpers of `helpers.lua` (`batched`, `deadline`, `changed`) get it put
+//! in front of their own text when they are first used; the others are
+//! their file alone.
+//!
+//! Every script that changes or ends a session calls `changed`, which
+//! publishes the session's store key (hex) on `<prefix>changed`: that is
+//! how a [`RedisStore`](super::RedisStore) with a local cache, on any
+//! instance, learns to evict it.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
 /// Shared Lua helpers: write field/value pairs or delete fields in batches,
-/// so that large records never exceed Lua's argument limits, and compute a
-/// session's deadline (the earlier of the idle and absolute deadlines).
+/// so that large records never exceed Lua's argument limits; compute a
+/// session's deadline (the earlier of the idle and absolute deadlines); and
+/// announce a change to a session on the invalidation channel.
 const HELPERS: &str = include_str!("helpers.lua");
 
 /// A script made of the shared helpers followed by `body`.
@@ -68,7 +74,7 @@ pub(super) static DELETE: LazyLock<Script> =
 /// record only if it belongs to that user (an index entry may outlive its
 /// record, and a forward belongs to nobody).
 pub(super) static DELETE_OWNED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("delete_owned.lua")));
+    LazyLock::new(|| with_helpers(include_str!("delete_owned.lua")));
 
 /// `index_add.lua`. KEYS[1] = user index; ARGV = now, member, its absolute
 /// deadline. Prunes the members whose absolute deadline has passed, adds
@@ -106,7 +112,9 @@ mod tests {
             ("index_live", &INDEX_LIVE, include_str!("index_live.lua")),
         ];
         for (name, script, body) in scripts {
-            let calls_helper = body.contains("batched(") || body.contains("deadline(");
+            let calls_helper = ["batched(", "deadline(", "changed("]
+                .iter()
+                .any(|helper| body.contains(helper));
             let expected = if calls_helper {
                 [HELPERS, body].concat()
             } else {
@@ -128,5 +136,25 @@ mod tests {
         }
         assert!(HELPERS.contains("local function batched("));
         assert!(HELPERS.contains("local function deadline("));
+        assert!(HELPERS.contains("local function changed("));
+    }
+
+    /// A cached store on another instance learns of a change only from
+    /// `changed`: every script that writes into or ends a session must
+    /// call it.
+    #[test]
+    fn every_script_that_changes_a_session_announces_it() {
+        for (name, body) in [
+            ("touch", include_str!("touch.lua")),
+            ("save", include_str!("save.lua")),
+            ("retire", include_str!("retire.lua")),
+            ("delete", include_str!("delete.lua")),
+            ("delete_owned", include_str!("delete_owned.lua")),
+        ] {
+            assert!(
+                body.contains("changed(key)") || body.contains("changed(KEYS[1])"),
+                "{name}.lua"
+            );
+        }
     }
 }

@@ -1,0 +1,439 @@
+//! The local cache of `RedisStore`, shared by two instances of one app
+//! (two layers, two stores, each with its own connections and cache) on
+//! one Redis and on a Redis Cluster: what one instance changes or ends,
+//! the other stops serving, also across a dropped subscription and a
+//! Redis restart.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use cloakroom::{KeyRing, RedisStore, StoreKey};
+
+use crate::support::app::{key, TestApp};
+use crate::support::client::{logged_in, Client};
+use crate::support::harness::{tests, Test};
+use crate::support::redis::{cached_cluster_pair, cached_pair, cluster_urls, standalone};
+use crate::support::redis_server::RedisServer;
+
+/// This module's tests, for `support::harness::main`.
+pub(crate) fn tests() -> Vec<Test> {
+    tests!(
+        Some(&crate::REDIS) => [
+            changes_on_one_instance_reach_the_others_cache,
+            a_dropped_subscription_flushes_the_cache_before_a_revocation_is_missed,
+        ],
+        Some(&crate::REDIS_CLUSTER) => [
+            changes_on_one_instance_reach_the_others_cache_on_a_cluster,
+            a_dropped_subscription_flushes_the_cache_on_a_cluster,
+        ],
+        Some(&crate::REDIS_SERVER) => [
+            a_cached_read_sends_nothing_to_redis_and_own_writes_are_read_back,
+            a_redis_restart_flushes_the_cache_so_a_later_revocation_holds,
+            a_silent_subscription_stops_the_cache_serving,
+            the_builder_refuses_a_cache_it_could_not_keep_true,
+        ],
+    )
+}
+
+/// How long the other instance may take to hear of a change: the channel
+/// delivers in well under a millisecond on loopback; this is only the
+/// point at which the test gives up.
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// Two instances of the test app, one per store.
+fn instances((a, b): (RedisStore, RedisStore)) -> Instances {
+    Instances {
+        a: TestApp::new(a.clone()),
+        b: TestApp::new(b.clone()),
+        b_store: b,
+    }
+}
+
+struct Instances {
+    a: TestApp<RedisStore>,
+    b: TestApp<RedisStore>,
+    /// B's store, to look at its cache.
+    b_store: RedisStore,
+}
+
+impl Instances {
+    /// The same browser, talking to instance B.
+    fn on_b(&self, client: &Client) -> Client {
+        let mut on_b = client.clone();
+        on_b.router = self.b.router.clone();
+        on_b
+    }
+
+    /// Reads `path` through B until B's cache holds one session (the
+    /// tests end every other before), so that what the test checks next is
+    /// the cache's answer, not a fresh read.
+    async fn until_cached_on_b(&self, client: &Client, path: &str) {
+        let on_b = self.on_b(client);
+        let start = Instant::now();
+        loop {
+            assert!(served(&on_b, path).await, "{path} is served on B");
+            if self.b_store.cached_sessions() == Some(1) {
+                return;
+            }
+            assert!(
+                start.elapsed() < WITHIN,
+                "B never cached the session (subscription not confirmed?)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Whether `GET path` answers `200` (a `401` or `404` is no); a `503` is
+/// retried for a while (the store may be reconnecting).
+async fn served(client: &Client, path: &str) -> bool {
+    let start = Instant::now();
+    loop {
+        let reply = client.call("GET", path, "").await;
+        match reply.status {
+            StatusCode::OK => return true,
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => return false,
+            StatusCode::SERVICE_UNAVAILABLE if start.elapsed() < WITHIN => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("{path}: unexpected status {other}: {}", reply.body),
+        }
+    }
+}
+
+/// Waits until B stops serving `path` to the client, then checks that it
+/// keeps refusing.
+async fn refused_from_now_on(on_b: &Client, path: &str, what: &str) {
+    let start = Instant::now();
+    while served(on_b, path).await {
+        assert!(
+            start.elapsed() < WITHIN,
+            "{what}: B still serves {path} after {WITHIN:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..20 {
+        assert!(!served(on_b, path).await, "{what}: B served {path} again");
+    }
+}
+
+fn store_key(client: &Client) -> StoreKey {
+    KeyRing::new(key(1))
+        .verify(client.cookie.as_deref().expect("a session cookie"))
+        .expect("signed by the test key")
+        .store_key()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn changes_on_one_instance_reach_the_others_cache() {
+    let Some(pair) = cached_pair().await else {
+        return;
+    };
+    changes_reach_the_other_instance(instances(pair)).await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn changes_on_one_instance_reach_the_others_cache_on_a_cluster() {
+    let Some(pair) = cached_cluster_pair().await else {
+        return;
+    };
+    changes_reach_the_other_instance(instances(pair)).await;
+}
+
+async fn changes_reach_the_other_instance(apps: Instances) {
+    // A data write on A.
+    let mut alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+    let alice_on_b = apps.on_b(&alice);
+    assert_eq!(
+        alice.put("/set/note", "one").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let start = Instant::now();
+    loop {
+        let reply = alice_on_b.call("GET", "/get/note", "").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.body, "one");
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+        assert!(start.elapsed() < WITHIN, "B never saw A's write");
+        tokio::task::yield_now().await;
+    }
+
+    // A logout on A.
+    apps.until_cached_on_b(&alice, "/whoami").await;
+    assert_eq!(alice.post("/logout").await.status, StatusCode::NO_CONTENT);
+    refused_from_now_on(&alice_on_b, "/whoami", "logout").await;
+
+    // A logout-everywhere on A, from another of alice's sessions.
+    let mut laptop = logged_in(&apps.a, "alice").await;
+    let phone = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&phone, "/whoami").await;
+    assert_eq!(
+        laptop.post("/logout-everywhere").await.status,
+        StatusCode::OK
+    );
+    refused_from_now_on(&apps.on_b(&phone), "/whoami", "logout-everywhere").await;
+
+    // An admin on A ends all of alice's sessions, then one session.
+    let tablet = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&tablet, "/whoami").await;
+    let ended = apps
+        .a
+        .layer
+        .admin()
+        .logout_everywhere("alice")
+        .await
+        .unwrap();
+    assert!(ended >= 1);
+    refused_from_now_on(&apps.on_b(&tablet), "/whoami", "admin logout-everywhere").await;
+
+    let desktop = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&desktop, "/whoami").await;
+    assert!(apps
+        .a
+        .layer
+        .admin()
+        .end_session(&store_key(&desktop))
+        .await
+        .unwrap());
+    refused_from_now_on(&apps.on_b(&desktop), "/whoami", "admin end_session").await;
+
+    // A login on A moves a visitor's session to a new ID: the old one,
+    // cached on B, is retired, and its cookie reads nothing there.
+    let mut visitor = apps.a.client();
+    assert_eq!(
+        visitor.put("/set/cart", "socks").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let old_on_b = apps.on_b(&visitor);
+    apps.until_cached_on_b(&visitor, "/get/cart").await;
+    assert_eq!(
+        visitor.post("/login/alice").await.status,
+        StatusCode::NO_CONTENT
+    );
+    refused_from_now_on(&old_on_b, "/get/cart", "login").await;
+}
+
+/// Kills the subscriptions on every node of `urls`, as a network failure or
+/// a server-side client timeout would drop them.
+async fn kill_subscriptions(urls: &[String]) {
+    for url in urls {
+        let mut connection = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_dropped_subscription_flushes_the_cache_before_a_revocation_is_missed() {
+    // A server of the test's own: killing subscriptions on the shared one
+    // would disturb the other tests' caches.
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = server.url();
+    let prefix = "dropped:";
+    let apps = instances((
+        standalone(&url, prefix, Some(100)).await,
+        standalone(&url, prefix, Some(100)).await,
+    ));
+    dropped_subscription(&apps, &[url]).await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_dropped_subscription_flushes_the_cache_on_a_cluster() {
+    let Some(pair) = cached_cluster_pair().await else {
+        return;
+    };
+    let urls = cluster_urls().expect("the cluster is up");
+    dropped_subscription(&instances(pair), &urls).await;
+}
+
+async fn dropped_subscription(apps: &Instances, urls: &[String]) {
+    for round in 0..3 {
+        let mut alice = logged_in(&apps.a, "alice").await;
+        apps.until_cached_on_b(&alice, "/whoami").await;
+        // The invalidation A is about to send can no longer reach B.
+        kill_subscriptions(urls).await;
+        assert_eq!(alice.post("/logout").await.status, StatusCode::NO_CONTENT);
+        refused_from_now_on(&apps.on_b(&alice), "/whoami", &format!("round {round}")).await;
+    }
+    // And B subscribes again and caches as before.
+    let alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_redis_restart_flushes_the_cache_so_a_later_revocation_holds() {
+    // Persistence, so that sessions survive the restart.
+    let Some(mut server) = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let url = server.url();
+    let apps = instances((
+        standalone(&url, "restart:", Some(100)).await,
+        standalone(&url, "restart:", Some(100)).await,
+    ));
+    let mut alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+
+    server.restart();
+    // A's connection reconnects by itself; its logout is retried until it
+    // gets through.
+    let start = Instant::now();
+    loop {
+        let status = alice.post("/logout").await.status;
+        if status == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() < WITHIN * 6, "A never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    refused_from_now_on(&apps.on_b(&alice), "/whoami", "logout after a restart").await;
+
+    // The cache works again after the restart.
+    let alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_silent_subscription_stops_the_cache_serving() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = server.url();
+    let apps = instances((
+        standalone(&url, "silent:", Some(100)).await,
+        standalone(&url, "silent:", Some(100)).await,
+    ));
+    let alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+    let alice_on_b = apps.on_b(&alice);
+
+    // A frozen server keeps its connections open but answers nothing, so
+    // no invalidation could arrive: once the subscriber's ping has gone
+    // unanswered, B must not answer from its cache.
+    let frozen = server.pause().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reply = alice_on_b.call("GET", "/whoami", "").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(apps.b_store.cached_sessions(), Some(0), "flushed");
+    frozen.resume();
+    assert!(served(&alice_on_b, "/whoami").await, "back once Redis is");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_cached_read_sends_nothing_to_redis_and_own_writes_are_read_back() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = server.url();
+    let store = standalone(&url, "wire:", Some(100)).await;
+    let apps = instances((store.clone(), store));
+    let mut alice = logged_in(&apps.a, "alice").await;
+    assert_eq!(
+        alice.put("/set/k", "one").await.status,
+        StatusCode::NO_CONTENT
+    );
+    apps.until_cached_on_b(&alice, "/get/k").await;
+
+    let mut admin = server.connection().await;
+    let calls = |stats: &str, command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    };
+    let stats = || async {
+        let mut admin = server.connection().await;
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut admin)
+            .await
+            .unwrap()
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(alice.get("/get/k").await.body, "one");
+    }
+    let after_reads = stats().await;
+    assert_eq!(calls(&after_reads, "hgetall"), 0, "{after_reads}");
+    assert_eq!(calls(&after_reads, "evalsha"), 0, "{after_reads}");
+
+    // A write evicts the session from the writer's own cache: the next
+    // read fetches it (one HGETALL) and sees the write; the ones after are
+    // cached again.
+    assert_eq!(
+        alice.put("/set/k", "two").await.status,
+        StatusCode::NO_CONTENT
+    );
+    for _ in 0..10 {
+        assert_eq!(alice.get("/get/k").await.body, "two");
+    }
+    let after_write = stats().await;
+    assert_eq!(calls(&after_write, "evalsha"), 1, "the save: {after_write}");
+    assert!(
+        (1..=3).contains(&calls(&after_write, "hgetall")),
+        "one read after the write, a few more at most while the eviction \
+         message arrives: {after_write}"
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn the_builder_refuses_a_cache_it_could_not_keep_true() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let manager = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    assert_eq!(
+        RedisStore::builder()
+            .local_cache(10)
+            .build(manager)
+            .unwrap_err(),
+        cloakroom::ConfigError::LocalCacheWithoutUrls
+    );
+    let connection = cloakroom::RedisConnection::connect(&server.url())
+        .await
+        .unwrap();
+    assert_eq!(
+        RedisStore::builder()
+            .local_cache(0)
+            .build(connection.clone())
+            .unwrap_err(),
+        cloakroom::ConfigError::ZeroCapacity
+    );
+    let store = RedisStore::builder()
+        .local_cache(10)
+        .build(connection.clone())
+        .unwrap();
+    assert_eq!(store.cached_sessions(), Some(0));
+    assert!(format!("{store:?}").contains("local_cache: true"));
+    let plain = RedisStore::builder().build(connection).unwrap();
+    assert_eq!(plain.cached_sessions(), None);
+}
