@@ -27,9 +27,12 @@ async fn main() -> Result<(), BoxError> {
             RedisConnection::connect(&url).await?
         }
     };
-    // One prefix per application sharing the Redis; no `{` or `}` (hash tags).
+    // One prefix per application sharing the Redis; no `{` or `}` (hash
+    // tags). The local cache serves repeat reads from memory; a change made
+    // by any instance of the app evicts the session from every cache.
     let store = RedisStore::builder()
         .key_prefix("example:session:")
+        .local_cache(10_000)
         .build(connection)?;
     let sessions = SessionLayer::builder(store).key(Key::generate()?).build()?;
     let app = Router::new().route("/", get(count)).layer(sessions);
