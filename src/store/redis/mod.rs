@@ -162,6 +162,17 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   sessions while it reads, so beyond the member list its memory is
 ///   bounded by `limit`.
 ///
+/// # Local cache
+///
+/// Built with [`RedisStoreBuilder::local_cache`], the store keeps the
+/// sessions it read recently in memory and serves reads of them with no
+/// round trip (unless a touch is due). Every script above that changes or
+/// ends a session also publishes the session's store key on
+/// `<prefix>changed`, whether or not the store has a cache; a cached store
+/// subscribes to it and evicts what it hears, and flushes everything when
+/// the subscription drops or goes silent. See the builder method for the
+/// exact rules.
+///
 /// Redis expires records at their deadline by itself, so the layer's clock
 /// must follow real time (the default [`SystemClock`](crate::SystemClock)).
 ///
