@@ -11,10 +11,11 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 
+use crate::cpu::{process_cpu_us, sent_usec, RedisCpu};
 use crate::report::{report, Cell};
 use crate::support::backend::free_port;
 use crate::support::redis_server::{url_or_start, RedisServer};
-use crate::{IMPLS, SCENARIOS};
+use crate::{impls_for, SCENARIOS};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -61,6 +62,7 @@ pub(crate) fn driver_main() {
     // the tests start one. It runs where the load generator runs: on core
     // 1, which this process is pinned to.
     let mut redis: Option<(String, Option<RedisServer>)> = None;
+    let mut redis_cpu: Option<RedisCpu> = None;
     let mut cells = Vec::new();
     for store in stores {
         let redis_url = if store == "redis" {
@@ -68,7 +70,12 @@ pub(crate) fn driver_main() {
                 redis = url_or_start();
             }
             match &redis {
-                Some((url, _)) => Some(url.clone()),
+                Some((url, _)) => {
+                    if redis_cpu.is_none() {
+                        redis_cpu = Some(runtime.block_on(RedisCpu::connect(url)));
+                    }
+                    Some(url.clone())
+                }
                 None => {
                     eprintln!("NOTICE: no redis-server and no REDIS_URL: skipping the Redis rows");
                     continue;
@@ -90,32 +97,30 @@ pub(crate) fn driver_main() {
             // during a scenario then tilts no implementation.
             let half = (secs as f64 / 2.0).max(1.0);
             let mut passes: Vec<Cell> = Vec::new();
-            // tower-sessions has no SQLite store among the dev-dependencies:
-            // the SQLite rows compare cloakroom with the baseline only.
-            let impls: Vec<&'static str> = if store == "sqlite" {
-                vec!["baseline", "cloakroom"]
-            } else {
-                IMPLS.to_vec()
-            };
+            let impls = impls_for(store);
             let order: Vec<&'static str> =
                 impls.iter().chain(impls.iter().rev()).copied().collect();
             for imp in order {
                 eprintln!("running store={store} scenario={scenario} impl={imp} for {half}s ...");
+                // Only the Redis rows read Redis's statistics.
+                let redis_cpu = redis_url.as_ref().and(redis_cpu.as_mut());
                 passes.push(runtime.block_on(run_cell(
                     store,
                     scenario,
                     imp,
                     redis_url.as_deref(),
+                    redis_cpu,
                     half,
                     connections,
                 )));
             }
-            for imp in impls {
+            for &imp in impls {
                 let runs: Vec<&Cell> = passes.iter().filter(|c| c.imp == imp).collect();
                 cells.push(Cell::average(&runs));
             }
         }
     }
+    drop(redis_cpu);
     drop(redis);
     report(&cells, secs, connections);
 }
@@ -247,10 +252,14 @@ async fn run_cell(
     scenario: &'static str,
     imp: &'static str,
     redis_url: Option<&str>,
+    mut redis_cpu: Option<&mut RedisCpu>,
     secs: f64,
     connections: usize,
 ) -> Cell {
-    let (_server, addr) = start_server(imp, store, redis_url);
+    let (server, addr) = start_server(imp, store, redis_url);
+    // `taskset` execs the server in its own process, so this is the
+    // server's pid either way.
+    let pid = server.0.id();
     // One keep-alive connection (and one session) per virtual client.
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -305,11 +314,22 @@ async fn run_cell(
             (histogram, count)
         }));
     }
-    // Server counters at the start and end of the measured window.
+    // Server counters, server CPU time and Redis statistics at the start
+    // and end of the measured window; each pair brackets the request
+    // counts, so that startup, logins and warm-up stay out of the figures.
     tokio::time::sleep_until(measure_from.into()).await;
+    if let Some(redis_cpu) = redis_cpu.as_mut() {
+        redis_cpu.reset().await;
+    }
+    let cpu_first = process_cpu_us(pid);
     let first = stats(addr).await;
     tokio::time::sleep_until(end.into()).await;
     let last = stats(addr).await;
+    let cpu_last = process_cpu_us(pid);
+    let redis_commands = match redis_cpu {
+        Some(redis_cpu) => Some(redis_cpu.commands().await),
+        None => None,
+    };
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut total = 0u64;
     for task in tasks {
@@ -322,6 +342,34 @@ async fn run_cell(
     // requests it is noise.
     let allocs = (last.2 - first.2) as f64 / requests;
     let store_calls = (last.1 - first.1) as f64 / requests;
+    let cpu_us = cpu_first
+        .zip(cpu_last)
+        .map(|(first, last)| (last - first) / requests);
+    let redis_us = redis_commands.map(|commands| {
+        // What the figure is made of, for a reader who doubts it.
+        let listed: Vec<String> = commands
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {:.2}/req {:.2} µs/call{}",
+                    c.name,
+                    c.calls as f64 / requests,
+                    c.usec as f64 / c.calls.max(1) as f64,
+                    if c.inside_scripts {
+                        " (in scripts)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        if listed.is_empty() {
+            eprintln!("  Redis commands: none");
+        } else {
+            eprintln!("  Redis commands: {}", listed.join(", "));
+        }
+        sent_usec(&commands) as f64 / requests
+    });
     Cell {
         store,
         scenario,
@@ -331,5 +379,7 @@ async fn run_cell(
         p99_us: histogram.value_at_quantile(0.99),
         allocs: Some(allocs),
         store_calls: (imp != "baseline").then_some(store_calls),
+        cpu_us,
+        redis_us,
     }
 }

@@ -1,5 +1,14 @@
 //! The results: a Markdown table for people, and one `RESULT` line per
-//! cell for scripts.
+//! cell for scripts:
+//!
+//! ```text
+//! RESULT store=S scenario=S impl=S rps=F p50_us=N p99_us=N allocs=F store_calls=F cpu_us=F redis_us=F
+//! ```
+//!
+//! `cpu_us` is the server process's CPU time (user + system) per request
+//! and `redis_us` the Redis CPU time per request (`INFO commandstats`), both
+//! in microseconds over the measured window; a field that does not apply
+//! (store calls of the baseline, Redis CPU off Redis) is `-`.
 
 use std::fmt::Write as _;
 
@@ -13,6 +22,10 @@ pub(crate) struct Cell {
     pub(crate) p99_us: u64,
     pub(crate) allocs: Option<f64>,
     pub(crate) store_calls: Option<f64>,
+    /// Server process CPU (user + system) per request, in microseconds.
+    pub(crate) cpu_us: Option<f64>,
+    /// Redis CPU per request, in microseconds (Redis rows only).
+    pub(crate) redis_us: Option<f64>,
 }
 
 impl Cell {
@@ -33,6 +46,8 @@ impl Cell {
             store_calls: first
                 .store_calls
                 .map(|_| mean(&|c| c.store_calls.unwrap_or(0.0))),
+            cpu_us: first.cpu_us.map(|_| mean(&|c| c.cpu_us.unwrap_or(0.0))),
+            redis_us: first.redis_us.map(|_| mean(&|c| c.redis_us.unwrap_or(0.0))),
         }
     }
 }
@@ -50,11 +65,11 @@ pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
     );
     let _ = writeln!(
         table,
-        "| store | scenario | impl | req/s | p50 µs | p99 µs | vs baseline | vs tower-sessions | allocs/req | store calls/req |"
+        "| store | scenario | impl | req/s | p50 µs | p99 µs | vs baseline | vs tower-sessions | allocs/req | store calls/req | CPU µs/req | Redis µs/req |"
     );
     let _ = writeln!(
         table,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for c in cells {
         let ratio = |other: Option<&Cell>| match other {
@@ -63,7 +78,7 @@ pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.store,
             c.scenario,
             c.imp,
@@ -74,17 +89,16 @@ pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
             ratio(find(c.store, c.scenario, "tower-sessions")),
             c.allocs.map_or("-".into(), |a| format!("{a:.1}")),
             c.store_calls.map_or("-".into(), |s| format!("{s:.2}")),
+            c.cpu_us.map_or("-".into(), |u| format!("{u:.1}")),
+            c.redis_us.map_or("-".into(), |u| format!("{u:.2}")),
         );
     }
     println!("{table}");
-    // The script lines keep to the three implementations of the spec; the
-    // reference configuration is in the table only.
-    for c in cells
-        .iter()
-        .filter(|c| c.imp != "tower-sessions-modified-only")
-    {
+    // New fields go at the end, so that scripts reading the older ones
+    // by position keep working.
+    for c in cells {
         println!(
-            "RESULT store={} scenario={} impl={} rps={:.1} p50_us={} p99_us={} allocs={} store_calls={}",
+            "RESULT store={} scenario={} impl={} rps={:.1} p50_us={} p99_us={} allocs={} store_calls={} cpu_us={} redis_us={}",
             c.store,
             c.scenario,
             c.imp,
@@ -93,6 +107,8 @@ pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
             c.p99_us,
             c.allocs.map_or("-".into(), |a| format!("{a:.2}")),
             c.store_calls.map_or("-".into(), |s| format!("{s:.2}")),
+            c.cpu_us.map_or("-".into(), |u| format!("{u:.2}")),
+            c.redis_us.map_or("-".into(), |u| format!("{u:.2}")),
         );
     }
 }

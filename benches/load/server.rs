@@ -41,9 +41,7 @@ pub(crate) fn server_main() {
             "baseline" => baseline_app(),
             "cloakroom" => cloakroom_app(&store, stats.clone()).await,
             "tower-sessions" => tower_sessions_app(&store, stats.clone(), true).await,
-            "tower-sessions-modified-only" => {
-                tower_sessions_app(&store, stats.clone(), false).await
-            }
+            "tower-sessions-default" => tower_sessions_app(&store, stats.clone(), false).await,
             other => panic!("unknown implementation {other}"),
         };
         let counted = stats.clone();
