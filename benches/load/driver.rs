@@ -121,8 +121,17 @@ pub(crate) fn driver_main() {
         }
     }
     drop(redis_cpu);
+    // How fast a revocation reaches another instance's cache, on the same
+    // Redis, after the load (so it does not compete with it).
+    let invalidation = redis
+        .as_ref()
+        .filter(|_| std::env::var("LOAD_SCENARIOS").map_or(true, |l| l.contains("invalidation")))
+        .map(|(url, _)| {
+            eprintln!("running store=redis scenario=invalidation impl=cloakroom-cached ...");
+            runtime.block_on(crate::invalidation::measure(url))
+        });
     drop(redis);
-    report(&cells, secs, connections);
+    report(&cells, invalidation.as_ref(), secs, connections);
 }
 
 fn which(program: &str) -> bool {

@@ -40,12 +40,11 @@ async fn cached_store(url: &str, prefix: &str) -> RedisStore {
 }
 
 fn record(now: OffsetDateTime) -> SessionRecord {
-    let mut record = SessionRecord::new(
-        now,
-        time::Duration::minutes(30),
-        time::Duration::hours(12),
-    );
-    record.data.insert("counter".to_owned(), serde_json::json!(1));
+    let mut record =
+        SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
+    record
+        .data
+        .insert("counter".to_owned(), serde_json::json!(1));
     record
 }
 
@@ -82,7 +81,10 @@ pub(crate) async fn measure(url: &str) -> Invalidation {
     let mut delays = Histogram::<u64>::new(3).unwrap();
     for _ in 0..trials {
         let key = SessionId::generate().unwrap().store_key();
-        assert!(a.create(&key, &record(touch().now), touch().now).await.unwrap());
+        assert!(a
+            .create(&key, &record(touch().now), touch().now)
+            .await
+            .unwrap());
         until_cached(&b, &key, 0).await;
         let start = Instant::now();
         a.delete(&key, touch().now).await.unwrap();
@@ -100,7 +102,10 @@ pub(crate) async fn measure(url: &str) -> Invalidation {
     let mut keys = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         let key = SessionId::generate().unwrap().store_key();
-        assert!(a.create(&key, &record(touch().now), touch().now).await.unwrap());
+        assert!(a
+            .create(&key, &record(touch().now), touch().now)
+            .await
+            .unwrap());
         keys.push(key);
     }
     let held = || {

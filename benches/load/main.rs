@@ -8,7 +8,14 @@
 //! SQLite file per cell; `LOAD_SECS` sets the seconds per cell, default 10;
 //! `LOAD_CONNECTIONS` the concurrent connections, default 64; `LOAD_STORES`
 //! and `LOAD_SCENARIOS` limit the stores and scenarios, e.g. `memory` or
-//! `read,write`).
+//! `read,write,invalidation`).
+//!
+//! After the Redis rows (among them `cloakroom-cached`, with the store's
+//! local cache), `invalidation.rs` measures how long a revocation on one
+//! cached instance takes to reach another (`LOAD_INVALIDATION_TRIALS`,
+//! default 2,000) and what a cached session costs in heap, and prints
+//! `RESULT store=redis scenario=invalidation impl=cloakroom-cached p50_us=N
+//! p99_us=N`.
 //!
 //! The server runs in a child process pinned to core 0 (one tokio thread);
 //! this process is the load generator, pinned to core 1, with one HTTP/1.1
@@ -21,8 +28,8 @@
 //! request.
 //!
 //! `server.rs` is the app under load, `driver.rs` the load generator,
-//! `cpu.rs` the two CPU measurements, `report.rs` the table and the
-//! `RESULT` lines.
+//! `cpu.rs` the two CPU measurements, `invalidation.rs` the cache's
+//! invalidation delay, `report.rs` the table and the `RESULT` lines.
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -35,6 +42,7 @@ mod support {
 
 mod cpu;
 mod driver;
+mod invalidation;
 mod report;
 mod server;
 
@@ -50,10 +58,18 @@ static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 /// saves only a modified session, so reads never extend it: cheaper, and
 /// shown for reference. tower-sessions has no SQLite store among the
 /// dev-dependencies, so the SQLite rows compare cloakroom with the
-/// baseline only.
+/// baseline only. On Redis, `cloakroom-cached` is cloakroom with the
+/// store's local cache.
 fn impls_for(store: &str) -> &'static [&'static str] {
     match store {
         "sqlite" => &["baseline", "cloakroom"],
+        "redis" => &[
+            "baseline",
+            "cloakroom",
+            "cloakroom-cached",
+            "tower-sessions",
+            "tower-sessions-default",
+        ],
         _ => &[
             "baseline",
             "cloakroom",

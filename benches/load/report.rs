@@ -8,9 +8,16 @@
 //! `cpu_us` is the server process's CPU time (user + system) per request
 //! and `redis_us` the Redis CPU time per request (`INFO commandstats`), both
 //! in microseconds over the measured window; a field that does not apply
-//! (store calls of the baseline, Redis CPU off Redis) is `-`.
+//! (store calls of the baseline, Redis CPU off Redis) is `-`. With the
+//! Redis rows comes one more line, the local cache's invalidation delay:
+//!
+//! ```text
+//! RESULT store=redis scenario=invalidation impl=cloakroom-cached p50_us=N p99_us=N
+//! ```
 
 use std::fmt::Write as _;
+
+use crate::invalidation::Invalidation;
 
 /// The measurements of one (store, scenario, implementation).
 pub(crate) struct Cell {
@@ -52,7 +59,12 @@ impl Cell {
     }
 }
 
-pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
+pub(crate) fn report(
+    cells: &[Cell],
+    invalidation: Option<&Invalidation>,
+    secs: u64,
+    connections: usize,
+) {
     let find = |store: &str, scenario: &str, imp: &str| {
         cells
             .iter()
@@ -109,6 +121,18 @@ pub(crate) fn report(cells: &[Cell], secs: u64, connections: usize) {
             c.store_calls.map_or("-".into(), |s| format!("{s:.2}")),
             c.cpu_us.map_or("-".into(), |u| format!("{u:.2}")),
             c.redis_us.map_or("-".into(), |u| format!("{u:.2}")),
+        );
+    }
+    if let Some(i) = invalidation {
+        println!(
+            "\nLocal cache: a revocation on one instance to the other's first refusal, \
+             over {} trials: p50 {} µs, p99 {} µs, max {} µs; {} bytes of heap per cached \
+             session (one small value)",
+            i.trials, i.p50_us, i.p99_us, i.max_us, i.bytes_per_session
+        );
+        println!(
+            "RESULT store=redis scenario=invalidation impl=cloakroom-cached p50_us={} p99_us={}",
+            i.p50_us, i.p99_us
         );
     }
 }

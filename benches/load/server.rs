@@ -39,7 +39,8 @@ pub(crate) fn server_main() {
         let stats = Arc::new(Stats::default());
         let app = match imp.as_str() {
             "baseline" => baseline_app(),
-            "cloakroom" => cloakroom_app(&store, stats.clone()).await,
+            "cloakroom" => cloakroom_app(&store, stats.clone(), false).await,
+            "cloakroom-cached" => cloakroom_app(&store, stats.clone(), true).await,
             "tower-sessions" => tower_sessions_app(&store, stats.clone(), true).await,
             "tower-sessions-default" => tower_sessions_app(&store, stats.clone(), false).await,
             other => panic!("unknown implementation {other}"),
@@ -90,7 +91,8 @@ fn next_value() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-async fn cloakroom_app(store: &str, stats: Arc<Stats>) -> Router {
+/// cloakroom on `store`; on Redis, with the local cache if `cached`.
+async fn cloakroom_app(store: &str, stats: Arc<Stats>, cached: bool) -> Router {
     async fn build<S: SessionStore + Clone>(store: S, stats: Arc<Stats>) -> Router {
         let counting = CountingStore::new(store);
         let layer = SessionLayer::builder(counting.clone())
@@ -136,10 +138,13 @@ async fn cloakroom_app(store: &str, stats: Arc<Stats>) -> Router {
         "redis" => {
             let url = std::env::var("REDIS_URL").expect("REDIS_URL");
             let connection = cloakroom::RedisConnection::connect(&url).await.unwrap();
-            let store = RedisStore::builder()
-                .key_prefix("bench-cloakroom:")
-                .build(connection)
-                .unwrap();
+            let builder = RedisStore::builder().key_prefix("bench-cloakroom:");
+            let builder = if cached {
+                builder.local_cache(100_000)
+            } else {
+                builder
+            };
+            let store = builder.build(connection).unwrap();
             build(store, stats).await
         }
         #[cfg(feature = "sqlite")]

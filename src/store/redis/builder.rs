@@ -71,8 +71,9 @@ impl RedisStoreBuilder {
     /// from its own cache after each of its own writes to it.
     ///
     /// A full cache drops one of its entries (about at random) to make
-    /// room. Each entry holds the session's record: about 500 bytes for a
-    /// session with a few small values, more for larger data.
+    /// room. Each entry holds the session's record: about 1 KB of heap for
+    /// a session with one small value (measured by the load bench), more
+    /// for larger data.
     ///
     /// Needs a connection opened by [`RedisConnection::connect`] or
     /// [`RedisConnection::connect_cluster`] (for the URLs to subscribe
