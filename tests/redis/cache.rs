@@ -31,6 +31,7 @@ pub(crate) fn tests() -> Vec<Test> {
             a_redis_restart_flushes_the_cache_so_a_later_revocation_holds,
             a_silent_subscription_stops_the_cache_serving,
             the_builder_refuses_a_cache_it_could_not_keep_true,
+            a_write_the_acl_forbids_to_announce_fails_with_nothing_written,
         ],
     )
 }
@@ -257,6 +258,9 @@ async fn a_dropped_subscription_flushes_the_cache_before_a_revocation_is_missed(
     dropped_subscription(&apps, &[url]).await;
 }
 
+/// On the shared cluster (a cluster per test would cost too much): the
+/// cached stores of other tests lose their subscriptions too, which only
+/// makes them read from Redis for a while.
 #[tokio::main(flavor = "current_thread")]
 async fn a_dropped_subscription_flushes_the_cache_on_a_cluster() {
     let Some(pair) = cached_cluster_pair().await else {
@@ -275,11 +279,12 @@ async fn dropped_subscription(apps: &Instances, urls: &[String]) {
         // The invalidation A is about to send can no longer reach B.
         kill_subscriptions(urls).await;
         assert_eq!(alice.post("/logout").await.status, StatusCode::NO_CONTENT);
-        // Much sooner than the 1.5 s of silence after which a cache stops
-        // serving anyway, or the 0.25 s before the subscriber tries again:
-        // the lost connection itself must flush it.
+        // Sooner than the 1.5 s of silence after which a cache stops
+        // serving anyway, and than the 1 s the subscriber waits before it
+        // subscribes again (and flushes): the lost connection itself must
+        // flush it.
         refused_within(
-            Duration::from_millis(200),
+            Duration::from_millis(700),
             &alice_on_b,
             "/whoami",
             &format!("round {round}"),
@@ -454,4 +459,63 @@ async fn the_builder_refuses_a_cache_it_could_not_keep_true() {
     assert!(format!("{store:?}").contains("local_cache: true"));
     let plain = RedisStore::builder().build(connection).unwrap();
     assert_eq!(plain.cached_sessions(), None);
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_write_the_acl_forbids_to_announce_fails_with_nothing_written() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let mut admin = server.connection().await;
+    // Every command and key, but no pub/sub channel (Redis 7's default for
+    // new users).
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "app",
+                "on",
+                ">secret",
+                "~*",
+                "+@all",
+                "resetchannels",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let port = server
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let url = format!("redis://app:secret@127.0.0.1:{port}/");
+    let app = TestApp::new(standalone(&url, "acl:", None).await);
+    let mut alice = logged_in(&app, "alice").await;
+    let key = store_key(&alice);
+    let record = format!("acl:s:{}", key.to_hex());
+
+    let reply = alice.put("/set/k", "v").await;
+    assert!(reply.status.is_server_error(), "{}", reply.status);
+    let written: Option<String> = redis::cmd("HGET")
+        .arg(&record)
+        .arg("d:k")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(written, None, "the refused save wrote nothing");
+
+    let reply = alice.post("/logout").await;
+    assert!(reply.status.is_server_error(), "{}", reply.status);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&record)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        exists,
+        "the refused logout deleted nothing: it failed whole"
+    );
 }

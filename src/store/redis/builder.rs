@@ -60,17 +60,24 @@ impl RedisStoreBuilder {
     ///
     /// Every write by any [`RedisStore`] on the same Redis and key prefix
     /// (any instance, cached or not) publishes the session's store key on
-    /// the channel `<prefix>changed`; a cached store subscribes to it on a
-    /// connection of its own and evicts what it hears. The cache serves
-    /// only while that subscription is confirmed: it starts empty, and when
-    /// the subscription's connection drops or a ping on it (every 0.5 s) is
-    /// not answered within 0.5 s, it is flushed and every read goes to Redis
-    /// until the store has subscribed again. A read also goes to Redis when
-    /// the session is due for a touch, so rolling expiry still reaches
-    /// Redis at most once per touch interval; and a store evicts a session
-    /// from its own cache after each of its own writes to it.
+    /// the channel `<prefix>changed` before it writes; a cached store
+    /// subscribes to it on a connection of its own and evicts what it
+    /// hears. The cache serves only while a heartbeat it publishes every
+    /// 0.5 s (on a cluster, on every master) has come back over that
+    /// subscription within the last 1.5 s: it starts empty, and when the
+    /// subscription's connection drops or a heartbeat is not back within
+    /// 0.5 s, it is flushed and every read goes to Redis until the store
+    /// has subscribed again. A read also goes to Redis when the session is
+    /// due for a touch, so rolling expiry still reaches Redis at most once
+    /// per touch interval; and a store evicts a session from its own cache
+    /// after each of its own writes to it.
     ///
-    /// A full cache drops one of its entries (about at random) to make
+    /// With Redis ACLs, the store's user needs access to the channel
+    /// (`&<prefix>changed`), or every write fails (with nothing written).
+    /// On a cluster every write's message crosses the cluster bus.
+    ///
+    /// The shards of the cache together hold at most `capacity` sessions;
+    /// a full one drops one of its entries (about at random) to make
     /// room. Each entry holds the session's record: about 1 KB of heap for
     /// a session with one small value (measured by the load bench), more
     /// for larger data.
@@ -133,6 +140,7 @@ impl RedisStoreBuilder {
                 cache: Arc::new(LocalCache::new(capacity, self.cache_max_age)),
                 urls: Arc::clone(connection.urls()),
                 channel: format!("{}changed", self.prefix),
+                subscriber: std::sync::Mutex::new(None),
             })),
         };
         let store = RedisStore {
@@ -142,9 +150,7 @@ impl RedisStoreBuilder {
         };
         // Subscribe now if there is a runtime to do it on; otherwise the
         // first load does.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            store.start_subscriber();
-        }
+        store.start_subscriber();
         Ok(store)
     }
 }

@@ -10,14 +10,15 @@
 //!
 //! The cache serves only while it knows it has missed nothing:
 //!
-//! - It starts empty and serves nothing until its subscription is
-//!   confirmed.
-//! - When the subscription's connection ends, or a `PING` on it goes
-//!   unanswered for [`HEARTBEAT`], the cache is flushed and serves nothing
-//!   until it has subscribed again.
-//! - A read checks that the subscription was heard from (a message or a
-//!   `PING` reply) within [`SILENCE_LIMIT`], so even a subscriber task that
-//!   is stuck cannot leave the cache serving.
+//! - It starts empty and serves nothing until a heartbeat has made the
+//!   round trip: published through the store's own connection (on a
+//!   cluster, on every master) every [`HEARTBEAT`], and heard back over the
+//!   subscription from each node it was published on.
+//! - When the subscription's connection ends, or a heartbeat does not come
+//!   back within [`HEARTBEAT`], the cache is flushed and serves nothing
+//!   until it has subscribed again and a heartbeat has come back.
+//! - A read checks that a heartbeat came back within [`SILENCE_LIMIT`], so
+//!   even a subscriber task that is stuck cannot leave the cache serving.
 //!
 //! A load that races an invalidation must not put back what was just
 //! evicted. So a load takes a [`Ticket`] (the generation of its shard and
@@ -26,26 +27,32 @@
 //! flush bumps the epoch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use rand::rngs::OsRng;
+use rand::TryRngCore as _;
+use redis::aio::PubSubStream;
+
+use super::RedisConnection;
 
 use crate::id::StoreKey;
 use crate::record::{SessionRecord, Touch};
 
-/// How often the subscriber pings its connection, and how long it waits
-/// for the answer before it counts the subscription as lost.
-pub(super) const HEARTBEAT: Duration = Duration::from_millis(500);
-/// A read serves from the cache only if the subscription was heard from
-/// this recently.
+/// How often the subscriber sends a heartbeat through the invalidation
+/// channel, and how long it waits for it to come back before it counts
+/// the subscription as lost.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A read serves from the cache only if a heartbeat came back this
+/// recently.
 const SILENCE_LIMIT: Duration = Duration::from_millis(1500);
 /// How long the subscriber waits before it subscribes again, after a lost
 /// subscription or a failed attempt: a server that is going down is not
 /// hammered, and the cache (flushed meanwhile) serves nothing.
-const RETRY_DELAY: Duration = Duration::from_millis(250);
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long connecting and subscribing may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The number of shards; each has its own lock and an equal part of the
@@ -56,7 +63,8 @@ const SHARDS: usize = 16;
 /// channel.
 pub(super) struct LocalCache {
     shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    /// The capacity, shared out among the shards.
+    capacity: usize,
     max_age: Duration,
     /// Bumped by every flush: a load that began before one keeps nothing.
     epoch: AtomicU64,
@@ -64,9 +72,6 @@ pub(super) struct LocalCache {
     /// forward whenever the subscription is heard from, set to 0 on a flush.
     serving_until: AtomicU64,
     started: Instant,
-    /// Whether the subscriber task runs (it is spawned by the first load,
-    /// inside the application's runtime).
-    subscriber: AtomicBool,
 }
 
 struct Shard {
@@ -101,12 +106,11 @@ impl LocalCache {
                     })
                 })
                 .collect(),
-            per_shard: capacity.div_ceil(SHARDS),
+            capacity,
             max_age,
             epoch: AtomicU64::new(0),
             serving_until: AtomicU64::new(0),
             started: Instant::now(),
-            subscriber: AtomicBool::new(false),
         }
     }
 
@@ -156,7 +160,11 @@ impl LocalCache {
         {
             return;
         }
-        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(key) {
+        let room = self.room(ticket.shard);
+        if room == 0 {
+            return;
+        }
+        if shard.entries.len() >= room && !shard.entries.contains_key(key) {
             // Full: make room by dropping one entry, in the map's own
             // (hash) order, which is as good as random.
             if let Some(victim) = shard.entries.keys().next().copied() {
@@ -170,6 +178,13 @@ impl LocalCache {
                 stored: Instant::now(),
             },
         );
+    }
+
+    /// How many sessions shard `index` may hold: an equal part of the
+    /// capacity, the remainder going to the first shards, so that the
+    /// shards together hold at most the capacity.
+    fn room(&self, index: usize) -> usize {
+        self.capacity / SHARDS + usize::from(index < self.capacity % SHARDS)
     }
 
     /// Drops `key` and makes any load of it in flight keep nothing.
@@ -217,11 +232,6 @@ impl LocalCache {
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
         lock(&self.shards[index])
     }
-
-    /// Whether this call is the one that must start the subscriber.
-    pub(super) fn claim_subscriber(&self) -> bool {
-        !self.subscriber.swap(true, Ordering::SeqCst)
-    }
 }
 
 /// A poisoned shard only means a panic elsewhere while it was held; its map
@@ -244,13 +254,18 @@ pub(super) struct Subscription {
     pub(super) urls: Arc<[String]>,
     /// `<prefix>changed`.
     pub(super) channel: String,
+    /// The store's own connection, which the heartbeat is published
+    /// through.
+    pub(super) connection: RedisConnection,
 }
 
 /// The subscriber: keeps a subscription to the invalidation channel and
 /// evicts what it hears, until the cache is dropped. Every time the
 /// subscription is (re)made the cache starts from empty.
 pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscription) {
-    let mut attempt = 0usize;
+    // Instances start at different nodes of a cluster, which spreads the
+    // subscriptions (and means a bad node is not every instance's).
+    let mut attempt = usize::from(random_u16());
     loop {
         {
             let Some(cache) = cache.upgrade() else { return };
@@ -259,9 +274,9 @@ pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscriptio
         let url = &subscription.urls[attempt % subscription.urls.len()];
         attempt = attempt.wrapping_add(1);
         match connect(url, &subscription.channel).await {
-            Ok((sink, stream)) => {
+            Ok(stream) => {
                 crate::events::cache_subscribed();
-                listen(&cache, sink, stream).await;
+                listen(&cache, &subscription, stream).await;
                 if let Some(cache) = cache.upgrade() {
                     // At once, not after the delay: until this flush the
                     // cache would still serve what it may have missed news of.
@@ -275,15 +290,12 @@ pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscriptio
     }
 }
 
-async fn connect(
-    url: &str,
-    channel: &str,
-) -> Result<(PubSubSink, redis::aio::PubSubStream), redis::RedisError> {
+async fn connect(url: &str, channel: &str) -> Result<PubSubStream, redis::RedisError> {
     let client = redis::Client::open(url)?;
     let subscribing = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
-        Ok::<_, redis::RedisError>(pubsub.split())
+        Ok::<_, redis::RedisError>(pubsub.into_on_message())
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, subscribing).await {
         Ok(result) => result,
@@ -293,43 +305,126 @@ async fn connect(
     }
 }
 
-/// Evicts what the subscription hears until it ends, a ping goes
-/// unanswered, or the cache is dropped.
-async fn listen(
-    cache: &Weak<LocalCache>,
-    mut sink: PubSubSink,
-    mut stream: redis::aio::PubSubStream,
-) {
-    match cache.upgrade() {
-        // Subscribed: from here on nothing can be missed unnoticed.
-        Some(cache) => cache.heard(),
-        None => return,
+/// One heartbeat in flight: published through the store's own connection
+/// (on a cluster, to every master), it must come back over the
+/// subscription once from each node it was published on.
+struct Heartbeat {
+    /// `<HEARTBEAT_TAG><this subscriber's nonce>:<sequence number>`.
+    payload: Vec<u8>,
+    sent: Instant,
+    /// How many nodes took the publish, once known.
+    published_on: Option<usize>,
+    /// How many copies came back so far.
+    heard: usize,
+}
+
+impl Heartbeat {
+    fn complete(&self) -> bool {
+        self.published_on.is_some_and(|nodes| self.heard >= nodes)
     }
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+}
+
+/// Evicts what the subscription hears until it ends, a heartbeat does not
+/// come back in time, or the cache is dropped.
+///
+/// The cache serves only for [`SILENCE_LIMIT`] after the last heartbeat
+/// that came back complete. A heartbeat reaches the subscription after
+/// every change published before it on the same node (Redis delivers a
+/// node's messages in order, and forwards them over the cluster bus in
+/// order), so a complete one proves nothing published before it was lost.
+async fn listen(cache: &Weak<LocalCache>, subscription: &Subscription, mut stream: PubSubStream) {
+    let nonce = format!("{:016x}", random_u64());
+    let mut sequence = 0u64;
+    let mut in_flight: Option<Heartbeat> = None;
+    let mut publishing: Option<BoxFuture<'static, Result<usize, redis::RedisError>>> = None;
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return };
                 let Some(cache) = cache.upgrade() else { return };
-                match parse_key(message.get_payload_bytes()) {
-                    Some(key) => cache.evict(&key),
-                    // Not a store key: something else publishes on the
-                    // channel. Flushing is the safe answer to the unknown.
-                    None => return,
+                let payload = message.get_payload_bytes();
+                if let Some(key) = parse_key(payload) {
+                    cache.evict(&key);
+                } else if let Some(beat) = in_flight.as_mut().filter(|b| b.payload == payload) {
+                    beat.heard += 1;
+                    if beat.complete() {
+                        cache.heard();
+                    }
+                } else if !payload.starts_with(HEARTBEAT_TAG) {
+                    // Neither a store key nor anyone's heartbeat: something
+                    // else publishes on the channel. Forgetting everything is
+                    // the safe answer to the unknown; the next heartbeat
+                    // lets the cache serve again.
+                    cache.flush();
                 }
-                cache.heard();
             }
-            _ = heartbeat.tick() => {
-                let ping = tokio::time::timeout(HEARTBEAT, sink.ping::<()>());
-                if !matches!(ping.await, Ok(Ok(()))) {
-                    return;
+            published = async { publishing.as_mut().expect("guarded").await }, if publishing.is_some() => {
+                publishing = None;
+                let (Ok(nodes), Some(beat)) = (published, in_flight.as_mut()) else { return };
+                beat.published_on = Some(nodes);
+                if beat.complete() {
+                    let Some(cache) = cache.upgrade() else { return };
+                    cache.heard();
                 }
-                let Some(cache) = cache.upgrade() else { return };
-                cache.heard();
+            }
+            _ = ticks.tick() => {
+                if let Some(beat) = in_flight.as_ref().filter(|b| !b.complete()) {
+                    if beat.sent.elapsed() >= HEARTBEAT {
+                        // Not back in time: the subscription (or the path
+                        // from a node to it) may be dropping messages.
+                        return;
+                    }
+                    // Still within its time: one heartbeat at a time.
+                    continue;
+                }
+                sequence += 1;
+                let payload = format!("{}{nonce}:{sequence}", std::str::from_utf8(HEARTBEAT_TAG).unwrap_or_default())
+                    .into_bytes();
+                let connection = subscription.connection.clone();
+                let channel = subscription.channel.clone();
+                let body = payload.clone();
+                publishing = Some(Box::pin(async move {
+                    match tokio::time::timeout(HEARTBEAT, connection.publish_everywhere(&channel, &body)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        ))),
+                    }
+                }));
+                in_flight = Some(Heartbeat {
+                    payload,
+                    sent: Instant::now(),
+                    published_on: None,
+                    heard: 0,
+                });
             }
         }
     }
+}
+
+/// What heartbeats start with; store keys are hex, so never this.
+const HEARTBEAT_TAG: &[u8] = b"heartbeat:";
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // A heartbeat nonce only tells this subscriber's heartbeats from other
+    // instances'; if the OS cannot give randomness, the time will do.
+    if OsRng.try_fill_bytes(&mut bytes).is_err() {
+        return u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        )
+        .unwrap_or_default();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn random_u16() -> u16 {
+    (random_u64() & 0xffff) as u16
 }
 
 /// A store key in hex, as the scripts publish it.
@@ -465,16 +560,21 @@ mod tests {
 
     #[test]
     fn a_full_cache_makes_room_and_never_grows_past_its_capacity() {
-        let cache = serving(SHARDS * 2);
-        for i in 0..=255u8 {
-            for j in 0..4u8 {
-                let k = key(i, j);
-                cache.keep(cache.ticket(&k), &k, record());
+        for capacity in [1, 5, SHARDS, SHARDS * 2 + 3] {
+            let cache = serving(capacity);
+            for i in 0..=255u8 {
+                for j in 0..4u8 {
+                    let k = key(i, j);
+                    cache.keep(cache.ticket(&k), &k, record());
+                }
             }
+            assert_eq!(cache.len(), capacity);
+            // The last one kept is there.
+            assert!(
+                cache.get(&key(255 - 15, 3), &touch()).is_some(),
+                "{capacity}"
+            );
         }
-        assert_eq!(cache.len(), SHARDS * 2);
-        // The last one kept is there.
-        assert!(cache.get(&key(255, 3), &touch()).is_some());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
 use crate::store::StoreError;
@@ -105,6 +106,45 @@ impl RedisConnection {
     /// The URLs it was opened with (none when made with [`From`]).
     pub(super) fn urls(&self) -> &Arc<[String]> {
         &self.urls
+    }
+
+    /// Publishes `payload` on `channel`: on one server, or on a cluster on
+    /// every master (so that it travels every node's path to a
+    /// subscriber). Returns on how many nodes it was published.
+    pub(super) async fn publish_everywhere(
+        &self,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<usize, RedisError> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(payload);
+        match self.connection.clone() {
+            Connection::Standalone(mut manager) => {
+                let _receivers: i64 = command.query_async(&mut manager).await?;
+                Ok(1)
+            }
+            Connection::Cluster(mut cluster) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                // Without a response policy the reply maps each node to its
+                // own answer.
+                match cluster.route_command(command, routing).await? {
+                    Value::Map(replies) => {
+                        if replies
+                            .iter()
+                            .any(|(_, reply)| matches!(reply, Value::ServerError(_)))
+                        {
+                            return Err(RedisError::from(std::io::Error::other(
+                                "a cluster node refused the heartbeat",
+                            )));
+                        }
+                        Ok(replies.len())
+                    }
+                    _ => Err(RedisError::from(std::io::Error::other(
+                        "unexpected reply to a PUBLISH on every master",
+                    ))),
+                }
+            }
+        }
     }
 
     /// `"standalone"` or `"cluster"`, for `Debug`.

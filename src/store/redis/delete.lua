@@ -5,10 +5,10 @@ local w = tonumber(m[6])
 if m[5] and w and w > now then
   return {2, false, m[5]}
 end
+changed(key)
 if redis.call('DEL', key) == 0 then
   return {0, false, false}
 end
-changed(key)
 local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
 if s and i and a then
   if deadline(s, i, a) > now then

@@ -47,7 +47,7 @@ mod scripts;
 mod user_index;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -189,11 +189,32 @@ pub struct RedisStore {
     cache: Option<Arc<Cached>>,
 }
 
-/// A store's local cache, and where its subscriber listens.
+/// A store's local cache, where its subscriber listens, and the
+/// subscriber's task.
 struct Cached {
     cache: Arc<LocalCache>,
     urls: Arc<[String]>,
     channel: String,
+    /// Spawned by `build` inside a runtime, or else by the first load; and
+    /// again by a load if it has ended (its runtime shut down while the
+    /// store lives on in another).
+    subscriber: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Cached {
+    fn drop(&mut self) {
+        // The last clone of the store is gone: nobody reads the cache.
+        if let Some(task) = lock(&self.subscriber).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The lock guards a plain `Option`, whole after any panic.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Evicts sessions from the local cache when dropped: after a write to
@@ -242,20 +263,29 @@ impl RedisStore {
         self.cache.as_ref().map(|c| c.cache.len())
     }
 
-    /// Spawns the local cache's subscriber, once per cache, on the current
-    /// tokio runtime. It holds the cache weakly and ends after the last
-    /// clone of the store is dropped.
+    /// Spawns the local cache's subscriber on the current tokio runtime,
+    /// unless it runs already. It holds the cache weakly, and is aborted
+    /// when the last clone of the store is dropped.
     fn start_subscriber(&self) {
         let Some(cached) = &self.cache else { return };
-        if cached.cache.claim_subscriber() {
-            tokio::spawn(cache::subscribe(
-                Arc::downgrade(&cached.cache),
-                Subscription {
-                    urls: Arc::clone(&cached.urls),
-                    channel: cached.channel.clone(),
-                },
-            ));
+        // Outside a tokio runtime there is nothing to run it on (and
+        // `tokio::spawn` would panic): the cache serves nothing until a load
+        // runs inside one.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut task = lock(&cached.subscriber);
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
         }
+        *task = Some(runtime.spawn(cache::subscribe(
+            Arc::downgrade(&cached.cache),
+            Subscription {
+                urls: Arc::clone(&cached.urls),
+                channel: cached.channel.clone(),
+                connection: self.connection.clone(),
+            },
+        )));
     }
 
     fn local_cache(&self) -> Option<&LocalCache> {
@@ -430,8 +460,12 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut self.connection())
                 .await
                 .map_err(store_error)?;
-            // The touch moved `last_seen` (and announced it), so this copy
-            // is already behind: the next read fetches the new one.
+            // The touch moved `last_seen`, so a cached copy is behind: the
+            // next read here fetches the new one. (Other instances' copies
+            // are only older, so they go to Redis no later than this one.)
+            if let Some(cache) = self.local_cache() {
+                cache.evict(key);
+            }
         } else if let (Some(cache), Some(ticket)) = (self.local_cache(), ticket) {
             cache.keep(ticket, key, record.clone());
         }

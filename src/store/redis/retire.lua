@@ -6,10 +6,10 @@ if s and i and a then
   if deadline(s, i, a) <= now then
     return {0, false}
   end
+  changed(key)
   redis.call('DEL', key)
   redis.call('HSET', key, 'f', ARGV[2], 'w', ARGV[3])
   redis.call('EXPIREAT', key, ARGV[3])
-  changed(key)
   return {1, m[4]}
 end
 local w = tonumber(m[6])

@@ -5,6 +5,7 @@ local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
 if not (s and i and a) or deadline(s, i, a) <= now then
   return 0
 end
+changed(key)
 if ARGV[2] == '1' then
   local data = {}
   for _, f in ipairs(redis.call('HKEYS', key)) do
@@ -29,5 +30,4 @@ end
 if moved then
   redis.call('EXPIREAT', key, deadline(s, i, a))
 end
-changed(key)
 return 1

@@ -10,5 +10,4 @@ if now <= s or now - s < i * tonumber(ARGV[2]) then
 end
 redis.call('HSET', key, 's', ARGV[1])
 redis.call('EXPIREAT', key, deadline(now, i, a))
-changed(key)
 return 1
