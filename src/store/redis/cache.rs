@@ -199,12 +199,11 @@ impl LocalCache {
     fn flush(&self) {
         self.serving_until.store(0, Ordering::SeqCst);
         // The epoch moves before the shards are cleared: a load that checks
-        // a shard after its clearing sees the new epoch and keeps nothing.
+        // a shard after its clearing sees the new epoch and keeps nothing,
+        // and one that kept before it is cleared with the rest.
         self.epoch.fetch_add(1, Ordering::SeqCst);
         for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            shard.generation += 1;
-            shard.entries.clear();
+            lock(shard).entries.clear();
         }
     }
 
