@@ -103,9 +103,7 @@ impl SessionRecord {
     /// window. Whole seconds are compared, so every store reaches the same
     /// answer.
     pub fn touch_due(&self, touch: &Touch) -> bool {
-        let elapsed = (touch.now - self.last_seen).whole_seconds();
-        let threshold = self.idle_timeout.whole_seconds() as f64 * touch.after;
-        elapsed as f64 >= threshold
+        touch.due(self.last_seen, self.idle_timeout)
     }
 
     /// Extends the idle deadline: `last_seen = now`.
@@ -116,15 +114,7 @@ impl SessionRecord {
     /// Applies `patch`: clear (if asked), then removals, then insertions,
     /// then the new lifetime.
     pub fn apply(&mut self, patch: &Patch) {
-        if patch.clear {
-            self.data.clear();
-        }
-        for key in &patch.remove {
-            self.data.remove(key);
-        }
-        for (key, value) in &patch.set {
-            self.data.insert(key.clone(), value.clone());
-        }
+        patch.apply_to_data(&mut self.data);
         if let Some(lifetime) = &patch.lifetime {
             self.idle_timeout = lifetime.idle_timeout;
             self.absolute_deadline = lifetime.absolute_deadline;
@@ -157,6 +147,16 @@ pub struct Touch {
     pub after: f64,
 }
 
+impl Touch {
+    /// [`SessionRecord::touch_due`] on a record's `last_seen` and
+    /// `idle_timeout` alone, for stores that keep a record in another form.
+    pub(crate) fn due(&self, last_seen: OffsetDateTime, idle_timeout: Duration) -> bool {
+        let elapsed = (self.now - last_seen).whole_seconds();
+        let threshold = idle_timeout.whole_seconds() as f64 * self.after;
+        elapsed as f64 >= threshold
+    }
+}
+
 /// What one request changed in a session: only this is written back, so
 /// concurrent requests that change different keys do not undo each other.
 ///
@@ -177,6 +177,24 @@ impl Patch {
     /// Whether the patch changes nothing.
     pub fn is_empty(&self) -> bool {
         !self.clear && self.set.is_empty() && self.remove.is_empty() && self.lifetime.is_none()
+    }
+
+    /// Whether the patch changes the data (rather than only the lifetime).
+    pub(crate) fn changes_data(&self) -> bool {
+        self.clear || !self.set.is_empty() || !self.remove.is_empty()
+    }
+
+    /// The data part of [`SessionRecord::apply`]: clear, removals, insertions.
+    pub(crate) fn apply_to_data(&self, data: &mut Map<String, Value>) {
+        if self.clear {
+            data.clear();
+        }
+        for key in &self.remove {
+            data.remove(key);
+        }
+        for (key, value) in &self.set {
+            data.insert(key.clone(), value.clone());
+        }
     }
 
     pub(crate) fn insert(&mut self, key: &str, value: Value) {

@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde_json::Map;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::device::Device;
@@ -135,15 +135,8 @@ impl std::error::Error for Full {}
 
 impl Entry {
     fn from_record(record: &SessionRecord) -> Result<Self, StoreError> {
-        let data = if record.data.is_empty() {
-            Box::from("")
-        } else {
-            serde_json::to_string(&record.data)
-                .map_err(StoreError::backend)?
-                .into_boxed_str()
-        };
         Ok(Self {
-            data,
+            data: encode_data(&record.data)?,
             user_id: record.user_id.as_deref().map(Box::from),
             created_at: seconds(record.created_at.unix_timestamp(), "times")?,
             last_seen: seconds(record.last_seen.unix_timestamp(), "times")?,
@@ -155,13 +148,8 @@ impl Entry {
     }
 
     fn to_record(&self) -> Result<SessionRecord, StoreError> {
-        let data = if self.data.is_empty() {
-            Map::new()
-        } else {
-            serde_json::from_str(&self.data).map_err(StoreError::corrupt)?
-        };
         Ok(SessionRecord {
-            data,
+            data: self.decode_data()?,
             user_id: self.user_id.as_deref().map(String::from),
             created_at: timestamp(self.created_at)?,
             last_seen: timestamp(self.last_seen)?,
@@ -170,6 +158,63 @@ impl Entry {
             persistent: self.persistent,
             device: self.device(),
         })
+    }
+
+    fn decode_data(&self) -> Result<Map<String, Value>, StoreError> {
+        if self.data.is_empty() {
+            return Ok(Map::new());
+        }
+        serde_json::from_str(&self.data).map_err(StoreError::corrupt)
+    }
+
+    /// Applies `patch` and records the activity when due, as a decoded
+    /// record would, touching only what the patch names: the data is
+    /// decoded and encoded again only when the patch changes it, and the
+    /// user and device stay as stored. Everything that can fail runs
+    /// before the first field changes, so a patch applies whole or not at
+    /// all.
+    fn patch(&mut self, patch: &Patch, touch: Touch) -> Result<(), StoreError> {
+        let data = match patch.changes_data() {
+            false => None,
+            // A cleared session's old data is not needed to patch it.
+            true if patch.clear => Some(Map::new()),
+            true => Some(self.decode_data()?),
+        };
+        let data = data
+            .map(|mut data| {
+                patch.apply_to_data(&mut data);
+                encode_data(&data)
+            })
+            .transpose()?;
+        let lifetime = patch
+            .lifetime
+            .map(|lifetime| {
+                Ok::<_, StoreError>((
+                    seconds(lifetime.idle_timeout.whole_seconds(), "timeouts")?,
+                    seconds(lifetime.absolute_deadline.unix_timestamp(), "times")?,
+                    lifetime.persistent,
+                ))
+            })
+            .transpose()?;
+        let idle_timeout = lifetime.map_or(self.idle_timeout, |(idle, _, _)| idle);
+        let touched = touch.due(
+            timestamp(self.last_seen)?,
+            time::Duration::seconds(i64::from(idle_timeout)),
+        );
+        let last_seen = match touched {
+            true => seconds(touch.now.unix_timestamp(), "times")?,
+            false => self.last_seen,
+        };
+        if let Some(data) = data {
+            self.data = data;
+        }
+        if let Some((idle_timeout, absolute_deadline, persistent)) = lifetime {
+            self.idle_timeout = idle_timeout;
+            self.absolute_deadline = absolute_deadline;
+            self.persistent = persistent;
+        }
+        self.last_seen = last_seen;
+        Ok(())
     }
 
     /// [`SessionRecord::is_expired`] on the compact form, so that sweeping
@@ -197,6 +242,16 @@ impl Entry {
     fn device(&self) -> Device {
         self.device.as_deref().cloned().unwrap_or_default()
     }
+}
+
+/// Session data as stored in an [`Entry`]: compact JSON, empty for none.
+fn encode_data(data: &Map<String, Value>) -> Result<Box<str>, StoreError> {
+    if data.is_empty() {
+        return Ok(Box::from(""));
+    }
+    serde_json::to_string(data)
+        .map(String::into_boxed_str)
+        .map_err(StoreError::backend)
 }
 
 fn timestamp(secs: u32) -> Result<OffsetDateTime, StoreError> {
@@ -562,14 +617,9 @@ impl SessionStore for MemoryStore {
         if entry.is_expired(now) {
             return Ok(false);
         }
-        // Decode, patch and re-encode under the shard lock, so that two
-        // patches to one session apply one after the other.
-        let mut record = entry.to_record()?;
-        record.apply(patch);
-        if record.touch_due(&touch) {
-            record.touch(touch.now);
-        }
-        *entry = Entry::from_record(&record)?;
+        // Patched under the shard lock, so that two patches to one session
+        // apply one after the other.
+        entry.patch(patch, touch)?;
         Ok(true)
     }
 
