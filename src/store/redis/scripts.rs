@@ -31,7 +31,8 @@ fn with_helpers(body: &str) -> Script {
 /// `create.lua`. KEYS[1] = record; ARGV = now, expire-at, then field/value
 /// pairs. Insert-if-absent: a live record or a forward that has not lapsed
 /// is left alone (returns 0); an expired record or a lapsed forward is
-/// replaced.
+/// replaced. It announces nothing on the invalidation channel: no cache
+/// holds a session under a fresh random key, nor keeps an expired one.
 pub(super) static CREATE: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("create.lua")));
 
