@@ -264,7 +264,8 @@ pub(super) struct Subscription {
 pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscription) {
     // Instances start at different nodes of a cluster, which spreads the
     // subscriptions (and means a bad node is not every instance's).
-    let mut attempt = usize::from(random_u16());
+    // (Truncating the random number on a 32-bit target changes nothing.)
+    let mut attempt = random_u64() as usize;
     loop {
         {
             let Some(cache) = cache.upgrade() else { return };
@@ -420,10 +421,6 @@ fn random_u64() -> u64 {
         .unwrap_or_default();
     }
     u64::from_le_bytes(bytes)
-}
-
-fn random_u16() -> u16 {
-    (random_u64() & 0xffff) as u16
 }
 
 /// A store key in hex, as the scripts publish it.
