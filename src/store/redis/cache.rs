@@ -37,7 +37,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use redis::aio::PubSubStream;
 
-use super::RedisConnection;
+use super::connection::RedisConnection;
 
 use crate::id::StoreKey;
 use crate::record::{SessionRecord, Touch};
