@@ -233,10 +233,11 @@ impl LocalCache {
     }
 }
 
-/// A poisoned shard only means a panic elsewhere while it was held; its map
-/// is still whole (every change to it is one call), so it stays usable.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard
+/// A poisoned lock only means a panic elsewhere while it was held; what
+/// it guards here (a shard's map, a task handle) is changed in single
+/// calls, so it is still whole and stays usable.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

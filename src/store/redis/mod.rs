@@ -54,7 +54,7 @@ use redis::cluster_async::ClusterConnection;
 use time::OffsetDateTime;
 
 pub use self::builder::RedisStoreBuilder;
-use self::cache::{LocalCache, Subscription};
+use self::cache::{lock, LocalCache, Subscription};
 #[cfg(fuzzing)]
 pub(crate) use self::codec::decode_record;
 use self::codec::{
@@ -208,13 +208,6 @@ impl Drop for Cached {
             task.abort();
         }
     }
-}
-
-/// The lock guards a plain `Option`, whole after any panic.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Evicts sessions from the local cache when dropped: after a write to
