@@ -285,13 +285,17 @@ impl RedisStore {
         self.cache.as_deref().map(|c| &*c.cache)
     }
 
-    /// A guard that evicts `key` from the local cache when the write it
-    /// covers is over.
-    fn evict_after(&self, key: &StoreKey) -> EvictAfter<'_> {
+    /// A guard that evicts `keys` from the local cache when the write it
+    /// covers is over (for a store without a cache, one that does nothing
+    /// and allocates nothing).
+    fn evict_after(&self, keys: impl IntoIterator<Item = StoreKey>) -> EvictAfter<'_> {
         let cache = self.local_cache();
         EvictAfter {
             cache,
-            keys: cache.map(|_| vec![*key]).unwrap_or_default(),
+            keys: match cache {
+                Some(_) => keys.into_iter().collect(),
+                None => Vec::new(),
+            },
         }
     }
 
@@ -375,7 +379,7 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let _evict = self.evict_after(key);
+        let _evict = self.evict_after([*key]);
         let mut invocation = CREATE.key(self.record_key(key));
         invocation
             .arg(now.unix_timestamp())
@@ -466,7 +470,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
-        let _evict = self.evict_after(key);
+        let _evict = self.evict_after([*key]);
         let now = touch.now;
         let record_key = self.record_key(key);
         if let Some(lifetime) = &patch.lifetime {
@@ -524,7 +528,7 @@ impl SessionStore for RedisStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let _evict = self.evict_after(key);
+        let _evict = self.evict_after([*key]);
         let (retired, user): (i64, Option<String>) = RETIRE
             .key(self.record_key(key))
             .arg(now.unix_timestamp())
@@ -548,7 +552,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let _evict = self.evict_after(key);
+        let _evict = self.evict_after([*key]);
         // One script deletes what the key holds (but a live forward) and
         // names the record's user; the index entry (another slot in a
         // cluster) goes in a second call. Left behind, it would only be pruned at its absolute
@@ -582,13 +586,7 @@ impl SessionStore for RedisStore {
                 return Ok(deleted);
             }
             for batch in members.chunks(BATCH) {
-                let _evict = EvictAfter {
-                    cache: self.local_cache(),
-                    keys: match self.local_cache() {
-                        Some(_) => batch.iter().filter_map(|m| m.parse().ok()).collect(),
-                        None => Vec::new(),
-                    },
-                };
+                let _evict = self.evict_after(batch.iter().filter_map(|m| m.parse().ok()));
                 // Records live in different cluster slots: one script per
                 // record, a batch in flight at a time.
                 let deletions = batch.iter().map(|member| {
