@@ -207,7 +207,8 @@ impl LocalCache {
         }
     }
 
-    /// The subscription was heard from: serve for a while longer.
+    /// A heartbeat came back whole: nothing published before it was
+    /// missed, so serve for a while longer.
     fn heard(&self) {
         let until = self.started.elapsed() + SILENCE_LIMIT;
         let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
