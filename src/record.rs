@@ -180,6 +180,7 @@ impl Patch {
     }
 
     /// Whether the patch changes the data (rather than only the lifetime).
+    #[cfg(feature = "memory")]
     pub(crate) fn changes_data(&self) -> bool {
         self.clear || !self.set.is_empty() || !self.remove.is_empty()
     }
