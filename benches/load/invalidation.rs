@@ -55,6 +55,14 @@ fn touch() -> Touch {
     }
 }
 
+/// A session created through `store`, under a fresh key.
+async fn new_session(store: &RedisStore) -> StoreKey {
+    let key = SessionId::generate().unwrap().store_key();
+    let now = touch().now;
+    assert!(store.create(&key, &record(now), now).await.unwrap());
+    key
+}
+
 /// Reads `key` through `store` until its cache holds one more session.
 async fn until_cached(store: &RedisStore, key: &StoreKey, before: usize) {
     let start = Instant::now();
@@ -80,11 +88,7 @@ pub(crate) async fn measure(url: &str) -> Invalidation {
     let b = cached_store(url, &prefix).await;
     let mut delays = Histogram::<u64>::new(3).unwrap();
     for _ in 0..trials {
-        let key = SessionId::generate().unwrap().store_key();
-        assert!(a
-            .create(&key, &record(touch().now), touch().now)
-            .await
-            .unwrap());
+        let key = new_session(&a).await;
         until_cached(&b, &key, 0).await;
         let start = Instant::now();
         a.delete(&key, touch().now).await.unwrap();
@@ -105,12 +109,7 @@ pub(crate) async fn measure(url: &str) -> Invalidation {
     let sessions = 10_000usize;
     let mut keys = Vec::with_capacity(sessions);
     for _ in 0..sessions {
-        let key = SessionId::generate().unwrap().store_key();
-        assert!(a
-            .create(&key, &record(touch().now), touch().now)
-            .await
-            .unwrap());
-        keys.push(key);
+        keys.push(new_session(&a).await);
     }
     let held = || {
         let stats = ALLOCATOR.stats();
