@@ -557,7 +557,12 @@ async fn login(
         // Before the login, which keeps it.
         session.remember_me().await?;
     }
-    session.login(form.user.as_str()).await?;
+    // A fresh ID, carrying over only the visitor's counter: the anonymous
+    // session may have been planted by someone else, so its other keys
+    // (notes, say) do not follow the user into their account.
+    session
+        .login_keeping(form.user.as_str(), &["counter"])
+        .await?;
     session
         .flash(FlashLevel::Success, format!("Signed in as {}.", form.user))
         .await?;

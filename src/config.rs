@@ -17,6 +17,10 @@ const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 const DEFAULT_REMEMBER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_REMEMBER_ABSOLUTE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOUCH_AFTER: f64 = 0.1;
+/// The largest `touch_after`: past half the idle window, a user active
+/// at steady intervals shorter than the idle timeout is logged out (the
+/// effective idle timeout falls to `(1 - touch_after) × idle_timeout`).
+pub(crate) const MAX_TOUCH_AFTER: f64 = 0.5;
 const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_LOGIN_URL: &str = "/login";
@@ -133,7 +137,7 @@ impl Settings {
                 idle: self.remember_idle_timeout,
             });
         }
-        if !(0.0..1.0).contains(&self.touch_after) {
+        if !(0.0..=MAX_TOUCH_AFTER).contains(&self.touch_after) {
             return Err(ConfigError::TouchAfterOutOfRange);
         }
         if self.max_sessions_per_user == Some(0) {

@@ -43,7 +43,7 @@ pub enum SameSite {
 /// [`validated`]: CookieSettings::validated
 #[derive(Debug, Clone)]
 pub(crate) struct CookieSettings {
-    /// The name without the `__Host-` prefix.
+    /// The name without its `__Host-` or `__Secure-` prefix.
     pub(crate) name: String,
     /// `None`: the prefix whenever the other attributes allow it.
     pub(crate) host_prefix: Option<bool>,
@@ -73,8 +73,11 @@ impl Default for CookieSettings {
 }
 
 impl CookieSettings {
-    /// Checks the attributes, settles the `__Host-` prefix and the name the
-    /// cookie is sent under.
+    /// Checks the attributes, settles the name prefix and the name the
+    /// cookie is sent under: `__Host-` when asked for or when nothing rules
+    /// it out, otherwise `__Secure-` for any `Secure` cookie (so that a
+    /// plain-http page cannot set one under the name), no prefix without
+    /// `Secure`.
     pub(crate) fn validated(mut self) -> Result<Self, ConfigError> {
         // Checked before the prefix, which would hide an empty name.
         if self.name.is_empty() || !self.name.bytes().all(is_token_byte) {
@@ -101,6 +104,8 @@ impl CookieSettings {
         }
         self.full_name = if prefixed {
             format!("__Host-{}", self.name)
+        } else if self.secure {
+            format!("__Secure-{}", self.name)
         } else {
             self.name.clone()
         };
@@ -335,13 +340,79 @@ mod tests {
     use super::*;
     use crate::key::Key;
 
+    /// Settings whose cookie is named plainly `id` (no prefix is possible
+    /// without `Secure`).
     fn settings() -> CookieSettings {
+        CookieSettings {
+            secure: false,
+            ..CookieSettings::default()
+        }
+        .validated()
+        .unwrap()
+    }
+
+    /// Secure settings without the `__Host-` prefix: the cookie is sent
+    /// as `__Secure-id`.
+    fn secure_settings() -> CookieSettings {
         CookieSettings {
             host_prefix: Some(false),
             ..CookieSettings::default()
         }
         .validated()
         .unwrap()
+    }
+
+    #[test]
+    fn a_secure_cookie_gets_the_strongest_prefix_its_attributes_allow() {
+        struct Case {
+            name: &'static str,
+            settings: CookieSettings,
+            sent_as: &'static str,
+        }
+        let base = CookieSettings::default;
+        let cases = [
+            Case {
+                name: "the defaults",
+                settings: base(),
+                sent_as: "__Host-id",
+            },
+            Case {
+                name: "a domain",
+                settings: CookieSettings {
+                    domain: Some("example.test".into()),
+                    ..base()
+                },
+                sent_as: "__Secure-id",
+            },
+            Case {
+                name: "a path",
+                settings: CookieSettings {
+                    path: "/app".into(),
+                    ..base()
+                },
+                sent_as: "__Secure-id",
+            },
+            Case {
+                name: "host_prefix(false)",
+                settings: CookieSettings {
+                    host_prefix: Some(false),
+                    ..base()
+                },
+                sent_as: "__Secure-id",
+            },
+            Case {
+                name: "no Secure",
+                settings: CookieSettings {
+                    secure: false,
+                    ..base()
+                },
+                sent_as: "id",
+            },
+        ];
+        for case in cases {
+            let settled = case.settings.validated().unwrap();
+            assert_eq!(settled.full_name, case.sent_as, "{}", case.name);
+        }
     }
 
     fn ring() -> KeyRing {
@@ -526,9 +597,9 @@ mod tests {
     #[test]
     fn set_cookie_has_the_safe_attributes() {
         let id = SessionId::generate().unwrap();
-        let header = settings().set_cookie(&ring(), &id, None).unwrap();
+        let header = secure_settings().set_cookie(&ring(), &id, None).unwrap();
         let text = header.to_str().unwrap();
-        assert!(text.starts_with(&format!("id={}", ring().sign(&id))));
+        assert!(text.starts_with(&format!("__Secure-id={}", ring().sign(&id))));
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
             assert!(text.contains(attr), "{text}");
         }
@@ -547,8 +618,13 @@ mod tests {
 
     #[test]
     fn removal_expires_the_cookie_with_the_same_attributes() {
-        let text = settings().removal().unwrap().to_str().unwrap().to_owned();
-        assert!(text.starts_with("id=;"), "{text}");
+        let text = secure_settings()
+            .removal()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(text.starts_with("__Secure-id=;"), "{text}");
         assert!(text.contains("Max-Age=0"));
         assert!(text.contains("Path=/"));
         assert!(text.contains("Secure"));

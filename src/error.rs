@@ -60,7 +60,7 @@ pub enum ConfigError {
         /// The idle timeout in effect.
         idle: Duration,
     },
-    /// `touch_after` is not a fraction from 0.0 up to (not including) 1.0.
+    /// `touch_after` is not a fraction from 0.0 up to 0.5.
     TouchAfterOutOfRange,
     /// A limit of zero sessions per user, which would log nobody in.
     ZeroSessionsPerUser,
@@ -144,9 +144,13 @@ impl fmt::Display for ConfigError {
                     Human(*idle)
                 )
             }
-            Self::TouchAfterOutOfRange => {
-                f.write_str("touch_after must be at least 0.0 and less than 1.0")
-            }
+            Self::TouchAfterOutOfRange => f.write_str(
+                "touch_after must be from 0.0 to 0.5: a request extends the idle deadline \
+                     only once that fraction of the idle window has passed, so a larger one \
+                     logs out users who are active at steady intervals (at 0.99 with a \
+                     30-minute idle timeout, someone active every minute is logged out after \
+                     29 minutes)",
+            ),
             Self::ZeroSessionsPerUser => {
                 f.write_str("max_sessions_per_user must be at least 1 (or None for no limit)")
             }

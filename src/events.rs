@@ -379,6 +379,19 @@ pub(crate) fn secure_cookie_over_plain_http() {
     );
 }
 
+/// A layer was built with `secure(false)`: its cookies travel over plain
+/// http, readable on the network path. Given once, at start-up.
+pub(crate) fn cookie_without_secure() {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "cookie_without_secure",
+        "the session cookie is set without Secure (.secure(false)): browsers send it over \
+         plain http, where anyone on the network path can read it and take the session. \
+         This is a development setting; in production serve over https and drop \
+         .secure(false)"
+    );
+}
+
 /// `MemoryStore` was full and made room.
 #[cfg(feature = "memory")]
 pub(crate) fn session_evicted_for_room(key: &StoreKey) {

@@ -101,9 +101,9 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// The cookie name, `id` by default (sent as `__Host-id` while the
-    /// `__Host-` prefix applies). Generic names reveal nothing about the
-    /// stack.
+    /// The cookie name, `id` by default, sent with a prefix: `__Host-id`
+    /// while the `__Host-` prefix applies, `__Secure-id` for any other
+    /// `Secure` cookie. Generic names reveal nothing about the stack.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.settings.cookie.name = name.into();
         self
@@ -118,13 +118,16 @@ impl SessionLayerBuilder {
     /// ([`domain`](Self::domain), [`path`](Self::path) other than `/`,
     /// [`secure(false)`](Self::secure)) turn it off unless it was asked for
     /// with `host_prefix(true)`, which then makes [`build`](Self::build)
-    /// fail with the contradiction.
+    /// fail with the contradiction. A `Secure` cookie without the `__Host-`
+    /// prefix gets the `__Secure-` prefix instead, which browsers accept
+    /// only from https pages and with `Secure`.
     ///
     /// # Security
     ///
     /// `host_prefix(false)` lets any subdomain of the site (or whoever
     /// controls one) set a cookie under the session cookie's name, for
-    /// example to plant a session of their own.
+    /// example to plant a session of their own; `__Secure-` still keeps
+    /// plain-http pages from doing so.
     pub fn host_prefix(mut self, enabled: bool) -> Self {
         self.settings.cookie.host_prefix = Some(enabled);
         self
@@ -163,15 +166,17 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// Whether the cookie carries `Secure`; on by default.
+    /// Whether the cookie carries `Secure`; on by default. `secure(false)`
+    /// is a development setting (a LAN name over plain http): building such
+    /// a layer logs a warning saying so (event `cookie_without_secure`).
     ///
     /// # Security
     ///
     /// Without `Secure` the browser also sends the cookie over plain HTTP,
     /// where anyone on the network path can read it and take over the
-    /// session, and the `__Host-` prefix cannot be used. Browsers treat
-    /// `http://localhost` as secure, so local development does not need
-    /// this.
+    /// session, and neither the `__Host-` nor the `__Secure-` prefix can be
+    /// used. Browsers treat `http://localhost` as secure, so local
+    /// development does not need this.
     pub fn secure(mut self, secure: bool) -> Self {
         self.settings.cookie.secure = secure;
         self
@@ -230,15 +235,16 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// The fraction of the idle window (0.0 up to, not including, 1.0)
-    /// that must pass before a request records activity again, extending
-    /// the idle deadline; 0.1 by default.
+    /// The fraction of the idle window (0.0 up to 0.5) that must pass
+    /// before a request records activity again, extending the idle
+    /// deadline; 0.1 by default.
     ///
     /// Rolling expiry then costs a store write at most once per
     /// `touch_after × idle_timeout` per session instead of on every request,
     /// at the price of the effective idle timeout lying between
     /// `(1 − touch_after) × idle_timeout` and `idle_timeout`. 0.0 extends on
-    /// every request.
+    /// every request. It is capped at 0.5: beyond that, the effective idle
+    /// timeout shrinks so far that steadily active users are logged out.
     pub fn touch_after(mut self, fraction: f64) -> Self {
         self.settings.touch_after = fraction;
         self
@@ -318,12 +324,15 @@ impl SessionLayerBuilder {
     /// an invalid cookie name, domain or path, a `__Host-` prefix asked for
     /// with a domain, another path or without `Secure`, `SameSite=None`
     /// without `Secure`, a timeout out of range, an absolute timeout
-    /// shorter than its idle timeout, `touch_after` outside 0.0 up to 1.0,
+    /// shorter than its idle timeout, `touch_after` outside 0.0 up to 0.5,
     /// a zero session limit, a store timeout outside 1 ms to 10 minutes, a
     /// trusted proxy that is no address or network, or a login URL that is
     /// not a path on this site.
     pub fn build(self) -> Result<SessionLayer, ConfigError> {
         let (config, store_timeout) = self.settings.validate()?;
+        if !config.cookie.secure {
+            crate::events::cookie_without_secure();
+        }
         Ok(SessionLayer::from_core(Core::new(
             (self.store)(store_timeout),
             config,
@@ -465,13 +474,13 @@ mod tests {
     }
 
     #[test]
-    fn the_host_prefix_is_used_whenever_the_settings_allow_it() {
+    fn the_host_prefix_is_used_whenever_the_settings_allow_it_and_secure_otherwise() {
         assert_eq!(cookie_name(builder()), "__Host-id");
         assert_eq!(cookie_name(builder().cookie_name("sid")), "__Host-sid");
-        assert_eq!(cookie_name(builder().domain("example.com")), "id");
-        assert_eq!(cookie_name(builder().path("/app")), "id");
+        assert_eq!(cookie_name(builder().domain("example.com")), "__Secure-id");
+        assert_eq!(cookie_name(builder().path("/app")), "__Secure-id");
         assert_eq!(cookie_name(builder().secure(false)), "id");
-        assert_eq!(cookie_name(builder().host_prefix(false)), "id");
+        assert_eq!(cookie_name(builder().host_prefix(false)), "__Secure-id");
         assert_eq!(cookie_name(builder().host_prefix(true)), "__Host-id");
     }
 
@@ -563,15 +572,15 @@ mod tests {
     }
 
     #[test]
-    fn touch_after_must_be_a_fraction() {
-        for bad in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+    fn touch_after_must_be_at_most_half_the_idle_window() {
+        for bad in [-0.1, 0.51, 0.99, 1.5, f64::NAN, f64::INFINITY] {
             assert_eq!(
                 err(builder().touch_after(bad)),
                 ConfigError::TouchAfterOutOfRange
             );
         }
         assert!(builder().touch_after(0.0).build().is_ok());
-        assert!(builder().touch_after(0.99).build().is_ok());
+        assert!(builder().touch_after(0.5).build().is_ok());
         assert_eq!(
             err(builder().touch_after(1.0)),
             ConfigError::TouchAfterOutOfRange,

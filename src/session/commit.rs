@@ -15,7 +15,7 @@ use crate::core::Core;
 use crate::error::SessionError;
 use crate::events::{self, Orphan, Vanished};
 use crate::id::{SessionId, StoreKey};
-use crate::store::{Deleted, Patch, SessionRecord, StoreError};
+use crate::store::{Deleted, Patch, SessionInfo, SessionRecord, StoreError};
 
 /// How many fresh IDs are tried when `create` reports a collision. With
 /// 128-bit random IDs a single collision is already astronomically
@@ -30,10 +30,14 @@ const FORWARD_GRACE: time::Duration = time::Duration::minutes(5);
 /// A commit that must not let the handler's response through: an earlier
 /// store failure in the request dropped changes the response depends on,
 /// or the commit's own store call failed. Already logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Abort {
     /// The store failed or timed out: `503`.
     Unavailable,
+    /// The store failed after the session moved to a new ID, or may have
+    /// (a retire whose outcome stayed unknown): `503`, but with the cookie
+    /// of the new session, the one session the user is sure to have.
+    UnavailableMoved(CookieAction),
     /// The store refused the data: `400`.
     Rejected,
 }
@@ -351,18 +355,32 @@ impl Session {
                 })
                 .await
                 .map_err(|e| abort(self.session_failed(e)))?;
-                match moved {
-                    Some(id) => {
-                        if let Some(user_id) = &user_id {
-                            enforce_session_limit(core, user_id, &id.store_key()).await;
-                        }
-                        CookieAction::Set { id, max_age }
-                    }
+                let (id, retired) = match moved {
+                    Moved::To(id) => (id, true),
+                    Moved::Unknown(id) => (id, false),
                     // The session ended while the request ran: the request
                     // ends without one. The cookie is left alone, since the
                     // request that ended it may have set a newer one.
-                    None => CookieAction::Keep,
+                    Moved::Ended => {
+                        return Ok(Outcome {
+                            cookie: CookieAction::Keep,
+                            vary: true,
+                        })
+                    }
+                };
+                if let Some(user_id) = &user_id {
+                    enforce_session_limit(core, user_id, &id.store_key()).await;
                 }
+                let cookie = CookieAction::Set { id, max_age };
+                if !retired {
+                    // Whether the old record was retired stayed unknown: the
+                    // request fails, but hands out the new cookie, since the
+                    // new session exists and the old ID, if retired, leads
+                    // nowhere (a forward never loads). Without it the user
+                    // could be left with no session at all.
+                    return Err(Abort::UnavailableMoved(cookie));
+                }
+                cookie
             }
         };
         Ok(Outcome {
@@ -422,19 +440,29 @@ async fn create(
     Err(SessionError::IdCollision)
 }
 
+/// Where a move to a new ID ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Moved {
+    /// The session moved to this ID.
+    To(SessionId),
+    /// The session ended while the request ran; nothing moved.
+    Ended,
+    /// The new record under this ID exists; whether the old one was
+    /// retired is unknown (the store failed twice).
+    Unknown(SessionId),
+}
+
 /// Moves the session under `old` to `id`: the new record first, then the
-/// old one retired with a forward. Returns the ID the session now has, or
-/// `None` when the old session had ended meanwhile (the new record is then
-/// deleted again). On a failure, or when the request was abandoned before
-/// the old record was retired, the new record is deleted again and the old
-/// session stays as it was.
+/// old one retired with a forward. On a failure, or when the request was
+/// abandoned before the old record was retired, the new record is deleted
+/// again and the old session stays as it was.
 async fn rotate(
     core: Arc<Core>,
     old: StoreKey,
     id: SessionId,
     record: SessionRecord,
     abandoned: Arc<AtomicBool>,
-) -> Result<Option<SessionId>, SessionError> {
+) -> Result<Moved, SessionError> {
     let now = core.now();
     let id = create(&core, Some(id), &record, now).await?;
     let new = id.store_key();
@@ -455,22 +483,24 @@ async fn rotate(
     match retired {
         Ok(true) => {
             events::session_rotated(&old, &new);
-            Ok(Some(id))
+            Ok(Moved::To(id))
         }
         Ok(false) => {
             // Ended by another request (a logout, logout-everywhere) after
             // this one loaded it: the new session must not outlive it.
             events::session_vanished(&old, Vanished::BeforeMove);
             discard(&core, &new, Orphan::Ended).await;
-            Ok(None)
+            Ok(Moved::Ended)
         }
         Err(error) => {
             // Unknown whether the old record was retired: the new one stays
-            // (indexed, so logout-everywhere reaches it), lest the user be
-            // left with no session at all.
+            // and its cookie goes out with the failure, lest the user be left
+            // with no session at all. Should the old record have survived,
+            // it holds only what it held before the move, and stays indexed
+            // for logout-everywhere.
             events::store_error("retire", &error);
             events::session_orphaned(&new, Orphan::RetireUnknown);
-            Err(SessionError::Store(error))
+            Ok(Moved::Unknown(id))
         }
     }
 }
@@ -486,10 +516,9 @@ async fn discard(core: &Core, key: &StoreKey, why: Orphan) {
 }
 
 /// Ends the least recently active sessions of `user_id` beyond the layer's
-/// per-user limit. Only sessions created before `current` are candidates:
-/// logins running at the same moment never end each other's new sessions
-/// (they may overshoot the limit by their number until the next login).
-/// Failures are logged, not reported: the login itself succeeded.
+/// per-user limit, keeping `current` (the session this login just stored).
+/// Which ones go is decided by [`beyond_the_limit`]. Failures are logged,
+/// not reported: the login itself succeeded.
 async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
     let Some(limit) = core.config.max_sessions_per_user else {
         return;
@@ -497,22 +526,9 @@ async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
     let now = core.now();
     let result = async {
         let sessions = core.store.list_user(user_id, now, usize::MAX).await?;
-        if sessions.len() <= limit {
-            return Ok(0);
-        }
-        let excess = sessions.len() - limit;
-        let newest = sessions
-            .iter()
-            .find(|s| s.key == *current)
-            .map_or(now, |s| s.created_at);
-        let mut older: Vec<_> = sessions
-            .iter()
-            .filter(|s| s.key != *current && s.created_at < newest)
-            .collect();
-        older.sort_by_key(|s| (s.last_seen, s.created_at, s.key));
         let mut ended = 0u64;
-        for session in older.into_iter().take(excess) {
-            if core.store.delete(&session.key, now).await? == Deleted::Session {
+        for key in beyond_the_limit(&sessions, current, limit) {
+            if core.store.delete(&key, now).await? == Deleted::Session {
                 ended += 1;
             }
         }
@@ -524,6 +540,32 @@ async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
         Ok(ended) => events::sessions_evicted(ended, limit),
         Err(error) => events::store_error("evict", &error),
     }
+}
+
+/// The sessions a login's limit check ends: all but `current` and the
+/// `limit - 1` others that come first in one total order, most recent
+/// activity first, then most recently created, then by store key (whole
+/// seconds tie often; the key is arbitrary but the same for every
+/// request). `current` is kept even when its listing missed it (ended
+/// meanwhile, or listed by a store that is behind), and then `limit - 1`
+/// others still make way for it.
+///
+/// Every login's check leaves at most `limit` of the sessions it listed,
+/// and the check that lists last sees every session of the burst (each
+/// login stores its session before it lists), so once a burst of logins
+/// has finished the user has at most `limit` sessions. Concurrent checks
+/// each keep their own session, so they may end each other's: fewer than
+/// `limit` can remain, never more.
+fn beyond_the_limit(sessions: &[SessionInfo], current: &StoreKey, limit: usize) -> Vec<StoreKey> {
+    let mut others: Vec<&SessionInfo> = sessions.iter().filter(|s| s.key != *current).collect();
+    let keep = limit.saturating_sub(1);
+    if others.len() <= keep {
+        return Vec::new();
+    }
+    others.sort_by(|a, b| {
+        (b.last_seen, b.created_at, b.key).cmp(&(a.last_seen, a.created_at, a.key))
+    });
+    others[keep..].iter().map(|s| s.key).collect()
 }
 
 /// Runs a multi-step store operation so that dropping the request future
@@ -777,6 +819,86 @@ mod tests {
         }) {
             Plan::SaveBlind { key: saved, .. } => assert_eq!(saved, cookie.store_key()),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A listed session of one user: its key byte, when it was created and
+    /// last seen (seconds).
+    fn listed(byte: u8, created: i64, seen: i64) -> SessionInfo {
+        let mut record = SessionRecord::new(
+            at(created),
+            time::Duration::seconds(1000),
+            time::Duration::seconds(10_000),
+        );
+        record.last_seen = at(seen);
+        record.user_id = Some("alice".into());
+        record.info(StoreKey::from_bytes([byte; 32]))
+    }
+
+    #[test]
+    fn the_limit_keeps_the_current_session_and_the_most_recent_others() {
+        struct Case {
+            name: &'static str,
+            sessions: Vec<SessionInfo>,
+            current: u8,
+            limit: usize,
+            ended: Vec<u8>,
+        }
+        let cases = [
+            Case {
+                name: "within the limit",
+                sessions: vec![listed(1, 0, 0), listed(2, 1, 1)],
+                current: 2,
+                limit: 2,
+                ended: vec![],
+            },
+            Case {
+                name: "least recently active first, then least recently created",
+                sessions: vec![
+                    listed(1, 0, 50),
+                    listed(2, 5, 10),
+                    listed(3, 3, 10),
+                    listed(4, 60, 60),
+                ],
+                current: 4,
+                limit: 2,
+                ended: vec![2, 3],
+            },
+            Case {
+                name: "a burst within one second: ties go by key, never all exempt",
+                sessions: (1..=6).map(|b| listed(b, 7, 7)).collect(),
+                current: 2,
+                limit: 3,
+                ended: vec![3, 1, 4],
+            },
+            Case {
+                name: "the current session is kept even when it ranks last",
+                sessions: vec![listed(9, 7, 7), listed(8, 7, 7), listed(1, 7, 7)],
+                current: 1,
+                limit: 1,
+                ended: vec![9, 8],
+            },
+            Case {
+                name: "a current session missing from the listing still gets its place",
+                sessions: vec![listed(1, 0, 0), listed(2, 1, 1), listed(3, 2, 2)],
+                current: 7,
+                limit: 2,
+                ended: vec![2, 1],
+            },
+        ];
+        for case in cases {
+            let mut ended: Vec<u8> = beyond_the_limit(
+                &case.sessions,
+                &StoreKey::from_bytes([case.current; 32]),
+                case.limit,
+            )
+            .iter()
+            .map(|k| k.as_bytes()[0])
+            .collect();
+            let mut expected = case.ended.clone();
+            ended.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(ended, expected, "{}", case.name);
         }
     }
 

@@ -48,10 +48,10 @@ impl Session {
     ///
     /// The new session starts a full lifetime with the configured timeouts
     /// (kept as "remember me" if [`Session::remember_me`] was called in this
-    /// request, or the old session was remembered) and is indexed under
-    /// `user_id` for [`Session::logout_everywhere`]. When the user then has
-    /// more sessions than the layer allows, their least recently active
-    /// ones end.
+    /// request, or the session it replaces was a remembered session of the
+    /// same user) and is indexed under `user_id` for
+    /// [`Session::logout_everywhere`]. When the user then has more sessions
+    /// than the layer allows, their least recently active ones end.
     ///
     /// # Security
     ///
@@ -106,9 +106,11 @@ impl Session {
         if let Some(keep) = keep {
             data.retain(|key, _| keep.contains(&key.as_str()));
         }
-        // Remember-me asked for in this request, or kept from the user's
-        // own remembered session (never from another user's).
-        let remember = active.remember || (same_user && active.is_remembered(core));
+        // Remember-me asked for in this request, or kept from the same
+        // user's remembered session: never from an anonymous session (which
+        // may have been planted) nor from another user's.
+        let relogin = active.record.user_id.as_deref() == Some(user_id.as_str());
+        let remember = active.remember || (relogin && active.is_remembered(core));
         let now = core.now();
         let mut record =
             SessionRecord::new(now, core.config.idle_timeout, core.config.absolute_timeout);
@@ -213,11 +215,13 @@ impl Session {
                     &*self.core().store,
                     self.core().now(),
                     key,
+                    None,
                     EndReason::Logout,
                     !surely_ended,
                 )
                 .await
-                .map_err(|e| self.store_failed("delete", e))?,
+                .map_err(|e| self.store_failed("delete", e))?
+                .is_some(),
             );
         }
         self.reset(&mut active);
@@ -301,59 +305,66 @@ impl Session {
     /// anonymous. Ending the current session is the same as
     /// [`Session::logout`].
     ///
-    /// A handle names a session at one ID. When the device logs in again
-    /// or regenerates after the page listed it, that handle is stale and is
-    /// refused as unknown (show the list again); when it moves while this
-    /// call runs, the end follows it to the new ID.
+    /// A handle names a session at one ID. When the device logged in again
+    /// as the same user, or regenerated, after the page listed it (or does
+    /// so while this call runs), the end follows it to its new ID, for as
+    /// long as the old ID leads there (five minutes after the move): the
+    /// device is signed out all the same. If the handle leads to this very
+    /// session, that is a logout here. When the device logged in as
+    /// *another* user instead, the session the handle led to now belongs
+    /// to them: nothing ends, and the handle is refused as unknown.
     ///
     /// # Security
     ///
-    /// The handle comes from the client, so it is checked: only a session
-    /// that is among the user's live sessions now is ended. A handle of
-    /// another user's session, an ended one or one never issued is refused
-    /// the same way, so the answer tells nothing about sessions that are
-    /// not the user's.
+    /// The handle comes from the client, so the store ends the session
+    /// only if it is the user's own, checking whose it is in the same
+    /// atomic step that deletes it
+    /// ([`SessionStore::delete_owned`](crate::SessionStore::delete_owned)),
+    /// at every ID it follows. No check made beforehand can be outrun: a
+    /// device that logs in as another user while this call runs keeps that
+    /// user's new session. A handle of another user's session, an ended
+    /// one or one never issued is refused the same way, so the answer
+    /// tells nothing about sessions that are not the user's.
     ///
     /// # Errors
     ///
     /// [`SessionError::NotLoggedIn`] for an anonymous session,
-    /// [`SessionError::UnknownSession`] for a handle that is not one of the
-    /// user's live sessions, and [`SessionError::Store`] when the store
-    /// fails.
+    /// [`SessionError::UnknownSession`] for a handle that leads to none of
+    /// the user's live sessions (nothing is ended then), and
+    /// [`SessionError::Store`] when the store fails.
     pub async fn end_session(&self, handle: &SessionHandle) -> Result<(), SessionError> {
         let key = *handle.store_key();
-        let current = {
-            let active = self.active().await?;
-            let Some(user_id) = active.record.user_id.clone() else {
-                return Err(SessionError::NotLoggedIn);
-            };
-            let current = active.stored.as_ref().map(|(_, key)| *key);
-            if current == Some(key) {
-                None
-            } else {
-                Some(user_id)
-            }
+        let mut active = self.active().await?;
+        let Some(user_id) = active.record.user_id.clone() else {
+            return Err(SessionError::NotLoggedIn);
         };
-        let Some(user_id) = current else {
+        let current = active.stored.as_ref().map(|(_, key)| *key);
+        if current == Some(key) {
+            drop(active);
             return self.logout().await;
-        };
-        let now = self.core().now();
-        let owned = self
-            .core()
-            .store
-            .list_user(&user_id, now, LIST_LIMIT)
-            .await
-            .map_err(|e| self.store_failed("list_user", e))?
-            .iter()
-            .any(|session| session.key == key);
-        if !owned {
-            return Err(SessionError::UnknownSession);
         }
-        // A session of the user's a moment ago. Should it move to a new ID
-        // between the check and here (its device logging in again), the
-        // forward leads to the same device, which is the one to sign out.
-        self.end(key, EndReason::Device).await?;
-        Ok(())
+        // The store checks the owner as it deletes, at every hop: a
+        // forward names no user, the session it leads to does.
+        let ended = end_chain(
+            &*self.core().store,
+            self.core().now(),
+            key,
+            Some(&user_id),
+            EndReason::Device,
+            false,
+        )
+        .await
+        .map_err(|e| self.store_failed("delete", e))?;
+        match ended {
+            None => Err(SessionError::UnknownSession),
+            // A handle of this session from before it moved to its current
+            // ID: the session is gone, so this request logs out.
+            Some(ended) if Some(ended) == current => {
+                self.reset(&mut active);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// How many live sessions the logged-in user has (0 when anonymous),
@@ -374,14 +385,21 @@ impl Session {
             .map_err(|e| self.store_failed("count_user", e))
     }
 
-    /// Makes this a "remember me" session: its cookie becomes persistent
-    /// (`Max-Age`) so that it survives a browser restart, it may go unused
-    /// for the layer's remember-me idle timeout (7 days by default; it
-    /// keeps rolling with activity), and it lives at most the remember-me
-    /// absolute timeout (30 days by default) counted from its creation or
-    /// login, however often this is called. Stored with the session, so
-    /// later requests keep it; called before [`Session::login`] in the same
-    /// request, the login keeps it.
+    /// Makes the login of this request a "remember me" login: its cookie
+    /// becomes persistent (`Max-Age`) so that it survives a browser
+    /// restart, it may go unused for the layer's remember-me idle timeout
+    /// (7 days by default; it keeps rolling with activity), and it lives at
+    /// most the remember-me absolute timeout (30 days by default) counted
+    /// from the login. Call it in the request that logs in, before or after
+    /// [`Session::login`]; later logins of the same user keep it.
+    ///
+    /// # Security
+    ///
+    /// In a request without a login it changes nothing: only the act of
+    /// logging in (entering a password) may give a session the longer
+    /// lifetime, so whoever holds a session cookie cannot stretch it (ASVS
+    /// 7.3.2). An anonymous session is never remembered, and its lifetime is
+    /// not carried into a login.
     ///
     /// # Errors
     ///
@@ -389,7 +407,10 @@ impl Session {
     pub async fn remember_me(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
         active.remember = true;
-        active.remember(self.core());
+        // Before a login, the login applies it; without one, nothing does.
+        if active.logged_in {
+            active.remember(self.core());
+        }
         Ok(())
     }
 
@@ -457,23 +478,35 @@ pub(crate) async fn end_session(
     key: StoreKey,
     reason: EndReason,
 ) -> Result<bool, StoreError> {
-    end_chain(store, now, key, reason, true).await
+    Ok(end_chain(store, now, key, None, reason, true)
+        .await?
+        .is_some())
 }
 
-/// [`end_session`]; `report_gone` says whether finding nothing is worth a
-/// `session_vanished` event (not when the caller only checks for a move).
+/// [`end_session`], returning the key of the session that ended, if one
+/// did. With `owner`, only a session of that user ends: each hop is a
+/// [`DynStore::delete_owned`], so the owner is checked by the store in the
+/// step that deletes, at the key the chain ends on (forwards belong to
+/// nobody). `report_gone` says whether finding nothing is worth a
+/// `session_vanished` event (not when the caller only checks for a move,
+/// nor when nothing ending is an answer of its own).
 async fn end_chain(
     store: &dyn DynStore,
     now: OffsetDateTime,
     mut key: StoreKey,
+    owner: Option<&str>,
     reason: EndReason,
     report_gone: bool,
-) -> Result<bool, StoreError> {
+) -> Result<Option<StoreKey>, StoreError> {
     for _ in 0..MAX_FORWARD_HOPS {
-        match store.delete(&key, now).await? {
+        let deleted = match owner {
+            Some(user_id) => store.delete_owned(&key, user_id, now).await?,
+            None => store.delete(&key, now).await?,
+        };
+        match deleted {
             Deleted::Session => {
                 events::session_invalidated(&key, reason);
-                return Ok(true);
+                return Ok(Some(key));
             }
             Deleted::Forward(successor) => {
                 events::session_forwarded(&key, &successor, reason);
@@ -485,7 +518,7 @@ async fn end_chain(
     if report_gone {
         events::session_vanished(&key, Vanished::BeforeEnd(reason));
     }
-    Ok(false)
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -108,6 +108,9 @@ macro_rules! store_conformance_tests {
             save_on_an_expired_session_is_refused,
             concurrent_saves_of_different_keys_all_survive,
             delete_removes_the_session,
+            delete_owned_ends_the_owners_session_and_unindexes_it,
+            delete_owned_leaves_another_users_or_an_anonymous_session_untouched,
+            delete_owned_reports_a_forward_and_leaves_it_in_place,
             delete_user_ends_every_session_of_that_user_only,
             delete_user_can_keep_one_session,
             list_user_reports_live_sessions_oldest_first,
@@ -629,6 +632,121 @@ pub async fn delete_removes_the_session<S: SessionStore>(store: &S) {
     assert_eq!(store.delete(&k, t0).await.unwrap(), Deleted::Nothing);
     assert!(list(store, &u, t0).await.is_empty());
     assert_eq!(store.count_user(&u, t0).await.unwrap(), 0);
+}
+
+/// `delete_owned` by the session's own user deletes it like `delete`:
+/// gone, out of the user's index, and nothing the second time.
+pub async fn delete_owned_ends_the_owners_session_and_unindexes_it<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (k, kept) = (key(), key());
+    create(store, &k, &owned_by(record(t0, json!({"a": 1})), &u)).await;
+    create(store, &kept, &owned_by(record(t0, json!({})), &u)).await;
+    assert_eq!(store.count_user(&u, t0).await.unwrap(), 2);
+    assert_eq!(
+        store.delete_owned(&k, &u, t0 + secs(1)).await.unwrap(),
+        Deleted::Session
+    );
+    assert_eq!(load(store, &k, t0 + secs(1)).await, None);
+    assert!(!save(store, &k, &set("b", 2), t0 + secs(1)).await);
+    assert_eq!(
+        store.count_user(&u, t0 + secs(1)).await.unwrap(),
+        1,
+        "the deleted session left its user's index"
+    );
+    let listed = list(store, &u, t0 + secs(1)).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [kept]);
+    assert_eq!(
+        store.delete_owned(&k, &u, t0 + secs(1)).await.unwrap(),
+        Deleted::Nothing
+    );
+    assert_eq!(
+        store.delete_owned(&key(), &u, t0 + secs(1)).await.unwrap(),
+        Deleted::Nothing,
+        "a key never stored"
+    );
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+}
+
+/// `delete_owned` by anyone but the session's user leaves the session as
+/// it was: loadable, listed and counted for its own user, and it answers
+/// `Nothing`, as for a key that holds nothing.
+pub async fn delete_owned_leaves_another_users_or_an_anonymous_session_untouched<
+    S: SessionStore,
+>(
+    store: &S,
+) {
+    let t0 = base();
+    let (u, v) = (user(), user());
+    let (theirs, anonymous) = (key(), key());
+    let their_record = owned_by(record(t0, json!({"v": true})), &v);
+    let anonymous_record = record(t0, json!({"cart": [1]}));
+    create(store, &theirs, &their_record).await;
+    create(store, &anonymous, &anonymous_record).await;
+    let now = t0 + secs(1);
+    assert_eq!(
+        store.delete_owned(&theirs, &u, now).await.unwrap(),
+        Deleted::Nothing,
+        "another user's session"
+    );
+    assert_eq!(
+        store.delete_owned(&anonymous, &u, now).await.unwrap(),
+        Deleted::Nothing,
+        "an anonymous session"
+    );
+    assert_eq!(load(store, &theirs, now).await, Some(their_record));
+    assert_eq!(load(store, &anonymous, now).await, Some(anonymous_record));
+    assert_eq!(store.count_user(&v, now).await.unwrap(), 1);
+    let listed = list(store, &v, now).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [theirs]);
+    assert!(save(store, &theirs, &set("still", 1), now).await);
+    // Its own user still can.
+    assert_eq!(
+        store.delete_owned(&theirs, &v, now).await.unwrap(),
+        Deleted::Session
+    );
+    assert_eq!(store.count_user(&v, now).await.unwrap(), 0);
+
+    // An expired session is no one's to keep: `Nothing`, whoever asks.
+    let expired = key();
+    create(store, &expired, &owned_by(record(t0, json!({})), &v)).await;
+    let late = t0 + IDLE + secs(1);
+    assert_eq!(
+        store.delete_owned(&expired, &u, late).await.unwrap(),
+        Deleted::Nothing
+    );
+    assert_eq!(load(store, &expired, late).await, None);
+}
+
+/// A forward names no user: `delete_owned` reports its successor, to
+/// whoever asks, and leaves it in place until it lapses, as `delete` does.
+pub async fn delete_owned_reports_a_forward_and_leaves_it_in_place<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (old, new) = (key(), key());
+    create(store, &old, &owned_by(record(t0, json!({})), &u)).await;
+    let until = t0 + secs(60);
+    assert!(store.retire(&old, &new, until, t0).await.unwrap());
+    let now = t0 + secs(1);
+    assert_eq!(
+        store.delete_owned(&old, &u, now).await.unwrap(),
+        Deleted::Forward(new)
+    );
+    assert_eq!(
+        store.delete_owned(&old, &user(), now).await.unwrap(),
+        Deleted::Forward(new),
+        "the forward is kept, and whose it was is not told"
+    );
+    assert_eq!(
+        store.delete(&old, now).await.unwrap(),
+        Deleted::Forward(new)
+    );
+    assert_eq!(load(store, &old, now).await, None);
+    assert_eq!(
+        store.delete_owned(&old, &u, until).await.unwrap(),
+        Deleted::Nothing,
+        "a lapsed forward names no successor"
+    );
 }
 
 /// Logout everywhere ends all sessions of the user, and only theirs.

@@ -26,7 +26,9 @@ pub enum StoreOp {
     Save,
     /// [`SessionStore::retire`].
     Retire,
-    /// [`SessionStore::delete`].
+    /// [`SessionStore::delete`], and [`SessionStore::delete_owned`] too:
+    /// both end a session by its key, so a test that holds or fails the
+    /// next `Delete` reaches the end of a device by its handle as well.
     Delete,
     /// [`SessionStore::delete_user`].
     DeleteUser,
@@ -131,7 +133,7 @@ pub struct StoreCalls {
     pub save: u64,
     /// `retire` calls.
     pub retire: u64,
-    /// `delete` calls.
+    /// `delete` and `delete_owned` calls, together.
     pub delete: u64,
     /// `delete_user` calls.
     pub delete_user: u64,
@@ -357,6 +359,17 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
         self.run(StoreOp::Delete, self.inner.delete(key, now)).await
+    }
+
+    /// Counted, held and failed as a [`StoreOp::Delete`].
+    async fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        self.run(StoreOp::Delete, self.inner.delete_owned(key, user_id, now))
+            .await
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {

@@ -30,6 +30,10 @@ use crate::store::{Deleted, SessionStore, StoreError};
 const RECORD_SHARDS: usize = 64;
 const USER_SHARDS: usize = 16;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// The most sessions a store holds unless told otherwise: 15,625 per shard,
+/// about 300 MB of small sessions. Without a bound, requests that write to
+/// a session without sending a cookie back could fill the process.
+const DEFAULT_CAPACITY: usize = 1_000_000;
 
 /// Sessions in process memory: for single-process apps, development and
 /// tests.
@@ -42,8 +46,9 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// whole store from a background thread at that interval, with the
 /// layer's clock (see [`SessionStore::background_sweep`]).
 ///
-/// With a [`capacity`](MemoryStoreBuilder::capacity), memory is bounded
-/// however many sessions are created: when the shard a new session lands in
+/// Its [`capacity`](MemoryStoreBuilder::capacity), 1,000,000 sessions
+/// unless set, bounds memory however many sessions are created (by clients
+/// that never send their cookie back, say): when the shard a new session lands in
 /// is full after sweeping, its least recently active *anonymous* session is
 /// evicted (its data is lost); when the shard holds only logged-in
 /// sessions, the new session is refused with [`StoreError::Unavailable`]
@@ -67,8 +72,8 @@ struct Inner {
     user_hasher: RandomState,
     sweep_interval: Duration,
     sweep_interval_secs: i64,
-    /// The most records one shard may hold, if bounded.
-    shard_capacity: Option<usize>,
+    /// The most records one shard may hold.
+    shard_capacity: usize,
 }
 
 /// User ID to the keys of that user's sessions.
@@ -268,16 +273,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct MemoryStoreBuilder {
-    capacity: Option<usize>,
+    capacity: usize,
     sweep_interval: Duration,
 }
 
 impl MemoryStoreBuilder {
-    /// The most sessions the store holds, rounded up to a multiple of 64
-    /// (the shard count); unbounded by default. See [`MemoryStore`] for
-    /// what happens when it is full.
+    /// The most sessions the store holds; 1,000,000 by default. Each of the
+    /// 64 shards holds an equal share, so the figure is rounded up to a
+    /// multiple of 64: `capacity(1000)` holds up to 1,024 sessions, and
+    /// `capacity(1)` up to 64. See [`MemoryStore`] for what happens when a
+    /// shard is full.
     pub fn capacity(mut self, sessions: usize) -> Self {
-        self.capacity = Some(sessions);
+        self.capacity = sessions;
         self
     }
 
@@ -296,7 +303,7 @@ impl MemoryStoreBuilder {
     ///
     /// [`ConfigError::ZeroCapacity`] for a capacity of zero.
     pub fn build(self) -> Result<MemoryStore, ConfigError> {
-        if self.capacity == Some(0) {
+        if self.capacity == 0 {
             return Err(ConfigError::ZeroCapacity);
         }
         let secs = i64::try_from(self.sweep_interval.as_secs())
@@ -310,14 +317,15 @@ impl MemoryStoreBuilder {
                 user_hasher: RandomState::new(),
                 sweep_interval: Duration::from_secs(secs.unsigned_abs()),
                 sweep_interval_secs: secs,
-                shard_capacity: self.capacity.map(|c| c.div_ceil(RECORD_SHARDS)),
+                shard_capacity: self.capacity.div_ceil(RECORD_SHARDS),
             }),
         })
     }
 }
 
 impl MemoryStore {
-    /// An empty, unbounded store that sweeps every 60 seconds.
+    /// An empty store that holds up to 1,000,000 sessions and sweeps every
+    /// 60 seconds.
     pub fn new() -> Self {
         Self::builder()
             .build()
@@ -327,7 +335,7 @@ impl MemoryStore {
     /// Starts configuring a store.
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
-            capacity: None,
+            capacity: DEFAULT_CAPACITY,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
@@ -427,9 +435,7 @@ impl MemoryStore {
         now: i64,
         swept: &mut Vec<(StoreKey, Box<str>)>,
     ) -> bool {
-        let Some(capacity) = self.inner.shard_capacity else {
-            return true;
-        };
+        let capacity = self.inner.shard_capacity;
         if shard.entries.len() < capacity {
             return true;
         }
@@ -497,9 +503,49 @@ impl fmt::Debug for MemoryStore {
             .field("sweep_interval_secs", &self.inner.sweep_interval_secs)
             .field(
                 "capacity",
-                &self.inner.shard_capacity.map(|c| c * RECORD_SHARDS),
+                &self.inner.shard_capacity.saturating_mul(RECORD_SHARDS),
             )
             .finish()
+    }
+}
+
+impl MemoryStore {
+    /// `delete`, or `delete_owned` when `owner` is given: whose the record
+    /// is, is checked under the same shard lock that removes it.
+    fn remove(&self, key: &StoreKey, owner: Option<&str>, now: OffsetDateTime) -> Deleted {
+        let now = now.unix_timestamp();
+        let entry = {
+            let mut shard = lock(self.shard(key));
+            match shard.forwards.get(key) {
+                // Kept until it lapses: a retried logout follows it again.
+                Some(forward) if forward.until > now => {
+                    return Deleted::Forward(forward.successor);
+                }
+                Some(_) => {
+                    shard.forwards.remove(key);
+                }
+                None => {}
+            }
+            if let (Some(owner), Some(entry)) = (owner, shard.entries.get(key)) {
+                // Someone else's live session (or an anonymous one) stays.
+                if !entry.is_expired(now) && entry.user_id.as_deref() != Some(owner) {
+                    return Deleted::Nothing;
+                }
+            }
+            shard.entries.remove(key)
+        };
+        let Some(entry) = entry else {
+            return Deleted::Nothing;
+        };
+        let live = !entry.is_expired(now);
+        if let Some(user) = entry.user_id {
+            self.unindex_user(&user, key);
+        }
+        if live {
+            Deleted::Session
+        } else {
+            Deleted::Nothing
+        }
     }
 }
 
@@ -673,33 +719,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let now = now.unix_timestamp();
-        let entry = {
-            let mut shard = lock(self.shard(key));
-            match shard.forwards.get(key) {
-                // Kept until it lapses: a retried logout follows it again.
-                Some(forward) if forward.until > now => {
-                    return Ok(Deleted::Forward(forward.successor));
-                }
-                Some(_) => {
-                    shard.forwards.remove(key);
-                }
-                None => {}
-            }
-            shard.entries.remove(key)
-        };
-        let Some(entry) = entry else {
-            return Ok(Deleted::Nothing);
-        };
-        let live = !entry.is_expired(now);
-        if let Some(user) = entry.user_id {
-            self.unindex_user(&user, key);
-        }
-        Ok(if live {
-            Deleted::Session
-        } else {
-            Deleted::Nothing
-        })
+        Ok(self.remove(key, None, now))
+    }
+
+    async fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        Ok(self.remove(key, Some(user_id), now))
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -959,6 +988,22 @@ mod tests {
             .create(&second, &record(200, None), at(200))
             .await
             .unwrap());
+    }
+
+    #[test]
+    fn a_store_is_bounded_unless_told_otherwise_and_rounds_to_its_shards() {
+        let capacity = |store: MemoryStore| store.inner.shard_capacity * RECORD_SHARDS;
+        assert_eq!(capacity(MemoryStore::new()), 1_000_000);
+        assert_eq!(capacity(MemoryStore::builder().build().unwrap()), 1_000_000);
+        assert_eq!(
+            capacity(MemoryStore::builder().capacity(1000).build().unwrap()),
+            1024,
+            "as documented"
+        );
+        assert_eq!(
+            capacity(MemoryStore::builder().capacity(64).build().unwrap()),
+            64
+        );
     }
 
     #[test]

@@ -208,6 +208,38 @@ pub trait SessionStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Deleted, StoreError>> + Send;
 
+    /// [`SessionStore::delete`] for a session that must belong to
+    /// `user_id`: whose it is and the deletion are decided in one atomic
+    /// step ("sign out this device", where the key comes from the client).
+    ///
+    /// A session record live at `now` whose user is `user_id` is deleted,
+    /// leaves that user's index, and gives [`Deleted::Session`]. A live
+    /// record of any other user, or of none (anonymous), is *left as it
+    /// is* and gives [`Deleted::Nothing`], exactly as if nothing were
+    /// stored. A forward whose `until` is after `now` belongs to nobody: it
+    /// is left in place and gives [`Deleted::Forward`] with its successor,
+    /// as `delete` does, and the layer calls this again on the successor,
+    /// whose own user is then checked. Anything else (nothing, an expired
+    /// record, a lapsed forward) gives [`Deleted::Nothing`] and may be
+    /// removed, as `delete` removes it.
+    ///
+    /// Checking the owner first (with [`SessionStore::list_user`] or
+    /// [`SessionStore::load`]) and then calling `delete` is not enough: in
+    /// between, the session may move to a new ID (its device logging in as
+    /// another user), and `delete` would follow the forward into the other
+    /// user's session. The check must hold at the moment of the deletion.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend fails; the record is then either
+    /// deleted whole or left as it was.
+    fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Deleted, StoreError>> + Send;
+
     /// Deletes every session of `user_id` except the one under `keep`, if
     /// given ("log out everywhere", "log out other devices"). Returns how
     /// many were deleted.
@@ -288,7 +320,8 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-/// What [`SessionStore::delete`] found under the key it emptied.
+/// What [`SessionStore::delete`] (or [`SessionStore::delete_owned`]) found
+/// under the key it emptied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Deleted {
@@ -457,6 +490,12 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         key: &'a StoreKey,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<Deleted, StoreError>>;
+    fn delete_owned<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        user_id: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Deleted, StoreError>>;
     fn delete_user<'a>(
         &'a self,
         user_id: &'a str,
@@ -550,6 +589,15 @@ impl<S: SessionStore> DynStore for Bounded<S> {
         self.bound(self.store.delete(key, now))
     }
 
+    fn delete_owned<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        user_id: &'a str,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        self.bound(self.store.delete_owned(key, user_id, now))
+    }
+
     fn delete_user<'a>(
         &'a self,
         user_id: &'a str,
@@ -623,6 +671,14 @@ mod tests {
         async fn delete(&self, _: &StoreKey, _: OffsetDateTime) -> Result<Deleted, StoreError> {
             std::future::pending().await
         }
+        async fn delete_owned(
+            &self,
+            _: &StoreKey,
+            _: &str,
+            _: OffsetDateTime,
+        ) -> Result<Deleted, StoreError> {
+            std::future::pending().await
+        }
         async fn delete_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
             std::future::pending().await
         }
@@ -680,6 +736,10 @@ mod tests {
         );
         unavailable("delete", store.delete(&key, now).await.unwrap_err());
         unavailable(
+            "delete_owned",
+            store.delete_owned(&key, "u", now).await.unwrap_err(),
+        );
+        unavailable(
             "delete_user",
             store.delete_user("u", None).await.unwrap_err(),
         );
@@ -691,7 +751,7 @@ mod tests {
         unavailable("sweep_expired", store.sweep_expired(now).await.unwrap_err());
         assert_eq!(
             started.elapsed(),
-            limit * 9,
+            limit * 10,
             "each call waited exactly the limit"
         );
     }

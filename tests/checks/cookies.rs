@@ -7,6 +7,7 @@ use cloakroom::{KeyRing, SameSite, SessionStore};
 use super::cookie_of;
 use crate::support::app::{key, TestApp, IDLE};
 use crate::support::client::{logged_in, whoami};
+use crate::support::logs;
 
 pub(crate) async fn cookie_attributes_are_safe_by_default<S: SessionStore + Clone>(store: S) {
     let app = TestApp::new(store);
@@ -31,6 +32,7 @@ pub(crate) async fn cookie_attributes_are_safe_by_default<S: SessionStore + Clon
 }
 
 pub(crate) async fn configured_attributes_reach_the_cookie<S: SessionStore + Clone>(store: S) {
+    let (logs, _guard) = logs::capture();
     let app = TestApp::with(store, |b| {
         b.cookie_name("sid")
             .domain("example.test")
@@ -56,6 +58,10 @@ pub(crate) async fn configured_attributes_reach_the_cookie<S: SessionStore + Clo
         "persistent cookies live until the idle deadline"
     );
     assert_eq!(client.get("/get/k").await.body, "v");
+    assert!(
+        logs.text().contains("cookie_without_secure"),
+        "secure(false) is announced at start-up as a development setting"
+    );
 }
 
 pub(crate) async fn host_prefix_cookie_is_named_and_scoped_for_it<S: SessionStore + Clone>(
@@ -80,8 +86,9 @@ pub(crate) async fn host_prefix_cookie_is_named_and_scoped_for_it<S: SessionStor
 pub(crate) async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: SessionStore + Clone>(
     store: S,
 ) {
-    // The unprefixed name, which the literal headers below use.
-    let app = TestApp::with(store, |b| b.host_prefix(false));
+    // The plain name (no prefix without `Secure`), which the literal
+    // headers below use.
+    let app = TestApp::with(store, |b| b.secure(false));
     let mut real = app.client();
     real.put("/set/k", "v").await;
     let good = real.cookie.clone().unwrap();
@@ -142,7 +149,7 @@ pub(crate) async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: Session
 pub(crate) async fn a_valid_cookie_among_junk_duplicates_still_counts<S: SessionStore + Clone>(
     store: S,
 ) {
-    let app = TestApp::with(store, |b| b.host_prefix(false));
+    let app = TestApp::with(store, |b| b.secure(false));
     let mut real = app.client();
     real.put("/set/k", "v").await;
     let good = real.cookie.clone().unwrap();

@@ -56,7 +56,7 @@ pub(crate) async fn ending_a_device_while_it_regenerates_leaves_it_ended<
     assert_eq!(app.sessions_of("alice").await, 1, "the owner's own session");
 }
 
-pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_again<
+pub(crate) async fn ending_a_device_that_moves_follows_it_while_the_old_id_leads_there<
     S: SessionStore + Clone,
 >(
     store: S,
@@ -66,8 +66,8 @@ pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_agai
     let owner = logged_in(&app, "alice").await;
     let handle = other_handle(&owner).await;
 
-    // The device moves to a new ID after the owner's request checked the
-    // handle and before it ends the session: the end follows the move.
+    // The device moves to a new ID while the owner's request is on its way
+    // to end it: the end follows the move.
     let mut pause = app.store.pause_next(StoreOp::Delete);
     let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
     until_paused(&mut pause, &mut pending).await;
@@ -82,23 +82,44 @@ pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_agai
     assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
     assert_eq!(app.sessions_of("alice").await, 1);
 
-    // A handle listed before the device moved is stale: refused as
-    // unknown, ending nothing, and the fresh listing's handle works.
+    // A handle listed before the device moved (a regenerate, or a login
+    // as the same user) leads to the same user's session: it is followed,
+    // and the device is signed out.
+    for step in ["/regenerate", "/login/alice"] {
+        let mut device = logged_in(&app, "alice").await;
+        let listed = other_handle(&owner).await;
+        let reply = with_handler_paused(
+            &app,
+            &owner,
+            "POST",
+            &format!("/wait/load-then-end/{listed}"),
+            async {
+                assert_eq!(device.post(step).await.status, StatusCode::NO_CONTENT);
+                assert_ne!(other_handle(&owner).await, listed, "{step} moved it");
+            },
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NO_CONTENT,
+            "{step}: {}",
+            reply.body
+        );
+        assert_eq!(whoami(&device).await, None, "{step}: ended at its new ID");
+        assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
+        assert_eq!(app.sessions_of("alice").await, 1, "{step}");
+    }
+
+    // Once the old ID no longer leads anywhere (its forward lapsed), the
+    // handle is unknown, ends nothing, and the fresh listing's one works.
     let mut device = logged_in(&app, "alice").await;
     let stale = other_handle(&owner).await;
-    let reply = with_handler_paused(
-        &app,
-        &owner,
-        "POST",
-        &format!("/wait/load-then-end/{stale}"),
-        async {
-            assert_eq!(
-                device.post("/regenerate").await.status,
-                StatusCode::NO_CONTENT
-            );
-        },
-    )
-    .await;
+    assert_eq!(
+        device.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.clock.advance(Duration::from_secs(6 * 60));
+    let reply = owner.call("DELETE", &format!("/devices/{stale}"), "").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
     assert_eq!(whoami(&device).await.as_deref(), Some("alice"));
     let fresh = other_handle(&owner).await;
@@ -107,6 +128,53 @@ pub(crate) async fn ending_a_device_that_moves_meanwhile_follows_it_or_asks_agai
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(whoami(&device).await, None);
     assert_eq!(app.sessions_of("alice").await, 1);
+}
+
+pub(crate) async fn ending_a_device_that_logs_in_as_another_user_meanwhile_ends_nothing<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut device = logged_in(&app, "alice").await;
+    let owner = logged_in(&app, "alice").await;
+    let handle = other_handle(&owner).await;
+
+    // Alice's request to sign the device out is held at the store call
+    // that would end it; meanwhile the device logs in as bob, so the
+    // handle's ID now leads to bob's fresh session.
+    let mut pause = app.store.pause_next(StoreOp::Delete);
+    let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+    until_paused(&mut pause, &mut pending).await;
+    assert_eq!(
+        device.post("/login/bob").await.status,
+        StatusCode::NO_CONTENT
+    );
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "alice's handle must not end bob's session: {}",
+        reply.body
+    );
+    assert!(reply.set_cookies().is_empty(), "{reply:?}");
+    assert_eq!(
+        whoami(&device).await.as_deref(),
+        Some("bob"),
+        "bob's session on the device lives"
+    );
+    assert_eq!(app.sessions_of("bob").await, 1);
+    assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, 1, "alice keeps her own");
+
+    // The same once the move is done: the handle alice listed is refused,
+    // ending nothing.
+    let reply = owner
+        .call("DELETE", &format!("/devices/{handle}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    assert_eq!(whoami(&device).await.as_deref(), Some("bob"));
 }
 
 pub(crate) async fn ending_a_device_racing_logout_everywhere_leaves_no_session<
@@ -186,7 +254,8 @@ pub(crate) async fn a_store_failure_while_ending_a_device_ends_nothing_and_can_b
     let device = logged_in(&app, "alice").await;
     let owner = logged_in(&app, "alice").await;
     let handle = other_handle(&owner).await;
-    for step in [StoreOp::Load, StoreOp::ListUser, StoreOp::Delete] {
+    let listings = app.calls().list_user;
+    for step in [StoreOp::Load, StoreOp::Delete] {
         app.store.fail_next(step);
         let reply = owner
             .call("DELETE", &format!("/devices/{handle}"), "")
@@ -203,6 +272,11 @@ pub(crate) async fn a_store_failure_while_ending_a_device_ends_nothing_and_can_b
         .call("DELETE", &format!("/devices/{handle}"), "")
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "the retry works");
+    assert_eq!(
+        app.calls().list_user,
+        listings,
+        "no listing: the store checks the owner in the step that deletes"
+    );
     assert_eq!(whoami(&device).await, None);
     assert_eq!(app.sessions_of("alice").await, 1);
 }
@@ -213,7 +287,7 @@ pub(crate) async fn a_dropped_request_ending_a_device_leaves_it_live_or_ended<
     store: S,
 ) {
     let app = TestApp::new(store);
-    for step in [StoreOp::ListUser, StoreOp::Delete] {
+    for step in [StoreOp::Load, StoreOp::Delete] {
         let device = logged_in(&app, "alice").await;
         let owner = logged_in(&app, "alice").await;
         let handle = other_handle(&owner).await;

@@ -249,6 +249,25 @@ pub(crate) async fn ending_this_session_by_its_handle_logs_out<S: SessionStore +
     assert_eq!(laptop.cookie, None);
     assert_eq!(whoami(&phone).await.as_deref(), Some("alice"));
     assert_eq!(app.sessions_of("alice").await, 1);
+
+    // This session's handle from before it moved to a new ID leads here
+    // too: a logout all the same.
+    let mut phone = phone;
+    let own = devices(&phone)
+        .await
+        .into_iter()
+        .find(|d| d.current)
+        .expect("current")
+        .handle;
+    assert_eq!(
+        phone.post("/regenerate").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let reply = phone.delete(&format!("/devices/{own}")).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert!(super::is_removal(&reply), "the cookie is expired");
+    assert_eq!(phone.cookie, None);
+    assert_eq!(app.sessions_of("alice").await, 0);
 }
 
 pub(crate) async fn an_admin_made_from_the_store_alone_manages_the_apps_sessions<

@@ -96,8 +96,8 @@ pub(crate) async fn remember_me_rolls_its_own_idle_window_until_its_lifetime_end
 ) {
     const DAY: u64 = 86_400;
     let app = TestApp::new(store);
-    let mut client = logged_in(&app, "alice").await;
-    let reply = client.post("/remember").await;
+    let mut client = app.client();
+    let reply = client.post("/remember-then-login/alice").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(
         cookie_of(&reply).max_age(),
@@ -120,7 +120,8 @@ pub(crate) async fn remember_me_rolls_its_own_idle_window_until_its_lifetime_end
             "last_seen follows the activity"
         );
     }
-    // ...asking again does not extend it...
+    // ...asking again (without a login, where it changes nothing) does
+    // not extend it...
     assert_eq!(
         client.post("/remember").await.status,
         StatusCode::NO_CONTENT
@@ -138,8 +139,8 @@ pub(crate) async fn remember_me_rolls_its_own_idle_window_until_its_lifetime_end
     assert_eq!(whoami(&client).await, None, "gone after 30 days");
 
     // Unused for its idle window, it ends too.
-    let mut idle = logged_in(&app, "bob").await;
-    idle.post("/remember").await;
+    let mut idle = app.client();
+    idle.post("/remember-then-login/bob").await;
     app.clock.advance(Duration::from_secs(7 * DAY - 1));
     assert_eq!(whoami(&idle).await.as_deref(), Some("bob"));
     app.clock.advance(Duration::from_secs(7 * DAY));
@@ -167,6 +168,37 @@ pub(crate) async fn remember_me_asked_before_login_is_kept_through_it<S: Session
     // A later login of a remembered session stays remembered.
     let reply = client.post("/login/alice").await;
     assert_eq!(cookie_of(&reply).max_age(), Some(time::Duration::days(7)));
+}
+
+pub(crate) async fn remember_me_without_a_login_changes_no_lifetime<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    // A logged-in session cannot stretch its own lifetime.
+    let mut client = logged_in(&app, "alice").await;
+    let reply = client.post("/remember").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.set_cookies().is_empty(), "no persistent cookie");
+    app.clock.advance(ABSOLUTE + Duration::from_secs(60));
+    assert_eq!(whoami(&client).await, None, "the ordinary absolute timeout");
+
+    // An anonymous session (which an attacker may have planted) is never
+    // remembered, and a login does not inherit a lifetime from it.
+    let mut visitor = app.client();
+    assert_eq!(
+        visitor.put("/set/cart", "1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    visitor.post("/remember").await;
+    let reply = visitor.post("/login/alice").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(cookie_of(&reply).max_age(), None, "a session cookie");
+    app.clock.advance(ABSOLUTE + Duration::from_secs(60));
+    assert_eq!(
+        whoami(&visitor).await,
+        None,
+        "the ordinary absolute timeout"
+    );
 }
 
 pub(crate) async fn persistent_cookie_is_refreshed_only_when_the_deadline_moves<

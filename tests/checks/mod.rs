@@ -111,7 +111,8 @@ macro_rules! store_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             device_races [
                 ending_a_device_while_it_regenerates_leaves_it_ended,
-                ending_a_device_that_moves_meanwhile_follows_it_or_asks_again,
+                ending_a_device_that_moves_follows_it_while_the_old_id_leads_there,
+                ending_a_device_that_logs_in_as_another_user_meanwhile_ends_nothing,
                 ending_a_device_racing_logout_everywhere_leaves_no_session,
                 a_store_failure_while_ending_a_device_ends_nothing_and_can_be_retried,
                 a_dropped_request_ending_a_device_leaves_it_live_or_ended,
@@ -131,6 +132,7 @@ macro_rules! store_tests {
                 rolling_expiry_writes_only_after_the_touch_threshold,
                 remember_me_rolls_its_own_idle_window_until_its_lifetime_ends,
                 remember_me_asked_before_login_is_kept_through_it,
+                remember_me_without_a_login_changes_no_lifetime,
                 persistent_cookie_is_refreshed_only_when_the_deadline_moves,
             ],
             #[tokio::test]
@@ -162,6 +164,7 @@ macro_rules! store_tests {
                 logout_everywhere_that_loaded_the_session_before_a_login_as_another_user_ends_it,
                 a_logout_everywhere_with_a_moved_cookie_ends_only_that_session,
                 the_session_limit_evicts_the_least_recently_active,
+                the_session_limit_holds_through_bursts_of_logins_in_one_second,
             ],
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             rotation_failures [

@@ -37,17 +37,23 @@ pub(crate) async fn a_store_failure_at_each_rotation_step_leaves_exactly_the_old
             StatusCode::SERVICE_UNAVAILABLE,
             "{path} {failing:?}"
         );
-        assert!(reply.set_cookies().is_empty(), "{path} {failing:?}");
-        assert_eq!(browser.cookie, old);
+        // A failed create is taken back, and the browser keeps its cookie.
+        // A retire that failed twice may have landed (a timeout), so the
+        // new record stays and its cookie goes out with the failure: one
+        // session too many rather than none, within reach of
+        // logout-everywhere.
+        let extra = usize::from(failing[0] == StoreOp::Retire);
+        if extra == 0 {
+            assert!(reply.set_cookies().is_empty(), "{path} {failing:?}");
+            assert_eq!(browser.cookie, old);
+        } else {
+            assert_ne!(browser.cookie, old, "{path} {failing:?}: the new ID");
+        }
         assert_eq!(
             whoami(&browser).await.as_deref(),
             Some("alice"),
             "{path} failing at {failing:?}: still logged in"
         );
-        // A failed create is taken back. A retire that failed twice may
-        // have landed (a timeout), so the new record stays: one session
-        // too many rather than none, and within reach of logout-everywhere.
-        let extra = usize::from(failing[0] == StoreOp::Retire);
         assert_eq!(
             app.sessions_of("alice").await,
             before + extra,
@@ -135,13 +141,31 @@ pub(crate) async fn store_calls_that_land_but_report_failure_never_leave_the_use
     assert_eq!(app.sessions_of("alice").await, 1);
 
     // The retire lands, and the retry fails too: the outcome is unknown,
-    // so the new record stays. The browser (still on the retired ID) is
-    // logged out, but the user keeps one session, within reach.
+    // so the new record stays and the failure hands out its cookie. The
+    // browser keeps working on the new ID; the retired one leads nowhere.
+    for (path, user) in [("/regenerate", "alice"), ("/login/alice", "alice")] {
+        let retired = browser.clone();
+        app.store.fail_after_next(StoreOp::Retire);
+        app.store.fail_next(StoreOp::Retire);
+        let reply = browser.post(path).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_ne!(browser.cookie, retired.cookie, "{path}: the new ID");
+        assert_eq!(whoami(&browser).await.as_deref(), Some(user), "{path}");
+        assert_eq!(whoami(&retired).await, None, "{path}: the old ID is dead");
+        assert_eq!(app.sessions_of(user).await, 1, "{path}: exactly one");
+    }
+    // A planted anonymous session: the user gets their new session, and
+    // the planted ID reaches none of it.
+    let mut victim = app.client();
+    victim.put("/set/planted", "1").await;
+    let planted = victim.clone();
     app.store.fail_after_next(StoreOp::Retire);
     app.store.fail_next(StoreOp::Retire);
-    let reply = browser.post("/regenerate").await;
+    let reply = victim.post("/login/dave").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(app.sessions_of("alice").await, 1, "never zero");
+    assert_eq!(whoami(&victim).await.as_deref(), Some("dave"));
+    assert_eq!(whoami(&planted).await, None, "fixation");
+    assert_eq!(app.sessions_of("dave").await, 1);
     assert_eq!(
         app.layer.admin().logout_everywhere("alice").await.unwrap(),
         1

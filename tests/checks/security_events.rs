@@ -11,7 +11,7 @@ use crate::support::logs;
 
 pub(crate) async fn security_events_never_show_the_session_id<S: SessionStore + Clone>(store: S) {
     let (logs, _guard) = logs::capture();
-    let app = TestApp::with(store, |b| b.host_prefix(false));
+    let app = TestApp::with(store, |b| b.secure(false));
     let mut client = app.client();
     client.put("/set/k", "v").await;
     let first = client.cookie.clone().unwrap();

@@ -151,10 +151,11 @@ fn arbitrary_cookie_headers_are_anonymous_and_cost_nothing() {
         .build()
         .unwrap();
     let store = CountingStore::new(MemoryStore::new());
-    // The unprefixed name, which the generated headers use.
+    // The plain name (no prefix without `Secure`), which the generated
+    // headers use.
     let layer = SessionLayer::builder(store.clone())
         .key(key([1; 32]))
-        .host_prefix(false)
+        .secure(false)
         .build()
         .unwrap();
     assert_eq!(layer.cookie_name(), "id");

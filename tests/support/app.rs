@@ -494,12 +494,15 @@ async fn login_then_wait(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Asks for remember-me, then is held before the commit saves it.
+/// Logs the session's user in again with remember-me (the only way to
+/// have it), then is held before the commit stores it.
 async fn remember_then_wait(
     State(barrier): State<Arc<Barrier>>,
     session: Session,
 ) -> Result<StatusCode, SessionError> {
+    let user: Option<String> = session.user_id().await?;
     session.remember_me().await?;
+    session.login(user.unwrap_or_default()).await?;
     hold(&barrier).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -206,7 +206,9 @@ const MAX_DELETE_PASSES: usize = 16;
 /// - `delete` is one statement: a `DELETE ... RETURNING successor,
 ///   expires_at > $now` of anything but a live forward, beside a `SELECT`
 ///   that reports a live forward (kept, so that a retried logout follows
-///   it again).
+///   it again). `delete_owned` is the same statement with the owner
+///   checked in the `DELETE`'s `WHERE` (a live row of another user, or of
+///   none, is neither deleted nor reported).
 /// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT ...
 ///   ORDER BY created_at DESC, key DESC LIMIT $limit` (the newest sessions,
 ///   then reversed to oldest first), both through the `user_id` index.
@@ -361,6 +363,38 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// `delete`, or `delete_owned` when `owner` is given: one statement
+    /// (see "One statement per operation"), which checks the owner in the
+    /// `WHERE` of the `DELETE` itself.
+    async fn remove(
+        &self,
+        key: &StoreKey,
+        owner: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        let row = sqlx::query(&self.sql.delete)
+            .bind(key.as_bytes().as_slice())
+            .bind(truncate_to_seconds(now))
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(Deleted::Nothing);
+        };
+        let live: bool = column(&row, "live")?;
+        let successor: Option<Vec<u8>> = column(&row, "successor")?;
+        Ok(match (successor, live) {
+            (_, false) => Deleted::Nothing,
+            (None, true) => Deleted::Session,
+            // A successor that is not a store key cannot be followed, and
+            // is reported rather than ignored.
+            (Some(bytes), true) => {
+                Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
+            }
+        })
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -461,26 +495,16 @@ impl SessionStore for PostgresStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let row = sqlx::query(&self.sql.delete)
-            .bind(key.as_bytes().as_slice())
-            .bind(truncate_to_seconds(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let Some(row) = row else {
-            return Ok(Deleted::Nothing);
-        };
-        let live: bool = column(&row, "live")?;
-        let successor: Option<Vec<u8>> = column(&row, "successor")?;
-        Ok(match (successor, live) {
-            (_, false) => Deleted::Nothing,
-            (None, true) => Deleted::Session,
-            // A successor that is not a store key cannot be followed, and
-            // is reported rather than ignored.
-            (Some(bytes), true) => {
-                Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
-            }
-        })
+        self.remove(key, None, now).await
+    }
+
+    async fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        self.remove(key, Some(user_id), now).await
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {

@@ -175,11 +175,16 @@ impl Statements {
         // a row with a timestamp Rust cannot hold is still deleted cleanly.
         // A live forward is kept (a retried logout follows it again): the
         // second SELECT reports it, reading the row as it was before this
-        // statement, like the DELETE beside it.
+        // statement, like the DELETE beside it. `$3` is the user the
+        // session must belong to (`delete_owned`), or NULL (`delete`): a
+        // live row of anyone else (`user_id = $3` is then false or NULL)
+        // is neither deleted nor reported, as if there were none. Forwards
+        // have no `user_id`; the live ones are reported all the same.
         let delete = format!(
             "WITH gone AS ( \
                  DELETE FROM {t} \
                  WHERE key = $1 AND NOT (successor IS NOT NULL AND expires_at > $2) \
+                     AND ($3::text IS NULL OR expires_at <= $2 OR user_id = $3) \
                  RETURNING successor, expires_at > $2 AS live) \
              SELECT successor, live FROM gone \
              UNION ALL \

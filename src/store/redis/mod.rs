@@ -140,7 +140,9 @@ const MAX_DELETE_PASSES: usize = 16;
 /// a session is one script, plus one for the user index when a user is
 /// logged in. Retiring
 /// is one script on the record (checked against the layer's time, never
-/// Redis time), plus a `ZREM` from the user index; deleting is the same.
+/// Redis time), plus a `ZREM` from the user index; deleting is the same,
+/// whether or not the session must be a given user's (`delete_owned`
+/// checks the owner inside the script that deletes).
 /// Every script and command touches one key, so Redis Cluster needs no hash
 /// tags and logout-everywhere works across slots.
 ///
@@ -360,6 +362,34 @@ impl RedisStore {
     fn connection(&self) -> Connection {
         self.connection.handle()
     }
+
+    /// `delete`, or `delete_owned` when `owner` is given: one script
+    /// deletes what the key holds (but a live forward, and with `owner`, a
+    /// live session that is not theirs) and names the record's user; the
+    /// index entry (another slot in a cluster) goes in a second call. Left
+    /// behind, it would only be pruned at its absolute deadline or by a
+    /// count or listing.
+    async fn remove(
+        &self,
+        key: &StoreKey,
+        owner: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        let _evict = self.evict_after([*key]);
+        let mut invocation = DELETE.key(self.record_key(key));
+        invocation.arg(now.unix_timestamp());
+        if let Some(owner) = owner {
+            invocation.arg(owner);
+        }
+        let (what, user, successor): (i64, Option<String>, Option<String>) = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        if let Some(user) = user {
+            self.unindex(&user, &[key.to_hex()]).await?;
+        }
+        deleted_from_reply(what, successor.as_deref())
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -552,21 +582,16 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let _evict = self.evict_after([*key]);
-        // One script deletes what the key holds (but a live forward) and
-        // names the record's user; the index entry (another slot in a
-        // cluster) goes in a second call. Left behind, it would only be pruned at its absolute
-        // deadline or by a count or listing.
-        let (what, user, successor): (i64, Option<String>, Option<String>) = DELETE
-            .key(self.record_key(key))
-            .arg(now.unix_timestamp())
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(store_error)?;
-        if let Some(user) = user {
-            self.unindex(&user, &[key.to_hex()]).await?;
-        }
-        deleted_from_reply(what, successor.as_deref())
+        self.remove(key, None, now).await
+    }
+
+    async fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        self.remove(key, Some(user_id), now).await
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {

@@ -63,18 +63,23 @@ pub(super) static SAVE: LazyLock<Script> = LazyLock::new(|| with_helpers(include
 pub(super) static RETIRE: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("retire.lua")));
 
-/// `delete.lua`. KEYS[1] = record; ARGV[1] = now. Returns `{what, user,
+/// `delete.lua`. KEYS[1] = record; ARGV[1] = now; ARGV[2], optional, the
+/// user the session must belong to (`delete_owned`). Returns `{what, user,
 /// successor}`: what is 1 for a session live at `now`, 2 for a forward
 /// that has not lapsed (with its successor; the forward is kept, so a
 /// retried logout follows it again), 0 otherwise. Everything but a live
-/// forward is deleted; user is the owner of a deleted record, live or not,
-/// so the caller can drop the user-index entry too.
+/// forward is deleted, except, when ARGV[2] is given, a live session of
+/// another user or of none, which is left untouched (and announces
+/// nothing) and gives `{0, false, false}`. user is the owner of a deleted
+/// record, live or not, so the caller can drop the user-index entry too.
 pub(super) static DELETE: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("delete.lua")));
 
 /// `delete_owned.lua`. KEYS[1] = record; ARGV[1] = user. Deletes the
 /// record only if it belongs to that user (an index entry may outlive its
-/// record, and a forward belongs to nobody).
+/// record, and a forward belongs to nobody), live or not: the step of
+/// `delete_user`, which needs no forward reported. The trait's
+/// `delete_owned` is `delete.lua` with its owner argument instead.
 pub(super) static DELETE_OWNED: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("delete_owned.lua")));
 

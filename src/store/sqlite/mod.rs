@@ -178,7 +178,11 @@ use crate::store::{Deleted, SessionStore, StoreError};
 /// - `delete` is one `DELETE ... RETURNING` of anything but a live
 ///   forward; only when it deleted nothing does a `SELECT` look for a live
 ///   forward to report (a forward is never created under a key that held
-///   nothing live, so nothing can slip in between).
+///   nothing live, so nothing can slip in between). `delete_owned` is the
+///   same `DELETE` with the owner checked in its `WHERE`: a live session
+///   of another user, or of none, stays, and if it moves before the
+///   `SELECT`, the forward reported leads to that user's session, which
+///   the next `delete_owned` refuses in turn.
 /// - `delete_user` is one `DELETE` through the `user_id` index. Writes
 ///   being serialized, it sees every session created before it and none
 ///   after; a login that created its new session after it fails to retire
@@ -338,6 +342,56 @@ impl SqliteStore {
     /// The pool this store uses.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// `delete`, or `delete_owned` when `owner` is given: one `DELETE`
+    /// through the write queue, which checks the owner in its `WHERE`, and
+    /// only when it deleted nothing a `SELECT` for a live forward (see
+    /// "One statement per operation").
+    async fn remove(
+        &self,
+        key: &StoreKey,
+        owner: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        let now = seconds(now);
+        let deleted = {
+            let _turn = self.writes.lock().await;
+            sqlx::query(&self.sql.delete)
+                .bind(key.as_bytes().as_slice())
+                .bind(now)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?
+        };
+        if let Some(row) = deleted {
+            let live: bool = column(&row, "live")?;
+            return Ok(if live {
+                Deleted::Session
+            } else {
+                Deleted::Nothing
+            });
+        }
+        // Nothing deleted: the key holds a live forward, nothing, or (with
+        // `owner`) a live session that is not the owner's. Should that
+        // session move meanwhile, the forward found here is reported, and
+        // its successor's owner is checked when the caller follows it.
+        let successor: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.live_forward)
+            .bind(key.as_bytes().as_slice())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        match successor {
+            None => Ok(Deleted::Nothing),
+            // A successor that is not a store key cannot be followed, and
+            // is reported rather than ignored.
+            Some(bytes) => Ok(Deleted::Forward(store_key(
+                bytes,
+                "successor key is not 32 bytes",
+            )?)),
+        }
     }
 }
 
@@ -515,40 +569,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        let now = seconds(now);
-        let deleted = {
-            let _turn = self.writes.lock().await;
-            sqlx::query(&self.sql.delete)
-                .bind(key.as_bytes().as_slice())
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?
-        };
-        if let Some(row) = deleted {
-            let live: bool = column(&row, "live")?;
-            return Ok(if live {
-                Deleted::Session
-            } else {
-                Deleted::Nothing
-            });
-        }
-        // Nothing deleted: the key holds a live forward, or nothing.
-        let successor: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.live_forward)
-            .bind(key.as_bytes().as_slice())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        match successor {
-            None => Ok(Deleted::Nothing),
-            // A successor that is not a store key cannot be followed, and
-            // is reported rather than ignored.
-            Some(bytes) => Ok(Deleted::Forward(store_key(
-                bytes,
-                "successor key is not 32 bytes",
-            )?)),
-        }
+        self.remove(key, None, now).await
+    }
+
+    async fn delete_owned(
+        &self,
+        key: &StoreKey,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deleted, StoreError> {
+        self.remove(key, Some(user_id), now).await
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {

@@ -147,10 +147,14 @@ impl Statements {
 
         // Anything but a live forward is deleted, and says whether it was a
         // live session. A live forward is kept (a retried logout follows it
-        // again), and reported by `live_forward`.
+        // again), and reported by `live_forward`. `?3` is the user the
+        // session must belong to (`delete_owned`), or NULL (`delete`): a
+        // live row of anyone else (`user_id = ?3` is then false or NULL)
+        // is left as it is.
         let delete = format!(
             "DELETE FROM {t} \
              WHERE key = ?1 AND NOT (successor IS NOT NULL AND expires_at > ?2) \
+                 AND (?3 IS NULL OR expires_at <= ?2 OR user_id = ?3) \
              RETURNING successor IS NULL AND expires_at > ?2 AS live"
         );
         let live_forward = format!(
