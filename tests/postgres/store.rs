@@ -244,7 +244,7 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
     assert!(indexes.iter().any(|d| d.contains("(expires_at)")));
     assert!(indexes
         .iter()
-        .any(|d| d.contains("(user_id) WHERE (user_id IS NOT NULL)")));
+        .any(|d| d.contains("(user_id, expires_at) WHERE (user_id IS NOT NULL)")));
     assert!(indexes
         .iter()
         .any(|d| d.contains("UNIQUE") && d.contains("(key)")));

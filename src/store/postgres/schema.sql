@@ -34,7 +34,10 @@ BEGIN
     END IF;
 END
 $$;
+-- A user's live sessions are a range of this index (user, then deadline):
+-- counting and listing them never reads the user's expired rows, however
+-- many wait for the sweep.
 CREATE INDEX IF NOT EXISTS {user_id_idx}
-    ON {table} (user_id) WHERE user_id IS NOT NULL;
+    ON {table} (user_id, expires_at) WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {expires_at_idx}
     ON {table} (expires_at);
