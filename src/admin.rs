@@ -84,6 +84,84 @@ impl SessionAdmin {
         Ok(ended)
     }
 
+    /// Ends every session in the store, of every user and anonymous ones
+    /// too, on every device. Returns how many live sessions ended. Takes
+    /// effect on each device's next request, on every instance of the app
+    /// (a [`RedisStore`](crate::RedisStore)'s local caches are flushed).
+    ///
+    /// The store is gone over in bounded batches (see
+    /// [`SessionStore::delete_all`]), in passes: the cutoff is this
+    /// handle's clock at the start, in whole seconds, and every session
+    /// created at or before it ends. A session that a regenerate moves to
+    /// a new ID while a pass runs keeps its creation time, so it ends too:
+    /// the pass follows the forward the move leaves, or the next pass finds
+    /// the new record; passes repeat until one ends nothing. A login that
+    /// completes after the cutoff's second is a new sign-in and stays.
+    /// Forwards left by earlier moves are deleted too, and users' listings
+    /// and counts come back empty.
+    ///
+    /// A pass over a large store takes longer than the store timeout
+    /// ([`SessionLayerBuilder::store_timeout`](crate::SessionLayerBuilder::store_timeout),
+    /// 3 s by default), so it is not bounded by it: each batch is bounded by
+    /// the backend's own time-outs. Wrap the call in `tokio::time::timeout`
+    /// for an overall limit. Logged as the security event
+    /// `all_sessions_ended`.
+    ///
+    /// # Security
+    ///
+    /// For a breach: after the signing key, session cookies or the session
+    /// store may have been exposed, or whenever every user must sign in
+    /// again (ASVS 5.0 7.4.5). Deploy a new signing key first, a fresh
+    /// [`Key`](crate::Key) without the old one as `previous_key`: while the
+    /// old key is accepted, whoever holds it can turn any session ID they
+    /// learn into a valid cookie, for sessions created after this call too;
+    /// and replacing the key alone leaves every record in the store. This
+    /// ends sessions only: it does not change passwords, revoke tokens or
+    /// API keys the application issued, or stop a request already in
+    /// flight from finishing; and a login that completes after the cutoff
+    /// (an attacker's too, with a stolen password) is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails: sessions already ended stay
+    /// ended, and calling again ends the rest. If sessions created before
+    /// the cutoff keep appearing through every pass (a regenerate loop
+    /// racing it), [`StoreError::Unavailable`]: never a success that left
+    /// one of them live.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use cloakroom::{Key, MemoryStore, SessionLayer};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // Started with a new signing key, and no `previous_key`:
+    /// let layer = SessionLayer::builder(MemoryStore::new())
+    ///     .key(Key::generate()?)
+    ///     .build()?;
+    /// let ended = layer.admin().end_all_sessions().await?;
+    /// println!("{ended} sessions ended; everyone signs in again");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn end_all_sessions(&self) -> Result<u64, StoreError> {
+        let cutoff = self.now();
+        let mut ended = 0;
+        for pass in 1..=MAX_END_ALL_PASSES {
+            let deleted = self.store.delete_all(cutoff, self.now()).await?;
+            ended += deleted;
+            if deleted == 0 {
+                crate::events::all_sessions_ended(ended, pass);
+                return Ok(ended);
+            }
+        }
+        // Every pass found sessions from before the cutoff: success could
+        // leave one of them live.
+        Err(StoreError::unavailable(StillAppearing {
+            passes: MAX_END_ALL_PASSES,
+        }))
+    }
+
     /// How many live sessions `user_id` has, without reading them.
     ///
     /// # Errors
@@ -162,8 +240,190 @@ impl SessionAdmin {
     }
 }
 
+/// How many passes [`SessionAdmin::end_all_sessions`] makes at most before
+/// it gives up on sessions from before its cutoff that keep appearing.
+const MAX_END_ALL_PASSES: usize = 16;
+
+/// Sessions created before the cutoff were still appearing after every
+/// pass of [`SessionAdmin::end_all_sessions`]: reported as
+/// [`StoreError::Unavailable`] (retryable), never as every session ended.
+#[derive(Debug, Clone, Copy)]
+struct StillAppearing {
+    passes: usize,
+}
+
+impl fmt::Display for StillAppearing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions created before the cutoff kept appearing through {} passes of end-all-sessions",
+            self.passes
+        )
+    }
+}
+
+impl std::error::Error for StillAppearing {}
+
 impl fmt::Debug for SessionAdmin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionAdmin").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::record::{Patch, SessionRecord, Touch};
+    use crate::store::Deleted;
+
+    /// A store whose passes of `delete_all` answer as scripted, recording
+    /// what they were asked; each pass takes 1.5 s of the clock's time.
+    /// Nothing else is called.
+    struct Passes {
+        answers: Mutex<VecDeque<Result<u64, StoreError>>>,
+        asked: Mutex<Vec<(OffsetDateTime, OffsetDateTime)>>,
+        clock: ManualClock,
+    }
+
+    impl Passes {
+        fn admin(answers: Vec<Result<u64, StoreError>>) -> (SessionAdmin, Arc<Passes>) {
+            let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1));
+            let passes = Arc::new(Passes {
+                answers: Mutex::new(answers.into()),
+                asked: Mutex::default(),
+                clock: clock.clone(),
+            });
+            let store = Bounded {
+                store: Arc::clone(&passes),
+                timeout: DEFAULT_STORE_TIMEOUT,
+            };
+            (
+                SessionAdmin::from_parts(Arc::new(store), Arc::new(clock)),
+                passes,
+            )
+        }
+    }
+
+    impl SessionStore for Arc<Passes> {
+        async fn create(
+            &self,
+            _: &StoreKey,
+            _: &SessionRecord,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        async fn load(&self, _: &StoreKey, _: Touch) -> Result<Option<SessionRecord>, StoreError> {
+            unreachable!()
+        }
+        async fn save(&self, _: &StoreKey, _: &Patch, _: Touch) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        async fn retire(
+            &self,
+            _: &StoreKey,
+            _: &StoreKey,
+            _: OffsetDateTime,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &StoreKey, _: OffsetDateTime) -> Result<Deleted, StoreError> {
+            unreachable!()
+        }
+        async fn delete_owned(
+            &self,
+            _: &StoreKey,
+            _: &str,
+            _: OffsetDateTime,
+        ) -> Result<Deleted, StoreError> {
+            unreachable!()
+        }
+        async fn delete_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
+            unreachable!()
+        }
+        async fn delete_all(
+            &self,
+            created_until: OffsetDateTime,
+            now: OffsetDateTime,
+        ) -> Result<u64, StoreError> {
+            self.asked.lock().unwrap().push((created_until, now));
+            self.clock.advance(Duration::from_millis(1500));
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("no more passes scripted")
+        }
+        async fn count_user(&self, _: &str, _: OffsetDateTime) -> Result<u64, StoreError> {
+            unreachable!()
+        }
+        async fn list_user(
+            &self,
+            _: &str,
+            _: OffsetDateTime,
+            _: usize,
+        ) -> Result<Vec<SessionInfo>, StoreError> {
+            unreachable!()
+        }
+        async fn sweep_expired(&self, _: OffsetDateTime) -> Result<u64, StoreError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_repeat_with_one_cutoff_until_one_ends_nothing() {
+        let (admin, passes) = Passes::admin(vec![Ok(5), Ok(2), Ok(0)]);
+        assert_eq!(admin.end_all_sessions().await.unwrap(), 7);
+        let asked = passes.asked.lock().unwrap().clone();
+        let start = OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1);
+        let cutoffs: Vec<_> = asked.iter().map(|(cutoff, _)| *cutoff).collect();
+        assert_eq!(cutoffs, [start; 3], "the cutoff stays the first reading");
+        let nows: Vec<i64> = asked
+            .iter()
+            .map(|(_, now)| (*now - start).whole_seconds())
+            .collect();
+        assert_eq!(
+            nows,
+            [0, 1, 3],
+            "each pass is told the time, in whole seconds"
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_that_keep_appearing_are_an_error_never_a_success() {
+        let (admin, passes) = Passes::admin((0..MAX_END_ALL_PASSES).map(|_| Ok(1)).collect());
+        let error = admin.end_all_sessions().await.unwrap_err();
+        assert!(error.is_unavailable(), "{error:?}");
+        assert_eq!(
+            std::error::Error::source(&error).map(ToString::to_string).as_deref(),
+            Some("sessions created before the cutoff kept appearing through 16 passes of end-all-sessions")
+        );
+        assert_eq!(passes.asked.lock().unwrap().len(), MAX_END_ALL_PASSES);
+
+        // One pass short of the limit, the last finding nothing: a success.
+        let mut answers: Vec<_> = (1..MAX_END_ALL_PASSES).map(|_| Ok(1)).collect();
+        answers.push(Ok(0));
+        let (admin, _) = Passes::admin(answers);
+        assert_eq!(
+            admin.end_all_sessions().await.unwrap(),
+            MAX_END_ALL_PASSES as u64 - 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_pass_is_reported_and_no_later_pass_runs() {
+        let (admin, passes) = Passes::admin(vec![Ok(3), Err(StoreError::backend("down"))]);
+        assert!(matches!(
+            admin.end_all_sessions().await,
+            Err(StoreError::Backend(_))
+        ));
+        assert_eq!(passes.asked.lock().unwrap().len(), 2);
     }
 }

@@ -13,12 +13,13 @@ use crate::store::StoreError;
 
 /// Every security event's name, in the order the docs list them.
 #[cfg(test)]
-pub(crate) const SECURITY_EVENTS: [&str; 12] = [
+pub(crate) const SECURITY_EVENTS: [&str; 13] = [
     "session_created",
     "session_rotated",
     "session_forwarded",
     "session_invalidated",
     "logged_out_everywhere",
+    "all_sessions_ended",
     "sessions_evicted",
     "session_orphaned",
     "cookie_rejected",
@@ -229,6 +230,18 @@ pub(crate) fn logged_out_everywhere(ended: u64, kept: Option<&StoreKey>, by_app:
         session = kept.map(StoreKey::short),
         by_app,
         "sessions of the user ended"
+    );
+}
+
+/// Every session in the store ended (`SessionAdmin::end_all_sessions`):
+/// `ended` live sessions, in `passes` passes over the store.
+pub(crate) fn all_sessions_ended(ended: u64, passes: usize) {
+    tracing::warn!(
+        target: "cloakroom::security",
+        event = "all_sessions_ended",
+        ended,
+        passes,
+        "every session in the store ended, of every user"
     );
 }
 

@@ -109,12 +109,14 @@
 //!   subdomains (same site) or state-changing `GET`s; use `CsrfLayer` for
 //!   those.
 //! - **Cookie planting from a subdomain**: the cookie carries the `__Host-`
-//!   prefix whenever the settings allow it (see
+//!   prefix whenever the settings allow it, and `__Secure-` otherwise (see
 //!   [`SessionLayerBuilder::host_prefix`]).
 //! - **Unbounded sessions**: every deadline counts from the session's
-//!   creation, a user has at most 100 sessions by default
-//!   ([`SessionLayerBuilder::max_sessions_per_user`]), and every store call
-//!   is bounded by [`SessionLayerBuilder::store_timeout`].
+//!   creation, only a login gets the remember-me lifetime, a user has at
+//!   most 100 sessions by default, also after a burst of concurrent logins
+//!   ([`SessionLayerBuilder::max_sessions_per_user`]), a `MemoryStore`
+//!   holds at most 1,000,000 sessions unless configured, and every store
+//!   call is bounded by [`SessionLayerBuilder::store_timeout`].
 //!
 //! # Security events
 //!
@@ -122,7 +124,9 @@
 //! stable `event` field: `session_created`, `session_rotated` (login or
 //! regenerate), `session_forwarded` (a logout followed a moved session to
 //! its new ID), `session_invalidated`, `logged_out_everywhere`,
-//! `sessions_evicted` (over the per-user limit), `session_orphaned` (a new
+//! `all_sessions_ended` (every session of every user, by
+//! [`SessionAdmin::end_all_sessions`]), `sessions_evicted` (over the
+//! per-user limit), `session_orphaned` (a new
 //! record that could not be deleted after a failure), `cookie_rejected`
 //! (once per request, with `reason` = `malformed`, `bad_signature` or
 //! `too_many`, and counts), `session_vanished` (ended by another request

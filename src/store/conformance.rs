@@ -113,6 +113,8 @@ macro_rules! store_conformance_tests {
             delete_owned_reports_a_forward_and_leaves_it_in_place,
             delete_user_ends_every_session_of_that_user_only,
             delete_user_can_keep_one_session,
+            delete_all_ends_every_session_created_up_to_the_cutoff,
+            delete_all_empties_a_store_larger_than_one_batch,
             list_user_reports_live_sessions_oldest_first,
             list_user_keeps_the_most_recent_within_the_limit,
             count_user_counts_live_sessions_only,
@@ -790,6 +792,138 @@ pub async fn delete_user_can_keep_one_session<S: SessionStore>(store: &S) {
     assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [keys[0]]);
     // The kept session is still indexed: a later logout-everywhere ends it.
     assert_eq!(store.delete_user(&u, None).await.unwrap(), 1);
+}
+
+/// `delete_all` ends the sessions of every user, and anonymous ones,
+/// created up to the cutoff, and every forward; it keeps the sessions
+/// created after the cutoff (and their index entries), empties the users'
+/// counts and listings, and counts only the sessions that were live.
+pub async fn delete_all_ends_every_session_created_up_to_the_cutoff<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let cutoff = t0 + secs(10);
+    let now = t0 + secs(20);
+    let (u, v) = (user(), user());
+    let (mine, theirs) = ([key(), key()], key());
+    for k in &mine {
+        create(store, k, &owned_by(record(t0 + secs(5), json!({})), &u)).await;
+    }
+    create(store, &theirs, &owned_by(record(cutoff, json!({})), &v)).await;
+    let anonymous = [key(), key()];
+    create(store, &anonymous[0], &record(t0, json!({"cart": 1}))).await;
+    create(store, &anonymous[1], &record(cutoff, json!({}))).await;
+    // A session moved by a regenerate: the forward under its old key, and
+    // its new record, which keeps the creation time.
+    let (moved, successor) = (key(), key());
+    let moved_record = owned_by(record(t0 + secs(1), json!({"m": 1})), &u);
+    create(store, &moved, &moved_record).await;
+    create(store, &successor, &moved_record).await;
+    assert!(store
+        .retire(&moved, &successor, t0 + secs(60), t0 + secs(2))
+        .await
+        .unwrap());
+    // A forward that has lapsed by `now`, and a session expired by then:
+    // deleted, not counted.
+    let (lapsed, lapsed_to) = (key(), key());
+    create(store, &lapsed, &record(t0, json!({}))).await;
+    assert!(store
+        .retire(&lapsed, &lapsed_to, t0 + secs(15), t0 + secs(2))
+        .await
+        .unwrap());
+    let expired = key();
+    let mut short = owned_by(record(t0, json!({})), &v);
+    short.absolute_deadline = t0 + secs(15);
+    create(store, &expired, &short).await;
+    // Created after the cutoff: kept.
+    let (later, later_anonymous) = (key(), key());
+    create(
+        store,
+        &later,
+        &owned_by(record(cutoff + secs(1), json!({"l": 1})), &u),
+    )
+    .await;
+    create(
+        store,
+        &later_anonymous,
+        &record(cutoff + secs(1), json!({})),
+    )
+    .await;
+
+    assert_eq!(
+        store.delete_all(cutoff, now).await.expect("delete_all"),
+        6,
+        "two of u's, v's, two anonymous, the moved session's new record; \
+         no forward, no expired session"
+    );
+    for k in mine
+        .iter()
+        .chain([&theirs, &successor, &expired])
+        .chain(&anonymous)
+    {
+        assert_eq!(load(store, k, now).await, None);
+        assert!(
+            !save(store, k, &set("x", 1), now).await,
+            "nothing to save into"
+        );
+    }
+    assert_eq!(
+        store.delete(&moved, now).await.unwrap(),
+        Deleted::Nothing,
+        "the forward is gone: a logout of the old ID finds nothing to follow"
+    );
+    assert_eq!(store.count_user(&u, now).await.unwrap(), 1);
+    let listed = list(store, &u, now).await;
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [later]);
+    assert_eq!(store.count_user(&v, now).await.unwrap(), 0);
+    assert!(list(store, &v, now).await.is_empty());
+    assert!(load(store, &later, now).await.is_some());
+    assert!(load(store, &later_anonymous, now).await.is_some());
+
+    assert_eq!(
+        store.delete_all(cutoff, now).await.unwrap(),
+        0,
+        "a second pass finds nothing"
+    );
+    assert_eq!(
+        store.delete_user(&u, None).await.unwrap(),
+        1,
+        "the kept session is still indexed"
+    );
+    assert_eq!(
+        store.delete_user(&v, None).await.unwrap(),
+        0,
+        "nothing of v's is left to reach"
+    );
+}
+
+/// `delete_all` goes over the whole store however many batches that
+/// takes: 1,500 sessions, more than one batch of any store, all end.
+pub async fn delete_all_empties_a_store_larger_than_one_batch<S: SessionStore>(store: &S) {
+    const SESSIONS: usize = 1500;
+    let t0 = base();
+    let users = [user(), user(), user()];
+    let keys: Vec<StoreKey> = (0..SESSIONS).map(|_| key()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let r = record(t0, json!({"i": i}));
+        // A tenth logged in, spread over three users; the rest anonymous.
+        let r = match i % 10 {
+            0 => owned_by(r, &users[i / 10 % users.len()]),
+            _ => r,
+        };
+        create(store, k, &r).await;
+    }
+    let now = t0 + secs(1);
+    assert_eq!(
+        store.delete_all(t0, now).await.expect("delete_all"),
+        SESSIONS as u64
+    );
+    for k in &keys {
+        assert_eq!(load(store, k, now).await, None);
+    }
+    for u in &users {
+        assert_eq!(store.count_user(u, now).await.unwrap(), 0);
+        assert!(list(store, u, now).await.is_empty());
+    }
+    assert_eq!(store.delete_all(t0, now).await.unwrap(), 0);
 }
 
 /// Listing shows live sessions with their times, oldest first.

@@ -38,9 +38,13 @@ pub enum StoreOp {
     ListUser,
     /// [`SessionStore::sweep_expired`].
     SweepExpired,
+    /// [`SessionStore::delete_all`]: each pass of
+    /// [`SessionAdmin::end_all_sessions`](crate::SessionAdmin::end_all_sessions)
+    /// is one call.
+    DeleteAll,
 }
 
-const OPS: usize = 9;
+const OPS: usize = 10;
 
 impl StoreOp {
     fn index(self) -> usize {
@@ -143,6 +147,8 @@ pub struct StoreCalls {
     pub list_user: u64,
     /// `sweep_expired` calls.
     pub sweep_expired: u64,
+    /// `delete_all` calls.
+    pub delete_all: u64,
 }
 
 impl StoreCalls {
@@ -157,6 +163,7 @@ impl StoreCalls {
             + self.count_user
             + self.list_user
             + self.sweep_expired
+            + self.delete_all
     }
 }
 
@@ -191,6 +198,7 @@ impl<S> CountingStore<S> {
             count_user: n(StoreOp::CountUser),
             list_user: n(StoreOp::ListUser),
             sweep_expired: n(StoreOp::SweepExpired),
+            delete_all: n(StoreOp::DeleteAll),
         }
     }
 
@@ -375,6 +383,18 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
         self.run(StoreOp::DeleteUser, self.inner.delete_user(user_id, keep))
             .await
+    }
+
+    async fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.run(
+            StoreOp::DeleteAll,
+            self.inner.delete_all(created_until, now),
+        )
+        .await
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {

@@ -510,6 +510,46 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// The step of `delete_all` that follows live forwards: a session that
+    /// a regenerate moved while the pass ran may have its new record in a
+    /// shard the pass has already been through, so each successor (and the
+    /// one its own live forward names, and so on) is ended here, by the
+    /// pass's rule: a record created up to `until` goes, one created later
+    /// (a login's) stays. Returns how many live sessions it ended.
+    fn end_moved(&self, mut moved: Vec<StoreKey>, until: i64, now: i64) -> u64 {
+        let mut ended = 0;
+        // Successors are fresh keys, so a chain never loops back; `seen`
+        // guards against a store that was tampered with all the same.
+        let mut seen = HashSet::new();
+        while let Some(key) = moved.pop() {
+            if !seen.insert(key) {
+                continue;
+            }
+            let owner = {
+                let mut shard = lock(self.shard(&key));
+                if let Some(forward) = shard.forwards.remove(&key) {
+                    if forward.until > now {
+                        moved.push(forward.successor);
+                    }
+                    continue;
+                }
+                match shard.entries.get(&key) {
+                    Some(entry) if i64::from(entry.created_at) <= until => {}
+                    _ => continue,
+                }
+                let entry = shard.entries.remove(&key);
+                entry.and_then(|entry| {
+                    ended += u64::from(!entry.is_expired(now));
+                    entry.user_id
+                })
+            };
+            if let Some(user) = owner {
+                self.unindex_user(&user, &key);
+            }
+        }
+        ended
+    }
+
     /// `delete`, or `delete_owned` when `owner` is given: whose the record
     /// is, is checked under the same shard lock that removes it.
     fn remove(&self, key: &StoreKey, owner: Option<&str>, now: OffsetDateTime) -> Deleted {
@@ -759,6 +799,50 @@ impl SessionStore for MemoryStore {
             users.remove(user_id);
         }
         Ok(deleted)
+    }
+
+    /// One shard at a time, under that shard's lock alone (a 64th of the
+    /// store): its records created up to `created_until` and all its
+    /// forwards go; then, with the shard's lock released (the lock order
+    /// is user index before shard), the deleted records leave their users'
+    /// indexes, and the records the shard's live forwards lead to are
+    /// ended by the same rule (a regenerate racing the pass may have put
+    /// its new record in a shard already gone through).
+    async fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let until = created_until.unix_timestamp();
+        let now = now.unix_timestamp();
+        let mut ended = 0;
+        for shard in self.inner.shards.iter() {
+            let mut owned = Vec::new();
+            let moved: Vec<StoreKey> = {
+                let mut shard = lock(shard);
+                shard.entries.retain(|key, entry| {
+                    if i64::from(entry.created_at) > until {
+                        return true;
+                    }
+                    if !entry.is_expired(now) {
+                        ended += 1;
+                    }
+                    if let Some(user) = entry.user_id.take() {
+                        owned.push((*key, user));
+                    }
+                    false
+                });
+                shard
+                    .forwards
+                    .drain()
+                    .filter(|(_, forward)| forward.until > now)
+                    .map(|(_, forward)| forward.successor)
+                    .collect()
+            };
+            self.unindex_all(owned);
+            ended += self.end_moved(moved, until, now);
+        }
+        Ok(ended)
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -1034,6 +1118,120 @@ mod tests {
         }
         assert_eq!(store.len(), 0, "no record outlived its deadline");
         assert!(lock(store.users("u")).get("u").is_none(), "index pruned");
+    }
+
+    /// What `delete_all` does with the successors of the live forwards it
+    /// deleted (a regenerate racing the pass may have put its new record
+    /// in a shard already gone through): a regenerate's successor, made
+    /// with the old creation time, ends, along a chain of moves too; a
+    /// login's, created after the cutoff, stays.
+    #[tokio::test]
+    async fn the_successors_of_live_forwards_end_by_the_cutoff_rule() {
+        let store = MemoryStore::new();
+        let (moved, chained, regenerated, logged_in) = (key(), key(), key(), key());
+        store
+            .create(&moved, &record(0, Some("u")), at(0))
+            .await
+            .unwrap();
+        store
+            .create(&chained, &record(0, Some("u")), at(0))
+            .await
+            .unwrap();
+        assert!(store.retire(&moved, &chained, at(60), at(1)).await.unwrap());
+        store
+            .create(&regenerated, &record(0, Some("u")), at(2))
+            .await
+            .unwrap();
+        assert!(store
+            .retire(&chained, &regenerated, at(60), at(2))
+            .await
+            .unwrap());
+        store
+            .create(&logged_in, &record(20, Some("v")), at(20))
+            .await
+            .unwrap();
+        // Cutoff 10, now 30: the chain leads from `chained` (a live
+        // forward) to `regenerated`; `logged_in` is newer than the cutoff.
+        assert_eq!(store.end_moved(vec![chained, logged_in], 10, 30), 1);
+        let touch = Touch {
+            now: at(30),
+            after: 1.0,
+        };
+        assert_eq!(store.load(&regenerated, touch).await.unwrap(), None);
+        assert!(lock(store.shard(&chained)).forwards.is_empty());
+        assert!(lock(store.users("u")).get("u").is_none(), "unindexed");
+        assert!(store.load(&logged_in, touch).await.unwrap().is_some());
+        assert_eq!(store.count_user("v", at(30)).await.unwrap(), 1);
+        // `moved` is a forward of its own, left to the pass's walk.
+        assert_eq!(
+            store.delete(&moved, at(30)).await.unwrap(),
+            Deleted::Forward(chained)
+        );
+    }
+
+    /// A key that lands in shard `index`.
+    fn key_in_shard(index: usize) -> StoreKey {
+        loop {
+            let k = key();
+            if usize::from(k.as_bytes()[0]) % RECORD_SHARDS == index {
+                return k;
+            }
+        }
+    }
+
+    /// A regenerate racing `delete_all`: its new record lands in a shard
+    /// the pass has been through, and the old one is a forward by the time
+    /// the pass reaches its shard. The pass follows the forward, ends the
+    /// new record and counts it, so that it cannot look like a pass that
+    /// ended nothing.
+    #[test]
+    fn a_pass_follows_a_session_moved_behind_it() {
+        fn run<F: std::future::Future>(future: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(future)
+        }
+        let store = MemoryStore::new();
+        let (old, passed, new) = (key_in_shard(63), key_in_shard(1), key_in_shard(0));
+        run(store.create(&old, &record(0, Some("u")), at(0))).unwrap();
+        run(store.create(&passed, &record(0, None), at(0))).unwrap();
+        // The pass is held at the old session's shard, the last one.
+        let held = lock(&store.inner.shards[63]);
+        let pass = std::thread::spawn({
+            let store = store.clone();
+            move || run(store.delete_all(at(10), at(30)))
+        });
+        // Once the session of shard 1 is gone, shard 0 is behind the pass.
+        while !lock(&store.inner.shards[1]).entries.is_empty() {
+            std::thread::yield_now();
+        }
+        run(store.create(&new, &record(0, Some("u")), at(20))).unwrap();
+        // The retire, as `retire` does it, under the shard lock held.
+        let mut held = held;
+        held.entries.remove(&old);
+        held.forwards.insert(
+            old,
+            Forward {
+                successor: new,
+                until: 60,
+            },
+        );
+        drop(held);
+        assert_eq!(
+            pass.join().unwrap().unwrap(),
+            2,
+            "the session passed, and the moved one"
+        );
+        let touch = Touch {
+            now: at(30),
+            after: 1.0,
+        };
+        assert_eq!(run(store.load(&new, touch)).unwrap(), None);
+        assert!(lock(&store.inner.shards[63]).forwards.is_empty());
+        assert!(lock(store.users("u"))
+            .get("u")
+            .is_none_or(|keys| !keys.contains(&new)));
     }
 
     #[tokio::test]

@@ -264,6 +264,52 @@ pub trait SessionStore: Send + Sync + 'static {
         keep: Option<&StoreKey>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Deletes every session record whose
+    /// [`created_at`](SessionRecord::created_at) is at or before
+    /// `created_until`, whoever its user (anonymous sessions too), every
+    /// forward (live or lapsed, whatever its age), and every user-index
+    /// entry of the sessions it deleted: one pass of "end all sessions"
+    /// ([`SessionAdmin::end_all_sessions`](crate::SessionAdmin::end_all_sessions)).
+    /// Returns how many of the session records it deleted were live at
+    /// `now`; forwards, and records that had expired but were not swept
+    /// yet, are deleted without being counted, so every store reports the
+    /// same number whatever its backend expires by itself.
+    ///
+    /// Sessions created after `created_until` are left alone, with their
+    /// index entries: a login that happens while the pass runs is a new
+    /// sign-in. A session that a regenerate moves to a new key keeps its
+    /// `created_at`, so its new record must go too, and the caller repeats
+    /// passes until one returns 0. For that to be safe, a pass that returns
+    /// 0 must leave no live session created up to `created_until`, even one
+    /// that a regenerate moved while the pass ran, creating the new record
+    /// where the pass had already been and retiring the old one before the
+    /// pass got there. So a store whose pass is not one atomic step follows
+    /// each forward it deletes that is live at `now` to its successor, and
+    /// deletes that by the same rule (and so on along the chain), as
+    /// [`SessionStore::delete`]'s caller follows forwards: a regenerate's
+    /// successor goes, a login's (created later) stays. A record whose old
+    /// key is already gone when the regenerate retires it needs nothing:
+    /// the retire fails and the layer deletes the new record itself.
+    ///
+    /// The work must be bounded however large the store is: records are
+    /// visited and deleted in batches (a `DELETE ... WHERE key IN (SELECT
+    /// ... LIMIT n)` repeated, a cursor-based scan with a small count, a
+    /// lock held on one shard at a time), never by loading every key into
+    /// memory or sending one statement or command that blocks the backend
+    /// until the whole store is done. A store with a cache of its own (or
+    /// on other instances) must leave no cache able to serve a deleted
+    /// session.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend fails; what was deleted before the
+    /// failure stays deleted, and a later call deletes the rest.
+    fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// How many live sessions `user_id` has at `now`, without reading their
     /// data: what an "N active sessions" display needs. Index entries of
     /// sessions that are gone may be pruned on the way.
@@ -501,6 +547,13 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         user_id: &'a str,
         keep: Option<&'a StoreKey>,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// [`SessionStore::delete_all`]; for [`Bounded`], without the store
+    /// timeout (see there).
+    fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn count_user<'a>(
         &'a self,
         user_id: &'a str,
@@ -521,6 +574,18 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 
 /// A store with the layer's time limit on each call (none for in-process
 /// stores, which cannot hang and may run without a tokio timer).
+///
+/// [`SessionStore::delete_all`] is the exception: one call is a pass over
+/// the whole store, which on a large one takes longer than any limit meant
+/// for a single request's call, and cutting it off at that limit would make
+/// "end all sessions" fail exactly where it is needed most. It runs without
+/// the layer's limit. Each of its batches is bounded by the backend's own
+/// time-outs instead (2 s per Redis command on a connection opened by
+/// `RedisConnection::connect`; the pool's acquire time-out and the
+/// database's statement or busy time-out for the SQL stores), and a
+/// caller who wants an overall limit wraps
+/// [`SessionAdmin::end_all_sessions`](crate::SessionAdmin::end_all_sessions)
+/// in `tokio::time::timeout` (what was deleted stays deleted).
 pub(crate) struct Bounded<S> {
     pub(crate) store: S,
     pub(crate) timeout: std::time::Duration,
@@ -606,6 +671,15 @@ impl<S: SessionStore> DynStore for Bounded<S> {
         self.bound(self.store.delete_user(user_id, keep))
     }
 
+    /// Not bounded by the store timeout: see [`Bounded`].
+    fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.store.delete_all(created_until, now))
+    }
+
     fn count_user<'a>(
         &'a self,
         user_id: &'a str,
@@ -682,6 +756,13 @@ mod tests {
         async fn delete_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
             std::future::pending().await
         }
+        async fn delete_all(
+            &self,
+            _: OffsetDateTime,
+            _: OffsetDateTime,
+        ) -> Result<u64, StoreError> {
+            std::future::pending().await
+        }
         async fn count_user(&self, _: &str, _: OffsetDateTime) -> Result<u64, StoreError> {
             std::future::pending().await
         }
@@ -754,6 +835,27 @@ mod tests {
             limit * 10,
             "each call waited exactly the limit"
         );
+    }
+
+    /// A pass over the whole store is not cut off at the per-call limit (a
+    /// large store takes longer): it waits for the backend, whose own
+    /// time-outs bound each batch, or for the caller's own limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_over_the_whole_store_is_not_cut_off_at_the_store_timeout() {
+        let limit = std::time::Duration::from_millis(1500);
+        let store = Bounded {
+            store: Hung,
+            timeout: limit,
+        };
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let waited = limit * 100;
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(waited, store.delete_all(now, now)).await;
+        assert!(
+            outcome.is_err(),
+            "still running after 100 store timeouts: {outcome:?}"
+        );
+        assert_eq!(started.elapsed(), waited);
     }
 
     #[test]

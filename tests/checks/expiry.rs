@@ -165,9 +165,13 @@ pub(crate) async fn remember_me_asked_before_login_is_kept_through_it<S: Session
         Some("alice"),
         "past the ordinary absolute timeout"
     );
-    // A later login of a remembered session stays remembered.
+    // A later login of a remembered session stays remembered...
     let reply = client.post("/login/alice").await;
     assert_eq!(cookie_of(&reply).max_age(), Some(time::Duration::days(7)));
+    // ...but another user's login on the same browser does not take it.
+    let reply = client.post("/login/bob").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(cookie_of(&reply).max_age(), None, "bob did not ask");
 }
 
 pub(crate) async fn remember_me_without_a_login_changes_no_lifetime<S: SessionStore + Clone>(

@@ -11,6 +11,7 @@
 pub(crate) mod cookies;
 pub(crate) mod device_races;
 pub(crate) mod devices;
+pub(crate) mod end_all;
 pub(crate) mod expiry;
 pub(crate) mod failures;
 pub(crate) mod lifecycle;
@@ -144,6 +145,13 @@ macro_rules! store_tests {
                 data_no_store_can_hold_answers_400_and_writes_nothing,
             ],
             #[tokio::test]
+            end_all [
+                ending_all_sessions_logs_out_every_browser_of_every_user,
+                a_regenerate_held_between_its_new_record_and_the_retire_leaves_no_session,
+                logouts_racing_the_end_of_all_sessions_leave_nothing,
+                a_store_failure_while_ending_all_sessions_is_reported_and_a_retry_ends_all,
+            ],
+            #[tokio::test]
             security_events [
                 security_events_never_show_the_session_id,
                 evictions_and_dropped_saves_are_reported_once_with_their_counts,
@@ -154,6 +162,7 @@ macro_rules! store_tests {
                 a_logout_racing_two_hundred_writes_leaves_the_session_gone_for_good,
                 logout_everywhere_racing_logins_leaves_no_earlier_session_and_an_exact_index,
                 logout_everywhere_racing_regenerates_leaves_nobody_logged_in,
+                ending_all_sessions_racing_regenerates_and_logins_leaves_only_the_later_logins,
                 regenerate_racing_logout_everywhere_leaves_no_session,
                 regenerate_racing_an_admin_logout_everywhere_leaves_no_session,
                 regenerate_racing_a_logout_in_another_tab_leaves_no_session,
@@ -165,6 +174,7 @@ macro_rules! store_tests {
                 a_logout_everywhere_with_a_moved_cookie_ends_only_that_session,
                 the_session_limit_evicts_the_least_recently_active,
                 the_session_limit_holds_through_bursts_of_logins_in_one_second,
+                a_failed_limit_check_keeps_the_login_and_the_next_login_trims,
             ],
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             rotation_failures [

@@ -241,6 +241,99 @@ pub(crate) async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in
     }
 }
 
+pub(crate) async fn ending_all_sessions_racing_regenerates_and_logins_leaves_only_the_later_logins<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const DEVICES: usize = 40;
+    const LOGINS: usize = 10;
+    const ROUNDS: usize = 4;
+    let app = TestApp::new(store);
+    for round in 0..ROUNDS {
+        let mut devices = Vec::new();
+        for i in 0..DEVICES {
+            devices.push(logged_in(&app, ["alice", "bob"][i % 2]).await);
+        }
+        // The cutoff is taken and the first pass held; then the clock
+        // moves on, so the logins below come after the cutoff, while the
+        // regenerates keep their sessions' creation times.
+        let mut pause = app.store.pause_next(StoreOp::DeleteAll);
+        let admin = app.layer.admin();
+        let ending = tokio::spawn(async move { admin.end_all_sessions().await });
+        pause.reached().await;
+        app.clock.advance(Duration::from_secs(1));
+        let mut pause = Some(pause);
+        let mut tasks = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            if i == DEVICES / 2 {
+                // Released while half the regenerates are on their way.
+                if let Some(pause) = pause.take() {
+                    pause.release();
+                }
+            }
+            let device = device.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut device = device;
+                let reply = device
+                    .clone()
+                    .send(device.request("POST", "/regenerate", ""))
+                    .await;
+                device.absorb(&reply);
+                (device, reply)
+            }));
+        }
+        let logins: Vec<_> = (0..LOGINS)
+            .map(|_| {
+                let mut client = app.client();
+                tokio::spawn(async move {
+                    let reply = client
+                        .clone()
+                        .send(client.request("POST", "/login/carol", ""))
+                        .await;
+                    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+                    client.absorb(&reply);
+                    client
+                })
+            })
+            .collect();
+        let ended = ending.await.unwrap().expect("every pass succeeds");
+        assert!(ended <= DEVICES as u64 * 2, "round {round}: {ended}");
+        let mut after = Vec::new();
+        for task in tasks {
+            let (device, reply) = task.await.unwrap();
+            assert!(reply.status.is_success(), "{}", reply.status);
+            after.push(device);
+        }
+        let mut later = Vec::new();
+        for login in logins {
+            later.push(login.await.unwrap());
+        }
+        // Every device's session existed before the cutoff, so none may
+        // survive, whichever ID it moved to meanwhile.
+        for device in after.iter().chain(&devices) {
+            assert_eq!(
+                whoami(device).await,
+                None,
+                "round {round}: a session escaped the end of all sessions"
+            );
+        }
+        assert_eq!(app.sessions_of("alice").await, 0);
+        assert_eq!(app.sessions_of("bob").await, 0);
+        for client in &later {
+            assert_eq!(
+                whoami(client).await.as_deref(),
+                Some("carol"),
+                "round {round}: a login after the cutoff stays"
+            );
+        }
+        assert_eq!(
+            app.layer.admin().logout_everywhere("carol").await.unwrap(),
+            LOGINS as u64
+        );
+    }
+}
+
 pub(crate) async fn regenerate_racing_logout_everywhere_leaves_no_session<
     S: SessionStore + Clone,
 >(
@@ -458,6 +551,32 @@ pub(crate) async fn the_session_limit_evicts_the_least_recently_active<S: Sessio
     for client in [&devices[0], &devices[2], &newest] {
         assert_eq!(whoami(client).await.as_deref(), Some("alice"));
     }
+}
+
+pub(crate) async fn a_failed_limit_check_keeps_the_login_and_the_next_login_trims<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const LIMIT: usize = 2;
+    let app = TestApp::with(store, |b| b.max_sessions_per_user(Some(LIMIT)));
+    for _ in 0..LIMIT {
+        logged_in(&app, "alice").await;
+    }
+    // The check's listing fails: the login itself succeeded and stands,
+    // one over the limit.
+    app.store.fail_next(StoreOp::ListUser);
+    let over = logged_in(&app, "alice").await;
+    assert_eq!(whoami(&over).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, LIMIT + 1);
+    // Ending one of the extra sessions fails too: still working.
+    app.store.fail_next(StoreOp::Delete);
+    let again = logged_in(&app, "alice").await;
+    assert_eq!(whoami(&again).await.as_deref(), Some("alice"));
+    // The next login with the store well trims back to the limit.
+    let last = logged_in(&app, "alice").await;
+    assert_eq!(app.sessions_of("alice").await, LIMIT);
+    assert_eq!(whoami(&last).await.as_deref(), Some("alice"));
 }
 
 pub(crate) async fn the_session_limit_holds_through_bursts_of_logins_in_one_second<

@@ -42,6 +42,7 @@ pub(crate) fn tests() -> Vec<Test> {
             forwards_are_rows_that_the_sweeper_removes_once_they_lapse,
             logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete,
             a_retry_of_retire_racing_the_first_attempt_succeeds_too,
+            ending_all_sessions_follows_a_session_moved_while_its_batch_waited,
         ],
     )
 }
@@ -1002,18 +1003,7 @@ async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete(
 
     // A login in flight: its retire of the old session has written the
     // forward but not committed yet, so it holds the row.
-    let login_pool = connect(url).await;
-    let mut login = login_pool.begin().await.unwrap();
-    sqlx::query(&format!(
-        "UPDATE {t} SET successor = $2, user_id = NULL, data = '{{}}', expires_at = $3 \
-         WHERE key = $1"
-    ))
-    .bind(old.as_bytes().as_slice())
-    .bind(new.as_bytes().as_slice())
-    .bind(t0 + secs(60))
-    .execute(&mut *login)
-    .await
-    .unwrap();
+    let login = retire_uncommitted(url, &t, &old, &new, t0 + secs(60)).await;
 
     // Logout-everywhere starts: its first DELETE takes its snapshot (the
     // old session of carol, no new one) and waits for that row.
@@ -1081,4 +1071,77 @@ async fn a_retry_of_retire_racing_the_first_attempt_succeeds_too() {
         store.delete(&old, t0 + secs(1)).await.unwrap(),
         cloakroom::store::Deleted::Forward(new)
     );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn ending_all_sessions_follows_a_session_moved_while_its_batch_waited() {
+    let Some(store) = fresh_store(|b| b).await else {
+        return;
+    };
+    let url = shared_url().expect("a server");
+    let t = store.qualified_table().to_owned();
+    let (old, new, t0) = (key(), key(), now());
+    let created = t0 - secs(10);
+    assert!(store
+        .create(&old, &record(created, Some("carol")), created)
+        .await
+        .unwrap());
+
+    // A regenerate in flight: its retire of the old session has written
+    // the forward but not committed yet, so it holds the row.
+    let regenerate = retire_uncommitted(url, &t, &old, &new, t0 + secs(60)).await;
+
+    // The pass starts: its batch takes its snapshot (the old session, no
+    // new one) and waits for that row.
+    let pass = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_all(t0, t0 + secs(1)).await }
+    });
+    wait_for_waiters(&store, 1).await;
+
+    // The regenerate's new session, with the old one's creation time, then
+    // the retire commits: the batch deletes the row as it now is, a
+    // forward, and its snapshot never shows the new session.
+    assert!(store
+        .create(&new, &record(created, Some("carol")), t0)
+        .await
+        .unwrap());
+    regenerate.commit().await.unwrap();
+
+    assert_eq!(
+        pass.await.unwrap().expect("delete_all"),
+        1,
+        "the new session, reached through the forward, and counted: \
+         a pass that ends nothing would be taken for the last"
+    );
+    assert_eq!(
+        store.load(&new, no_touch(t0 + secs(1))).await.unwrap(),
+        None
+    );
+    assert_eq!(store.count_user("carol", t0 + secs(1)).await.unwrap(), 0);
+    assert_eq!(count_rows(&store).await, 0);
+}
+
+/// A retire of `old` in favour of `new` (a login's or a regenerate's), on
+/// a connection of its own, written but not committed: it holds the row
+/// until the caller commits it.
+async fn retire_uncommitted(
+    url: &str,
+    table: &str,
+    old: &StoreKey,
+    new: &StoreKey,
+    until: OffsetDateTime,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut retire = connect(url).await.begin().await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {table} SET successor = $2, user_id = NULL, data = '{{}}', expires_at = $3 \
+         WHERE key = $1"
+    ))
+    .bind(old.as_bytes().as_slice())
+    .bind(new.as_bytes().as_slice())
+    .bind(until)
+    .execute(&mut *retire)
+    .await
+    .unwrap();
+    retire
 }

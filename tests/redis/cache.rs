@@ -12,7 +12,10 @@ use cloakroom::{KeyRing, RedisStore, StoreKey};
 use crate::support::app::{key, TestApp};
 use crate::support::client::{logged_in, Client};
 use crate::support::harness::{tests, Test};
-use crate::support::redis::{cached_cluster_pair, cached_pair, cluster_urls, standalone};
+use crate::support::redis::{
+    cached_cluster_pair, cached_pair, cached_pair_and_prefix, cluster_urls, delete_quietly,
+    standalone,
+};
 use crate::support::redis_server::RedisServer;
 
 /// This module's tests, for `support::harness::main`.
@@ -20,10 +23,12 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         Some(&crate::REDIS) => [
             changes_on_one_instance_reach_the_others_cache,
+            ending_all_sessions_on_one_instance_empties_the_others_cache,
             a_dropped_subscription_flushes_the_cache_before_a_revocation_is_missed,
         ],
         Some(&crate::REDIS_CLUSTER) => [
             changes_on_one_instance_reach_the_others_cache_on_a_cluster,
+            ending_all_sessions_on_one_instance_empties_the_others_cache_on_a_cluster,
             a_dropped_subscription_flushes_the_cache_on_a_cluster,
         ],
         Some(&crate::REDIS_SERVER) => [
@@ -221,6 +226,46 @@ async fn changes_reach_the_other_instance(apps: Instances) {
         StatusCode::NO_CONTENT
     );
     refused_from_now_on(&old_on_b, "/get/cart", "login").await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn ending_all_sessions_on_one_instance_empties_the_others_cache() {
+    ending_all_reaches_the_other_instance(false).await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn ending_all_sessions_on_one_instance_empties_the_others_cache_on_a_cluster() {
+    ending_all_reaches_the_other_instance(true).await;
+}
+
+async fn ending_all_reaches_the_other_instance(cluster: bool) {
+    let Some((pair, prefix)) = cached_pair_and_prefix(cluster).await else {
+        return;
+    };
+    let apps = instances(pair);
+
+    // A session cached on B, and all sessions ended on A.
+    let bob = logged_in(&apps.a, "bob").await;
+    apps.until_cached_on_b(&bob, "/whoami").await;
+    let ended = apps.a.layer.admin().end_all_sessions().await.unwrap();
+    assert_eq!(ended, 1);
+    refused_from_now_on(&apps.on_b(&bob), "/whoami", "end all sessions").await;
+
+    // A session whose deletion B never heard of (deleted behind the
+    // stores' backs, as if its message were lost): B serves it from its
+    // cache until ending all sessions on A tells every cache to drop
+    // everything, though A finds nothing left to delete.
+    let alice = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&alice, "/whoami").await;
+    let record_key = format!("{prefix}s:{}", store_key(&alice).to_hex());
+    assert!(delete_quietly(cluster, &record_key).await);
+    let alice_on_b = apps.on_b(&alice);
+    assert!(
+        served(&alice_on_b, "/whoami").await,
+        "B still serves it from its cache"
+    );
+    assert_eq!(apps.a.layer.admin().end_all_sessions().await.unwrap(), 0);
+    refused_from_now_on(&alice_on_b, "/whoami", "the flush of end all sessions").await;
 }
 
 /// Kills the subscriptions on every node of `urls`, as a network failure or

@@ -35,6 +35,8 @@ pub(crate) fn tests() -> Vec<Test> {
             the_device_is_two_text_fields_of_the_hash_that_saves_leave_alone,
             counting_listing_and_logging_out_a_user_with_hundreds_of_sessions_go_in_batches,
             logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids,
+            ending_all_sessions_deletes_the_stores_keys_by_scanning_and_no_others,
+            ending_all_sessions_follows_a_session_moved_behind_the_scan,
         ],
     )
 }
@@ -1020,4 +1022,202 @@ async fn logout_everywhere_catches_a_session_that_keeps_moving_to_new_ids() {
             "round {round}: a session of the user survived"
         );
     }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn ending_all_sessions_deletes_the_stores_keys_by_scanning_and_no_others() {
+    use sha2::Digest as _;
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let connection = RedisConnection::connect(&server.url())
+        .await
+        .expect("connect");
+    // A prefix with the characters a SCAN pattern gives a meaning to, and
+    // another app's prefix that the pattern would match if they were not
+    // escaped.
+    let prefix = "app*[1]?:";
+    let store = RedisStore::builder()
+        .key_prefix(prefix)
+        .build(connection.clone())
+        .unwrap();
+    let other = RedisStore::builder()
+        .key_prefix("app-other1x:")
+        .build(connection)
+        .unwrap();
+    let mut direct = server.connection().await;
+    let t0 = now();
+    let index_of =
+        |prefix: &str, user: &str| format!("{prefix}u:{}", hex::encode(sha2::Sha256::digest(user)));
+
+    // 300 sessions created before the cutoff: 100 of alice's (20 of them
+    // since moved, leaving forwards), 50 of bob's, 150 anonymous.
+    let mut ended = 0;
+    for i in 0..300 {
+        let created = t0 - time::Duration::seconds(300 - i);
+        let mut record = session_of(["alice", "bob", "x"][(i % 6).min(2) as usize], created);
+        if i % 6 >= 3 {
+            record.user_id = None;
+        }
+        let key = new_key();
+        assert!(store.create(&key, &record, created).await.unwrap());
+        if i % 6 == 0 && i < 120 {
+            assert!(store
+                .retire(&key, &new_key(), t0 + time::Duration::seconds(60), t0)
+                .await
+                .unwrap());
+        } else {
+            ended += 1;
+        }
+    }
+    // Created after the cutoff: kept.
+    let (later, later_anonymous) = (new_key(), new_key());
+    let after = t0 + time::Duration::seconds(1);
+    assert!(store
+        .create(&later, &session_of("carol", after), after)
+        .await
+        .unwrap());
+    let mut anonymous = session_of("carol", after);
+    anonymous.user_id = None;
+    assert!(store
+        .create(&later_anonymous, &anonymous, after)
+        .await
+        .unwrap());
+    // Another app's session, and a key under the prefix that is no record.
+    let theirs = new_key();
+    assert!(other
+        .create(&theirs, &session_of("alice", t0), t0)
+        .await
+        .unwrap());
+    let junk = format!("{prefix}s:not-a-record");
+    let _: () = redis::cmd("SET")
+        .arg(&junk)
+        .arg("1")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(ended, 280);
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(store.delete_all(t0, after).await.unwrap(), ended);
+
+    // It walked the keys with SCAN, never KEYS, and announced the flush.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    // Successful calls of `command`.
+    let calls = |command: &str| -> u64 {
+        let Some(line) = stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+        else {
+            return 0;
+        };
+        let field = |name: &str| -> u64 {
+            line.split(',')
+                .find_map(|part| part.strip_prefix(&format!("{name}=")))
+                .map_or(0, |n| n.parse().unwrap())
+        };
+        field("calls") - field("failed_calls")
+    };
+    assert!(calls("scan") >= 1, "{stats}");
+    assert_eq!(calls("keys"), 0, "{stats}");
+    assert_eq!(
+        calls("evalsha") + calls("eval"),
+        302 + 20,
+        "one script per record key (the two later ones too), and one per \
+         successor a live forward names: {stats}"
+    );
+    assert_eq!(calls("del"), 300, "{stats}");
+    assert_eq!(
+        calls("publish"),
+        301,
+        "each deletion, then the flush: {stats}"
+    );
+
+    let mut left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    left.sort();
+    let mut expected = vec![
+        format!("{prefix}s:{}", later.to_hex()),
+        format!("{prefix}s:{}", later_anonymous.to_hex()),
+        junk,
+        index_of(prefix, "carol"),
+        format!("app-other1x:s:{}", theirs.to_hex()),
+        index_of("app-other1x:", "alice"),
+    ];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "the sessions, forwards and emptied user indexes are gone; nothing else is"
+    );
+    let touch = Touch {
+        now: after,
+        after: 1.0,
+    };
+    assert!(other.load(&theirs, touch).await.unwrap().is_some());
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn ending_all_sessions_follows_a_session_moved_behind_the_scan() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    // The pass goes through a gate that holds its scripts back once the
+    // scan has answered; everything else goes straight to Redis.
+    let gate = CommandGate::start(server.addr).await;
+    let gated = RedisStore::connect(&gate.url()).await.expect("connect");
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let t0 = now();
+    let secs = time::Duration::seconds;
+    let created = t0 - secs(10);
+    let old = new_key();
+    assert!(store
+        .create(&old, &session_of("alice", created), created)
+        .await
+        .unwrap());
+    // A login after the cutoff, which stays.
+    let later = new_key();
+    assert!(store
+        .create(&later, &session_of("bob", t0 + secs(1)), t0 + secs(1))
+        .await
+        .unwrap());
+
+    let now = t0 + secs(2);
+    let mut held = gate.hold_next("EVALSHA");
+    let pass = tokio::spawn(async move { gated.delete_all(t0, now).await });
+    held.reached().await;
+    // The scan has answered (without the new record) and its scripts are
+    // held: a regenerate now creates the new record, with the old creation
+    // time, and retires the old one, which the pass then finds a forward.
+    let new = new_key();
+    assert!(store
+        .create(&new, &session_of("alice", created), now)
+        .await
+        .unwrap());
+    assert!(store.retire(&old, &new, now + secs(60), now).await.unwrap());
+    held.release();
+    assert_eq!(
+        pass.await.unwrap().unwrap(),
+        1,
+        "the moved session, reached through its forward, and counted: \
+         a pass that ends nothing would be taken for the last"
+    );
+    let touch = Touch { now, after: 1.0 };
+    assert_eq!(store.load(&new, touch).await.unwrap(), None);
+    assert_eq!(store.delete(&old, now).await.unwrap(), Deleted::Nothing);
+    assert_eq!(store.count_user("alice", now).await.unwrap(), 0);
+    assert!(
+        store.load(&later, touch).await.unwrap().is_some(),
+        "created after the cutoff"
+    );
 }

@@ -289,6 +289,55 @@ pub(crate) async fn cached_cluster_pair() -> Option<(RedisStore, RedisStore)> {
     ))
 }
 
+/// [`cached_pair`], or with `cluster` [`cached_cluster_pair`], and the key
+/// prefix the two stores share, for a test that reaches their keys itself
+/// (see [`delete_quietly`]).
+pub(crate) async fn cached_pair_and_prefix(
+    cluster: bool,
+) -> Option<((RedisStore, RedisStore), String)> {
+    let prefix = prefix();
+    let pair = if cluster {
+        let urls = cluster_urls()?;
+        (
+            on_cluster(&urls, &prefix, Some(CACHE_CAPACITY)).await,
+            on_cluster(&urls, &prefix, Some(CACHE_CAPACITY)).await,
+        )
+    } else {
+        let url = shared_url()?;
+        (
+            standalone(&url, &prefix, Some(CACHE_CAPACITY)).await,
+            standalone(&url, &prefix, Some(CACHE_CAPACITY)).await,
+        )
+    };
+    Some((pair, prefix))
+}
+
+/// Deletes `key` from the shared standalone server (or, with `cluster`,
+/// from the shared cluster) behind the stores' backs: no script runs, so
+/// nothing is announced to any cache. Returns whether the key was there.
+pub(crate) async fn delete_quietly(cluster: bool, key: &str) -> bool {
+    let mut command = redis::cmd("DEL");
+    command.arg(key);
+    let deleted: i64 = if cluster {
+        let urls = cluster_urls().expect("the shared cluster");
+        let client = redis::cluster::ClusterClient::new(urls).expect("cluster URLs");
+        let mut connection = client
+            .get_async_connection()
+            .await
+            .expect("connect to the cluster");
+        command.query_async(&mut connection).await.expect("DEL")
+    } else {
+        let url = shared_url().expect("the shared server");
+        let mut connection = redis::Client::open(url)
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the server");
+        command.query_async(&mut connection).await.expect("DEL")
+    };
+    deleted == 1
+}
+
 async fn on_cluster(urls: &[String], prefix: &str, cache: Option<usize>) -> RedisStore {
     let connection = RedisConnection::connect_cluster(urls)
         .await

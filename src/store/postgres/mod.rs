@@ -179,8 +179,8 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// # One statement per operation
 ///
-/// Every operation but `delete_user` and `sweep_expired` is one statement,
-/// and so atomic on its own (autocommit, `READ COMMITTED`).
+/// Every operation but `delete_user`, `delete_all` and `sweep_expired` is
+/// one statement, and so atomic on its own (autocommit, `READ COMMITTED`).
 ///
 /// - `load` reads the live session row and, when
 ///   [`SessionRecord::touch_due`] holds for it, sets `last_seen` and
@@ -214,6 +214,16 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   then reversed to oldest first), both through the `user_id` index.
 /// - `delete_user` is a `DELETE` through the `user_id` index, repeated in
 ///   passes (see below).
+/// - `delete_all` (end all sessions) is a `DELETE ... WHERE key IN (SELECT
+///   key ... WHERE successor IS NOT NULL OR created_at <= $cutoff LIMIT
+///   $batch)`, the batch size being the sweep's
+///   ([`PostgresStoreBuilder::sweep_batch_size`], 1000 by default), each
+///   batch its own statement, repeated until a batch finds fewer rows than
+///   that; the rows that the live forwards it deleted lead to are deleted
+///   by the same rule right after (a regenerate racing the pass may have
+///   created its new row after the batch's snapshot). No index serves
+///   `created_at`: each batch reads the table until it has found its rows,
+///   and the last one reads it whole.
 ///
 /// # Logging a user out everywhere
 ///
@@ -397,6 +407,42 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The live sessions a `delete_all` or `delete_moved` row says it
+    /// ended, plus those ended by following the live forwards it deleted
+    /// (`moved`), and theirs in turn: a regenerate racing the pass may
+    /// have created its new record after the batch's snapshot and retired
+    /// the old one before the batch deleted it.
+    async fn end_moved(
+        &self,
+        row: &sqlx::postgres::PgRow,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let live: i64 = column(row, "ended")?;
+        let mut ended = u64::try_from(live).unwrap_or(0);
+        let mut moved: Vec<Vec<u8>> = column(row, "moved")?;
+        // Successors are fresh keys, so a chain never loops back; `seen`
+        // guards against a table that was edited all the same.
+        let mut seen = std::collections::HashSet::new();
+        moved.retain(|key| seen.insert(key.clone()));
+        while !moved.is_empty() {
+            let row = sqlx::query(&self.sql.delete_moved)
+                .bind(&moved)
+                .bind(until)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            let live: i64 = column(&row, "ended")?;
+            ended += u64::try_from(live).unwrap_or(0);
+            moved = column(&row, "moved")?;
+            moved.retain(|key| seen.insert(key.clone()));
+        }
+        Ok(ended)
+    }
+}
+
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
@@ -552,6 +598,33 @@ impl SessionStore for PostgresStore {
         Err(StoreError::unavailable(StillLoggingIn {
             passes: MAX_DELETE_PASSES,
         }))
+    }
+
+    async fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (until, now) = (truncate_to_seconds(created_until), truncate_to_seconds(now));
+        let batch = self.sql.sweep_batch_size;
+        let mut ended = 0;
+        // Each batch is its own statement (and transaction), like the
+        // sweep's: row locks are held on one batch at a time, and other
+        // requests get in between.
+        loop {
+            let row = sqlx::query(&self.sql.delete_all)
+                .bind(until)
+                .bind(batch)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            let picked: i64 = column(&row, "picked")?;
+            ended += self.end_moved(&row, until, now).await?;
+            if picked < batch {
+                return Ok(ended);
+            }
+        }
     }
 
     async fn list_user(

@@ -27,6 +27,8 @@ pub(super) struct Statements {
     pub(super) delete: String,
     pub(super) delete_user: String,
     pub(super) user_left: String,
+    pub(super) delete_all: String,
+    pub(super) delete_moved: String,
     pub(super) count_user: String,
     pub(super) list_user: String,
     pub(super) sweep: String,
@@ -196,6 +198,41 @@ impl Statements {
         let user_left = format!(
             "SELECT EXISTS (SELECT FROM {t} WHERE user_id = $1 AND key IS DISTINCT FROM $2)"
         );
+        // One batch of `delete_all`: $1 created until, $2 the batch size,
+        // $3 now. Forwards (whatever their age) and sessions created up to
+        // the cutoff, `$2` at a time, so that no statement holds row locks
+        // on more than a batch. `picked` is how many rows the batch found
+        // in its snapshot: fewer than `$2` means none was left, even when a
+        // concurrent logout deleted some of them first (the DELETE then
+        // removes fewer, which must not end the pass early). `ended`
+        // counts only the session rows live at $3; `moved` are the
+        // successors of the forwards live at $3, which `delete_moved`
+        // takes next. A row that a concurrent `retire` turned into a
+        // forward while the DELETE waited for it is deleted as it is then,
+        // a forward, and its successor (committed before the retire, so
+        // visible to the next statement) is in `moved`.
+        let delete_all = format!(
+            "WITH picked AS ( \
+                 SELECT key FROM {t} WHERE successor IS NOT NULL OR created_at <= $1 LIMIT $2 \
+             ), gone AS ( \
+                 DELETE FROM {t} WHERE key IN (SELECT key FROM picked) \
+                 RETURNING successor, expires_at > $3 AS live) \
+             SELECT (SELECT count(*) FROM picked) AS picked, \
+                    (SELECT count(*) FROM gone WHERE live AND successor IS NULL) AS ended, \
+                    ARRAY(SELECT successor FROM gone WHERE live AND successor IS NOT NULL) \
+                        AS moved"
+        );
+        // The rows that live forwards deleted by `delete_all` led to ($1),
+        // by the same rule: a session created up to $2, or a forward.
+        let delete_moved = format!(
+            "WITH gone AS ( \
+                 DELETE FROM {t} \
+                 WHERE key = ANY($1) AND (successor IS NOT NULL OR created_at <= $2) \
+                 RETURNING successor, expires_at > $3 AS live) \
+             SELECT (SELECT count(*) FROM gone WHERE live AND successor IS NULL) AS ended, \
+                    ARRAY(SELECT successor FROM gone WHERE live AND successor IS NOT NULL) \
+                        AS moved"
+        );
         let count_user = format!("SELECT count(*) FROM {t} WHERE user_id = $1 AND expires_at > $2");
         // Newest first, so LIMIT keeps the most recently created ones; the
         // caller reverses them to oldest first.
@@ -225,6 +262,8 @@ impl Statements {
             delete,
             delete_user,
             user_left,
+            delete_all,
+            delete_moved,
             count_user,
             list_user,
             sweep,
@@ -292,6 +331,8 @@ mod tests {
             &s.delete,
             &s.delete_user,
             &s.user_left,
+            &s.delete_all,
+            &s.delete_moved,
             &s.count_user,
             &s.list_user,
             &s.sweep,

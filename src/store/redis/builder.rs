@@ -62,7 +62,10 @@ impl RedisStoreBuilder {
     /// (any instance, cached or not) publishes the session's store key on
     /// the channel `<prefix>changed` before it writes; a cached store
     /// subscribes to it on a connection of its own and evicts what it
-    /// hears. The cache serves only while a heartbeat it publishes every
+    /// hears; ending all sessions
+    /// ([`SessionAdmin::end_all_sessions`](crate::SessionAdmin::end_all_sessions))
+    /// also publishes a flush message there, on which every cache drops
+    /// everything it holds. The cache serves only while a heartbeat it publishes every
     /// 0.5 s (on a cluster, on every master) has come back over that
     /// subscription within the last 1.5 s: it starts empty, and when the
     /// subscription's connection drops or a heartbeat is not back within

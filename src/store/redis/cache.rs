@@ -3,7 +3,8 @@
 //! instance changes them.
 //!
 //! Every script that writes a session publishes the session's store key (in
-//! hex) on the channel `<prefix>changed`. Each cached store subscribes to
+//! hex) on the channel `<prefix>changed`, and ending all sessions publishes
+//! [`FLUSH`] there, on which every cache drops everything. Each cached store subscribes to
 //! that channel on a connection of its own and evicts what it hears; in a
 //! Redis Cluster a plain `PUBLISH` reaches every node, so one subscription
 //! to any node hears every change.
@@ -196,7 +197,7 @@ impl LocalCache {
 
     /// Drops everything and serves nothing until the subscription is
     /// confirmed again.
-    fn flush(&self) {
+    pub(super) fn flush(&self) {
         self.serving_until.store(0, Ordering::SeqCst);
         // The epoch moves before the shards are cleared: a load that checks
         // a shard after its clearing sees the new epoch and keeps nothing,
@@ -346,21 +347,7 @@ async fn listen(cache: &Weak<LocalCache>, subscription: &Subscription, mut strea
             message = stream.next() => {
                 let Some(message) = message else { return };
                 let Some(cache) = cache.upgrade() else { return };
-                let payload = message.get_payload_bytes();
-                if let Some(key) = parse_key(payload) {
-                    cache.evict(&key);
-                } else if let Some(beat) = in_flight.as_mut().filter(|b| b.payload == payload) {
-                    beat.heard += 1;
-                    if beat.complete() {
-                        cache.heard();
-                    }
-                } else if !payload.starts_with(HEARTBEAT_TAG) {
-                    // Neither a store key nor anyone's heartbeat: something
-                    // else publishes on the channel. Forgetting everything is
-                    // the safe answer to the unknown; the next heartbeat
-                    // lets the cache serve again.
-                    cache.flush();
-                }
+                on_message(&cache, message.get_payload_bytes(), in_flight.as_mut());
             }
             published = async { publishing.as_mut().expect("guarded").await }, if publishing.is_some() => {
                 publishing = None;
@@ -408,6 +395,61 @@ async fn listen(cache: &Weak<LocalCache>, subscription: &Subscription, mut strea
 
 /// What heartbeats start with; store keys are hex, so never this.
 const HEARTBEAT_TAG: &[u8] = b"heartbeat:";
+
+/// The message on which every cache drops everything, published when all
+/// sessions were ended. Never a store key (those are 64 hex digits; this
+/// has letters that are not hex digits) nor a heartbeat (it does not start
+/// with [`HEARTBEAT_TAG`]).
+pub(super) const FLUSH: &[u8] = b"flush-all";
+
+/// What a message on the invalidation channel asks of a cache.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    /// A session changed or ended: evict it.
+    Evict(StoreKey),
+    /// Every session ended: drop everything.
+    Flush,
+    /// A heartbeat: this subscriber's own, or another instance's.
+    Heartbeat,
+    /// Anything else: something other than this crate publishes on the
+    /// channel.
+    Unknown,
+}
+
+fn message(payload: &[u8]) -> Message {
+    if let Some(key) = parse_key(payload) {
+        Message::Evict(key)
+    } else if payload == FLUSH {
+        Message::Flush
+    } else if payload.starts_with(HEARTBEAT_TAG) {
+        Message::Heartbeat
+    } else {
+        Message::Unknown
+    }
+}
+
+/// Does what a message heard on the channel asks of `cache`; `in_flight`
+/// is this subscriber's heartbeat awaiting its copies, if any.
+fn on_message(cache: &LocalCache, payload: &[u8], in_flight: Option<&mut Heartbeat>) {
+    match message(payload) {
+        Message::Evict(key) => cache.evict(&key),
+        // All sessions were ended: nothing this cache holds is live. It
+        // serves again (from empty) once the next heartbeat is back.
+        Message::Flush => cache.flush(),
+        Message::Heartbeat => {
+            // Other instances' heartbeats mean nothing here.
+            if let Some(beat) = in_flight.filter(|b| b.payload == payload) {
+                beat.heard += 1;
+                if beat.complete() {
+                    cache.heard();
+                }
+            }
+        }
+        // Forgetting everything is the safe answer to the unknown; the next
+        // heartbeat lets the cache serve again.
+        Message::Unknown => cache.flush(),
+    }
+}
 
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
@@ -583,6 +625,59 @@ mod tests {
         assert!(cache.get(&k, &touch()).is_some());
         cache.serving_until.store(1, Ordering::SeqCst);
         assert_eq!(cache.get(&k, &touch()), None);
+    }
+
+    #[test]
+    fn the_flush_message_is_neither_a_key_nor_a_heartbeat_and_empties_the_cache() {
+        let k = key(0xab, 0x01);
+        assert_eq!(message(k.to_hex().as_bytes()), Message::Evict(k));
+        assert_eq!(message(FLUSH), Message::Flush);
+        assert_eq!(parse_key(FLUSH), None);
+        assert!(!FLUSH.starts_with(HEARTBEAT_TAG));
+        assert_eq!(message(b"heartbeat:0123:1"), Message::Heartbeat);
+        assert_eq!(message(b"hello"), Message::Unknown);
+
+        let cache = serving(100);
+        let (a, b) = (key(1, 1), key(2, 2));
+        for k in [a, b] {
+            cache.keep(cache.ticket(&k), &k, record());
+        }
+        let loading = cache.ticket(&a);
+        on_message(&cache, FLUSH, None);
+        assert_eq!(cache.len(), 0, "every session dropped");
+        assert_eq!(cache.get(&b, &touch()), None);
+        cache.keep(loading, &a, record());
+        assert_eq!(cache.len(), 0, "a load that began before keeps nothing");
+        // It serves again (from empty) once a heartbeat is back.
+        cache.heard();
+        cache.keep(cache.ticket(&a), &a, record());
+        assert_eq!(cache.get(&a, &touch()), Some(record()));
+    }
+
+    #[test]
+    fn messages_evict_their_key_and_heartbeats_confirm_only_their_own() {
+        let cache = serving(100);
+        let (a, b) = (key(1, 1), key(2, 2));
+        for k in [a, b] {
+            cache.keep(cache.ticket(&k), &k, record());
+        }
+        on_message(&cache, a.to_hex().as_bytes(), None);
+        assert_eq!(cache.get(&a, &touch()), None);
+        assert!(cache.get(&b, &touch()).is_some());
+        // Another instance's heartbeat changes nothing.
+        let mut beat = Heartbeat {
+            payload: b"heartbeat:mine:1".to_vec(),
+            sent: Instant::now(),
+            published_on: Some(1),
+            heard: 0,
+        };
+        on_message(&cache, b"heartbeat:theirs:1", Some(&mut beat));
+        assert_eq!(beat.heard, 0);
+        assert!(cache.get(&b, &touch()).is_some());
+        on_message(&cache, b"heartbeat:mine:1", Some(&mut beat));
+        assert_eq!(beat.heard, 1);
+        on_message(&cache, b"something else", Some(&mut beat));
+        assert_eq!(cache.len(), 0, "the unknown flushes");
     }
 
     #[test]

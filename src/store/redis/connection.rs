@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
 use crate::store::StoreError;
@@ -147,6 +147,80 @@ impl RedisConnection {
         }
     }
 
+    /// The nodes whose keys a scan of the whole store must visit: the one
+    /// server, or every master of a cluster.
+    ///
+    /// On a cluster, the masters are those the client is connected to
+    /// (asked for their node IDs with `CLUSTER MYID`), checked against the
+    /// masters the cluster itself names in `CLUSTER SLOTS`: if the client
+    /// cannot reach one of them (a failover it has not caught up with, a
+    /// node it lost), the answer is an error, never a scan that would skip
+    /// the keys of that node and report success.
+    pub(super) async fn key_nodes(&self) -> Result<Vec<Node>, RedisError> {
+        let Connection::Cluster(mut cluster) = self.connection.clone() else {
+            return Ok(vec![Node::Server]);
+        };
+        let all_masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let mut myid = redis::cmd("CLUSTER");
+        myid.arg("MYID");
+        let Value::Map(replies) = cluster.route_command(myid, all_masters).await? else {
+            return Err(unexpected("CLUSTER MYID on every master"));
+        };
+        let mut nodes = Vec::with_capacity(replies.len());
+        let mut reached = std::collections::HashSet::new();
+        for (address, reply) in replies {
+            let address: String = redis::from_redis_value(address)?;
+            let id: String = redis::from_redis_value(reply)?;
+            let (host, port) = address
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                .ok_or_else(|| unexpected("a cluster node address"))?;
+            reached.insert(id);
+            nodes.push(Node::Master { host, port });
+        }
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let masters = master_ids(cluster.route_command(slots, random).await?)?;
+        if !masters.is_subset(&reached) {
+            return Err(RedisError::from((
+                redis::ErrorKind::ClusterConnectionNotFound,
+                "not every master of the cluster is reachable to scan",
+            )));
+        }
+        Ok(nodes)
+    }
+
+    /// One `SCAN` step on `node`: the next cursor (0 when the scan is
+    /// over) and up to about `count` keys matching `pattern`.
+    pub(super) async fn scan(
+        &self,
+        node: &Node,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), RedisError> {
+        let mut command = redis::cmd("SCAN");
+        command
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        match (self.connection.clone(), node) {
+            (Connection::Standalone(mut manager), _) => command.query_async(&mut manager).await,
+            (Connection::Cluster(mut cluster), Node::Master { host, port }) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let reply = cluster.route_command(command, routing).await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+            (Connection::Cluster(_), Node::Server) => Err(unexpected("a cluster node to scan")),
+        }
+    }
+
     /// `"standalone"` or `"cluster"`, for `Debug`.
     pub(super) fn mode(&self) -> &'static str {
         match self.connection {
@@ -154,6 +228,45 @@ impl RedisConnection {
             Connection::Cluster(_) => "cluster",
         }
     }
+}
+
+/// A node whose keys [`RedisConnection::scan`] visits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Node {
+    /// The one server of a standalone connection.
+    Server,
+    /// A cluster master, by the address the cluster client knows it by.
+    Master { host: String, port: u16 },
+}
+
+/// The node IDs of the masters in a `CLUSTER SLOTS` reply: each entry is
+/// `[start, end, [host, port, id, ...], replicas...]`.
+fn master_ids(reply: Value) -> Result<std::collections::HashSet<String>, RedisError> {
+    let Value::Array(ranges) = reply else {
+        return Err(unexpected("CLUSTER SLOTS"));
+    };
+    let mut ids = std::collections::HashSet::new();
+    for range in ranges {
+        let Value::Array(mut parts) = range else {
+            return Err(unexpected("a CLUSTER SLOTS range"));
+        };
+        if parts.len() < 3 {
+            return Err(unexpected("a CLUSTER SLOTS range"));
+        }
+        let Value::Array(mut master) = parts.swap_remove(2) else {
+            return Err(unexpected("a CLUSTER SLOTS master"));
+        };
+        if master.len() < 3 {
+            return Err(unexpected("a CLUSTER SLOTS master without its node ID"));
+        }
+        ids.insert(redis::from_redis_value(master.swap_remove(2))?);
+    }
+    Ok(ids)
+}
+
+/// A reply of a shape the store does not expect.
+fn unexpected(what: &'static str) -> RedisError {
+    RedisError::from(std::io::Error::other(format!("unexpected reply: {what}")))
 }
 
 impl From<ConnectionManager> for RedisConnection {

@@ -62,7 +62,7 @@ use self::codec::{
 };
 pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
-use self::scripts::{CREATE, DELETE, DELETE_OWNED, RETIRE, SAVE, TOUCH};
+use self::scripts::{CREATE, DELETE, DELETE_ALL, DELETE_OWNED, RETIRE, SAVE, TOUCH};
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
@@ -75,6 +75,10 @@ const BATCH: usize = 100;
 /// How often `delete_user` goes over a user's index again before it gives
 /// up on a user who keeps logging in while being logged out.
 const MAX_DELETE_PASSES: usize = 16;
+/// The `COUNT` of each `SCAN` step of `delete_all`: about how many keys
+/// one step looks at (and so at most how many it returns), so that no step
+/// blocks Redis for long and no more than this many keys are held at once.
+const SCAN_COUNT: usize = 1000;
 
 /// Sessions in Redis: one server (through a [`ConnectionManager`], which
 /// reconnects by itself) or a Redis Cluster (through the crate's async
@@ -157,6 +161,23 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   racing login created while retiring one of the user's sessions is
 ///   deleted too; after 16 passes (a user who keeps logging in throughout)
 ///   it gives up with [`StoreError::Unavailable`].
+/// - [`delete_all`] (end all sessions) walks the record keys with `SCAN
+///   cursor MATCH <prefix>s:<64 hex digits> COUNT 1000`, on the server or
+///   on every master of a cluster (checked against the masters the cluster
+///   names, so that none is skipped), and sends one script per key found,
+///   a batch of 100 in flight at a time: the script deletes the key if it
+///   holds a forward or a session created up to the cutoff, publishing it
+///   on `<prefix>changed` first as every deleting script does. Then one
+///   `ZREM` per user of the batch drops the deleted sessions from their
+///   indexes (an index left empty is gone with its last member), and the
+///   successors of the live forwards it deleted go through the same
+///   script (a regenerate racing the scan may have put its new record
+///   where the scan has already been). At the end a flush message goes
+///   out on `<prefix>changed` (on every master), on which every
+///   instance's local cache drops everything.
+///   Keys that a resharding moves to an already-scanned node while a pass
+///   runs can be missed by that pass; run it again once the cluster is
+///   stable.
 /// - [`count_user`] and [`list_user`] run one script that prunes members
 ///   scored in the past and returns the rest, then one `HMGET` of the
 ///   metadata fields (never the data; for a listing, the device fields
@@ -182,6 +203,7 @@ const MAX_DELETE_PASSES: usize = 16;
 /// [`load`]: SessionStore::load
 /// [`touch_after`]: crate::SessionLayerBuilder::touch_after
 /// [`delete_user`]: SessionStore::delete_user
+/// [`delete_all`]: SessionStore::delete_all
 /// [`count_user`]: SessionStore::count_user
 /// [`list_user`]: SessionStore::list_user
 #[derive(Clone)]
@@ -389,6 +411,133 @@ impl RedisStore {
             self.unindex(&user, &[key.to_hex()]).await?;
         }
         deleted_from_reply(what, successor.as_deref())
+    }
+}
+
+/// Flushes the local cache when dropped: after a pass of `delete_all`,
+/// whether it succeeded, failed or was cancelled half-way.
+struct FlushAfter<'a>(Option<&'a LocalCache>);
+
+impl Drop for FlushAfter<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0 {
+            cache.flush();
+        }
+    }
+}
+
+/// `text` with the characters a `SCAN ... MATCH` pattern gives a meaning
+/// to escaped, so that it matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+impl RedisStore {
+    /// The `SCAN` pattern of every record key, and of nothing else:
+    /// `<prefix>s:` and 64 lowercase hex digits.
+    fn record_pattern(&self) -> String {
+        let mut pattern = glob_escape(&self.prefix);
+        pattern.push_str("s:");
+        for _ in 0..64 {
+            pattern.push_str("[0-9a-f]");
+        }
+        pattern
+    }
+
+    /// One batch of `delete_all`: the script for each key of `keys` (record
+    /// keys the scan found), all in flight at once, then the deleted
+    /// sessions out of their users' indexes; then the same for the records
+    /// the live forwards among them lead to, and so on. Returns how many
+    /// live sessions it deleted.
+    ///
+    /// Following the forwards is what lets a pass that ends nothing mean
+    /// that nothing from before the cutoff is left: a regenerate racing the
+    /// pass may create its new record (with the old creation time) where
+    /// the scan has already been, and retire the old one before the scan
+    /// gets there, leaving only a forward to find.
+    async fn delete_all_batch(
+        &self,
+        keys: &[String],
+        created_until: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut ended = 0;
+        let mut keys = keys.to_vec();
+        // Successors are fresh keys, so a chain never loops back; `seen`
+        // guards against a store that was tampered with all the same.
+        let mut seen = std::collections::HashSet::new();
+        while !keys.is_empty() {
+            let (deleted, moved) = self.delete_all_step(&keys, created_until, now).await?;
+            ended += deleted;
+            keys = moved
+                .into_iter()
+                .filter(|hex| seen.insert(hex.clone()))
+                .map(|hex| self.record_key_hex(&hex))
+                .collect();
+        }
+        Ok(ended)
+    }
+
+    /// The script on each of `keys` at once, then the index entries of what
+    /// it deleted: how many live sessions it deleted, and the successors
+    /// (hex) of the live forwards it deleted.
+    async fn delete_all_step(
+        &self,
+        keys: &[String],
+        created_until: i64,
+        now: i64,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let hex_of = |record_key: &str| record_key[self.prefix.len() + 2..].to_owned();
+        let _evict = self.evict_after(keys.iter().filter_map(|k| hex_of(k).parse().ok()));
+        let deletions = keys.iter().map(|record_key| {
+            let mut connection = self.connection();
+            async move {
+                DELETE_ALL
+                    .key(record_key)
+                    .arg(created_until)
+                    .arg(now)
+                    .invoke_async::<(i64, Option<String>, Option<String>)>(&mut connection)
+                    .await
+            }
+        });
+        let results = futures_util::future::join_all(deletions).await;
+        let mut ended = 0;
+        let mut moved = Vec::new();
+        let mut owned: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        let mut failure = None;
+        for (record_key, result) in keys.iter().zip(results) {
+            match result {
+                Ok((live, user, successor)) => {
+                    ended += u64::try_from(live).unwrap_or(0);
+                    if let Some(user) = user {
+                        owned.entry(user).or_default().push(hex_of(record_key));
+                    }
+                    moved.extend(successor);
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        // The index entries of what was deleted, whatever else failed: left
+        // behind they would only be pruned later.
+        let unindexed = futures_util::future::join_all(
+            owned
+                .iter()
+                .map(|(user, members)| self.unindex(user, members)),
+        )
+        .await;
+        if let Some(error) = failure {
+            return Err(store_error(error));
+        }
+        unindexed.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok((ended, moved))
     }
 }
 
@@ -651,6 +800,44 @@ impl SessionStore for RedisStore {
         Err(StoreError::unavailable(StillLoggingIn {
             passes: MAX_DELETE_PASSES,
         }))
+    }
+
+    async fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        // However the pass ends, this instance's cache keeps nothing it
+        // held before (the scripts' messages evict what they delete; this
+        // covers a message this instance's subscriber has not heard yet).
+        let _flush = FlushAfter(self.local_cache());
+        let pattern = self.record_pattern();
+        let (until, now) = (created_until.unix_timestamp(), now.unix_timestamp());
+        let mut ended = 0;
+        for node in self.connection.key_nodes().await.map_err(store_error)? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self
+                    .connection
+                    .scan(&node, cursor, &pattern, SCAN_COUNT)
+                    .await
+                    .map_err(store_error)?;
+                for batch in keys.chunks(BATCH) {
+                    ended += self.delete_all_batch(batch, until, now).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        // Every instance's cache drops everything, so that none can serve a
+        // deleted session even if it missed one of the scripts' messages.
+        self.connection
+            .publish_everywhere(&format!("{}changed", self.prefix), cache::FLUSH)
+            .await
+            .map_err(store_error)?;
+        Ok(ended)
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {

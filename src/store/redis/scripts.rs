@@ -83,6 +83,19 @@ pub(super) static DELETE: LazyLock<Script> =
 pub(super) static DELETE_OWNED: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("delete_owned.lua")));
 
+/// `delete_all.lua`. KEYS[1] = record; ARGV[1] = created until, ARGV[2] =
+/// now. The step of `delete_all`, for one key the scan found (or a live
+/// forward led to): a forward is deleted and gives `{0, false, successor}`
+/// when it had not lapsed at now (so the caller ends its successor by the
+/// same rule), `{0, false, false}` when it had; a session created at or
+/// before ARGV[1] is deleted and gives `{live, user, false}`, live being 1
+/// when it was live at now (user is false for an anonymous one), so the
+/// caller counts it and drops its user-index entry; anything else (a later
+/// session, a key gone since the scan) is left as it is, announces
+/// nothing, and gives `{0, false, false}`.
+pub(super) static DELETE_ALL: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("delete_all.lua")));
+
 /// `index_add.lua`. KEYS[1] = user index; ARGV = now, member, its absolute
 /// deadline. Prunes the members whose absolute deadline has passed, adds
 /// the member (raising its score, never lowering it), and sets the index's
@@ -104,7 +117,7 @@ mod tests {
     /// without having them in front would fail only when Redis runs it.
     #[test]
     fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
-        let scripts: [(&str, &Script, &str); 8] = [
+        let scripts: [(&str, &Script, &str); 9] = [
             ("create", &CREATE, include_str!("create.lua")),
             ("touch", &TOUCH, include_str!("touch.lua")),
             ("save", &SAVE, include_str!("save.lua")),
@@ -115,6 +128,7 @@ mod tests {
                 &DELETE_OWNED,
                 include_str!("delete_owned.lua"),
             ),
+            ("delete_all", &DELETE_ALL, include_str!("delete_all.lua")),
             ("index_add", &INDEX_ADD, include_str!("index_add.lua")),
             ("index_live", &INDEX_LIVE, include_str!("index_live.lua")),
         ];
@@ -160,6 +174,7 @@ mod tests {
             ("retire", include_str!("retire.lua")),
             ("delete", include_str!("delete.lua")),
             ("delete_owned", include_str!("delete_owned.lua")),
+            ("delete_all", include_str!("delete_all.lua")),
         ] {
             let announced = body
                 .find("changed(key)")

@@ -191,6 +191,13 @@ use crate::store::{Deleted, SessionStore, StoreError};
 /// - `count_user` is one `SELECT count(*)` and `list_user` one `SELECT
 ///   ... ORDER BY created_at DESC, key DESC LIMIT ?`, both through the
 ///   `user_id` index.
+/// - `delete_all` (end all sessions) is a `DELETE ... WHERE key IN (SELECT
+///   key ... WHERE successor IS NOT NULL OR created_at <= ?cutoff LIMIT
+///   ?batch) RETURNING ...`, the batch size being the sweep's
+///   ([`SqliteStoreBuilder::sweep_batch_size`], 1000 by default), each
+///   batch its own statement through the write queue, repeated until one
+///   deletes fewer rows than that. No index serves `created_at`: each
+///   batch reads the table until it has found its rows.
 ///
 /// # Locking
 ///
@@ -590,6 +597,42 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected())
+    }
+
+    async fn delete_all(
+        &self,
+        created_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (until, now) = (seconds(created_until), seconds(now));
+        let batch = self.sql.sweep_batch_size;
+        let mut ended = 0;
+        // Each batch is its own statement and waits its turn again, as the
+        // sweep's do, so that requests' writes get in between batches.
+        // Writes being serialized (SQLite's write lock, across processes
+        // too), a batch that deletes fewer rows than its size leaves no
+        // matching row at all: nothing to follow forwards for. A regenerate
+        // whose new row comes after it finds its old row gone, its retire
+        // fails, and the layer deletes the new row.
+        loop {
+            let rows = {
+                let _turn = self.writes.lock().await;
+                sqlx::query(&self.sql.delete_all)
+                    .bind(until)
+                    .bind(batch)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?
+            };
+            for row in &rows {
+                let live: bool = column(row, "live")?;
+                ended += u64::from(live);
+            }
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < batch {
+                return Ok(ended);
+            }
+        }
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {

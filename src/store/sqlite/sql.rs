@@ -48,6 +48,7 @@ pub(super) struct Statements {
     pub(super) delete: String,
     pub(super) live_forward: String,
     pub(super) delete_user: String,
+    pub(super) delete_all: String,
     pub(super) count_user: String,
     pub(super) list_user: String,
     pub(super) sweep: String,
@@ -163,6 +164,16 @@ impl Statements {
         );
         // Forwards have no `user_id`, so these never touch them.
         let delete_user = format!("DELETE FROM {t} WHERE user_id = ?1 AND key IS NOT ?2");
+        // One batch of `delete_all`: ?1 created until, ?2 the batch size, ?3
+        // now. Forwards (whatever their age) and sessions created up to the
+        // cutoff, `?2` at a time, so that no statement holds the write lock
+        // for long; each deleted row says whether it was a session live at
+        // ?3, the only ones counted.
+        let delete_all = format!(
+            "DELETE FROM {t} WHERE key IN ( \
+                 SELECT key FROM {t} WHERE successor IS NOT NULL OR created_at <= ?1 LIMIT ?2) \
+             RETURNING successor IS NULL AND expires_at > ?3 AS live"
+        );
         let count_user = format!("SELECT count(*) FROM {t} WHERE user_id = ?1 AND expires_at > ?2");
         // Newest first, so LIMIT keeps the most recently created ones; the
         // caller reverses them to oldest first.
@@ -192,6 +203,7 @@ impl Statements {
             delete,
             live_forward,
             delete_user,
+            delete_all,
             count_user,
             list_user,
             sweep,
@@ -287,6 +299,7 @@ mod tests {
             &s.delete,
             &s.live_forward,
             &s.delete_user,
+            &s.delete_all,
             &s.count_user,
             &s.list_user,
             &s.sweep,
