@@ -29,6 +29,7 @@ pub(crate) fn tests() -> Vec<Test> {
             session_keys_carry_a_ttl_at_the_deadline_and_hold_no_raw_id,
             the_builder_checks_the_prefix_and_the_store_writes_under_it,
             the_user_index_is_pruned_and_bounded,
+            the_user_index_follows_each_deadline_and_prunes_a_batch_at_a_time,
             a_frozen_redis_answers_503_within_the_store_timeout_and_service_resumes,
             a_redis_still_loading_its_data_is_unavailable_until_it_has_loaded,
             a_retired_session_becomes_a_small_forward_expiring_with_it,
@@ -156,14 +157,15 @@ async fn a_read_is_one_native_round_trip_a_touch_adds_one_and_a_write_is_one() {
     );
 
     // Past the touch threshold (a tenth of the 30-minute idle timeout):
-    // the read rolls the deadline with one more call, once.
+    // the read rolls the deadline, once: the user index is raised to the
+    // new deadline, then the record touched.
     app.clock.advance(std::time::Duration::from_secs(600));
     let (reply, touched) = cost("/whoami", "GET").await;
     assert_eq!(reply.body, "alice");
     assert_eq!(
         touched,
-        ["HGETALL", "EVALSHA"],
-        "a read that rolls the deadline adds exactly one round trip"
+        ["HGETALL", "EVALSHA", "EVALSHA"],
+        "a read that rolls a logged-in session's deadline adds two calls"
     );
     let (reply, after) = cost("/whoami", "GET").await;
     assert_eq!(reply.body, "alice");
@@ -648,8 +650,15 @@ async fn a_load_sends_one_hgetall_whatever_the_key_holds_and_one_touch_when_due(
     );
     assert_eq!(
         cost(live, at(180, 0.1)).await,
-        (true, vec!["HGETALL".to_owned(), "EVALSHA".to_owned()]),
-        "due: one touch more"
+        (
+            true,
+            vec![
+                "HGETALL".to_owned(),
+                "EVALSHA".to_owned(),
+                "EVALSHA".to_owned()
+            ]
+        ),
+        "due: the user index raised, then the touch"
     );
     assert_eq!(
         cost(live, at(181, 0.1)).await,
@@ -1220,4 +1229,94 @@ async fn ending_all_sessions_follows_a_session_moved_behind_the_scan() {
         store.load(&later, touch).await.unwrap().is_some(),
         "created after the cutoff"
     );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn the_user_index_follows_each_deadline_and_prunes_a_batch_at_a_time() {
+    const DEAD: usize = 250;
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    let mut direct = server.connection().await;
+    let index = {
+        use sha2::Digest as _;
+        format!("cloakroom:u:{}", hex::encode(sha2::Sha256::digest("alice")))
+    };
+    let scores = direct.clone();
+    let score = |key: StoreKey| {
+        let mut direct = scores.clone();
+        let index = index.clone();
+        async move {
+            redis::cmd("ZSCORE")
+                .arg(index)
+                .arg(key.to_hex())
+                .query_async::<Option<i64>>(&mut direct)
+                .await
+                .unwrap()
+        }
+    };
+    let idle = time::Duration::minutes(30);
+    let t0 = now();
+
+    // Scored at its deadline when created, and raised when the deadline
+    // moves: by a load's touch, and by a blind save's.
+    let live = new_key();
+    assert!(store
+        .create(&live, &session_of("alice", t0), t0)
+        .await
+        .unwrap());
+    assert_eq!(score(live).await, Some((t0 + idle).unix_timestamp()));
+    let read_at = t0 + time::Duration::minutes(20);
+    let touch = |now| Touch { now, after: 0.1 };
+    assert!(store.load(&live, touch(read_at)).await.unwrap().is_some());
+    assert_eq!(score(live).await, Some((read_at + idle).unix_timestamp()));
+    let written_at = read_at + time::Duration::minutes(10);
+    let mut patch = Patch::default();
+    patch.set.insert("k".into(), serde_json::json!(1));
+    assert!(store.save(&live, &patch, touch(written_at)).await.unwrap());
+    let deadline = (written_at + idle).unix_timestamp();
+    assert_eq!(score(live).await, Some(deadline));
+
+    // Sessions that idled out long ago: their records are gone, their
+    // members stay, scored in the past.
+    for i in 0..DEAD {
+        let created = t0 - time::Duration::hours(2) - time::Duration::seconds(i as i64);
+        assert!(store
+            .create(&new_key(), &session_of("alice", created), created)
+            .await
+            .unwrap());
+    }
+    assert_eq!(index_size(&mut direct, "alice").await, (DEAD + 1) as i64);
+    // A raise that was lost (a save landed, the index call failed): the
+    // live session's member is scored in the past too.
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&index)
+        .arg("XX")
+        .arg(1)
+        .arg(live.to_hex())
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+
+    // Each count looks at one batch of the members scored in the past
+    // (100), checks their records, raises the live one and drops the dead.
+    let now = written_at;
+    assert_eq!(store.count_user("alice", now).await.unwrap(), 1);
+    assert_eq!(score(live).await, Some(deadline), "raised, not dropped");
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        (DEAD + 1 - 99) as i64,
+        "one batch pruned"
+    );
+    assert_eq!(store.count_user("alice", now).await.unwrap(), 1);
+    assert_eq!(
+        index_size(&mut direct, "alice").await,
+        (DEAD + 1 - 199) as i64
+    );
+    let listed = store.list_user("alice", now, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), [live]);
+    assert_eq!(index_size(&mut direct, "alice").await, 1, "all pruned");
+    // And logout-everywhere still reaches it.
+    assert_eq!(store.delete_user("alice", None).await.unwrap(), 1);
 }

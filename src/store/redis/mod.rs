@@ -113,14 +113,18 @@ const SCAN_COUNT: usize = 1000;
 ///
 /// Each user with sessions has a sorted set under `<prefix>u:<SHA-256 of the
 /// user id as hex>` whose members are the store keys of their sessions,
-/// scored by each session's absolute deadline. Deleting or retiring a
-/// session removes its member. Since no session outlives its absolute
-/// deadline, members scored in the past (sessions that merely expired) are
-/// pruned safely whenever the user logs in again or their sessions are
-/// counted or listed, and the set's own TTL is its highest score: the index
-/// expires by itself and never grows without bound. A member whose record
-/// is gone, expired, retired or another user's is dropped by the next count,
-/// listing or logout-everywhere that meets it.
+/// scored by each session's deadline (the earlier of its idle and absolute
+/// deadlines), never below the record's own: the score is set when the
+/// session is created and raised when its deadline moves (before a load's
+/// touch writes the record; after a save that moved it). Deleting or
+/// retiring a session removes its member. So a user's live sessions are
+/// the members scored after now: a count or a listing reads only those
+/// records, however many sessions of the user have expired. Members scored in the past are pruned at most 100 per count or
+/// listing, each after a look at its record (a member whose raise was lost
+/// after a save is live, and is raised instead); the set's own TTL is its
+/// highest score, so the index expires by itself and never grows without
+/// bound. A member whose record is gone, retired or another user's is
+/// dropped by the next listing or logout-everywhere that meets it.
 ///
 /// # Round trips
 ///
@@ -139,8 +143,12 @@ const SCAN_COUNT: usize = 1000;
 /// concurrent save changed is the one the TTL follows: the pair is as good
 /// as one atomic step. An expired hash is left to its TTL.
 ///
-/// Saving a patch is one Lua script, so one round trip; it checks the
-/// deadline with the layer's time and never re-creates a session. Creating
+/// A touch of a logged-in session first raises its user-index member to
+/// the new deadline, a third call at the same rare moment.
+///
+/// Saving a patch is one Lua script, so one round trip (and a second, to
+/// the user index, when it moved a logged-in session's deadline); it checks
+/// the deadline with the layer's time and never re-creates a session. Creating
 /// a session is one script, plus one for the user index when a user is
 /// logged in. Retiring
 /// is one script on the record (checked against the layer's time, never
@@ -178,12 +186,15 @@ const SCAN_COUNT: usize = 1000;
 ///   Keys that a resharding moves to an already-scanned node while a pass
 ///   runs can be missed by that pass; run it again once the cluster is
 ///   stable.
-/// - [`count_user`] and [`list_user`] run one script that prunes members
-///   scored in the past and returns the rest, then one `HMGET` of the
-///   metadata fields (never the data; for a listing, the device fields
-///   too) per member, and one `ZREM` per batch of stale members. Listing keeps only the `limit` most recently created
-///   sessions while it reads, so beyond the member list its memory is
-///   bounded by `limit`.
+/// - [`count_user`] and [`list_user`] first prune: one `ZRANGE ... BYSCORE
+///   LIMIT 0 100` of the members scored in the past, one `HMGET` of the
+///   metadata fields of each (never the data), and one `ZREM` of those
+///   whose session is over. Then one `ZRANGE ... BYSCORE` of the members
+///   scored after now, one `HMGET` of the metadata fields of each (for a
+///   listing, the device fields too), and one `ZREM` per batch of members
+///   whose record turned out to be gone. Listing
+///   keeps only the `limit` most recently created sessions while it reads,
+///   so beyond the member list its memory is bounded by `limit`.
 ///
 /// # Local cache
 ///
@@ -579,7 +590,7 @@ impl SessionStore for RedisStore {
         // no later logout-everywhere can reach. In this order an index entry
         // always points at a record that exists or existed.
         if let Some(user) = &record.user_id {
-            if let Err(error) = self.index(user, key, record.absolute_deadline, now).await {
+            if let Err(error) = self.index(user, key, record.expires_at()).await {
                 // Without its index entry the session must not live; nobody
                 // holds its ID yet, so deleting it loses nothing.
                 let _ = SessionStore::delete(self, key, now).await;
@@ -625,6 +636,14 @@ impl SessionStore for RedisStore {
             return Ok(None);
         }
         if record.touch_due(&touch) {
+            if let Some(user) = &record.user_id {
+                // The user index learns the new deadline first, so that it
+                // never says a live session has expired (a touch that then
+                // writes nothing leaves it a little ahead, which is safe).
+                let mut touched = record.clone();
+                touched.touch(touch.now);
+                self.index(user, key, touched.expires_at()).await?;
+            }
             // The second call, at most once per touch interval: the script
             // writes only into a session that is still live and still due
             // by its fields as they are now, so the pair is as good as one
@@ -654,7 +673,8 @@ impl SessionStore for RedisStore {
         let record_key = self.record_key(key);
         if let Some(lifetime) = &patch.lifetime {
             // A longer lifetime must reach the user index before the record,
-            // or the index could forget a session that is still alive.
+            // or the index could forget a session that is still alive: the
+            // latest deadline the save can give it, raised first.
             let user: Option<String> = redis::cmd("HGET")
                 .arg(&record_key)
                 .arg("u")
@@ -662,8 +682,10 @@ impl SessionStore for RedisStore {
                 .await
                 .map_err(store_error)?;
             if let Some(user) = user {
-                self.index(&user, key, lifetime.absolute_deadline, now)
-                    .await?;
+                let latest = lifetime
+                    .absolute_deadline
+                    .min(now.saturating_add(lifetime.idle_timeout));
+                self.index(&user, key, latest).await?;
             }
         }
         let mut invocation = SAVE.key(record_key);
@@ -693,10 +715,20 @@ impl SessionStore for RedisStore {
                 .arg(data_field(name))
                 .arg(serde_json::to_vec(value).map_err(StoreError::backend)?);
         }
-        let saved: i64 = invocation
+        let (saved, deadline, user): (i64, i64, Option<String>) = invocation
             .invoke_async(&mut self.connection())
             .await
             .map_err(store_error)?;
+        if let (Some(user), Ok(deadline)) = (user, OffsetDateTime::from_unix_timestamp(deadline)) {
+            // The save moved the deadline (a blind write's touch): the
+            // index follows, in a second call (another slot in a cluster).
+            // If it fails the save stands; the member's score lags behind,
+            // and the prune of a later count or listing checks the record
+            // and raises it instead of dropping it.
+            if let Err(error) = self.index(&user, key, deadline).await {
+                crate::events::store_index_stale(&error);
+            }
+        }
         Ok(saved == 1)
     }
 
@@ -842,7 +874,10 @@ impl SessionStore for RedisStore {
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut count = 0;
-        // Only the metadata: a count needs no device.
+        // Only the metadata of the members scored after now: a count needs
+        // no device, and reading the records (rather than trusting the
+        // scores) keeps it exact when records vanished behind the index's
+        // back (a `DEL` by hand, an eviction under `maxmemory`).
         self.visit_live(user_id, now, &META_FIELDS, |_| count += 1)
             .await?;
         Ok(count)

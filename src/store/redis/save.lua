@@ -1,9 +1,9 @@
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local m = redis.call('HMGET', key, 's', 'i', 'a')
+local m = redis.call('HMGET', key, 's', 'i', 'a', 'u')
 local s, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
 if not (s and i and a) or deadline(s, i, a) <= now then
-  return 0
+  return {0, 0, false}
 end
 changed(key)
 if ARGV[2] == '1' then
@@ -28,6 +28,8 @@ if now - s >= i * tonumber(ARGV[8]) then
   moved = true
 end
 if moved then
-  redis.call('EXPIREAT', key, deadline(s, i, a))
+  local d = deadline(s, i, a)
+  redis.call('EXPIREAT', key, d)
+  return {1, d, m[4]}
 end
-return 1
+return {1, 0, false}

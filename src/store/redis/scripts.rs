@@ -49,9 +49,13 @@ pub(super) static TOUCH: LazyLock<Script> =
 
 /// `save.lua`. KEYS[1] = record; ARGV = now, clear, number of removals, has
 /// lifetime, idle, absolute, persistent, touch fraction, then the removed
-/// fields, then field/value pairs to set. Update-only: returns 0 and writes
-/// nothing when the record is missing, expired or a forward. After the
+/// fields, then field/value pairs to set. Update-only: gives saved 0 and
+/// writes nothing when the record is missing, expired or a forward. After the
 /// patch, records the activity when due, as `SessionRecord::touch_due` says.
+/// Returns `{saved, deadline, user}`: saved is 1 or 0, and when the save
+/// moved the session's deadline (a touch, a new lifetime), the new
+/// deadline and the session's user, so that the caller raises the user
+/// index to it; otherwise 0 and false.
 pub(super) static SAVE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("save.lua")));
 
 /// `retire.lua`. KEYS[1] = record; ARGV = now, successor (hex), until.
@@ -96,18 +100,13 @@ pub(super) static DELETE_OWNED: LazyLock<Script> =
 pub(super) static DELETE_ALL: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("delete_all.lua")));
 
-/// `index_add.lua`. KEYS[1] = user index; ARGV = now, member, its absolute
-/// deadline. Prunes the members whose absolute deadline has passed, adds
-/// the member (raising its score, never lowering it), and sets the index's
-/// TTL to its latest deadline.
+/// `index_add.lua`. KEYS[1] = user index; ARGV = member, its deadline.
+/// Adds the member, or raises its score to the deadline (never lowers
+/// it), and sets the index's TTL to its latest deadline. It prunes
+/// nothing: a member scored in the past may be a session whose raise was
+/// lost, so only a check of its record may drop it (`prune`).
 pub(super) static INDEX_ADD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("index_add.lua")));
-
-/// `index_live.lua`. KEYS[1] = user index; ARGV[1] = now. Drops the members
-/// whose absolute deadline has passed (their sessions are over whatever
-/// else happened) and returns the rest.
-pub(super) static INDEX_LIVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("index_live.lua")));
 
 #[cfg(test)]
 mod tests {
@@ -117,7 +116,7 @@ mod tests {
     /// without having them in front would fail only when Redis runs it.
     #[test]
     fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
-        let scripts: [(&str, &Script, &str); 9] = [
+        let scripts: [(&str, &Script, &str); 8] = [
             ("create", &CREATE, include_str!("create.lua")),
             ("touch", &TOUCH, include_str!("touch.lua")),
             ("save", &SAVE, include_str!("save.lua")),
@@ -130,7 +129,6 @@ mod tests {
             ),
             ("delete_all", &DELETE_ALL, include_str!("delete_all.lua")),
             ("index_add", &INDEX_ADD, include_str!("index_add.lua")),
-            ("index_live", &INDEX_LIVE, include_str!("index_live.lua")),
         ];
         for (name, script, body) in scripts {
             let calls_helper = ["batched(", "deadline(", "changed("]

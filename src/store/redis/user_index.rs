@@ -2,8 +2,17 @@
 //! logout-everywhere, counts and listings.
 //!
 //! Its layout and why stale members are harmless are described on
-//! [`RedisStore`]; this module adds, prunes and reads members, and keeps a
-//! listing's memory bounded by its limit.
+//! [`RedisStore`]; this module adds, raises, prunes and reads members, and
+//! keeps a listing's memory bounded by its limit.
+//!
+//! Members are scored by their session's deadline, kept at or above the
+//! record's own: set when the session is created, raised before a load's
+//! touch writes the record, and after a save that moved it. So the live
+//! sessions are the members scored after now, which counts and listings
+//! read alone, however many dead members wait to be pruned. Pruning takes at most [`BATCH`] members scored in the past per
+//! call and checks each one's record first: one whose raise was lost (a
+//! save that landed, then a failed `ZADD`) is live, and is raised instead
+//! of dropped, so that logout-everywhere still finds it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,9 +21,9 @@ use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use super::codec::{listed_session, LISTED_FIELDS};
+use super::codec::{listed_session, LISTED_FIELDS, META_FIELDS};
 use super::connection::store_error;
-use super::scripts::{INDEX_ADD, INDEX_LIVE};
+use super::scripts::INDEX_ADD;
 use super::{RedisStore, BATCH};
 use crate::id::StoreKey;
 use crate::record::SessionInfo;
@@ -26,25 +35,93 @@ impl RedisStore {
         format!("{}u:{}", self.prefix, hex::encode(Sha256::digest(user_id)))
     }
 
-    /// Adds `key` to the user's index (and prunes members whose absolute
-    /// deadline has passed), extending the index's TTL to its latest
-    /// deadline.
+    /// Adds `key` to the user's index scored by `deadline`, or raises its
+    /// score to it (never lowers it), extending the index's TTL to its
+    /// latest deadline.
     pub(super) async fn index(
         &self,
         user_id: &str,
         key: &StoreKey,
-        absolute_deadline: OffsetDateTime,
-        now: OffsetDateTime,
+        deadline: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.index_hex(user_id, &key.to_hex(), deadline.unix_timestamp())
+            .await
+    }
+
+    async fn index_hex(
+        &self,
+        user_id: &str,
+        member: &str,
+        deadline: i64,
     ) -> Result<(), StoreError> {
         INDEX_ADD
             .key(self.index_key(user_id))
-            .arg(now.unix_timestamp())
-            .arg(key.to_hex())
-            .arg(absolute_deadline.unix_timestamp())
+            .arg(member)
+            .arg(deadline)
             .invoke_async::<i64>(&mut self.connection())
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    /// Looks at up to [`BATCH`] members scored at or before `now`: those
+    /// whose record is gone, expired, a forward or another user's leave
+    /// the index; a live one (its raise was lost) is raised to its
+    /// deadline.
+    async fn prune(&self, user_id: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        let due: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index_key(user_id))
+            .arg("-inf")
+            .arg(now.unix_timestamp())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(BATCH)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut stale = Vec::new();
+        let mut reads = self.read_members(due, &META_FIELDS);
+        while let Some((member, fields)) = reads.next().await {
+            match listed_session(&fields.map_err(store_error)?, user_id, &member, now)? {
+                Some(info) => {
+                    self.index_hex(user_id, &member, info.expires_at.unix_timestamp())
+                        .await?;
+                }
+                None => stale.push(member),
+            }
+        }
+        self.unindex(user_id, &stale).await
+    }
+
+    /// `fields` of each member's record, `BATCH` reads in flight, in no
+    /// particular order.
+    fn read_members(
+        &self,
+        members: Vec<String>,
+        fields: &'static [&'static str],
+    ) -> impl futures_util::Stream<Item = (String, redis::RedisResult<Vec<Option<Vec<u8>>>>)> + '_
+    {
+        // Members are moved into the reads, not borrowed: with a closure
+        // over borrowed members, the compiler cannot show that the trait
+        // method's future is `Send` (a higher-ranked lifetime limitation).
+        futures_util::stream::iter(members)
+            .map(move |member: String| {
+                let mut connection = self.connection();
+                let record_key = self.record_key_hex(&member);
+                async move {
+                    let fields = redis::cmd("HMGET")
+                        .arg(record_key)
+                        .arg(fields)
+                        .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+                        .await;
+                    (member, fields)
+                }
+            })
+            .buffer_unordered(BATCH)
     }
 
     /// Every member of the user's index, expired or not.
@@ -58,17 +135,20 @@ impl RedisStore {
             .map_err(store_error)
     }
 
-    /// The members of the user's index whose absolute deadline is after
-    /// `now`, after dropping the others.
+    /// The members of the user's index scored after `now`, after a
+    /// bounded prune of the others.
     async fn live_members(
         &self,
         user_id: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, StoreError> {
-        INDEX_LIVE
-            .key(self.index_key(user_id))
-            .arg(now.unix_timestamp())
-            .invoke_async(&mut self.connection())
+        self.prune(user_id, now).await?;
+        redis::cmd("ZRANGE")
+            .arg(self.index_key(user_id))
+            .arg(format!("({}", now.unix_timestamp()))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut self.connection())
             .await
             .map_err(store_error)
     }
@@ -122,23 +202,7 @@ impl RedisStore {
         mut found: impl FnMut(SessionInfo) + Send,
     ) -> Result<(), StoreError> {
         let members = self.live_members(user_id, now).await?;
-        // Members are moved into the reads, not borrowed: with a closure
-        // over borrowed members, the compiler cannot show that the trait
-        // method's future is `Send` (a higher-ranked lifetime limitation).
-        let mut reads = futures_util::stream::iter(members)
-            .map(|member: String| {
-                let mut connection = self.connection();
-                let record_key = self.record_key_hex(&member);
-                async move {
-                    let fields = redis::cmd("HMGET")
-                        .arg(record_key)
-                        .arg(fields)
-                        .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
-                        .await;
-                    (member, fields)
-                }
-            })
-            .buffer_unordered(BATCH);
+        let mut reads = self.read_members(members, fields);
         let mut stale = Vec::new();
         while let Some((member, fields)) = reads.next().await {
             let fields = fields.map_err(store_error)?;
