@@ -98,7 +98,10 @@ impl SessionAdmin {
     /// the new record; passes repeat until one ends nothing. A login that
     /// completes after the cutoff's second is a new sign-in and stays.
     /// Forwards left by earlier moves are deleted too, and users' listings
-    /// and counts come back empty.
+    /// and counts come back empty. The cutoff is this handle's clock, and
+    /// creation times the clocks of the instances that logged sessions in:
+    /// keep them in sync (NTP), since a session created on an instance
+    /// whose clock runs ahead looks newer than the cutoff and stays.
     ///
     /// A pass over a large store takes longer than the store timeout
     /// ([`SessionLayerBuilder::store_timeout`](crate::SessionLayerBuilder::store_timeout),

@@ -339,7 +339,8 @@ pub(crate) fn store_index_stale(error: &StoreError) {
         event = "store_index_stale",
         error = %error,
         cause = %Cause(error),
-        "a retired session stays in its user's index until it is next counted or listed"
+        "the user index was not updated (a retired session's entry stays, or a moved deadline \
+         is not yet in it) until the user's sessions are next counted or listed"
     );
 }
 

@@ -252,12 +252,12 @@ impl SessionLayerBuilder {
 
     /// The most sessions one user may have at once; 100 by default, `None`
     /// for no limit. A login beyond it ends the user's least recently
-    /// active sessions (ties to the second go by store key), never its own.
-    /// Once a burst of logins has answered, the user has at most this
-    /// many; while logins run, at most this many plus one for each login
-    /// that has stored its session and not finished its check. Logins at
-    /// the same moment may end each other's new sessions to keep the
-    /// bound.
+    /// active sessions (ties to the second go by store key, the same for
+    /// every login). Once a burst of logins has answered, the user has at
+    /// most this many; while logins run, at most this many plus one for
+    /// each login that has stored its session and not finished its check.
+    /// A login outranked by others active in the same second ends without
+    /// a session.
     ///
     /// Most apps are well served by 10 to 20: a user with more live
     /// sessions than devices has usually lost track of some (ASVS 7.1.2

@@ -218,12 +218,6 @@ async fn finish<B: From<&'static str>>(
         }
         // The failure was logged where it happened.
         Err(Abort::Unavailable) => unavailable(),
-        Err(Abort::UnavailableMoved(cookie)) => {
-            let mut failed = unavailable();
-            let outcome = Outcome { cookie, vary: true };
-            decorate(&mut failed, outcome, &session);
-            failed
-        }
         Err(Abort::Rejected) => error_response(
             StatusCode::BAD_REQUEST,
             "the session cannot hold the data this request sent\n",

@@ -27,17 +27,18 @@ const MAX_CREATE_ATTEMPTS: usize = 3;
 /// rotation) ends the new session too.
 const FORWARD_GRACE: time::Duration = time::Duration::minutes(5);
 
+/// How many times a move asks the store to retire the old record before
+/// it gives up: a retire given up on (a timeout) may have landed, and each
+/// attempt that gets an answer settles it.
+const RETIRE_ATTEMPTS: usize = 3;
+
 /// A commit that must not let the handler's response through: an earlier
 /// store failure in the request dropped changes the response depends on,
 /// or the commit's own store call failed. Already logged.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Abort {
     /// The store failed or timed out: `503`.
     Unavailable,
-    /// The store failed after the session moved to a new ID, or may have
-    /// (a retire whose outcome stayed unknown): `503`, but with the cookie
-    /// of the new session, the one session the user is sure to have.
-    UnavailableMoved(CookieAction),
     /// The store refused the data: `400`.
     Rejected,
 }
@@ -335,7 +336,14 @@ impl Session {
                     .await
                     .map_err(|e| abort(self.session_failed(e)))?;
                 if let (true, Some(user_id)) = (login, &record.user_id) {
-                    enforce_session_limit(core, user_id, &id.store_key()).await;
+                    if !enforce_session_limit(core, user_id, &id.store_key()).await {
+                        // Outranked by logins at the same moment: this one
+                        // ends without a session.
+                        return Ok(Outcome {
+                            cookie: CookieAction::Keep,
+                            vary: true,
+                        });
+                    }
                 }
                 CookieAction::Set {
                     id,
@@ -355,32 +363,25 @@ impl Session {
                 })
                 .await
                 .map_err(|e| abort(self.session_failed(e)))?;
-                let (id, retired) = match moved {
-                    Moved::To(id) => (id, true),
-                    Moved::Unknown(id) => (id, false),
+                match moved {
+                    Some(id) => {
+                        if let Some(user_id) = &user_id {
+                            if !enforce_session_limit(core, user_id, &id.store_key()).await {
+                                // Outranked by logins at the same moment:
+                                // this one ends without a session.
+                                return Ok(Outcome {
+                                    cookie: CookieAction::Keep,
+                                    vary: true,
+                                });
+                            }
+                        }
+                        CookieAction::Set { id, max_age }
+                    }
                     // The session ended while the request ran: the request
                     // ends without one. The cookie is left alone, since the
                     // request that ended it may have set a newer one.
-                    Moved::Ended => {
-                        return Ok(Outcome {
-                            cookie: CookieAction::Keep,
-                            vary: true,
-                        })
-                    }
-                };
-                if let Some(user_id) = &user_id {
-                    enforce_session_limit(core, user_id, &id.store_key()).await;
+                    None => CookieAction::Keep,
                 }
-                let cookie = CookieAction::Set { id, max_age };
-                if !retired {
-                    // Whether the old record was retired stayed unknown: the
-                    // request fails, but hands out the new cookie, since the
-                    // new session exists and the old ID, if retired, leads
-                    // nowhere (a forward never loads). Without it the user
-                    // could be left with no session at all.
-                    return Err(Abort::UnavailableMoved(cookie));
-                }
-                cookie
             }
         };
         Ok(Outcome {
@@ -440,29 +441,19 @@ async fn create(
     Err(SessionError::IdCollision)
 }
 
-/// Where a move to a new ID ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Moved {
-    /// The session moved to this ID.
-    To(SessionId),
-    /// The session ended while the request ran; nothing moved.
-    Ended,
-    /// The new record under this ID exists; whether the old one was
-    /// retired is unknown (the store failed twice).
-    Unknown(SessionId),
-}
-
 /// Moves the session under `old` to `id`: the new record first, then the
-/// old one retired with a forward. On a failure, or when the request was
-/// abandoned before the old record was retired, the new record is deleted
-/// again and the old session stays as it was.
+/// old one retired with a forward. Returns the ID the session now has, or
+/// `None` when the old session had ended meanwhile (the new record is then
+/// deleted again). On a failure, or when the request was abandoned before
+/// the old record was retired, the new record is deleted again and the old
+/// session stays as it was.
 async fn rotate(
     core: Arc<Core>,
     old: StoreKey,
     id: SessionId,
     record: SessionRecord,
     abandoned: Arc<AtomicBool>,
-) -> Result<Moved, SessionError> {
+) -> Result<Option<SessionId>, SessionError> {
     let now = core.now();
     let id = create(&core, Some(id), &record, now).await?;
     let new = id.store_key();
@@ -474,33 +465,37 @@ async fn rotate(
     }
     let until = now + FORWARD_GRACE;
     let mut retired = core.store.retire(&old, &new, until, now).await;
-    if let Err(error) = &retired {
+    for _ in 1..RETIRE_ATTEMPTS {
+        let Err(error) = &retired else { break };
         // A retire given up on may still have landed: ask again. A retry
-        // is answered as the first attempt was (`retire` is idempotent).
+        // is answered as the first attempt was (`retire` is idempotent),
+        // and only an answer tells a move that landed from a session that
+        // ended meanwhile.
         events::store_error("retire", error);
         retired = core.store.retire(&old, &new, until, now).await;
     }
     match retired {
         Ok(true) => {
             events::session_rotated(&old, &new);
-            Ok(Moved::To(id))
+            Ok(Some(id))
         }
         Ok(false) => {
             // Ended by another request (a logout, logout-everywhere) after
             // this one loaded it: the new session must not outlive it.
             events::session_vanished(&old, Vanished::BeforeMove);
             discard(&core, &new, Orphan::Ended).await;
-            Ok(Moved::Ended)
+            Ok(None)
         }
         Err(error) => {
-            // Unknown whether the old record was retired: the new one stays
-            // and its cookie goes out with the failure, lest the user be left
-            // with no session at all. Should the old record have survived,
-            // it holds only what it held before the move, and stays indexed
-            // for logout-everywhere.
+            // Unknown whether the old record was retired, and whether the
+            // old session ended meanwhile: handing out the new cookie could
+            // revive a session a logout ended, so the request fails closed.
+            // The new record stays (indexed, so logout-everywhere reaches
+            // it), lest a retire that did land leave the user with nothing
+            // in the store.
             events::store_error("retire", &error);
             events::session_orphaned(&new, Orphan::RetireUnknown);
-            Ok(Moved::Unknown(id))
+            Err(SessionError::Store(error))
         }
     }
 }
@@ -516,20 +511,28 @@ async fn discard(core: &Core, key: &StoreKey, why: Orphan) {
 }
 
 /// Ends the least recently active sessions of `user_id` beyond the layer's
-/// per-user limit, keeping `current` (the session this login just stored).
-/// Which ones go is decided by [`beyond_the_limit`]. Failures are logged,
-/// not reported: the login itself succeeded.
-async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
+/// per-user limit, after the login that stored `current`. Which ones go is
+/// decided by [`beyond_the_limit`]. Returns whether `current` is still
+/// live: `false` when logins at the same moment outranked it. Failures are
+/// logged, not reported: the login itself succeeded (the next login trims).
+async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) -> bool {
     let Some(limit) = core.config.max_sessions_per_user else {
-        return;
+        return true;
     };
     let now = core.now();
+    let mut kept = true;
     let result = async {
         let sessions = core.store.list_user(user_id, now, usize::MAX).await?;
+        let (beyond, listed) = beyond_the_limit(&sessions, current, limit);
+        // Listed after it was stored, so missing means ended meanwhile.
+        kept = listed;
         let mut ended = 0u64;
-        for key in beyond_the_limit(&sessions, current, limit) {
+        for key in beyond {
             if core.store.delete(&key, now).await? == Deleted::Session {
                 ended += 1;
+            }
+            if key == *current {
+                kept = false;
             }
         }
         Ok::<_, StoreError>(ended)
@@ -540,32 +543,36 @@ async fn enforce_session_limit(core: &Core, user_id: &str, current: &StoreKey) {
         Ok(ended) => events::sessions_evicted(ended, limit),
         Err(error) => events::store_error("evict", &error),
     }
+    kept
 }
 
-/// The sessions a login's limit check ends: all but `current` and the
-/// `limit - 1` others that come first in one total order, most recent
-/// activity first, then most recently created, then by store key (whole
-/// seconds tie often; the key is arbitrary but the same for every
-/// request). `current` is kept even when its listing missed it (ended
-/// meanwhile, or listed by a store that is behind), and then `limit - 1`
-/// others still make way for it.
+/// The sessions a login's limit check ends: all but the first `limit` in
+/// one total order, most recent activity first, then most recently
+/// created, then by store key (whole seconds tie often; the key is
+/// arbitrary but the same for every request). Also says whether `current`
+/// (the session the login stored) was listed at all.
 ///
-/// Every login's check leaves at most `limit` of the sessions it listed,
-/// and the check that lists last sees every session of the burst (each
-/// login stores its session before it lists), so once a burst of logins
-/// has finished the user has at most `limit` sessions. Concurrent checks
-/// each keep their own session, so they may end each other's: fewer than
-/// `limit` can remain, never more.
-fn beyond_the_limit(sessions: &[SessionInfo], current: &StoreKey, limit: usize) -> Vec<StoreKey> {
-    let mut others: Vec<&SessionInfo> = sessions.iter().filter(|s| s.key != *current).collect();
-    let keep = limit.saturating_sub(1);
-    if others.len() <= keep {
-        return Vec::new();
+/// Every check agrees on the order, so checks that run at once end the
+/// same sessions, and once a burst of logins has finished the user has
+/// exactly the first `limit` of all their sessions (the check that lists
+/// last sees every session of the burst, since each login stores its
+/// session before it lists). A login's own session ranks first unless
+/// another was active in the same second, so only logins within one second
+/// of each other can outrank one another.
+fn beyond_the_limit(
+    sessions: &[SessionInfo],
+    current: &StoreKey,
+    limit: usize,
+) -> (Vec<StoreKey>, bool) {
+    let listed = sessions.iter().any(|s| s.key == *current);
+    if sessions.len() <= limit {
+        return (Vec::new(), listed);
     }
-    others.sort_by(|a, b| {
+    let mut ranked: Vec<&SessionInfo> = sessions.iter().collect();
+    ranked.sort_by(|a, b| {
         (b.last_seen, b.created_at, b.key).cmp(&(a.last_seen, a.created_at, a.key))
     });
-    others[keep..].iter().map(|s| s.key).collect()
+    (ranked[limit..].iter().map(|s| s.key).collect(), listed)
 }
 
 /// Runs a multi-step store operation so that dropping the request future
@@ -836,13 +843,14 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_keeps_the_current_session_and_the_most_recent_others() {
+    fn the_limit_keeps_the_first_sessions_in_one_order_every_login_agrees_on() {
         struct Case {
             name: &'static str,
             sessions: Vec<SessionInfo>,
             current: u8,
             limit: usize,
             ended: Vec<u8>,
+            listed: bool,
         }
         let cases = [
             Case {
@@ -851,6 +859,7 @@ mod tests {
                 current: 2,
                 limit: 2,
                 ended: vec![],
+                listed: true,
             },
             Case {
                 name: "least recently active first, then least recently created",
@@ -863,42 +872,53 @@ mod tests {
                 current: 4,
                 limit: 2,
                 ended: vec![2, 3],
+                listed: true,
             },
             Case {
                 name: "a burst within one second: ties go by key, never all exempt",
                 sessions: (1..=6).map(|b| listed(b, 7, 7)).collect(),
                 current: 2,
                 limit: 3,
-                ended: vec![3, 1, 4],
+                ended: vec![1, 2, 3],
+                listed: true,
             },
             Case {
-                name: "the current session is kept even when it ranks last",
-                sessions: vec![listed(9, 7, 7), listed(8, 7, 7), listed(1, 7, 7)],
+                name: "the same answer for every login of the burst",
+                sessions: (1..=6).map(|b| listed(b, 7, 7)).collect(),
+                current: 6,
+                limit: 3,
+                ended: vec![1, 2, 3],
+                listed: true,
+            },
+            Case {
+                name: "a login a second later ranks first",
+                sessions: vec![listed(9, 7, 7), listed(8, 7, 7), listed(1, 8, 8)],
                 current: 1,
                 limit: 1,
                 ended: vec![9, 8],
+                listed: true,
             },
             Case {
-                name: "a current session missing from the listing still gets its place",
+                name: "a current session missing from the listing ended meanwhile",
                 sessions: vec![listed(1, 0, 0), listed(2, 1, 1), listed(3, 2, 2)],
                 current: 7,
                 limit: 2,
-                ended: vec![2, 1],
+                ended: vec![1],
+                listed: false,
             },
         ];
         for case in cases {
-            let mut ended: Vec<u8> = beyond_the_limit(
+            let (ended, listed) = beyond_the_limit(
                 &case.sessions,
                 &StoreKey::from_bytes([case.current; 32]),
                 case.limit,
-            )
-            .iter()
-            .map(|k| k.as_bytes()[0])
-            .collect();
+            );
+            let mut ended: Vec<u8> = ended.iter().map(|k| k.as_bytes()[0]).collect();
             let mut expected = case.ended.clone();
             ended.sort_unstable();
             expected.sort_unstable();
             assert_eq!(ended, expected, "{}", case.name);
+            assert_eq!(listed, case.listed, "{}", case.name);
         }
     }
 

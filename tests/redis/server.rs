@@ -1267,6 +1267,14 @@ async fn the_user_index_follows_each_deadline_and_prunes_a_batch_at_a_time() {
         .await
         .unwrap());
     assert_eq!(score(live).await, Some((t0 + idle).unix_timestamp()));
+    // The index itself lives until the session's absolute deadline, so a
+    // member whose raise was lost is still there for logout-everywhere.
+    let expires: i64 = redis::cmd("EXPIRETIME")
+        .arg(&index)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(expires, (t0 + time::Duration::hours(12)).unix_timestamp());
     let read_at = t0 + time::Duration::minutes(20);
     let touch = |now| Touch { now, after: 0.1 };
     assert!(store.load(&live, touch(read_at)).await.unwrap().is_some());

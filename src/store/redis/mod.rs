@@ -82,7 +82,8 @@ const SCAN_COUNT: usize = 1000;
 
 /// Sessions in Redis: one server (through a [`ConnectionManager`], which
 /// reconnects by itself) or a Redis Cluster (through the crate's async
-/// cluster client), reached through a [`RedisConnection`].
+/// cluster client), reached through a [`RedisConnection`]. Needs Redis 7.0
+/// or later.
 ///
 /// [`connect`](Self::connect), [`connect_cluster`](Self::connect_cluster),
 /// [`new`](Self::new) and [`from_cluster`](Self::from_cluster) make a store
@@ -590,7 +591,15 @@ impl SessionStore for RedisStore {
         // no later logout-everywhere can reach. In this order an index entry
         // always points at a record that exists or existed.
         if let Some(user) = &record.user_id {
-            if let Err(error) = self.index(user, key, record.expires_at()).await {
+            if let Err(error) = self
+                .index(
+                    user,
+                    key,
+                    record.expires_at(),
+                    Some(record.absolute_deadline),
+                )
+                .await
+            {
                 // Without its index entry the session must not live; nobody
                 // holds its ID yet, so deleting it loses nothing.
                 let _ = SessionStore::delete(self, key, now).await;
@@ -642,7 +651,13 @@ impl SessionStore for RedisStore {
                 // writes nothing leaves it a little ahead, which is safe).
                 let mut touched = record.clone();
                 touched.touch(touch.now);
-                self.index(user, key, touched.expires_at()).await?;
+                self.index(
+                    user,
+                    key,
+                    touched.expires_at(),
+                    Some(record.absolute_deadline),
+                )
+                .await?;
             }
             // The second call, at most once per touch interval: the script
             // writes only into a session that is still live and still due
@@ -685,7 +700,8 @@ impl SessionStore for RedisStore {
                 let latest = lifetime
                     .absolute_deadline
                     .min(now.saturating_add(lifetime.idle_timeout));
-                self.index(&user, key, latest).await?;
+                self.index(&user, key, latest, Some(lifetime.absolute_deadline))
+                    .await?;
             }
         }
         let mut invocation = SAVE.key(record_key);
@@ -725,7 +741,7 @@ impl SessionStore for RedisStore {
             // If it fails the save stands; the member's score lags behind,
             // and the prune of a later count or listing checks the record
             // and raises it instead of dropping it.
-            if let Err(error) = self.index(&user, key, deadline).await {
+            if let Err(error) = self.index(&user, key, deadline, None).await {
                 crate::events::store_index_stale(&error);
             }
         }

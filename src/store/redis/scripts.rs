@@ -100,13 +100,23 @@ pub(super) static DELETE_OWNED: LazyLock<Script> =
 pub(super) static DELETE_ALL: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("delete_all.lua")));
 
-/// `index_add.lua`. KEYS[1] = user index; ARGV = member, its deadline.
-/// Adds the member, or raises its score to the deadline (never lowers
-/// it), and sets the index's TTL to its latest deadline. It prunes
-/// nothing: a member scored in the past may be a session whose raise was
-/// lost, so only a check of its record may drop it (`prune`).
+/// `index_add.lua`. KEYS[1] = user index; ARGV = member, its deadline,
+/// and optionally the session's absolute deadline. Adds the member, or
+/// raises its score to the deadline (never lowers it); with the absolute
+/// deadline, makes the index live at least until then (Redis 7's
+/// `EXPIREAT ... GT`), so that the index outlives every session in it even
+/// when a raise is lost. It prunes nothing: a member scored in the past
+/// may be a session whose raise was lost, so only a check of its record
+/// may drop it (`index_prune.lua`).
 pub(super) static INDEX_ADD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("index_add.lua")));
+
+/// `index_prune.lua`. KEYS[1] = user index; ARGV = now, then members whose
+/// records showed their sessions over. Removes each member only if its
+/// score is still at or before now: a raise that landed since the record
+/// was read (the session was touched) keeps it. Returns how many went.
+pub(super) static INDEX_PRUNE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("index_prune.lua")));
 
 #[cfg(test)]
 mod tests {
@@ -116,7 +126,7 @@ mod tests {
     /// without having them in front would fail only when Redis runs it.
     #[test]
     fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
-        let scripts: [(&str, &Script, &str); 8] = [
+        let scripts: [(&str, &Script, &str); 9] = [
             ("create", &CREATE, include_str!("create.lua")),
             ("touch", &TOUCH, include_str!("touch.lua")),
             ("save", &SAVE, include_str!("save.lua")),
@@ -129,6 +139,7 @@ mod tests {
             ),
             ("delete_all", &DELETE_ALL, include_str!("delete_all.lua")),
             ("index_add", &INDEX_ADD, include_str!("index_add.lua")),
+            ("index_prune", &INDEX_PRUNE, include_str!("index_prune.lua")),
         ];
         for (name, script, body) in scripts {
             let calls_helper = ["batched(", "deadline(", "changed("]

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use super::codec::{listed_session, LISTED_FIELDS, META_FIELDS};
 use super::connection::store_error;
-use super::scripts::INDEX_ADD;
+use super::scripts::{INDEX_ADD, INDEX_PRUNE};
 use super::{RedisStore, BATCH};
 use crate::id::StoreKey;
 use crate::record::SessionInfo;
@@ -36,16 +36,22 @@ impl RedisStore {
     }
 
     /// Adds `key` to the user's index scored by `deadline`, or raises its
-    /// score to it (never lowers it), extending the index's TTL to its
-    /// latest deadline.
+    /// score to it (never lowers it); with the session's `absolute`
+    /// deadline, keeps the index alive at least until then.
     pub(super) async fn index(
         &self,
         user_id: &str,
         key: &StoreKey,
         deadline: OffsetDateTime,
+        absolute: Option<OffsetDateTime>,
     ) -> Result<(), StoreError> {
-        self.index_hex(user_id, &key.to_hex(), deadline.unix_timestamp())
-            .await
+        self.index_hex(
+            user_id,
+            &key.to_hex(),
+            deadline.unix_timestamp(),
+            absolute.map(OffsetDateTime::unix_timestamp),
+        )
+        .await
     }
 
     async fn index_hex(
@@ -53,11 +59,14 @@ impl RedisStore {
         user_id: &str,
         member: &str,
         deadline: i64,
+        absolute: Option<i64>,
     ) -> Result<(), StoreError> {
-        INDEX_ADD
-            .key(self.index_key(user_id))
-            .arg(member)
-            .arg(deadline)
+        let mut invocation = INDEX_ADD.key(self.index_key(user_id));
+        invocation.arg(member).arg(deadline);
+        if let Some(absolute) = absolute {
+            invocation.arg(absolute);
+        }
+        invocation
             .invoke_async::<i64>(&mut self.connection())
             .await
             .map_err(store_error)?;
@@ -88,13 +97,25 @@ impl RedisStore {
         while let Some((member, fields)) = reads.next().await {
             match listed_session(&fields.map_err(store_error)?, user_id, &member, now)? {
                 Some(info) => {
-                    self.index_hex(user_id, &member, info.expires_at.unix_timestamp())
-                        .await?;
+                    let deadline = info.expires_at.unix_timestamp();
+                    self.index_hex(user_id, &member, deadline, None).await?;
                 }
                 None => stale.push(member),
             }
         }
-        self.unindex(user_id, &stale).await
+        if stale.is_empty() {
+            return Ok(());
+        }
+        // Only those still scored in the past: one touched meanwhile was
+        // raised, and stays.
+        INDEX_PRUNE
+            .key(self.index_key(user_id))
+            .arg(now.unix_timestamp())
+            .arg(&stale)
+            .invoke_async::<i64>(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     /// `fields` of each member's record, `BATCH` reads in flight, in no
