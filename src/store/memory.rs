@@ -1171,6 +1171,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn ending_all_sessions_empties_the_user_index_of_what_it_ended() {
+        let store = MemoryStore::new();
+        let (old, later) = (key(), key());
+        store
+            .create(&old, &record(0, Some("u")), at(0))
+            .await
+            .unwrap();
+        store
+            .create(&later, &record(20, Some("v")), at(20))
+            .await
+            .unwrap();
+        assert_eq!(store.delete_all(at(10), at(30)).await.unwrap(), 1);
+        // No entry of the ended session is left behind to take memory.
+        assert!(
+            lock(store.users("u")).get("u").is_none(),
+            "u's index is gone"
+        );
+        let kept = lock(store.users("v")).get("v").cloned();
+        assert_eq!(
+            kept,
+            Some([later].into_iter().collect()),
+            "v's session stays"
+        );
+    }
+
     /// A key that lands in shard `index`.
     fn key_in_shard(index: usize) -> StoreKey {
         loop {
