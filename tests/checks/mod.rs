@@ -175,6 +175,7 @@ macro_rules! store_tests {
                 the_session_limit_evicts_the_least_recently_active,
                 the_session_limit_holds_through_bursts_of_logins_in_one_second,
                 a_failed_limit_check_keeps_the_login_and_the_next_login_trims,
+                a_login_in_flight_is_the_one_session_over_the_limit_until_its_check,
             ],
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             rotation_failures [

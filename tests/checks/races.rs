@@ -584,6 +584,31 @@ pub(crate) async fn a_failed_limit_check_keeps_the_login_and_the_next_login_trim
     assert_eq!(whoami(&last).await.as_deref(), Some("alice"));
 }
 
+pub(crate) async fn a_login_in_flight_is_the_one_session_over_the_limit_until_its_check<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const LIMIT: usize = 2;
+    let app = TestApp::with(store, |b| b.max_sessions_per_user(Some(LIMIT)));
+    for _ in 0..LIMIT {
+        logged_in(&app, "alice").await;
+        app.clock.advance(Duration::from_secs(1));
+    }
+    // The next login has stored its session and is held before its check
+    // lists the user's sessions: the bound in flight is the limit plus one
+    // per login in that state.
+    let mut pause = app.store.pause_next(StoreOp::ListUser);
+    let mut pending = app.client().spawn("POST", "/login/alice", "");
+    until_paused(&mut pause, &mut pending).await;
+    assert_eq!(app.sessions_of("alice").await, LIMIT + 1);
+    pause.release();
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(!reply.set_cookies().is_empty(), "the newest login stays");
+    assert_eq!(app.sessions_of("alice").await, LIMIT, "back within it");
+}
+
 pub(crate) async fn the_session_limit_holds_through_bursts_of_logins_in_one_second<
     S: SessionStore + Clone,
 >(
