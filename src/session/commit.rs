@@ -335,20 +335,8 @@ impl Session {
                 let id = create(core, id, &record, now)
                     .await
                     .map_err(|e| abort(self.session_failed(e)))?;
-                if let (true, Some(user_id)) = (login, &record.user_id) {
-                    if !enforce_session_limit(core, user_id, &id.store_key()).await {
-                        // Outranked by logins at the same moment: this one
-                        // ends without a session.
-                        return Ok(Outcome {
-                            cookie: CookieAction::Keep,
-                            vary: true,
-                        });
-                    }
-                }
-                CookieAction::Set {
-                    id,
-                    max_age: max_age(&record),
-                }
+                let user_id = record.user_id.as_deref().filter(|_| login);
+                logged_in_cookie(core, user_id, id, max_age(&record)).await
             }
             Plan::Rotate {
                 old,
@@ -364,19 +352,7 @@ impl Session {
                 .await
                 .map_err(|e| abort(self.session_failed(e)))?;
                 match moved {
-                    Some(id) => {
-                        if let Some(user_id) = &user_id {
-                            if !enforce_session_limit(core, user_id, &id.store_key()).await {
-                                // Outranked by logins at the same moment:
-                                // this one ends without a session.
-                                return Ok(Outcome {
-                                    cookie: CookieAction::Keep,
-                                    vary: true,
-                                });
-                            }
-                        }
-                        CookieAction::Set { id, max_age }
-                    }
+                    Some(id) => logged_in_cookie(core, user_id.as_deref(), id, max_age).await,
                     // The session ended while the request ran: the request
                     // ends without one. The cookie is left alone, since the
                     // request that ended it may have set a newer one.
@@ -508,6 +484,23 @@ async fn discard(core: &Core, key: &StoreKey, why: Orphan) {
         events::store_error("delete", &error);
         events::session_orphaned(key, why);
     }
+}
+
+/// The cookie for the session a request stored under `id`: after a login
+/// (`user_id`), once the per-user limit is applied, and none when logins
+/// at the same moment outranked it (the request ends without a session).
+async fn logged_in_cookie(
+    core: &Core,
+    user_id: Option<&str>,
+    id: SessionId,
+    max_age: Option<time::Duration>,
+) -> CookieAction {
+    if let Some(user_id) = user_id {
+        if !enforce_session_limit(core, user_id, &id.store_key()).await {
+            return CookieAction::Keep;
+        }
+    }
+    CookieAction::Set { id, max_age }
 }
 
 /// Ends the least recently active sessions of `user_id` beyond the layer's
