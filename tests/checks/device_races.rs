@@ -13,6 +13,7 @@ use crate::support::app::TestApp;
 use crate::support::client::{
     assert_unavailable, logged_in, until_paused, whoami, with_handler_paused, Client,
 };
+use crate::support::reply::Reply;
 
 /// The handle of `client`'s other session, as `owner` lists it.
 async fn other_handle(owner: &Client) -> String {
@@ -20,6 +21,23 @@ async fn other_handle(owner: &Client) -> String {
     let others: Vec<_> = listed.iter().filter(|d| !d.current).collect();
     assert_eq!(others.len(), 1, "{listed:?}");
     others[0].handle.clone()
+}
+
+/// Sends `owner`'s request to end the device behind `handle`, holds it at
+/// the store call that would end the session while `meanwhile` runs, then
+/// lets it go on and returns its reply.
+async fn end_device_held_during<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    owner: &Client,
+    handle: &str,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> Reply {
+    let mut pause = app.store.pause_next(StoreOp::Delete);
+    let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
+    until_paused(&mut pause, &mut pending).await;
+    meanwhile.await;
+    pause.release();
+    pending.await.unwrap()
 }
 
 pub(crate) async fn ending_a_device_while_it_regenerates_leaves_it_ended<
@@ -68,15 +86,13 @@ pub(crate) async fn ending_a_device_that_moves_follows_it_while_the_old_id_leads
 
     // The device moves to a new ID while the owner's request is on its way
     // to end it: the end follows the move.
-    let mut pause = app.store.pause_next(StoreOp::Delete);
-    let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
-    until_paused(&mut pause, &mut pending).await;
-    assert_eq!(
-        device.post("/regenerate").await.status,
-        StatusCode::NO_CONTENT
-    );
-    pause.release();
-    let reply = pending.await.unwrap();
+    let reply = end_device_held_during(&app, &owner, &handle, async {
+        assert_eq!(
+            device.post("/regenerate").await.status,
+            StatusCode::NO_CONTENT
+        );
+    })
+    .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
     assert_eq!(whoami(&device).await, None, "ended at its new ID");
     assert_eq!(whoami(&owner).await.as_deref(), Some("alice"));
@@ -143,15 +159,13 @@ pub(crate) async fn ending_a_device_that_logs_in_as_another_user_meanwhile_ends_
     // Alice's request to sign the device out is held at the store call
     // that would end it; meanwhile the device logs in as bob, so the
     // handle's ID now leads to bob's fresh session.
-    let mut pause = app.store.pause_next(StoreOp::Delete);
-    let mut pending = owner.spawn("DELETE", &format!("/devices/{handle}"), "");
-    until_paused(&mut pause, &mut pending).await;
-    assert_eq!(
-        device.post("/login/bob").await.status,
-        StatusCode::NO_CONTENT
-    );
-    pause.release();
-    let reply = pending.await.unwrap();
+    let reply = end_device_held_during(&app, &owner, &handle, async {
+        assert_eq!(
+            device.post("/login/bob").await.status,
+            StatusCode::NO_CONTENT
+        );
+    })
+    .await;
     assert_eq!(
         reply.status,
         StatusCode::NOT_FOUND,

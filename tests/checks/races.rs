@@ -203,31 +203,21 @@ pub(crate) async fn logout_everywhere_racing_regenerates_leaves_nobody_logged_in
         // that moved has authority over its own session only.
         let owner = logged_in(&app, "alice").await;
         let mut tasks = Vec::new();
+        let mut logout = None;
         for (i, device) in devices.iter().enumerate() {
             if i == DEVICES / 2 {
-                let owner = owner.clone();
-                tasks.push(tokio::spawn(async move {
-                    let reply = owner.call("POST", "/logout-everywhere", "").await;
-                    (None, reply)
-                }));
+                logout = Some(owner.spawn("POST", "/logout-everywhere", ""));
             }
-            let device = device.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut device = device;
-                let reply = device
-                    .clone()
-                    .send(device.request("POST", "/regenerate", ""))
-                    .await;
-                device.absorb(&reply);
-                (Some(device), reply)
-            }));
+            tasks.push(device.spawn_post("/regenerate"));
         }
         let mut after = Vec::new();
         for task in tasks {
             let (device, reply) = task.await.unwrap();
             assert!(reply.status.is_success(), "{}", reply.status);
-            after.extend(device);
+            after.push(device);
         }
+        let reply = logout.expect("sent").await.unwrap();
+        assert!(reply.status.is_success(), "{}", reply.status);
         // Every session existed before logout-everywhere started, so none
         // may survive it, whichever ID it moved to meanwhile.
         for device in after.iter().chain(&devices).chain([&owner]) {
@@ -272,30 +262,10 @@ pub(crate) async fn ending_all_sessions_racing_regenerates_and_logins_leaves_onl
                     pause.release();
                 }
             }
-            let device = device.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut device = device;
-                let reply = device
-                    .clone()
-                    .send(device.request("POST", "/regenerate", ""))
-                    .await;
-                device.absorb(&reply);
-                (device, reply)
-            }));
+            tasks.push(device.spawn_post("/regenerate"));
         }
         let logins: Vec<_> = (0..LOGINS)
-            .map(|_| {
-                let mut client = app.client();
-                tokio::spawn(async move {
-                    let reply = client
-                        .clone()
-                        .send(client.request("POST", "/login/carol", ""))
-                        .await;
-                    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-                    client.absorb(&reply);
-                    client
-                })
-            })
+            .map(|_| app.client().spawn_post("/login/carol"))
             .collect();
         let ended = ending.await.unwrap().expect("every pass succeeds");
         assert!(ended <= DEVICES as u64 * 2, "round {round}: {ended}");
@@ -307,7 +277,9 @@ pub(crate) async fn ending_all_sessions_racing_regenerates_and_logins_leaves_onl
         }
         let mut later = Vec::new();
         for login in logins {
-            later.push(login.await.unwrap());
+            let (client, reply) = login.await.unwrap();
+            assert_eq!(reply.status, StatusCode::NO_CONTENT);
+            later.push(client);
         }
         // Every device's session existed before the cutoff, so none may
         // survive, whichever ID it moved to meanwhile.
@@ -648,20 +620,13 @@ pub(crate) async fn the_session_limit_holds_through_bursts_of_logins_in_one_seco
     app.clock.advance(Duration::from_secs(1));
     const AT_ONCE: usize = 24;
     let logins: Vec<_> = (0..AT_ONCE)
-        .map(|_| {
-            let mut client = app.client();
-            tokio::spawn(async move {
-                let request = client.request("POST", "/login/alice", "");
-                let reply = client.clone().send(request).await;
-                assert_eq!(reply.status, StatusCode::NO_CONTENT);
-                client.absorb(&reply);
-                client
-            })
-        })
+        .map(|_| app.client().spawn_post("/login/alice"))
         .collect();
     let mut at_once = Vec::new();
     for login in logins {
-        at_once.push(login.await.unwrap());
+        let (client, reply) = login.await.unwrap();
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        at_once.push(client);
     }
     assert_eq!(
         app.sessions_of("alice").await,

@@ -73,6 +73,18 @@ impl Client {
         tokio::spawn(async move { client.send_alone(request).await })
     }
 
+    /// `POST path` from this browser in a task of its own, to be awaited
+    /// later: the task gives back the browser, its jar updated from the
+    /// reply, and the reply.
+    pub(crate) fn spawn_post(&self, path: &str) -> JoinHandle<(Client, Reply)> {
+        let mut client = self.clone();
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            let reply = client.post(&path).await;
+            (client, reply)
+        })
+    }
+
     /// Updates the jar from a response's `Set-Cookie` headers.
     pub(crate) fn absorb(&mut self, reply: &Reply) {
         for set_cookie in reply.set_cookies() {
