@@ -337,6 +337,15 @@ mod tests {
         ) -> Result<bool, StoreError> {
             unreachable!()
         }
+        async fn restore(
+            &self,
+            _: &StoreKey,
+            _: &StoreKey,
+            _: &SessionRecord,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
         async fn delete(&self, _: &StoreKey, _: OffsetDateTime) -> Result<Deleted, StoreError> {
             unreachable!()
         }

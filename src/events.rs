@@ -62,6 +62,8 @@ pub(crate) enum Vanished {
     BeforeMove,
     /// It was to be ended.
     BeforeEnd(EndReason),
+    /// Its move was to be taken back (so its old ID ends again too).
+    BeforeTakeBack,
 }
 
 impl Vanished {
@@ -71,6 +73,7 @@ impl Vanished {
             Self::MovedBeforeSave => "save_after_move",
             Self::BeforeMove => "move",
             Self::BeforeEnd(reason) => reason.as_str(),
+            Self::BeforeTakeBack => "take_back",
         }
     }
 }
@@ -185,6 +188,18 @@ pub(crate) fn session_rotated(old: &StoreKey, new: &StoreKey) {
         session = %old.short(),
         successor = %new.short(),
         "session moved to a new ID"
+    );
+}
+
+/// A move whose new cookie never reached the browser was undone: `old`
+/// has its session back, and `new` is gone.
+pub(crate) fn rotation_taken_back(old: &StoreKey, new: &StoreKey) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "rotation_taken_back",
+        session = %old.short(),
+        successor = %new.short(),
+        "a move to a new ID was undone: the response with the new cookie was never sent"
     );
 }
 

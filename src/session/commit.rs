@@ -102,11 +102,13 @@ pub(crate) enum Plan {
         record: SessionRecord,
         login: bool,
     },
-    /// Move the stored session under `old` to `id`.
+    /// Move the stored session under `old` to `id`; `previous` is what
+    /// `old` gets back if the move is taken back.
     Rotate {
         old: StoreKey,
         id: SessionId,
         record: SessionRecord,
+        previous: Option<Box<SessionRecord>>,
         login: bool,
     },
     /// A store failure earlier in the request dropped changes: answer 503.
@@ -166,6 +168,7 @@ fn plan(
             old,
             id,
             record: active.record,
+            previous: active.before_move,
             login: active.logged_in,
         },
         (Some((id, key)), None) => {
@@ -342,17 +345,24 @@ impl Session {
                 old,
                 id,
                 record,
+                previous,
                 login,
             } => {
                 let max_age = max_age(&record);
                 let user_id = record.user_id.clone().filter(|_| login);
                 let moved = run_to_completion(self.shared.core.clone(), move |core, abandoned| {
-                    rotate(core, old, id, record, abandoned)
+                    rotate(core, old, id, record, previous, abandoned)
                 })
                 .await
                 .map_err(|e| abort(self.session_failed(e)))?;
                 match moved {
-                    Some(id) => logged_in_cookie(core, user_id.as_deref(), id, max_age).await,
+                    Some((id, take_back)) => {
+                        let cookie = logged_in_cookie(core, user_id.as_deref(), id, max_age).await;
+                        // From here the response carries the new cookie
+                        // (or, outranked by the limit, ends without one).
+                        take_back.disarm();
+                        cookie
+                    }
                     // The session ended while the request ran: the request
                     // ends without one. The cookie is left alone, since the
                     // request that ended it may have set a newer one.
@@ -418,18 +428,20 @@ async fn create(
 }
 
 /// Moves the session under `old` to `id`: the new record first, then the
-/// old one retired with a forward. Returns the ID the session now has, or
-/// `None` when the old session had ended meanwhile (the new record is then
-/// deleted again). On a failure, or when the request was abandoned before
-/// the old record was retired, the new record is deleted again and the old
-/// session stays as it was.
+/// old one retired with a forward. Returns the ID the session now has, with
+/// the [`TakeBack`] that undoes the move if the response never carries the
+/// new cookie; or `None` when the old session had ended meanwhile (the new
+/// record is then deleted again). On a failure, or when the request was
+/// abandoned, the new record is deleted again and `old` keeps its session
+/// (see [`take_back`]).
 async fn rotate(
     core: Arc<Core>,
     old: StoreKey,
     id: SessionId,
     record: SessionRecord,
+    previous: Option<Box<SessionRecord>>,
     abandoned: Arc<AtomicBool>,
-) -> Result<Option<SessionId>, SessionError> {
+) -> Result<Option<(SessionId, TakeBack)>, SessionError> {
     let now = core.now();
     let id = create(&core, Some(id), &record, now).await?;
     let new = id.store_key();
@@ -450,28 +462,112 @@ async fn rotate(
         events::store_error("retire", error);
         retired = core.store.retire(&old, &new, until, now).await;
     }
+    let take_back = TakeBack {
+        core: core.clone(),
+        old,
+        new,
+        previous,
+    };
     match retired {
         Ok(true) => {
             events::session_rotated(&old, &new);
-            Ok(Some(id))
+            if abandoned.load(Ordering::Acquire) {
+                // Dropped while the retire was in flight.
+                take_back.now().await;
+                return Err(SessionError::Finished);
+            }
+            Ok(Some((id, take_back)))
         }
         Ok(false) => {
             // Ended by another request (a logout, logout-everywhere) after
             // this one loaded it: the new session must not outlive it.
+            take_back.disarm();
             events::session_vanished(&old, Vanished::BeforeMove);
             discard(&core, &new, Orphan::Ended).await;
             Ok(None)
         }
         Err(error) => {
-            // Unknown whether the old record was retired, and whether the
-            // old session ended meanwhile: handing out the new cookie could
-            // revive a session a logout ended, so the request fails closed.
-            // The new record stays (indexed, so logout-everywhere reaches
-            // it), lest a retire that did land leave the user with nothing
-            // in the store.
+            // Unknown whether the old record was retired: the take-back
+            // finds out. A retire that landed is undone (the browser keeps
+            // the old cookie, so it keeps its session); one that did not
+            // leaves the old session as it was. Either way no new cookie
+            // goes out, and the new record goes.
             events::store_error("retire", &error);
-            events::session_orphaned(&new, Orphan::RetireUnknown);
+            take_back.now().await;
             Err(SessionError::Store(error))
+        }
+    }
+}
+
+/// A move whose new cookie is not yet in the response. Dropped while armed
+/// (the request was dropped after the retire), it takes the move back in
+/// a task of its own: the browser still holds the old cookie.
+struct TakeBack {
+    core: Arc<Core>,
+    old: StoreKey,
+    new: StoreKey,
+    /// `None` once disarmed, or for a move with no record to give back.
+    previous: Option<Box<SessionRecord>>,
+}
+
+impl TakeBack {
+    /// The response carries the outcome: nothing to take back.
+    fn disarm(mut self) {
+        self.previous = None;
+    }
+
+    /// Takes the move back now.
+    async fn now(mut self) {
+        match self.previous.take() {
+            Some(previous) => take_back(&self.core, &self.old, &self.new, &previous).await,
+            None => events::session_orphaned(&self.new, Orphan::RetireUnknown),
+        }
+    }
+}
+
+impl Drop for TakeBack {
+    fn drop(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            events::session_orphaned(&self.new, Orphan::Abandoned);
+            return;
+        };
+        let (core, old, new) = (self.core.clone(), self.old, self.new);
+        runtime.spawn(async move { take_back(&core, &old, &new, &previous).await });
+    }
+}
+
+/// Undoes a move whose new cookie never reached the browser, so that the
+/// old ID, which the browser still holds, keeps a session: `old` gets
+/// `previous` back if it still holds the forward to `new`, then `new` is
+/// deleted. If `new` had ended meanwhile (a logout, logout-everywhere,
+/// the per-user limit), `old` ends again too: what ended stays ended. The
+/// old ID never reaches `new`'s data, only its own.
+async fn take_back(core: &Core, old: &StoreKey, new: &StoreKey, previous: &SessionRecord) {
+    let now = core.now();
+    match core.store.restore(old, new, previous, now).await {
+        Ok(true) => {}
+        // The retire never landed (the old session is as it was), or the
+        // old session ended since: the new one goes either way.
+        Ok(false) => return discard(core, new, Orphan::Abandoned).await,
+        Err(error) => {
+            events::store_error("restore", &error);
+            return events::session_orphaned(new, Orphan::RetireUnknown);
+        }
+    }
+    match core.store.delete(new, now).await {
+        Ok(Deleted::Session) => events::rotation_taken_back(old, new),
+        Ok(_) => {
+            events::session_vanished(new, Vanished::BeforeTakeBack);
+            if let Err(error) = core.store.delete(old, now).await {
+                events::store_error("delete", &error);
+            }
+        }
+        Err(error) => {
+            events::store_error("delete", &error);
+            events::session_orphaned(new, Orphan::Abandoned);
         }
     }
 }
@@ -633,6 +729,7 @@ mod tests {
             patch: Patch::default(),
             touched: false,
             new_id: None,
+            before_move: None,
             remember: false,
             logged_in: false,
             clear_cookie: false,

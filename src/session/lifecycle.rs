@@ -92,6 +92,7 @@ impl Session {
         check_user_id(&user_id)?;
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
+        active.keep_before_move();
         let core = self.core();
         let same_user = active
             .record
@@ -143,6 +144,7 @@ impl Session {
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let mut active = self.active().await?;
         let new_id = SessionId::generate()?;
+        active.keep_before_move();
         // The whole record is written under the new ID at commit.
         active.patch = Patch::default();
         active.new_id = Some(new_id);
@@ -493,20 +495,26 @@ pub(crate) async fn end_session(
 async fn end_chain(
     store: &dyn DynStore,
     now: OffsetDateTime,
-    mut key: StoreKey,
+    key: StoreKey,
     owner: Option<&str>,
     reason: EndReason,
     report_gone: bool,
 ) -> Result<Option<StoreKey>, StoreError> {
+    let delete = |key: StoreKey| async move {
+        match owner {
+            Some(user_id) => store.delete_owned(&key, user_id, now).await,
+            None => store.delete(&key, now).await,
+        }
+    };
+    let origin = key;
+    let mut key = key;
+    let mut ended = None;
     for _ in 0..MAX_FORWARD_HOPS {
-        let deleted = match owner {
-            Some(user_id) => store.delete_owned(&key, user_id, now).await?,
-            None => store.delete(&key, now).await?,
-        };
-        match deleted {
+        match delete(key).await? {
             Deleted::Session => {
                 events::session_invalidated(&key, reason);
-                return Ok(Some(key));
+                ended = Some(key);
+                break;
             }
             Deleted::Forward(successor) => {
                 events::session_forwarded(&key, &successor, reason);
@@ -515,10 +523,20 @@ async fn end_chain(
             _ => break,
         }
     }
-    if report_gone {
+    if key != origin {
+        // The move this forward recorded may have been taken back while
+        // the chain was followed (its request was dropped, so the old ID
+        // got its session back): the origin then holds a session again,
+        // and it ends too.
+        if delete(origin).await? == Deleted::Session {
+            events::session_invalidated(&origin, reason);
+            ended = ended.or(Some(origin));
+        }
+    }
+    if ended.is_none() && report_gone {
         events::session_vanished(&key, Vanished::BeforeEnd(reason));
     }
-    Ok(None)
+    Ok(ended)
 }
 
 #[cfg(test)]

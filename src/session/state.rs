@@ -138,6 +138,10 @@ pub(super) struct Active {
     /// (the stored session then moves to it), or drawn early for a new
     /// session that a CSRF token was bound to.
     pub(super) new_id: Option<SessionId>,
+    /// The stored session as it was when this request first asked to move
+    /// it (login, regenerate): what its old ID gets back if the move is
+    /// taken back (the new cookie never reached the browser).
+    pub(super) before_move: Option<Box<SessionRecord>>,
     /// `remember_me` was called in this request: a login keeps it.
     pub(super) remember: bool,
     /// A login happened in this request: the commit enforces the
@@ -162,10 +166,19 @@ impl Active {
             patch: Patch::default(),
             touched: false,
             new_id: None,
+            before_move: None,
             remember: false,
             logged_in: false,
             clear_cookie,
             ending: false,
+        }
+    }
+
+    /// Keeps the stored session as it is now, before a first move changes
+    /// it: see [`Active::before_move`].
+    pub(super) fn keep_before_move(&mut self) {
+        if self.stored.is_some() && self.before_move.is_none() {
+            self.before_move = Some(Box::new(self.record.clone()));
         }
     }
 
@@ -347,6 +360,7 @@ impl Session {
             patch: Patch::default(),
             touched,
             new_id: None,
+            before_move: None,
             remember: false,
             logged_in: false,
             clear_cookie: false,

@@ -121,6 +121,8 @@ macro_rules! store_conformance_tests {
             retire_leaves_a_forward_that_only_delete_follows,
             retire_is_idempotent_and_refuses_an_ended_session,
             a_retired_session_leaves_the_user_index,
+            restore_puts_the_session_back_only_over_its_own_live_forward,
+            a_restored_session_rejoins_the_user_index,
             a_forward_occupies_its_key_until_it_lapses,
             sweep_keeps_live_sessions_and_drops_expired_ones,
             a_touch_near_the_absolute_deadline_still_records_activity,
@@ -1144,6 +1146,93 @@ pub async fn retire_leaves_a_forward_that_only_delete_follows<S: SessionStore>(s
     );
     assert_eq!(load(store, &old, now).await, None);
     assert!(!save(store, &old, &set("b", 2), now).await);
+}
+
+/// Restoring takes a retire back: the forward to that successor becomes
+/// the given record again, whole; anything else under the key (a live
+/// session, a forward elsewhere or lapsed, nothing) is left alone.
+pub async fn restore_puts_the_session_back_only_over_its_own_live_forward<S: SessionStore>(
+    store: &S,
+) {
+    let t0 = base();
+    let (old, new, other) = (key(), key(), key());
+    let before = record(t0, json!({"cart": [1, 2], "n": 3}));
+    create(store, &old, &before).await;
+    let now = t0 + secs(5);
+    assert!(store.retire(&old, &new, now + secs(60), now).await.unwrap());
+    assert!(
+        !store.restore(&old, &other, &before, now).await.unwrap(),
+        "a forward to another successor"
+    );
+    assert_eq!(load(store, &old, now).await, None);
+    assert!(store.restore(&old, &new, &before, now).await.unwrap());
+    let restored = load(store, &old, now).await.expect("the session is back");
+    assert_eq!(data(&restored), json!({"cart": [1, 2], "n": 3}));
+    assert_eq!(restored.created_at, before.created_at);
+    assert_eq!(restored.absolute_deadline, before.absolute_deadline);
+    assert!(
+        save(store, &old, &set("n", 4), now).await,
+        "it saves like any session"
+    );
+    assert_eq!(
+        store.delete(&old, now).await.unwrap(),
+        Deleted::Session,
+        "no forward is left"
+    );
+
+    assert!(
+        !store.restore(&old, &new, &before, now).await.unwrap(),
+        "nothing stored any more"
+    );
+    assert_eq!(load(store, &old, now).await, None, "and nothing written");
+
+    let live = key();
+    create(store, &live, &record(t0, json!({"mine": true}))).await;
+    assert!(
+        !store.restore(&live, &new, &before, now).await.unwrap(),
+        "a live session is not overwritten"
+    );
+    assert_eq!(
+        data(&load(store, &live, now).await.unwrap()),
+        json!({"mine": true})
+    );
+
+    let lapsed = key();
+    create(store, &lapsed, &record(t0, json!({}))).await;
+    assert!(store
+        .retire(&lapsed, &new, now + secs(2), now)
+        .await
+        .unwrap());
+    let late = now + secs(3);
+    assert!(
+        !store
+            .restore(&lapsed, &new, &record(late, json!({})), late)
+            .await
+            .unwrap(),
+        "a lapsed forward"
+    );
+    assert_eq!(load(store, &lapsed, late).await, None);
+}
+
+/// A restored session of a user is counted, listed and reached by
+/// logout-everywhere again.
+pub async fn a_restored_session_rejoins_the_user_index<S: SessionStore>(store: &S) {
+    let t0 = base();
+    let u = user();
+    let (old, new) = (key(), key());
+    let before = owned_by(record(t0, json!({})), &u);
+    create(store, &old, &before).await;
+    create(store, &new, &owned_by(record(t0, json!({})), &u)).await;
+    let now = t0 + secs(5);
+    assert!(store.retire(&old, &new, now + secs(60), now).await.unwrap());
+    assert_eq!(store.count_user(&u, now).await.unwrap(), 1);
+    assert!(store.restore(&old, &new, &before, now).await.unwrap());
+    assert_eq!(store.count_user(&u, now).await.unwrap(), 2);
+    let listed: Vec<StoreKey> = list(store, &u, now).await.iter().map(|s| s.key).collect();
+    assert!(listed.contains(&old), "{listed:?}");
+    assert_eq!(store.delete_user(&u, None).await.unwrap(), 2);
+    assert_eq!(load(store, &old, now).await, None);
+    assert_eq!(store.count_user(&u, now).await.unwrap(), 0);
 }
 
 /// A retry of the same retirement succeeds again; retiring a session that

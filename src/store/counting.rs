@@ -26,6 +26,8 @@ pub enum StoreOp {
     Save,
     /// [`SessionStore::retire`].
     Retire,
+    /// [`SessionStore::restore`].
+    Restore,
     /// [`SessionStore::delete`], and [`SessionStore::delete_owned`] too:
     /// both end a session by its key, so a test that holds or fails the
     /// next `Delete` reaches the end of a device by its handle as well.
@@ -44,7 +46,7 @@ pub enum StoreOp {
     DeleteAll,
 }
 
-const OPS: usize = 10;
+const OPS: usize = 11;
 
 impl StoreOp {
     fn index(self) -> usize {
@@ -137,6 +139,8 @@ pub struct StoreCalls {
     pub save: u64,
     /// `retire` calls.
     pub retire: u64,
+    /// `restore` calls.
+    pub restore: u64,
     /// `delete` and `delete_owned` calls, together.
     pub delete: u64,
     /// `delete_user` calls.
@@ -158,6 +162,7 @@ impl StoreCalls {
             + self.load
             + self.save
             + self.retire
+            + self.restore
             + self.delete
             + self.delete_user
             + self.count_user
@@ -193,6 +198,7 @@ impl<S> CountingStore<S> {
             load: n(StoreOp::Load),
             save: n(StoreOp::Save),
             retire: n(StoreOp::Retire),
+            restore: n(StoreOp::Restore),
             delete: n(StoreOp::Delete),
             delete_user: n(StoreOp::DeleteUser),
             count_user: n(StoreOp::CountUser),
@@ -361,6 +367,20 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.run(
             StoreOp::Retire,
             self.inner.retire(key, successor, until, now),
+        )
+        .await
+    }
+
+    async fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run(
+            StoreOp::Restore,
+            self.inner.restore(key, successor, record, now),
         )
         .await
     }

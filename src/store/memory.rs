@@ -758,6 +758,38 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let entry = Entry::from_record(record)?;
+        let now = now.unix_timestamp();
+        // The user's index lock first, as in `create`: logout-everywhere
+        // sees the session either still a forward or restored and indexed.
+        // No room is made: the forward held this key's place, and the
+        // layer deletes the successor next.
+        let mut users = record.user_id.as_deref().map(|u| lock(self.users(u)));
+        {
+            let mut shard = lock(self.shard(key));
+            match shard.forwards.get(key) {
+                Some(forward) if forward.successor == *successor && forward.until > now => {}
+                _ => return Ok(false),
+            }
+            shard.forwards.remove(key);
+            shard.entries.insert(*key, entry);
+        }
+        if let (Some(users), Some(user)) = (&mut users, &record.user_id) {
+            users
+                .entry(Box::from(user.as_str()))
+                .or_default()
+                .insert(*key);
+        }
+        Ok(true)
+    }
+
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
         Ok(self.remove(key, None, now))
     }

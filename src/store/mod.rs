@@ -185,6 +185,32 @@ pub trait SessionStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Takes back a [`SessionStore::retire`] whose new cookie never reached
+    /// the browser (the request was dropped, or the store could not say
+    /// whether the retire landed), atomically: if `key` holds a forward to
+    /// `successor` whose `until` is after `now`, the forward is replaced
+    /// by `record`, which joins its user's index as `create` would put it
+    /// there, and the result is `Ok(true)`. Otherwise (a live record, a
+    /// forward elsewhere or lapsed, nothing) nothing is written and the
+    /// result is `Ok(false)`.
+    ///
+    /// `record` is the session as it was before the move, so the old ID
+    /// gets back its own session, never the one under `successor` (no
+    /// fixation). The layer deletes `successor` next, and ends `key` again
+    /// if `successor` turns out to have ended meanwhile: a logout that
+    /// raced the take-back still ends the session.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend fails; nothing may be half-written.
+    fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Deletes the session record stored under `key`, and says what the
     /// key held at `now`.
     ///
@@ -531,6 +557,13 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn restore<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        successor: &'a StoreKey,
+        record: &'a SessionRecord,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn delete<'a>(
         &'a self,
         key: &'a StoreKey,
@@ -646,6 +679,16 @@ impl<S: SessionStore> DynStore for Bounded<S> {
         self.bound(self.store.retire(key, successor, until, now))
     }
 
+    fn restore<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        successor: &'a StoreKey,
+        record: &'a SessionRecord,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.bound(self.store.restore(key, successor, record, now))
+    }
+
     fn delete<'a>(
         &'a self,
         key: &'a StoreKey,
@@ -742,6 +785,15 @@ mod tests {
         ) -> Result<bool, StoreError> {
             std::future::pending().await
         }
+        async fn restore(
+            &self,
+            _: &StoreKey,
+            _: &StoreKey,
+            _: &SessionRecord,
+            _: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            std::future::pending().await
+        }
         async fn delete(&self, _: &StoreKey, _: OffsetDateTime) -> Result<Deleted, StoreError> {
             std::future::pending().await
         }
@@ -815,6 +867,10 @@ mod tests {
             "retire",
             store.retire(&key, &key, now, now).await.unwrap_err(),
         );
+        unavailable(
+            "restore",
+            store.restore(&key, &key, &record, now).await.unwrap_err(),
+        );
         unavailable("delete", store.delete(&key, now).await.unwrap_err());
         unavailable(
             "delete_owned",
@@ -832,7 +888,7 @@ mod tests {
         unavailable("sweep_expired", store.sweep_expired(now).await.unwrap_err());
         assert_eq!(
             started.elapsed(),
-            limit * 10,
+            limit * 11,
             "each call waited exactly the limit"
         );
     }

@@ -183,6 +183,8 @@ macro_rules! store_tests {
                 a_failed_cleanup_leaves_the_extra_session_within_reach_of_logout_everywhere,
                 store_calls_that_land_but_report_failure_never_leave_the_user_without_a_session,
                 a_request_dropped_at_each_rotation_step_leaves_exactly_one_session,
+                a_take_back_racing_logout_everywhere_leaves_no_session,
+                a_take_back_racing_a_logout_along_the_forward_leaves_no_session,
                 failed_logouts_change_nothing_and_can_be_retried,
                 a_logout_that_failed_halfway_along_a_forward_can_be_retried,
             ],

@@ -46,24 +46,23 @@ pub(crate) async fn a_store_failure_at_each_rotation_step_leaves_exactly_the_old
             Some("alice"),
             "{path} failing at {failing:?}: still logged in"
         );
-        // A failed create is taken back. A retire that failed every time
-        // may have landed (a timeout), so the new record stays: one session
-        // too many rather than none, and within reach of logout-everywhere.
-        let extra = usize::from(failing[0] == StoreOp::Retire);
+        // The new record is taken back, whichever step failed: a retire
+        // that failed every time is checked by the take-back, which finds
+        // the old session as it was.
         assert_eq!(
             app.sessions_of("alice").await,
-            before + extra,
+            before,
             "{path} failing at {failing:?}"
         );
         // Once the store is back, the same request works.
         assert_eq!(browser.post(path).await.status, StatusCode::NO_CONTENT);
         assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
-        assert_eq!(app.sessions_of("alice").await, before + extra);
+        assert_eq!(app.sessions_of("alice").await, before);
     }
     assert_eq!(
         app.layer.admin().logout_everywhere("alice").await.unwrap(),
-        6,
-        "four devices and two records left by failed retires"
+        4,
+        "four devices, nothing left by failed retires"
     );
 
     // A retire that fails twice is asked again, and the move completes.
@@ -164,23 +163,50 @@ pub(crate) async fn store_calls_that_land_but_report_failure_never_leave_the_use
     assert_eq!(whoami(&planted).await, None, "fixation");
     assert_eq!(app.sessions_of("dave").await, 1);
 
-    // No attempt gets an answer: whether the old session ended meanwhile
-    // (a logout in another tab) is unknown, so the request fails closed,
-    // handing out no cookie that could revive it. The new record stays,
-    // within reach of logout-everywhere.
-    let stranded = browser.clone();
-    app.store.fail_after_next(StoreOp::Retire);
-    app.store.fail_next(StoreOp::Retire);
-    app.store.fail_next(StoreOp::Retire);
-    let reply = browser.post("/regenerate").await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(reply.set_cookies().is_empty(), "no cookie on a guess");
-    assert_eq!(browser.cookie, stranded.cookie);
-    assert_eq!(app.sessions_of("alice").await, 1, "never zero in the store");
+    // No attempt gets an answer, though the first landed: the request
+    // fails closed, handing out no cookie on a guess, and the take-back
+    // finds the forward, gives the old ID its session back and deletes
+    // the new record. The user is still logged in, on the old cookie.
+    for (path, user) in [("/regenerate", "alice"), ("/login/alice", "alice")] {
+        let kept = browser.clone();
+        app.store.fail_after_next(StoreOp::Retire);
+        app.store.fail_next(StoreOp::Retire);
+        app.store.fail_next(StoreOp::Retire);
+        let reply = browser.post(path).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(
+            reply.set_cookies().is_empty(),
+            "{path}: no cookie on a guess"
+        );
+        assert_eq!(browser.cookie, kept.cookie);
+        assert_eq!(
+            whoami(&browser).await.as_deref(),
+            Some(user),
+            "{path}: the old ID works"
+        );
+        assert_eq!(
+            app.sessions_of(user).await,
+            1,
+            "{path}: exactly the old one"
+        );
+    }
     assert_eq!(
         app.layer.admin().logout_everywhere("alice").await.unwrap(),
         1
     );
+    // The same for a planted anonymous session: it gets back its own data
+    // and nothing of the login.
+    let mut victim = app.client();
+    victim.put("/set/planted", "1").await;
+    let planted = victim.clone();
+    app.store.fail_after_next(StoreOp::Retire);
+    app.store.fail_next(StoreOp::Retire);
+    app.store.fail_next(StoreOp::Retire);
+    let reply = victim.post("/login/erin").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(whoami(&planted).await, None, "no fixation");
+    assert_eq!(planted.call("GET", "/get/planted", "").await.body, "1");
+    assert_eq!(app.sessions_of("erin").await, 0);
 
     // The create lands but is reported failed: it is taken back, and the
     // old session is all there is.
@@ -232,20 +258,127 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
     assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
     assert_eq!(app.sessions_of("alice").await, 1, "exactly the old session");
 
-    // Dropped while the old record is being retired: the move completes,
-    // leaving exactly the new session (which logout-everywhere reaches).
+    // Dropped while the old record is being retired, or after it, during
+    // a login's limit check: the new cookie never goes out, so the move is
+    // taken back. The old ID keeps its session; the new record goes.
+    for (path, step) in [
+        ("/regenerate", StoreOp::Retire),
+        ("/login/alice", StoreOp::Retire),
+        ("/login/alice", StoreOp::ListUser),
+    ] {
+        browser.call("PUT", "/set/kept", "yes").await;
+        let mut pause = app.store.pause_next(step);
+        let mut pending = browser.spawn("POST", path, "");
+        until_paused(&mut pause, &mut pending).await;
+        let restores = app.store.calls().restore;
+        let deletes = app.store.calls().delete;
+        pending.abort();
+        let _ = pending.await;
+        pause.release();
+        eventually(async || {
+            let calls = app.store.calls();
+            calls.restore > restores && calls.delete > deletes
+        })
+        .await;
+        assert_eq!(
+            whoami(&browser).await.as_deref(),
+            Some("alice"),
+            "{path} dropped at {step:?}: the old ID works"
+        );
+        assert_eq!(browser.call("GET", "/get/kept", "").await.body, "yes");
+        assert_eq!(
+            app.sessions_of("alice").await,
+            1,
+            "{path} dropped at {step:?}: exactly the old session"
+        );
+    }
+
+    // A login from a planted anonymous session, dropped during its retire:
+    // the planted ID gets back its anonymous session, never the login.
+    let mut victim = app.client();
+    victim.put("/set/planted", "1").await;
     let mut pause = app.store.pause_next(StoreOp::Retire);
-    let mut pending = browser.spawn("POST", "/regenerate", "");
+    let mut pending = victim.spawn("POST", "/login/mallory", "");
     until_paused(&mut pause, &mut pending).await;
     pending.abort();
     let _ = pending.await;
+    let deletes = app.store.calls().delete;
     pause.release();
-    eventually(async || whoami(&browser).await.is_none()).await;
-    assert_eq!(app.sessions_of("alice").await, 1, "exactly the new session");
+    eventually(async || app.store.calls().delete > deletes).await;
+    assert_eq!(whoami(&victim).await, None, "no fixation");
+    assert_eq!(victim.call("GET", "/get/planted", "").await.body, "1");
+    assert_eq!(app.sessions_of("mallory").await, 0);
+}
+
+/// Drops a regenerate of `browser` once its retire has landed, and holds
+/// the take-back that follows at its restore.
+async fn drop_a_regenerate_and_hold_its_take_back<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    browser: &crate::support::client::Client,
+) -> cloakroom::test_suite::Pause {
+    let mut retire = app.store.pause_next(StoreOp::Retire);
+    let mut pending = browser.spawn("POST", "/regenerate", "");
+    until_paused(&mut retire, &mut pending).await;
+    pending.abort();
+    let _ = pending.await;
+    let mut restore = app.store.pause_next(StoreOp::Restore);
+    retire.release();
+    restore.reached().await;
+    restore
+}
+
+pub(crate) async fn a_take_back_racing_logout_everywhere_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let restore = drop_a_regenerate_and_hold_its_take_back(&app, &browser).await;
+    // Logout-everywhere ends the new session; the old ID is a forward,
+    // which it does not see.
     assert_eq!(
         app.layer.admin().logout_everywhere("alice").await.unwrap(),
         1
     );
+    let deletes = app.store.calls().delete;
+    restore.release();
+    // The take-back restores the old session, finds the new one gone, and
+    // ends the old one again.
+    eventually(async || app.store.calls().delete >= deletes + 2).await;
+    assert_eq!(whoami(&browser).await, None, "ended stays ended");
+    assert_eq!(app.sessions_of("alice").await, 0);
+}
+
+pub(crate) async fn a_take_back_racing_a_logout_along_the_forward_leaves_no_session<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let browser = logged_in(&app, "alice").await;
+    let other_tab = browser.clone();
+    let restore = drop_a_regenerate_and_hold_its_take_back(&app, &browser).await;
+    // Another tab logs out with the old cookie: it finds the forward, and
+    // is held before it ends the new session.
+    let mut at_forward = app.store.pause_next(StoreOp::Delete);
+    let mut logout = other_tab.spawn("POST", "/logout", "");
+    until_paused(&mut at_forward, &mut logout).await;
+    let mut at_successor = app.store.pause_next(StoreOp::Delete);
+    at_forward.release();
+    at_successor.reached().await;
+    // Meanwhile the take-back completes: the old ID has its session back
+    // and the new record is gone.
+    let deletes = app.store.calls().delete;
+    restore.release();
+    eventually(async || app.store.calls().delete > deletes).await;
+    assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
+    // The logout finds the new session gone, and ends the old ID's again.
+    at_successor.release();
+    let reply = logout.await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(whoami(&browser).await, None, "ended stays ended");
+    assert_eq!(app.sessions_of("alice").await, 0);
 }
 
 pub(crate) async fn failed_logouts_change_nothing_and_can_be_retried<S: SessionStore + Clone>(

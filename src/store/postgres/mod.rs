@@ -540,6 +540,33 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.sql.restore)
+            .bind(key.as_bytes().as_slice())
+            .bind(successor.as_bytes().as_slice())
+            .bind(record.user_id.as_deref())
+            .bind(Json(&record.data))
+            .bind(truncate_to_seconds(record.created_at))
+            .bind(truncate_to_seconds(record.last_seen))
+            .bind(truncate_to_seconds(record.absolute_deadline))
+            .bind(record.idle_timeout.whole_seconds())
+            .bind(record.persistent)
+            .bind(truncate_to_seconds(record.expires_at()))
+            .bind(record.device.user_agent.as_deref())
+            .bind(record.device.ip)
+            .bind(truncate_to_seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
         self.remove(key, None, now).await
     }

@@ -24,6 +24,7 @@ pub(super) struct Statements {
     pub(super) load: String,
     pub(super) save: String,
     pub(super) retire: String,
+    pub(super) restore: String,
     pub(super) delete: String,
     pub(super) delete_user: String,
     pub(super) user_left: String,
@@ -172,6 +173,17 @@ impl Statements {
              WHERE key = $1 AND expires_at > $4 AND (successor IS NULL OR successor = $2)"
         );
 
+        // $1 key, $2 successor, $3..$12 the record as `create` binds
+        // its $2..$11, $13 now. Only a live forward to that successor
+        // becomes the record again.
+        let restore = format!(
+            "UPDATE {t} SET \
+                 user_id = $3, data = $4, created_at = $5, last_seen = $6, \
+                 absolute_deadline = $7, idle_timeout_secs = $8, persistent = $9, \
+                 expires_at = $10, user_agent = $11, client_ip = $12, successor = NULL \
+             WHERE key = $1 AND successor = $2 AND expires_at > $13"
+        );
+
         // What the removed row was is decided with the layer's `now`; the
         // comparison is done here rather than by decoding `expires_at`, so
         // a row with a timestamp Rust cannot hold is still deleted cleanly.
@@ -259,6 +271,7 @@ impl Statements {
             load,
             save,
             retire,
+            restore,
             delete,
             delete_user,
             user_left,
@@ -328,6 +341,7 @@ mod tests {
             &s.load,
             &s.save,
             &s.retire,
+            &s.restore,
             &s.delete,
             &s.delete_user,
             &s.user_left,

@@ -62,7 +62,7 @@ use self::codec::{
 };
 pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
-use self::scripts::{CREATE, DELETE, DELETE_ALL, DELETE_OWNED, RETIRE, SAVE, TOUCH};
+use self::scripts::{CREATE, DELETE, DELETE_ALL, DELETE_OWNED, RESTORE, RETIRE, SAVE, TOUCH};
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
@@ -776,6 +776,49 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(retired == 1)
+    }
+
+    async fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let _evict = self.evict_after([*key]);
+        let mut invocation = RESTORE.key(self.record_key(key));
+        invocation
+            .arg(now.unix_timestamp())
+            .arg(successor.to_hex())
+            .arg(record.expires_at().unix_timestamp());
+        for arg in encode_record(record)? {
+            invocation.arg(arg);
+        }
+        let restored: i64 = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(store_error)?;
+        if restored != 1 {
+            return Ok(false);
+        }
+        // Record first, index second, as in `create` (and for its reason).
+        if let Some(user) = &record.user_id {
+            if let Err(error) = self
+                .index(
+                    user,
+                    key,
+                    record.expires_at(),
+                    Some(record.absolute_deadline),
+                )
+                .await
+            {
+                // Unindexed, logout-everywhere could not reach it: it must
+                // not live.
+                let _ = SessionStore::delete(self, key, now).await;
+                return Err(error);
+            }
+        }
+        Ok(true)
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {

@@ -67,6 +67,14 @@ pub(super) static SAVE: LazyLock<Script> = LazyLock::new(|| with_helpers(include
 pub(super) static RETIRE: LazyLock<Script> =
     LazyLock::new(|| with_helpers(include_str!("retire.lua")));
 
+/// `restore.lua`. KEYS[1] = record; ARGV = now, successor (hex),
+/// expire-at, then field/value pairs. Only a forward to that successor that
+/// has not lapsed is replaced by the record (returns 1, announcing the
+/// change); anything else is left alone (returns 0). The caller indexes the
+/// restored session, as after `create`.
+pub(super) static RESTORE: LazyLock<Script> =
+    LazyLock::new(|| with_helpers(include_str!("restore.lua")));
+
 /// `delete.lua`. KEYS[1] = record; ARGV[1] = now; ARGV[2], optional, the
 /// user the session must belong to (`delete_owned`). Returns `{what, user,
 /// successor}`: what is 1 for a session live at `now`, 2 for a forward
@@ -126,11 +134,12 @@ mod tests {
     /// without having them in front would fail only when Redis runs it.
     #[test]
     fn the_scripts_that_call_a_helper_and_only_they_have_the_helpers() {
-        let scripts: [(&str, &Script, &str); 9] = [
+        let scripts: [(&str, &Script, &str); 10] = [
             ("create", &CREATE, include_str!("create.lua")),
             ("touch", &TOUCH, include_str!("touch.lua")),
             ("save", &SAVE, include_str!("save.lua")),
             ("retire", &RETIRE, include_str!("retire.lua")),
+            ("restore", &RESTORE, include_str!("restore.lua")),
             ("delete", &DELETE, include_str!("delete.lua")),
             (
                 "delete_owned",

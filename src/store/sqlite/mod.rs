@@ -575,6 +575,36 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn restore(
+        &self,
+        key: &StoreKey,
+        successor: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let data = data_text(&record.data)?;
+        let ip = record.device.ip.map(|ip| ip.to_string());
+        let _turn = self.writes.lock().await;
+        let done = sqlx::query(&self.sql.restore)
+            .bind(key.as_bytes().as_slice())
+            .bind(successor.as_bytes().as_slice())
+            .bind(record.user_id.as_deref())
+            .bind(data)
+            .bind(seconds(record.created_at))
+            .bind(seconds(record.last_seen))
+            .bind(seconds(record.absolute_deadline))
+            .bind(record.idle_timeout.whole_seconds())
+            .bind(record.persistent)
+            .bind(seconds(record.expires_at()))
+            .bind(record.device.user_agent.as_deref())
+            .bind(ip)
+            .bind(seconds(now))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
         self.remove(key, None, now).await
     }

@@ -45,6 +45,7 @@ pub(super) struct Statements {
     save_head: String,
     save_tail: String,
     pub(super) retire: String,
+    pub(super) restore: String,
     pub(super) delete: String,
     pub(super) live_forward: String,
     pub(super) delete_user: String,
@@ -146,6 +147,17 @@ impl Statements {
              WHERE key = ?1 AND expires_at > ?4 AND (successor IS NULL OR successor = ?2)"
         );
 
+        // ?1 key, ?2 successor, ?3..?12 the record as `create` binds
+        // its ?2..?11, ?13 now. Only a live forward to that successor
+        // becomes the record again.
+        let restore = format!(
+            "UPDATE {t} SET \
+                 user_id = ?3, data = ?4, created_at = ?5, last_seen = ?6, \
+                 absolute_deadline = ?7, idle_timeout_secs = ?8, persistent = ?9, \
+                 expires_at = ?10, user_agent = ?11, client_ip = ?12, successor = NULL \
+             WHERE key = ?1 AND successor = ?2 AND expires_at > ?13"
+        );
+
         // Anything but a live forward is deleted, and says whether it was a
         // live session. A live forward is kept (a retried logout follows it
         // again), and reported by `live_forward`. `?3` is the user the
@@ -200,6 +212,7 @@ impl Statements {
             save_head,
             save_tail,
             retire,
+            restore,
             delete,
             live_forward,
             delete_user,
@@ -296,6 +309,7 @@ mod tests {
             &s.touch,
             &s.save(0, 0),
             &s.retire,
+            &s.restore,
             &s.delete,
             &s.live_forward,
             &s.delete_user,
