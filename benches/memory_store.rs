@@ -13,7 +13,7 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use time::OffsetDateTime;
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
-use cloakroom::{MemoryStore, SessionId, SessionStore, StoreKey};
+use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey, MemoryStore};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

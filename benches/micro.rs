@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 use cloakroom::test_suite::CountingStore;
-use cloakroom::{Key, KeyRing, MemoryStore, Session, SessionId, SessionLayer};
+use cloakroom::{id::SessionId, Key, KeyRing, MemoryStore, Session, SessionLayer};
 
 fn ring() -> KeyRing {
     KeyRing::new(Key::from_bytes(&[5; 32]).expect("key"))

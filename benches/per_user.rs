@@ -46,8 +46,8 @@ use tower::{service_fn, Layer as _, ServiceExt as _};
 
 use cloakroom::store::SessionRecord;
 use cloakroom::{
-    Key, MemoryStore, RedisConnection, RedisStore, Session, SessionAdmin, SessionId, SessionLayer,
-    SessionStore,
+    id::SessionId, store::RedisConnection, store::RedisStore, store::SessionStore, Key,
+    MemoryStore, Session, SessionAdmin, SessionLayer,
 };
 
 /// The user's sessions that are live.
@@ -233,9 +233,9 @@ fn per_user(c: &mut Criterion) {
     let connection = runtime
         .block_on(RedisConnection::connect(&url))
         .expect("connect");
-    let redis = RedisStore::builder()
+    let redis = RedisStore::builder(connection)
         .key_prefix("bench-user:")
-        .build(connection)
+        .build()
         .expect("prefix");
     bench_store(c, &runtime, "redis", redis, &mut means);
 }

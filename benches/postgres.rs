@@ -18,7 +18,7 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
-use cloakroom::{SessionId, SessionStore, StoreKey};
+use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey};
 
 fn store_calls(c: &mut Criterion) {
     // One connection thread, as one request's store call sees it: these

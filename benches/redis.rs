@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
-use cloakroom::{RedisConnection, RedisStore, SessionId, SessionStore};
+use cloakroom::{id::SessionId, store::RedisConnection, store::RedisStore, store::SessionStore};
 
 /// A plain connection beside the store's, for `CONFIG RESETSTAT` and
 /// `INFO commandstats`; its own commands are left out of the figures.
@@ -125,9 +125,9 @@ fn redis(c: &mut Criterion) {
     let connection = runtime
         .block_on(RedisConnection::connect(&url))
         .expect("connect");
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(connection)
         .key_prefix("bench:")
-        .build(connection)
+        .build()
         .expect("prefix");
     let mut stats = Stats {
         connection: runtime

@@ -21,7 +21,7 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
-use cloakroom::{SessionId, SessionStore, StoreKey};
+use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey};
 
 /// Sessions saved at once by the `save_64_sessions_concurrently` bench.
 const CONCURRENT: usize = 64;

@@ -57,9 +57,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cloakroom::{
-    safe_redirect_path, CsrfLayer, CsrfToken, CurrentUser, Flash, FlashLevel, Key, LoadUser,
-    MemoryStore, Session, SessionError, SessionHandle, SessionInfo, SessionLayer,
-    SessionLayerBuilder,
+    csrf::CsrfLayer, csrf::CsrfToken, device::SessionHandle, login::safe_redirect_path,
+    login::CurrentUser, login::LoadUser, store::SessionInfo, Flash, FlashLevel, Key, MemoryStore,
+    Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
@@ -144,10 +144,10 @@ async fn run() -> Result<(), BoxError> {
 #[cfg(feature = "redis")]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-    let connection = cloakroom::RedisConnection::connect(&url).await?;
-    let store = cloakroom::RedisStore::builder()
+    let connection = cloakroom::store::RedisConnection::connect(&url).await?;
+    let store = cloakroom::store::RedisStore::builder(connection)
         .key_prefix("cloakroom-accounts:")
-        .build(connection)?;
+        .build()?;
     Ok(SessionLayer::builder(store))
 }
 
@@ -165,7 +165,7 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect(&url)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::PostgresStore::new(pool);
+    let store = cloakroom::store::PostgresStore::new(pool);
     store
         .migrate()
         .await
@@ -420,7 +420,7 @@ async fn login(
 
 async fn logout(session: Session) -> Result<Redirect, AppError> {
     let signed_in = session.user_id().await?.is_some();
-    session.logout().await?;
+    session.invalidate().await?;
     if signed_in {
         // Lands in a new, anonymous session: the old one is gone.
         session
@@ -502,7 +502,7 @@ fn device_label(info: &SessionInfo) -> String {
 #[derive(Deserialize)]
 struct SignOutForm {
     /// A handle from the devices page. It comes from the client, so
-    /// `end_session` checks that it names one of this user's sessions.
+    /// `logout_device` checks that it names one of this user's sessions.
     session: String,
 }
 
@@ -512,7 +512,7 @@ async fn sign_out_device(
     Form(form): Form<SignOutForm>,
 ) -> Result<Response, AppError> {
     let ended = match form.session.parse::<SessionHandle>() {
-        Ok(handle) => session.end_session(&handle).await,
+        Ok(handle) => session.logout_device(&handle).await,
         Err(_) => Err(SessionError::UnknownSession),
     };
     match ended {

@@ -26,11 +26,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cloakroom::time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use cloakroom::store::time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use cloakroom::{
-    safe_redirect_path, ClientIp, CsrfLayer, CsrfToken, Flash, FlashLevel, Key, LoggedIn,
-    MemoryStore, Session, SessionError, SessionHandle, SessionInfo, SessionLayer,
-    SessionLayerBuilder,
+    csrf::CsrfLayer, csrf::CsrfToken, device::ClientIp, device::SessionHandle,
+    login::safe_redirect_path, login::LoggedIn, store::SessionInfo, Flash, FlashLevel, Key,
+    MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -112,16 +112,17 @@ async fn run() -> Result<(), BoxError> {
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     let connection = match std::env::var("REDIS_CLUSTER_URLS") {
         Ok(urls) => {
-            cloakroom::RedisConnection::connect_cluster(urls.split(',').map(str::trim)).await?
+            cloakroom::store::RedisConnection::connect_cluster(urls.split(',').map(str::trim))
+                .await?
         }
         Err(_) => {
             let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-            cloakroom::RedisConnection::connect(&url).await?
+            cloakroom::store::RedisConnection::connect(&url).await?
         }
     };
-    let store = cloakroom::RedisStore::builder()
+    let store = cloakroom::store::RedisStore::builder(connection)
         .key_prefix("cloakroom-demo:")
-        .build(connection)?;
+        .build()?;
     Ok(SessionLayer::builder(store))
 }
 
@@ -146,7 +147,7 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect(&url)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::PostgresStore::new(pool);
+    let store = cloakroom::store::PostgresStore::new(pool);
     store.migrate().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!(
@@ -187,7 +188,7 @@ async fn sqlite_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect_with(options)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::SqliteStore::new(pool);
+    let store = cloakroom::store::SqliteStore::new(pool);
     store.migrate().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!(
@@ -581,7 +582,7 @@ fn bad_request(message: &'static str) -> Response {
 }
 
 async fn logout(session: Session) -> Result<Response, SessionError> {
-    session.logout().await?;
+    session.invalidate().await?;
     Ok(redirect_with_logout_message("signed-out"))
 }
 
@@ -617,7 +618,7 @@ async fn end_own_session(session: &Session, handle: &str) -> Result<bool, Sessio
         .iter()
         .find(|info| info.handle() == handle)
         .map(device_label);
-    match session.end_session(&handle).await {
+    match session.logout_device(&handle).await {
         Ok(()) => {}
         Err(SessionError::UnknownSession) => return Ok(false),
         Err(error) => return Err(error),

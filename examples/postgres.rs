@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use cloakroom::{Key, PostgresStore, Session, SessionError, SessionLayer};
+use cloakroom::{store::PostgresStore, Key, Session, SessionError, SessionLayer};
 use sqlx::postgres::PgPoolOptions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

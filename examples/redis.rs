@@ -6,7 +6,9 @@
 
 use axum::routing::get;
 use axum::Router;
-use cloakroom::{Key, RedisConnection, RedisStore, Session, SessionError, SessionLayer};
+use cloakroom::{
+    store::RedisConnection, store::RedisStore, Key, Session, SessionError, SessionLayer,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,10 +32,10 @@ async fn main() -> Result<(), BoxError> {
     // One prefix per application sharing the Redis; no `{` or `}` (hash
     // tags). The local cache serves repeat reads from memory; a change made
     // by any instance of the app evicts the session from every cache.
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(connection)
         .key_prefix("example:session:")
         .local_cache(10_000)
-        .build(connection)?;
+        .build()?;
     let sessions = SessionLayer::builder(store).key(Key::generate()?).build()?;
     let app = Router::new().route("/", get(count)).layer(sessions);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;

@@ -87,7 +87,7 @@ impl SessionAdmin {
     /// Ends every session in the store, of every user and anonymous ones
     /// too, on every device. Returns how many live sessions ended. Takes
     /// effect on each device's next request, on every instance of the app
-    /// (a [`RedisStore`](crate::RedisStore)'s local caches are flushed).
+    /// (a [`RedisStore`](crate::store::RedisStore)'s local caches are flushed).
     ///
     /// The store is gone over in bounded batches (see
     /// [`SessionStore::delete_all`]), in passes: the cutoff is this
@@ -191,21 +191,21 @@ impl SessionAdmin {
 
     /// Ends the one session stored under `key` (the [`SessionInfo::key`]
     /// of an entry of [`list_sessions`](Self::list_sessions), or
-    /// [`SessionHandle::store_key`](crate::SessionHandle::store_key)), for
+    /// [`SessionHandle::store_key`](crate::device::SessionHandle::store_key)), for
     /// operators. Returns whether it existed.
     ///
     /// # Security
     ///
     /// This ends any session, whoever it belongs to. For a handle that came
     /// from a user ("sign out this device"), use
-    /// [`Session::end_session`](crate::Session::end_session), which checks
+    /// [`Session::logout_device`](crate::Session::logout_device), which checks
     /// that the session is the user's own.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the store fails.
     pub async fn end_session(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        crate::session::end_session(
+        crate::session::end_following_forwards(
             &*self.store,
             self.now(),
             *key,

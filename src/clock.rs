@@ -1,18 +1,12 @@
 //! Where the layer gets the current time; tests swap in a clock they control.
 //!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use cloakroom::{Clock, ManualClock};
-//!
-//! let clock = ManualClock::new(time::OffsetDateTime::UNIX_EPOCH);
-//! clock.advance(Duration::from_secs(90));
-//! assert_eq!(clock.now().unix_timestamp(), 90);
-//! ```
+//! [`ManualClock`] is public through `cloakroom::test_suite` (feature
+//! `test-suite`), which has an example.
 
 use std::fmt;
+#[cfg(any(test, feature = "test-suite"))]
 use std::sync::{Arc, Mutex, PoisonError};
+#[cfg(any(test, feature = "test-suite"))]
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -22,6 +16,8 @@ use time::OffsetDateTime;
 /// Every expiry decision the layer makes uses this clock, and passes its
 /// reading to the store, so idle and absolute timeouts can be tested without
 /// sleeping.
+// Public through `test_suite`; without that feature only the layer uses it.
+#[cfg_attr(not(feature = "test-suite"), allow(unreachable_pub))]
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> OffsetDateTime;
@@ -29,7 +25,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
 /// The system's wall clock. The default.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
@@ -37,12 +33,14 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(any(test, feature = "test-suite"))]
 /// A clock that moves only when told to. Clones share one time.
 #[derive(Clone)]
 pub struct ManualClock {
     now: Arc<Mutex<OffsetDateTime>>,
 }
 
+#[cfg(any(test, feature = "test-suite"))]
 impl ManualClock {
     /// A clock stopped at `start`.
     pub fn new(start: OffsetDateTime) -> Self {
@@ -68,12 +66,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-suite"))]
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+#[cfg(any(test, feature = "test-suite"))]
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ManualClock").field(&self.now()).finish()

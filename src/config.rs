@@ -50,7 +50,7 @@ pub(crate) struct SessionConfig {
     pub(crate) record_user_agent: bool,
     /// How to find the client address a login keeps, if at all.
     pub(crate) client_ip: Option<ClientIpRule>,
-    /// Where [`LoggedIn`](crate::LoggedIn) sends a browser without a user.
+    /// Where [`LoggedIn`](crate::login::LoggedIn) sends a browser without a user.
     /// Only `LoggedIn` reads it, so without the `axum` feature it is kept
     /// (the builder still validates it) but unread.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]

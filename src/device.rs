@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::net::{IpAddr, SocketAddr};
-//! use cloakroom::{ClientIp, Key, MemoryStore, SessionLayer};
+//! use cloakroom::{device::ClientIp, Key, MemoryStore, SessionLayer};
 //!
 //! // axum puts the peer address in the extensions when served with
 //! // `into_make_service_with_connect_info::<SocketAddr>()`; a plain hyper
@@ -35,6 +35,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+pub use crate::id::store_key::SessionHandle;
 
 /// The longest User-Agent kept, in bytes: enough for every real browser,
 /// short enough that a client cannot fill the store with its header.

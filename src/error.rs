@@ -69,7 +69,7 @@ pub enum ConfigError {
     /// A store key prefix is too long or contains characters it must not
     /// (for Redis: `{` or `}`, which would act as a cluster hash tag).
     InvalidKeyPrefix,
-    /// A [`CsrfLayer`](crate::CsrfLayer) setting is invalid; names which.
+    /// A [`CsrfLayer`](crate::csrf::CsrfLayer) setting is invalid; names which.
     InvalidCsrfSetting(&'static str),
     /// A PostgreSQL schema name is not a plain lower-case identifier of at
     /// most 63 bytes (`^[a-z_][a-z0-9_]{0,62}$`).
@@ -84,12 +84,12 @@ pub enum ConfigError {
     /// A [`MemoryStore`](crate::MemoryStore) or local cache capacity of
     /// zero, which could hold no session.
     ZeroCapacity,
-    /// A [`RedisStore`](crate::RedisStore) with a local cache was built on
+    /// A [`RedisStore`](crate::store::RedisStore) with a local cache was built on
     /// a connection made from one the application already had: the cache
     /// needs the server URLs for its invalidation channel, so open the
     /// connection with `RedisConnection::connect` or `connect_cluster`.
     LocalCacheWithoutUrls,
-    /// A trusted proxy given to [`ClientIp`](crate::ClientIp) is neither an
+    /// A trusted proxy given to [`ClientIp`](crate::device::ClientIp) is neither an
     /// IP address nor a CIDR network.
     InvalidTrustedProxy(String),
     /// The login URL is not a path on this site (it must start with a
@@ -102,7 +102,7 @@ impl fmt::Display for ConfigError {
         match self {
             Self::MissingKey => f.write_str("no signing key: call `.key(...)` or `.key_ring(...)`"),
             Self::EmptyKeyRing => f.write_str("a key ring needs at least one key"),
-            // 32 is `MIN_KEY_LEN` (a unit test in `key.rs` keeps them equal).
+            // 32 is `Key::MIN_LEN` (a unit test in `key.rs` keeps them equal).
             Self::KeyTooShort { len } => {
                 write!(f, "signing keys need at least 32 bytes, this one has {len}")
             }

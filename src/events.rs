@@ -124,7 +124,7 @@ impl CookieReason {
 }
 
 #[cfg(feature = "csrf")]
-/// Why [`CsrfLayer`](crate::CsrfLayer) refused a request.
+/// Why [`CsrfLayer`](crate::csrf::CsrfLayer) refused a request.
 ///
 /// New reasons may be added; match with a wildcard arm. The
 /// `csrf_rejected` security event names it in `snake_case`.
@@ -141,7 +141,7 @@ pub enum CsrfFailureReason {
     /// The token is malformed, forged, from another session or expired.
     InvalidToken,
     /// A urlencoded form without the header was larger than
-    /// [`max_form_bytes`](crate::CsrfLayerBuilder::max_form_bytes), so its
+    /// [`max_form_bytes`](crate::csrf::CsrfLayerBuilder::max_form_bytes), so its
     /// token field was not looked for.
     FormTooLarge,
     /// The request body could not be read to find the token field.

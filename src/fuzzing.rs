@@ -31,6 +31,6 @@ pub fn session_id_from_cookie_headers(values: &[&[u8]], keys: &KeyRing) -> Optio
 #[cfg(feature = "redis")]
 pub fn decode_redis_record(
     flat: &[Vec<u8>],
-) -> Result<crate::store::SessionRecord, crate::StoreError> {
+) -> Result<crate::store::SessionRecord, crate::store::StoreError> {
     crate::store::redis::decode_record(flat)
 }

@@ -4,7 +4,7 @@
 //! # Example
 //!
 //! ```
-//! use cloakroom::{Key, KeyRing, SessionId};
+//! use cloakroom::{Key, KeyRing, id::SessionId};
 //!
 //! let old = Key::from_hex(&"11".repeat(32))?;
 //! let new = Key::from_hex(&"22".repeat(32))?;
@@ -31,12 +31,12 @@ use rand::TryRngCore as _;
 use sha2::Sha256;
 
 use crate::error::ConfigError;
-use crate::id::{RandomnessError, SessionId, ENCODED_ID_LEN};
+use crate::id::{InvalidCookie, RandomnessError, SessionId, ENCODED_ID_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The shortest key accepted, in bytes (256 bits).
-pub const MIN_KEY_LEN: usize = 32;
+/// The shortest key accepted, in bytes (256 bits): [`Key::MIN_LEN`].
+const MIN_KEY_LEN: usize = 32;
 
 /// Domain separation: a tag made for a session cookie means nothing anywhere
 /// else the same key might be used.
@@ -49,7 +49,7 @@ const ENCODED_TAG_LEN: usize = 43;
 /// Length of a well-formed cookie value: `<id>.<tag>`.
 pub(crate) const COOKIE_VALUE_LEN: usize = ENCODED_ID_LEN + 1 + ENCODED_TAG_LEN;
 
-/// A secret HMAC-SHA256 signing key of at least [`MIN_KEY_LEN`] bytes.
+/// A secret HMAC-SHA256 signing key of at least [`Key::MIN_LEN`] bytes.
 ///
 /// The key is held as a pre-keyed HMAC state, so signing and verifying cost
 /// two SHA-256 compressions each. `Debug` never shows key material.
@@ -61,12 +61,15 @@ pub struct Key {
 }
 
 impl Key {
+    /// The shortest key accepted, in bytes (256 bits).
+    pub const MIN_LEN: usize = MIN_KEY_LEN;
+
     /// A key from raw bytes.
     ///
     /// # Errors
     ///
     /// [`ConfigError::KeyTooShort`] when `bytes` is shorter than
-    /// [`MIN_KEY_LEN`].
+    /// [`Key::MIN_LEN`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
         if bytes.len() < MIN_KEY_LEN {
             return Err(ConfigError::KeyTooShort { len: bytes.len() });
@@ -108,7 +111,7 @@ impl Key {
     ///
     /// [`ConfigError::KeyNotHex`] when `hex_text` is not hex, and
     /// [`ConfigError::KeyTooShort`] when it decodes to fewer than
-    /// [`MIN_KEY_LEN`] bytes.
+    /// [`Key::MIN_LEN`] bytes.
     pub fn from_hex(hex_text: &str) -> Result<Self, ConfigError> {
         let bytes = hex::decode(hex_text.trim()).map_err(|_| ConfigError::KeyNotHex)?;
         Self::from_bytes(&bytes)
@@ -221,11 +224,11 @@ impl KeyRing {
     ///
     /// # Errors
     ///
-    /// [`CookieRejection::Malformed`] when the value is not of the form this
-    /// ring produces, and [`CookieRejection::BadSignature`] when the form is
+    /// [`InvalidCookie::Malformed`] when the value is not of the form this
+    /// ring produces, and [`InvalidCookie::BadSignature`] when the form is
     /// right but no key in the ring made the tag.
-    pub fn verify(&self, value: &str) -> Result<SessionId, CookieRejection> {
-        let (id, tag) = parse(value).ok_or(CookieRejection::Malformed)?;
+    pub fn verify(&self, value: &str) -> Result<SessionId, InvalidCookie> {
+        let (id, tag) = parse(value).ok_or(InvalidCookie::Malformed)?;
         self.check(id, &tag)
     }
 
@@ -234,14 +237,14 @@ impl KeyRing {
         &self,
         id: SessionId,
         tag: &[u8; TAG_LEN],
-    ) -> Result<SessionId, CookieRejection> {
+    ) -> Result<SessionId, InvalidCookie> {
         for key in &self.keys {
             // `verify_slice` compares in constant time.
             if key.tag(&id).verify_slice(tag).is_ok() {
                 return Ok(id);
             }
         }
-        Err(CookieRejection::BadSignature)
+        Err(InvalidCookie::BadSignature)
     }
 }
 
@@ -291,34 +294,6 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("keys", &self.keys.len())
             .finish()
-    }
-}
-
-/// Why a session cookie was not accepted. The request then simply has no
-/// session; this is never shown to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CookieRejection {
-    /// Wrong length, wrong separator, or not base64url.
-    Malformed,
-    /// Well-formed, but no key in the ring produced the tag: forged,
-    /// tampered with, or signed by a key that has left the ring.
-    BadSignature,
-}
-
-impl CookieRejection {
-    /// A stable, lower-case name for logs and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::BadSignature => "bad_signature",
-        }
-    }
-}
-
-impl fmt::Display for CookieRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -383,8 +358,8 @@ mod tests {
     #[test]
     fn rejections_have_stable_names() {
         for (rejection, name) in [
-            (CookieRejection::Malformed, "malformed"),
-            (CookieRejection::BadSignature, "bad_signature"),
+            (InvalidCookie::Malformed, "malformed"),
+            (InvalidCookie::BadSignature, "bad_signature"),
         ] {
             assert_eq!(rejection.as_str(), name);
             assert_eq!(rejection.to_string(), name);
@@ -421,7 +396,7 @@ mod tests {
         let value = KeyRing::new(key(1)).sign(&id);
         assert_eq!(
             KeyRing::new(key(2)).verify(&value),
-            Err(CookieRejection::BadSignature)
+            Err(InvalidCookie::BadSignature)
         );
     }
 
@@ -454,10 +429,10 @@ mod tests {
         // 66 bytes with a 3-byte character straddling byte 22.
         let value = format!("{}ക{}", "A".repeat(21), "B".repeat(42));
         assert_eq!(value.len(), COOKIE_VALUE_LEN);
-        assert_eq!(ring.verify(&value), Err(CookieRejection::Malformed));
+        assert_eq!(ring.verify(&value), Err(InvalidCookie::Malformed));
         let value = format!("{}.{}é", "A".repeat(22), "B".repeat(41));
         assert_eq!(value.len(), COOKIE_VALUE_LEN);
-        assert_eq!(ring.verify(&value), Err(CookieRejection::Malformed));
+        assert_eq!(ring.verify(&value), Err(InvalidCookie::Malformed));
     }
 
     #[test]
@@ -475,11 +450,7 @@ mod tests {
             &good[..good.len() - 1],
             &format!("{good}="),
         ] {
-            assert_eq!(
-                ring.verify(junk),
-                Err(CookieRejection::Malformed),
-                "{junk:?}"
-            );
+            assert_eq!(ring.verify(junk), Err(InvalidCookie::Malformed), "{junk:?}");
         }
     }
 

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::admin::SessionAdmin;
+#[cfg(feature = "test-suite")]
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cookie::SameSite;
@@ -280,8 +281,8 @@ impl SessionLayerBuilder {
     }
 
     /// Whether a login keeps the request's `User-Agent` with the session
-    /// (cut to [`MAX_USER_AGENT_LEN`](crate::MAX_USER_AGENT_LEN) bytes), for
-    /// [`SessionInfo::device`](crate::SessionInfo::device) and its label;
+    /// (cut to [`MAX_USER_AGENT_LEN`](crate::device::MAX_USER_AGENT_LEN) bytes), for
+    /// [`SessionInfo::device`](crate::store::SessionInfo::device) and its label;
     /// on by default. Nothing else of it is used.
     pub fn record_user_agent(mut self, record: bool) -> Self {
         self.settings.record_user_agent = record;
@@ -302,7 +303,7 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// Where [`LoggedIn`](crate::LoggedIn) sends a browser that asked for
+    /// Where [`LoggedIn`](crate::login::LoggedIn) sends a browser that asked for
     /// a page needing a user and has none: `/login` by default. A path on
     /// this site; the page asked for is passed along as `?next=...`.
     pub fn login_url(mut self, path: impl Into<String>) -> Self {
@@ -311,8 +312,9 @@ impl SessionLayerBuilder {
     }
 
     /// The clock the layer reads; the system clock by default. Tests pass a
-    /// [`ManualClock`](crate::ManualClock) to exercise expiry without
-    /// sleeping.
+    /// [`ManualClock`](crate::test_suite::ManualClock) to exercise expiry
+    /// without sleeping (feature `test-suite`).
+    #[cfg(feature = "test-suite")]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.settings.clock = Arc::new(clock);
         self
@@ -495,7 +497,7 @@ mod tests {
             Key::from_bytes(&[2; 32]).unwrap(),
             Key::from_bytes(&[3; 32]).unwrap(),
         );
-        let id = crate::SessionId::generate().unwrap();
+        let id = crate::id::SessionId::generate().unwrap();
         let signed_by = |key: &Key| KeyRing::new(key.clone()).sign(&id);
         let layer = SessionLayer::builder(MemoryStore::new())
             .key(leaked.clone())

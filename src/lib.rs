@@ -63,10 +63,10 @@
 //! | --- | --- | --- |
 //! | `memory` | [`MemoryStore`], sessions in process memory | yes |
 //! | `axum` | [`Session`] as an axum extractor; errors as responses | yes |
-//! | `csrf` | [`CsrfLayer`] and [`CsrfToken`]: CSRF protection bound to the session | yes |
-//! | `redis` | [`RedisStore`]: Redis, standalone or Redis Cluster | no |
-//! | `postgres` | [`PostgresStore`]: sessions in a PostgreSQL table on the application's sqlx `PgPool` | no |
-//! | `sqlite` | [`SqliteStore`]: sessions in a SQLite file on the application's sqlx `SqlitePool`, no server to run | no |
+//! | `csrf` | [`CsrfLayer`](crate::csrf::CsrfLayer) and [`CsrfToken`](crate::csrf::CsrfToken): CSRF protection bound to the session | yes |
+//! | `redis` | [`RedisStore`](crate::store::RedisStore): Redis, standalone or Redis Cluster | no |
+//! | `postgres` | [`PostgresStore`](crate::store::PostgresStore): sessions in a PostgreSQL table on the application's sqlx `PgPool` | no |
+//! | `sqlite` | [`SqliteStore`](crate::store::SqliteStore): sessions in a SQLite file on the application's sqlx `SqlitePool`, no server to run | no |
 //! | `test-suite` | [`test_suite`]: the store conformance suite and [`test_suite::CountingStore`] | no |
 //!
 //! # How a request flows
@@ -75,7 +75,7 @@
 //!    cookie's HMAC with each key of the [`KeyRing`]. Junk, tampered or
 //!    oversized cookies end here as "no session": no store call, no error.
 //! 2. The handler's first use of the [`Session`] loads it from the store by
-//!    its [`StoreKey`] (SHA-256 of the ID), rolling the idle deadline in the
+//!    its [`StoreKey`](crate::store::StoreKey) (SHA-256 of the ID), rolling the idle deadline in the
 //!    same call when it is due. A handler that never touches the session
 //!    costs no store call.
 //! 3. When the response comes back, the layer writes only what the request
@@ -166,67 +166,36 @@ mod config;
 mod cookie;
 mod core;
 #[cfg(feature = "csrf")]
-mod csrf;
-mod device;
+pub mod csrf;
+pub mod device;
 mod error;
 mod events;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-mod id;
+pub mod id;
 mod key;
 mod layer;
 #[cfg(feature = "axum")]
-mod login;
+pub mod login;
 mod record;
 mod service;
 mod session;
 pub mod store;
+#[cfg(feature = "test-suite")]
+pub mod test_suite;
 
 pub use crate::admin::SessionAdmin;
-#[cfg(all(feature = "axum", feature = "csrf"))]
-pub use crate::axum::CsrfTokenRejection;
 #[cfg(feature = "axum")]
 pub use crate::axum::MissingSessionLayer;
-pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cookie::SameSite;
-#[cfg(feature = "csrf")]
-pub use crate::csrf::{
-    CsrfBody, CsrfFailure, CsrfFailureReason, CsrfLayer, CsrfLayerBuilder, CsrfService, CsrfToken,
-};
-pub use crate::device::{ClientIp, Device, MAX_USER_AGENT_LEN};
 pub use crate::error::{ConfigError, SessionError};
-pub use crate::id::{
-    ParseStoreKeyError, RandomnessError, SessionHandle, SessionId, StoreKey, ID_LEN,
-};
-pub use crate::key::{CookieRejection, Key, KeyRing, MIN_KEY_LEN};
+pub use crate::key::{Key, KeyRing};
 pub use crate::layer::{SessionLayer, SessionLayerBuilder};
-#[cfg(feature = "axum")]
-pub use crate::login::{
-    safe_redirect_path, CurrentUser, CurrentUserRejection, LoadUser, LoggedIn, LoginRequired,
-};
-pub use crate::record::SessionInfo;
 pub use crate::service::{ResponseFuture, SessionService};
-pub use crate::session::{Flash, FlashLevel, Session, FLASH_KEY};
+pub use crate::session::{Flash, FlashLevel, Session};
 #[cfg(feature = "memory")]
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
-#[cfg(feature = "postgres")]
-pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
-#[cfg(feature = "redis")]
-pub use crate::store::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use crate::store::sqlite::{SqliteStore, SqliteStoreBuilder};
-pub use crate::store::{SessionStore, StoreError};
-/// The `time` crate, whose `OffsetDateTime` the session timestamps use.
-pub use time;
-
-/// The store conformance suite and test doubles, for store authors and for
-/// tests of code above the store.
-#[cfg(feature = "test-suite")]
-pub mod test_suite {
-    pub use crate::store::conformance::*;
-    pub use crate::store::counting::{CountingStore, Pause, StoreCalls, StoreOp};
-}
 
 /// The README's Rust snippets, compiled by `cargo test --doc` with every
 /// feature so that the README cannot drift from the API.

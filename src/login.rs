@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use cloakroom::{CurrentUser, LoadUser, LoggedIn};
+//! use cloakroom::{login::CurrentUser, login::LoadUser, login::LoggedIn};
 //!
 //! async fn settings(LoggedIn(user_id): LoggedIn) -> String {
 //!     format!("settings of {user_id}")
@@ -264,7 +264,7 @@ impl IntoResponse for LoginRequired {
 /// site (an open redirect).
 ///
 /// ```
-/// use cloakroom::safe_redirect_path;
+/// use cloakroom::login::safe_redirect_path;
 ///
 /// assert_eq!(safe_redirect_path("/account?tab=devices"), Some("/account?tab=devices"));
 /// assert_eq!(safe_redirect_path("//evil.example"), None);

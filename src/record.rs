@@ -123,7 +123,7 @@ impl SessionRecord {
     }
 
     /// The listing entry for this record.
-    pub fn info(&self, key: crate::StoreKey) -> SessionInfo {
+    pub fn info(&self, key: crate::id::StoreKey) -> SessionInfo {
         SessionInfo {
             key,
             created_at: self.created_at,
@@ -234,7 +234,7 @@ pub struct Lifetime {
 pub struct SessionInfo {
     /// The session's store key: identifies it, but cannot be turned into a
     /// cookie. Pages show [`SessionInfo::handle`] instead.
-    pub key: crate::StoreKey,
+    pub key: crate::id::StoreKey,
     /// When the session was created or last logged in.
     pub created_at: OffsetDateTime,
     /// When its idle deadline was last extended.
@@ -252,7 +252,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// The handle to show a client for this session (e.g. in a "sign out
-    /// this device" form), for [`crate::Session::end_session`].
+    /// this device" form), for [`crate::Session::logout_device`].
     pub fn handle(&self) -> SessionHandle {
         SessionHandle::from(self.key)
     }
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn info_describes_the_record_under_its_key() {
-        let key = crate::StoreKey::from_bytes([5; 32]);
+        let key = crate::id::StoreKey::from_bytes([5; 32]);
         for persistent in [false, true] {
             let mut r = record();
             r.touch(at(40));

@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use cloakroom::store::{SessionRecord, Touch};
-use cloakroom::{RedisConnection, RedisStore, SessionId, SessionStore, StoreKey};
+use cloakroom::{
+    id::SessionId, store::RedisConnection, store::RedisStore, store::SessionStore, store::StoreKey,
+};
 use hdrhistogram::Histogram;
 use time::OffsetDateTime;
 
@@ -32,10 +34,10 @@ pub(crate) struct Invalidation {
 
 async fn cached_store(url: &str, prefix: &str) -> RedisStore {
     let connection = RedisConnection::connect(url).await.expect("connect");
-    RedisStore::builder()
+    RedisStore::builder(connection)
         .key_prefix(prefix)
         .local_cache(100_000)
-        .build(connection)
+        .build()
         .expect("a valid store")
 }
 

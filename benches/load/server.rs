@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::test_suite::CountingStore;
-use cloakroom::{Key, MemoryStore, RedisStore, Session, SessionLayer, SessionStore};
+use cloakroom::{store::RedisStore, store::SessionStore, Key, MemoryStore, Session, SessionLayer};
 use serde_json::json;
 
 use crate::ALLOCATOR;
@@ -137,14 +137,16 @@ async fn cloakroom_app(store: &str, stats: Arc<Stats>, cached: bool) -> Router {
         "memory" => build(MemoryStore::new(), stats).await,
         "redis" => {
             let url = std::env::var("REDIS_URL").expect("REDIS_URL");
-            let connection = cloakroom::RedisConnection::connect(&url).await.unwrap();
-            let builder = RedisStore::builder().key_prefix("bench-cloakroom:");
+            let connection = cloakroom::store::RedisConnection::connect(&url)
+                .await
+                .unwrap();
+            let builder = RedisStore::builder(connection).key_prefix("bench-cloakroom:");
             let builder = if cached {
                 builder.local_cache(100_000)
             } else {
                 builder
             };
-            let store = builder.build(connection).unwrap();
+            let store = builder.build().unwrap();
             build(store, stats).await
         }
         #[cfg(feature = "sqlite")]
@@ -163,7 +165,7 @@ async fn cloakroom_app(store: &str, stats: Arc<Stats>, cached: bool) -> Router {
                 .connect_with(options)
                 .await
                 .unwrap();
-            let store = cloakroom::SqliteStore::new(pool);
+            let store = cloakroom::store::SqliteStore::new(pool);
             store.migrate().await.unwrap();
             build(store, stats).await
         }

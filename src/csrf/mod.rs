@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use axum::{response::Html, routing::get, Router};
-//! use cloakroom::{CsrfLayer, CsrfToken, Key, MemoryStore, SessionLayer};
+//! use cloakroom::{csrf::CsrfLayer, csrf::CsrfToken, Key, MemoryStore, SessionLayer};
 //!
 //! async fn page(token: CsrfToken) -> Html<String> {
 //!     Html(format!(
@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Json, Router};
-//! use cloakroom::CsrfToken;
+//! use cloakroom::csrf::CsrfToken;
 //!
 //! async fn csrf(token: CsrfToken) -> Json<serde_json::Value> {
 //!     Json(serde_json::json!({ "token": token.masked() }))
@@ -56,7 +56,7 @@
 //!
 //! ```
 //! use axum::response::Html;
-//! use cloakroom::CsrfToken;
+//! use cloakroom::csrf::CsrfToken;
 //!
 //! async fn page(token: CsrfToken) -> Html<String> {
 //!     Html(format!(
@@ -92,14 +92,16 @@ use tower_layer::Layer;
 
 use crate::error::ConfigError;
 
+#[cfg(feature = "axum")]
+mod extract;
 mod failure;
 mod service;
 mod token;
 
+#[cfg(feature = "axum")]
+pub use self::extract::CsrfTokenRejection;
 use self::failure::FailureResponse;
 pub use self::failure::{CsrfFailure, CsrfFailureReason};
-#[cfg(feature = "axum")]
-pub(crate) use self::service::CsrfInstalled;
 pub use self::service::{CsrfBody, CsrfService};
 pub use self::token::CsrfToken;
 
@@ -348,7 +350,7 @@ impl CsrfLayerBuilder {
     /// # Example
     ///
     /// ```
-    /// use cloakroom::{CsrfFailure, CsrfFailureReason, CsrfLayer};
+    /// use cloakroom::{csrf::CsrfFailure, csrf::CsrfFailureReason, csrf::CsrfLayer};
     /// use http::header::{HeaderValue, CONTENT_TYPE};
     /// use http::request::Parts;
     /// use http::Response;

@@ -47,7 +47,7 @@ const ANONYMOUS_WINDOW_SECS: i64 = 6 * 3600;
 ///
 /// ```
 /// use axum::response::Html;
-/// use cloakroom::CsrfToken;
+/// use cloakroom::csrf::CsrfToken;
 ///
 /// async fn form(token: CsrfToken) -> Html<String> {
 ///     Html(format!(
@@ -108,12 +108,12 @@ impl CsrfToken {
     /// A `<meta name="csrf-token" content="...">` tag holding a freshly
     /// masked token, for the page's `<head>`: scripts read it and send it
     /// in the header the layer checks (`x-csrf-token` unless
-    /// [`header_name`](crate::CsrfLayerBuilder::header_name) says
+    /// [`header_name`](crate::csrf::CsrfLayerBuilder::header_name) says
     /// otherwise).
     ///
     /// ```
     /// use axum::response::Html;
-    /// use cloakroom::CsrfToken;
+    /// use cloakroom::csrf::CsrfToken;
     ///
     /// async fn page(token: CsrfToken) -> Html<String> {
     ///     Html(format!(
@@ -287,8 +287,8 @@ mod tests {
     #[test]
     fn session_tokens_are_bound_to_the_id_and_the_key() {
         let keys = KeyRing::new(Key::from_bytes(&[4; 32]).unwrap());
-        let id = crate::SessionId::generate().unwrap();
-        let other = crate::SessionId::generate().unwrap();
+        let id = crate::id::SessionId::generate().unwrap();
+        let other = crate::id::SessionId::generate().unwrap();
         let payload = keys.tag(SESSION_CONTEXT, id.as_bytes());
         assert!(keys.verifies(SESSION_CONTEXT, id.as_bytes(), &payload));
         assert!(!keys.verifies(SESSION_CONTEXT, other.as_bytes(), &payload));

@@ -6,10 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::Session;
 use crate::error::SessionError;
 
-/// The data key flash messages wait under. It shows in
-/// [`Session::keys`]; [`Session::clear`] drops waiting messages with the
-/// rest of the data.
-pub const FLASH_KEY: &str = "_flash";
+/// The data key flash messages wait under: [`Flash::SESSION_KEY`].
+const FLASH_KEY: &str = "_flash";
 
 /// How much a [`Flash`] matters, for styling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,6 +45,13 @@ pub struct Flash {
     pub message: String,
 }
 
+impl Flash {
+    /// The data key messages wait under in the session. It shows in
+    /// [`Session::keys`]; [`Session::clear`] drops waiting messages with
+    /// the rest of the data.
+    pub const SESSION_KEY: &'static str = FLASH_KEY;
+}
+
 /// At most this many messages wait at once; adding more drops the oldest,
 /// so a loop that flashes cannot grow the session without bound.
 const MAX_WAITING: usize = 16;
@@ -54,10 +59,10 @@ const MAX_WAITING: usize = 16;
 impl Session {
     /// Leaves a message for the next page that calls
     /// [`Session::take_flashes`] (typically the page a form redirects to).
-    /// Messages wait in the session (under [`FLASH_KEY`]), so this writes
+    /// Messages wait in the session (under [`Flash::SESSION_KEY`]), so this writes
     /// to the store when the response goes out, and for a visitor without
     /// one it starts a session. Set it after [`Session::login`] or
-    /// [`Session::logout`] in the same request, so that it lands in the
+    /// [`Session::invalidate`] in the same request, so that it lands in the
     /// session the browser keeps.
     ///
     /// # Errors

@@ -171,17 +171,6 @@ impl Session {
         Ok(())
     }
 
-    /// Logs out: the same as [`Session::invalidate`], under the name a
-    /// logout handler looks for. The session record is deleted and the
-    /// cookie expired; data kept for the visitor (a cart, say) goes too.
-    ///
-    /// # Errors
-    ///
-    /// [`SessionError::Store`] when the session cannot be loaded or deleted.
-    pub async fn logout(&self) -> Result<(), SessionError> {
-        self.invalidate().await
-    }
-
     /// Ends every session of the logged-in user, this one included, on
     /// every device. Returns how many sessions ended. For an anonymous
     /// session this ends just this one. A cookie whose session another
@@ -272,7 +261,7 @@ impl Session {
     /// most the 1,000 most recently created), with this one marked
     /// [`SessionInfo::current`]: the list for a "your devices" page, each
     /// entry with its [`handle`](SessionInfo::handle) for
-    /// [`Session::end_session`] and its [`device`](SessionInfo::device).
+    /// [`Session::logout_device`] and its [`device`](SessionInfo::device).
     /// Empty when anonymous. A session this request logs in or moves is
     /// stored only when the response goes out, so it is listed from the
     /// next request on.
@@ -305,7 +294,7 @@ impl Session {
     /// [`handle`](SessionInfo::handle) of its [`list_sessions`](Self::list_sessions)
     /// entry: "sign out this device". The device's next request is
     /// anonymous. Ending the current session is the same as
-    /// [`Session::logout`].
+    /// [`Session::invalidate`].
     ///
     /// A handle names a session at one ID. When the device logged in again
     /// as the same user, or regenerated, after the page listed it (or does
@@ -321,7 +310,7 @@ impl Session {
     /// The handle comes from the client, so the store ends the session
     /// only if it is the user's own, checking whose it is in the same
     /// atomic step that deletes it
-    /// ([`SessionStore::delete_owned`](crate::SessionStore::delete_owned)),
+    /// ([`SessionStore::delete_owned`](crate::store::SessionStore::delete_owned)),
     /// at every ID it follows. No check made beforehand can be outrun: a
     /// device that logs in as another user while this call runs keeps that
     /// user's new session. A handle of another user's session, an ended
@@ -334,7 +323,7 @@ impl Session {
     /// [`SessionError::UnknownSession`] for a handle that leads to none of
     /// the user's live sessions (nothing is ended then), and
     /// [`SessionError::Store`] when the store fails.
-    pub async fn end_session(&self, handle: &SessionHandle) -> Result<(), SessionError> {
+    pub async fn logout_device(&self, handle: &SessionHandle) -> Result<(), SessionError> {
         let key = *handle.store_key();
         let mut active = self.active().await?;
         let Some(user_id) = active.record.user_id.clone() else {
@@ -343,7 +332,7 @@ impl Session {
         let current = active.stored.as_ref().map(|(_, key)| *key);
         if current == Some(key) {
             drop(active);
-            return self.logout().await;
+            return self.invalidate().await;
         }
         // The store checks the owner as it deletes, at every hop: a
         // forward names no user, the session it leads to does.
@@ -453,7 +442,7 @@ impl Session {
     /// request moved to a new ID after this one loaded it ends under its
     /// new ID. Returns whether a live session ended.
     async fn end(&self, key: StoreKey, reason: EndReason) -> Result<bool, SessionError> {
-        let ended = end_session(&*self.core().store, self.core().now(), key, reason)
+        let ended = end_following_forwards(&*self.core().store, self.core().now(), key, reason)
             .await
             .map_err(|e| self.store_failed("delete", e))?;
         Ok(ended)
@@ -474,7 +463,7 @@ pub(crate) fn most_recent_first(sessions: &mut [SessionInfo]) {
 /// regenerates to the session they lead to. Returns whether a live session
 /// ended. Forwards stay in place (they lapse by themselves), so a logout
 /// that fails halfway can be retried with the same old ID.
-pub(crate) async fn end_session(
+pub(crate) async fn end_following_forwards(
     store: &dyn DynStore,
     now: OffsetDateTime,
     key: StoreKey,
@@ -485,7 +474,7 @@ pub(crate) async fn end_session(
         .is_some())
 }
 
-/// [`end_session`], returning the key of the session that ended, if one
+/// [`end_following_forwards`], returning the key of the session that ended, if one
 /// did. With `owner`, only a session of that user ends: each hop is a
 /// [`DynStore::delete_owned`], so the owner is checked by the store in the
 /// step that deletes, at the key the chain ends on (forwards belong to

@@ -28,10 +28,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub(crate) use self::commit::{Abort, CookieAction, Finish, Outcome, Plan};
-pub use self::flash::{Flash, FlashLevel, FLASH_KEY};
+pub use self::flash::{Flash, FlashLevel};
 #[cfg(feature = "csrf")]
 pub(crate) use self::lifecycle::TokenPurpose;
-pub(crate) use self::lifecycle::{end_session, most_recent_first};
+pub(crate) use self::lifecycle::{end_following_forwards, most_recent_first};
 use self::state::check_storable;
 pub use self::state::Session;
 use crate::error::SessionError;

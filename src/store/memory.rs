@@ -908,7 +908,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SessionId;
+    use crate::id::SessionId;
     use serde_json::Value;
 
     fn at(secs: i64) -> OffsetDateTime {

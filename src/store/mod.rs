@@ -8,9 +8,10 @@
 //! # Example
 //!
 //! ```
-//! use cloakroom::{MemoryStore, SessionId, SessionStore};
-//! use cloakroom::store::{SessionRecord, Touch};
-//! use time::{Duration, OffsetDateTime};
+//! use cloakroom::id::SessionId;
+//! use cloakroom::store::time::{Duration, OffsetDateTime};
+//! use cloakroom::store::{SessionRecord, SessionStore, Touch};
+//! use cloakroom::MemoryStore;
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let store = MemoryStore::new();
@@ -37,8 +38,16 @@ use std::pin::Pin;
 
 use time::OffsetDateTime;
 
-pub use crate::id::StoreKey;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use crate::id::store_key::{ParseStoreKeyError, StoreKey};
 pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
+/// The `time` crate, whose `OffsetDateTime` and `Duration` records use.
+pub use time;
 
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
@@ -51,15 +60,10 @@ pub(crate) mod sqlite;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sqlx_error;
 
-#[cfg(feature = "test-suite")]
-pub(crate) mod conformance;
-#[cfg(feature = "test-suite")]
-pub(crate) mod counting;
-
 /// A place to keep session records.
 ///
 /// Every method receives the time it should act at (from the layer's
-/// [`Clock`](crate::Clock)), and decides expiry with
+/// clock, which tests may replace), and decides expiry with
 /// [`SessionRecord::is_expired`] against that time, so that the layer, the
 /// tests and every store agree. A store may also let its backend expire
 /// records on its own (a TTL set to [`SessionRecord::expires_at`]); that is a
@@ -838,7 +842,7 @@ mod tests {
             store: Hung,
             timeout: limit,
         };
-        let key = crate::SessionId::generate().unwrap().store_key();
+        let key = crate::id::SessionId::generate().unwrap().store_key();
         let now = OffsetDateTime::UNIX_EPOCH;
         let record = SessionRecord::new(now, time::Duration::MINUTE, time::Duration::HOUR);
         let touch = Touch { now, after: 0.1 };

@@ -2,7 +2,7 @@
 //! rotation, and the cache headers that keep it out of shared caches.
 
 use axum::http::{header, StatusCode};
-use cloakroom::{KeyRing, SameSite, SessionStore};
+use cloakroom::{store::SessionStore, KeyRing, SameSite};
 
 use super::cookie_of;
 use crate::support::app::{key, TestApp, IDLE};
@@ -97,7 +97,7 @@ pub(crate) async fn junk_cookies_are_anonymous_and_cost_no_store_call<S: Session
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
-    let other_key = KeyRing::new(key(7)).sign(&cloakroom::SessionId::generate().unwrap());
+    let other_key = KeyRing::new(key(7)).sign(&cloakroom::id::SessionId::generate().unwrap());
     let huge = format!("id={}", "a".repeat(8192));
     let many: Vec<String> = (0..100).map(|i| format!("id=junk{i}")).collect();
     let repeated = "id=a; ".repeat(40);

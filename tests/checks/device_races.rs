@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use cloakroom::store::SessionStore;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::SessionStore;
 
 use super::devices::devices;
 use crate::support::app::TestApp;

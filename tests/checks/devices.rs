@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
-use cloakroom::{ClientIp, SessionAdmin, SessionStore};
+use cloakroom::{device::ClientIp, store::SessionStore, SessionAdmin};
 
 use crate::support::app::{DeviceEntry, TestApp};
 use crate::support::client::{logged_in, whoami, Client};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::{SessionAdmin, SessionStore};
+use cloakroom::{store::SessionStore, SessionAdmin};
 
 use crate::support::app::TestApp;
 use crate::support::client::{logged_in, until_paused, whoami, with_handler_paused, Client};

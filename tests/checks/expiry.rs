@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use cloakroom::SessionStore;
+use cloakroom::store::SessionStore;
 
 use super::cookie_of;
 use crate::support::app::{TestApp, ABSOLUTE, IDLE};
@@ -104,7 +104,7 @@ pub(crate) async fn remember_me_rolls_its_own_idle_window_until_its_lifetime_end
         Some(time::Duration::days(7)),
         "a persistent cookie for the remember-me idle window"
     );
-    let created = cloakroom::Clock::now(&app.clock);
+    let created = cloakroom::test_suite::Clock::now(&app.clock);
     // Used every six days, it lives on past the ordinary timeouts...
     for day in [6_i64, 12, 18, 24] {
         app.clock.advance(Duration::from_secs(6 * DAY));

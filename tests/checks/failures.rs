@@ -2,8 +2,8 @@
 //! of one shape, nothing half-written, nobody logged in or out.
 
 use axum::http::StatusCode;
+use cloakroom::store::SessionStore;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
 use crate::support::client::{assert_unavailable, logged_in, whoami, with_handler_paused};

@@ -2,7 +2,7 @@
 //! old ones die, and no session outlives its logout.
 
 use axum::http::{header, StatusCode};
-use cloakroom::SessionStore;
+use cloakroom::store::SessionStore;
 
 use super::{cookie_of, is_removal, store_key_of};
 use crate::support::app::{TestApp, IDLE};

@@ -3,11 +3,11 @@
 //! [`CurrentUser`]) answering a browser and an API client each the right
 //! way.
 //!
-//! [`LoggedIn`]: cloakroom::LoggedIn
-//! [`CurrentUser`]: cloakroom::CurrentUser
+//! [`LoggedIn`]: cloakroom::login::LoggedIn
+//! [`CurrentUser`]: cloakroom::login::CurrentUser
 
 use axum::http::{header, HeaderValue, StatusCode};
-use cloakroom::{Flash, FlashLevel, SessionStore};
+use cloakroom::{store::SessionStore, Flash, FlashLevel};
 
 use crate::support::app::TestApp;
 use crate::support::client::{logged_in, whoami, Client};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use cloakroom::store::Touch;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::{KeyRing, SessionStore};
+use cloakroom::{store::SessionStore, KeyRing};
 
 use crate::support::app::{key, TestApp};
 use crate::support::client::{logged_in, until_paused, whoami, with_handler_paused, Client};
@@ -122,7 +122,7 @@ pub(crate) async fn a_logout_racing_two_hundred_writes_leaves_the_session_gone_f
     assert_eq!(client.call("GET", "/keys", "").await.body, "[]");
     let id = KeyRing::new(key(1)).verify(&cookie).expect("our cookie");
     let touch = Touch {
-        now: cloakroom::Clock::now(&app.clock),
+        now: cloakroom::test_suite::Clock::now(&app.clock),
         after: 1.0,
     };
     let stored = app

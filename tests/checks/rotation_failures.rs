@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use cloakroom::store::SessionStore;
 use cloakroom::test_suite::StoreOp;
-use cloakroom::SessionStore;
 
 use crate::support::app::TestApp;
 use crate::support::client::{logged_in, until_paused, whoami};

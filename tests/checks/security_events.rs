@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cloakroom::SessionStore;
+use cloakroom::store::SessionStore;
 
 use super::store_key_of;
 use crate::support::app::TestApp;

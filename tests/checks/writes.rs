@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
-use cloakroom::{Clock as _, SessionStore};
+use cloakroom::{store::SessionStore, test_suite::Clock as _};
 
 use crate::support::app::{TestApp, IDLE};
 use crate::support::client::{logged_in, whoami};

@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use cloakroom::{
-    CsrfBody, CsrfFailure, CsrfFailureReason, CsrfLayer, CsrfToken, MemoryStore, SessionLayer,
+    csrf::CsrfBody, csrf::CsrfFailure, csrf::CsrfFailureReason, csrf::CsrfLayer, csrf::CsrfToken,
+    MemoryStore, SessionLayer,
 };
 use hyper::body::Frame;
 use tower::util::MapRequestLayer;

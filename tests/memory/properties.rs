@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 
 use cloakroom::test_suite::CountingStore;
-use cloakroom::{CookieRejection, Key, KeyRing, MemoryStore, Session, SessionId, SessionLayer};
+use cloakroom::{
+    id::InvalidCookie, id::SessionId, Key, KeyRing, MemoryStore, Session, SessionLayer,
+};
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response};
 use proptest::prelude::*;
@@ -98,8 +100,8 @@ proptest! {
             Ok(found) => prop_assert_eq!(ring.sign(&found), value),
             // A value of the cookie's shape is refused for its signature,
             // anything else for its form.
-            Err(CookieRejection::BadSignature) => prop_assert!(well_formed(&value), "{value:?}"),
-            Err(CookieRejection::Malformed) => prop_assert!(!well_formed(&value), "{value:?}"),
+            Err(InvalidCookie::BadSignature) => prop_assert!(well_formed(&value), "{value:?}"),
+            Err(InvalidCookie::Malformed) => prop_assert!(!well_formed(&value), "{value:?}"),
             Err(other) => prop_assert!(false, "unexpected rejection {other:?} of {value:?}"),
         }
     }
@@ -114,7 +116,7 @@ proptest! {
         let value = KeyRing::new(key(a)).sign(&id(id_bytes));
         prop_assert_eq!(
             KeyRing::new(key(b)).verify(&value),
-            Err(CookieRejection::BadSignature)
+            Err(InvalidCookie::BadSignature)
         );
     }
 
@@ -136,7 +138,7 @@ proptest! {
         prop_assert_eq!(ring(&keys).verify(&value), Ok(id(id_bytes)));
         let without: Vec<[u8; 32]> =
             keys.iter().enumerate().filter(|(i, _)| *i != signer).map(|(_, k)| *k).collect();
-        prop_assert_eq!(ring(&without).verify(&value), Err(CookieRejection::BadSignature));
+        prop_assert_eq!(ring(&without).verify(&value), Err(InvalidCookie::BadSignature));
         // New cookies are signed by the front key only.
         let resigned = ring(&keys).sign(&id(id_bytes));
         prop_assert_eq!(ring(&keys[..1]).verify(&resigned), Ok(id(id_bytes)));

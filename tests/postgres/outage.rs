@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use cloakroom::store::{SessionRecord, Touch};
-use cloakroom::{Clock, SessionId, SessionStore, StoreError};
+use cloakroom::{id::SessionId, store::SessionStore, store::StoreError, test_suite::Clock};
 
 use crate::support::app::TestApp;
 use crate::support::client::{assert_unavailable, logged_in};

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use cloakroom::store::{Lifetime, Patch, SessionRecord, Touch};
 use cloakroom::{
-    ConfigError, Device, PostgresStore, SessionId, SessionStore, StoreError, StoreKey,
+    device::Device, id::SessionId, store::PostgresStore, store::SessionStore, store::StoreError,
+    store::StoreKey, ConfigError,
 };
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use cloakroom::{KeyRing, RedisStore, StoreKey};
+use cloakroom::{store::RedisStore, store::StoreKey, KeyRing};
 
 use crate::support::app::{key, TestApp};
 use crate::support::client::{logged_in, Client};
@@ -480,29 +480,29 @@ async fn the_builder_refuses_a_cache_it_could_not_keep_true() {
         .await
         .unwrap();
     assert_eq!(
-        RedisStore::builder()
+        RedisStore::builder(manager)
             .local_cache(10)
-            .build(manager)
+            .build()
             .unwrap_err(),
         cloakroom::ConfigError::LocalCacheWithoutUrls
     );
-    let connection = cloakroom::RedisConnection::connect(&server.url())
+    let connection = cloakroom::store::RedisConnection::connect(&server.url())
         .await
         .unwrap();
     assert_eq!(
-        RedisStore::builder()
+        RedisStore::builder(connection.clone())
             .local_cache(0)
-            .build(connection.clone())
+            .build()
             .unwrap_err(),
         cloakroom::ConfigError::ZeroCapacity
     );
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(connection.clone())
         .local_cache(10)
-        .build(connection.clone())
+        .build()
         .unwrap();
     assert_eq!(store.cached_sessions(), Some(0));
     assert!(format!("{store:?}").contains("local_cache: true"));
-    let plain = RedisStore::builder().build(connection).unwrap();
+    let plain = RedisStore::builder(connection).build().unwrap();
     assert_eq!(plain.cached_sessions(), None);
 }
 

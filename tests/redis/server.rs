@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use cloakroom::store::{Deleted, Patch, SessionRecord, Touch};
 use cloakroom::{
-    Clock as _, ConfigError, Device, KeyRing, RedisConnection, RedisStore, SessionId, SessionStore,
-    StoreError, StoreKey,
+    device::Device, id::SessionId, store::RedisConnection, store::RedisStore, store::SessionStore,
+    store::StoreError, store::StoreKey, test_suite::Clock as _, ConfigError, KeyRing,
 };
 use time::OffsetDateTime;
 
@@ -260,9 +260,9 @@ async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
         .await
         .expect("connect");
     for bad in ["app{1}:".to_owned(), "app}".to_owned(), "x".repeat(129)] {
-        let built = RedisStore::builder()
+        let built = RedisStore::builder(connection.clone())
             .key_prefix(bad.as_str())
-            .build(connection.clone());
+            .build();
         assert!(
             matches!(built, Err(ConfigError::InvalidKeyPrefix)),
             "{bad:?}"
@@ -272,9 +272,9 @@ async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
     let manager = redis::aio::ConnectionManager::new(redis::Client::open(server.url()).unwrap())
         .await
         .unwrap();
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(manager)
         .key_prefix("app:")
-        .build(manager)
+        .build()
         .expect("a valid prefix");
     let key = new_key();
     assert!(store
@@ -1046,13 +1046,13 @@ async fn ending_all_sessions_deletes_the_stores_keys_by_scanning_and_no_others()
     // another app's prefix that the pattern would match if they were not
     // escaped.
     let prefix = "app*[1]?:";
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(connection.clone())
         .key_prefix(prefix)
-        .build(connection.clone())
+        .build()
         .unwrap();
-    let other = RedisStore::builder()
+    let other = RedisStore::builder(connection)
         .key_prefix("app-other1x:")
-        .build(connection)
+        .build()
         .unwrap();
     let mut direct = server.connection().await;
     let t0 = now();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use cloakroom::store::{Patch, Touch};
-use cloakroom::{SessionId, SessionStore, StoreError};
+use cloakroom::{id::SessionId, store::SessionStore, store::StoreError};
 use serde_json::json;
 use sqlx::Connection as _;
 

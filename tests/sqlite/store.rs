@@ -8,7 +8,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 use cloakroom::store::{Deleted, Lifetime, Patch, SessionRecord, Touch};
-use cloakroom::{ConfigError, SessionId, SessionStore, SqliteStore, StoreError, StoreKey};
+use cloakroom::{
+    id::SessionId, store::SessionStore, store::SqliteStore, store::StoreError, store::StoreKey,
+    ConfigError,
+};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 

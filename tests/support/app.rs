@@ -15,8 +15,9 @@ use axum::routing::{delete, get, post, put, Route};
 use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
-    CurrentUser, Flash, FlashLevel, Key, LoadUser, LoggedIn, ManualClock, Session, SessionError,
-    SessionHandle, SessionLayer, SessionLayerBuilder, SessionStore,
+    device::SessionHandle, login::CurrentUser, login::LoadUser, login::LoggedIn,
+    store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key, Session, SessionError,
+    SessionLayer, SessionLayerBuilder,
 };
 use tokio::sync::Barrier;
 use tower::layer::util::Identity;
@@ -459,7 +460,7 @@ async fn load_wait_then_end_session(
 ) -> Result<StatusCode, SessionError> {
     session.keys().await?;
     hold(&barrier).await;
-    session.end_session(&handle).await?;
+    session.logout_device(&handle).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -607,7 +608,7 @@ fn account_routes() -> Router<Arc<Barrier>> {
         session: Session,
         Path(handle): Path<SessionHandle>,
     ) -> Result<StatusCode, SessionError> {
-        session.end_session(&handle).await?;
+        session.logout_device(&handle).await?;
         Ok(StatusCode::NO_CONTENT)
     }
 
@@ -632,7 +633,7 @@ fn account_routes() -> Router<Arc<Barrier>> {
     }
 
     async fn logout_with_flash(session: Session) -> Result<StatusCode, SessionError> {
-        session.logout().await?;
+        session.invalidate().await?;
         session.flash(FlashLevel::Info, "Signed out.").await?;
         Ok(StatusCode::NO_CONTENT)
     }
@@ -679,7 +680,7 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
     use std::collections::HashMap;
 
     use axum::Form;
-    use cloakroom::CsrfToken;
+    use cloakroom::csrf::CsrfToken;
 
     Router::new()
         .route(

@@ -7,8 +7,8 @@ use std::future::Future;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::Router;
+use cloakroom::store::SessionStore;
 use cloakroom::test_suite::Pause;
-use cloakroom::SessionStore;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cloakroom::{PostgresStore, PostgresStoreBuilder, SessionId};
+use cloakroom::{id::SessionId, store::PostgresStore, store::PostgresStoreBuilder};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::backend;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloakroom::{RedisConnection, RedisStore};
+use cloakroom::{store::RedisConnection, store::RedisStore};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -96,7 +96,7 @@ fn signal(name: &str, pid: u32) -> bool {
 fn prefix() -> String {
     format!(
         "test-{}:",
-        cloakroom::SessionId::generate()
+        cloakroom::id::SessionId::generate()
             .unwrap()
             .store_key()
             .short()
@@ -182,12 +182,12 @@ pub(crate) async fn standalone(url: &str, prefix: &str, cache: Option<usize>) ->
 }
 
 fn build(connection: RedisConnection, prefix: &str, cache: Option<usize>) -> RedisStore {
-    let builder = RedisStore::builder().key_prefix(prefix);
+    let builder = RedisStore::builder(connection).key_prefix(prefix);
     match cache {
         Some(capacity) => builder.local_cache(capacity),
         None => builder,
     }
-    .build(connection)
+    .build()
     .unwrap()
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cloakroom::{SessionId, SqliteStore, SqliteStoreBuilder};
+use cloakroom::{id::SessionId, store::SqliteStore, store::SqliteStoreBuilder};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };

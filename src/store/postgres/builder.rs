@@ -21,7 +21,7 @@ pub(super) const MAX_TABLE_LEN: usize = 48;
 ///
 /// ```no_run
 /// # fn f(pool: sqlx::PgPool) -> Result<(), cloakroom::ConfigError> {
-/// let store = cloakroom::PostgresStore::builder(pool)
+/// let store = cloakroom::store::PostgresStore::builder(pool)
 ///     .table("sessions")
 ///     .sweep_batch_size(500)
 ///     .build()?;

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use cloakroom::{Key, PostgresStore, SessionLayer};
+//! use cloakroom::{Key, store::PostgresStore, SessionLayer};
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! # #[tokio::main]
@@ -32,7 +32,7 @@
 //!
 //! ```no_run
 //! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
-//! use cloakroom::PostgresStore;
+//! use cloakroom::store::PostgresStore;
 //!
 //! let store = PostgresStore::builder(pool)
 //!     .schema("auth")
@@ -103,7 +103,7 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use cloakroom::{Key, PostgresStore, SessionLayer};
+/// use cloakroom::{Key, store::PostgresStore, SessionLayer};
 ///
 /// # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::new(pool);
@@ -153,7 +153,7 @@ const MAX_DELETE_PASSES: usize = 16;
 /// - `successor` is `NULL` for a session. A row with a `successor` is a
 ///   *forward* (see below).
 /// - `user_agent` and `client_ip` are the session's
-///   [`Device`](crate::Device), each `NULL` when it was not kept. They are
+///   [`Device`](crate::device::Device), each `NULL` when it was not kept. They are
 ///   written when the session is created (a `create` that replaces an
 ///   expired row writes them too, `NULL` included) and by no other
 ///   statement: saves and touches leave them alone. `client_ip` is an
@@ -162,7 +162,7 @@ const MAX_DELETE_PASSES: usize = 16;
 ///   always holds a single address, and a row edited to hold a network is
 ///   [`StoreError::Corrupt`] when read.
 /// - Timestamps are whole seconds. Every comparison uses the time the
-///   layer passes in (from its [`Clock`](crate::Clock)), never the
+///   layer passes in (from its clock), never the
 ///   database's `now()`, so one clock decides expiry.
 ///
 /// # Forwards

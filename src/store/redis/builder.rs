@@ -14,19 +14,20 @@ const MAX_PREFIX_LEN: usize = 128;
 /// a local cache. Settings are checked by [`build`](Self::build).
 ///
 /// ```no_run
-/// use cloakroom::{RedisConnection, RedisStore};
+/// use cloakroom::{store::RedisConnection, store::RedisStore};
 ///
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let connection = RedisConnection::connect("redis://127.0.0.1:6379/").await?;
-/// let store = RedisStore::builder()
+/// let store = RedisStore::builder(connection)
 ///     .key_prefix("myapp:session:")
-///     .build(connection)?; // the prefix is checked here
+///     .build()?; // the prefix is checked here
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct RedisStoreBuilder {
+    connection: RedisConnection,
     prefix: String,
     cache_capacity: Option<usize>,
     cache_max_age: Duration,
@@ -37,8 +38,9 @@ pub struct RedisStoreBuilder {
 const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl RedisStoreBuilder {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(connection: RedisConnection) -> Self {
         Self {
+            connection,
             prefix: DEFAULT_PREFIX.to_owned(),
             cache_capacity: None,
             cache_max_age: DEFAULT_CACHE_MAX_AGE,
@@ -115,10 +117,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The store, on `connection`: a [`RedisConnection`], or a
-    /// [`ConnectionManager`](redis::aio::ConnectionManager) or
-    /// [`ClusterConnection`](redis::cluster_async::ClusterConnection) the
-    /// application already has.
+    /// The store, on the connection the builder was given.
     ///
     /// # Errors
     ///
@@ -128,11 +127,11 @@ impl RedisStoreBuilder {
     /// [`ConfigError::LocalCacheWithoutUrls`] for a connection that was
     /// not opened by [`RedisConnection::connect`] or
     /// [`RedisConnection::connect_cluster`].
-    pub fn build(self, connection: impl Into<RedisConnection>) -> Result<RedisStore, ConfigError> {
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
         if !valid_prefix(&self.prefix) {
             return Err(ConfigError::InvalidKeyPrefix);
         }
-        let connection = connection.into();
+        let connection = self.connection;
         let cache = match self.cache_capacity {
             None => None,
             Some(0) => return Err(ConfigError::ZeroCapacity),

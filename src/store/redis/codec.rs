@@ -468,7 +468,7 @@ mod tests {
     }
 
     fn some_key() -> StoreKey {
-        crate::SessionId::generate().unwrap().store_key()
+        crate::id::SessionId::generate().unwrap().store_key()
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use cloakroom::{Key, RedisConnection, RedisStore, SessionLayer};
+//! use cloakroom::{Key, store::RedisConnection, store::RedisStore, SessionLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // One Redis server, with the default key prefix (`cloakroom:`):
@@ -30,9 +30,9 @@
 //!     "redis://10.0.0.3:7000/",
 //! ])
 //! .await?;
-//! let store = RedisStore::builder()
+//! let store = RedisStore::builder(cluster)
 //!     .key_prefix("myapp:session:")
-//!     .build(cluster)?;
+//!     .build()?;
 //! let layer = SessionLayer::builder(store)
 //!     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
 //!     .build()?;
@@ -95,7 +95,7 @@ const SCAN_COUNT: usize = 1000;
 /// Each session is a hash under `<prefix>s:<store key as hex>`, with the
 /// metadata in one-letter fields (`c` created, `s` last seen, `i` idle
 /// timeout, `a` absolute deadline, `p` persistent, `u` user), the
-/// [`Device`](crate::Device) it was logged in from in two more (`b` the
+/// [`Device`](crate::device::Device) it was logged in from in two more (`b` the
 /// User-Agent, `r` the client address such as `192.0.2.1` or
 /// `2001:db8::1`, each as text and absent when none was kept), and each
 /// data key as a field `d:<key>` holding JSON. The hash's TTL is the
@@ -209,7 +209,7 @@ const SCAN_COUNT: usize = 1000;
 /// exact rules.
 ///
 /// Redis expires records at their deadline by itself, so the layer's clock
-/// must follow real time (the default [`SystemClock`](crate::SystemClock)).
+/// must follow real time (the default system clock).
 ///
 /// [`retire`]: SessionStore::retire
 /// [`load`]: SessionStore::load
@@ -368,10 +368,13 @@ impl RedisStore {
         ))
     }
 
-    /// A builder for a store with another key prefix, on a connection
-    /// given to its [`build`](RedisStoreBuilder::build).
-    pub fn builder() -> RedisStoreBuilder {
-        RedisStoreBuilder::new()
+    /// A builder for a store on `connection` (a [`RedisConnection`], or a
+    /// [`ConnectionManager`](redis::aio::ConnectionManager) or
+    /// [`ClusterConnection`](redis::cluster_async::ClusterConnection) the
+    /// application already has) with settings of its own: a key prefix, a
+    /// local cache.
+    pub fn builder(connection: impl Into<RedisConnection>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(connection.into())
     }
 
     /// `<prefix>s:<store key as hex>`.

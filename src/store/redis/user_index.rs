@@ -322,7 +322,7 @@ mod tests {
         let mut r = SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
         r.user_id = Some("alice".into());
         r.created_at = OffsetDateTime::from_unix_timestamp(1_700_000_000 + created).unwrap();
-        r.info(crate::SessionId::generate().unwrap().store_key())
+        r.info(crate::id::SessionId::generate().unwrap().store_key())
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub(super) const MAX_TABLE_LEN: usize = 48;
 ///
 /// ```no_run
 /// # fn f(pool: sqlx::SqlitePool) -> Result<(), cloakroom::ConfigError> {
-/// let store = cloakroom::SqliteStore::builder(pool)
+/// let store = cloakroom::store::SqliteStore::builder(pool)
 ///     .table("sessions")
 ///     .sweep_batch_size(500)
 ///     .build()?;

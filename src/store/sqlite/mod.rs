@@ -6,7 +6,7 @@
 //! ```no_run
 //! use std::str::FromStr;
 //! use std::time::Duration;
-//! use cloakroom::{Key, SessionLayer, SqliteStore};
+//! use cloakroom::{Key, SessionLayer, store::SqliteStore};
 //! use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 //!
 //! # #[tokio::main]
@@ -130,7 +130,7 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///   with SQLite's JSON functions (`json_remove`, then `json_set`), so it
 ///   sends only the keys a request changed.
 /// - Timestamps are Unix seconds, from the time the layer passes in (its
-///   [`Clock`](crate::Clock)), never SQLite's `unixepoch()`, so one clock
+///   clock), never SQLite's `unixepoch()`, so one clock
 ///   decides expiry. `expires_at` is kept equal to the earlier of
 ///   `last_seen + idle_timeout_secs` and `absolute_deadline` by every
 ///   statement that changes one of them; lookups and the sweeper compare
@@ -141,7 +141,7 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///   `retire` turns the row into one in place, with no user, data or
 ///   device, and `expires_at` set to its `until`.
 /// - `user_agent` and `client_ip` (as text, `192.0.2.44` or
-///   `2001:db8::ff00:42:8329`) are the session's [`Device`](crate::Device),
+///   `2001:db8::ff00:42:8329`) are the session's [`Device`](crate::device::Device),
 ///   `NULL` when not kept. Only `create` writes them.
 ///
 /// # One statement per operation

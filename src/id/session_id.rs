@@ -1,28 +1,15 @@
-//! Session identifiers: 128 bits from the operating system's CSPRNG, never
-//! shown in full, and never used as a store key directly.
-//!
-//! # Example
-//!
-//! ```
-//! use cloakroom::SessionId;
-//!
-//! let id = SessionId::generate()?;
-//! // Debug output never reveals the identifier.
-//! assert_eq!(format!("{id:?}"), "SessionId(<redacted>)");
-//! // Stores only ever see the SHA-256 of the identifier.
-//! let key = id.store_key();
-//! assert_eq!(key.as_bytes().len(), 32);
-//! # Ok::<(), cloakroom::RandomnessError>(())
-//! ```
+//! [`SessionId`]: the 128-bit secret the cookie carries, and the errors of
+//! drawing and reading one.
 
 use std::fmt;
-use std::str::FromStr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use sha2::{Digest as _, Sha256};
+
+use super::store_key::StoreKey;
 
 /// Length of a session identifier in bytes (128 bits).
 pub const ID_LEN: usize = 16;
@@ -79,7 +66,7 @@ impl SessionId {
     /// A store dump, backup or log line therefore holds nothing that can be
     /// turned back into a working cookie.
     pub fn store_key(&self) -> StoreKey {
-        StoreKey(Sha256::digest(self.0).into())
+        StoreKey::from_bytes(Sha256::digest(self.0).into())
     }
 
     /// base64url (no padding) of the identifier, as it appears in cookies.
@@ -137,132 +124,41 @@ impl fmt::Display for RandomnessError {
 
 impl std::error::Error for RandomnessError {}
 
-/// The key a store keeps a session under: SHA-256 of its [`SessionId`].
-///
-/// A store key cannot be turned back into a cookie, so it is safe to keep in
-/// the store, to show in an admin page ("sign out this device") and to log.
-/// `Display` and [`StoreKey::to_hex`] give the full 64-character hex form;
-/// `Debug` and [`StoreKey::short`] give an 8-character prefix, which is what
-/// this crate's tracing events use.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreKey([u8; 32]);
-
-impl StoreKey {
-    /// Wraps 32 bytes read back from a store.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// The 32 key bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Lower-case hex of the whole key (64 characters).
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// The first 8 hex characters: enough to tell sessions apart in logs.
-    pub fn short(&self) -> String {
-        hex::encode(&self.0[..4])
-    }
-}
-
-impl fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreKey({}…)", self.short())
-    }
-}
-
-impl fmt::Display for StoreKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// Parsing a [`StoreKey`] from text failed: it must be 64 hex characters.
+/// Why a cookie value names no session ID
+/// ([`KeyRing::verify`](crate::KeyRing::verify)). A request with such a
+/// cookie simply has no session; this is never shown to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseStoreKeyError(());
+#[non_exhaustive]
+pub enum InvalidCookie {
+    /// Wrong length, wrong separator, or not base64url.
+    Malformed,
+    /// Well-formed, but no key in the ring produced the tag: forged,
+    /// tampered with, or signed by a key that has left the ring.
+    BadSignature,
+}
 
-impl fmt::Display for ParseStoreKeyError {
+impl InvalidCookie {
+    /// A stable, lower-case name for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+        }
+    }
+}
+
+impl fmt::Display for InvalidCookie {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a store key is 64 hex characters")
+        f.write_str(self.as_str())
     }
 }
 
-impl std::error::Error for ParseStoreKeyError {}
-
-impl FromStr for StoreKey {
-    type Err = ParseStoreKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| ParseStoreKeyError(()))?;
-        Ok(Self(bytes))
-    }
-}
-
-/// The handle of one session, to show a client in place of anything
-/// secret: in a devices page, the value a "sign out this device" form
-/// sends back to [`Session::end_session`](crate::Session::end_session).
-///
-/// It is the session's [`StoreKey`] (SHA-256 of the ID) as 64 hex
-/// characters, so it cannot be turned into a cookie, and it names nothing
-/// outside the store. It changes when the session moves to a new ID (login,
-/// regenerate). Serializes as that text.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionHandle(StoreKey);
-
-impl SessionHandle {
-    /// The store key this handle stands for.
-    pub const fn store_key(&self) -> &StoreKey {
-        &self.0
-    }
-}
-
-impl From<StoreKey> for SessionHandle {
-    fn from(key: StoreKey) -> Self {
-        Self(key)
-    }
-}
-
-impl fmt::Debug for SessionHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionHandle({}…)", self.0.short())
-    }
-}
-
-impl fmt::Display for SessionHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl FromStr for SessionHandle {
-    type Err = ParseStoreKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(Self)
-    }
-}
-
-impl serde::Serialize for SessionHandle {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SessionHandle {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+impl std::error::Error for InvalidCookie {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::store_key::{SessionHandle, StoreKey};
 
     #[test]
     fn generated_ids_are_distinct_and_full_length() {
