@@ -1203,7 +1203,7 @@ pub async fn restore_puts_the_session_back_only_over_its_own_live_forward<S: Ses
         .retire(&lapsed, &new, now + secs(2), now)
         .await
         .unwrap());
-    let late = now + secs(3);
+    let late = now + secs(2); // a forward lapses at its `until`
     assert!(
         !store
             .restore(&lapsed, &new, &record(late, json!({})), late)

@@ -294,20 +294,23 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
     }
 
     // A login from a planted anonymous session, dropped during its retire:
-    // the planted ID gets back its anonymous session, never the login.
-    let mut victim = app.client();
-    victim.put("/set/planted", "1").await;
-    let mut pause = app.store.pause_next(StoreOp::Retire);
-    let mut pending = victim.spawn("POST", "/login/mallory", "");
-    until_paused(&mut pause, &mut pending).await;
-    pending.abort();
-    let _ = pending.await;
-    let deletes = app.store.calls().delete;
-    pause.release();
-    eventually(async || app.store.calls().delete > deletes).await;
-    assert_eq!(whoami(&victim).await, None, "no fixation");
-    assert_eq!(victim.call("GET", "/get/planted", "").await.body, "1");
-    assert_eq!(app.sessions_of("mallory").await, 0);
+    // the planted ID gets back its anonymous session, never the login;
+    // also when the request moved the session twice.
+    for path in ["/login/mallory", "/login-then-regenerate/mallory"] {
+        let mut victim = app.client();
+        victim.put("/set/planted", "1").await;
+        let mut pause = app.store.pause_next(StoreOp::Retire);
+        let mut pending = victim.spawn("POST", path, "");
+        until_paused(&mut pause, &mut pending).await;
+        pending.abort();
+        let _ = pending.await;
+        let deletes = app.store.calls().delete;
+        pause.release();
+        eventually(async || app.store.calls().delete > deletes).await;
+        assert_eq!(whoami(&victim).await, None, "{path}: no fixation");
+        assert_eq!(victim.call("GET", "/get/planted", "").await.body, "1");
+        assert_eq!(app.sessions_of("mallory").await, 0, "{path}");
+    }
 }
 
 /// Drops a regenerate of `browser` once its retire has landed, and holds

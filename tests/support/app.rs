@@ -135,6 +135,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         .route("/expires", get(expires))
         .route("/set-then-expires/{key}", put(set_then_expires))
         .route("/set-then-login/{user}", post(set_then_login))
+        .route("/login-then-regenerate/{user}", post(login_then_regenerate))
         .route("/login/{user}", post(login))
         .route("/login-keeping-cart/{user}", post(login_keeping_cart))
         .route("/whoami", get(whoami))
@@ -313,6 +314,17 @@ async fn set_then_login(
 ) -> Result<StatusCode, SessionError> {
     session.insert("cart", body).await?;
     session.login(user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Two moves in one request: what a take-back gives the old ID is the
+/// session as it was before the first.
+async fn login_then_regenerate(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    session.regenerate().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
