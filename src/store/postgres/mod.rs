@@ -45,9 +45,7 @@
 //!
 //! # Schema
 //!
-//! [`PostgresStore::migrate`] creates the table, or adds the columns that a
-//! table made by an earlier version of this crate lacks (`successor`, and
-//! the device's `user_agent` and `client_ip`); the SQL
+//! [`PostgresStore::migrate`] creates the table and its indexes; the SQL
 //! (`schema.sql` beside this file) is shown under
 //! [Schema](PostgresStore#schema), and [`PostgresStore::migration_sql`]
 //! returns it for a store's names, to run with your own migration tool if
@@ -132,17 +130,6 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// With a schema other than `public` (see [`PostgresStoreBuilder`]), the
 /// SQL starts with `CREATE SCHEMA IF NOT EXISTS "<schema>";`.
-///
-/// The `DO` block upgrades a table created by an earlier version of this
-/// crate, which lacks the `successor` column, or the `user_agent` and
-/// `client_ip` columns, or all three. It reads the table's columns from the
-/// catalog once and adds each one only when it is missing: `ALTER TABLE
-/// ... ADD COLUMN IF NOT EXISTS` would take an `ACCESS EXCLUSIVE` lock on
-/// every start even when there is nothing to add, and so wait behind any
-/// long reader of the table (a `pg_dump`, say) while every session lookup
-/// queued up behind it. The added columns are nullable without a default,
-/// so adding them rewrites no rows; sessions stored before the upgrade have
-/// no device.
 ///
 /// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
 ///   the ID itself, so a database dump or backup holds no usable cookie.
@@ -320,9 +307,7 @@ impl PostgresStore {
     }
 
     /// Creates the schema (unless `public`), the table and its indexes if
-    /// they do not exist yet, and adds the columns that a table created by
-    /// an earlier version of this crate lacks (`successor`, `user_agent`,
-    /// `client_ip`).
+    /// they do not exist yet.
     ///
     /// Idempotent, and safe to run from several processes at once: in one
     /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
@@ -355,9 +340,8 @@ impl PostgresStore {
 
     /// The SQL that [`migrate`](Self::migrate) runs, for this store's
     /// schema and table, for teams that apply migrations with their own
-    /// tool. Every statement creates or adds only what is missing, so it
-    /// can be applied to a database that already has the table, in this
-    /// version's form or an earlier one.
+    /// tool. Every statement creates only what is missing, so it can be
+    /// applied again to a database that already has the table.
     pub fn migration_sql(&self) -> &str {
         &self.sql.migration
     }

@@ -46,13 +46,7 @@ impl Statements {
         } else {
             format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema))
         };
-        // `schema.sql` for these names, after the schema it goes in. The
-        // names were validated, so they hold no quote that could end the
-        // string literal that `{table}` is also used in. Its `DO` block adds
-        // the columns that earlier versions' tables lack (`successor`,
-        // `user_agent`, `client_ip`), checking the catalog first, because
-        // `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes an ACCESS
-        // EXCLUSIVE lock even when the column is there (see the type docs).
+        // `schema.sql` for these names, after the schema it goes in.
         let migration = format!("{create_schema}{}", fill_in(SCHEMA, table, &t));
 
         // $12 is the layer's `now`: only a row that is expired by then (a
@@ -296,8 +290,8 @@ mod tests {
         for placeholder in [TABLE, USER_ID_INDEX, EXPIRES_AT_INDEX] {
             assert!(SCHEMA.contains(placeholder), "{placeholder}");
         }
-        // CREATE TABLE, the catalog lookup, three ALTERs, two indexes.
-        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 7);
+        // CREATE TABLE, two indexes.
+        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 3);
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"cloakroom_sessions\" (\n"));
     }
 
