@@ -55,10 +55,10 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql_common;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-mod sqlx_error;
 
 /// A place to keep session records.
 ///

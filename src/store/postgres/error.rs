@@ -4,38 +4,45 @@
 //! The mapping is described under "Errors" on
 //! [`PostgresStore`](super::PostgresStore).
 
-use std::error::Error as StdError;
 use std::fmt;
 
-use crate::store::sqlx_error::describe_driver_error;
+use sqlx::error::DatabaseError;
+
+use crate::store::sql_common::error::{DatabaseCodes, Variant};
 use crate::store::StoreError;
 
-/// Maps a sqlx error to the store error kind the layer needs. The source
-/// is the sqlx error wrapped in [`PostgresError`], which the layer may log.
+/// Maps a sqlx error to the store error kind the layer needs (see
+/// `sql_common::error`). The source, which the layer may log, shows
+/// a server report by its SQLSTATE and the SQLSTATE's class only.
 pub(super) fn store_error(error: sqlx::Error) -> StoreError {
-    let sqlstate = error
-        .as_database_error()
-        .and_then(|db| db.code())
-        .map(std::borrow::Cow::into_owned);
-    let unavailable = matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    );
-    let corrupt = matches!(
-        error,
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
-    );
-    let wrapped = PostgresError(error);
-    match sqlstate.as_deref() {
-        _ if unavailable => StoreError::unavailable(wrapped),
-        Some(code) if means_unavailable(code) => StoreError::unavailable(wrapped),
-        Some(code) if means_rejected(code) => StoreError::rejected(wrapped),
-        _ if corrupt => StoreError::corrupt(wrapped),
-        _ => StoreError::backend(wrapped),
+    crate::store::sql_common::error::store_error::<sqlx::Postgres>(error)
+}
+
+/// PostgreSQL's error reports can quote the statement's parameters: a NUL
+/// in a `jsonb` value comes back with `where: JSON data, line 1:
+/// {"note":"...` and the session data up to it, and sqlx's `Debug` prints
+/// that. So a report is shown by its SQLSTATE and the SQLSTATE's class
+/// only.
+impl DatabaseCodes for sqlx::Postgres {
+    const NAME: &'static str = "PostgresError";
+
+    fn variant(report: &dyn DatabaseError) -> Variant {
+        match report.code().as_deref() {
+            Some(code) if means_unavailable(code) => StoreError::Unavailable,
+            Some(code) if means_rejected(code) => StoreError::Rejected,
+            _ => StoreError::Backend,
+        }
+    }
+
+    fn describe(report: &dyn DatabaseError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match report.code() {
+            // A SQLSTATE is five digits or upper-case letters; a code
+            // that is not is not shown, since it would not be one.
+            Some(code) if is_sqlstate(&code) => {
+                write!(f, "database error {code} ({})", sqlstate_class(&code))
+            }
+            _ => f.write_str("database error without a SQLSTATE"),
+        }
     }
 }
 
@@ -61,48 +68,6 @@ fn means_unavailable(sqlstate: &str) -> bool {
 /// give class 22 too; that is not worth telling apart.)
 fn means_rejected(sqlstate: &str) -> bool {
     sqlstate.starts_with("22")
-}
-
-/// A sqlx error, shown without anything the server or the driver quoted.
-///
-/// PostgreSQL's error reports can quote the statement's parameters: a NUL
-/// in a `jsonb` value comes back with `where: JSON data, line 1:
-/// {"note":"...` and the session data up to it, and sqlx's `Debug` prints
-/// that; decode errors quote the value they could not decode. The layer
-/// logs the source of a [`StoreError`], so this type's `Display` and
-/// `Debug` show only the kind of failure, and for a server error its
-/// SQLSTATE and the SQLSTATE's class. The sqlx error stays reachable as
-/// this error's own source, for code that asks for it on purpose.
-struct PostgresError(sqlx::Error);
-
-impl fmt::Display for PostgresError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            sqlx::Error::Database(db) => match db.code() {
-                // A SQLSTATE is five digits or upper-case letters; a code
-                // that is not is not shown, since it would not be one.
-                Some(code) if is_sqlstate(&code) => {
-                    write!(f, "database error {code} ({})", sqlstate_class(&code))
-                }
-                _ => f.write_str("database error without a SQLSTATE"),
-            },
-            other => describe_driver_error(other, f),
-        }
-    }
-}
-
-impl fmt::Debug for PostgresError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PostgresError")
-            .field(&format_args!("{self}"))
-            .finish()
-    }
-}
-
-impl StdError for PostgresError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.0)
-    }
 }
 
 fn is_sqlstate(code: &str) -> bool {
@@ -165,19 +130,15 @@ fn sqlstate_class(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as StdError;
+
     use super::*;
+    use crate::store::sql_common::error::everything_shown;
+
+    type PostgresError = crate::store::sql_common::error::SqlxError<sqlx::Postgres>;
 
     #[test]
     fn connection_trouble_is_unavailable() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        for error in [
-            sqlx::Error::Io(io),
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::PoolClosed,
-            sqlx::Error::WorkerCrashed,
-        ] {
-            assert!(matches!(store_error(error), StoreError::Unavailable(_)));
-        }
         for code in [
             "08006", "08001", "57P01", "57P03", "53300", "57014", "55P03",
         ] {
@@ -186,25 +147,6 @@ mod tests {
         for code in ["42P01", "23505", "22P02", "40001", "42501"] {
             assert!(!means_unavailable(code), "{code}");
         }
-    }
-
-    #[test]
-    fn undecodable_values_are_corrupt_and_other_errors_are_backend_errors() {
-        let decode = sqlx::Error::ColumnDecode {
-            index: "data".into(),
-            source: "not an object".into(),
-        };
-        assert!(matches!(store_error(decode), StoreError::Corrupt(_)));
-        assert!(matches!(
-            store_error(sqlx::Error::Decode("bad".into())),
-            StoreError::Corrupt(_)
-        ));
-        let error = store_error(sqlx::Error::RowNotFound);
-        assert!(matches!(error, StoreError::Backend(_)));
-        let source = StdError::source(&error).expect("the wrapped sqlx error");
-        assert!(source.downcast_ref::<PostgresError>().is_some());
-        let sqlx_error = source.source().expect("the sqlx error is its source");
-        assert!(sqlx_error.downcast_ref::<sqlx::Error>().is_some());
     }
 
     /// A server error shaped like PostgreSQL's report of a NUL in `jsonb`:
@@ -267,18 +209,6 @@ mod tests {
         }))
     }
 
-    /// Every `Display` along the source chain, and the top-level `Debug`.
-    fn everything_shown(error: &StoreError) -> String {
-        let mut shown = format!("{error:?}");
-        let mut next: Option<&dyn StdError> = Some(error);
-        while let Some(e) = next {
-            shown.push('\n');
-            shown.push_str(&e.to_string());
-            next = e.source();
-        }
-        shown
-    }
-
     #[test]
     fn data_exceptions_are_rejected_and_other_server_errors_keep_their_kind() {
         for code in ["22P05", "22021", "22008", "22001"] {
@@ -306,6 +236,7 @@ mod tests {
         let error = server_error("22P05");
         assert!(error.is_rejected());
         let source = StdError::source(&error).expect("a source");
+        assert!(source.downcast_ref::<PostgresError>().is_some());
         assert_eq!(source.to_string(), "database error 22P05 (data exception)");
         assert_eq!(
             format!("{source:?}"),
@@ -323,34 +254,6 @@ mod tests {
             .and_then(|e| e.downcast_ref::<sqlx::Error>())
             .expect("the sqlx error");
         assert!(format!("{sqlx_error:?}").contains("secret-card"));
-    }
-
-    #[test]
-    fn driver_errors_are_shown_by_kind_without_the_values_they_quote() {
-        let decode = sqlx::Error::ColumnDecode {
-            index: "\"data\"".into(),
-            source: "invalid type: string \"secret-card-4111\", expected a map".into(),
-        };
-        let error = store_error(decode);
-        assert!(matches!(error, StoreError::Corrupt(_)));
-        let shown = everything_shown(&error);
-        assert!(
-            shown.contains("cannot decode the database column"),
-            "{shown}"
-        );
-        let logged = StdError::source(&error).expect("a source");
-        for text in [
-            logged.to_string(),
-            format!("{logged:?}"),
-            format!("{error:?}"),
-        ] {
-            assert!(!text.contains("secret-card"), "{text}");
-        }
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "secret-card");
-        let error = store_error(sqlx::Error::Io(io));
-        let logged = StdError::source(&error).expect("a source");
-        assert_eq!(logged.to_string(), "database I/O error (ConnectionReset)");
-        assert!(!format!("{error:?}").contains("secret-card"));
     }
 
     #[test]

@@ -45,9 +45,7 @@
 //!
 //! # Schema
 //!
-//! [`PostgresStore::migrate`] creates the table, or adds the columns that a
-//! table made by an earlier version of this crate lacks (`successor`, and
-//! the device's `user_agent` and `client_ip`); the SQL
+//! [`PostgresStore::migrate`] creates the table and its indexes; the SQL
 //! (`schema.sql` beside this file) is shown under
 //! [Schema](PostgresStore#schema), and [`PostgresStore::migration_sql`]
 //! returns it for a store's names, to run with your own migration tool if
@@ -57,7 +55,8 @@
 //! sweeping and error mapping. This file holds the store and its
 //! [`SessionStore`] impl; beside it are `builder` ([`PostgresStoreBuilder`],
 //! which checks the names), `sql` (every statement's text), `row` (decoding
-//! rows) and `error` (sqlx errors as [`StoreError`]s).
+//! rows) and `error` (sqlx errors as [`StoreError`]s). What it shares with
+//! `SqliteStore` is in `store::sql_common`.
 
 mod builder;
 mod error;
@@ -73,13 +72,12 @@ use time::OffsetDateTime;
 
 pub use self::builder::PostgresStoreBuilder;
 use self::error::store_error;
-use self::row::{
-    column, device_from_row, key_from_row, record_from_row, store_key, timestamp, CorruptRow,
-};
 use self::sql::Statements;
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
+use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The advisory lock every cloakroom migration takes ("cloakroo" in
@@ -132,17 +130,6 @@ const MAX_DELETE_PASSES: usize = 16;
 ///
 /// With a schema other than `public` (see [`PostgresStoreBuilder`]), the
 /// SQL starts with `CREATE SCHEMA IF NOT EXISTS "<schema>";`.
-///
-/// The `DO` block upgrades a table created by an earlier version of this
-/// crate, which lacks the `successor` column, or the `user_agent` and
-/// `client_ip` columns, or all three. It reads the table's columns from the
-/// catalog once and adds each one only when it is missing: `ALTER TABLE
-/// ... ADD COLUMN IF NOT EXISTS` would take an `ACCESS EXCLUSIVE` lock on
-/// every start even when there is nothing to add, and so wait behind any
-/// long reader of the table (a `pg_dump`, say) while every session lookup
-/// queued up behind it. The added columns are nullable without a default,
-/// so adding them rewrites no rows; sessions stored before the upgrade have
-/// no device.
 ///
 /// - `key` is the session's [`StoreKey`]: SHA-256 of the session ID, never
 ///   the ID itself, so a database dump or backup holds no usable cookie.
@@ -293,7 +280,7 @@ impl PostgresStore {
     pub const DEFAULT_SCHEMA: &'static str = sql::DEFAULT_SCHEMA;
     /// The table used unless [`PostgresStoreBuilder::table`] says
     /// otherwise.
-    pub const DEFAULT_TABLE: &'static str = sql::DEFAULT_TABLE;
+    pub const DEFAULT_TABLE: &'static str = crate::store::sql_common::sql::DEFAULT_TABLE;
     /// Rows deleted per statement by [`SessionStore::sweep_expired`] unless
     /// [`PostgresStoreBuilder::sweep_batch_size`] says otherwise.
     pub const DEFAULT_SWEEP_BATCH_SIZE: u32 = 1000;
@@ -320,9 +307,7 @@ impl PostgresStore {
     }
 
     /// Creates the schema (unless `public`), the table and its indexes if
-    /// they do not exist yet, and adds the columns that a table created by
-    /// an earlier version of this crate lacks (`successor`, `user_agent`,
-    /// `client_ip`).
+    /// they do not exist yet.
     ///
     /// Idempotent, and safe to run from several processes at once: in one
     /// round-trip, it runs [`migration_sql`](Self::migration_sql) in a
@@ -355,9 +340,8 @@ impl PostgresStore {
 
     /// The SQL that [`migrate`](Self::migrate) runs, for this store's
     /// schema and table, for teams that apply migrations with their own
-    /// tool. Every statement creates or adds only what is missing, so it
-    /// can be applied to a database that already has the table, in this
-    /// version's form or an earlier one.
+    /// tool. Every statement creates only what is missing, so it can be
+    /// applied again to a database that already has the table.
     pub fn migration_sql(&self) -> &str {
         &self.sql.migration
     }
@@ -372,6 +356,32 @@ impl PostgresStore {
     /// The pool this store uses.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Runs `create` or `restore` (`statement`) with its `keys`, then the
+    /// record and `now`; whether it wrote the row.
+    async fn write_record(
+        &self,
+        statement: &str,
+        keys: &[&StoreKey],
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut query = sqlx::query(statement);
+        for key in keys {
+            query = query.bind(key.as_bytes().as_slice());
+        }
+        let data = Json(&record.data);
+        let query = bind_record(
+            query,
+            record,
+            data,
+            record.device.ip,
+            now,
+            truncate_to_seconds,
+        );
+        let done = query.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// `delete`, or `delete_owned` when `owner` is given: one statement
@@ -394,16 +404,7 @@ impl PostgresStore {
             return Ok(Deleted::Nothing);
         };
         let live: bool = column(&row, "live")?;
-        let successor: Option<Vec<u8>> = column(&row, "successor")?;
-        Ok(match (successor, live) {
-            (_, false) => Deleted::Nothing,
-            (None, true) => Deleted::Session,
-            // A successor that is not a store key cannot be followed, and
-            // is reported rather than ignored.
-            (Some(bytes), true) => {
-                Deleted::Forward(store_key(bytes, "successor key is not 32 bytes")?)
-            }
-        })
+        deleted(live, column(&row, "successor")?)
     }
 }
 
@@ -459,23 +460,8 @@ impl SessionStore for PostgresStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.create)
-            .bind(key.as_bytes().as_slice())
-            .bind(record.user_id.as_deref())
-            .bind(Json(&record.data))
-            .bind(truncate_to_seconds(record.created_at))
-            .bind(truncate_to_seconds(record.last_seen))
-            .bind(truncate_to_seconds(record.absolute_deadline))
-            .bind(record.idle_timeout.whole_seconds())
-            .bind(record.persistent)
-            .bind(truncate_to_seconds(record.expires_at()))
-            .bind(record.device.user_agent.as_deref())
-            .bind(record.device.ip)
-            .bind(truncate_to_seconds(now))
-            .execute(&self.pool)
+        self.write_record(&self.sql.create, &[key], record, now)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn load(
@@ -494,13 +480,7 @@ impl SessionStore for PostgresStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let record = record_from_row(&row)?;
-        // `expires_at` is maintained by every write; the record's own
-        // fields are the rule, so a row edited out of step is not served.
-        if record.is_expired(now) {
-            return Ok(None);
-        }
-        Ok(Some(record))
+        unexpired_record(&row, now)
     }
 
     async fn save(&self, key: &StoreKey, patch: &Patch, touch: Touch) -> Result<bool, StoreError> {
@@ -547,24 +527,8 @@ impl SessionStore for PostgresStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.restore)
-            .bind(key.as_bytes().as_slice())
-            .bind(successor.as_bytes().as_slice())
-            .bind(record.user_id.as_deref())
-            .bind(Json(&record.data))
-            .bind(truncate_to_seconds(record.created_at))
-            .bind(truncate_to_seconds(record.last_seen))
-            .bind(truncate_to_seconds(record.absolute_deadline))
-            .bind(record.idle_timeout.whole_seconds())
-            .bind(record.persistent)
-            .bind(truncate_to_seconds(record.expires_at()))
-            .bind(record.device.user_agent.as_deref())
-            .bind(record.device.ip)
-            .bind(truncate_to_seconds(now))
-            .execute(&self.pool)
+        self.write_record(&self.sql.restore, &[key, successor], record, now)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
@@ -581,13 +545,13 @@ impl SessionStore for PostgresStore {
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(&self.sql.count_user)
+        let n: i64 = sqlx::query_scalar(&self.sql.count_user)
             .bind(user_id)
             .bind(truncate_to_seconds(now))
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
-        u64::try_from(count).map_err(|_| StoreError::corrupt(CorruptRow("negative count")))
+        count(n)
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -634,11 +598,11 @@ impl SessionStore for PostgresStore {
     ) -> Result<u64, StoreError> {
         let (until, now) = (truncate_to_seconds(created_until), truncate_to_seconds(now));
         let batch = self.sql.sweep_batch_size;
-        let mut ended = 0;
         // Each batch is its own statement (and transaction), like the
         // sweep's: row locks are held on one batch at a time, and other
-        // requests get in between.
-        loop {
+        // requests get in between. A batch that picked fewer rows than its
+        // size found none left (see `delete_all` in `sql`).
+        in_batches(batch, || async move {
             let row = sqlx::query(&self.sql.delete_all)
                 .bind(until)
                 .bind(batch)
@@ -647,11 +611,12 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(store_error)?;
             let picked: i64 = column(&row, "picked")?;
-            ended += self.end_moved(&row, until, now).await?;
-            if picked < batch {
-                return Ok(ended);
-            }
-        }
+            Ok(Batch {
+                found: u64::try_from(picked).unwrap_or(0),
+                counted: self.end_moved(&row, until, now).await?,
+            })
+        })
+        .await
     }
 
     async fn list_user(
@@ -670,42 +635,28 @@ impl SessionStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        // Newest first from the query; the trait wants oldest first.
-        rows.iter()
-            .rev()
-            .map(|row| {
-                Ok(SessionInfo {
-                    key: key_from_row(row)?,
-                    created_at: timestamp(row, "created_at")?,
-                    last_seen: timestamp(row, "last_seen")?,
-                    expires_at: timestamp(row, "expires_at")?,
-                    persistent: column(row, "persistent")?,
-                    current: false,
-                    device: device_from_row(row)?,
-                })
-            })
-            .collect()
+        sessions_oldest_first(&rows)
     }
 
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let now = truncate_to_seconds(now);
-        let mut removed = 0;
         // Each batch is its own statement (and transaction), so row locks
         // are held only briefly. `now` is fixed, so the backlog only
         // shrinks and a short batch means it is gone (or held by others,
         // who will be swept next time).
-        loop {
+        in_batches(self.sql.sweep_batch_size, || async move {
             let done = sqlx::query(&self.sql.sweep)
                 .bind(now)
                 .bind(self.sql.sweep_batch_size)
                 .execute(&self.pool)
                 .await
                 .map_err(store_error)?;
-            let batch = done.rows_affected();
-            removed += batch;
-            if batch < self.sql.sweep_batch_size.unsigned_abs() {
-                return Ok(removed);
-            }
-        }
+            let swept = done.rows_affected();
+            Ok(Batch {
+                found: swept,
+                counted: swept,
+            })
+        })
+        .await
     }
 }

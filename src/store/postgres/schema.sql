@@ -16,24 +16,6 @@ CREATE TABLE IF NOT EXISTS {table} (
     -- networks (client_ip << '10.0.0.0/8'). Always a single host address.
     client_ip inet NULL
 );
-DO $$
-DECLARE
-    present name[] := ARRAY(
-        SELECT attname FROM pg_attribute
-        WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped
-    );
-BEGIN
-    IF NOT 'successor' = ANY (present) THEN
-        ALTER TABLE {table} ADD COLUMN successor bytea NULL;
-    END IF;
-    IF NOT 'user_agent' = ANY (present) THEN
-        ALTER TABLE {table} ADD COLUMN user_agent text NULL;
-    END IF;
-    IF NOT 'client_ip' = ANY (present) THEN
-        ALTER TABLE {table} ADD COLUMN client_ip inet NULL;
-    END IF;
-END
-$$;
 -- A user's live sessions are a range of this index (user, then deadline):
 -- counting and listing them never reads the user's expired rows, however
 -- many wait for the sweep.

@@ -6,14 +6,11 @@
 //! statements are written out below, each with why it is shaped the way it
 //! is.
 
+use crate::store::sql_common::sql::{fill_in, quote, INFO_COLUMNS, RECORD_COLUMNS};
+
 /// The migration, with `{table}` for the quoted, schema-qualified table
 /// and `{user_id_idx}` and `{expires_at_idx}` for the quoted index names.
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-
-/// The placeholders of [`SCHEMA`].
-const TABLE: &str = "{table}";
-const USER_ID_INDEX: &str = "{user_id_idx}";
-const EXPIRES_AT_INDEX: &str = "{expires_at_idx}";
 
 /// The SQL of every operation, built once from the validated names.
 pub(super) struct Statements {
@@ -35,21 +32,9 @@ pub(super) struct Statements {
     pub(super) sweep: String,
 }
 
-/// Quotes an identifier. The names were validated, so they hold no `"` to
-/// escape; quoting still matters, for names that are reserved words.
-fn quote(identifier: &str) -> String {
-    format!("\"{identifier}\"")
-}
-
 /// The schema used unless another is configured; it needs no
 /// `CREATE SCHEMA`.
 pub(super) const DEFAULT_SCHEMA: &str = "public";
-/// The table used unless another is configured.
-pub(super) const DEFAULT_TABLE: &str = "cloakroom_sessions";
-
-/// The columns of a full record, as `row::record_from_row` reads them.
-const RECORD_COLUMNS: &str = "user_id, data, created_at, last_seen, absolute_deadline, \
-     idle_timeout_secs, persistent, user_agent, client_ip";
 
 impl Statements {
     /// The statements for `schema.table`, sweeping `sweep_batch_size` rows
@@ -61,21 +46,8 @@ impl Statements {
         } else {
             format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema))
         };
-        // `schema.sql` with its placeholders filled in, by plain
-        // replacement. The names were validated, so they hold no quote that
-        // could end the string literal that `{table}` is also used in. Its
-        // `DO` block adds the columns that earlier versions' tables lack
-        // (`successor`, `user_agent`, `client_ip`), checking the catalog
-        // first, because `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes an
-        // ACCESS EXCLUSIVE lock even when the column is there (see the type
-        // docs).
-        let migration = format!(
-            "{create_schema}{}",
-            SCHEMA
-                .replace(TABLE, &t)
-                .replace(USER_ID_INDEX, &quote(&format!("{table}_user_id_idx")))
-                .replace(EXPIRES_AT_INDEX, &quote(&format!("{table}_expires_at_idx")))
-        );
+        // `schema.sql` for these names, after the schema it goes in.
+        let migration = format!("{create_schema}{}", fill_in(SCHEMA, table, &t));
 
         // $12 is the layer's `now`: only a row that is expired by then (a
         // session, or a forward past its `until`) may be replaced. A live
@@ -249,8 +221,7 @@ impl Statements {
         // Newest first, so LIMIT keeps the most recently created ones; the
         // caller reverses them to oldest first.
         let list_user = format!(
-            "SELECT key, created_at, last_seen, expires_at, persistent, user_agent, client_ip \
-             FROM {t} \
+            "SELECT {INFO_COLUMNS} FROM {t} \
              WHERE user_id = $1 AND expires_at > $2 \
              ORDER BY created_at DESC, key DESC LIMIT $3"
         );
@@ -286,8 +257,9 @@ impl Statements {
 
 #[cfg(test)]
 mod tests {
-    use super::super::builder::MAX_TABLE_LEN;
     use super::*;
+    use crate::store::sql_common::builder::MAX_TABLE_LEN;
+    use crate::store::sql_common::sql::{DEFAULT_TABLE, EXPIRES_AT_INDEX, TABLE, USER_ID_INDEX};
 
     #[test]
     fn the_longest_table_name_keeps_index_names_within_the_identifier_limit() {
@@ -318,8 +290,8 @@ mod tests {
         for placeholder in [TABLE, USER_ID_INDEX, EXPIRES_AT_INDEX] {
             assert!(SCHEMA.contains(placeholder), "{placeholder}");
         }
-        // CREATE TABLE, the catalog lookup, three ALTERs, two indexes.
-        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 7);
+        // CREATE TABLE, two indexes.
+        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 3);
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"cloakroom_sessions\" (\n"));
     }
 

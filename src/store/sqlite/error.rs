@@ -4,10 +4,11 @@
 //! The mapping is described under "Errors" on
 //! [`SqliteStore`](super::SqliteStore).
 
-use std::error::Error as StdError;
 use std::fmt;
 
-use crate::store::sqlx_error::describe_driver_error;
+use sqlx::error::DatabaseError;
+
+use crate::store::sql_common::error::{DatabaseCodes, Variant};
 use crate::store::StoreError;
 
 /// SQLite's primary result codes this store tells apart (the low byte of
@@ -26,37 +27,39 @@ const SQLITE_MISMATCH: i64 = 20;
 /// a `STRICT` table.
 const SQLITE_CONSTRAINT_DATATYPE: i64 = 3091;
 
-/// Maps a sqlx error to the store error kind the layer needs. The source
-/// is the sqlx error wrapped in [`SqliteError`], which the layer may log.
+/// Maps a sqlx error to the store error kind the layer needs (see
+/// `sql_common::error`). The source, which the layer may log, shows
+/// a database report by its extended result code and that code's name only.
 pub(super) fn store_error(error: sqlx::Error) -> StoreError {
-    let code = error
-        .as_database_error()
-        .and_then(|db| db.code())
-        .and_then(|code| code.parse::<i64>().ok());
-    // SQLite reports JSON text it cannot parse as a plain SQLITE_ERROR; the
-    // JSON this store sends is serde_json's, so it is the stored `data`.
-    let malformed_json = code.map(|c| c & 0xff) == Some(SQLITE_ERROR)
-        && error
-            .as_database_error()
-            .is_some_and(|db| db.message().contains("malformed JSON"));
-    let unavailable = matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    );
-    let corrupt = matches!(
-        error,
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
-    );
-    let wrapped = SqliteError(error);
-    match code {
-        _ if unavailable => StoreError::unavailable(wrapped),
-        Some(code) if means_unavailable(code) => StoreError::unavailable(wrapped),
-        Some(code) if means_rejected(code) => StoreError::rejected(wrapped),
-        _ if corrupt || malformed_json => StoreError::corrupt(wrapped),
-        _ => StoreError::backend(wrapped),
+    crate::store::sql_common::error::store_error::<sqlx::Sqlite>(error)
+}
+
+/// SQLite's messages can name values, so a report is shown by its
+/// extended result code and that code's name only.
+impl DatabaseCodes for sqlx::Sqlite {
+    const NAME: &'static str = "SqliteError";
+
+    fn variant(report: &dyn DatabaseError) -> Variant {
+        match report.code().and_then(|code| code.parse::<i64>().ok()) {
+            Some(code) if means_unavailable(code) => StoreError::Unavailable,
+            Some(code) if means_rejected(code) => StoreError::Rejected,
+            // SQLite reports JSON text it cannot parse as a plain
+            // SQLITE_ERROR; the JSON this store sends is serde_json's, so it
+            // is the stored `data`.
+            Some(code)
+                if code & 0xff == SQLITE_ERROR && report.message().contains("malformed JSON") =>
+            {
+                StoreError::Corrupt
+            }
+            _ => StoreError::Backend,
+        }
+    }
+
+    fn describe(report: &dyn DatabaseError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match report.code().and_then(|code| code.parse::<i64>().ok()) {
+            Some(code) => write!(f, "database error {code} ({})", code_name(code)),
+            None => f.write_str("database error without a result code"),
+        }
     }
 }
 
@@ -117,45 +120,10 @@ fn code_name(code: i64) -> &'static str {
     }
 }
 
-/// A sqlx error, shown without anything SQLite or the driver quoted.
-///
-/// SQLite's messages can name values (a decode error quotes the value it
-/// could not decode), and the layer logs the source of a [`StoreError`],
-/// so this type's `Display` and `Debug` show only the kind of failure, and
-/// for a database error its extended result code and that code's name. The
-/// sqlx error stays reachable as this error's own source.
-struct SqliteError(sqlx::Error);
-
-impl fmt::Display for SqliteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            sqlx::Error::Database(db) => {
-                match db.code().and_then(|code| code.parse::<i64>().ok()) {
-                    Some(code) => write!(f, "database error {code} ({})", code_name(code)),
-                    None => f.write_str("database error without a result code"),
-                }
-            }
-            other => describe_driver_error(other, f),
-        }
-    }
-}
-
-impl fmt::Debug for SqliteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SqliteError")
-            .field(&format_args!("{self}"))
-            .finish()
-    }
-}
-
-impl StdError for SqliteError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::error::Error as StdError;
+
     use super::*;
 
     #[test]
@@ -168,13 +136,6 @@ mod tests {
         }
         for code in [1, 19, 2067, 3091, 11, 26, 8] {
             assert!(!means_unavailable(code), "{code}");
-        }
-        for error in [
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::PoolClosed,
-            sqlx::Error::WorkerCrashed,
-        ] {
-            assert!(store_error(error).is_unavailable());
         }
     }
 

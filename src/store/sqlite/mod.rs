@@ -41,7 +41,8 @@
 //! sweeping and error mapping. This file holds the store and its
 //! [`SessionStore`] impl; beside it are `builder` ([`SqliteStoreBuilder`],
 //! which checks the table name), `sql` (every statement's text), `row`
-//! (decoding rows) and `error` (sqlx errors as [`StoreError`]s).
+//! (decoding rows) and `error` (sqlx errors as [`StoreError`]s). What it
+//! shares with `PostgresStore` is in `store::sql_common`.
 
 mod builder;
 mod error;
@@ -58,14 +59,12 @@ use tokio::sync::Mutex;
 
 pub use self::builder::SqliteStoreBuilder;
 use self::error::store_error;
-use self::row::{
-    column, device_from_row, key_from_row, persistent, record_from_row, store_key, timestamp,
-    CorruptRow,
-};
 use self::sql::{member_path, Statements};
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
+use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
 use crate::store::{Deleted, SessionStore, StoreError};
 
 /// Sessions in a SQLite table, through the application's own
@@ -279,7 +278,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// The table used unless [`SqliteStoreBuilder::table`] says otherwise.
-    pub const DEFAULT_TABLE: &'static str = sql::DEFAULT_TABLE;
+    pub const DEFAULT_TABLE: &'static str = crate::store::sql_common::sql::DEFAULT_TABLE;
     /// Rows deleted per statement by [`SessionStore::sweep_expired`] unless
     /// [`SqliteStoreBuilder::sweep_batch_size`] says otherwise.
     pub const DEFAULT_SWEEP_BATCH_SIZE: u32 = 1000;
@@ -351,6 +350,28 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Runs `create` or `restore` (`statement`) with its `keys`, then the
+    /// record and `now`, through the write queue; whether it wrote the row.
+    async fn write_record(
+        &self,
+        statement: &str,
+        keys: &[&StoreKey],
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // Everything is encoded before the write lock is queued for.
+        let mut query = sqlx::query(statement);
+        for key in keys {
+            query = query.bind(key.as_bytes().as_slice());
+        }
+        let data = data_text(&record.data)?;
+        let ip = record.device.ip.map(|ip| ip.to_string());
+        let query = bind_record(query, record, data, ip, now, seconds);
+        let _turn = self.writes.lock().await;
+        let done = query.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// `delete`, or `delete_owned` when `owner` is given: one `DELETE`
     /// through the write queue, which checks the owner in its `WHERE`, and
     /// only when it deleted nothing a `SELECT` for a live forward (see
@@ -362,7 +383,7 @@ impl SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Deleted, StoreError> {
         let now = seconds(now);
-        let deleted = {
+        let gone = {
             let _turn = self.writes.lock().await;
             sqlx::query(&self.sql.delete)
                 .bind(key.as_bytes().as_slice())
@@ -372,13 +393,10 @@ impl SqliteStore {
                 .await
                 .map_err(store_error)?
         };
-        if let Some(row) = deleted {
-            let live: bool = column(&row, "live")?;
-            return Ok(if live {
-                Deleted::Session
-            } else {
-                Deleted::Nothing
-            });
+        if let Some(row) = gone {
+            // The DELETE spares live forwards, so what it deleted is no
+            // forward to follow: `live` says whether it was a live session.
+            return deleted(column(&row, "live")?, None);
         }
         // Nothing deleted: the key holds a live forward, nothing, or (with
         // `owner`) a live session that is not the owner's. Should that
@@ -390,15 +408,7 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
-        match successor {
-            None => Ok(Deleted::Nothing),
-            // A successor that is not a store key cannot be followed, and
-            // is reported rather than ignored.
-            Some(bytes) => Ok(Deleted::Forward(store_key(
-                bytes,
-                "successor key is not 32 bytes",
-            )?)),
-        }
+        deleted(successor.is_some(), successor)
     }
 }
 
@@ -471,26 +481,8 @@ impl SessionStore for SqliteStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let data = data_text(&record.data)?;
-        let ip = record.device.ip.map(|ip| ip.to_string());
-        let _turn = self.writes.lock().await;
-        let done = sqlx::query(&self.sql.create)
-            .bind(key.as_bytes().as_slice())
-            .bind(record.user_id.as_deref())
-            .bind(data)
-            .bind(seconds(record.created_at))
-            .bind(seconds(record.last_seen))
-            .bind(seconds(record.absolute_deadline))
-            .bind(record.idle_timeout.whole_seconds())
-            .bind(record.persistent)
-            .bind(seconds(record.expires_at()))
-            .bind(record.device.user_agent.as_deref())
-            .bind(ip)
-            .bind(seconds(now))
-            .execute(&self.pool)
+        self.write_record(&self.sql.create, &[key], record, now)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn load(
@@ -508,12 +500,9 @@ impl SessionStore for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let record = record_from_row(&row)?;
-        // `expires_at` is maintained by every write; the record's own
-        // fields are the rule, so a row edited out of step is not served.
-        if record.is_expired(now) {
+        let Some(record) = unexpired_record(&row, now)? else {
             return Ok(None);
-        }
+        };
         if record.touch_due(&Touch { now, ..touch }) {
             let _turn = self.writes.lock().await;
             sqlx::query(&self.sql.touch)
@@ -582,27 +571,8 @@ impl SessionStore for SqliteStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let data = data_text(&record.data)?;
-        let ip = record.device.ip.map(|ip| ip.to_string());
-        let _turn = self.writes.lock().await;
-        let done = sqlx::query(&self.sql.restore)
-            .bind(key.as_bytes().as_slice())
-            .bind(successor.as_bytes().as_slice())
-            .bind(record.user_id.as_deref())
-            .bind(data)
-            .bind(seconds(record.created_at))
-            .bind(seconds(record.last_seen))
-            .bind(seconds(record.absolute_deadline))
-            .bind(record.idle_timeout.whole_seconds())
-            .bind(record.persistent)
-            .bind(seconds(record.expires_at()))
-            .bind(record.device.user_agent.as_deref())
-            .bind(ip)
-            .bind(seconds(now))
-            .execute(&self.pool)
+        self.write_record(&self.sql.restore, &[key, successor], record, now)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
@@ -636,7 +606,6 @@ impl SessionStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         let (until, now) = (seconds(created_until), seconds(now));
         let batch = self.sql.sweep_batch_size;
-        let mut ended = 0;
         // Each batch is its own statement and waits its turn again, as the
         // sweep's do, so that requests' writes get in between batches.
         // Writes being serialized (SQLite's write lock, across processes
@@ -644,7 +613,7 @@ impl SessionStore for SqliteStore {
         // matching row at all: nothing to follow forwards for. A regenerate
         // whose new row comes after it finds its old row gone, its retire
         // fails, and the layer deletes the new row.
-        loop {
+        in_batches(batch, || async move {
             let rows = {
                 let _turn = self.writes.lock().await;
                 sqlx::query(&self.sql.delete_all)
@@ -655,24 +624,27 @@ impl SessionStore for SqliteStore {
                     .await
                     .map_err(store_error)?
             };
+            let mut ended = 0;
             for row in &rows {
                 let live: bool = column(row, "live")?;
                 ended += u64::from(live);
             }
-            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < batch {
-                return Ok(ended);
-            }
-        }
+            Ok(Batch {
+                found: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+                counted: ended,
+            })
+        })
+        .await
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(&self.sql.count_user)
+        let n: i64 = sqlx::query_scalar(&self.sql.count_user)
             .bind(user_id)
             .bind(seconds(now))
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
-        u64::try_from(count).map_err(|_| StoreError::corrupt(CorruptRow("negative count")))
+        count(n)
     }
 
     async fn list_user(
@@ -689,29 +661,14 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        // Newest first from the query; the trait wants oldest first.
-        rows.iter()
-            .rev()
-            .map(|row| {
-                Ok(SessionInfo {
-                    key: key_from_row(row)?,
-                    created_at: timestamp(row, "created_at")?,
-                    last_seen: timestamp(row, "last_seen")?,
-                    expires_at: timestamp(row, "expires_at")?,
-                    persistent: persistent(row)?,
-                    current: false,
-                    device: device_from_row(row)?,
-                })
-            })
-            .collect()
+        sessions_oldest_first(&rows)
     }
 
     async fn sweep_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let now = seconds(now);
-        let mut removed = 0;
         // Each batch is its own statement, and waits its turn again, so
         // that requests' writes get in between batches.
-        loop {
+        in_batches(self.sql.sweep_batch_size, || async move {
             let done = {
                 let _turn = self.writes.lock().await;
                 sqlx::query(&self.sql.sweep)
@@ -721,12 +678,13 @@ impl SessionStore for SqliteStore {
                     .await
                     .map_err(store_error)?
             };
-            let batch = done.rows_affected();
-            removed += batch;
-            if batch < self.sql.sweep_batch_size.unsigned_abs() {
-                return Ok(removed);
-            }
-        }
+            let swept = done.rows_affected();
+            Ok(Batch {
+                found: swept,
+                counted: swept,
+            })
+        })
+        .await
     }
 }
 

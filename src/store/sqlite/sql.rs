@@ -8,20 +8,11 @@
 
 use std::fmt::Write as _;
 
+use crate::store::sql_common::sql::{fill_in, quote, INFO_COLUMNS, RECORD_COLUMNS};
+
 /// The migration, with `{table}` for the quoted table and `{user_id_idx}`
 /// and `{expires_at_idx}` for the quoted index names.
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-
-const TABLE: &str = "{table}";
-const USER_ID_INDEX: &str = "{user_id_idx}";
-const EXPIRES_AT_INDEX: &str = "{expires_at_idx}";
-
-/// The table used unless another is configured.
-pub(super) const DEFAULT_TABLE: &str = "cloakroom_sessions";
-
-/// The columns of a full record, as `row::record_from_row` reads them.
-const RECORD_COLUMNS: &str = "user_id, data, created_at, last_seen, absolute_deadline, \
-     idle_timeout_secs, persistent, user_agent, client_ip";
 
 /// Paths per `json_remove` call and path/value pairs per `json_set` call:
 /// SQLite refuses functions with more than 127 arguments by default, so a
@@ -55,21 +46,12 @@ pub(super) struct Statements {
     pub(super) sweep: String,
 }
 
-/// Quotes an identifier. The names were validated, so they hold no `"` to
-/// escape; quoting still matters, for names that are keywords.
-fn quote(identifier: &str) -> String {
-    format!("\"{identifier}\"")
-}
-
 impl Statements {
     /// The statements for `table`, sweeping `sweep_batch_size` rows at a
     /// time. The name must have been validated.
     pub(super) fn new(table: &str, sweep_batch_size: u32) -> Self {
         let t = quote(table);
-        let migration = SCHEMA
-            .replace(TABLE, &t)
-            .replace(USER_ID_INDEX, &quote(&format!("{table}_user_id_idx")))
-            .replace(EXPIRES_AT_INDEX, &quote(&format!("{table}_expires_at_idx")));
+        let migration = fill_in(SCHEMA, table, &t);
 
         // ?12 is the layer's `now`: only a row expired by then (a session,
         // or a forward past its `until`) may be replaced, and then every
@@ -190,8 +172,7 @@ impl Statements {
         // Newest first, so LIMIT keeps the most recently created ones; the
         // caller reverses them to oldest first.
         let list_user = format!(
-            "SELECT key, created_at, last_seen, expires_at, persistent, user_agent, client_ip \
-             FROM {t} \
+            "SELECT {INFO_COLUMNS} FROM {t} \
              WHERE user_id = ?1 AND expires_at > ?2 \
              ORDER BY created_at DESC, key DESC LIMIT ?3"
         );
@@ -284,6 +265,7 @@ pub(super) fn member_path(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sql_common::sql::{DEFAULT_TABLE, EXPIRES_AT_INDEX, TABLE, USER_ID_INDEX};
 
     #[test]
     fn the_migration_for_the_default_table_is_the_schema_file_filled_in() {
