@@ -90,7 +90,7 @@ use http::request::Parts;
 use http::{Response, Uri};
 use tower_layer::Layer;
 
-use crate::error::ConfigError;
+pub use crate::error::CsrfConfigError as ConfigError;
 
 #[cfg(feature = "axum")]
 mod extract;
@@ -390,26 +390,31 @@ impl CsrfLayerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidCsrfSetting`] naming the first invalid setting:
-    /// a header name that is not a valid header, an empty field name, an
-    /// exempt path or prefix not starting with `/`, or a trusted origin
-    /// that is not `scheme://host[:port]`.
+    /// The first invalid setting, with the value given: a header name that
+    /// is not a valid header ([`ConfigError::InvalidHeaderName`]), an empty
+    /// field name ([`ConfigError::EmptyFieldName`]), an exempt path or
+    /// prefix not starting with `/` ([`ConfigError::InvalidExemptPath`],
+    /// [`ConfigError::InvalidExemptPrefix`]), or a trusted origin that is
+    /// not `scheme://host[:port]` ([`ConfigError::InvalidTrustedOrigin`]).
     pub fn build(self) -> Result<CsrfLayer, ConfigError> {
-        let invalid = ConfigError::InvalidCsrfSetting;
-        let header = HeaderName::try_from(self.header).map_err(|_| invalid("header name"))?;
+        let header = HeaderName::try_from(self.header.as_str())
+            .map_err(|_| ConfigError::InvalidHeaderName(self.header.clone()))?;
         if self.field.is_empty() {
-            return Err(invalid("field name"));
+            return Err(ConfigError::EmptyFieldName);
         }
-        if !self.exempt_paths.iter().all(|p| p.starts_with('/')) {
-            return Err(invalid("exempt path"));
+        if let Some(path) = self.exempt_paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(ConfigError::InvalidExemptPath(path.clone()));
         }
-        if !self.exempt_prefixes.iter().all(|p| p.starts_with('/')) {
-            return Err(invalid("exempt prefix"));
+        if let Some(prefix) = self.exempt_prefixes.iter().find(|p| !p.starts_with('/')) {
+            return Err(ConfigError::InvalidExemptPrefix(prefix.clone()));
         }
         let trusted_origins = self
             .trusted_origins
             .iter()
-            .map(|origin| normalize_origin(origin).ok_or(invalid("trusted origin")))
+            .map(|origin| {
+                normalize_origin(origin)
+                    .ok_or_else(|| ConfigError::InvalidTrustedOrigin(origin.clone()))
+            })
             .collect::<Result<_, _>>()?;
         Ok(CsrfLayer {
             config: Arc::new(CsrfConfig {
@@ -455,23 +460,23 @@ mod tests {
         let err = |b: CsrfLayerBuilder| b.build().expect_err("refused");
         assert_eq!(
             err(CsrfLayer::builder().header_name("bad header")),
-            ConfigError::InvalidCsrfSetting("header name")
+            ConfigError::InvalidHeaderName("bad header".into())
         );
         assert_eq!(
             err(CsrfLayer::builder().field_name("")),
-            ConfigError::InvalidCsrfSetting("field name")
+            ConfigError::EmptyFieldName
         );
         assert_eq!(
             err(CsrfLayer::builder().exempt_path("hooks")),
-            ConfigError::InvalidCsrfSetting("exempt path")
+            ConfigError::InvalidExemptPath("hooks".into())
         );
         assert_eq!(
             err(CsrfLayer::builder().trusted_origin("https://a.com/x")),
-            ConfigError::InvalidCsrfSetting("trusted origin")
+            ConfigError::InvalidTrustedOrigin("https://a.com/x".into())
         );
         assert_eq!(
             err(CsrfLayer::builder().exempt_prefix("api")),
-            ConfigError::InvalidCsrfSetting("exempt prefix")
+            ConfigError::InvalidExemptPrefix("api".into())
         );
         assert!(CsrfLayer::builder()
             .header_name("x-token")

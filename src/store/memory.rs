@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::device::Device;
-use crate::error::ConfigError;
+use crate::error::StoreConfigError as ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StoreError};

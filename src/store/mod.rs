@@ -44,6 +44,7 @@ pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
 pub use self::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use crate::error::StoreConfigError as ConfigError;
 pub use crate::id::store_key::{ParseStoreKeyError, StoreKey};
 pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 /// The `time` crate, whose `OffsetDateTime` and `Duration` records use.

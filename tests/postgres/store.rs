@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use cloakroom::store::{Lifetime, Patch, SessionRecord, Touch};
 use cloakroom::{
-    device::Device, id::SessionId, store::PostgresStore, store::SessionStore, store::StoreError,
-    store::StoreKey, ConfigError,
+    device::Device, id::SessionId, store::ConfigError, store::PostgresStore, store::SessionStore,
+    store::StoreError, store::StoreKey,
 };
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;

@@ -484,7 +484,7 @@ async fn the_builder_refuses_a_cache_it_could_not_keep_true() {
             .local_cache(10)
             .build()
             .unwrap_err(),
-        cloakroom::ConfigError::LocalCacheWithoutUrls
+        cloakroom::store::ConfigError::LocalCacheWithoutUrls
     );
     let connection = cloakroom::store::RedisConnection::connect(&server.url())
         .await
@@ -494,7 +494,7 @@ async fn the_builder_refuses_a_cache_it_could_not_keep_true() {
             .local_cache(0)
             .build()
             .unwrap_err(),
-        cloakroom::ConfigError::ZeroCapacity
+        cloakroom::store::ConfigError::ZeroCapacity
     );
     let store = RedisStore::builder(connection.clone())
         .local_cache(10)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use cloakroom::store::{Deleted, Patch, SessionRecord, Touch};
 use cloakroom::{
-    device::Device, id::SessionId, store::RedisConnection, store::RedisStore, store::SessionStore,
-    store::StoreError, store::StoreKey, test_suite::Clock as _, ConfigError, KeyRing,
+    device::Device, id::SessionId, store::ConfigError, store::RedisConnection, store::RedisStore,
+    store::SessionStore, store::StoreError, store::StoreKey, test_suite::Clock as _, KeyRing,
 };
 use time::OffsetDateTime;
 
@@ -264,7 +264,7 @@ async fn the_builder_checks_the_prefix_and_the_store_writes_under_it() {
             .key_prefix(bad.as_str())
             .build();
         assert!(
-            matches!(built, Err(ConfigError::InvalidKeyPrefix)),
+            matches!(built, Err(ConfigError::InvalidKeyPrefix(_))),
             "{bad:?}"
         );
     }

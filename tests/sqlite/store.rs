@@ -9,8 +9,8 @@ use std::path::Path;
 use base64::Engine as _;
 use cloakroom::store::{Deleted, Lifetime, Patch, SessionRecord, Touch};
 use cloakroom::{
-    id::SessionId, store::SessionStore, store::SqliteStore, store::StoreError, store::StoreKey,
-    ConfigError,
+    id::SessionId, store::ConfigError, store::SessionStore, store::SqliteStore, store::StoreError,
+    store::StoreKey,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;

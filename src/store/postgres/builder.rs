@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use super::sql::Statements;
 use super::PostgresStore;
-use crate::error::ConfigError;
+use crate::error::StoreConfigError as ConfigError;
 use crate::store::sql_common::builder::{is_identifier, MAX_TABLE_LEN};
 
 /// Longest schema name: PostgreSQL's identifier limit (63 bytes).
@@ -17,7 +17,7 @@ const MAX_SCHEMA_LEN: usize = 63;
 /// Names are checked by [`build`](Self::build).
 ///
 /// ```no_run
-/// # fn f(pool: sqlx::PgPool) -> Result<(), cloakroom::ConfigError> {
+/// # fn f(pool: sqlx::PgPool) -> Result<(), cloakroom::store::ConfigError> {
 /// let store = cloakroom::store::PostgresStore::builder(pool)
 ///     .table("sessions")
 ///     .sweep_batch_size(500)

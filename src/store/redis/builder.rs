@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::cache::LocalCache;
 use super::{Cached, RedisConnection, RedisStore, DEFAULT_PREFIX};
-use crate::error::ConfigError;
+use crate::error::StoreConfigError as ConfigError;
 
 /// Longest key prefix, in bytes.
 const MAX_PREFIX_LEN: usize = 128;
@@ -129,7 +129,7 @@ impl RedisStoreBuilder {
     /// [`RedisConnection::connect_cluster`].
     pub fn build(self) -> Result<RedisStore, ConfigError> {
         if !valid_prefix(&self.prefix) {
-            return Err(ConfigError::InvalidKeyPrefix);
+            return Err(ConfigError::InvalidKeyPrefix(self.prefix));
         }
         let connection = self.connection;
         let cache = match self.cache_capacity {

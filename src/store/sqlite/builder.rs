@@ -4,14 +4,14 @@
 use sqlx::SqlitePool;
 
 use super::SqliteStore;
-use crate::error::ConfigError;
+use crate::error::StoreConfigError as ConfigError;
 use crate::store::sql_common::builder::{is_identifier, MAX_TABLE_LEN};
 
 /// Configures a [`SqliteStore`]: table and sweep batch size. The name is
 /// checked by [`build`](Self::build).
 ///
 /// ```no_run
-/// # fn f(pool: sqlx::SqlitePool) -> Result<(), cloakroom::ConfigError> {
+/// # fn f(pool: sqlx::SqlitePool) -> Result<(), cloakroom::store::ConfigError> {
 /// let store = cloakroom::store::SqliteStore::builder(pool)
 ///     .table("sessions")
 ///     .sweep_batch_size(500)
