@@ -175,7 +175,7 @@ async fn a_locked_table_answers_503_within_the_store_timeout_and_service_resumes
     let mut locker = locker_pool.begin().await.unwrap();
     sqlx::query(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        store.qualified_table()
+        store.quoted_table()
     ))
     .execute(&mut *locker)
     .await

@@ -94,7 +94,7 @@ async fn columns(store: &PostgresStore, key: &StoreKey) -> Columns {
     let row: Row = sqlx::query_as(&format!(
         "SELECT user_id, created_at, last_seen, absolute_deadline, idle_timeout_secs, \
          persistent, expires_at FROM {} WHERE key = $1",
-        store.qualified_table()
+        store.quoted_table()
     ))
     .bind(key.as_bytes().as_slice())
     .fetch_one(store.pool())
@@ -113,14 +113,14 @@ async fn columns(store: &PostgresStore, key: &StoreKey) -> Columns {
 
 /// How many rows the store's table holds.
 pub(crate) async fn count_rows(store: &PostgresStore) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {}", store.qualified_table()))
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {}", store.quoted_table()))
         .fetch_one(store.pool())
         .await
         .expect("count rows")
 }
 
 async fn execute(store: &PostgresStore, sql: &str, key: &StoreKey) {
-    sqlx::query(&sql.replace("{t}", store.qualified_table()))
+    sqlx::query(&sql.replace("{t}", store.quoted_table()))
         .bind(key.as_bytes().as_slice())
         .execute(store.pool())
         .await
@@ -162,7 +162,7 @@ async fn invalid_names_and_batch_sizes_are_refused_by_the_builder() {
         .table("order")
         .build()
         .unwrap();
-    assert_eq!(store.qualified_table(), "\"auth\".\"order\"");
+    assert_eq!(store.quoted_table(), "\"auth\".\"order\"");
     let debug = format!("{store:?}");
     assert!(
         debug.starts_with("PostgresStore") && debug.contains("order"),
@@ -374,7 +374,7 @@ async fn device_columns(
 ) -> (Option<String>, Option<String>, Option<i32>) {
     sqlx::query_as(&format!(
         "SELECT user_agent, host(client_ip), masklen(client_ip) FROM {} WHERE key = $1",
-        store.qualified_table()
+        store.quoted_table()
     ))
     .bind(key.as_bytes().as_slice())
     .fetch_one(store.pool())
@@ -448,7 +448,7 @@ async fn rows_are_keyed_by_the_sha256_of_the_session_id_and_hold_no_raw_id() {
         .expect("the cookie starts with the base64url ID");
     assert_eq!(id.len(), 16);
 
-    let t = store.qualified_table();
+    let t = store.quoted_table();
     let (hashed, raw, lengths): (i64, i64, Vec<i32>) = sqlx::query_as(&format!(
         "SELECT count(*) FILTER (WHERE key = sha256($1)), \
                 count(*) FILTER (WHERE position($1 IN key) > 0 \
@@ -748,7 +748,7 @@ async fn waiting(store: &PostgresStore) -> i64 {
         "SELECT count(*) FROM pg_stat_activity \
          WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0",
     )
-    .bind(store.qualified_table())
+    .bind(store.quoted_table())
     .fetch_one(store.pool())
     .await
     .unwrap()
@@ -772,7 +772,7 @@ async fn migrating_an_up_to_date_table_does_not_wait_for_its_readers() {
     let reader_pool = connect(url).await;
     let mut reader = reader_pool.begin().await.unwrap();
     // A long read, as a `pg_dump` does: ACCESS SHARE until it ends.
-    sqlx::query(&format!("SELECT count(*) FROM {}", store.qualified_table()))
+    sqlx::query(&format!("SELECT count(*) FROM {}", store.quoted_table()))
         .execute(&mut *reader)
         .await
         .unwrap();
@@ -809,7 +809,7 @@ async fn forwards_are_rows_that_the_sweeper_removes_once_they_lapse() {
         sqlx::query_as(&format!(
             "SELECT user_id, data, successor, expires_at, user_agent, host(client_ip) \
              FROM {} WHERE key = $1",
-            store.qualified_table()
+            store.quoted_table()
         ))
         .bind(old.as_bytes().as_slice())
         .fetch_one(store.pool())
@@ -833,7 +833,7 @@ async fn logout_everywhere_catches_the_session_of_a_login_that_raced_its_delete(
         return;
     };
     let url = shared_url().expect("a server");
-    let t = store.qualified_table().to_owned();
+    let t = store.quoted_table().to_owned();
     let (old, new, t0) = (key(), key(), now());
     assert!(store
         .create(&old, &record(t0, Some("carol")), t0)
@@ -881,7 +881,7 @@ async fn a_retry_of_retire_racing_the_first_attempt_succeeds_too() {
         return;
     };
     let url = shared_url().expect("a server");
-    let t = store.qualified_table().to_owned();
+    let t = store.quoted_table().to_owned();
     let (old, new, t0) = (key(), key(), now());
     assert!(store.create(&old, &record(t0, None), t0).await.unwrap());
 
@@ -918,7 +918,7 @@ async fn ending_all_sessions_follows_a_session_moved_while_its_batch_waited() {
         return;
     };
     let url = shared_url().expect("a server");
-    let t = store.qualified_table().to_owned();
+    let t = store.quoted_table().to_owned();
     let (old, new, t0) = (key(), key(), now());
     let created = t0 - secs(10);
     assert!(store

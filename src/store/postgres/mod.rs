@@ -349,7 +349,7 @@ impl PostgresStore {
     /// The quoted, schema-qualified table name, e.g.
     /// `"public"."cloakroom_sessions"`, ready to use in SQL of your own
     /// (say, to count sessions).
-    pub fn qualified_table(&self) -> &str {
+    pub fn quoted_table(&self) -> &str {
         &self.sql.qualified_table
     }
 
