@@ -1,6 +1,6 @@
 //! The crate's error types: [`SessionError`] for what handlers see,
-//! [`ConfigError`], [`StoreConfigError`] and [`CsrfConfigError`] for
-//! settings that cannot work. Every module reaches them
+//! [`ConfigError`] for settings of the layer that cannot work (stores and
+//! the CSRF layer have their own, in their modules). Every module reaches them
 //! here, so no module depends on another just for its errors.
 
 use std::fmt;
@@ -152,107 +152,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Store settings that cannot work, reported by the store builders'
-/// `build` (public as `cloakroom::store::ConfigError`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreConfigError {
-    /// A Redis key prefix is longer than 128 bytes or contains `{` or `}`
-    /// (which would act as a cluster hash tag).
-    InvalidKeyPrefix(String),
-    /// A PostgreSQL schema name is not a plain lower-case identifier of at
-    /// most 63 bytes (`^[a-z_][a-z0-9_]{0,62}$`).
-    InvalidSchemaName(String),
-    /// A PostgreSQL or SQLite table name is not a plain lower-case
-    /// identifier of at most 48 bytes (`^[a-z_][a-z0-9_]{0,47}$`), short
-    /// enough for the index names derived from it (for SQLite, not starting
-    /// with `sqlite_` either).
-    InvalidTableName(String),
-    /// A sweep batch size of zero, which could never delete a row.
-    ZeroSweepBatchSize,
-    /// A [`MemoryStore`](crate::MemoryStore) or local cache capacity of
-    /// zero, which could hold no session.
-    ZeroCapacity,
-    /// A [`RedisStore`](crate::store::RedisStore) with a local cache was built on
-    /// a connection made from one the application already had: the cache
-    /// needs the server URLs for its invalidation channel, so open the
-    /// connection with `RedisConnection::connect` or `connect_cluster`.
-    LocalCacheWithoutUrls,
-}
-
-impl fmt::Display for StoreConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidKeyPrefix(prefix) => write!(
-                f,
-                "invalid key prefix {prefix:?}: at most 128 bytes, and no '{{' or '}}'"
-            ),
-            Self::InvalidSchemaName(name) => write!(
-                f,
-                "invalid schema name {name:?}: expected 1 to 63 characters from a-z, 0-9 \
-                 and _, not starting with a digit"
-            ),
-            Self::InvalidTableName(name) => write!(
-                f,
-                "invalid table name {name:?}: expected 1 to 48 characters from a-z, 0-9 \
-                 and _, not starting with a digit (nor, for SQLite, with sqlite_)"
-            ),
-            Self::ZeroSweepBatchSize => f.write_str("the sweep batch size must be at least 1"),
-            Self::ZeroCapacity => f.write_str("a store or cache capacity must be at least 1"),
-            Self::LocalCacheWithoutUrls => f.write_str(
-                "a RedisStore local cache needs the server URLs for its invalidation channel: \
-                 open the connection with RedisConnection::connect or connect_cluster",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StoreConfigError {}
-
-/// CSRF settings that cannot work, reported by
-/// [`CsrfLayerBuilder::build`](crate::csrf::CsrfLayerBuilder::build) (public
-/// as `cloakroom::csrf::ConfigError`). Each variant carries the value given.
-#[cfg(feature = "csrf")]
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CsrfConfigError {
-    /// The header name is not a valid HTTP header name.
-    InvalidHeaderName(String),
-    /// The form field name is empty.
-    EmptyFieldName,
-    /// An exempt path does not start with `/`.
-    InvalidExemptPath(String),
-    /// An exempt prefix does not start with `/`.
-    InvalidExemptPrefix(String),
-    /// A trusted origin is not `scheme://host[:port]`.
-    InvalidTrustedOrigin(String),
-}
-
-#[cfg(feature = "csrf")]
-impl fmt::Display for CsrfConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidHeaderName(name) => {
-                write!(f, "CSRF header name {name:?} is not a valid header name")
-            }
-            Self::EmptyFieldName => f.write_str("the CSRF form field name is empty"),
-            Self::InvalidExemptPath(path) => {
-                write!(f, "CSRF-exempt path {path:?} must start with '/'")
-            }
-            Self::InvalidExemptPrefix(prefix) => {
-                write!(f, "CSRF-exempt prefix {prefix:?} must start with '/'")
-            }
-            Self::InvalidTrustedOrigin(origin) => write!(
-                f,
-                "trusted origin {origin:?} must be scheme://host[:port], with no path"
-            ),
-        }
-    }
-}
-
-#[cfg(feature = "csrf")]
-impl std::error::Error for CsrfConfigError {}
 
 /// A duration the way a person would write it: `90s`, `30min`, `12h`,
 /// `7d`.

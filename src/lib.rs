@@ -163,6 +163,7 @@ mod admin;
 mod axum;
 mod clock;
 mod config;
+mod context;
 mod cookie;
 mod core;
 #[cfg(feature = "csrf")]

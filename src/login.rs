@@ -148,11 +148,12 @@ impl LoginRequired {
         if !wants_page(parts) {
             return Self::Unauthorized;
         }
-        let login_url = &session.core().config.login_url;
+        let context = session.context();
+        let login_url = &context.settings().login_url;
         // The page as the layer saw it: inside a nested router, the URI the
         // extractor sees has lost its prefix.
         let next = (parts.method == Method::GET || parts.method == Method::HEAD)
-            .then(|| session.page())
+            .then(|| context.page())
             .flatten()
             .and_then(safe_redirect_path);
         let location = match next {

@@ -35,6 +35,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::context::RequestContext;
 use crate::cookie::{transport, Transport};
 use crate::core::Core;
 use crate::device::RequestOrigin;
@@ -129,7 +130,8 @@ where
                 Transport::Loopback => false,
                 Transport::Plain => true,
             };
-        let session = Session::new(self.core.clone(), cookie_id, origin, plain_http);
+        let context = RequestContext::new(self.core.clone(), origin, plain_http);
+        let session = Session::new(context, cookie_id);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Inner {
@@ -227,12 +229,13 @@ async fn finish<B: From<&'static str>>(
 
 /// Adds what the session's outcome asks of the response.
 fn decorate<B>(response: &mut Response<B>, outcome: Outcome, session: &Session) {
-    let core = session.core();
+    let context = session.context();
+    let core = context.core();
     let headers = response.headers_mut();
     if outcome.vary {
         add_vary_cookie(headers);
     }
-    if session.plain_http()
+    if context.plain_http()
         && matches!(outcome.cookie, CookieAction::Set { .. })
         && !core.plain_http_settled.swap(true, Ordering::Relaxed)
     {

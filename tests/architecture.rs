@@ -1,6 +1,8 @@
 //! The layering rules of ARCHITECTURE.md, checked on the source: no file
 //! imports another that imports it back, `session/` knows neither HTTP nor
-//! the key ring, and the cookie codec knows nothing of stores or sessions.
+//! the key ring, the cookie codec knows nothing of stores or sessions, and
+//! other modules reach the layer's settings through the request context,
+//! never through the session's own handle on the layer.
 //!
 //! "Imports" are `use` items and `crate::`/`super::` paths outside test
 //! modules; a folder's `mod.rs` may re-export its children (`pub use`),
@@ -178,6 +180,37 @@ fn stores_know_nothing_of_http_or_cookies() {
             assert!(
                 !code.contains(forbidden),
                 "{} mentions {forbidden}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn other_modules_reach_the_layers_settings_through_the_request_context_only() {
+    let modules = sources();
+    let (_, state) = &modules["session::state"];
+    let core_accessor = state
+        .lines()
+        .find(|line| line.contains("fn core(&self)"))
+        .expect("Session keeps a handle on the layer");
+    assert!(
+        core_accessor.trim_start().starts_with("pub(super) fn core"),
+        "Session::core must stay private to session/: {core_accessor}"
+    );
+    for (module, (path, code)) in &modules {
+        if module.starts_with("session") || module == "context" {
+            continue;
+        }
+        for forbidden in [
+            "session.core()",
+            ".shared.context",
+            ".shared.state",
+            "session::state::Shared",
+        ] {
+            assert!(
+                !code.contains(forbidden),
+                "{} reaches past the request context: {forbidden}",
                 path.display()
             );
         }

@@ -90,8 +90,9 @@ use http::request::Parts;
 use http::{Response, Uri};
 use tower_layer::Layer;
 
-pub use crate::error::CsrfConfigError as ConfigError;
+pub use self::config_error::ConfigError;
 
+mod config_error;
 #[cfg(feature = "axum")]
 mod extract;
 mod failure;

@@ -79,11 +79,11 @@ impl CsrfToken {
     /// [`SessionError`] when the session cannot be loaded or no randomness
     /// is available.
     pub async fn for_session(session: &Session) -> Result<Self, SessionError> {
-        let core = session.core();
-        let keys = &core.config.keys;
+        let context = session.context();
+        let keys = &context.settings().keys;
         let payload = match session.token_id(TokenPurpose::Render).await? {
             Some(id) => keys.tag(SESSION_CONTEXT, id.as_bytes()),
-            None => keys.tag(ANONYMOUS_CONTEXT, &window(core.now()).to_be_bytes()),
+            None => keys.tag(ANONYMOUS_CONTEXT, &window(context.now()).to_be_bytes()),
         };
         Ok(Self { payload })
     }
@@ -206,15 +206,15 @@ pub(crate) async fn check(token: &str, session: &Session) -> Result<TokenCheck, 
     let Some(candidate) = unmask(token) else {
         return Ok(TokenCheck::Invalid);
     };
-    let core = session.core();
-    let keys = &core.config.keys;
+    let context = session.context();
+    let keys = &context.settings().keys;
     let cookie = session.token_id(TokenPurpose::Cookie).await?;
     if let Some(id) = &cookie {
         if keys.verifies(SESSION_CONTEXT, id.as_bytes(), &candidate) {
             return Ok(TokenCheck::Valid);
         }
     }
-    if !anonymous_valid(keys, core.now(), &candidate) {
+    if !anonymous_valid(keys, context.now(), &candidate) {
         return Ok(TokenCheck::Invalid);
     }
     if cookie.is_some() && session.token_id(TokenPurpose::LiveCookie).await?.is_some() {

@@ -350,9 +350,10 @@ impl Session {
             } => {
                 let max_age = max_age(&record);
                 let user_id = record.user_id.clone().filter(|_| login);
-                let moved = run_to_completion(self.shared.core.clone(), move |core, abandoned| {
-                    rotate(core, old, id, record, previous, abandoned)
-                })
+                let moved = run_to_completion(
+                    self.shared.context.core().clone(),
+                    move |core, abandoned| rotate(core, old, id, record, previous, abandoned),
+                )
                 .await
                 .map_err(|e| abort(self.session_failed(e)))?;
                 match moved {

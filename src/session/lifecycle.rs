@@ -118,7 +118,7 @@ impl Session {
         record.persistent = core.config.persistent;
         record.data = data;
         record.user_id = Some(user_id);
-        record.device = self.shared.origin.device();
+        record.device = self.shared.context.origin().device();
         active.record = record;
         // The whole record is written under the new ID at commit.
         active.patch = Patch::default();

@@ -10,8 +10,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+use crate::context::RequestContext;
 use crate::core::Core;
-use crate::device::RequestOrigin;
 use crate::error::SessionError;
 use crate::events;
 use crate::id::{SessionId, StoreKey};
@@ -41,54 +41,38 @@ pub struct Session {
 }
 
 pub(super) struct Shared {
-    pub(super) core: Arc<Core>,
+    /// The request as the layer saw it; other modules reach the layer's
+    /// settings through it, never through `core`.
+    pub(super) context: RequestContext,
     /// The verified ID from the request's cookie.
     pub(super) cookie_id: Option<SessionId>,
     /// A store call failed: this request writes nothing back.
     pub(super) poisoned: AtomicBool,
     pub(super) state: Mutex<Phase>,
-    /// Where the request came from, for the device a login records, and
-    /// the page it asked for, for a login redirect's `next`.
-    pub(super) origin: RequestOrigin,
-    /// The request showed no sign of https while the cookie is `Secure`
-    /// (worth a warning if the response sets it).
-    pub(super) plain_http: bool,
 }
 
 impl Session {
-    pub(crate) fn new(
-        core: Arc<Core>,
-        cookie_id: Option<SessionId>,
-        origin: RequestOrigin,
-        plain_http: bool,
-    ) -> Self {
+    pub(crate) fn new(context: RequestContext, cookie_id: Option<SessionId>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                core,
+                context,
                 cookie_id,
                 poisoned: AtomicBool::new(false),
                 state: Mutex::new(Phase::Unloaded),
-                origin,
-                plain_http,
             }),
         }
     }
 
-    /// Whether the request came without a sign of https to a `Secure`
-    /// cookie layer.
-    pub(crate) fn plain_http(&self) -> bool {
-        self.shared.plain_http
+    /// The request as the layer saw it: the door through which the
+    /// service, CSRF and the login extractors reach the layer's settings.
+    pub(crate) fn context(&self) -> &RequestContext {
+        &self.shared.context
     }
 
-    /// The path and query of a `GET` or `HEAD` request, as the layer saw it.
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn page(&self) -> Option<&str> {
-        self.shared.origin.page()
-    }
-
-    /// What the layer shares with this request's session.
-    pub(crate) fn core(&self) -> &Core {
-        &self.shared.core
+    /// What the layer shares with this request's session: for `session/`
+    /// only (others go through [`Session::context`]).
+    pub(super) fn core(&self) -> &Core {
+        self.shared.context.core()
     }
 
     /// Records a store failure: the request will write nothing back.

@@ -22,9 +22,9 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::device::Device;
-use crate::error::StoreConfigError as ConfigError;
 use crate::id::StoreKey;
 use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::store::ConfigError;
 use crate::store::{Deleted, SessionStore, StoreError};
 
 const RECORD_SHARDS: usize = 64;

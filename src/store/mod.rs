@@ -38,18 +38,19 @@ use std::pin::Pin;
 
 use time::OffsetDateTime;
 
+pub use self::config_error::ConfigError;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
-pub use crate::error::StoreConfigError as ConfigError;
 pub use crate::id::store_key::{ParseStoreKeyError, StoreKey};
 pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 /// The `time` crate, whose `OffsetDateTime` and `Duration` records use.
 pub use time;
 
+mod config_error;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]

@@ -7,8 +7,8 @@ use sqlx::PgPool;
 
 use super::sql::Statements;
 use super::PostgresStore;
-use crate::error::StoreConfigError as ConfigError;
 use crate::store::sql_common::builder::{is_identifier, MAX_TABLE_LEN};
+use crate::store::ConfigError;
 
 /// Longest schema name: PostgreSQL's identifier limit (63 bytes).
 const MAX_SCHEMA_LEN: usize = 63;

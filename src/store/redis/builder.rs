@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::cache::LocalCache;
 use super::{Cached, RedisConnection, RedisStore, DEFAULT_PREFIX};
-use crate::error::StoreConfigError as ConfigError;
+use crate::store::ConfigError;
 
 /// Longest key prefix, in bytes.
 const MAX_PREFIX_LEN: usize = 128;

@@ -4,8 +4,8 @@
 use sqlx::SqlitePool;
 
 use super::SqliteStore;
-use crate::error::StoreConfigError as ConfigError;
 use crate::store::sql_common::builder::{is_identifier, MAX_TABLE_LEN};
+use crate::store::ConfigError;
 
 /// Configures a [`SqliteStore`]: table and sweep batch size. The name is
 /// checked by [`build`](Self::build).

@@ -1,0 +1,68 @@
+//! [`RequestContext`]: what the session layer knows of one request, built
+//! once in `SessionService::call`, and the one door through which the
+//! service, the CSRF layer and the login extractors reach the layer's
+//! settings.
+//!
+//! It travels inside the request's session (one allocation per request
+//! for both), but other modules see only this type: `Session::core` is
+//! private to `session/`, and `tests/architecture.rs` keeps it so.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::config::SessionConfig;
+use crate::core::Core;
+use crate::device::RequestOrigin;
+
+/// One request as the session layer saw it.
+pub(crate) struct RequestContext {
+    core: Arc<Core>,
+    origin: RequestOrigin,
+    plain_http: bool,
+}
+
+impl RequestContext {
+    pub(crate) fn new(core: Arc<Core>, origin: RequestOrigin, plain_http: bool) -> Self {
+        Self {
+            core,
+            origin,
+            plain_http,
+        }
+    }
+
+    /// The layer's validated settings (keys, cookie, timeouts, login URL).
+    #[cfg_attr(not(any(feature = "axum", feature = "csrf")), allow(dead_code))]
+    pub(crate) fn settings(&self) -> &SessionConfig {
+        &self.core.config
+    }
+
+    /// The layer clock's time in whole seconds.
+    #[cfg_attr(not(feature = "csrf"), allow(dead_code))]
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.core.now()
+    }
+
+    /// What the layer shares with its sessions: the store and settings.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Where the request came from (the device a login records).
+    pub(crate) fn origin(&self) -> &RequestOrigin {
+        &self.origin
+    }
+
+    /// The path and query of a `GET` or `HEAD` request, as the layer saw
+    /// it (before a nested router stripped a prefix).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn page(&self) -> Option<&str> {
+        self.origin.page()
+    }
+
+    /// The request showed no sign of https while the cookie is `Secure`
+    /// (worth a warning if the response sets it).
+    pub(crate) fn plain_http(&self) -> bool {
+        self.plain_http
+    }
+}
