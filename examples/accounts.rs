@@ -15,6 +15,30 @@
 //! | `alice` | `correct horse battery staple` |
 //! | `bob` | `hunter2 is not a password` |
 //!
+//! Cargo features: cloakroom's defaults (it uses `memory`, `axum`, `csrf`,
+//! and `device-labels` to name the devices); `--features redis` or
+//! `--features postgres` adds that store. To build this file in a project
+//! of your own, copy it to `src/main.rs` with these Cargo.toml lines (the
+//! two features are this file's own, and switch cloakroom's on):
+//!
+//! ```toml
+//! [dependencies]
+//! cloakroom = "0.1"
+//! argon2 = { version = "0.5", features = ["std"] }
+//! axum = "0.8"
+//! html-escape = "0.2"
+//! serde = { version = "1", features = ["derive"] }
+//! time = { version = "0.3", features = ["formatting", "macros"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net"] }
+//! tracing = "0.1"
+//! tracing-subscriber = { version = "0.3", features = ["env-filter"] }
+//! sqlx = { version = "0.8", default-features = false, features = ["runtime-tokio", "postgres"], optional = true }
+//!
+//! [features]
+//! redis = ["cloakroom/redis"]
+//! postgres = ["cloakroom/postgres", "dep:sqlx"]
+//! ```
+//!
 //! Environment:
 //! - `ACCOUNTS_ADDR`: listen address, default `127.0.0.1:3001`
 //! - `SESSION_STORE`: `memory` (default), `redis` (`REDIS_URL`, default

@@ -43,7 +43,8 @@ struct App {
 async fn count(State(app): State<App>, session: Session) -> Result<Response, SessionError> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
     session.insert("visits", visits).await?;
-    // The app's own query, on the same pool.
+    // The app's own query, on the same pool. (A session this request
+    // creates is written after the handler, when the response goes out.)
     let sql = format!(
         "SELECT count(*) FROM {} WHERE successor IS NULL AND expires_at > now()",
         app.table
@@ -54,7 +55,7 @@ async fn count(State(app): State<App>, session: Session) -> Result<Response, Ses
     else {
         return Ok((StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response());
     };
-    Ok(format!("visit number {visits}; {rows} live sessions in the table\n").into_response())
+    Ok(format!("visit number {visits}; live sessions in the table: {rows}\n").into_response())
 }
 
 #[tokio::main]

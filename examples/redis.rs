@@ -35,7 +35,7 @@ async fn count(State(store): State<RedisStore>, session: Session) -> Result<Stri
     session.insert("visits", visits).await?;
     let cached = store.cached_sessions().unwrap_or(0);
     Ok(format!(
-        "visit number {visits} ({cached} sessions cached here)\n"
+        "visit number {visits}; sessions in this process's cache: {cached}\n"
     ))
 }
 

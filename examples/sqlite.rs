@@ -59,7 +59,7 @@ async fn count(State(app): State<App>, session: Session) -> Result<Response, Ses
     else {
         return Ok((StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response());
     };
-    Ok(format!("visit number {visits}; {rows} live sessions in the file\n").into_response())
+    Ok(format!("visit number {visits}; live sessions in the file: {rows}\n").into_response())
 }
 
 #[tokio::main]
