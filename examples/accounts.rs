@@ -80,11 +80,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+#[cfg(feature = "postgres")]
+use cloakroom::PostgresStore;
 use cloakroom::{
     safe_redirect_path, CsrfLayer, CsrfToken, CurrentUser, Flash, FlashLevel, Key, LoadUser,
     MemoryStore, Session, SessionError, SessionHandle, SessionInfo, SessionLayer,
     SessionLayerBuilder,
 };
+#[cfg(feature = "redis")]
+use cloakroom::{RedisConnection, RedisStore};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -168,8 +172,8 @@ async fn run() -> Result<(), BoxError> {
 #[cfg(feature = "redis")]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-    let connection = cloakroom::RedisConnection::connect(&url).await?;
-    let store = cloakroom::RedisStore::builder()
+    let connection = RedisConnection::connect(&url).await?;
+    let store = RedisStore::builder()
         .key_prefix("cloakroom-accounts:")
         .build(connection)?;
     Ok(SessionLayer::builder(store))
@@ -189,7 +193,7 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect(&url)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::PostgresStore::new(pool);
+    let store = PostgresStore::new(pool);
     store
         .migrate()
         .await
