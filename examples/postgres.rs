@@ -1,4 +1,4 @@
-//! Run with: `DATABASE_URL=postgres://user@localhost/db cargo run --example postgres --features postgres`
+//! Run with: `cargo run --example postgres --features postgres`
 //!
 //! Sessions in PostgreSQL, on the application's own pool: the app opens
 //! one sqlx `PgPool`, hands a clone to `PostgresStore`, and keeps using it
@@ -8,7 +8,9 @@
 //! (`migration_sql` gives the same SQL for a migration tool of your own).
 //! A background task deletes expired rows every five minutes. A database
 //! outage answers `503`: the short acquire timeout makes it a quick one.
-//! Try it with `curl -c jar -b jar http://127.0.0.1:3003/`.
+//! The database is `DATABASE_URL` (default `postgres://localhost/postgres`,
+//! as the current user). Try it with
+//! `curl -c jar -b jar http://127.0.0.1:3003/`.
 //!
 //! Cargo features: `postgres` (with the default `memory` and `axum`).
 //! Dependencies, as Cargo.toml lines:
@@ -60,13 +62,14 @@ async fn count(State(app): State<App>, session: Session) -> Result<Response, Ses
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("DATABASE_URL")
-        .map_err(|_| "set DATABASE_URL, e.g. postgres://user@localhost/db")?;
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/postgres".into());
     // The pool the rest of the application uses too.
     let pool = PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(3))
         .connect(&url)
-        .await?;
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     // `public.cloakroom_sessions`; `PostgresStore::builder(pool)` picks
     // another schema or table.
     let store = PostgresStore::new(pool.clone());
