@@ -71,7 +71,9 @@ struct Note {
 /// serde ignores here).
 async fn add_note(session: Session, Form(note): Form<Note>) -> Result<Redirect, SessionError> {
     let mut notes: Vec<String> = session.get("notes").await?.unwrap_or_default();
-    notes.push(note.text.chars().take(200).collect());
+    // Bounded, like anything a client can add to its session.
+    notes.truncate(19);
+    notes.insert(0, note.text.chars().take(200).collect());
     session.insert("notes", notes).await?;
     Ok(Redirect::to("/"))
 }

@@ -6,7 +6,8 @@
 //! browser's visits in it, and turns a `SessionError` into its status
 //! (`SessionError::status`: `503` when the store fails). Nothing of axum
 //! is needed: only the `memory` feature (the Cargo.toml line below turns
-//! the other default features off). Try it with `curl -c jar -b jar http://127.0.0.1:3005/`.
+//! the other default features off). Try it with
+//! `curl -c jar -b jar http://127.0.0.1:3005/`.
 //!
 //! Cargo features: `memory`. Dependencies, as Cargo.toml lines:
 //!
