@@ -15,6 +15,30 @@
 //! | `alice` | `correct horse battery staple` |
 //! | `bob` | `hunter2 is not a password` |
 //!
+//! Cargo features: cloakroom's defaults (it uses `memory`, `axum`, `csrf`,
+//! and `device-labels` to name the devices); `--features redis` or
+//! `--features postgres` adds that store. To build this file in a project
+//! of your own, copy it to `src/main.rs` with these Cargo.toml lines (the
+//! two features are this file's own, and switch cloakroom's on):
+//!
+//! ```toml
+//! [dependencies]
+//! cloakroom = "0.1"
+//! argon2 = { version = "0.5", features = ["std"] }
+//! axum = "0.8"
+//! html-escape = "0.2"
+//! serde = { version = "1", features = ["derive"] }
+//! time = { version = "0.3", features = ["formatting", "macros"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net"] }
+//! tracing = "0.1"
+//! tracing-subscriber = { version = "0.3", features = ["env-filter"] }
+//! sqlx = { version = "0.8", default-features = false, features = ["runtime-tokio", "postgres"], optional = true }
+//!
+//! [features]
+//! redis = ["cloakroom/redis"]
+//! postgres = ["cloakroom/postgres", "dep:sqlx"]
+//! ```
+//!
 //! Environment:
 //! - `ACCOUNTS_ADDR`: listen address, default `127.0.0.1:3001`
 //! - `SESSION_STORE`: `memory` (default), `redis` (`REDIS_URL`, default
@@ -56,11 +80,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+#[cfg(feature = "postgres")]
+use cloakroom::store::PostgresStore;
 use cloakroom::{
     csrf::CsrfLayer, csrf::CsrfToken, device::SessionHandle, login::safe_redirect_path,
     login::CurrentUser, login::LoadUser, store::SessionInfo, Flash, FlashLevel, Key, MemoryStore,
     Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
+#[cfg(feature = "redis")]
+use cloakroom::{store::RedisConnection, store::RedisStore};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -144,8 +172,8 @@ async fn run() -> Result<(), BoxError> {
 #[cfg(feature = "redis")]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-    let connection = cloakroom::store::RedisConnection::connect(&url).await?;
-    let store = cloakroom::store::RedisStore::builder(connection)
+    let connection = RedisConnection::connect(&url).await?;
+    let store = RedisStore::builder(connection)
         .key_prefix("cloakroom-accounts:")
         .build()?;
     Ok(SessionLayer::builder(store))
@@ -165,7 +193,7 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect(&url)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::store::PostgresStore::new(pool);
+    let store = PostgresStore::new(pool);
     store
         .migrate()
         .await

@@ -15,6 +15,32 @@
 //!   `--features sqlite`)
 //! - `SESSION_IDLE_SECS` (default 1800), `SESSION_ABSOLUTE_SECS` (default 43200)
 //! - `SESSION_KEY`: 64 hex characters; a random key (with a warning) when unset
+//!
+//! Cargo features: cloakroom's defaults (it uses `memory`, `axum`, `csrf`,
+//! and `device-labels` to name the devices); `redis`, `postgres` or
+//! `sqlite` add those stores. To build this file in a project of your own,
+//! copy it to `src/main.rs` with these Cargo.toml lines (the three
+//! features are this file's own, and switch cloakroom's on):
+//!
+//! ```toml
+//! [dependencies]
+//! cloakroom = "0.1"
+//! axum = "0.8"
+//! cookie = "0.18"
+//! html-escape = "0.2"
+//! serde = { version = "1", features = ["derive"] }
+//! serde_json = "1"
+//! time = { version = "0.3", features = ["formatting"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net"] }
+//! tracing = "0.1"
+//! tracing-subscriber = { version = "0.3", features = ["env-filter"] }
+//! sqlx = { version = "0.8", default-features = false, features = ["runtime-tokio"], optional = true }
+//!
+//! [features]
+//! redis = ["cloakroom/redis"]
+//! postgres = ["cloakroom/postgres", "dep:sqlx", "sqlx/postgres"]
+//! sqlite = ["cloakroom/sqlite", "dep:sqlx", "sqlx/sqlite"]
+//! ```
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -26,12 +52,23 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cloakroom::store::time::{format_description::well_known::Rfc3339, OffsetDateTime};
+#[cfg(feature = "postgres")]
+use cloakroom::store::PostgresStore;
+#[cfg(feature = "sqlite")]
+use cloakroom::store::SqliteStore;
 use cloakroom::{
-    csrf::CsrfLayer, csrf::CsrfToken, device::ClientIp, device::SessionHandle,
-    login::safe_redirect_path, login::LoggedIn, store::SessionInfo, Flash, FlashLevel, Key,
-    MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
+    csrf::CsrfLayer,
+    csrf::CsrfToken,
+    device::ClientIp,
+    device::SessionHandle,
+    login::safe_redirect_path,
+    login::LoggedIn,
+    store::time::{format_description::well_known::Rfc3339, OffsetDateTime},
+    store::SessionInfo,
+    Flash, FlashLevel, Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
+#[cfg(feature = "redis")]
+use cloakroom::{store::RedisConnection, store::RedisStore};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -111,16 +148,13 @@ async fn run() -> Result<(), BoxError> {
 #[cfg(feature = "redis")]
 async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
     let connection = match std::env::var("REDIS_CLUSTER_URLS") {
-        Ok(urls) => {
-            cloakroom::store::RedisConnection::connect_cluster(urls.split(',').map(str::trim))
-                .await?
-        }
+        Ok(urls) => RedisConnection::connect_cluster(urls.split(',').map(str::trim)).await?,
         Err(_) => {
             let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-            cloakroom::store::RedisConnection::connect(&url).await?
+            RedisConnection::connect(&url).await?
         }
     };
-    let store = cloakroom::store::RedisStore::builder(connection)
+    let store = RedisStore::builder(connection)
         .key_prefix("cloakroom-demo:")
         .build()?;
     Ok(SessionLayer::builder(store))
@@ -147,7 +181,7 @@ async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect(&url)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::store::PostgresStore::new(pool);
+    let store = PostgresStore::new(pool);
     store.migrate().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!(
@@ -188,7 +222,7 @@ async fn sqlite_store() -> Result<SessionLayerBuilder, BoxError> {
         .connect_with(options)
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = cloakroom::store::SqliteStore::new(pool);
+    let store = SqliteStore::new(pool);
     store.migrate().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!(
@@ -258,8 +292,12 @@ ul.devices li:first-child{border-top:0}\
 .badge{font-size:.8rem;border:1px solid #1f883d;color:#1a7f37;border-radius:1rem;padding:0 .5rem}\
 .actions{display:flex;gap:.5rem}";
 
-/// The message a logout leaves for the next page. The session it would
-/// wait in is gone, so it waits in a cookie of its own for a minute.
+/// The message a logout leaves for the next page. Every other message
+/// waits in the session (`Session::flash`, `Session::take_flashes`), but a
+/// logout's answer expires the session cookie and leaves the browser with
+/// none (the demo's contract): a `Session::flash` after the logout would
+/// start a new session and set a new cookie. So this one waits in a cookie
+/// of its own for a minute, holding a code rather than text.
 const FLASH_COOKIE: &str = "demo_flash";
 
 /// The hidden form field every form of the demo carries.
