@@ -566,26 +566,32 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-impl SessionStore for RedisStore {
-    async fn create(
+impl RedisStore {
+    /// Writes `record` under `key` with `script` (`create.lua` or
+    /// `restore.lua`: the script's own arguments, `head`, then the record's
+    /// fields), then puts a user's session in the user's index. Returns
+    /// whether the script wrote.
+    async fn write_indexed(
         &self,
+        script: &redis::Script,
         key: &StoreKey,
+        head: &[String],
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let _evict = self.evict_after([*key]);
-        let mut invocation = CREATE.key(self.record_key(key));
-        invocation
-            .arg(now.unix_timestamp())
-            .arg(record.expires_at().unix_timestamp());
+        let mut invocation = script.key(self.record_key(key));
+        for arg in head {
+            invocation.arg(arg);
+        }
         for arg in encode_record(record)? {
             invocation.arg(arg);
         }
-        let created: i64 = invocation
+        let written: i64 = invocation
             .invoke_async(&mut self.connection())
             .await
             .map_err(store_error)?;
-        if created != 1 {
+        if written != 1 {
             return Ok(false);
         }
         // The record comes first and the index second. The other order lets
@@ -603,13 +609,30 @@ impl SessionStore for RedisStore {
                 )
                 .await
             {
-                // Without its index entry the session must not live; nobody
-                // holds its ID yet, so deleting it loses nothing.
+                // Without its index entry the session must not live: nobody
+                // holds a new session's ID yet, and a restored one is the
+                // old ID of a move whose cookie never went out; deleting it
+                // loses nothing that logout-everywhere could still reach.
                 let _ = SessionStore::delete(self, key, now).await;
                 return Err(error);
             }
         }
         Ok(true)
+    }
+}
+
+impl SessionStore for RedisStore {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let head = [
+            now.unix_timestamp().to_string(),
+            record.expires_at().unix_timestamp().to_string(),
+        ];
+        self.write_indexed(&CREATE, key, &head, record, now).await
     }
 
     async fn load(
@@ -788,40 +811,12 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let _evict = self.evict_after([*key]);
-        let mut invocation = RESTORE.key(self.record_key(key));
-        invocation
-            .arg(now.unix_timestamp())
-            .arg(successor.to_hex())
-            .arg(record.expires_at().unix_timestamp());
-        for arg in encode_record(record)? {
-            invocation.arg(arg);
-        }
-        let restored: i64 = invocation
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(store_error)?;
-        if restored != 1 {
-            return Ok(false);
-        }
-        // Record first, index second, as in `create` (and for its reason).
-        if let Some(user) = &record.user_id {
-            if let Err(error) = self
-                .index(
-                    user,
-                    key,
-                    record.expires_at(),
-                    Some(record.absolute_deadline),
-                )
-                .await
-            {
-                // Unindexed, logout-everywhere could not reach it: it must
-                // not live.
-                let _ = SessionStore::delete(self, key, now).await;
-                return Err(error);
-            }
-        }
-        Ok(true)
+        let head = [
+            now.unix_timestamp().to_string(),
+            successor.to_hex(),
+            record.expires_at().unix_timestamp().to_string(),
+        ];
+        self.write_indexed(&RESTORE, key, &head, record, now).await
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
