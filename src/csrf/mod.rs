@@ -356,7 +356,7 @@ impl CsrfLayerBuilder {
     /// use http::request::Parts;
     /// use http::Response;
     ///
-    /// # fn main() -> Result<(), cloakroom::ConfigError> {
+    /// # fn main() -> Result<(), cloakroom::csrf::ConfigError> {
     /// let csrf = CsrfLayer::builder()
     ///     .failure_response(|failure: &CsrfFailure, _request: &Parts| {
     ///         let advice = match failure.reason() {
