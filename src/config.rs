@@ -24,6 +24,9 @@ pub(crate) const MAX_TOUCH_AFTER: f64 = 0.5;
 const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_LOGIN_URL: &str = "/login";
+/// How recent a password confirmation must be for a sensitive action,
+/// unless the builder says otherwise: five minutes.
+const DEFAULT_REAUTHENTICATION_WINDOW: Duration = Duration::from_secs(300);
 const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(1);
 const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest timeout accepted: 10 years. Longer values are almost certainly
@@ -55,6 +58,10 @@ pub(crate) struct SessionConfig {
     /// (the builder still validates it) but unread.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) login_url: String,
+    /// How recent a password confirmation
+    /// [`Reauthenticated`](crate::login::Reauthenticated) accepts.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) reauthentication_window: Duration,
 }
 
 /// What [`SessionLayerBuilder`](crate::SessionLayerBuilder) collects, not
@@ -76,6 +83,7 @@ pub(crate) struct Settings {
     pub(crate) record_user_agent: bool,
     pub(crate) client_ip: Option<ClientIp>,
     pub(crate) login_url: String,
+    pub(crate) reauthentication_window: Duration,
 }
 
 impl Default for Settings {
@@ -97,6 +105,7 @@ impl Default for Settings {
             record_user_agent: true,
             client_ip: None,
             login_url: DEFAULT_LOGIN_URL.to_owned(),
+            reauthentication_window: DEFAULT_REAUTHENTICATION_WINDOW,
         }
     }
 }
@@ -148,6 +157,7 @@ impl Settings {
         }
         let client_ip = self.client_ip.map(ClientIp::validated).transpose()?;
         let login_url = login_url(self.login_url)?;
+        timeout("reauthentication_window", self.reauthentication_window)?;
         let config = SessionConfig {
             cookie,
             keys,
@@ -162,6 +172,7 @@ impl Settings {
             record_user_agent: self.record_user_agent,
             client_ip,
             login_url,
+            reauthentication_window: self.reauthentication_window,
         };
         Ok((config, self.store_timeout))
     }
@@ -214,6 +225,7 @@ impl fmt::Debug for Settings {
             .field("record_user_agent", &self.record_user_agent)
             .field("client_ip", &self.client_ip)
             .field("login_url", &self.login_url)
+            .field("reauthentication_window", &self.reauthentication_window)
             .finish_non_exhaustive()
     }
 }

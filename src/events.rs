@@ -203,6 +203,18 @@ pub(crate) fn rotation_taken_back(old: &StoreKey, new: &StoreKey) {
     );
 }
 
+/// A session was ended because it no longer matches its user: the user
+/// is gone, or their credential changed since the session's login.
+#[cfg(feature = "axum")]
+pub(crate) fn session_unbound(why: &'static str) {
+    tracing::info!(
+        target: "cloakroom::security",
+        event = "session_unbound",
+        why,
+        "session ended: it no longer matches its user"
+    );
+}
+
 pub(crate) fn session_forwarded(key: &StoreKey, successor: &StoreKey, reason: EndReason) {
     tracing::info!(
         target: "cloakroom::security",

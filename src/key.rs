@@ -267,11 +267,10 @@ pub(crate) fn parse(value: &str) -> Option<(SessionId, [u8; TAG_LEN])> {
     }
 }
 
-#[cfg(feature = "csrf")]
 impl KeyRing {
     /// HMAC-SHA256 of `context || payload` under the current key, for
-    /// values other than session cookies (e.g. CSRF tokens of visitors
-    /// without a session). `context` keeps each use apart.
+    /// values other than session cookies (CSRF tokens, credential
+    /// digests). `context` keeps each use apart.
     pub(crate) fn tag(&self, context: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
         self.keys[0]
             .tag_bytes(context, payload)

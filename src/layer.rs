@@ -311,6 +311,15 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// How recently the user must have confirmed their password
+    /// ([`Session::password_confirmed`](crate::Session::password_confirmed))
+    /// for a route that takes [`Reauthenticated`](crate::login::Reauthenticated):
+    /// five minutes by default. Between one second and ten years.
+    pub fn reauthentication_window(mut self, window: Duration) -> Self {
+        self.settings.reauthentication_window = window;
+        self
+    }
+
     /// The clock the layer reads; the system clock by default. Tests pass a
     /// [`ManualClock`](crate::test_suite::ManualClock) to exercise expiry
     /// without sleeping (feature `test-suite`).

@@ -166,6 +166,7 @@ mod config;
 mod context;
 mod cookie;
 mod core;
+mod credential;
 #[cfg(feature = "csrf")]
 pub mod csrf;
 pub mod device;

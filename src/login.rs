@@ -52,6 +52,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::axum::MissingSessionLayer;
+use crate::credential;
 use crate::error::SessionError;
 use crate::session::Session;
 
@@ -279,15 +280,68 @@ pub fn safe_redirect_path(candidate: &str) -> Option<&str> {
     (local && clean).then_some(candidate)
 }
 
+/// The logged-in user, who also confirmed their password within the
+/// layer's [re-authentication window](crate::SessionLayerBuilder::reauthentication_window)
+/// ([`Session::password_confirmed`]): for sensitive actions (changing the
+/// email address, deleting the account), like GitHub's sudo mode.
+///
+/// Without a user, or without a recent confirmation, the route answers as
+/// [`LoggedIn`] does without a user ([`LoginRequired`]): a browser asking
+/// for a page is sent to the login URL with `next`, so that confirming the
+/// password there (a login form whose handler calls
+/// [`Session::password_confirmed`]) brings it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reauthenticated(pub String);
+
+impl Reauthenticated {
+    /// The user id given to [`Session::login`].
+    pub fn user_id(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Reauthenticated {
+    type Rejection = LoginRequired;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session(parts)?;
+        let user_id = session.user_id().await.map_err(LoginRequired::Session)?;
+        let confirmed = match &user_id {
+            Some(_) => credential::confirmed_recently(&session)
+                .await
+                .map_err(LoginRequired::Session)?,
+            None => false,
+        };
+        match user_id {
+            Some(user_id) if confirmed => Ok(Self(user_id)),
+            _ => Err(LoginRequired::for_request(parts, &session)),
+        }
+    }
+}
+
 /// How the app loads its own user type from a session's user id, for the
 /// [`CurrentUser`] extractor. Implement it once, on the user type, for the
 /// app's router state `S`.
 ///
 /// Loading happens at most once per request, whatever number of
-/// extractors ask; a user that no longer exists (`Ok(None)`) counts as no
-/// user. Sessions are not ended when the user changes: after a password
-/// change, call [`Session::logout_other_devices`] (or
-/// [`SessionAdmin::logout_everywhere`](crate::SessionAdmin::logout_everywhere)).
+/// extractors ask. A session whose user no longer exists (`Ok(None)`) is
+/// ended, in the store, and the request goes on as logged out: an old
+/// browser never shows "signed in" as a later account that reuses the id.
+///
+/// # Sessions bound to the credential
+///
+/// Give [`LoadUser::credential`] a fingerprint of what the user signs in
+/// with (the password hash, or a security stamp the app changes with every
+/// reset), and call [`Session::bind_credential`] with the same value in
+/// the request that logs the user in. From then on a session whose
+/// credential changed since its login (a password changed on another
+/// device, an operator's reset) is ended at its next request that loads
+/// the user, on every store and through the Redis local cache. The request
+/// that changes the password keeps its own session with
+/// [`Session::credential_changed`], which also ends the others at once.
+/// A user with a credential and a session that was never bound (a login
+/// that forgot [`Session::bind_credential`]) is ended the same way: the
+/// safe side of a mistake.
 pub trait LoadUser<S>: Clone + Send + Sync + Sized + 'static {
     /// What a failed load answers (a database error, say).
     type Rejection: IntoResponse;
@@ -297,6 +351,13 @@ pub trait LoadUser<S>: Clone + Send + Sync + Sized + 'static {
         user_id: &str,
         state: &S,
     ) -> impl Future<Output = Result<Option<Self>, Self::Rejection>> + Send;
+
+    /// A fingerprint of the user's credential, which changes whenever the
+    /// credential does (see the trait docs); empty, the default, binds no
+    /// session to it. Only a keyed digest of it is stored.
+    fn credential(&self) -> &[u8] {
+        &[]
+    }
 }
 
 /// The logged-in user, loaded by the app's [`LoadUser`]. Without one the
@@ -360,19 +421,33 @@ where
         .user_id()
         .await
         .map_err(|error| CurrentUserRejection::Login(LoginRequired::Session(error)))?;
+    let login = |error| CurrentUserRejection::Login(LoginRequired::Session(error));
     let user = match user_id {
         Some(user_id) => {
             let user = U::load_user(&user_id, state)
                 .await
                 .map_err(CurrentUserRejection::Load)?;
-            if user.is_none() {
-                tracing::info!(
-                    target: "cloakroom",
-                    "a session's user could not be loaded (the account is gone?); \
-                     treated as logged out"
-                );
+            let ended = match &user {
+                None => Some("user_gone"),
+                Some(user)
+                    if !credential::bound_to(&session, user.credential())
+                        .await
+                        .map_err(login)? =>
+                {
+                    Some("credential_changed")
+                }
+                Some(_) => None,
+            };
+            match ended {
+                Some(why) => {
+                    // Ended in the store, not only for this request: the
+                    // session must not come back when the user does.
+                    session.invalidate().await.map_err(login)?;
+                    crate::events::session_unbound(why);
+                    None
+                }
+                None => user,
             }
-            user
         }
         None => None,
     };

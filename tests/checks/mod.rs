@@ -9,6 +9,7 @@
 //! compile.
 
 pub(crate) mod cookies;
+pub(crate) mod credentials;
 pub(crate) mod device_races;
 pub(crate) mod devices;
 pub(crate) mod end_all;
@@ -98,6 +99,14 @@ macro_rules! store_tests {
                 listing_marks_the_current_session,
                 a_stale_cookie_never_clears_a_newer_login,
                 regenerate_after_a_logout_elsewhere_does_not_revive_the_session,
+            ],
+            #[tokio::test]
+            credentials [
+                a_password_change_keeps_this_session_and_ends_the_others_at_once,
+                a_credential_changed_elsewhere_ends_each_session_at_its_next_load,
+                a_deleted_account_ends_its_sessions_even_when_the_name_returns,
+                a_login_that_did_not_bind_its_session_is_ended_for_a_user_with_a_credential,
+                a_sensitive_route_wants_a_password_confirmed_within_the_window,
             ],
             #[tokio::test]
             devices [

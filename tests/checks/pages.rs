@@ -213,6 +213,7 @@ pub(crate) async fn the_current_user_is_loaded_once_per_request_and_gone_users_a
         .await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(location(&reply), Some("/login?next=%2Fme"));
+    assert_eq!(app.sessions_of("ghost").await, 0, "ended in the store");
     assert_eq!(ghost.get("/maybe-me").await.body, "nobody");
 
     // The app's own failure is its own answer.

@@ -2,9 +2,10 @@
 //! a controllable clock and a store wrapped to count (and fail, and pause)
 //! its calls.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,8 +17,8 @@ use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
     device::SessionHandle, login::CurrentUser, login::LoadUser, login::LoggedIn,
-    store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key, Session, SessionError,
-    SessionLayer, SessionLayerBuilder,
+    login::Reauthenticated, store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key,
+    Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
 use tokio::sync::Barrier;
 use tower::layer::util::Identity;
@@ -559,10 +560,37 @@ async fn public_set(
 /// account that no longer exists, `broken` one whose load fails. Each load
 /// draws a fresh `load` number, so a handler can tell whether two
 /// extractors shared one load.
+///
+/// Users named `cred-...` live in [`CREDENTIALS`], with their password
+/// standing in for its hash as the credential fingerprint: absent there,
+/// they are deleted accounts. Every other user has no credential (no
+/// binding).
 #[derive(Clone, Debug)]
 pub(crate) struct TestUser {
     name: String,
     load: u64,
+    credential: String,
+}
+
+/// The user table of the `cred-...` users: name to password. Tests use
+/// names of their own, so they share it safely.
+static CREDENTIALS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+fn credentials() -> std::sync::MutexGuard<'static, HashMap<String, String>> {
+    CREDENTIALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sets a `cred-...` user's password, as a sign-up or an operator's reset
+/// would, touching no session.
+pub(crate) fn set_password(user: &str, password: &str) {
+    credentials().insert(user.to_owned(), password.to_owned());
+}
+
+/// Deletes a `cred-...` user's account.
+pub(crate) fn delete_account(user: &str) {
+    credentials().remove(user);
 }
 
 impl LoadUser<Arc<Barrier>> for TestUser {
@@ -573,14 +601,27 @@ impl LoadUser<Arc<Barrier>> for TestUser {
         _state: &Arc<Barrier>,
     ) -> Result<Option<Self>, Self::Rejection> {
         static LOADS: AtomicU64 = AtomicU64::new(0);
+        let credential = if user_id.starts_with("cred-") {
+            match credentials().get(user_id) {
+                Some(password) => password.clone(),
+                None => return Ok(None),
+            }
+        } else {
+            String::new()
+        };
         match user_id {
             "ghost" => Ok(None),
             "broken" => Err((StatusCode::BAD_GATEWAY, "user database down")),
             name => Ok(Some(Self {
                 name: name.to_owned(),
                 load: LOADS.fetch_add(1, Ordering::Relaxed),
+                credential,
             })),
         }
+    }
+
+    fn credential(&self) -> &[u8] {
+        self.credential.as_bytes()
     }
 }
 
@@ -671,7 +712,55 @@ fn account_routes() -> Router<Arc<Barrier>> {
         user.map_or_else(|| "nobody".to_owned(), |CurrentUser(user)| user.name)
     }
 
+    /// A password login: checks the password, logs in, binds the session
+    /// to the credential and records the confirmation.
+    async fn password_login(
+        session: Session,
+        Path(user): Path<String>,
+        password: String,
+    ) -> Result<StatusCode, SessionError> {
+        if credentials().get(&user) != Some(&password) {
+            return Ok(StatusCode::UNAUTHORIZED);
+        }
+        session.login(user).await?;
+        session.bind_credential(&password).await?;
+        session.password_confirmed().await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    /// A login that forgets to bind the session.
+    async fn unbound_login(
+        session: Session,
+        Path(user): Path<String>,
+    ) -> Result<StatusCode, SessionError> {
+        session.login(user).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn change_password(
+        session: Session,
+        CurrentUser(user): CurrentUser<TestUser>,
+        password: String,
+    ) -> Result<String, SessionError> {
+        set_password(&user.name, &password);
+        Ok(session.credential_changed(&password).await?.to_string())
+    }
+
+    async fn confirm_password(session: Session) -> Result<StatusCode, SessionError> {
+        session.password_confirmed().await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn sensitive(Reauthenticated(user): Reauthenticated) -> String {
+        user
+    }
+
     Router::new()
+        .route("/password-login/{user}", post(password_login))
+        .route("/unbound-login/{user}", post(unbound_login))
+        .route("/password", post(change_password))
+        .route("/confirm-password", post(confirm_password))
+        .route("/sensitive", get(sensitive))
         .route("/devices", get(devices))
         .route("/devices/{handle}", delete(end_device))
         .route("/flash", post(flash))

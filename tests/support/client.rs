@@ -49,7 +49,7 @@ impl Client {
     }
 
     /// Sends a request and leaves the jar alone.
-    async fn send_alone(&self, request: Request<Body>) -> Reply {
+    pub(crate) async fn send_alone(&self, request: Request<Body>) -> Reply {
         read(
             self.router
                 .clone()
