@@ -165,7 +165,9 @@ const SCAN_COUNT: usize = 1000;
 /// as one atomic step. An expired hash is left to its TTL.
 ///
 /// A touch of a logged-in session first raises its user-index member to
-/// the new deadline, a third call at the same rare moment.
+/// the new deadline, a third call at the same rare moment. (The
+/// repository's tests count these commands on the wire, through a
+/// recording proxy.)
 ///
 /// Saving a patch is one Lua script, so one round trip (and a second, to
 /// the user index, when it moved a logged-in session's deadline); it checks
@@ -260,6 +262,15 @@ const SCAN_COUNT: usize = 1000;
 /// - **Memory** is bounded by the capacity. A cached session with one
 ///   small value takes about 1,000 bytes of heap (993 measured by the load
 ///   benchmark).
+///
+/// The repository's tests run two cached instances against each other, on
+/// a standalone Redis and on a 3-master cluster: a data write, a logout, a
+/// logout-everywhere, an admin revocation and a login on one are seen by
+/// the other; killing the subscriptions, restarting Redis or freezing it
+/// (`SIGSTOP`) while a revocation happens never leaves the other serving
+/// the ended session; and a store whose user may not publish on the
+/// channel writes nothing. The whole store suite also runs on cached
+/// stores.
 ///
 /// Redis expires records at their deadline by itself, so the layer's clock
 /// must follow real time (the default system clock).

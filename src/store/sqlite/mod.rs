@@ -45,7 +45,9 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///
 /// # Setting up the pool
 ///
-/// Open the pool with these options (the demo and the tests do):
+/// The pool comes from the application's own `sqlx` 0.8 dependency (with
+/// its `runtime-tokio` and `sqlite` features). Open it with these options
+/// (the demo and the tests do):
 ///
 /// - **WAL** (`journal_mode(SqliteJournalMode::Wal)`): readers and the
 ///   writer do not block each other, so a session lookup never waits for
