@@ -1,6 +1,6 @@
 //! Run with: `cargo run --example demo`
 //!
-//! The demo app (its contract is the README's demo tables): a login page,
+//! The demo app (its contract is the tables in docs/demo.md): a login page,
 //! an account page behind login, the user's devices with a sign-out button
 //! each, flash messages, and a small JSON API, on top of cloakroom sessions.
 //! Any password is accepted: the demo shows sessions, not accounts (see

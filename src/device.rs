@@ -1,16 +1,71 @@
 //! Where a session was logged in from: the [`Device`] a store keeps with
-//! each session, and [`ClientIp`], the opt-in rule that finds a request's
-//! client address behind trusted proxies.
+//! each session, [`SessionHandle`], which names one of a user's sessions on
+//! a "your devices" page, and [`ClientIp`], the opt-in rule that finds a
+//! request's client address behind trusted proxies.
 //!
-//! # Example
+//! # A devices page
+//!
+//! A login records where it came from: the `User-Agent`, cut to
+//! [`MAX_USER_AGENT_LEN`] bytes
+//! ([`record_user_agent(false)`](crate::SessionLayerBuilder::record_user_agent)
+//! turns that off), and the client address if a [`ClientIp`] rule is
+//! configured. [`Session::list_sessions`](crate::Session::list_sessions)
+//! returns the user's sessions, most recently active first, each a
+//! [`SessionInfo`](crate::store::SessionInfo) with its creation, last
+//! activity and expiry times, whether it is persistent, whether it is the
+//! current one, its [`Device`] (with a [`label`](Device::label) such as
+//! `"Firefox on Linux"` under the `device-labels` feature) and its
+//! [`handle`](crate::store::SessionInfo::handle).
+//! [`Session::count_sessions`](crate::Session::count_sessions) counts them
+//! without reading them.
+//!
+//! A handle is opaque and cannot be used as a cookie.
+//! [`Session::logout_device`](crate::Session::logout_device) signs that
+//! device out, and refuses with
+//! [`SessionError::UnknownSession`](crate::SessionError::UnknownSession)
+//! (`404`) any handle that is not one of the user's own live sessions, so
+//! a devices page needs no ownership check of its own. The store checks
+//! the owner in the same step that ends the session, so a device that logs
+//! in as someone else at that moment keeps its new session; a handle of a
+//! device that has since regenerated, or logged in again as the same user,
+//! still signs it out for the five minutes its old ID leads on.
+//!
+//! ```no_run
+//! use axum::extract::Path;
+//! use axum::http::StatusCode;
+//! use cloakroom::{device::SessionHandle, login::LoggedIn, Session, SessionError};
+//!
+//! async fn sign_out_device(
+//!     _: LoggedIn,
+//!     session: Session,
+//!     Path(handle): Path<SessionHandle>,
+//! ) -> Result<StatusCode, SessionError> {
+//!     session.logout_device(&handle).await?; // 404 for anyone else's handle
+//!     Ok(StatusCode::NO_CONTENT)
+//! }
+//! ```
+//!
+//! `examples/devices.rs` is a whole devices page. Outside requests,
+//! [`SessionAdmin`](crate::SessionAdmin) lists, counts and ends a user's
+//! sessions by user id.
+//!
+//! # Client addresses
+//!
+//! The client address is off until you say where it comes from. Behind no
+//! proxy, it is the TCP peer; behind proxies, name them with
+//! [`ClientIp::trust_proxies`]: `X-Forwarded-For` (or the header given to
+//! [`ClientIp::forwarded_header`]) is then read from the right, skipping
+//! trusted addresses, and a request from an untrusted peer is never
+//! believed about its own origin.
 //!
 //! ```
 //! use std::net::{IpAddr, SocketAddr};
 //! use cloakroom::{device::ClientIp, Key, MemoryStore, SessionLayer};
 //!
 //! // axum puts the peer address in the extensions when served with
-//! // `into_make_service_with_connect_info::<SocketAddr>()`; a plain hyper
-//! // server can insert the `SocketAddr` itself.
+//! // `into_make_service_with_connect_info::<SocketAddr>()` (read it there as
+//! // `ConnectInfo<SocketAddr>`); a plain hyper server can insert the
+//! // `SocketAddr` itself, as here.
 //! let client_ip = ClientIp::from_peer(|extensions| {
 //!     extensions.get::<SocketAddr>().map(SocketAddr::ip)
 //! })

@@ -40,6 +40,93 @@
 //!     .route("/profile", get(profile))
 //!     .with_state(AppState);
 //! ```
+//!
+//! # Without a user
+//!
+//! A route that takes [`LoggedIn`] or [`CurrentUser`] answers for itself
+//! when nobody is logged in. A page load (a browser navigating:
+//! `Sec-Fetch-Mode: navigate`, or no script markers and an `Accept` that
+//! allows `text/html` or anything) gets `303` to the login URL
+//! ([`SessionLayerBuilder::login_url`](crate::SessionLayerBuilder::login_url),
+//! `/login` by default) with `?next=` and the page asked for; a script
+//! (`fetch`, XHR) or an API client sending `Accept: application/json` gets
+//! `401`. [`LoginRequired`] has the exact rule. `Option<LoggedIn>` and
+//! `Option<CurrentUser<U>>` are `None` for an anonymous visitor instead.
+//!
+//! [`CurrentUser`] calls the app's [`LoadUser`] at most once per request,
+//! however many extractors ask, and treats an account that is gone
+//! (`Ok(None)`) as "not logged in".
+//!
+//! # The login form
+//!
+//! Check the password, then log in with
+//! [`Session::login_keeping`](crate::Session::login_keeping), naming the
+//! data keys of the anonymous session you expect to carry over (a cart,
+//! say), and call [`Session::remember_me`](crate::Session::remember_me) in
+//! the same request if the user asked to be remembered. Send the user on to
+//! the `next` the form carried back only through [`safe_redirect_path`],
+//! which accepts paths on your site and refuses `//evil.example`,
+//! `https://...` and backslash tricks, so that a link to your login page
+//! cannot send users on to another site (an open redirect).
+//! `examples/login.rs` is a complete login and logout, and
+//! `examples/accounts.rs` adds argon2 password checks.
+//!
+//! # When the user changes
+//!
+//! Loading the user never ends sessions by itself: a changed password, a
+//! disabled account or a demotion takes effect through
+//! [`Session::logout_other_devices`](crate::Session::logout_other_devices),
+//! [`Session::logout_everywhere`](crate::Session::logout_everywhere) or
+//! [`SessionAdmin::logout_everywhere`](crate::SessionAdmin::logout_everywhere),
+//! called where the change happens. A password change, for example:
+//!
+//! ```no_run
+//! use axum::extract::{Form, State};
+//! use axum::response::Redirect;
+//! use axum::{routing::post, Router};
+//! use cloakroom::login::{CurrentUser, LoadUser};
+//! use cloakroom::{FlashLevel, Session, SessionError};
+//!
+//! #[derive(Clone)]
+//! struct User { id: String, password_hash: String }
+//!
+//! #[derive(Clone)]
+//! struct App { /* the database pool */ }
+//!
+//! impl LoadUser<App> for User {
+//!     type Rejection = (axum::http::StatusCode, &'static str);
+//!
+//!     async fn load_user(user_id: &str, app: &App) -> Result<Option<Self>, Self::Rejection> {
+//!         // SELECT ... WHERE id = $1; Ok(None) when the account is gone.
+//!         # let _ = (user_id, app); Ok(None)
+//!     }
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct PasswordChange { current: String, new: String }
+//!
+//! /// Changing the password signs out every other device.
+//! async fn change_password(
+//!     State(app): State<App>,
+//!     CurrentUser(user): CurrentUser<User>,
+//!     session: Session,
+//!     Form(form): Form<PasswordChange>,
+//! ) -> Result<Redirect, SessionError> {
+//!     // Verify `form.current` against `user.password_hash` (argon2), store
+//!     // the hash of `form.new` for `user.id`, then:
+//!     # let _ = (app, user, form);
+//!     let ended = session.logout_other_devices().await?;
+//!     session.regenerate().await?; // and a fresh ID for this one
+//!     session
+//!         .flash(FlashLevel::Success, format!("Password changed; {ended} other devices signed out."))
+//!         .await?;
+//!     Ok(Redirect::to("/account"))
+//! }
+//!
+//! # fn app(state: App) -> Router {
+//! Router::new().route("/account/password", post(change_password)).with_state(state)
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;

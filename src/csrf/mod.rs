@@ -26,7 +26,45 @@
 //! ```
 //!
 //! Multipart forms are not parsed: send the token in the header from
-//! scripts, or use a urlencoded form.
+//! scripts, or use a urlencoded form. `examples/csrf.rs` shows forms,
+//! scripts and a failure page together.
+//!
+//! # What is checked
+//!
+//! `SameSite=Lax` on the session cookie already keeps it off cross-site
+//! form posts in current browsers, but not off requests from a sibling
+//! subdomain (the same *site*), state-changing `GET`s, or old browsers.
+//! The layer checks every `POST`, `PUT`, `PATCH` and `DELETE` in two steps,
+//! described under [`CsrfLayer`]: first where the browser says the request
+//! comes from (`Sec-Fetch-Site`, `Origin`), which costs no session load and
+//! no token work; then the token. Never change state on a `GET`: the layer
+//! lets safe methods through.
+//!
+//! [`CsrfLayer::builder`] configures exempt paths and prefixes (in whole
+//! path segments: `/api` exempts `/api/hooks`, never `/apiary`), trusted
+//! origins, the header and field names, the largest form read, and the
+//! failure response.
+//!
+//! # The token
+//!
+//! For a visitor with a session, the token's secret is an HMAC of the
+//! session ID under the session layer's key, compared in constant time.
+//! Nothing is stored, so every request that renders a token agrees on it
+//! (two tabs, parallel requests right after a login); it is no data key
+//! ([`Session::keys`](crate::Session::keys) does not show it,
+//! [`Session::clear`](crate::Session::clear) keeps it); and it changes with
+//! the ID on [`Session::login`](crate::Session::login) and
+//! [`Session::regenerate`](crate::Session::regenerate). Every rendering is
+//! masked afresh, so the same token never looks the same twice on the wire
+//! (no BREACH-style compression oracle).
+//!
+//! A visitor without a session gets a signed token valid for 6 to 12 hours
+//! that needs no state, so rendering a form never creates a session or
+//! sets a cookie. That token is the same for every visitor without a
+//! session, so it is accepted only from requests that have no live
+//! session: once a request creates a session, its tokens are bound to it.
+//! A page that creates a session renders its token after the write; a
+//! script whose request created a session fetches a new token.
 //!
 //! # Tokens for scripts
 //!

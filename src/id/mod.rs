@@ -4,7 +4,9 @@
 //!
 //! You rarely need this module: the layer draws, signs and reads IDs. It is
 //! here for tests and tools that sign or read a cookie with a
-//! [`KeyRing`](crate::KeyRing).
+//! [`KeyRing`](crate::KeyRing). What the IDs and their signatures defend
+//! against, and the tests that show it, is in the crate's
+//! [security model](crate#security-model).
 //!
 //! # Example
 //!

@@ -1,16 +1,6 @@
-//! [`MemoryStore`]: sessions in a sharded in-process map.
-//!
-//! # Example
-//!
-//! ```
-//! use cloakroom::{Key, MemoryStore, SessionLayer};
-//!
-//! let store = MemoryStore::builder().capacity(1_000_000).build()?;
-//! let layer = SessionLayer::builder(store.clone())
-//!     .key(Key::generate()?)
-//!     .build()?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! [`MemoryStore`]: sessions in a sharded in-process map. (This module is
+//! private: what users read is on [`MemoryStore`] and
+//! [`MemoryStoreBuilder`].)
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -61,6 +51,18 @@ const DEFAULT_CAPACITY: usize = 1_000_000;
 /// load balancer.
 ///
 /// Clones share the same sessions.
+///
+/// # Example
+///
+/// ```
+/// use cloakroom::{Key, MemoryStore, SessionLayer};
+///
+/// let store = MemoryStore::builder().capacity(1_000_000).build()?;
+/// let layer = SessionLayer::builder(store.clone())
+///     .key(Key::generate()?)
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,

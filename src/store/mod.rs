@@ -26,10 +26,33 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # The stores
+//!
+//! [`MemoryStore`](crate::MemoryStore) (feature `memory`, on by default),
+//! [`RedisStore`] (feature `redis`), [`PostgresStore`] (feature `postgres`)
+//! and [`SqliteStore`] (feature `sqlite`). The crate docs' [Choosing and
+//! configuring a store](crate#choosing-and-configuring-a-store) compares
+//! them; each type's page has its set-up, layout and failure modes.
+//!
 //! # Writing a store
 //!
-//! Implement [`SessionStore`] with plain `async fn`s and run the conformance
-//! suite against it (feature `test-suite`; see `cloakroom::test_suite`).
+//! Implement [`SessionStore`] with plain `async fn`s. Each method's docs
+//! state its contract; the layer's guarantees rest on a few of them:
+//! [`create`](SessionStore::create) inserts only if the key is absent,
+//! [`load`](SessionStore::load) reads and touches in one step,
+//! [`save`](SessionStore::save) applies a [`Patch`] to a live session and
+//! never re-creates a deleted one, [`retire`](SessionStore::retire) leaves a
+//! forward, and the user index behind [`delete_user`](SessionStore::delete_user),
+//! [`count_user`](SessionStore::count_user) and
+//! [`list_user`](SessionStore::list_user) sees every session of a user.
+//! Decide expiry with the time each method is given, never the backend's
+//! clock.
+//!
+//! Then run the conformance suite against the store: one
+//! `cloakroom::store_conformance_tests!(my_crate::MyStore::new());` line
+//! in a test file (feature `test-suite`), as the [`test_suite`](crate::test_suite)
+//! module shows. Each of its checks exercises one part of the contract
+//! on the store itself.
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The demo's contract (the README's demo table, CSRF included),
+//! The demo's contract (the demo table in docs/demo.md, CSRF included),
 //! checked against the real example binary over real HTTP on a loopback
 //! port, on the memory store.
 

@@ -255,7 +255,7 @@ fn hidden_token(page: &str, action: &str) -> String {
     form[start..start + form[start..].find('"').unwrap()].to_owned()
 }
 
-/// Walks the whole demo contract (the README's demo table, CSRF included)
+/// Walks the whole demo contract (the demo table in docs/demo.md, CSRF included)
 /// against a running demo. `tag` makes user names unique, for
 /// stores that outlive one demo process.
 pub(crate) async fn check_contract(demo: &Demo, tag: &str) {

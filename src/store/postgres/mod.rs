@@ -1,62 +1,14 @@
 //! [`PostgresStore`]: sessions in a PostgreSQL table, on the application's
-//! own sqlx [`PgPool`].
+//! own sqlx [`PgPool`]. (This module is private: what users read, set-up
+//! and schema included, is on [`PostgresStore`] and
+//! [`PostgresStoreBuilder`].)
 //!
-//! # Example
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use cloakroom::{Key, store::PostgresStore, SessionLayer};
-//! use sqlx::postgres::PgPoolOptions;
-//!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The pool the application already has for its own queries.
-//! let pool = PgPoolOptions::new()
-//!     .acquire_timeout(Duration::from_secs(3))
-//!     .connect(&std::env::var("DATABASE_URL")?)
-//!     .await?;
-//!
-//! let store = PostgresStore::new(pool.clone());
-//! store.migrate().await?; // idempotent; safe from several processes at once
-//!
-//! let sessions = SessionLayer::builder(store)
-//!     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
-//!     .build()?;
-//! // Delete expired rows every five minutes, in batches.
-//! let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! A table of your choosing (and a schema, created if missing):
-//!
-//! ```no_run
-//! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
-//! use cloakroom::store::PostgresStore;
-//!
-//! let store = PostgresStore::builder(pool)
-//!     .schema("auth")
-//!     .table("web_sessions")
-//!     .build()?; // names are checked here
-//! store.migrate().await?;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # Schema
-//!
-//! [`PostgresStore::migrate`] creates the table and its indexes; the SQL
-//! (`schema.sql` beside this file) is shown under
-//! [Schema](PostgresStore#schema), and [`PostgresStore::migration_sql`]
-//! returns it for a store's names, to run with your own migration tool if
-//! you prefer.
-//!
-//! [`PostgresStore`] documents the columns, forwards, the statements,
-//! sweeping and error mapping. This file holds the store and its
-//! [`SessionStore`] impl; beside it are `builder` ([`PostgresStoreBuilder`],
-//! which checks the names), `sql` (every statement's text), `row` (decoding
-//! rows) and `error` (sqlx errors as [`StoreError`]s). What it shares with
-//! `SqliteStore` is in `store::sql_common`.
+//! This file holds the store and its [`SessionStore`] impl; beside it are
+//! `builder` ([`PostgresStoreBuilder`], which checks the names), `sql`
+//! (every statement's text), `row` (decoding rows), `error` (sqlx errors as
+//! [`StoreError`]s) and `schema.sql` (the migration, which the store's docs
+//! show and [`PostgresStore::migration_sql`] fills in).
+//! What it shares with `SqliteStore` is in `store::sql_common`.
 
 mod builder;
 mod error;
@@ -99,18 +51,51 @@ const MAX_DELETE_PASSES: usize = 16;
 /// sessions share the pool, its size and its time-outs with the rest of
 /// the application. Clones share the pool and the SQL text.
 ///
+/// # Example
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use cloakroom::{Key, store::PostgresStore, SessionLayer};
+/// use sqlx::postgres::PgPoolOptions;
 ///
-/// # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
-/// let store = PostgresStore::new(pool);
-/// store.migrate().await?;
-/// let sessions = SessionLayer::builder(store).key(Key::generate()?).build()?;
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The pool the application already has for its own queries. A short
+/// // acquire timeout makes a database outage a quick `503`.
+/// let pool = PgPoolOptions::new()
+///     .acquire_timeout(Duration::from_secs(3))
+///     .connect(&std::env::var("DATABASE_URL")?)
+///     .await?;
+///
+/// let store = PostgresStore::new(pool.clone());
+/// store.migrate().await?; // idempotent; safe from several processes at once
+///
+/// let sessions = SessionLayer::builder(store)
+///     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
+///     .build()?;
+/// // Delete expired rows every five minutes, in batches.
 /// let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A table of your choosing, in a schema created if missing (plain
+/// lower-case names, checked by `build`):
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use cloakroom::store::PostgresStore;
+///
+/// let store = PostgresStore::builder(pool)
+///     .schema("auth")
+///     .table("web_sessions")
+///     .build()?;
+/// store.migrate().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `examples/postgres.rs` is a whole app on this store.
 ///
 /// # Schema
 ///

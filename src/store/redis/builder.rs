@@ -99,8 +99,8 @@ impl RedisStoreBuilder {
     /// serve it from its cache for up to
     /// [`local_cache_max_age`](Self::local_cache_max_age). Sessions ended
     /// through this crate (logout, logout-everywhere, [`SessionAdmin`],
-    /// expiry) are covered; see the README's security model for the exact
-    /// window.
+    /// expiry) are covered; the crate docs'
+    /// [known limits](crate#known-limits) give the exact window.
     ///
     /// [`SessionAdmin`]: crate::SessionAdmin
     pub fn local_cache(mut self, capacity: usize) -> Self {

@@ -1,48 +1,12 @@
 //! [`SqliteStore`]: sessions in a SQLite table, on the application's own
-//! sqlx [`SqlitePool`]. Persistent sessions with no server to run.
+//! sqlx [`SqlitePool`]. (This module is private: what users read, the pool
+//! options included, is on [`SqliteStore`] and [`SqliteStoreBuilder`].)
 //!
-//! # Example
-//!
-//! ```no_run
-//! use std::str::FromStr;
-//! use std::time::Duration;
-//! use cloakroom::{Key, SessionLayer, store::SqliteStore};
-//! use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-//!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The pool the application already has for its own queries: WAL, so
-//! // that reads never wait for the writer, and a busy timeout, so that a
-//! // write waits its turn instead of failing at once.
-//! let options = SqliteConnectOptions::from_str("sqlite://app.db")?
-//!     .create_if_missing(true)
-//!     .journal_mode(SqliteJournalMode::Wal)
-//!     .synchronous(SqliteSynchronous::Normal)
-//!     .busy_timeout(Duration::from_secs(5));
-//! let pool = SqlitePoolOptions::new().connect_with(options).await?;
-//!
-//! // (Switching a new file to WAL is a write that SQLite can refuse at
-//! // once, busy timeout or not, when several processes create the same
-//! // file at the same moment: create it once, at deployment.)
-//!
-//! let store = SqliteStore::new(pool.clone());
-//! store.migrate().await?; // idempotent; safe from several processes at once
-//!
-//! let sessions = SessionLayer::builder(store)
-//!     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
-//!     .build()?;
-//! // Delete expired rows every five minutes, in batches.
-//! let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! [`SqliteStore`] documents the columns, the statements, locking,
-//! sweeping and error mapping. This file holds the store and its
-//! [`SessionStore`] impl; beside it are `builder` ([`SqliteStoreBuilder`],
-//! which checks the table name), `sql` (every statement's text), `row`
-//! (decoding rows) and `error` (sqlx errors as [`StoreError`]s). What it
-//! shares with `PostgresStore` is in `store::sql_common`.
+//! This file holds the store and its [`SessionStore`] impl; beside it are
+//! `builder` ([`SqliteStoreBuilder`], which checks the table name), `sql`
+//! (every statement's text), `row` (decoding rows), `error` (sqlx errors
+//! as [`StoreError`]s) and `schema.sql` (the migration).
+//! What it shares with `PostgresStore` is in `store::sql_common`.
 
 mod builder;
 mod error;
@@ -80,7 +44,9 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///
 /// # Setting up the pool
 ///
-/// Open the pool with these options (the demo and the tests do):
+/// The pool comes from the application's own `sqlx` 0.8 dependency (with
+/// its `runtime-tokio` and `sqlite` features). Open it with these options
+/// (the demo and the tests do):
 ///
 /// - **WAL** (`journal_mode(SqliteJournalMode::Wal)`): readers and the
 ///   writer do not block each other, so a session lookup never waits for
@@ -99,6 +65,42 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///   of the machine (not of the process) can lose the last few commits,
 ///   which for sessions means a few touches or saves.
 /// - `create_if_missing(true)` for a file that may not exist yet.
+///
+/// ```no_run
+/// use std::str::FromStr;
+/// use std::time::Duration;
+/// use cloakroom::{Key, SessionLayer, store::SqliteStore};
+/// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The pool the application already has for its own queries: WAL, so
+/// // that reads never wait for the writer, and a busy timeout below the
+/// // layer's 3-second store timeout, so that a write waits its turn, and a
+/// // lock held elsewhere for too long is SQLite's own quick error.
+/// let options = SqliteConnectOptions::from_str("sqlite://app.db")?
+///     .create_if_missing(true)
+///     .journal_mode(SqliteJournalMode::Wal)
+///     .synchronous(SqliteSynchronous::Normal)
+///     .busy_timeout(Duration::from_secs(2));
+/// let pool = SqlitePoolOptions::new().connect_with(options).await?;
+///
+/// let store = SqliteStore::new(pool.clone());
+/// store.migrate().await?; // idempotent; safe from several processes at once
+///
+/// let sessions = SessionLayer::builder(store)
+///     .key(Key::from_hex(&std::env::var("SESSION_KEY")?)?)
+///     .build()?;
+/// // Delete expired rows every five minutes, in batches.
+/// let _sweeper = sessions.admin().spawn_sweeper(Duration::from_secs(300));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Switching a new file to WAL is a write that SQLite can refuse at once,
+/// busy timeout or not, when several processes create the same file at
+/// the same moment: create the file once, at deployment.
+/// `examples/sqlite.rs` is a whole app on this store.
 ///
 /// An in-memory database (`sqlite::memory:`) is one per connection: use a
 /// pool of one connection for it, or [`MemoryStore`](crate::MemoryStore).
@@ -136,7 +138,7 @@ use crate::store::{Deleted, SessionStore, StoreError};
 ///   against it, through its index.
 /// - `successor` is `NULL` for a session; a row with a `successor` is a
 ///   forward, exactly as in [`PostgresStore`'s
-///   forwards](https://docs.rs/cloakroom/latest/cloakroom/struct.PostgresStore.html#forwards):
+///   forwards](https://docs.rs/cloakroom/latest/cloakroom/store/struct.PostgresStore.html#forwards):
 ///   `retire` turns the row into one in place, with no user, data or
 ///   device, and `expires_at` set to its `until`.
 /// - `user_agent` and `client_ip` (as text, `192.0.2.44` or
@@ -216,7 +218,8 @@ use crate::store::{Deleted, SessionStore, StoreError};
 /// One writer at a time is SQLite's design. Each write is a short
 /// statement on an indexed row, so with WAL and `synchronous = NORMAL`
 /// expect a few thousand session writes a second from one process (about
-/// 6,000 saves a second on the 2-core VM of the README's figures, with 64
+/// 6,000 saves a second on the 2-core VM of the figures in the
+/// repository's `benches/README.md`, with 64
 /// saves in flight at once; one save takes about 135 µs), while reads
 /// (loads with no touch due, which are most requests) take about 90 µs and
 /// run in parallel on as many connections as the pool has. A request that
@@ -226,7 +229,7 @@ use crate::store::{Deleted, SessionStore, StoreError};
 /// machine.
 /// Past that (several application servers, or tens of thousands of
 /// writes a second), use [`PostgresStore`'s
-/// PostgreSQL](https://docs.rs/cloakroom/latest/cloakroom/struct.PostgresStore.html)
+/// PostgreSQL](https://docs.rs/cloakroom/latest/cloakroom/store/struct.PostgresStore.html)
 /// or Redis.
 ///
 /// # Sweeping expired sessions
