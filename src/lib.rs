@@ -199,8 +199,13 @@
 //!
 //! Routes that need a user take [`LoggedIn`](login::LoggedIn) (the user ID)
 //! or [`CurrentUser`](login::CurrentUser) (the app's own user type), which
-//! send a browser without a user to the login page with `?next=`: see the
-//! [`login`] module. [`Session::list_sessions`], [`Session::count_sessions`]
+//! send a browser without a user to the login page with `?next=`.
+//! Sessions can be bound to the user's credential
+//! ([`Session::bind_credential`]): a password changed elsewhere, an
+//! operator's reset or a deleted account ends them, in the store.
+//! [`Reauthenticated`](login::Reauthenticated) guards sensitive actions
+//! with a recent [`Session::password_confirmed`]. See the [`login`]
+//! module. [`Session::list_sessions`], [`Session::count_sessions`]
 //! and [`Session::logout_device`] serve a "your devices" page: see the
 //! [`device`] module.
 //!

@@ -1,8 +1,9 @@
 //! Routes that need a user: the [`LoggedIn`] extractor (the user id), the
 //! [`CurrentUser`] extractor (the app's own user type, loaded once per
-//! request through [`LoadUser`]), what they answer without a user
-//! ([`LoginRequired`]), and [`safe_redirect_path`] for the `next` parameter
-//! a login form carries back.
+//! request through [`LoadUser`], with sessions bound to the user's
+//! credential), [`Reauthenticated`] for sensitive actions, what they answer
+//! without a user ([`LoginRequired`]), and [`safe_redirect_path`] for the
+//! `next` parameter a login form carries back.
 //!
 //! # Example
 //!
@@ -54,8 +55,9 @@
 //! `Option<CurrentUser<U>>` are `None` for an anonymous visitor instead.
 //!
 //! [`CurrentUser`] calls the app's [`LoadUser`] at most once per request,
-//! however many extractors ask, and treats an account that is gone
-//! (`Ok(None)`) as "not logged in".
+//! however many extractors ask. A session whose account is gone
+//! (`Ok(None)`) is ended in the store, and the request goes on as "not
+//! logged in".
 //!
 //! # The login form
 //!
@@ -71,14 +73,25 @@
 //! `examples/login.rs` is a complete login and logout, and
 //! `examples/accounts.rs` adds argon2 password checks.
 //!
-//! # When the user changes
+//! A password login also calls [`Session::bind_credential`] (below) and
+//! [`Session::password_confirmed`] (for [`Reauthenticated`] routes).
 //!
-//! Loading the user never ends sessions by itself: a changed password, a
-//! disabled account or a demotion takes effect through
-//! [`Session::logout_other_devices`](crate::Session::logout_other_devices),
-//! [`Session::logout_everywhere`](crate::Session::logout_everywhere) or
-//! [`SessionAdmin::logout_everywhere`](crate::SessionAdmin::logout_everywhere),
-//! called where the change happens. A password change, for example:
+//! # When the user changes: sessions bound to the credential
+//!
+//! Give [`LoadUser::credential`] a fingerprint of what the user signs in
+//! with (the password hash, or a security stamp the app changes with every
+//! reset), and bind each session to it at login with
+//! [`Session::bind_credential`]. A session whose credential changed since
+//! its login is then ended, in the store, at its next request that loads
+//! the user: a password changed on another device, an operator's reset, a
+//! deleted account (also when the same user id comes back later). The
+//! request that changes the password keeps its own session with
+//! [`Session::credential_changed`], which ends the others at once (also for
+//! routes that take only [`LoggedIn`]). Only a keyed digest of the
+//! fingerprint is stored (HMAC-SHA256 under the layer's keys), and key
+//! rotation keeps the bindings. Other changes (a disabled account, a
+//! demotion) take effect through
+//! [`SessionAdmin::logout_everywhere`](crate::SessionAdmin::logout_everywhere).
 //!
 //! ```no_run
 //! use axum::extract::{Form, State};
@@ -100,6 +113,24 @@
 //!         // SELECT ... WHERE id = $1; Ok(None) when the account is gone.
 //!         # let _ = (user_id, app); Ok(None)
 //!     }
+//!
+//!     // The hash changes with the password: sessions are bound to it.
+//!     fn credential(&self) -> &[u8] {
+//!         self.password_hash.as_bytes()
+//!     }
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Login { user: String, password: String }
+//!
+//! async fn login(session: Session, Form(form): Form<Login>) -> Result<Redirect, SessionError> {
+//!     // Look the user up and verify `form.password` against its hash
+//!     // (argon2), then:
+//!     # let password_hash = form.password.clone();
+//!     session.login_keeping(form.user, &[]).await?;
+//!     session.bind_credential(&password_hash).await?;
+//!     session.password_confirmed().await?;
+//!     Ok(Redirect::to("/account"))
 //! }
 //!
 //! #[derive(serde::Deserialize)]
@@ -112,10 +143,10 @@
 //!     session: Session,
 //!     Form(form): Form<PasswordChange>,
 //! ) -> Result<Redirect, SessionError> {
-//!     // Verify `form.current` against `user.password_hash` (argon2), store
-//!     // the hash of `form.new` for `user.id`, then:
-//!     # let _ = (app, user, form);
-//!     let ended = session.logout_other_devices().await?;
+//!     // Verify `form.current` against `user.password_hash`, store the hash
+//!     // of `form.new` for `user.id`, then bind this session to it:
+//!     # let (new_hash, _) = (form.new.clone(), (app, user, form.current));
+//!     let ended = session.credential_changed(&new_hash).await?;
 //!     session.regenerate().await?; // and a fresh ID for this one
 //!     session
 //!         .flash(FlashLevel::Success, format!("Password changed; {ended} other devices signed out."))
@@ -124,8 +155,32 @@
 //! }
 //!
 //! # fn app(state: App) -> Router {
-//! Router::new().route("/account/password", post(change_password)).with_state(state)
+//! Router::new()
+//!     .route("/login", post(login))
+//!     .route("/account/password", post(change_password))
+//!     .with_state(state)
 //! # }
+//! ```
+//!
+//! # Re-authentication for sensitive actions
+//!
+//! A route that takes [`Reauthenticated`] needs a user who confirmed their
+//! password recently: within
+//! [`SessionLayerBuilder::reauthentication_window`](crate::SessionLayerBuilder::reauthentication_window)
+//! (five minutes by default) of the last [`Session::password_confirmed`].
+//! Otherwise a browser is sent to the login page with `next`, as for a
+//! route without a user; a login form whose handler confirms the password
+//! (as above) and follows `next` brings it back.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::login::Reauthenticated;
+//!
+//! async fn security_settings(Reauthenticated(user_id): Reauthenticated) -> String {
+//!     format!("security settings of {user_id}")
+//! }
+//!
+//! let app: Router = Router::new().route("/account/security", get(security_settings));
 //! ```
 
 use std::fmt;
@@ -415,20 +470,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Reauthenticated {
 /// ended, in the store, and the request goes on as logged out: an old
 /// browser never shows "signed in" as a later account that reuses the id.
 ///
-/// # Sessions bound to the credential
-///
-/// Give [`LoadUser::credential`] a fingerprint of what the user signs in
-/// with (the password hash, or a security stamp the app changes with every
-/// reset), and call [`Session::bind_credential`] with the same value in
-/// the request that logs the user in. From then on a session whose
-/// credential changed since its login (a password changed on another
-/// device, an operator's reset) is ended at its next request that loads
-/// the user, on every store and through the Redis local cache. The request
-/// that changes the password keeps its own session with
-/// [`Session::credential_changed`], which also ends the others at once.
-/// A user with a credential and a session that was never bound (a login
-/// that forgot [`Session::bind_credential`]) is ended the same way: the
-/// safe side of a mistake.
+/// Give [`LoadUser::credential`] a fingerprint of the user's credential to
+/// bind sessions to it: see the [module docs](self#when-the-user-changes-sessions-bound-to-the-credential).
 pub trait LoadUser<S>: Clone + Send + Sync + Sized + 'static {
     /// What a failed load answers (a database error, say).
     type Rejection: IntoResponse;
