@@ -6,6 +6,7 @@
 //! the number of sessions).
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
@@ -42,8 +43,11 @@ fn fill(
     let region = Region::new(ALLOCATOR);
     runtime.block_on(async {
         for (i, key) in keys.iter().enumerate() {
-            let mut record =
-                SessionRecord::new(now, time::Duration::hours(1), time::Duration::hours(12));
+            let mut record = SessionRecord::new(
+                now,
+                Duration::from_secs(3600),
+                Duration::from_secs(12 * 3600),
+            );
             record.data.insert("payload".into(), json!(payload));
             if logged_in {
                 record.user_id = Some(format!("user-{}", i % (n / 10).max(1)));

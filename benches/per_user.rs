@@ -66,8 +66,8 @@ async fn fill<S: SessionStore>(store: &S, user: &str, n: usize) {
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .expect("now");
-    let idle = time::Duration::minutes(30);
-    let absolute = time::Duration::hours(12);
+    let idle = Duration::from_secs(30 * 60);
+    let absolute = Duration::from_secs(12 * 3600);
     let records: Vec<SessionRecord> = (0..n)
         .map(|i| {
             let live = i >= n.saturating_sub(LIVE);

@@ -12,10 +12,11 @@ mod support {
 }
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
 use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey};
@@ -37,7 +38,11 @@ fn store_calls(c: &mut Criterion) {
         .replace_nanosecond(0)
         .expect("now");
     let key: StoreKey = SessionId::generate().expect("id").store_key();
-    let mut record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
+    let mut record = SessionRecord::new(
+        now,
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(12 * 3600),
+    );
     record.user_id = Some("user-42".into());
     record
         .data

@@ -23,6 +23,7 @@ mod support {
 
 use std::cell::Cell;
 use std::future::Future;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use time::OffsetDateTime;
@@ -144,7 +145,11 @@ fn redis(c: &mut Criterion) {
     let key = SessionId::generate().expect("id").store_key();
     // An absolute deadline far enough away for the touch benchmark, which
     // moves the time one second per call.
-    let mut record = SessionRecord::new(now, time::Duration::hours(1), time::Duration::days(365));
+    let mut record = SessionRecord::new(
+        now,
+        Duration::from_secs(3600),
+        Duration::from_secs(365 * 24 * 3600),
+    );
     record.user_id = Some("bench-user".into());
     record.data.insert("payload".into(), "x".repeat(100).into());
     runtime

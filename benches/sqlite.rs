@@ -15,10 +15,11 @@ mod support {
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use cloakroom::store::{Patch, SessionRecord, Touch};
 use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey};
@@ -27,7 +28,11 @@ use cloakroom::{id::SessionId, store::SessionStore, store::StoreKey};
 const CONCURRENT: usize = 64;
 
 fn record(now: OffsetDateTime) -> SessionRecord {
-    let mut record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
+    let mut record = SessionRecord::new(
+        now,
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(12 * 3600),
+    );
     record.user_id = Some("user-42".into());
     record
         .data

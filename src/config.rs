@@ -40,12 +40,12 @@ pub(crate) struct SessionConfig {
     pub(crate) keys: KeyRing,
     /// Whether new sessions get a persistent cookie.
     pub(crate) persistent: bool,
-    pub(crate) idle_timeout: time::Duration,
-    pub(crate) absolute_timeout: time::Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
     /// The idle window of a remembered session.
-    pub(crate) remember_idle_timeout: time::Duration,
+    pub(crate) remember_idle_timeout: Duration,
     /// How long a remembered session lives at most, from its creation.
-    pub(crate) remember_absolute_timeout: time::Duration,
+    pub(crate) remember_absolute_timeout: Duration,
     pub(crate) touch_after: f64,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -191,18 +191,18 @@ fn login_url(url: String) -> Result<String, ConfigError> {
     }
 }
 
-fn timeout(setting: &'static str, value: Duration) -> Result<time::Duration, ConfigError> {
+fn timeout(setting: &'static str, value: Duration) -> Result<Duration, ConfigError> {
     whole_seconds_in_range(value).ok_or(ConfigError::TimeoutOutOfRange { setting, value })
 }
 
 /// `d` in whole seconds, if it lies between one second and ten years: the
 /// range every timeout and session lifetime must keep.
-pub(crate) fn whole_seconds_in_range(d: Duration) -> Option<time::Duration> {
+pub(crate) fn whole_seconds_in_range(d: Duration) -> Option<Duration> {
     // Whole seconds, like every timestamp the stores keep; the range check
     // keeps the value far inside i64.
     (Duration::from_secs(1)..=MAX_TIMEOUT)
         .contains(&d)
-        .then(|| time::Duration::seconds(d.as_secs() as i64))
+        .then(|| Duration::from_secs(d.as_secs()))
 }
 
 impl fmt::Debug for Settings {

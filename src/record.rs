@@ -4,13 +4,16 @@
 //! # Example
 //!
 //! ```
+//! use std::time::Duration;
+//!
+//! use cloakroom::store::time::OffsetDateTime;
 //! use cloakroom::store::{Patch, SessionRecord};
-//! use time::{Duration, OffsetDateTime};
 //!
 //! let now = OffsetDateTime::UNIX_EPOCH;
-//! let mut record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
-//! assert!(!record.is_expired(now + Duration::minutes(29)));
-//! assert!(record.is_expired(now + Duration::minutes(30)));
+//! let (idle, absolute) = (Duration::from_secs(30 * 60), Duration::from_secs(12 * 3600));
+//! let mut record = SessionRecord::new(now, idle, absolute);
+//! assert!(!record.is_expired(now + Duration::from_secs(29 * 60)));
+//! assert!(record.is_expired(now + Duration::from_secs(30 * 60)));
 //!
 //! let mut patch = Patch::default();
 //! patch.set.insert("theme".into(), "dark".into());
@@ -19,10 +22,11 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::device::Device;
 use crate::id::SessionHandle;
@@ -48,7 +52,9 @@ pub struct SessionRecord {
     /// here.
     #[serde(with = "time::serde::timestamp")]
     pub last_seen: OffsetDateTime,
-    /// Inactivity allowed before the session expires.
+    /// Inactivity allowed before the session expires. The stores keep
+    /// whole seconds: a fraction of a second is dropped when the record is
+    /// stored.
     #[serde(with = "whole_seconds")]
     pub idle_timeout: Duration,
     /// The session expires at this time however active it is.
@@ -62,7 +68,9 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// An empty record created at `now`.
+    /// An empty record created at `now`, whose absolute deadline is
+    /// `now + absolute_timeout` (saturating at the largest representable
+    /// time).
     pub fn new(now: OffsetDateTime, idle_timeout: Duration, absolute_timeout: Duration) -> Self {
         Self {
             data: Map::new(),
@@ -70,7 +78,7 @@ impl SessionRecord {
             created_at: now,
             last_seen: now,
             idle_timeout,
-            absolute_deadline: now + absolute_timeout,
+            absolute_deadline: saturating_add(now, absolute_timeout),
             persistent: false,
             device: Device::default(),
         }
@@ -79,7 +87,7 @@ impl SessionRecord {
     /// `last_seen + idle_timeout`, saturating at the largest representable
     /// time rather than panicking on an absurd stored record.
     pub fn idle_deadline(&self) -> OffsetDateTime {
-        self.last_seen.saturating_add(self.idle_timeout)
+        saturating_add(self.last_seen, self.idle_timeout)
     }
 
     /// The earlier of the idle and the absolute deadline.
@@ -152,7 +160,7 @@ impl Touch {
     /// `idle_timeout` alone, for stores that keep a record in another form.
     pub(crate) fn due(&self, last_seen: OffsetDateTime, idle_timeout: Duration) -> bool {
         let elapsed = (self.now - last_seen).whole_seconds();
-        let threshold = idle_timeout.whole_seconds() as f64 * self.after;
+        let threshold = idle_timeout.as_secs() as f64 * self.after;
         elapsed as f64 >= threshold
     }
 }
@@ -220,7 +228,8 @@ impl Patch {
 /// A session's own timeouts and cookie persistence, stored with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetime {
-    /// Inactivity allowed before the session expires.
+    /// Inactivity allowed before the session expires (whole seconds once
+    /// stored).
     pub idle_timeout: Duration,
     /// The session expires at this time however active it is.
     pub absolute_deadline: OffsetDateTime,
@@ -258,16 +267,51 @@ impl SessionInfo {
     }
 }
 
+/// `t + d`, saturating at the largest representable time (a `d` beyond
+/// what `time` can add at all saturates too).
+pub(crate) fn saturating_add(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    t.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+}
+
+/// `t + d`, or `None` past the largest representable time.
+pub(crate) fn checked_add(t: OffsetDateTime, d: Duration) -> Option<OffsetDateTime> {
+    t.checked_add(time::Duration::try_from(d).ok()?)
+}
+
+/// The whole seconds of `d` as the stores write them: an `i64`,
+/// saturating at `i64::MAX` (a record that long is refused when read
+/// back, its idle deadline being out of range).
+pub(crate) fn whole_seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The idle timeout a store read back as whole seconds, or `None` when it
+/// is negative or its idle deadline from `last_seen` is past the largest
+/// representable time (the layer adds the two).
+pub(crate) fn stored_idle_timeout(secs: i64, last_seen: OffsetDateTime) -> Option<Duration> {
+    let idle_timeout = Duration::from_secs(u64::try_from(secs).ok()?);
+    checked_add(last_seen, idle_timeout).map(|_| idle_timeout)
+}
+
+/// The serde form of a timeout: whole seconds, as a signed integer.
 mod whole_seconds {
+    use std::time::Duration;
+
+    use serde::de::{Error as _, Unexpected};
     use serde::{Deserialize as _, Deserializer, Serializer};
-    use time::Duration;
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(d.whole_seconds())
+        s.serialize_i64(super::whole_seconds(*d))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        i64::deserialize(d).map(Duration::seconds)
+        let secs = i64::deserialize(d)?;
+        u64::try_from(secs).map(Duration::from_secs).map_err(|_| {
+            D::Error::invalid_value(
+                Unexpected::Signed(secs),
+                &"a timeout in seconds, not negative",
+            )
+        })
     }
 }
 
@@ -276,11 +320,11 @@ mod tests {
     use super::*;
 
     fn at(secs: i64) -> OffsetDateTime {
-        OffsetDateTime::UNIX_EPOCH + Duration::seconds(secs)
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
     }
 
     fn record() -> SessionRecord {
-        SessionRecord::new(at(0), Duration::seconds(100), Duration::seconds(1000))
+        SessionRecord::new(at(0), Duration::from_secs(100), Duration::from_secs(1000))
     }
 
     #[test]
@@ -347,12 +391,36 @@ mod tests {
     #[test]
     fn absurd_timeouts_saturate_instead_of_panicking() {
         let mut r = record();
+        let latest = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT);
         r.idle_timeout = Duration::MAX;
-        r.absolute_deadline = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT);
+        r.absolute_deadline = latest;
         assert!(!r.is_expired(at(0)));
         r.last_seen = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
-        r.idle_timeout = Duration::MIN;
+        r.idle_timeout = Duration::ZERO;
         assert!(r.is_expired(at(0)));
+
+        // Beyond what `time` adds (more than i64::MAX seconds), and within
+        // it but past the last representable time.
+        for timeout in [Duration::MAX, Duration::from_secs(i64::MAX as u64)] {
+            let r = SessionRecord::new(at(0), timeout, timeout);
+            assert!(r.absolute_deadline > latest);
+            assert_eq!(r.idle_deadline(), r.absolute_deadline);
+            assert!(!r.is_expired(at(0)));
+        }
+    }
+
+    #[test]
+    fn stored_idle_timeouts_out_of_range_are_refused() {
+        assert_eq!(
+            stored_idle_timeout(100, at(0)),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(stored_idle_timeout(0, at(0)), Some(Duration::ZERO));
+        assert_eq!(stored_idle_timeout(-1, at(0)), None);
+        assert_eq!(stored_idle_timeout(i64::MIN, at(0)), None);
+        assert_eq!(stored_idle_timeout(i64::MAX, at(0)), None);
+        assert_eq!(whole_seconds(Duration::from_millis(1999)), 1);
+        assert_eq!(whole_seconds(Duration::MAX), i64::MAX);
     }
 
     #[test]
@@ -395,7 +463,11 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["idle_timeout"], 100);
         assert_eq!(json["absolute_deadline"], 1000);
-        let back: SessionRecord = serde_json::from_value(json).unwrap();
+        let back: SessionRecord = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, r);
+
+        let mut negative = json;
+        negative["idle_timeout"] = (-1).into();
+        assert!(serde_json::from_value::<SessionRecord>(negative).is_err());
     }
 }

@@ -42,8 +42,11 @@ async fn cached_store(url: &str, prefix: &str) -> RedisStore {
 }
 
 fn record(now: OffsetDateTime) -> SessionRecord {
-    let mut record =
-        SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
+    let mut record = SessionRecord::new(
+        now,
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(12 * 3600),
+    );
     record
         .data
         .insert("counter".to_owned(), serde_json::json!(1));

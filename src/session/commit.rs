@@ -724,8 +724,8 @@ mod tests {
             stored: Some((id, key)),
             record: SessionRecord::new(
                 at(0),
-                time::Duration::seconds(100),
-                time::Duration::seconds(1000),
+                std::time::Duration::from_secs(100),
+                std::time::Duration::from_secs(1000),
             ),
             patch: Patch::default(),
             touched: false,
@@ -807,7 +807,7 @@ mod tests {
         assert!(matches!(plan_of(active), Plan::Save { refresh: None, .. }));
         let mut active = stored();
         active.patch.lifetime = Some(Lifetime {
-            idle_timeout: time::Duration::seconds(500),
+            idle_timeout: std::time::Duration::from_secs(500),
             absolute_deadline: at(2000),
             persistent: true,
         });
@@ -925,8 +925,8 @@ mod tests {
     fn listed(byte: u8, created: i64, seen: i64) -> SessionInfo {
         let mut record = SessionRecord::new(
             at(created),
-            time::Duration::seconds(1000),
-            time::Duration::seconds(10_000),
+            std::time::Duration::from_secs(1000),
+            std::time::Duration::from_secs(10_000),
         );
         record.last_seen = at(seen);
         record.user_id = Some("alice".into());

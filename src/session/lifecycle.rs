@@ -532,6 +532,7 @@ async fn end_chain(
 mod tests {
     use super::*;
     use crate::record::SessionRecord;
+    use std::time::Duration as StdDuration;
     use time::Duration;
 
     #[test]
@@ -539,8 +540,11 @@ mod tests {
         let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let at = |secs: i64| t0 + Duration::seconds(secs);
         let info = |byte: u8, created: i64, seen: i64| {
-            let mut record =
-                SessionRecord::new(at(created), Duration::seconds(60), Duration::seconds(600));
+            let mut record = SessionRecord::new(
+                at(created),
+                StdDuration::from_secs(60),
+                StdDuration::from_secs(600),
+            );
             record.last_seen = at(seen);
             record.info(StoreKey::from_bytes([byte; 32]))
         };

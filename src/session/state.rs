@@ -221,10 +221,10 @@ impl Active {
         let lifetime = Lifetime {
             idle_timeout: config.remember_idle_timeout,
             // Saturating: a stored record may hold any date.
-            absolute_deadline: self
-                .record
-                .created_at
-                .saturating_add(config.remember_absolute_timeout),
+            absolute_deadline: crate::record::saturating_add(
+                self.record.created_at,
+                config.remember_absolute_timeout,
+            ),
             persistent: true,
         };
         self.record.idle_timeout = lifetime.idle_timeout;

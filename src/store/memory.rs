@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::device::Device;
 use crate::id::StoreKey;
-use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::ConfigError;
 use crate::store::{Deleted, SessionStore, StoreError};
 
@@ -147,7 +147,7 @@ impl Entry {
             user_id: record.user_id.as_deref().map(Box::from),
             created_at: seconds(record.created_at.unix_timestamp(), "times")?,
             last_seen: seconds(record.last_seen.unix_timestamp(), "times")?,
-            idle_timeout: seconds(record.idle_timeout.whole_seconds(), "timeouts")?,
+            idle_timeout: seconds(whole_seconds(record.idle_timeout), "timeouts")?,
             absolute_deadline: seconds(record.absolute_deadline.unix_timestamp(), "times")?,
             persistent: record.persistent,
             device: (!record.device.is_empty()).then(|| Box::new(record.device.clone())),
@@ -160,7 +160,7 @@ impl Entry {
             user_id: self.user_id.as_deref().map(String::from),
             created_at: timestamp(self.created_at)?,
             last_seen: timestamp(self.last_seen)?,
-            idle_timeout: time::Duration::seconds(i64::from(self.idle_timeout)),
+            idle_timeout: Duration::from_secs(u64::from(self.idle_timeout)),
             absolute_deadline: timestamp(self.absolute_deadline)?,
             persistent: self.persistent,
             device: self.device(),
@@ -197,7 +197,7 @@ impl Entry {
             .lifetime
             .map(|lifetime| {
                 Ok::<_, StoreError>((
-                    seconds(lifetime.idle_timeout.whole_seconds(), "timeouts")?,
+                    seconds(whole_seconds(lifetime.idle_timeout), "timeouts")?,
                     seconds(lifetime.absolute_deadline.unix_timestamp(), "times")?,
                     lifetime.persistent,
                 ))
@@ -206,7 +206,7 @@ impl Entry {
         let idle_timeout = lifetime.map_or(self.idle_timeout, |(idle, _, _)| idle);
         let touched = touch.due(
             timestamp(self.last_seen)?,
-            time::Duration::seconds(i64::from(idle_timeout)),
+            Duration::from_secs(u64::from(idle_timeout)),
         );
         let last_seen = match touched {
             true => seconds(touch.now.unix_timestamp(), "times")?,
@@ -918,11 +918,8 @@ mod tests {
     }
 
     fn record(now: i64, user: Option<&str>) -> SessionRecord {
-        let mut r = SessionRecord::new(
-            at(now),
-            time::Duration::seconds(100),
-            time::Duration::seconds(1000),
-        );
+        let mut r =
+            SessionRecord::new(at(now), Duration::from_secs(100), Duration::from_secs(1000));
         r.user_id = user.map(String::from);
         r
     }
@@ -1003,11 +1000,7 @@ mod tests {
     async fn times_beyond_2106_are_refused_not_truncated() {
         let store = MemoryStore::new();
         let far = OffsetDateTime::from_unix_timestamp(i64::from(u32::MAX) + 1).unwrap();
-        let r = SessionRecord::new(
-            far,
-            time::Duration::seconds(100),
-            time::Duration::seconds(1000),
-        );
+        let r = SessionRecord::new(far, Duration::from_secs(100), Duration::from_secs(1000));
         assert!(matches!(
             store.create(&key(), &r, far).await,
             Err(StoreError::Backend(_))

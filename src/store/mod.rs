@@ -8,8 +8,10 @@
 //! # Example
 //!
 //! ```
+//! use std::time::Duration;
+//!
 //! use cloakroom::id::SessionId;
-//! use cloakroom::store::time::{Duration, OffsetDateTime};
+//! use cloakroom::store::time::OffsetDateTime;
 //! use cloakroom::store::{SessionRecord, SessionStore, Touch};
 //! use cloakroom::MemoryStore;
 //!
@@ -17,7 +19,8 @@
 //! let store = MemoryStore::new();
 //! let key = SessionId::generate()?.store_key();
 //! let now = OffsetDateTime::now_utc().replace_nanosecond(0)?; // stores keep whole seconds
-//! let record = SessionRecord::new(now, Duration::minutes(30), Duration::hours(12));
+//! let (idle, absolute) = (Duration::from_secs(30 * 60), Duration::from_secs(12 * 3600));
+//! let record = SessionRecord::new(now, idle, absolute);
 //!
 //! assert!(store.create(&key, &record, now).await?);
 //! let loaded = store.load(&key, Touch { now, after: 0.1 }).await?;
@@ -70,7 +73,8 @@ pub use self::redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use crate::id::store_key::{ParseStoreKeyError, StoreKey};
 pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
-/// The `time` crate, whose `OffsetDateTime` and `Duration` records use.
+/// The `time` crate, whose `OffsetDateTime` records use for their
+/// timestamps (their timeouts are `std::time::Duration`s).
 pub use time;
 
 mod config_error;
@@ -869,7 +873,11 @@ mod tests {
         };
         let key = crate::id::SessionId::generate().unwrap().store_key();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let record = SessionRecord::new(now, time::Duration::MINUTE, time::Duration::HOUR);
+        let record = SessionRecord::new(
+            now,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3600),
+        );
         let touch = Touch { now, after: 0.1 };
         let started = tokio::time::Instant::now();
         let unavailable = |name: &str, error: StoreError| {

@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration as StdDuration;
 
 use serde_json::{json, Map, Value};
 use time::{Duration, OffsetDateTime};
@@ -32,9 +33,9 @@ use crate::record::{Lifetime, Patch, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore};
 
 /// The idle timeout of records made by this suite.
-const IDLE: Duration = Duration::seconds(100);
+const IDLE: StdDuration = StdDuration::from_secs(100);
 /// The absolute timeout of records made by this suite.
-const ABSOLUTE: Duration = Duration::seconds(1000);
+const ABSOLUTE: StdDuration = StdDuration::from_secs(1000);
 
 /// Runs a check on a fresh multi-threaded tokio runtime. Used by
 /// [`store_conformance_tests!`](crate::store_conformance_tests).
@@ -496,7 +497,7 @@ pub async fn save_touch_follows_the_lifetime<S: SessionStore>(store: &S) {
     create(store, &k, &record(t0, json!({}))).await;
     let patch = Patch {
         lifetime: Some(Lifetime {
-            idle_timeout: secs(1000),
+            idle_timeout: StdDuration::from_secs(1000),
             absolute_deadline: t0 + secs(5000),
             persistent: true,
         }),
@@ -509,7 +510,7 @@ pub async fn save_touch_follows_the_lifetime<S: SessionStore>(store: &S) {
         .unwrap());
     let loaded = load(store, &k, t0 + secs(61)).await.unwrap();
     assert_eq!(loaded.last_seen, t0);
-    assert_eq!(loaded.idle_timeout, secs(1000));
+    assert_eq!(loaded.idle_timeout, StdDuration::from_secs(1000));
 }
 
 /// `clear` drops every key before the patch's own insertions.
@@ -540,7 +541,7 @@ pub async fn save_changes_the_lifetime<S: SessionStore>(store: &S) {
     let k = key();
     create(store, &k, &record(t0, json!({}))).await;
     let lifetime = Lifetime {
-        idle_timeout: secs(5000),
+        idle_timeout: StdDuration::from_secs(5000),
         absolute_deadline: t0 + secs(20_000),
         persistent: true,
     };
@@ -552,7 +553,7 @@ pub async fn save_changes_the_lifetime<S: SessionStore>(store: &S) {
     let loaded = load(store, &k, t0 + secs(1000))
         .await
         .expect("outlives the old idle timeout");
-    assert_eq!(loaded.idle_timeout, secs(5000));
+    assert_eq!(loaded.idle_timeout, StdDuration::from_secs(5000));
     assert_eq!(loaded.absolute_deadline, t0 + secs(20_000));
     assert!(loaded.persistent);
     assert_eq!(
@@ -1452,7 +1453,7 @@ pub async fn the_device_is_kept_and_listed<S: SessionStore>(store: &S) {
     // A load that touches, a save that touches, a save that clears the data,
     // and one that changes the lifetime.
     let lifetime = Lifetime {
-        idle_timeout: secs(500),
+        idle_timeout: StdDuration::from_secs(500),
         absolute_deadline: t0 + secs(900),
         persistent: true,
     };

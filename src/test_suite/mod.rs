@@ -51,7 +51,7 @@
 //!     .build()?;
 //! let before = clock.now();
 //! clock.advance(Duration::from_secs(60));
-//! assert_eq!(clock.now() - before, cloakroom::store::time::Duration::minutes(1));
+//! assert_eq!(clock.now() - before, Duration::from_secs(60));
 //! assert_eq!(store.calls().total(), 0);
 //! # let _ = layer;
 //! # Ok(())

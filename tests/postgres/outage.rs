@@ -95,7 +95,11 @@ async fn a_database_outage_answers_503_and_the_service_recovers_when_it_is_back(
     // The store reports a typed error for every kind of call.
     let key = SessionId::generate().unwrap().store_key();
     let now = app.clock.now();
-    let record = SessionRecord::new(now, time::Duration::minutes(30), time::Duration::DAY);
+    let record = SessionRecord::new(
+        now,
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(24 * 3600),
+    );
     assert_store_unavailable(store.create(&key, &record, now).await, "create");
     assert_store_unavailable(store.load(&key, Touch { now, after: 0.5 }).await, "load");
     assert_store_unavailable(store.delete_user("alice", None).await, "delete_user");

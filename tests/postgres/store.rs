@@ -59,7 +59,7 @@ fn secs(n: i64) -> time::Duration {
 }
 
 fn record(at: OffsetDateTime, user: Option<&str>) -> SessionRecord {
-    let mut r = SessionRecord::new(at, secs(100), secs(1000));
+    let mut r = SessionRecord::new(at, Duration::from_secs(100), Duration::from_secs(1000));
     r.user_id = user.map(str::to_owned);
     r.data.insert("a".into(), json!(1));
     r
@@ -324,7 +324,7 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     // A new lifetime: the idle deadline counts from the stored last_seen.
     let patch = Patch {
         lifetime: Some(Lifetime {
-            idle_timeout: secs(5000),
+            idle_timeout: Duration::from_secs(5000),
             absolute_deadline: t0 + secs(20_000),
             persistent: true,
         }),
@@ -343,7 +343,7 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     // Near the absolute deadline the idle one is capped by it.
     let patch = Patch {
         lifetime: Some(Lifetime {
-            idle_timeout: secs(5000),
+            idle_timeout: Duration::from_secs(5000),
             absolute_deadline: t0 + secs(3000),
             persistent: true,
         }),

@@ -522,8 +522,8 @@ fn new_key() -> StoreKey {
 fn session_of(user: &str, created: OffsetDateTime) -> SessionRecord {
     let mut record = SessionRecord::new(
         created,
-        time::Duration::minutes(30),
-        time::Duration::hours(12),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(12 * 3600),
     );
     record.user_id = Some(user.to_owned());
     record
@@ -809,7 +809,7 @@ async fn a_touch_due_at_the_read_writes_only_into_a_session_still_live_and_due()
         async move {
             let patch = Patch {
                 lifetime: Some(cloakroom::store::Lifetime {
-                    idle_timeout: time::Duration::minutes(30),
+                    idle_timeout: Duration::from_secs(30 * 60),
                     absolute_deadline: t0 + time::Duration::seconds(500),
                     persistent: false,
                 }),

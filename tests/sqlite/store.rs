@@ -5,6 +5,7 @@
 //! cannot take are reported.
 
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
 use cloakroom::store::{Deleted, Lifetime, Patch, SessionRecord, Touch};
@@ -32,7 +33,7 @@ fn secs(n: i64) -> time::Duration {
 }
 
 fn record(at: OffsetDateTime, user: Option<&str>) -> SessionRecord {
-    let mut r = SessionRecord::new(at, secs(100), secs(1000));
+    let mut r = SessionRecord::new(at, Duration::from_secs(100), Duration::from_secs(1000));
     r.user_id = user.map(str::to_owned);
     r.data.insert("a".into(), json!(1));
     r
@@ -253,7 +254,7 @@ async fn columns_hold_the_record_and_expires_at_follows_every_change() {
     // capped by the absolute deadline.
     let patch = Patch {
         lifetime: Some(Lifetime {
-            idle_timeout: secs(500),
+            idle_timeout: Duration::from_secs(500),
             absolute_deadline: t0 + secs(400),
             persistent: true,
         }),

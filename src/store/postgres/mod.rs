@@ -27,7 +27,7 @@ use self::error::store_error;
 use self::sql::Statements;
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
-use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
 use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
@@ -476,7 +476,7 @@ impl SessionStore for PostgresStore {
             .bind(patch.clear)
             .bind(removed)
             .bind(Json(&patch.set))
-            .bind(lifetime.map(|l| l.idle_timeout.whole_seconds()))
+            .bind(lifetime.map(|l| whole_seconds(l.idle_timeout)))
             .bind(lifetime.map(|l| truncate_to_seconds(l.absolute_deadline)))
             .bind(lifetime.map(|l| l.persistent))
             .bind(truncate_to_seconds(touch.now))

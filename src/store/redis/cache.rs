@@ -501,8 +501,8 @@ mod tests {
     fn record() -> SessionRecord {
         SessionRecord::new(
             now(),
-            time::Duration::minutes(30),
-            time::Duration::hours(12),
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(12 * 3600),
         )
     }
 

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::device::Device;
 use crate::id::StoreKey;
-use crate::record::{SessionInfo, SessionRecord};
+use crate::record::{stored_idle_timeout, whole_seconds, SessionInfo, SessionRecord};
 use crate::store::{Deleted, StoreError};
 
 /// The prefix of a data field: data key `k` is stored under `d:k`.
@@ -39,7 +39,7 @@ pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<Vec<u8>>, Stor
     };
     meta("c", record.created_at.unix_timestamp().to_string());
     meta("s", record.last_seen.unix_timestamp().to_string());
-    meta("i", record.idle_timeout.whole_seconds().to_string());
+    meta("i", whole_seconds(record.idle_timeout).to_string());
     meta("a", record.absolute_deadline.unix_timestamp().to_string());
     meta("p", u8::from(record.persistent).to_string());
     if let Some(user) = &record.user_id {
@@ -180,7 +180,7 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
         match field {
             b"c" => created = Some(timestamp("c", value)?),
             b"s" => last_seen = Some(timestamp("s", value)?),
-            b"i" => idle = Some(time::Duration::seconds(number("i", value)?)),
+            b"i" => idle = Some(number("i", value)?),
             b"a" => absolute = Some(timestamp("a", value)?),
             b"p" => persistent = value == b"1",
             b"u" => {
@@ -201,12 +201,12 @@ pub(crate) fn decode_record<F: AsRef<[u8]>>(flat: &[F]) -> Result<SessionRecord,
         }
     }
     let missing = |f: &str| corrupt(format!("field {f} is missing"));
-    let idle_timeout = idle.ok_or_else(|| missing("i"))?;
+    let idle_secs = idle.ok_or_else(|| missing("i"))?;
     let last_seen = last_seen.ok_or_else(|| missing("s"))?;
     let absolute_deadline = absolute.ok_or_else(|| missing("a"))?;
-    // Guard the deadline arithmetic against absurd stored values.
-    last_seen
-        .checked_add(idle_timeout)
+    // Guard the deadline arithmetic against absurd stored values; a
+    // negative timeout is none at all.
+    let idle_timeout = stored_idle_timeout(idle_secs, last_seen)
         .ok_or_else(|| corrupt("idle deadline out of range"))?;
     Ok(SessionRecord {
         data,
@@ -287,7 +287,11 @@ mod tests {
 
     fn record() -> SessionRecord {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let mut r = SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
+        let mut r = SessionRecord::new(
+            now,
+            std::time::Duration::from_secs(30 * 60),
+            std::time::Duration::from_secs(12 * 3600),
+        );
         r.user_id = Some("alice".into());
         r.data.insert("k".into(), serde_json::json!({"n": [1, 2]}));
         r.data.insert("".into(), serde_json::json!(null));
@@ -427,9 +431,11 @@ mod tests {
         let mut bad_json = good.clone();
         bad_json.extend([b"d:x".to_vec(), b"{".to_vec()]);
         cases.push(bad_json);
-        let mut huge = good.clone();
-        huge.extend([b"i".to_vec(), i64::MAX.to_string().into_bytes()]);
-        cases.push(huge);
+        for absurd in [i64::MAX, -1, i64::MIN] {
+            let mut case = good.clone();
+            case.extend([b"i".to_vec(), absurd.to_string().into_bytes()]);
+            cases.push(case);
+        }
         let mut not_utf8 = good.clone();
         not_utf8.extend([b"d:\xff".to_vec(), b"1".to_vec()]);
         cases.push(not_utf8);

@@ -42,7 +42,7 @@ pub use self::connection::RedisConnection;
 use self::connection::{store_error, Connection};
 use self::scripts::{CREATE, DELETE, DELETE_ALL, DELETE_OWNED, RESTORE, RETIRE, SAVE, TOUCH};
 use crate::id::StoreKey;
-use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::record::{saturating_add, whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The key prefix unless [`RedisStoreBuilder::key_prefix`] says otherwise.
@@ -789,7 +789,7 @@ impl SessionStore for RedisStore {
             if let Some(user) = user {
                 let latest = lifetime
                     .absolute_deadline
-                    .min(now.saturating_add(lifetime.idle_timeout));
+                    .min(saturating_add(now, lifetime.idle_timeout));
                 self.index(&user, key, latest, Some(lifetime.absolute_deadline))
                     .await?;
             }
@@ -798,7 +798,7 @@ impl SessionStore for RedisStore {
         let (has_lifetime, idle, absolute, persistent) = match &patch.lifetime {
             Some(l) => (
                 1,
-                l.idle_timeout.whole_seconds(),
+                whole_seconds(l.idle_timeout),
                 l.absolute_deadline.unix_timestamp(),
                 u8::from(l.persistent),
             ),

@@ -319,7 +319,11 @@ mod tests {
 
     fn info(created: i64) -> SessionInfo {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let mut r = SessionRecord::new(now, time::Duration::minutes(30), time::Duration::hours(12));
+        let mut r = SessionRecord::new(
+            now,
+            std::time::Duration::from_secs(30 * 60),
+            std::time::Duration::from_secs(12 * 3600),
+        );
         r.user_id = Some("alice".into());
         r.created_at = OffsetDateTime::from_unix_timestamp(1_700_000_000 + created).unwrap();
         r.info(crate::id::SessionId::generate().unwrap().store_key())

@@ -31,7 +31,7 @@ use sqlx::{Database, Encode, Type};
 use time::OffsetDateTime;
 
 use self::row::store_key;
-use crate::record::SessionRecord;
+use crate::record::{whole_seconds, SessionRecord};
 use crate::store::{Deleted, StoreError};
 
 /// A query of either store, with its arguments.
@@ -66,7 +66,7 @@ where
         .bind(time(record.created_at))
         .bind(time(record.last_seen))
         .bind(time(record.absolute_deadline))
-        .bind(record.idle_timeout.whole_seconds())
+        .bind(whole_seconds(record.idle_timeout))
         .bind(record.persistent)
         .bind(time(record.expires_at()))
         .bind(record.device.user_agent.as_deref())

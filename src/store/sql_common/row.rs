@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use super::error::{store_error, DatabaseCodes};
 use crate::device::Device;
 use crate::id::StoreKey;
-use crate::record::{SessionInfo, SessionRecord};
+use crate::record::{stored_idle_timeout, SessionInfo, SessionRecord};
 use crate::store::StoreError;
 
 /// A row that made no sense, for [`StoreError::Corrupt`].
@@ -73,13 +73,11 @@ pub(crate) trait SessionRow {
 pub(crate) fn record_from_row(row: &impl SessionRow) -> Result<SessionRecord, StoreError> {
     let data = row.data()?;
     let last_seen = row.timestamp("last_seen")?;
-    let idle_secs = row.integer("idle_timeout_secs")?;
-    let idle_timeout = time::Duration::seconds(idle_secs);
     // The layer adds the idle timeout to `last_seen`; a value that would
-    // overflow there is refused here instead of panicking there.
-    if idle_secs < 0 || last_seen.checked_add(idle_timeout).is_none() {
-        return Err(corrupt("idle timeout out of range"));
-    }
+    // overflow there is refused here instead of panicking there, and so is
+    // a negative one.
+    let idle_timeout = stored_idle_timeout(row.integer("idle_timeout_secs")?, last_seen)
+        .ok_or_else(|| corrupt("idle timeout out of range"))?;
     Ok(SessionRecord {
         data,
         user_id: row.text("user_id")?,

@@ -26,7 +26,7 @@ use self::error::store_error;
 use self::sql::{member_path, Statements};
 use crate::clock::truncate_to_seconds;
 use crate::id::StoreKey;
-use crate::record::{Patch, SessionInfo, SessionRecord, Touch};
+use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
 use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
 use crate::store::{Deleted, SessionStore, StoreError};
@@ -532,7 +532,7 @@ impl SessionStore for SqliteStore {
         let mut query = sqlx::query(&statement)
             .bind(key.as_bytes().as_slice())
             .bind(patch.clear)
-            .bind(lifetime.map(|l| l.idle_timeout.whole_seconds()))
+            .bind(lifetime.map(|l| whole_seconds(l.idle_timeout)))
             .bind(lifetime.map(|l| seconds(l.absolute_deadline)))
             .bind(lifetime.map(|l| l.persistent))
             .bind(seconds(touch.now))
