@@ -15,6 +15,10 @@
 //!   `--features sqlite`)
 //! - `SESSION_IDLE_SECS` (default 1800), `SESSION_ABSOLUTE_SECS` (default 43200)
 //! - `SESSION_KEY`: 64 hex characters; a random key (with a warning) when unset
+//! - `SESSION_REAUTH_SECS` (default 300): how recent a password must be for
+//!   `/account/security`
+//! - `DEMO_ADMIN_TOKEN`: when set, the admin routes under `/api/admin/`
+//!   exist and want it in `x-admin-token`
 //!
 //! Cargo features: cloakroom's defaults (it uses `memory`, `axum`, `csrf`,
 //! and `device-labels` to name the devices); `redis`, `postgres` or
@@ -42,12 +46,14 @@
 //! sqlite = ["cloakroom/sqlite", "dep:sqlx", "sqlx/sqlite"]
 //! ```
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, Query};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
@@ -62,7 +68,10 @@ use cloakroom::{
     device::ClientIp,
     device::SessionHandle,
     login::safe_redirect_path,
+    login::CurrentUser,
+    login::LoadUser,
     login::LoggedIn,
+    login::Reauthenticated,
     store::time::{format_description::well_known::Rfc3339, OffsetDateTime},
     store::SessionInfo,
     Flash, FlashLevel, Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
@@ -95,6 +104,10 @@ async fn run() -> Result<(), BoxError> {
         .map_err(|e| format!("DEMO_ADDR: {e}"))?;
     let idle = Duration::from_secs(env_secs("SESSION_IDLE_SECS", 1800)?);
     let absolute = Duration::from_secs(env_secs("SESSION_ABSOLUTE_SECS", 43_200)?);
+    let reauth = Duration::from_secs(env_secs("SESSION_REAUTH_SECS", 300)?);
+    let admin_token = std::env::var("DEMO_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let key = match std::env::var("SESSION_KEY") {
         Ok(hex) => Key::from_hex(&hex).map_err(|e| format!("SESSION_KEY: {e}"))?,
         Err(_) => {
@@ -122,6 +135,7 @@ async fn run() -> Result<(), BoxError> {
         .key(key)
         .idle_timeout(idle)
         .absolute_timeout(absolute)
+        .reauthentication_window(reauth)
         // Each session records the address it logged in from, as the TCP
         // peer: the demo runs behind no proxy.
         .client_ip(ClientIp::from_peer(|extensions| {
@@ -131,8 +145,12 @@ async fn run() -> Result<(), BoxError> {
         }))
         .build()?;
 
-    // CSRF checks run inside the session layer.
-    let app = app().layer(CsrfLayer::new()).layer(sessions);
+    // CSRF checks run inside the session layer. The admin routes are for
+    // operators' tools, which carry a token instead of a cookie.
+    let csrf = CsrfLayer::builder().exempt_prefix("/api/admin/").build()?;
+    let app = app(Users::default(), admin_token)
+        .layer(csrf)
+        .layer(sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo listening on http://{addr} with the {store} store");
     axum::serve(
@@ -253,9 +271,11 @@ fn env_secs(name: &str, default: u64) -> Result<u64, BoxError> {
     }
 }
 
-fn app() -> Router {
-    Router::new()
+fn app(users: Users, admin_token: Option<String>) -> Router {
+    let mut router = Router::new()
         .route("/", get(index))
+        .route("/password", post(change_password))
+        .route("/account/security", get(security))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
@@ -266,7 +286,75 @@ fn app() -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{handle}", delete(end_device))
         .route("/api/counter", post(counter))
-        .route("/api/notes/{key}", get(get_note).put(put_note))
+        .route("/api/notes/{key}", get(get_note).put(put_note));
+    if let Some(token) = admin_token {
+        router = router
+            .route("/api/admin/users/{user}/credential", post(admin_reset))
+            .route("/api/admin/users/{user}", delete(admin_delete))
+            .layer(axum::Extension(AdminToken(Arc::from(token))));
+    }
+    router.with_state(users)
+}
+
+/// The demo's user table: each user's credential (think of it as the
+/// password hash). A login adds a user it does not know; the credential
+/// changes only through `/password` and the admin routes. It lives in this
+/// process: a fleet of demos would keep it in a database.
+#[derive(Clone, Default)]
+struct Users(Arc<Mutex<HashMap<String, String>>>);
+
+impl Users {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user's credential, adding the user with a fresh one if unknown.
+    fn credential_of(&self, user: &str) -> String {
+        self.table()
+            .entry(user.to_owned())
+            .or_insert_with(fresh_credential)
+            .clone()
+    }
+}
+
+/// A new credential: what a new password hash would be.
+fn fresh_credential() -> String {
+    cloakroom::id::SessionId::generate()
+        .map(|id| id.store_key().to_hex())
+        .unwrap_or_default()
+}
+
+/// A user of the table, as [`CurrentUser`] loads it: sessions are bound to
+/// the credential, so a changed or deleted one ends them.
+#[derive(Clone)]
+struct DemoUser {
+    name: String,
+    credential: String,
+}
+
+impl LoadUser<Users> for DemoUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn load_user(user_id: &str, users: &Users) -> Result<Option<Self>, Self::Rejection> {
+        Ok(users.table().get(user_id).map(|credential| DemoUser {
+            name: user_id.to_owned(),
+            credential: credential.clone(),
+        }))
+    }
+
+    fn credential(&self) -> &[u8] {
+        self.credential.as_bytes()
+    }
+}
+
+#[derive(Clone)]
+struct AdminToken(Arc<str>);
+
+/// Whether the request carries the admin token.
+fn admin(headers: &HeaderMap, token: &AdminToken) -> bool {
+    headers
+        .get("x-admin-token")
+        .is_some_and(|given| given.as_bytes() == token.0.as_bytes())
 }
 
 /// The look of a small settings page.
@@ -582,6 +670,7 @@ struct LoginForm {
 }
 
 async fn login(
+    State(users): State<Users>,
     session: Session,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, SessionError> {
@@ -602,6 +691,13 @@ async fn login(
     session
         .login_keeping(form.user.as_str(), &["counter"])
         .await?;
+    // Bound to the credential this login saw: a password change or an
+    // operator's reset ends the session. And a password just entered, for
+    // `/account/security`.
+    session
+        .bind_credential(users.credential_of(&form.user))
+        .await?;
+    session.password_confirmed().await?;
     session
         .flash(FlashLevel::Success, format!("Signed in as {}.", form.user))
         .await?;
@@ -630,8 +726,9 @@ async fn logout_everywhere(session: Session) -> Result<Response, SessionError> {
 }
 
 /// Behind login: anonymous visitors are sent to `/login?next=%2Faccount`.
+/// It loads the user, so a session whose credential changed ends here.
 async fn account(
-    LoggedIn(user): LoggedIn,
+    CurrentUser(DemoUser { name: user, .. }): CurrentUser<DemoUser>,
     session: Session,
     token: CsrfToken,
     headers: HeaderMap,
@@ -639,6 +736,14 @@ async fn account(
     let mut page = Page::new("Account", &session, &headers).await?;
     let sections = signed_in_sections(&user, &session, &token, "/account").await?;
     page.body.push_str(&sections);
+    let _ = write!(
+        page.body,
+        "<section><h2>Password</h2><form method=\"post\" action=\"/password\">{}\
+         <input type=\"password\" name=\"password\" placeholder=\"new password\" required> \
+         <button>Change</button></form><p><a href=\"/account/security\">Security settings</a> \
+         (asks for your password again after a while)</p></section>",
+        csrf_field(&token)
+    );
     let counter = session.get::<u64>("counter").await?.unwrap_or(0);
     page.body.push_str(&counter_section(counter));
     Ok(page.into_response())
@@ -713,8 +818,13 @@ async fn csrf(token: CsrfToken) -> Json<serde_json::Value> {
     Json(json!({ "token": token.masked() }))
 }
 
-async fn me(session: Session) -> Result<Response, SessionError> {
-    let Some(user) = session.user_id().await? else {
+/// Loads the user (`CurrentUser`), so a session whose credential changed
+/// since its login, or whose user was deleted, ends here.
+async fn me(
+    session: Session,
+    user: Option<CurrentUser<DemoUser>>,
+) -> Result<Response, SessionError> {
+    let Some(CurrentUser(DemoUser { name: user, .. })) = user else {
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
     // A count, not a listing: cheap however many sessions the user has.
@@ -769,6 +879,89 @@ async fn get_note(session: Session, Path(key): Path<String>) -> Result<Response,
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     })
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    password: String,
+}
+
+/// Changes the user's credential (any new password is accepted): this
+/// session stays logged in, every other session of the user ends.
+async fn change_password(
+    State(users): State<Users>,
+    CurrentUser(user): CurrentUser<DemoUser>,
+    session: Session,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Result<Response, SessionError> {
+    match form {
+        Ok(Form(form)) if !form.password.is_empty() => {}
+        _ => return Ok(bad_request("expected a form with a non-empty `password`")),
+    }
+    let credential = fresh_credential();
+    users.table().insert(user.name, credential.clone());
+    let ended = session.credential_changed(credential).await?;
+    session
+        .flash(
+            FlashLevel::Success,
+            format!("Password changed; {ended} other sessions signed out."),
+        )
+        .await?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+/// Behind login and a password entered within `SESSION_REAUTH_SECS`;
+/// otherwise to the login page, which comes back here.
+async fn security(
+    Reauthenticated(user): Reauthenticated,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, SessionError> {
+    let mut page = Page::new("Security", &session, &headers).await?;
+    let _ = write!(
+        page.body,
+        "<p id=\"security\">Security settings of <strong>{}</strong>: you entered your \
+         password a moment ago.</p>",
+        escape(&user)
+    );
+    Ok(page.into_response())
+}
+
+/// An operator's password reset: a new credential for `user` in the table,
+/// and nothing else (the sessions bound to the old one end by themselves).
+async fn admin_reset(
+    State(users): State<Users>,
+    axum::Extension(token): axum::Extension<AdminToken>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> StatusCode {
+    if !admin(&headers, &token) {
+        return StatusCode::FORBIDDEN;
+    }
+    match users.table().get_mut(&user) {
+        Some(credential) => {
+            *credential = fresh_credential();
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+/// Deletes `user` from the table: their sessions end at their next
+/// request, also once the name signs up again.
+async fn admin_delete(
+    State(users): State<Users>,
+    axum::Extension(token): axum::Extension<AdminToken>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> StatusCode {
+    if !admin(&headers, &token) {
+        return StatusCode::FORBIDDEN;
+    }
+    match users.table().remove(&user) {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

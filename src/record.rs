@@ -274,6 +274,10 @@ pub(crate) fn saturating_add(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
 }
 
 /// `t + d`, or `None` past the largest representable time.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
 pub(crate) fn checked_add(t: OffsetDateTime, d: Duration) -> Option<OffsetDateTime> {
     t.checked_add(time::Duration::try_from(d).ok()?)
 }
@@ -288,6 +292,10 @@ pub(crate) fn whole_seconds(d: Duration) -> i64 {
 /// The idle timeout a store read back as whole seconds, or `None` when it
 /// is negative or its idle deadline from `last_seen` is past the largest
 /// representable time (the layer adds the two).
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
 pub(crate) fn stored_idle_timeout(secs: i64, last_seen: OffsetDateTime) -> Option<Duration> {
     let idle_timeout = Duration::from_secs(u64::try_from(secs).ok()?);
     checked_add(last_seen, idle_timeout).map(|_| idle_timeout)

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::backend::free_port;
-use crate::support::demo::{check_contract, demo_binary, start_demo};
+use axum::http::{header, Method, StatusCode};
+
+use crate::support::demo::{check_contract, demo_binary, start_demo, Browser};
 use crate::support::harness::{tests, Test};
 
 /// This module's tests, for `support::harness::main`.
@@ -15,6 +17,7 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         None => [
             demo_answers_its_contract,
+            demo_binds_sessions_to_the_credential_and_asks_for_the_password_again,
             demo_refuses_a_bad_key_and_an_unknown_store,
         ],
     )
@@ -24,6 +27,111 @@ pub(crate) fn tests() -> Vec<Test> {
 async fn demo_answers_its_contract() {
     let demo = start_demo(&[("SESSION_KEY", &"42".repeat(32))]).await;
     check_contract(&demo, "").await;
+    // Without `DEMO_ADMIN_TOKEN` the admin routes do not exist.
+    let mut operator = Browser::new(&demo);
+    let reset = "/api/admin/users/ann/credential";
+    let reply = operator
+        .send_with(Method::POST, reset, &[("x-admin-token", "")], "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+/// Part 3 of the contract: `/password`, the admin routes and
+/// `/account/security`.
+#[tokio::main(flavor = "current_thread")]
+async fn demo_binds_sessions_to_the_credential_and_asks_for_the_password_again() {
+    let demo = start_demo(&[
+        ("SESSION_KEY", &"42".repeat(32)),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+        ("SESSION_REAUTH_SECS", "2"),
+    ])
+    .await;
+    let me = async |browser: &mut Browser| browser.get("/api/me").await.status;
+
+    // A password change keeps this session and ends the user's others.
+    let mut laptop = Browser::new(&demo);
+    let mut phone = Browser::new(&demo);
+    laptop.login("ann").await;
+    phone.login("ann").await;
+    let reply = laptop
+        .submit_on("/account", "/password", &[("password", "new one")])
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header(header::LOCATION), Some("/account"));
+    assert_eq!(me(&mut laptop).await, StatusCode::OK);
+    assert_eq!(me(&mut phone).await, StatusCode::UNAUTHORIZED);
+
+    // The admin routes want the token, and know only users of the table.
+    let mut operator = Browser::new(&demo);
+    let reset = "/api/admin/users/ann/credential";
+    assert_eq!(
+        operator.send(Method::POST, reset, None, "").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let as_admin = [("x-admin-token", "let-me-in")];
+    let unknown = "/api/admin/users/nobody/credential";
+    assert_eq!(
+        operator
+            .send_with(Method::POST, unknown, &as_admin, "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        operator
+            .send_with(Method::POST, reset, &as_admin, "")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        me(&mut laptop).await,
+        StatusCode::UNAUTHORIZED,
+        "reset ends it"
+    );
+
+    // A deleted user's sessions end, also once the name logs in again.
+    let mut old = Browser::new(&demo);
+    old.login("bob").await;
+    let delete = "/api/admin/users/bob";
+    assert_eq!(
+        operator
+            .send_with(Method::DELETE, delete, &as_admin, "")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let mut again = Browser::new(&demo);
+    again.login("bob").await;
+    assert_eq!(me(&mut again).await, StatusCode::OK);
+    assert_eq!(me(&mut old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        operator
+            .send_with(Method::DELETE, delete, &as_admin, "")
+            .await
+            .status,
+        StatusCode::NO_CONTENT,
+        "the name is back in the table"
+    );
+
+    // `/account/security` wants a password within SESSION_REAUTH_SECS.
+    let mut user = Browser::new(&demo);
+    user.login("cy").await;
+    assert_eq!(user.get("/account/security").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let reply = user.get("/account/security").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let back = "/login?next=%2Faccount%2Fsecurity";
+    assert_eq!(reply.header(header::LOCATION), Some(back));
+    let reply = user
+        .submit_on(
+            back,
+            "/login",
+            &[("user", "cy"), ("next", "/account/security")],
+        )
+        .await;
+    assert_eq!(reply.header(header::LOCATION), Some("/account/security"));
+    assert_eq!(user.get("/account/security").await.status, StatusCode::OK);
 }
 
 #[tokio::main(flavor = "current_thread")]
