@@ -274,6 +274,7 @@ fn env_secs(name: &str, default: u64) -> Result<u64, BoxError> {
 fn app(users: Users, admin_token: Option<String>) -> Router {
     let mut router = Router::new()
         .route("/", get(index))
+        .route("/visit", get(visit))
         .route("/password", post(change_password))
         .route("/account/security", get(security))
         .route("/login", get(login_page).post(login))
@@ -879,6 +880,25 @@ async fn get_note(session: Session, Path(key): Path<String>) -> Result<Response,
         Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     })
+}
+
+/// Creates the session of an anonymous visitor (the write) and renders a
+/// form whose token verifies: the token binds itself to the session when
+/// it is rendered, after the write.
+async fn visit(
+    session: Session,
+    token: CsrfToken,
+    headers: HeaderMap,
+) -> Result<Response, SessionError> {
+    session.insert("visited", true).await?;
+    let mut page = Page::new("Visit", &session, &headers).await?;
+    let _ = write!(
+        page.body,
+        "<p>Your visit is in your session now.</p>\
+         <form method=\"post\" action=\"/api/counter\">{}<button>Count</button></form>",
+        csrf_field(&token)
+    );
+    Ok(page.into_response())
 }
 
 #[derive(Deserialize)]

@@ -63,8 +63,16 @@
 //! sets a cookie. That token is the same for every visitor without a
 //! session, so it is accepted only from requests that have no live
 //! session: once a request creates a session, its tokens are bound to it.
-//! A page that creates a session renders its token after the write; a
-//! script whose request created a session fetches a new token.
+//!
+//! A [`CsrfToken`] follows its session until it is rendered: each
+//! rendering (`Display`, [`CsrfToken::masked`], [`CsrfToken::meta_tag`])
+//! binds it to the session as it is at that moment. So a handler that
+//! takes the token as an extractor and then creates the session (a cart,
+//! a `next`, a flash), logs the user in or regenerates the ID renders a
+//! token that verifies on submit; no handler has to choose between two
+//! ways of getting it. Only a token rendered *before* the handler's write
+//! that creates the session is the anonymous one; and a script whose
+//! request created a session fetches a new token.
 //!
 //! # Tokens for scripts
 //!

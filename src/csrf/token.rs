@@ -22,7 +22,7 @@ use rand::TryRngCore as _;
 use time::OffsetDateTime;
 
 use crate::error::SessionError;
-use crate::id::RandomnessError;
+use crate::id::{RandomnessError, SessionId};
 use crate::key::KeyRing;
 use crate::session::{Session, TokenPurpose};
 
@@ -60,32 +60,52 @@ const ANONYMOUS_WINDOW_SECS: i64 = 6 * 3600;
 /// ```
 #[derive(Clone)]
 pub struct CsrfToken {
+    /// The payload as of when the token was made.
     payload: [u8; PAYLOAD_LEN],
+    /// The session it was made for: each rendering binds the token to the
+    /// session as it is *then*, so a token taken before the handler
+    /// created, logged in or moved the session still verifies.
+    session: Option<Session>,
 }
 
 impl CsrfToken {
     /// The token for the visitor behind `session`.
     ///
     /// A visitor with a session gets a token bound to it: to the ID the
-    /// browser holds after this response (the new one, after a login or
-    /// regenerate in this request; for a session this request creates,
-    /// render the token after writing to the session). Nothing is stored.
-    /// A visitor without a session gets a token that needs no state:
-    /// asking for it creates no session and sets no cookie; once a request
-    /// has created a session, fetch a new token.
+    /// browser holds after this response. The token follows the session
+    /// until it is rendered: each [`masked`](Self::masked) (and `Display`)
+    /// binds it to the session as it is then, so a token taken (or
+    /// extracted) before the handler created the session, logged the user
+    /// in or regenerated the ID verifies on submit all the same. Nothing is
+    /// stored. A visitor without a session gets a token that needs no
+    /// state: asking for it creates no session and sets no cookie. Only a
+    /// token rendered *before* the handler's first write to a new session
+    /// is of the kind that no longer counts once the session exists:
+    /// render after writing.
     ///
     /// # Errors
     ///
     /// [`SessionError`] when the session cannot be loaded or no randomness
     /// is available.
     pub async fn for_session(session: &Session) -> Result<Self, SessionError> {
-        let context = session.context();
-        let keys = &context.settings().keys;
-        let payload = match session.token_id(TokenPurpose::Render).await? {
-            Some(id) => keys.tag(SESSION_CONTEXT, id.as_bytes()),
-            None => keys.tag(ANONYMOUS_CONTEXT, &window(context.now()).to_be_bytes()),
+        let binding = session.token_id(TokenPurpose::Render).await?;
+        Ok(Self {
+            payload: payload_for(session, binding.as_ref()),
+            session: Some(session.clone()),
+        })
+    }
+
+    /// The payload bound to the session as it is now; the one from when
+    /// the token was made when that cannot be told without waiting (the
+    /// session busy in another task) or no ID can be drawn.
+    fn payload_now(&self) -> [u8; PAYLOAD_LEN] {
+        let Some(session) = &self.session else {
+            return self.payload;
         };
-        Ok(Self { payload })
+        match session.render_binding_now() {
+            Some(Ok(binding)) => payload_for(session, binding.as_ref()),
+            _ => self.payload,
+        }
     }
 
     /// A freshly masked token string (86 URL-safe characters).
@@ -97,9 +117,10 @@ impl CsrfToken {
         if OsRng.try_fill_bytes(&mut mask).is_err() {
             tracing::warn!(target: "cloakroom", "{}", RandomnessError::new());
         }
+        let payload = self.payload_now();
         let mut bytes = [0u8; 2 * PAYLOAD_LEN];
         bytes[..PAYLOAD_LEN].copy_from_slice(&mask);
-        for (i, (m, p)) in mask.iter().zip(&self.payload).enumerate() {
+        for (i, (m, p)) in mask.iter().zip(&payload).enumerate() {
             bytes[PAYLOAD_LEN + i] = m ^ p;
         }
         URL_SAFE_NO_PAD.encode(bytes)
@@ -165,6 +186,17 @@ impl fmt::Display for CsrfToken {
 impl fmt::Debug for CsrfToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CsrfToken(<redacted>)")
+    }
+}
+
+/// The payload for `session` bound to `binding` (its ID), or the
+/// anonymous one.
+fn payload_for(session: &Session, binding: Option<&SessionId>) -> [u8; PAYLOAD_LEN] {
+    let context = session.context();
+    let keys = &context.settings().keys;
+    match binding {
+        Some(id) => keys.tag(SESSION_CONTEXT, id.as_bytes()),
+        None => keys.tag(ANONYMOUS_CONTEXT, &window(context.now()).to_be_bytes()),
     }
 }
 
@@ -236,7 +268,10 @@ mod tests {
     use crate::key::Key;
 
     fn token(payload: [u8; 32]) -> CsrfToken {
-        CsrfToken { payload }
+        CsrfToken {
+            payload,
+            session: None,
+        }
     }
 
     #[test]

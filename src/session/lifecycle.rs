@@ -4,12 +4,12 @@
 
 use serde_json::Map;
 
-use super::state::{check_user_id, Active};
+use super::state::{check_user_id, Active, Phase};
 use super::Session;
 use crate::core::LIST_LIMIT;
 use crate::error::SessionError;
 use crate::events::{self, EndReason, Vanished};
-use crate::id::{SessionHandle, SessionId, StoreKey};
+use crate::id::{RandomnessError, SessionHandle, SessionId, StoreKey};
 use crate::store::{Deleted, DynStore, Patch, SessionInfo, SessionRecord, StoreError};
 use time::OffsetDateTime;
 
@@ -420,21 +420,20 @@ impl Session {
             }
             TokenPurpose::Render => {
                 let mut active = self.active().await?;
-                if let Some(id) = &active.new_id {
-                    return Ok(Some(id.clone()));
-                }
-                if let Some((id, _)) = &active.stored {
-                    return Ok(Some(id.clone()));
-                }
-                if !active.has_content() {
-                    return Ok(None);
-                }
-                // Drawn now, so that a token rendered in this response is
-                // bound to the ID the new session will be stored under.
-                let id = SessionId::generate()?;
-                active.new_id = Some(id.clone());
-                Ok(Some(id))
+                Ok(render_binding(&mut active)?)
             }
+        }
+    }
+
+    /// [`TokenPurpose::Render`] without waiting, for a token rendered from
+    /// the handler's own thread (its `Display`): `None` when that cannot
+    /// be told now (the session is busy in another task, or was never
+    /// loaded), else the binding, as the async form gives it.
+    pub(crate) fn render_binding_now(&self) -> Option<Result<Option<SessionId>, SessionError>> {
+        let mut phase = self.shared.state.try_lock().ok()?;
+        match &mut *phase {
+            Phase::Active(active) => Some(render_binding(active).map_err(SessionError::from)),
+            _ => None,
         }
     }
 
@@ -447,6 +446,26 @@ impl Session {
             .map_err(|e| self.store_failed("delete", e))?;
         Ok(ended)
     }
+}
+
+/// The ID a token rendered now is bound to: the one the browser holds
+/// after this response (the new one after a login or regenerate in this
+/// request; for a new session with content, drawn now and kept as the ID
+/// it will be stored under), or `None` for a visitor without a session
+/// (asking creates none).
+fn render_binding(active: &mut Active) -> Result<Option<SessionId>, RandomnessError> {
+    if let Some(id) = &active.new_id {
+        return Ok(Some(id.clone()));
+    }
+    if let Some((id, _)) = &active.stored {
+        return Ok(Some(id.clone()));
+    }
+    if !active.has_content() {
+        return Ok(None);
+    }
+    let id = SessionId::generate()?;
+    active.new_id = Some(id.clone());
+    Ok(Some(id))
 }
 
 /// Sorts a listing for display: most recent activity first, then the most

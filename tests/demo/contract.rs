@@ -27,6 +27,10 @@ pub(crate) fn tests() -> Vec<Test> {
 async fn demo_answers_its_contract() {
     let demo = start_demo(&[("SESSION_KEY", &"42".repeat(32))]).await;
     check_contract(&demo, "").await;
+    // A page that creates the session renders a token that verifies.
+    let mut visitor = Browser::new(&demo);
+    let reply = visitor.submit_on("/visit", "/api/counter", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     // Without `DEMO_ADMIN_TOKEN` the admin routes do not exist.
     let mut operator = Browser::new(&demo);
     let reset = "/api/admin/users/ann/credential";

@@ -483,6 +483,34 @@ async fn a_token_rendered_with_the_write_that_creates_the_session_works() {
 }
 
 #[tokio::test]
+async fn a_token_extracted_before_the_handler_creates_the_session_verifies() {
+    let app = app();
+    let mut c = app.client();
+    let reply = c.get("/token-then-write").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(c.cookie.is_some(), "the handler created the session");
+    assert_eq!(
+        post_with_token(&mut c, "/write", &reply.body).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn a_token_extracted_before_a_login_verifies_after_it() {
+    let app = app();
+    for mut c in [app.client(), logged_in(&app, "bob").await] {
+        let before = c.cookie.clone();
+        let reply = c.get("/token-then-login/alice").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_ne!(c.cookie, before, "the login moved the session");
+        assert_eq!(
+            post_with_token(&mut c, "/write", &reply.body).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_token_is_no_session_data_and_survives_clear() {
     let app = app();
     let mut c = logged_in(&app, "alice").await;

@@ -814,6 +814,22 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
                 Ok::<_, SessionError>(CsrfToken::for_session(&session).await?.masked())
             }),
         )
+        .route(
+            "/token-then-write",
+            get(|token: CsrfToken, session: Session| async move {
+                session.insert("cart", 1).await?;
+                Ok::<_, SessionError>(token.masked())
+            }),
+        )
+        .route(
+            "/token-then-login/{user}",
+            get(
+                |token: CsrfToken, session: Session, Path(user): Path<String>| async move {
+                    session.login(user).await?;
+                    Ok::<_, SessionError>(token.masked())
+                },
+            ),
+        )
         .route("/hooks/incoming", post(|| async { "hook" }))
 }
 
