@@ -298,24 +298,70 @@ fn app(users: Users, admin_token: Option<String>) -> Router {
 }
 
 /// The demo's user table: each user's credential (think of it as the
-/// password hash). A login adds a user it does not know; the credential
-/// changes only through `/password` and the admin routes. It lives in this
-/// process: a fleet of demos would keep it in a database.
+/// password hash). A user the table does not hold has the credential of a
+/// first login, `initial:NAME`, so sessions survive a restart of the demo;
+/// `/password` and the admin reset give a user a fresh random one, and a
+/// deleted user stays deleted (a later login under the name is a new
+/// account with a fresh credential). It lives in this process, so the
+/// admin routes know the users who logged in since it started: a real app
+/// keeps users in its database.
 #[derive(Clone, Default)]
-struct Users(Arc<Mutex<HashMap<String, String>>>);
+struct Users(Arc<Mutex<HashMap<String, Account>>>);
+
+#[derive(Clone)]
+enum Account {
+    Credential(String),
+    Deleted,
+}
 
 impl Users {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The user's credential, adding the user with a fresh one if unknown.
-    fn credential_of(&self, user: &str) -> String {
-        self.table()
-            .entry(user.to_owned())
-            .or_insert_with(fresh_credential)
-            .clone()
+    /// The user's credential; `None` for a deleted user.
+    fn credential(&self, user: &str) -> Option<String> {
+        match self.table().get(user) {
+            None => Some(initial_credential(user)),
+            Some(Account::Credential(credential)) => Some(credential.clone()),
+            Some(Account::Deleted) => None,
+        }
     }
+
+    /// The credential a login binds to: a deleted user's name signs up
+    /// again, as a new account.
+    fn credential_of(&self, user: &str) -> String {
+        let mut table = self.table();
+        match table.get(user) {
+            None => {
+                let credential = initial_credential(user);
+                table.insert(user.to_owned(), Account::Credential(credential.clone()));
+                credential
+            }
+            Some(Account::Credential(credential)) => credential.clone(),
+            Some(Account::Deleted) => {
+                let credential = fresh_credential();
+                table.insert(user.to_owned(), Account::Credential(credential.clone()));
+                credential
+            }
+        }
+    }
+
+    /// Gives a user this process knows (one who logged in here and was
+    /// not deleted) a fresh credential; `false` for anyone else.
+    fn renew(&self, user: &str, credential: String) -> bool {
+        match self.table().get_mut(user) {
+            Some(Account::Credential(current)) => {
+                *current = credential;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn initial_credential(user: &str) -> String {
+    format!("initial:{user}")
 }
 
 /// A new credential: what a new password hash would be.
@@ -337,9 +383,9 @@ impl LoadUser<Users> for DemoUser {
     type Rejection = std::convert::Infallible;
 
     async fn load_user(user_id: &str, users: &Users) -> Result<Option<Self>, Self::Rejection> {
-        Ok(users.table().get(user_id).map(|credential| DemoUser {
+        Ok(users.credential(user_id).map(|credential| DemoUser {
             name: user_id.to_owned(),
-            credential: credential.clone(),
+            credential,
         }))
     }
 
@@ -919,7 +965,7 @@ async fn change_password(
         _ => return Ok(bad_request("expected a form with a non-empty `password`")),
     }
     let credential = fresh_credential();
-    users.table().insert(user.name, credential.clone());
+    users.renew(&user.name, credential.clone());
     let ended = session.credential_changed(credential).await?;
     session
         .flash(
@@ -958,12 +1004,10 @@ async fn admin_reset(
     if !admin(&headers, &token) {
         return StatusCode::FORBIDDEN;
     }
-    match users.table().get_mut(&user) {
-        Some(credential) => {
-            *credential = fresh_credential();
-            StatusCode::NO_CONTENT
-        }
-        None => StatusCode::NOT_FOUND,
+    if users.renew(&user, fresh_credential()) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
     }
 }
 
@@ -978,9 +1022,13 @@ async fn admin_delete(
     if !admin(&headers, &token) {
         return StatusCode::FORBIDDEN;
     }
-    match users.table().remove(&user) {
-        Some(_) => StatusCode::NO_CONTENT,
-        None => StatusCode::NOT_FOUND,
+    let mut table = users.table();
+    match table.get_mut(&user) {
+        Some(account @ Account::Credential(_)) => {
+            *account = Account::Deleted;
+            StatusCode::NO_CONTENT
+        }
+        _ => StatusCode::NOT_FOUND,
     }
 }
 
