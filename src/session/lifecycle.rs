@@ -429,6 +429,7 @@ impl Session {
     /// the handler's own thread (its `Display`): `None` when that cannot
     /// be told now (the session is busy in another task, or was never
     /// loaded), else the binding, as the async form gives it.
+    #[cfg_attr(not(feature = "csrf"), allow(dead_code))]
     pub(crate) fn render_binding_now(&self) -> Option<Result<Option<SessionId>, SessionError>> {
         let mut phase = self.shared.state.try_lock().ok()?;
         match &mut *phase {
@@ -453,6 +454,7 @@ impl Session {
 /// request; for a new session with content, drawn now and kept as the ID
 /// it will be stored under), or `None` for a visitor without a session
 /// (asking creates none).
+#[cfg_attr(not(feature = "csrf"), allow(dead_code))]
 fn render_binding(active: &mut Active) -> Result<Option<SessionId>, RandomnessError> {
     if let Some(id) = &active.new_id {
         return Ok(Some(id.clone()));
