@@ -29,7 +29,7 @@
 //! ```toml
 //! [dependencies]
 //! cloakroom = "0.1"
-//! axum = "0.8"
+//! axum = { version = "0.8", features = ["multipart"] }
 //! cookie = "0.18"
 //! html-escape = "0.2"
 //! serde = { version = "1", features = ["derive"] }
@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
@@ -286,6 +286,7 @@ fn app(users: Users, admin_token: Option<String>) -> Router {
         .route("/api/me", get(me))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{handle}", delete(end_device))
+        .route("/upload", post(upload))
         .route("/api/counter", post(counter))
         .route("/api/notes/{key}", get(get_note).put(put_note));
     if let Some(token) = admin_token {
@@ -898,6 +899,38 @@ async fn sessions(session: Session) -> Result<Response, SessionError> {
         })
         .collect();
     Ok(Json(listed).into_response())
+}
+
+/// A file upload, as a form without JavaScript sends it:
+/// `multipart/form-data` with `csrf_token` first and then `file`.
+/// `CsrfLayer` read the form up to its token field and checked it before
+/// this handler runs; the handler gets the whole form and counts the
+/// file's bytes as they stream in, holding none of them.
+async fn upload(mut form: Multipart) -> Response {
+    let mut size = None;
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => return (error.status(), error.body_text()).into_response(),
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let mut bytes = 0_usize;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => bytes += chunk.len(),
+                Ok(None) => break,
+                Err(error) => return (error.status(), error.body_text()).into_response(),
+            }
+        }
+        size = Some(bytes);
+    }
+    match size {
+        Some(bytes) => Json(json!({ "bytes": bytes })).into_response(),
+        None => bad_request("expected a form with a `file` field"),
+    }
 }
 
 async fn counter(session: Session) -> Result<Json<serde_json::Value>, SessionError> {

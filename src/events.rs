@@ -146,6 +146,16 @@ pub enum CsrfFailureReason {
     FormTooLarge,
     /// The request body could not be read to find the token field.
     UnreadableBody,
+    /// A `multipart/form-data` body without the header had no token field
+    /// within its first
+    /// [`max_form_bytes`](crate::csrf::CsrfLayerBuilder::max_form_bytes):
+    /// the field came after a large part (a file), or the body had none.
+    /// Forms should send the token field first.
+    TokenBeyondLimit,
+    /// A `multipart/form-data` body without the header was not valid
+    /// multipart (no boundary in `Content-Type`, broken framing), so its
+    /// token field could not be found.
+    MalformedMultipart,
 }
 
 #[cfg(feature = "csrf")]
@@ -158,6 +168,8 @@ impl CsrfFailureReason {
             Self::InvalidToken => "invalid_token",
             Self::FormTooLarge => "form_too_large",
             Self::UnreadableBody => "unreadable_body",
+            Self::TokenBeyondLimit => "token_beyond_limit",
+            Self::MalformedMultipart => "malformed_multipart",
         }
     }
 }

@@ -30,9 +30,13 @@ impl CsrfFailure {
     }
 
     /// The status the default response uses: `413 Payload Too Large` for
-    /// [`FormTooLarge`](CsrfFailureReason::FormTooLarge), `400 Bad Request`
-    /// for [`UnreadableBody`](CsrfFailureReason::UnreadableBody),
-    /// `403 Forbidden` for the rest.
+    /// [`FormTooLarge`](CsrfFailureReason::FormTooLarge) (a urlencoded form
+    /// is read whole), `400 Bad Request` for
+    /// [`UnreadableBody`](CsrfFailureReason::UnreadableBody), `403
+    /// Forbidden` for the rest, including a multipart form's
+    /// [`TokenBeyondLimit`](CsrfFailureReason::TokenBeyondLimit) (the form
+    /// may be any size; its token came too late) and
+    /// [`MalformedMultipart`](CsrfFailureReason::MalformedMultipart).
     pub fn status(&self) -> StatusCode {
         match self.reason {
             CsrfFailureReason::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -40,7 +44,9 @@ impl CsrfFailure {
             CsrfFailureReason::CrossSite
             | CsrfFailureReason::OriginNotAllowed
             | CsrfFailureReason::MissingToken
-            | CsrfFailureReason::InvalidToken => StatusCode::FORBIDDEN,
+            | CsrfFailureReason::InvalidToken
+            | CsrfFailureReason::TokenBeyondLimit
+            | CsrfFailureReason::MalformedMultipart => StatusCode::FORBIDDEN,
         }
     }
 
@@ -54,6 +60,10 @@ impl CsrfFailure {
             CsrfFailureReason::InvalidToken => "CSRF check failed: invalid or expired token\n",
             CsrfFailureReason::FormTooLarge => "CSRF check failed: form too large to check\n",
             CsrfFailureReason::UnreadableBody => "could not read the request body\n",
+            CsrfFailureReason::TokenBeyondLimit => {
+                "CSRF check failed: no token field near the start of the multipart form (send it before any file)\n"
+            }
+            CsrfFailureReason::MalformedMultipart => "CSRF check failed: malformed multipart form\n",
         }
     }
 
@@ -111,13 +121,15 @@ impl fmt::Debug for FailureResponse {
 mod tests {
     use super::*;
 
-    const ALL: [CsrfFailureReason; 6] = [
+    const ALL: [CsrfFailureReason; 8] = [
         CsrfFailureReason::CrossSite,
         CsrfFailureReason::OriginNotAllowed,
         CsrfFailureReason::MissingToken,
         CsrfFailureReason::InvalidToken,
         CsrfFailureReason::FormTooLarge,
         CsrfFailureReason::UnreadableBody,
+        CsrfFailureReason::TokenBeyondLimit,
+        CsrfFailureReason::MalformedMultipart,
     ];
 
     fn parts() -> Parts {
@@ -177,6 +189,16 @@ mod tests {
                 reason: CsrfFailureReason::UnreadableBody,
                 status: StatusCode::BAD_REQUEST,
                 text: "could not read the request body\n",
+            },
+            Test {
+                reason: CsrfFailureReason::TokenBeyondLimit,
+                status: StatusCode::FORBIDDEN,
+                text: "CSRF check failed: no token field near the start of the multipart form (send it before any file)\n",
+            },
+            Test {
+                reason: CsrfFailureReason::MalformedMultipart,
+                status: StatusCode::FORBIDDEN,
+                text: "CSRF check failed: malformed multipart form\n",
             },
         ];
         for test in tests {

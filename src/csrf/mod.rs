@@ -25,9 +25,11 @@
 //! # }
 //! ```
 //!
-//! Multipart forms are not parsed: send the token in the header from
-//! scripts, or use a urlencoded form. `examples/csrf.rs` shows forms,
-//! scripts and a failure page together.
+//! Forms send the token in their `csrf_token` field, urlencoded or
+//! `multipart/form-data` (a file upload: put the field first, see
+//! [where the token may be](#where-the-token-may-be)); scripts send it in
+//! the `x-csrf-token` header. `examples/csrf.rs` shows forms, scripts and
+//! a failure page together.
 //!
 //! # What is checked
 //!
@@ -42,8 +44,53 @@
 //!
 //! [`CsrfLayer::builder`] configures exempt paths and prefixes (in whole
 //! path segments: `/api` exempts `/api/hooks`, never `/apiary`), trusted
-//! origins, the header and field names, the largest form read, and the
-//! failure response.
+//! origins, the header and field names, how much of a form is read, and
+//! the failure response.
+//!
+//! # Where the token may be
+//!
+//! The layer looks in one place per request, by what it carries:
+//!
+//! - **The `x-csrf-token` header**, whatever the body (any content type,
+//!   none at all). The body is not read. Scripts send it here.
+//! - **The `csrf_token` field of an `application/x-www-form-urlencoded`
+//!   body.** The form is read whole, up to
+//!   [`max_form_bytes`](CsrfLayerBuilder::max_form_bytes) (1 MiB by
+//!   default); a larger form answers `413`
+//!   ([`FormTooLarge`](CsrfFailureReason::FormTooLarge)).
+//! - **The `csrf_token` field of a `multipart/form-data` body**, the form
+//!   of a file upload. The layer parses the body as it streams in, part by
+//!   part, and stops once it has read the token field: a file after the
+//!   field is not read by the layer, however large, only by the handler.
+//!   The field (with the boundary line that closes it) must end within the
+//!   first [`max_form_bytes`](CsrfLayerBuilder::max_form_bytes) of the
+//!   body, so **put it first**, before any file input; browsers send
+//!   fields in the form's order. A token field after a large file, or a
+//!   body larger than the limit without one, answers `403`
+//!   ([`TokenBeyondLimit`](CsrfFailureReason::TokenBeyondLimit)); a body
+//!   that is not valid multipart (no boundary in `Content-Type`, broken
+//!   framing) answers `403`
+//!   ([`MalformedMultipart`](CsrfFailureReason::MalformedMultipart)).
+//!
+//! ```html
+//! <form method="post" action="/upload" enctype="multipart/form-data">
+//!   <input type="hidden" name="csrf_token" value="..."> <!-- first -->
+//!   <input type="file" name="file">
+//!   <button>Upload</button>
+//! </form>
+//! ```
+//!
+//! The first field of that name counts. Any other body (JSON, a file sent
+//! with `PUT`) needs the header; without it the request answers `403`
+//! ([`MissingToken`](CsrfFailureReason::MissingToken)). A failing body (a
+//! connection reset while the layer reads) answers `400`.
+//!
+//! The handler gets the body as the client sent it, byte for byte
+//! ([`CsrfBody`]): the layer hands on what it read followed by the rest,
+//! unread, so axum's `Form` and `Multipart` extractors work as without the
+//! layer. What the layer read stays in memory until the handler reads it:
+//! at most `max_form_bytes`, plus the rest of the last chunk the server
+//! received (the parser itself never sees past the limit).
 //!
 //! # The token
 //!
@@ -138,18 +185,21 @@ use tower_layer::Layer;
 
 pub use self::config_error::ConfigError;
 
+mod body;
 mod config_error;
 #[cfg(feature = "axum")]
 mod extract;
 mod failure;
+mod multipart;
 mod service;
 mod token;
 
+pub use self::body::CsrfBody;
 #[cfg(feature = "axum")]
 pub use self::extract::CsrfTokenRejection;
 use self::failure::FailureResponse;
 pub use self::failure::{CsrfFailure, CsrfFailureReason};
-pub use self::service::{CsrfBody, CsrfService};
+pub use self::service::CsrfService;
 pub use self::token::CsrfToken;
 
 const DEFAULT_HEADER: &str = "x-csrf-token";
@@ -168,7 +218,9 @@ const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
 ///    origin, is refused at once: no session load, no token work.
 /// 2. **A token only the app's own pages know.** The request must carry a
 ///    token, in the `x-csrf-token` header or the `csrf_token` form field of
-///    an `application/x-www-form-urlencoded` body, matching the visitor's
+///    an `application/x-www-form-urlencoded` or `multipart/form-data` body
+///    (see [where the token may be](self#where-the-token-may-be)),
+///    matching the visitor's
 ///    secret (compared in constant time). The secret of a visitor with a
 ///    session lives in that session and rotates on
 ///    [`Session::login`](crate::Session::login) and
@@ -179,8 +231,10 @@ const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
 ///
 /// A failed check answers `403 Forbidden` with a short text naming the
 /// reason (`cross-site request`, `origin not allowed`, `missing token`,
-/// `invalid or expired token`) and nothing else, unless
-/// [`CsrfLayerBuilder::failure_response`] renders the app's own page.
+/// `invalid or expired token`, a multipart form's token field too far in
+/// or a malformed multipart form; `413` for a urlencoded form too large to
+/// check) and nothing else, unless [`CsrfLayerBuilder::failure_response`]
+/// renders the app's own page.
 #[derive(Clone)]
 #[must_use]
 pub struct CsrfLayer {
@@ -189,8 +243,8 @@ pub struct CsrfLayer {
 
 impl CsrfLayer {
     /// A layer with the defaults: header `x-csrf-token`, field
-    /// `csrf_token`, no exempt paths, no extra trusted origins, forms up to
-    /// 1 MiB.
+    /// `csrf_token`, no exempt paths, no extra trusted origins, forms read
+    /// up to 1 MiB.
     pub fn new() -> Self {
         Self {
             config: Arc::new(CsrfConfig::default()),
@@ -360,8 +414,18 @@ impl CsrfLayerBuilder {
         self
     }
 
-    /// The largest urlencoded form body read to find the token field; 1 MiB
-    /// by default. Larger forms without the header answer `413`.
+    /// How much of a form body the layer reads to find the token field;
+    /// 1 MiB by default. Requests with the token in the header are never
+    /// read.
+    ///
+    /// A urlencoded form is read whole: a larger one answers `413`
+    /// ([`FormTooLarge`](CsrfFailureReason::FormTooLarge)). A
+    /// `multipart/form-data` body is read only up to its token field, which
+    /// must end within this many bytes of the body's start: a field after
+    /// a larger file, or none in a larger body, answers `403`
+    /// ([`TokenBeyondLimit`](CsrfFailureReason::TokenBeyondLimit)); the
+    /// rest of the body, however large, is left to the handler. See
+    /// [where the token may be](self#where-the-token-may-be).
     pub fn max_form_bytes(mut self, bytes: usize) -> Self {
         self.max_form_bytes = bytes;
         self

@@ -10,20 +10,18 @@ use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt as _, Either, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use tower_service::Service;
 
+use super::body::CsrfBody;
 use super::failure::{CsrfFailure, CsrfFailureReason};
+use super::multipart::{self, Outcome};
 use super::token::{check, TokenCheck};
 use super::{normalize_origin, CsrfConfig};
 use crate::session::Session;
 use crate::store::BoxFuture;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The request body the inner service receives: the original body, or the
-/// buffered bytes of a urlencoded form whose token field had to be read.
-pub type CsrfBody<B> = Either<B, Full<Bytes>>;
 
 /// The service [`CsrfLayer`](super::CsrfLayer) wraps around `inner`.
 ///
@@ -150,16 +148,75 @@ fn same_origin(origin: &str, parts: &Parts) -> bool {
     host.is_some_and(|host| host.eq_ignore_ascii_case(origin_authority.as_str()))
 }
 
-fn is_urlencoded_form(parts: &Parts) -> bool {
+fn content_type(parts: &Parts) -> Option<&str> {
     parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+}
+
+fn is_urlencoded_form(parts: &Parts) -> bool {
+    content_type(parts)
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| {
             v.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         })
+}
+
+/// Reads a urlencoded form whole, up to `config.max_form_bytes`, for its
+/// token field.
+async fn urlencoded_token<B>(
+    body: B,
+    config: &CsrfConfig,
+) -> Result<(Option<String>, CsrfBody<B>), Refusal>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let collected = match Limited::new(body, config.max_form_bytes).collect().await {
+        Ok(collected) => collected,
+        Err(error) => {
+            let too_large = error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Err(Refusal::Check(if too_large {
+                CsrfFailureReason::FormTooLarge
+            } else {
+                CsrfFailureReason::UnreadableBody
+            }));
+        }
+    };
+    let trailers = collected.trailers().cloned();
+    let bytes = collected.to_bytes();
+    let token = form_urlencoded::parse(&bytes)
+        .find(|(name, _)| *name == config.field)
+        .map(|(_, value)| value.into_owned());
+    let body = CsrfBody::replayed([bytes].into(), None, trailers);
+    Ok((token, body))
+}
+
+/// Reads a multipart form up to its token field (see
+/// [`multipart::read_token`]).
+async fn multipart_token<B>(
+    content_type: &str,
+    body: B,
+    config: &CsrfConfig,
+) -> Result<(Option<String>, CsrfBody<B>), Refusal>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
+    let (outcome, body) =
+        multipart::read_token(content_type, body, &config.field, config.max_form_bytes).await;
+    let reason = match outcome {
+        Outcome::Token(token) => return Ok((Some(token), body)),
+        Outcome::Missing => return Ok((None, body)),
+        Outcome::BeyondLimit => CsrfFailureReason::TokenBeyondLimit,
+        Outcome::Malformed => CsrfFailureReason::MalformedMultipart,
+        Outcome::Unreadable => CsrfFailureReason::UnreadableBody,
+    };
+    Err(Refusal::Check(reason))
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CsrfService<S>
@@ -183,7 +240,7 @@ where
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(CsrfInstalled);
         if is_safe(&parts.method) || self.config.is_exempt(parts.uri.path()) {
-            let request = Request::from_parts(parts, Either::Left(body));
+            let request = Request::from_parts(parts, CsrfBody::untouched(body));
             return Box::pin(self.inner.call(request));
         }
         // The clone goes into the future; the instance that was polled
@@ -203,7 +260,7 @@ async fn checked<S, ReqBody, ResBody>(
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<CsrfBody<ReqBody>>, Response = Response<ResBody>>,
-    ReqBody: Body<Data = Bytes>,
+    ReqBody: Body<Data = Bytes> + Send,
     ReqBody::Error: Into<BoxError>,
     ResBody: From<String>,
 {
@@ -219,28 +276,17 @@ where
         .get(&config.header)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (token, body) = match header_token {
-        Some(token) => (Some(token), Either::Left(body)),
-        None if is_urlencoded_form(&parts) => {
-            let bytes = match Limited::new(body, config.max_form_bytes).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) => {
-                    let too_large = error
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some();
-                    return refuse(if too_large {
-                        Refusal::Check(CsrfFailureReason::FormTooLarge)
-                    } else {
-                        Refusal::Check(CsrfFailureReason::UnreadableBody)
-                    });
-                }
-            };
-            let token = form_urlencoded::parse(&bytes)
-                .find(|(name, _)| *name == config.field)
-                .map(|(_, value)| value.into_owned());
-            (token, Either::Right(Full::new(bytes)))
-        }
-        None => (None, Either::Left(body)),
+    let read = match header_token {
+        Some(token) => Ok((Some(token), CsrfBody::untouched(body))),
+        None if is_urlencoded_form(&parts) => urlencoded_token(body, &config).await,
+        None => match content_type(&parts).filter(|ct| multipart::is_multipart_form(ct)) {
+            Some(content_type) => multipart_token(content_type, body, &config).await,
+            None => Ok((None, CsrfBody::untouched(body))),
+        },
+    };
+    let (token, body) = match read {
+        Ok(read) => read,
+        Err(refusal) => return refuse(refusal),
     };
     let Some(token) = token else {
         return refuse(Refusal::Check(CsrfFailureReason::MissingToken));

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crate::support::backend::free_port;
 use axum::http::{header, Method, StatusCode};
 
+use serde_json::Value;
+
 use crate::support::demo::{check_contract, demo_binary, start_demo, Browser};
 use crate::support::harness::{tests, Test};
+use crate::support::reply::Reply;
 
 /// This module's tests, for `support::harness::main`.
 pub(crate) fn tests() -> Vec<Test> {
@@ -18,6 +21,7 @@ pub(crate) fn tests() -> Vec<Test> {
         None => [
             demo_answers_its_contract,
             demo_binds_sessions_to_the_credential_and_asks_for_the_password_again,
+            demo_takes_an_upload_with_the_token_in_the_multipart_form,
             demo_refuses_a_bad_key_and_an_unknown_store,
         ],
     )
@@ -136,6 +140,83 @@ async fn demo_binds_sessions_to_the_credential_and_asks_for_the_password_again()
         .await;
     assert_eq!(reply.header(header::LOCATION), Some("/account/security"));
     assert_eq!(user.get("/account/security").await.status, StatusCode::OK);
+}
+
+/// `POST /upload` beyond the contract's walk (`check_contract` has the
+/// rest): the token field first lets a file larger than the form the CSRF
+/// layer reads through; after it, or past axum's limit, it is refused.
+#[tokio::main(flavor = "current_thread")]
+async fn demo_takes_an_upload_with_the_token_in_the_multipart_form() {
+    let demo = start_demo(&[("SESSION_KEY", &"42".repeat(32))]).await;
+    let bytes = |reply: &Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.json::<Value>()["bytes"].as_u64().expect("bytes")
+    };
+    let mut user = Browser::new(&demo);
+    user.login("ann").await;
+    let token = user.csrf().await;
+
+    // The CSRF layer reads at most 1 MiB of a form: this file is larger.
+    let large = vec![b'-'; 1536 * 1024];
+    let reply = user
+        .post_multipart("/upload", &[("csrf_token", &token)], &large)
+        .await;
+    assert_eq!(bytes(&reply), 1536 * 1024);
+    // The token may follow small fields; the file may be empty.
+    let reply = user
+        .post_multipart(
+            "/upload",
+            &[("title", "holiday"), ("csrf_token", &token)],
+            b"",
+        )
+        .await;
+    assert_eq!(bytes(&reply), 0);
+    let reply = user.post_multipart("/upload", &[], b"no token").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = user
+        .post_multipart("/upload", &[("csrf_token", &token)], &[])
+        .await;
+    assert_eq!(bytes(&reply), 0);
+    // No file field.
+    let reply = user
+        .send_with(
+            Method::POST,
+            "/upload",
+            &[("content-type", "multipart/form-data; boundary=b")],
+            &format!(
+                "--b\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n--b--\r\n"
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // The token field after 1 MiB of file.
+    let mut late =
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n".to_vec();
+    late.extend_from_slice(&large);
+    late.extend_from_slice(
+        format!("\r\n--b\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n--b--\r\n")
+            .as_bytes(),
+    );
+    let reply = user
+        .send_bytes(
+            Method::POST,
+            "/upload",
+            &[("content-type", "multipart/form-data; boundary=b")],
+            late.into(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply.body.contains("send it before any file"),
+        "{}",
+        reply.body
+    );
+    // Past axum's default body limit (2 MiB).
+    let huge = vec![b'x'; 3 * 1024 * 1024];
+    let reply = user
+        .post_multipart("/upload", &[("csrf_token", &token)], &huge)
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::main(flavor = "current_thread")]

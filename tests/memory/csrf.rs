@@ -22,7 +22,7 @@ use hyper::body::Frame;
 use tower::util::MapRequestLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::support::app::{key, TestApp};
+use crate::support::app::{field_line, key, TestApp};
 use crate::support::client::Client;
 use crate::support::logs;
 use crate::support::reply::{read, Reply};
@@ -700,6 +700,24 @@ async fn a_custom_failure_response_answers_every_failed_check_and_the_handler_ne
             default_status: 400,
             default_text: "could not read the request body\n",
         },
+        Test {
+            reason: CsrfFailureReason::TokenBeyondLimit,
+            logged: "token_beyond_limit",
+            headers: &[MULTIPART],
+            with_token: false,
+            body: Body::from(multipart(&[("file", Some("f"), &[b'x'; 5000])])),
+            default_status: 403,
+            default_text: TOO_LATE,
+        },
+        Test {
+            reason: CsrfFailureReason::MalformedMultipart,
+            logged: "malformed_multipart",
+            headers: &[MULTIPART],
+            with_token: false,
+            body: Body::from("no boundary here"),
+            default_status: 403,
+            default_text: "CSRF check failed: malformed multipart form\n",
+        },
     ];
     let watched = Watched::new(refusal_page);
     for test in tests {
@@ -963,4 +981,285 @@ async fn the_meta_tag_token_passes_a_later_post_in_the_header_or_the_form() {
         post_with_token(&mut alice, "/write", &t).await.status,
         StatusCode::FORBIDDEN
     );
+}
+
+const MULTIPART: (&str, &str) = ("content-type", "multipart/form-data; boundary=XyZ");
+
+/// A `multipart/form-data` body of `(name, filename, value)` parts, framed
+/// with the boundary `XyZ` as a browser frames a form.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, filename, value) in parts {
+        out.extend_from_slice(
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
+        if let Some(filename) = filename {
+            out.extend_from_slice(
+                format!("; filename=\"{filename}\"\r\nContent-Type: application/octet-stream")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--XyZ--\r\n");
+    out
+}
+
+/// A multipart form post to the test app's `/upload`, which reads it with
+/// axum's `Multipart` and describes each field.
+fn upload(client: &Client, body: impl Into<Body>) -> Request<Body> {
+    let mut request = unsafe_post(client, "/upload", &[MULTIPART], "");
+    *request.body_mut() = body.into();
+    request
+}
+
+/// What `/upload` answers for these fields.
+fn described(fields: &[(&str, &[u8])]) -> String {
+    fields
+        .iter()
+        .map(|(name, data)| field_line(name, data))
+        .collect()
+}
+
+/// A file's bytes: every byte value, CR LF and dashes included.
+fn file_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_multipart_form_with_the_token_first_reaches_the_handler_byte_for_byte() {
+    let app = app();
+    let file = file_bytes(3000);
+    let mut c = app.client();
+    let send = async |c: &mut Client, token: &str| {
+        let body = multipart(&[
+            ("csrf_token", None, token.as_bytes()),
+            ("title", None, b"holiday"),
+            ("file", Some("photo.jpg"), &file),
+        ]);
+        let reply = c.send(upload(c, body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let expected = described(&[
+            ("csrf_token", token.as_bytes()),
+            ("title", b"holiday"),
+            ("file", &file),
+        ]);
+        assert_eq!(reply.body, expected, "the handler reads the form as sent");
+    };
+
+    // Without a session (the anonymous token), with one, logged in.
+    let t = token(&mut c).await;
+    send(&mut c, &t).await;
+    assert!(c.cookie.is_none());
+    let t = token(&mut c).await;
+    assert_eq!(
+        post_with_token(&mut c, "/write", &t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let t = token(&mut c).await;
+    send(&mut c, &t).await;
+    let mut ann = logged_in(&app, "ann").await;
+    let t = token(&mut ann).await;
+    send(&mut ann, &t).await;
+
+    // The token may come after small parts, and in the header instead.
+    let t = token(&mut ann).await;
+    let body = multipart(&[
+        ("file", Some("a"), &file[..500]),
+        ("csrf_token", None, t.as_bytes()),
+    ]);
+    assert_eq!(ann.send(upload(&ann, body)).await.status, StatusCode::OK);
+    let body = multipart(&[("file", Some("a"), &file)]);
+    let mut request = upload(&ann, body);
+    request
+        .headers_mut()
+        .insert("x-csrf-token", t.parse().unwrap());
+    let reply = ann.send(request).await;
+    assert_eq!(reply.body, described(&[("file", &file)]));
+}
+
+#[tokio::test]
+async fn a_multipart_form_with_a_missing_or_wrong_token_is_refused() {
+    let app = app();
+    let mut ann = logged_in(&app, "ann").await;
+    let mut bob = logged_in(&app, "bob").await;
+    let bobs = token(&mut bob).await;
+    let forged = "A".repeat(86);
+    let file = file_bytes(100);
+    for (name, token, text) in [
+        ("none", None, "CSRF check failed: missing token\n"),
+        (
+            "forged",
+            Some(forged.as_str()),
+            "CSRF check failed: invalid or expired token\n",
+        ),
+        (
+            "another session's",
+            Some(bobs.as_str()),
+            "CSRF check failed: invalid or expired token\n",
+        ),
+        (
+            "empty",
+            Some(""),
+            "CSRF check failed: invalid or expired token\n",
+        ),
+    ] {
+        let mut parts = vec![("title", None, b"x".as_slice())];
+        if let Some(token) = token {
+            parts.push(("csrf_token", None, token.as_bytes()));
+        }
+        parts.push(("file", Some("f"), &file));
+        let reply = ann.send(upload(&ann, multipart(&parts))).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name}");
+        assert_eq!(reply.body, text, "{name}");
+    }
+}
+
+const TOO_LATE: &str =
+    "CSRF check failed: no token field near the start of the multipart form (send it before any file)\n";
+
+#[tokio::test]
+async fn a_token_after_a_part_larger_than_the_limit_is_refused_with_the_reason() {
+    // The app reads at most 4096 bytes of a form.
+    let app = app();
+    let mut c = logged_in(&app, "ann").await;
+    let t = token(&mut c).await;
+    let late = multipart(&[
+        ("file", Some("big.bin"), &file_bytes(5000)),
+        ("csrf_token", None, t.as_bytes()),
+    ]);
+    let reply = c.send(upload(&c, late)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body, TOO_LATE);
+    // Nor is a form without the field that is larger than the limit.
+    let none = multipart(&[("file", Some("big.bin"), &file_bytes(5000))]);
+    assert_eq!(c.send(upload(&c, none)).await.body, TOO_LATE);
+    // The same token, first, passes.
+    let first = multipart(&[
+        ("csrf_token", None, t.as_bytes()),
+        ("file", Some("big.bin"), &file_bytes(5000)),
+    ]);
+    assert_eq!(c.send(upload(&c, first)).await.status, StatusCode::OK);
+}
+
+/// A request body of the given chunks that counts the frames taken from
+/// it, for telling what the layer read from what the handler read.
+struct CountedChunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    taken: Arc<AtomicUsize>,
+}
+
+impl hyper::body::Body for CountedChunks {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let chunk = self.chunks.pop_front();
+        if chunk.is_some() {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+        }
+        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
+
+/// The frames taken from a request's [`CountedChunks`], and how many had
+/// been taken when the request passed the CSRF layer.
+#[derive(Clone)]
+struct Frames {
+    taken: Arc<AtomicUsize>,
+    at_arrival: Arc<AtomicUsize>,
+}
+
+#[tokio::test]
+async fn a_large_file_after_the_token_passes_without_the_layer_reading_it() {
+    let csrf = CsrfLayer::builder().max_form_bytes(4096).build().unwrap();
+    let note_arrival = MapRequestLayer::new(|request: Request<CsrfBody<Body>>| {
+        if let Some(frames) = request.extensions().get::<Frames>() {
+            let taken = frames.taken.load(Ordering::SeqCst);
+            frames.at_arrival.store(taken, Ordering::SeqCst);
+        }
+        request
+    });
+    let app = TestApp::with_layer(
+        MemoryStore::new(),
+        |b| b,
+        ServiceBuilder::new().layer(csrf).layer(note_arrival),
+    );
+    let mut c = app.client();
+    let t = token(&mut c).await;
+    let file = file_bytes(1024 * 1024);
+    let sent = multipart(&[
+        ("csrf_token", None, t.as_bytes()),
+        ("file", Some("video.mp4"), &file),
+    ]);
+    let frames = Frames {
+        taken: Arc::new(AtomicUsize::new(0)),
+        at_arrival: Arc::new(AtomicUsize::new(usize::MAX)),
+    };
+    let chunks: std::collections::VecDeque<Bytes> =
+        sent.chunks(1024).map(Bytes::copy_from_slice).collect();
+    let total = chunks.len();
+    let mut request = upload(
+        &c,
+        Body::new(CountedChunks {
+            chunks,
+            taken: frames.taken.clone(),
+        }),
+    );
+    request.extensions_mut().insert(frames.clone());
+
+    let reply = c.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        described(&[("csrf_token", t.as_bytes()), ("file", &file)]),
+        "the handler reads the whole file"
+    );
+    // The token's part and the boundary after it lie in the first frame.
+    assert_eq!(
+        frames.at_arrival.load(Ordering::SeqCst),
+        1,
+        "the layer took one frame of {total}"
+    );
+    assert_eq!(frames.taken.load(Ordering::SeqCst), total);
+}
+
+#[tokio::test]
+async fn a_malformed_multipart_form_is_refused() {
+    let app = app();
+    let mut c = logged_in(&app, "ann").await;
+    let t = token(&mut c).await;
+    let well_formed = multipart(&[("csrf_token", None, t.as_bytes())]);
+    let cut = well_formed[..well_formed.len() - 12].to_vec();
+    let other_boundary = String::from_utf8(well_formed.clone())
+        .unwrap()
+        .replace("XyZ", "Other");
+    for (name, content_type, body) in [
+        ("no boundary", "multipart/form-data", well_formed.clone()),
+        ("another boundary", MULTIPART.1, other_boundary.into_bytes()),
+        ("cut in the token's part", MULTIPART.1, cut),
+        (
+            "not multipart",
+            MULTIPART.1,
+            format!("csrf_token={t}").into_bytes(),
+        ),
+        ("empty", MULTIPART.1, Vec::new()),
+    ] {
+        let mut request = upload(&c, body);
+        request
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        let reply = c.send(request).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name}");
+        assert_eq!(
+            reply.body, "CSRF check failed: malformed multipart form\n",
+            "{name}"
+        );
+    }
+    assert_eq!(c.send(upload(&c, well_formed)).await.status, StatusCode::OK);
 }

@@ -831,6 +831,36 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
             ),
         )
         .route("/hooks/incoming", post(|| async { "hook" }))
+        .route("/upload", post(upload))
+}
+
+/// Every field of a multipart form, read with axum's `Multipart` as an app
+/// would: one line `name: N bytes, DIGEST` each.
+#[cfg(feature = "csrf")]
+async fn upload(mut form: axum::extract::Multipart) -> Result<String, Response<Body>> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        (StatusCode::BAD_REQUEST, format!("multipart: {e}\n")).into_response()
+    };
+    let mut out = String::new();
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let mut data = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            data.extend_from_slice(&chunk);
+        }
+        out.push_str(&field_line(&name, &data));
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "csrf")]
+/// How `/upload` describes a field: its name, size and an FNV-1a digest
+/// of its bytes.
+pub(crate) fn field_line(name: &str, data: &[u8]) -> String {
+    let digest = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{name}: {} bytes, {digest:016x}\n", data.len())
 }
 
 #[cfg(not(feature = "csrf"))]

@@ -132,6 +132,18 @@ impl Browser {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
+        self.send_bytes(method, path, headers, Bytes::from(body.to_owned()))
+            .await
+    }
+
+    /// [`Browser::send_with`] with a body of any bytes.
+    pub(crate) async fn send_bytes(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -154,9 +166,7 @@ impl Browser {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
+        let request = request.body(Full::new(body)).unwrap();
         let response = self.client.request(request).await.expect("demo answers");
         let reply = read(response).await;
         for set in reply.set_cookies() {
@@ -229,6 +239,44 @@ impl Browser {
             action,
             Some("application/x-www-form-urlencoded"),
             &body,
+        )
+        .await
+    }
+
+    /// A `multipart/form-data` post as a browser sends a form with a file
+    /// input: the `(name, value)` fields, then `file` as `upload.bin`, in
+    /// that order.
+    pub(crate) async fn post_multipart(
+        &mut self,
+        action: &str,
+        fields: &[(&str, &str)],
+        file: &[u8],
+    ) -> Reply {
+        let boundary = "----cloakroom-test-7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload.bin\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        self.send_bytes(
+            Method::POST,
+            action,
+            &[("content-type", &content_type)],
+            Bytes::from(body),
         )
         .await
     }
@@ -406,6 +454,55 @@ pub(crate) async fn check_contract(demo: &Demo, tag: &str) {
     assert_eq!(replay.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
 
     check_accounts_and_devices(demo, tag).await;
+    check_upload(demo, tag).await;
+}
+
+/// `POST /upload`: the token in a multipart form, for an anonymous visitor
+/// with a session and for a logged-in user.
+async fn check_upload(demo: &Demo, tag: &str) {
+    // Every byte value, CR LF and dashes included.
+    let file: Vec<u8> = (0..3000_usize).map(|i| (i * 7 % 256) as u8).collect();
+
+    // The visitor's session comes from a counter click, and the token
+    // after it.
+    let mut visitor = Browser::new(demo);
+    let counted = visitor.api(Method::POST, "/api/counter", "").await;
+    assert_eq!(counted.status, StatusCode::OK);
+    assert!(visitor.cookie.is_some(), "the counter created a session");
+    let visitors = visitor.csrf().await;
+    let reply = visitor
+        .post_multipart("/upload", &[("csrf_token", &visitors)], &file)
+        .await;
+    assert_eq!(
+        (reply.status, reply.json::<Value>()),
+        (StatusCode::OK, serde_json::json!({"bytes": 3000}))
+    );
+
+    let mut user = Browser::new(demo);
+    user.login(&format!("uploader{tag}")).await;
+    let token = user.csrf().await;
+    let reply = user
+        .post_multipart("/upload", &[("csrf_token", &token)], &file)
+        .await;
+    assert_eq!(
+        (reply.status, reply.json::<Value>()),
+        (StatusCode::OK, serde_json::json!({"bytes": 3000}))
+    );
+
+    let forged = "A".repeat(86);
+    for (name, fields) in [
+        ("missing", vec![("title", "holiday")]),
+        ("wrong", vec![("csrf_token", forged.as_str())]),
+        ("another session's", vec![("csrf_token", visitors.as_str())]),
+    ] {
+        let reply = user.post_multipart("/upload", &fields, &file).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{name} token: {}",
+            reply.body
+        );
+    }
 }
 
 /// The `Set-Cookie` of the session cookie, among the response's cookies.
