@@ -266,6 +266,16 @@ impl Session {
     /// stored only when the response goes out, so it is listed from the
     /// next request on.
     ///
+    /// The current session's [`last_seen`](SessionInfo::last_seen) is this
+    /// request's time (the layer's clock), so it normally comes first:
+    /// stores move `last_seen` only once per touch interval
+    /// ([`touch_after`](crate::SessionLayerBuilder::touch_after)), and a
+    /// device page would otherwise show the device in hand as last seen
+    /// minutes ago. The others show what the store recorded. The order is
+    /// the same total order as [`SessionAdmin::list_sessions`](crate::SessionAdmin::list_sessions)
+    /// (latest activity, then latest creation, then store key), applied
+    /// after that adjustment.
+    ///
     /// # Errors
     ///
     /// [`SessionError::Store`] when the store fails.
@@ -284,6 +294,11 @@ impl Session {
         if let Some((_, current)) = &active.stored {
             for session in &mut sessions {
                 session.current = session.key == *current;
+                // The store moves `last_seen` once per touch interval, but
+                // this device is active now: this very request.
+                if session.current {
+                    session.last_seen = session.last_seen.max(now);
+                }
             }
         }
         most_recent_first(&mut sessions);

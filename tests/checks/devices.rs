@@ -134,39 +134,55 @@ pub(crate) async fn the_listing_puts_the_latest_activity_first_and_marks_this_se
     let mut older = logged_in(&app, "alice").await;
     app.clock.advance(Duration::from_secs(1000));
     let newer = logged_in(&app, "alice").await;
+    let newer_login = devices(&newer).await[0].created;
     app.clock.advance(Duration::from_secs(100));
     // The older login is used again (its activity is recorded: 1100 s
     // passed), the newer one is not (100 s).
     older.get("/whoami").await;
+    app.clock.advance(Duration::from_secs(50));
+    // The store says the newer one was last seen at its login, 150 s ago,
+    // and the older one 50 s ago...
+    let stored = app.layer.admin().list_sessions("alice").await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].created_at.unix_timestamp(), newer_login - 1000);
+    assert_eq!(stored[0].last_seen.unix_timestamp(), newer_login + 100);
+    assert_eq!(stored[1].last_seen.unix_timestamp(), newer_login);
+    // ... but the device in hand is active now: this request. It comes
+    // first, with this request's time; the rest keep the store's order.
     let listed = devices(&newer).await;
     assert_eq!(listed.len(), 2);
-    assert!(
-        listed[0].last_seen > listed[1].last_seen,
-        "latest activity first: {listed:?}"
-    );
-    assert!(
-        listed[0].created < listed[1].created,
-        "the older login, used last, comes first: {listed:?}"
-    );
     assert_eq!(
         listed.iter().map(|d| d.current).collect::<Vec<_>>(),
-        [false, true],
-        "the session that listed is the newer one"
+        [true, false],
+        "the session that listed comes first: {listed:?}"
     );
-    // The admin listing has the same order.
-    let admin: Vec<_> = app
-        .layer
-        .admin()
-        .list_sessions("alice")
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.handle().to_string())
-        .collect();
     assert_eq!(
-        admin,
-        listed.iter().map(|d| d.handle.clone()).collect::<Vec<_>>()
+        listed[0].last_seen,
+        newer_login + 150,
+        "this session was last seen by this very request"
     );
+    assert_eq!(listed[0].created, newer_login);
+    assert_eq!(
+        (listed[1].created, listed[1].last_seen),
+        (newer_login - 1000, newer_login + 100),
+        "the other session shows what the store recorded"
+    );
+    // Listing wrote nothing: the store still has the login time.
+    let stored = app.layer.admin().list_sessions("alice").await.unwrap();
+    assert_eq!(stored[1].last_seen.unix_timestamp(), newer_login);
+    assert_eq!(stored[1].handle().to_string(), listed[0].handle);
+
+    // The order stays total and stable: from the older device, it comes
+    // first (now), then the newer one (its login, as stored); asked again,
+    // the same.
+    let from_older = devices(&older).await;
+    assert_eq!(
+        from_older.iter().map(|d| d.current).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(from_older[0].last_seen, newer_login + 150);
+    assert_eq!(from_older[1].last_seen, newer_login);
+    assert_eq!(devices(&older).await, from_older, "a stable order");
 }
 
 pub(crate) async fn a_user_ends_another_of_their_sessions_by_its_handle<S: SessionStore + Clone>(
