@@ -30,6 +30,14 @@
 //! device that has since regenerated, or logged in again as the same user,
 //! still signs it out for the five minutes its old ID leads on.
 //!
+//! Take the handle as text and parse it in the handler, with `?`: a
+//! malformed handle then answers `404`, like a well-formed one that is not
+//! the user's ([`ParseSessionHandleError`] converts into
+//! [`SessionError::UnknownSession`](crate::SessionError::UnknownSession)),
+//! so a client cannot tell the two apart and the page shows one answer.
+//! (`Path<SessionHandle>` works too, but axum answers a handle it cannot
+//! parse itself, with a `400` of its own wording.)
+//!
 //! ```no_run
 //! use axum::extract::Path;
 //! use axum::http::StatusCode;
@@ -38,8 +46,9 @@
 //! async fn sign_out_device(
 //!     _: LoggedIn,
 //!     session: Session,
-//!     Path(handle): Path<SessionHandle>,
+//!     Path(handle): Path<String>,
 //! ) -> Result<StatusCode, SessionError> {
+//!     let handle: SessionHandle = handle.parse()?; // 404 for junk
 //!     session.logout_device(&handle).await?; // 404 for anyone else's handle
 //!     Ok(StatusCode::NO_CONTENT)
 //! }
@@ -90,7 +99,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-pub use crate::id::store_key::SessionHandle;
+pub use crate::id::store_key::{ParseSessionHandleError, SessionHandle};
 
 /// The longest User-Agent kept, in bytes: enough for every real browser,
 /// short enough that a client cannot fill the store with its header.

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
-use cloakroom::{device::ClientIp, store::SessionStore, SessionAdmin};
+use cloakroom::device::{ClientIp, ParseSessionHandleError, SessionHandle};
+use cloakroom::{store::SessionStore, SessionAdmin, SessionError};
 
 use crate::support::app::{DeviceEntry, TestApp};
 use crate::support::client::{logged_in, whoami, Client};
@@ -239,7 +240,7 @@ pub(crate) async fn handles_of_other_users_or_none_are_refused_alike<S: SessionS
     let reply = alice.delete(&format!("/devices/{unknown}")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "a handle never issued");
     let reply = alice.delete("/devices/not-a-handle").await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "not a handle at all");
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "not a handle at all");
     assert_eq!(whoami(&alice).await.as_deref(), Some("alice"));
 
     let mut anonymous = app.client();
@@ -247,6 +248,65 @@ pub(crate) async fn handles_of_other_users_or_none_are_refused_alike<S: SessionS
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(whoami(&bob).await.as_deref(), Some("bob"));
     assert_eq!(app.sessions_of("bob").await, 1);
+}
+
+pub(crate) async fn a_malformed_handle_answers_as_an_unknown_one_and_names_nothing_internal<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut alice = logged_in(&app, "alice").await;
+    let unknown = alice.delete(&format!("/devices/{}", "ab".repeat(32))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    for junk in [
+        "not-a-handle",
+        "ab",
+        &"ab".repeat(31),
+        &"ab".repeat(33),
+        &"zz".repeat(32),
+        "%00",
+        &format!("{}%20", "ab".repeat(32)),
+    ] {
+        let reply = alice.delete(&format!("/devices/{junk}")).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (unknown.status, &unknown.body),
+            "{junk:?} answers as an unknown handle does"
+        );
+        let body = reply.body.to_lowercase();
+        for internal in [
+            "store key",
+            "storekey",
+            "hex",
+            "sha",
+            "parse",
+            "invalid url",
+        ] {
+            assert!(
+                !body.contains(internal),
+                "{junk:?}: {internal:?} in {body:?}"
+            );
+        }
+    }
+    assert_eq!(whoami(&alice).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, 1);
+
+    // The parse error itself speaks of handles, not of what they are made
+    // of; and it is what an app's own `Path<SessionHandle>` would show.
+    let error = "not-a-handle".parse::<SessionHandle>().unwrap_err();
+    assert_eq!(error.to_string(), "not a session handle");
+    let error = serde_json::from_str::<SessionHandle>("\"ab\"").unwrap_err();
+    assert!(!error.to_string().contains("store key"), "{error}");
+    assert_eq!(
+        SessionError::from(error_of("zz")).status(),
+        StatusCode::NOT_FOUND,
+        "converted for `?`, it is an unknown session"
+    );
+}
+
+fn error_of(text: &str) -> ParseSessionHandleError {
+    text.parse::<SessionHandle>().unwrap_err()
 }
 
 pub(crate) async fn ending_this_session_by_its_handle_logs_out<S: SessionStore + Clone>(store: S) {

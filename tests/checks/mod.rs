@@ -115,6 +115,7 @@ macro_rules! store_tests {
                 the_listing_puts_the_latest_activity_first_and_marks_this_session,
                 a_user_ends_another_of_their_sessions_by_its_handle,
                 handles_of_other_users_or_none_are_refused_alike,
+                a_malformed_handle_answers_as_an_unknown_one_and_names_nothing_internal,
                 ending_this_session_by_its_handle_logs_out,
                 an_admin_made_from_the_store_alone_manages_the_apps_sessions,
             ],

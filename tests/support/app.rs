@@ -657,10 +657,13 @@ fn account_routes() -> Router<Arc<Barrier>> {
         ))
     }
 
+    /// Takes the handle as text, so that junk answers as an unknown
+    /// handle does (`404`), as the `device` module advises.
     async fn end_device(
         session: Session,
-        Path(handle): Path<SessionHandle>,
+        Path(handle): Path<String>,
     ) -> Result<StatusCode, SessionError> {
+        let handle: SessionHandle = handle.parse()?;
         session.logout_device(&handle).await?;
         Ok(StatusCode::NO_CONTENT)
     }
