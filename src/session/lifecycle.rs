@@ -276,6 +276,10 @@ impl Session {
     /// (latest activity, then latest creation, then store key), applied
     /// after that adjustment.
     ///
+    /// Every call reads the store, also a
+    /// [`RedisStore`](crate::store::RedisStore) with a local cache (which
+    /// serves only reads of one session).
+    ///
     /// # Errors
     ///
     /// [`SessionError::Store`] when the store fails.
@@ -374,7 +378,15 @@ impl Session {
     }
 
     /// How many live sessions the logged-in user has (0 when anonymous),
-    /// without reading them: for "signed in on N devices" displays.
+    /// without reading their data: for "signed in on N devices" displays.
+    ///
+    /// Every call asks the store, also on a
+    /// [`RedisStore`](crate::store::RedisStore) with a local cache, which
+    /// serves only reads of one session: the count (like
+    /// [`list_sessions`](Self::list_sessions)) always reads Redis, so it
+    /// is exact after a logout or a revocation on any instance. A page that
+    /// shows it on every view pays that store call on every view; keep it
+    /// to the pages that need it.
     ///
     /// # Errors
     ///
