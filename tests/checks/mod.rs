@@ -132,6 +132,7 @@ macro_rules! store_tests {
             pages [
                 a_flash_is_shown_once_on_the_next_page,
                 pages_without_flashes_write_nothing,
+                a_page_takes_its_flashes_in_one_extractor_argument,
                 flashes_survive_login_and_logout_into_the_next_page,
                 a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401,
                 the_current_user_is_loaded_once_per_request_and_gone_users_are_logged_out,

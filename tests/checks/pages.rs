@@ -61,6 +61,53 @@ pub(crate) async fn pages_without_flashes_write_nothing<S: SessionStore + Clone>
     assert!(reply.set_cookies().is_empty());
 }
 
+pub(crate) async fn a_page_takes_its_flashes_in_one_extractor_argument<S: SessionStore + Clone>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    // A visitor without a session: an empty list, no store call, no
+    // session started.
+    let mut visitor = app.client();
+    app.store.reset();
+    let reply = visitor.get("/layout").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "0 []")
+    );
+    assert_eq!(app.calls().total(), 0, "no store call");
+    assert!(visitor.cookie.is_none(), "and no session started");
+
+    let mut client = logged_in(&app, "alice").await;
+    client.put("/set/theme", "dark").await;
+    for message in ["Saved.", "And again."] {
+        let reply = client.send(client.request("POST", "/flash", message)).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let reply = client.get("/layout").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "2 [success:Saved.|success:And again.]"),
+        "oldest first, in one argument"
+    );
+    // Taken: the next page shows none, and costs only the load.
+    app.store.reset();
+    let reply = client.get("/layout").await;
+    assert_eq!(reply.body, "0 []", "shown once only");
+    let calls = app.calls();
+    assert_eq!(
+        (calls.load, calls.total()),
+        (1, 1),
+        "nothing written: {calls:?}"
+    );
+    assert_eq!(client.get("/get/theme").await.body, "dark");
+    assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
+
+    // A second extractor in the same request finds them taken.
+    client.send(client.request("POST", "/flash", "Once.")).await;
+    assert_eq!(client.get("/layout-twice").await.body, "1 then 0");
+    assert!(flashes(&mut client).await.is_empty());
+}
+
 pub(crate) async fn flashes_survive_login_and_logout_into_the_next_page<S: SessionStore + Clone>(
     store: S,
 ) {

@@ -16,7 +16,7 @@ use axum::routing::{delete, get, post, put, Route};
 use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
-    device::SessionHandle, login::CurrentUser, login::LoadUser, login::LoggedIn,
+    device::SessionHandle, flash::Flashes, login::CurrentUser, login::LoadUser, login::LoggedIn,
     login::Reauthenticated, store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key,
     Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
@@ -677,6 +677,22 @@ fn account_routes() -> Router<Arc<Barrier>> {
         Ok(Json(session.take_flashes().await?))
     }
 
+    /// A page's layout, given its messages by the extractor: how many (by
+    /// `Deref` to a slice), then each (by `IntoIterator`).
+    async fn layout(flashes: Flashes) -> String {
+        let waiting = flashes.len();
+        let shown: Vec<String> = flashes
+            .into_iter()
+            .map(|flash| format!("{}:{}", flash.level.as_str(), flash.message))
+            .collect();
+        format!("{waiting} [{}]", shown.join("|"))
+    }
+
+    /// Two extractors in one request: the first takes the messages.
+    async fn layout_twice(Flashes(first): Flashes, second: Flashes) -> String {
+        format!("{} then {}", first.len(), second.len())
+    }
+
     async fn login_with_flash(
         session: Session,
         Path(user): Path<String>,
@@ -768,6 +784,8 @@ fn account_routes() -> Router<Arc<Barrier>> {
         .route("/devices/{handle}", delete(end_device))
         .route("/flash", post(flash))
         .route("/flashes", get(flashes))
+        .route("/layout", get(layout))
+        .route("/layout-twice", get(layout_twice))
         .route("/login-with-flash/{user}", post(login_with_flash))
         .route("/logout-with-flash", post(logout_with_flash))
         .route("/account", get(account).post(account))
