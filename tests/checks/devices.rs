@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, StatusCode};
 use cloakroom::device::{ClientIp, ParseSessionHandleError, SessionHandle};
 use cloakroom::{store::SessionStore, SessionAdmin, SessionError};
 
 use crate::support::app::{DeviceEntry, TestApp};
 use crate::support::client::{logged_in, whoami, Client};
+use crate::support::logs;
 
 const FIREFOX_ON_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -105,6 +107,78 @@ pub(crate) async fn a_login_records_the_device_and_the_listing_shows_it<S: Sessi
         .expect("current");
     assert_eq!(phone_entry.ip.as_deref(), Some("2001:db8::5"));
     assert_eq!(phone_entry.label.as_deref(), Some("Safari on iPhone"));
+}
+
+/// Logs a new browser in as `user`, over a connection from `peer` as axum
+/// reports it (`ConnectInfo<SocketAddr>`, no bare `SocketAddr`), or with no
+/// peer at all.
+async fn log_in_under_axum<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    user: &str,
+    peer: Option<&str>,
+) -> Client {
+    let mut client = app.client();
+    let mut request = client.request("POST", &format!("/login/{user}"), "");
+    if let Some(peer) = peer {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    }
+    let reply = client.send(request).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    client
+}
+
+pub(crate) async fn axum_connect_info_gives_the_address_and_a_missing_peer_is_warned_once<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const WARNING: &str = "client_ip_unknown";
+    let (logs, _guard) = logs::capture();
+    // axum's own extension, named by type: no closure.
+    let app = TestApp::with(store.clone(), |b| {
+        b.client_ip(
+            ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>().trust_proxies(["10.0.0.0/8"]),
+        )
+    });
+    let laptop = log_in_under_axum(&app, "alice", Some("[2001:db8::5]:4000")).await;
+    let mut request = laptop.request("GET", "/devices", "");
+    request.extensions_mut().insert(ConnectInfo(
+        "[2001:db8::5]:4001".parse::<SocketAddr>().unwrap(),
+    ));
+    let listed: Vec<DeviceEntry> =
+        serde_json::from_str(&laptop.send_alone(request).await.body).expect("device list");
+    assert_eq!(
+        listed[0].ip.as_deref(),
+        Some("2001:db8::5"),
+        "the peer axum reports is recorded"
+    );
+    assert_eq!(logs.text().matches(WARNING).count(), 0, "{}", logs.text());
+    // Served without connect info: nothing recorded, and said once (every
+    // request is checked, the listings below too).
+    for user in ["bob", "carol"] {
+        let client = log_in_under_axum(&app, user, None).await;
+        assert_eq!(devices(&client).await[0].ip, None);
+    }
+    assert_eq!(logs.text().matches(WARNING).count(), 1, "{}", logs.text());
+    assert!(
+        logs.text().contains("ConnectInfo"),
+        "the warning names the missing extension: {}",
+        logs.text()
+    );
+
+    // `from_socket_addr` under axum finds no bare `SocketAddr`: it records
+    // nothing, and says so once per layer, pointing at the constructor for
+    // axum.
+    let app = TestApp::with(store, |b| b.client_ip(ClientIp::from_socket_addr()));
+    for user in ["dave", "erin"] {
+        let client = log_in_under_axum(&app, user, Some("192.0.2.7:4000")).await;
+        assert_eq!(devices(&client).await[0].ip, None);
+    }
+    let text = logs.text();
+    assert_eq!(text.matches(WARNING).count(), 2, "once per layer: {text}");
+    assert!(text.contains("from_connect_info"), "{text}");
 }
 
 pub(crate) async fn devices_are_recorded_only_as_configured<S: SessionStore + Clone>(store: S) {

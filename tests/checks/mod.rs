@@ -112,6 +112,7 @@ macro_rules! store_tests {
             devices [
                 a_login_records_the_device_and_the_listing_shows_it,
                 devices_are_recorded_only_as_configured,
+                axum_connect_info_gives_the_address_and_a_missing_peer_is_warned_once,
                 the_listing_puts_the_latest_activity_first_and_marks_this_session,
                 a_user_ends_another_of_their_sessions_by_its_handle,
                 handles_of_other_users_or_none_are_refused_alike,
