@@ -24,6 +24,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -164,6 +165,9 @@ impl IntoResponse for MissingSessionLayer {
 /// commit fails: a short text, `Retry-After` and `Cache-Control:
 /// no-store`), `500` for the rest. The bodies are fixed strings that leak
 /// nothing, and the error itself is logged.
+///
+/// An app renders these answers itself with
+/// [`SessionLayerBuilder::session_error_response`](crate::SessionLayerBuilder::session_error_response).
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -174,7 +178,7 @@ impl IntoResponse for SessionError {
             "session error answered as an error response"
         );
         let mut response = match status {
-            StatusCode::SERVICE_UNAVAILABLE => return crate::service::unavailable(),
+            StatusCode::SERVICE_UNAVAILABLE => crate::service::unavailable(),
             StatusCode::BAD_REQUEST => (status, "invalid session data\n").into_response(),
             StatusCode::UNAUTHORIZED => (status, "login required\n").into_response(),
             StatusCode::NOT_FOUND => (status, "not found\n").into_response(),
@@ -183,6 +187,15 @@ impl IntoResponse for SessionError {
         response
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // For the app's own renderer, if it gave one (`respond.rs`).
+        response
+            .extensions_mut()
+            .insert(SessionErrorAnswer(Arc::new(self)));
         response
     }
 }
+
+/// Marks a response as this crate's answer to a [`SessionError`], for the
+/// app's own renderer (`respond.rs`).
+#[derive(Clone)]
+pub(crate) struct SessionErrorAnswer(pub(crate) Arc<SessionError>);

@@ -146,8 +146,11 @@
 //! (100), [`store_timeout`](SessionLayerBuilder::store_timeout) (3 s), what
 //! a login records ([`record_user_agent`](SessionLayerBuilder::record_user_agent),
 //! on; [`client_ip`](SessionLayerBuilder::client_ip), off),
-//! [`login_url`](SessionLayerBuilder::login_url) (`/login`) and
-//! [`clock`](SessionLayerBuilder::clock).
+//! [`login_url`](SessionLayerBuilder::login_url) (`/login`), the app's own
+//! pages for a route that needs a user and for session errors in axum
+//! ([`login_required_response`](SessionLayerBuilder::login_required_response),
+//! [`session_error_response`](SessionLayerBuilder::session_error_response);
+//! short text by default) and [`clock`](SessionLayerBuilder::clock).
 //!
 //! The cookie is called `__Host-id` by default: the `__Host-` prefix is
 //! used whenever `Secure`, no `Domain` and `Path=/` allow it, and any other
@@ -398,6 +401,8 @@ mod layer;
 #[cfg(feature = "axum")]
 pub mod login;
 mod record;
+#[cfg(feature = "axum")]
+mod respond;
 mod service;
 mod session;
 pub mod store;
