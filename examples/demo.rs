@@ -138,11 +138,7 @@ async fn run() -> Result<(), BoxError> {
         .reauthentication_window(reauth)
         // Each session records the address it logged in from, as the TCP
         // peer: the demo runs behind no proxy.
-        .client_ip(ClientIp::from_peer(|extensions| {
-            extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| peer.ip())
-        }))
+        .client_ip(ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>())
         .build()?;
 
     // CSRF checks run inside the session layer. The admin routes are for

@@ -129,11 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = SessionLayer::builder(MemoryStore::new())
         .key(key)
         // Keep each login's address (the TCP peer: no proxy in front).
-        .client_ip(ClientIp::from_peer(|extensions| {
-            extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| peer.ip())
-        }))
+        .client_ip(ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>())
         // A user with more sessions has lost track of some: a login beyond
         // this ends their least recently active ones.
         .max_sessions_per_user(Some(10))

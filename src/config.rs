@@ -11,6 +11,8 @@ use crate::cookie::CookieSettings;
 use crate::device::{ClientIp, ClientIpRule};
 use crate::error::ConfigError;
 use crate::key::{Key, KeyRing};
+#[cfg(feature = "axum")]
+use crate::respond::ResponseHooks;
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
@@ -62,6 +64,10 @@ pub(crate) struct SessionConfig {
     /// [`Reauthenticated`](crate::login::Reauthenticated) accepts.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) reauthentication_window: Duration,
+    /// The app's own renderers of login-required answers and session
+    /// errors.
+    #[cfg(feature = "axum")]
+    pub(crate) responses: ResponseHooks,
 }
 
 /// What [`SessionLayerBuilder`](crate::SessionLayerBuilder) collects, not
@@ -84,6 +90,8 @@ pub(crate) struct Settings {
     pub(crate) client_ip: Option<ClientIp>,
     pub(crate) login_url: String,
     pub(crate) reauthentication_window: Duration,
+    #[cfg(feature = "axum")]
+    pub(crate) responses: ResponseHooks,
 }
 
 impl Default for Settings {
@@ -106,6 +114,8 @@ impl Default for Settings {
             client_ip: None,
             login_url: DEFAULT_LOGIN_URL.to_owned(),
             reauthentication_window: DEFAULT_REAUTHENTICATION_WINDOW,
+            #[cfg(feature = "axum")]
+            responses: ResponseHooks::default(),
         }
     }
 }
@@ -173,6 +183,8 @@ impl Settings {
             client_ip,
             login_url,
             reauthentication_window: self.reauthentication_window,
+            #[cfg(feature = "axum")]
+            responses: self.responses,
         };
         Ok((config, self.store_timeout))
     }
@@ -210,8 +222,8 @@ impl fmt::Debug for Settings {
         let keys = usize::from(self.key.is_some())
             + self.previous_keys.len()
             + self.key_ring.as_ref().map_or(0, KeyRing::len);
-        f.debug_struct("Settings")
-            .field("keys", &keys)
+        let mut f = f.debug_struct("Settings");
+        f.field("keys", &keys)
             .field("cookie", &self.cookie)
             .field("persistent", &self.persistent)
             .field("idle_timeout", &self.idle_timeout)
@@ -225,7 +237,9 @@ impl fmt::Debug for Settings {
             .field("record_user_agent", &self.record_user_agent)
             .field("client_ip", &self.client_ip)
             .field("login_url", &self.login_url)
-            .field("reauthentication_window", &self.reauthentication_window)
-            .finish_non_exhaustive()
+            .field("reauthentication_window", &self.reauthentication_window);
+        #[cfg(feature = "axum")]
+        f.field("responses", &self.responses);
+        f.finish_non_exhaustive()
     }
 }

@@ -20,6 +20,10 @@ pub(crate) struct RequestContext {
     core: Arc<Core>,
     origin: RequestOrigin,
     plain_http: bool,
+    /// The request's head, kept only while the app renders some of this
+    /// crate's answers itself (`respond.rs`), for its renderers.
+    #[cfg(feature = "axum")]
+    head: Option<http::request::Parts>,
 }
 
 impl RequestContext {
@@ -28,7 +32,23 @@ impl RequestContext {
             core,
             origin,
             plain_http,
+            #[cfg(feature = "axum")]
+            head: None,
         }
+    }
+
+    /// The context, keeping the request's head for the app's renderers.
+    #[cfg(feature = "axum")]
+    pub(crate) fn with_head(mut self, head: Option<http::request::Parts>) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// The request's head, if the layer kept it (only while the app gave a
+    /// renderer of its own).
+    #[cfg(feature = "axum")]
+    pub(crate) fn head(&self) -> Option<&http::request::Parts> {
+        self.head.as_ref()
     }
 
     /// The layer's validated settings (keys, cookie, timeouts, login URL).

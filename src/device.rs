@@ -30,6 +30,14 @@
 //! device that has since regenerated, or logged in again as the same user,
 //! still signs it out for the five minutes its old ID leads on.
 //!
+//! Take the handle as text and parse it in the handler, with `?`: a
+//! malformed handle then answers `404`, like a well-formed one that is not
+//! the user's ([`ParseSessionHandleError`] converts into
+//! [`SessionError::UnknownSession`](crate::SessionError::UnknownSession)),
+//! so a client cannot tell the two apart and the page shows one answer.
+//! (`Path<SessionHandle>` works too, but axum answers a handle it cannot
+//! parse itself, with a `400` of its own wording.)
+//!
 //! ```no_run
 //! use axum::extract::Path;
 //! use axum::http::StatusCode;
@@ -38,8 +46,9 @@
 //! async fn sign_out_device(
 //!     _: LoggedIn,
 //!     session: Session,
-//!     Path(handle): Path<SessionHandle>,
+//!     Path(handle): Path<String>,
 //! ) -> Result<StatusCode, SessionError> {
+//!     let handle: SessionHandle = handle.parse()?; // 404 for junk
 //!     session.logout_device(&handle).await?; // 404 for anyone else's handle
 //!     Ok(StatusCode::NO_CONTENT)
 //! }
@@ -58,29 +67,46 @@
 //! trusted addresses, and a request from an untrusted peer is never
 //! believed about its own origin.
 //!
-//! ```
-//! use std::net::{IpAddr, SocketAddr};
+//! Where the peer address is depends on the server:
+//!
+//! - **axum** puts it in the request extensions as
+//!   `ConnectInfo<SocketAddr>` when the app is served with
+//!   `into_make_service_with_connect_info::<SocketAddr>()`:
+//!   [`ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>()`](ClientIp::from_connect_info),
+//!   as below. ([`ClientIp::from_socket_addr`] finds nothing there.)
+//! - **hyper** servers that insert the accepted connection's `SocketAddr`
+//!   themselves: [`ClientIp::from_socket_addr`].
+//! - Anything else: [`ClientIp::from_peer`], with a closure that finds it.
+//!
+//! Both extension readers log a `client_ip_unknown` warning (target
+//! `cloakroom`) the first time a request comes without the extension, so
+//! that a server wired without it does not go unnoticed.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{extract::ConnectInfo, routing::get, Router};
 //! use cloakroom::{device::ClientIp, Key, MemoryStore, SessionLayer};
 //!
-//! // axum puts the peer address in the extensions when served with
-//! // `into_make_service_with_connect_info::<SocketAddr>()` (read it there as
-//! // `ConnectInfo<SocketAddr>`); a plain hyper server can insert the
-//! // `SocketAddr` itself, as here.
-//! let client_ip = ClientIp::from_peer(|extensions| {
-//!     extensions.get::<SocketAddr>().map(SocketAddr::ip)
-//! })
-//! // The load balancer in front of the app: its X-Forwarded-For is believed.
-//! .trust_proxies(["10.0.0.0/8"]);
-//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client_ip = ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>()
+//!     // The load balancer in front of the app: its X-Forwarded-For is believed.
+//!     .trust_proxies(["10.0.0.0/8"]);
 //! let layer = SessionLayer::builder(MemoryStore::new())
 //!     .key(Key::generate()?)
 //!     .client_ip(client_ip)
 //!     .build()?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! let app = Router::new().route("/", get(|| async { "hi" })).layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The connection's address goes into each request as `ConnectInfo`.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(())
+//! # }
 //! ```
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderName, USER_AGENT};
@@ -90,7 +116,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-pub use crate::id::store_key::SessionHandle;
+pub use crate::id::store_key::{ParseSessionHandleError, SessionHandle};
 
 /// The longest User-Agent kept, in bytes: enough for every real browser,
 /// short enough that a client cannot fill the store with its header.
@@ -178,13 +204,39 @@ fn label(_agent: &str) -> Option<String> {
 
 type PeerFn = dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync;
 
+/// Where the peer address comes from.
+#[derive(Clone)]
+enum Peer {
+    /// A request extension the server framework inserts: read with `read`,
+    /// and a missing one warned about once per layer, naming `extension`.
+    Extension {
+        read: fn(&Extensions) -> Option<IpAddr>,
+        extension: &'static str,
+    },
+    /// The app's own closure, which may well find nothing.
+    Custom(Arc<PeerFn>),
+}
+
+fn socket_addr_peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+fn connect_info_peer<C>(extensions: &Extensions) -> Option<IpAddr>
+where
+    C: Deref<Target = SocketAddr> + Send + Sync + 'static,
+{
+    extensions.get::<C>().map(|info| info.ip())
+}
+
 /// How the layer finds a request's client address, to record it with the
 /// sessions it logs in ([`Device::ip`]). Off unless given to
 /// [`SessionLayerBuilder::client_ip`](crate::SessionLayerBuilder::client_ip).
 ///
 /// The address starts as the TCP peer, which the server framework puts in
-/// the request extensions (a closure given to [`ClientIp::from_peer`] reads
-/// it). When that peer is one of the trusted proxies, the forwarding header
+/// the request extensions: axum as `ConnectInfo<SocketAddr>`
+/// ([`ClientIp::from_connect_info`]), a hyper server of your own as a bare
+/// `SocketAddr` ([`ClientIp::from_socket_addr`]), or elsewhere
+/// ([`ClientIp::from_peer`]). When that peer is one of the trusted proxies, the forwarding header
 /// (`X-Forwarded-For` unless [`ClientIp::forwarded_header`] says otherwise)
 /// is read from the right: each trusted address there is skipped, and the
 /// first untrusted one is the client. An unparsable entry stops the walk at
@@ -193,30 +245,71 @@ type PeerFn = dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync;
 /// likes.
 #[derive(Clone)]
 pub struct ClientIp {
-    peer: Arc<PeerFn>,
+    peer: Peer,
     trusted: Vec<String>,
     header: HeaderName,
 }
 
 impl ClientIp {
-    /// Reads the peer address with `peer` from the request extensions and
-    /// trusts no proxy: the peer is the client.
-    ///
-    /// With axum, served with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`:
-    /// `ClientIp::from_peer(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
-    pub fn from_peer(peer: impl Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static) -> Self {
+    fn with_peer(peer: Peer) -> Self {
         Self {
-            peer: Arc::new(peer),
+            peer,
             trusted: Vec::new(),
             header: HeaderName::from_static("x-forwarded-for"),
         }
     }
 
-    /// Reads the peer from a [`SocketAddr`] in the request extensions (for
-    /// hyper servers that insert the accepted connection's address).
+    /// Reads the peer from the request extension `C`, a wrapper that
+    /// derefs to the connection's [`SocketAddr`], and trusts no proxy: the
+    /// peer is the client. For axum, name its `ConnectInfo<SocketAddr>`
+    /// (this crate does not depend on axum, so it cannot name it for you):
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use cloakroom::device::ClientIp;
+    ///
+    /// let client_ip = ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>();
+    /// ```
+    ///
+    /// axum inserts it when the app is served with
+    /// `app.into_make_service_with_connect_info::<SocketAddr>()` (with
+    /// `axum::serve`, or `MockConnectInfo` in tests). Served without it,
+    /// no address is recorded, and the layer logs a `client_ip_unknown`
+    /// warning (target `cloakroom`) the first time a request lacks it.
+    pub fn from_connect_info<C>() -> Self
+    where
+        C: Deref<Target = SocketAddr> + Send + Sync + 'static,
+    {
+        Self::with_peer(Peer::Extension {
+            read: connect_info_peer::<C>,
+            extension: std::any::type_name::<C>(),
+        })
+    }
+
+    /// Reads the peer from a bare [`SocketAddr`] in the request
+    /// extensions, for hyper servers that insert the accepted connection's
+    /// address themselves (`examples/hyper.rs`), and trusts no proxy.
+    ///
+    /// Not for axum, which inserts `ConnectInfo<SocketAddr>` instead: use
+    /// [`ClientIp::from_connect_info`] there. A request without the
+    /// extension records no address, and the layer logs a
+    /// `client_ip_unknown` warning (target `cloakroom`) the first time.
     pub fn from_socket_addr() -> Self {
-        Self::from_peer(|extensions| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+        Self::with_peer(Peer::Extension {
+            read: socket_addr_peer,
+            extension: "std::net::SocketAddr",
+        })
+    }
+
+    /// Reads the peer address with `peer` from the request extensions and
+    /// trusts no proxy: the peer is the client. For a server that keeps the
+    /// address somewhere [`from_connect_info`](Self::from_connect_info) and
+    /// [`from_socket_addr`](Self::from_socket_addr) do not look, e.g.
+    /// behind a Unix socket. `None` records no address, and is not warned
+    /// about.
+    pub fn from_peer(peer: impl Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static) -> Self {
+        Self::with_peer(Peer::Custom(Arc::new(peer)))
     }
 
     /// Trusts the proxies in `networks` (addresses such as `"10.0.0.1"` or
@@ -257,6 +350,7 @@ impl ClientIp {
             peer: self.peer,
             trusted,
             header: self.header,
+            warned: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -280,16 +374,29 @@ impl fmt::Debug for ClientIp {
 /// A [`ClientIp`] whose trusted networks were parsed.
 #[derive(Clone)]
 pub(crate) struct ClientIpRule {
-    peer: Arc<PeerFn>,
+    peer: Peer,
     trusted: Vec<IpNet>,
     header: HeaderName,
+    /// A request lacked the peer's extension, and that was logged: once per
+    /// layer is enough to point at the mistake.
+    warned: Arc<AtomicBool>,
 }
 
 impl ClientIpRule {
     /// The client address of a request, or `None` when its peer is
     /// unknown.
     pub(crate) fn client(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer = (self.peer)(extensions)?.to_canonical();
+        let peer = match &self.peer {
+            Peer::Custom(peer) => peer(extensions),
+            Peer::Extension { read, extension } => {
+                let peer = read(extensions);
+                if peer.is_none() && !self.warned.swap(true, Ordering::Relaxed) {
+                    crate::events::client_ip_unknown(extension);
+                }
+                peer
+            }
+        }?
+        .to_canonical();
         if !self.is_trusted(peer) {
             return Some(peer);
         }

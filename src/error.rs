@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::id::RandomnessError;
+use crate::id::{ParseSessionHandleError, RandomnessError};
 use crate::store::StoreError;
 
 /// Settings of the session layer that cannot work, reported by
@@ -215,8 +215,10 @@ pub enum SessionError {
     /// (`401`).
     NotLoggedIn,
     /// A session handle from the client names none of the current user's
-    /// live sessions (`404`): another user's, an ended one, or one never
-    /// issued, which are not told apart.
+    /// live sessions (`404`): another user's, an ended one, one never
+    /// issued, or text that is no handle at all
+    /// ([`ParseSessionHandleError`](crate::device::ParseSessionHandleError)
+    /// converts into it), which are not told apart.
     UnknownSession,
 }
 
@@ -278,6 +280,14 @@ impl std::error::Error for SessionError {
 impl From<StoreError> for SessionError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
+    }
+}
+
+/// A malformed handle names none of the user's sessions, as an unknown
+/// one does: both answer `404`, told apart by nothing.
+impl From<ParseSessionHandleError> for SessionError {
+    fn from(_: ParseSessionHandleError) -> Self {
+        Self::UnknownSession
     }
 }
 

@@ -432,6 +432,25 @@ pub(crate) fn secure_cookie_over_plain_http() {
     );
 }
 
+/// A request reached a [`ClientIp`](crate::device::ClientIp) rule that
+/// reads the peer from a request extension (`extension`, a type name), and
+/// the request had none: no client address is recorded. Given once per
+/// layer; usually the server was wired without it (axum served without
+/// `into_make_service_with_connect_info`, or `from_socket_addr` under
+/// axum).
+pub(crate) fn client_ip_unknown(extension: &str) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "client_ip_unknown",
+        extension,
+        "a request came without the {extension} extension the ClientIp rule reads the peer \
+         address from, so logins record no client address. Under axum, use \
+         ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>() and serve the app with \
+         into_make_service_with_connect_info::<SocketAddr>(); a hyper server must insert \
+         the connection's SocketAddr for ClientIp::from_socket_addr()"
+    );
+}
+
 /// A layer was built with `secure(false)`: its cookies travel over plain
 /// http, readable on the network path. Given once, at start-up.
 pub(crate) fn cookie_without_secure() {

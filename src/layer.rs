@@ -320,6 +320,139 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Answers a route that needs a user, and has none, with the app's own
+    /// response (a page in the site's look, JSON for an API) instead of the
+    /// default empty redirect or the `401` of short text (feature `axum`).
+    ///
+    /// `render` gets the [`LoginRequired`](crate::login::LoginRequired) that
+    /// [`LoggedIn`](crate::login::LoggedIn),
+    /// [`CurrentUser`](crate::login::CurrentUser) or
+    /// [`Reauthenticated`](crate::login::Reauthenticated) answered (a
+    /// [`Redirect`](crate::login::LoginRequired::Redirect) or
+    /// [`Unauthorized`](crate::login::LoginRequired::Unauthorized)), and the
+    /// request's head: its method, URI (as the layer saw it, before a
+    /// nested router stripped a prefix), version and headers, without its
+    /// extensions. It runs in the request's task, so it should be quick; it
+    /// cannot await.
+    ///
+    /// What makes the answer stays the crate's, whatever `render` returns:
+    /// the status (`303` or `401`), the redirect's `Location` (the login URL,
+    /// with `next`), and `Cache-Control: no-store`, since the answer depends
+    /// on the session. `render` chooses the body and the other headers. A
+    /// store failure while finding the user is a session error, which
+    /// [`session_error_response`](Self::session_error_response) renders.
+    ///
+    /// The extractors answer as always, and the layer renders the answer
+    /// again on its way out, so it works where the layer wraps an axum
+    /// router (`router.layer(sessions)`); behind a service whose response
+    /// body is not axum's, the default answer stays. While a renderer is
+    /// set, the layer keeps a copy of each request's head for it: a few
+    /// small allocations per request.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use axum::http::request::Parts;
+    /// use axum::response::{Html, IntoResponse, Json, Response};
+    /// use cloakroom::{login::LoginRequired, Key, MemoryStore, SessionLayer};
+    ///
+    /// fn login_required(rejection: &LoginRequired, _request: &Parts) -> Response {
+    ///     match rejection {
+    ///         // A browser follows the redirect at once; the page is for the rest.
+    ///         LoginRequired::Redirect { .. } => {
+    ///             Html("<!doctype html><title>Sign in</title><p>Please sign in.</p>")
+    ///                 .into_response()
+    ///         }
+    ///         _ => Json(serde_json::json!({ "error": "login required" })).into_response(),
+    ///     }
+    /// }
+    ///
+    /// let layer = SessionLayer::builder(MemoryStore::new())
+    ///     .key(Key::generate()?)
+    ///     .login_required_response(login_required)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn login_required_response<F>(mut self, render: F) -> Self
+    where
+        F: Fn(&crate::login::LoginRequired, &http::request::Parts) -> axum_core::response::Response
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.settings.responses.login_required = Some(Box::new(render));
+        self
+    }
+
+    /// Answers a [`SessionError`](crate::SessionError) with the app's own
+    /// response instead of the default short text (feature `axum`): the
+    /// errors handlers return (`Result<_, SessionError>`), and those of this
+    /// crate's extractors ([`Flashes`](crate::flash::Flashes), and the
+    /// login extractors when the store fails).
+    ///
+    /// `render` gets the error and the request's head, as for
+    /// [`login_required_response`](Self::login_required_response), and runs
+    /// the same way: quickly, in the request's task, after the error was
+    /// logged. What makes the answer stays the crate's: the status
+    /// ([`SessionError::status`](crate::SessionError::status): `503` when
+    /// the store failed, `400`, `401`, `404` or `500`), `Retry-After: 5` on
+    /// a `503` (unless `render` sets its own), and `Cache-Control:
+    /// no-store`. The same conditions and cost apply.
+    ///
+    /// Two answers stay the layer's own plain text: the `503` (or `400`)
+    /// that replaces a response when writing the session after the handler
+    /// fails (no handler saw an error then), and the `500` of a route the
+    /// layer does not wrap.
+    ///
+    /// # Security
+    ///
+    /// Show the user the status, not the error's text: a store's failure
+    /// can name its backend.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use axum::http::{header, request::Parts, StatusCode};
+    /// use axum::response::{Html, IntoResponse, Json, Response};
+    /// use cloakroom::{Key, MemoryStore, SessionError, SessionLayer};
+    ///
+    /// fn session_error(error: &SessionError, request: &Parts) -> Response {
+    ///     let api = request
+    ///         .headers
+    ///         .get(header::ACCEPT)
+    ///         .is_some_and(|accept| accept.as_bytes().starts_with(b"application/json"));
+    ///     let status = error.status();
+    ///     let text = match status {
+    ///         StatusCode::SERVICE_UNAVAILABLE => "We could not reach your session. Try again shortly.",
+    ///         StatusCode::NOT_FOUND => "There is no such device.",
+    ///         _ => "Something went wrong.",
+    ///     };
+    ///     if api {
+    ///         Json(serde_json::json!({ "status": status.as_u16(), "error": text })).into_response()
+    ///     } else {
+    ///         Html(format!("<!doctype html><title>{status}</title><p>{text}</p>")).into_response()
+    ///     }
+    /// }
+    ///
+    /// let layer = SessionLayer::builder(MemoryStore::new())
+    ///     .key(Key::generate()?)
+    ///     .session_error_response(session_error)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn session_error_response<F>(mut self, render: F) -> Self
+    where
+        F: Fn(&crate::SessionError, &http::request::Parts) -> axum_core::response::Response
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.settings.responses.session_error = Some(Box::new(render));
+        self
+    }
+
     /// The clock the layer reads; the system clock by default. Tests pass a
     /// [`ManualClock`](crate::test_suite::ManualClock) to exercise expiry
     /// without sleeping (feature `test-suite`).

@@ -8,7 +8,8 @@
 //!
 //! This page is the guide. Each topic's details are on its module's page:
 //! [`login`] (routes that need a user), [`device`] (a user's devices and
-//! client addresses), [`csrf`] (CSRF protection), [`store`] (the stores,
+//! client addresses), [`flash`] (flash messages in axum pages), [`csrf`]
+//! (CSRF protection), [`store`] (the stores,
 //! and how to write one), [`test_suite`] (testing a store, or an app
 //! with a clock you move) and [`id`] (session IDs).
 //!
@@ -97,7 +98,7 @@
 //! | Name | Description | Default |
 //! | --- | --- | --- |
 //! | `memory` | [`MemoryStore`]: sharded, in process, expired sessions swept on access and in the background, at most 1,000,000 sessions unless configured | yes |
-//! | `axum` | [`Session`] as an axum extractor (also `Option<Session>`); [`LoggedIn`](login::LoggedIn), [`CurrentUser`](login::CurrentUser) and [`LoadUser`](login::LoadUser) for routes that need a user; [`SessionError`] as a response ([`SessionError::status`]: `503` for store failures, `400` for data no store can hold, `401`/`404` for [`logout_device`](Session::logout_device)) | yes |
+//! | `axum` | [`Session`] as an axum extractor (also `Option<Session>`); [`Flashes`](flash::Flashes) for a page's flash messages; [`LoggedIn`](login::LoggedIn), [`CurrentUser`](login::CurrentUser) and [`LoadUser`](login::LoadUser) for routes that need a user; [`SessionError`] as a response ([`SessionError::status`]: `503` for store failures, `400` for data no store can hold, `401`/`404` for [`logout_device`](Session::logout_device)) | yes |
 //! | `csrf` | [`CsrfLayer`](csrf::CsrfLayer) and [`CsrfToken`](csrf::CsrfToken): CSRF protection bound to the session | yes |
 //! | `device-labels` | [`Device::label`](device::Device::label): "Firefox on Linux" from the stored User-Agent (the `woothee` parser); without it, no labels | yes |
 //! | `redis` | [`RedisStore`](store::RedisStore): one Redis server or a Redis Cluster, with an optional local cache | no |
@@ -145,8 +146,11 @@
 //! (100), [`store_timeout`](SessionLayerBuilder::store_timeout) (3 s), what
 //! a login records ([`record_user_agent`](SessionLayerBuilder::record_user_agent),
 //! on; [`client_ip`](SessionLayerBuilder::client_ip), off),
-//! [`login_url`](SessionLayerBuilder::login_url) (`/login`) and
-//! [`clock`](SessionLayerBuilder::clock).
+//! [`login_url`](SessionLayerBuilder::login_url) (`/login`), the app's own
+//! pages for a route that needs a user and for session errors in axum
+//! ([`login_required_response`](SessionLayerBuilder::login_required_response),
+//! [`session_error_response`](SessionLayerBuilder::session_error_response);
+//! short text by default) and [`clock`](SessionLayerBuilder::clock).
 //!
 //! The cookie is called `__Host-id` by default: the `__Host-` prefix is
 //! used whenever `Secure`, no `Domain` and `Path=/` allow it, and any other
@@ -215,7 +219,9 @@
 //! A request that neither sets nor reads a message writes nothing for
 //! them, and a page without a session reads nothing. Set a message after
 //! `login` or `invalidate` in the same request: it lands in the session
-//! the browser keeps (after a logout, a fresh anonymous one).
+//! the browser keeps (after a logout, a fresh anonymous one). In axum, the
+//! [`Flashes`](flash::Flashes) extractor takes them in one argument of a
+//! page's handler: see the [`flash`] module.
 //!
 //! Outside requests, a [`SessionAdmin`] lists, counts and ends a user's
 //! sessions and sweeps expired ones: from the layer
@@ -384,6 +390,8 @@ pub mod csrf;
 pub mod device;
 mod error;
 mod events;
+#[cfg(feature = "axum")]
+pub mod flash;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -393,6 +401,8 @@ mod layer;
 #[cfg(feature = "axum")]
 pub mod login;
 mod record;
+#[cfg(feature = "axum")]
+mod respond;
 mod service;
 mod session;
 pub mod store;

@@ -53,6 +53,10 @@
 //! (`fetch`, XHR) or an API client sending `Accept: application/json` gets
 //! `401`. [`LoginRequired`] has the exact rule. `Option<LoggedIn>` and
 //! `Option<CurrentUser<U>>` are `None` for an anonymous visitor instead.
+//! Both answers are empty or short text unless the app renders its own
+//! with
+//! [`SessionLayerBuilder::login_required_response`](crate::SessionLayerBuilder::login_required_response)
+//! (the status and `Location` stay).
 //!
 //! [`CurrentUser`] calls the app's [`LoadUser`] at most once per request,
 //! however many extractors ask. A session whose account is gone
@@ -376,10 +380,14 @@ impl std::error::Error for LoginRequired {
     }
 }
 
+/// A redirect or a `401`, with `Cache-Control: no-store`, as the type's
+/// docs say; [`LoginRequired::Session`] answers as [`SessionError`] does.
+/// An app renders the redirect and the `401` itself with
+/// [`SessionLayerBuilder::login_required_response`](crate::SessionLayerBuilder::login_required_response).
 impl IntoResponse for LoginRequired {
     fn into_response(self) -> Response {
         let mut response = match self {
-            Self::Redirect { location } => match HeaderValue::try_from(location) {
+            Self::Redirect { ref location } => match HeaderValue::try_from(location.as_str()) {
                 Ok(location) => (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response(),
                 // The login URL was checked at build and `next` is
                 // percent-encoded, so this cannot happen; a 401 is the
@@ -393,9 +401,19 @@ impl IntoResponse for LoginRequired {
         response
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // For the app's own renderer, if it gave one (`respond.rs`).
+        response
+            .extensions_mut()
+            .insert(LoginRequiredAnswer(Arc::new(self)));
         response
     }
 }
+
+/// Marks a response as this crate's answer to a route that needs a user
+/// (a [`LoginRequired::Redirect`] or [`LoginRequired::Unauthorized`]), for
+/// the app's own renderer (`respond.rs`).
+#[derive(Clone)]
+pub(crate) struct LoginRequiredAnswer(pub(crate) Arc<LoginRequired>);
 
 /// `candidate` if it is safe to redirect to after login: a path on this
 /// site (`/account`, `/search?q=x`), and `None` for anything that could

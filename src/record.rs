@@ -246,7 +246,9 @@ pub struct SessionInfo {
     pub key: crate::id::StoreKey,
     /// When the session was created or last logged in.
     pub created_at: OffsetDateTime,
-    /// When its idle deadline was last extended.
+    /// When its idle deadline was last extended (stores move it at most
+    /// once per touch interval). In [`crate::Session::list_sessions`], the
+    /// current session's is the listing request's time.
     pub last_seen: OffsetDateTime,
     /// When it will expire unless used again.
     pub expires_at: OffsetDateTime,

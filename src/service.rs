@@ -131,6 +131,10 @@ where
                 Transport::Plain => true,
             };
         let context = RequestContext::new(self.core.clone(), origin, plain_http);
+        // The app renders some answers itself: keep the head for it.
+        #[cfg(feature = "axum")]
+        let context = context
+            .with_head((!config.responses.is_empty()).then(|| crate::respond::head_of(&request)));
         let session = Session::new(context, cookie_id);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
@@ -175,10 +179,15 @@ where
         loop {
             match self.as_mut().project().state.project() {
                 StateProjection::Inner { future, session } => {
-                    let mut response = ready!(future.poll(cx))?;
+                    let response = ready!(future.poll(cx))?;
                     let Some(session) = session.take() else {
                         return Poll::Ready(Ok(response));
                     };
+                    // This crate's answers (login required, session
+                    // errors), in the app's own words if it gave some.
+                    #[cfg(feature = "axum")]
+                    let response = crate::respond::render(response, session.context());
+                    let mut response = response;
                     // Most requests (untouched, or only read) need no store
                     // call here: finish them without boxing a commit.
                     let plan = match session.finish() {

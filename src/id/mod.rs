@@ -27,4 +27,4 @@ pub(crate) mod store_key;
 
 pub(crate) use self::session_id::ENCODED_ID_LEN;
 pub use self::session_id::{InvalidCookie, RandomnessError, SessionId, ID_LEN};
-pub(crate) use self::store_key::{SessionHandle, StoreKey};
+pub(crate) use self::store_key::{ParseSessionHandleError, SessionHandle, StoreKey};

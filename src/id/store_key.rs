@@ -107,12 +107,32 @@ impl fmt::Display for SessionHandle {
 }
 
 impl FromStr for SessionHandle {
-    type Err = ParseStoreKeyError;
+    type Err = ParseSessionHandleError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(Self)
+        s.parse().map(Self).map_err(|_| ParseSessionHandleError(()))
     }
 }
+
+/// Text from a client is not a [`SessionHandle`] at all.
+///
+/// Its message says only that, in the words of the page that sent the
+/// handle (`not a session handle`), and nothing of what a handle is made
+/// of. A malformed handle names none of the user's sessions, just as a
+/// well-formed unknown one does: answer both the same (a `404`), as the
+/// [`device`](crate::device#a-devices-page) module shows; converted into a
+/// [`SessionError`](crate::SessionError) (`?` in a handler), it is
+/// [`SessionError::UnknownSession`](crate::SessionError::UnknownSession).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseSessionHandleError(());
+
+impl fmt::Display for ParseSessionHandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a session handle")
+    }
+}
+
+impl std::error::Error for ParseSessionHandleError {}
 
 impl serde::Serialize for SessionHandle {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

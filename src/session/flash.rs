@@ -89,6 +89,8 @@ impl Session {
     /// The messages left for this page, oldest first, which are then gone:
     /// the next page does not see them again. With none waiting, nothing
     /// is written (and a visitor without a session costs no store call).
+    /// In axum, the [`Flashes`](crate::flash::Flashes) extractor does the
+    /// same in a handler's arguments.
     ///
     /// # Errors
     ///

@@ -266,6 +266,20 @@ impl Session {
     /// stored only when the response goes out, so it is listed from the
     /// next request on.
     ///
+    /// The current session's [`last_seen`](SessionInfo::last_seen) is this
+    /// request's time (the layer's clock), so it normally comes first:
+    /// stores move `last_seen` only once per touch interval
+    /// ([`touch_after`](crate::SessionLayerBuilder::touch_after)), and a
+    /// device page would otherwise show the device in hand as last seen
+    /// minutes ago. The others show what the store recorded. The order is
+    /// the same total order as [`SessionAdmin::list_sessions`](crate::SessionAdmin::list_sessions)
+    /// (latest activity, then latest creation, then store key), applied
+    /// after that adjustment.
+    ///
+    /// Every call reads the store, also a
+    /// [`RedisStore`](crate::store::RedisStore) with a local cache (which
+    /// serves only reads of one session).
+    ///
     /// # Errors
     ///
     /// [`SessionError::Store`] when the store fails.
@@ -284,6 +298,11 @@ impl Session {
         if let Some((_, current)) = &active.stored {
             for session in &mut sessions {
                 session.current = session.key == *current;
+                // The store moves `last_seen` once per touch interval, but
+                // this device is active now: this very request.
+                if session.current {
+                    session.last_seen = session.last_seen.max(now);
+                }
             }
         }
         most_recent_first(&mut sessions);
@@ -359,7 +378,15 @@ impl Session {
     }
 
     /// How many live sessions the logged-in user has (0 when anonymous),
-    /// without reading them: for "signed in on N devices" displays.
+    /// without reading their data: for "signed in on N devices" displays.
+    ///
+    /// Every call asks the store, also on a
+    /// [`RedisStore`](crate::store::RedisStore) with a local cache, which
+    /// serves only reads of one session: the count (like
+    /// [`list_sessions`](Self::list_sessions)) always reads Redis, so it
+    /// is exact after a logout or a revocation on any instance. A page that
+    /// shows it on every view pays that store call on every view; keep it
+    /// to the pages that need it.
     ///
     /// # Errors
     ///

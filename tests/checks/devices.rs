@@ -6,11 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, StatusCode};
-use cloakroom::{device::ClientIp, store::SessionStore, SessionAdmin};
+use cloakroom::device::{ClientIp, ParseSessionHandleError, SessionHandle};
+use cloakroom::{store::SessionStore, SessionAdmin, SessionError};
 
 use crate::support::app::{DeviceEntry, TestApp};
 use crate::support::client::{logged_in, whoami, Client};
+use crate::support::logs;
 
 const FIREFOX_ON_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -106,6 +109,78 @@ pub(crate) async fn a_login_records_the_device_and_the_listing_shows_it<S: Sessi
     assert_eq!(phone_entry.label.as_deref(), Some("Safari on iPhone"));
 }
 
+/// Logs a new browser in as `user`, over a connection from `peer` as axum
+/// reports it (`ConnectInfo<SocketAddr>`, no bare `SocketAddr`), or with no
+/// peer at all.
+async fn log_in_under_axum<S: SessionStore + Clone>(
+    app: &TestApp<S>,
+    user: &str,
+    peer: Option<&str>,
+) -> Client {
+    let mut client = app.client();
+    let mut request = client.request("POST", &format!("/login/{user}"), "");
+    if let Some(peer) = peer {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    }
+    let reply = client.send(request).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    client
+}
+
+pub(crate) async fn axum_connect_info_gives_the_address_and_a_missing_peer_is_warned_once<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    const WARNING: &str = "client_ip_unknown";
+    let (logs, _guard) = logs::capture();
+    // axum's own extension, named by type: no closure.
+    let app = TestApp::with(store.clone(), |b| {
+        b.client_ip(
+            ClientIp::from_connect_info::<ConnectInfo<SocketAddr>>().trust_proxies(["10.0.0.0/8"]),
+        )
+    });
+    let laptop = log_in_under_axum(&app, "alice", Some("[2001:db8::5]:4000")).await;
+    let mut request = laptop.request("GET", "/devices", "");
+    request.extensions_mut().insert(ConnectInfo(
+        "[2001:db8::5]:4001".parse::<SocketAddr>().unwrap(),
+    ));
+    let listed: Vec<DeviceEntry> =
+        serde_json::from_str(&laptop.send_alone(request).await.body).expect("device list");
+    assert_eq!(
+        listed[0].ip.as_deref(),
+        Some("2001:db8::5"),
+        "the peer axum reports is recorded"
+    );
+    assert_eq!(logs.text().matches(WARNING).count(), 0, "{}", logs.text());
+    // Served without connect info: nothing recorded, and said once (every
+    // request is checked, the listings below too).
+    for user in ["bob", "carol"] {
+        let client = log_in_under_axum(&app, user, None).await;
+        assert_eq!(devices(&client).await[0].ip, None);
+    }
+    assert_eq!(logs.text().matches(WARNING).count(), 1, "{}", logs.text());
+    assert!(
+        logs.text().contains("ConnectInfo"),
+        "the warning names the missing extension: {}",
+        logs.text()
+    );
+
+    // `from_socket_addr` under axum finds no bare `SocketAddr`: it records
+    // nothing, and says so once per layer, pointing at the constructor for
+    // axum.
+    let app = TestApp::with(store, |b| b.client_ip(ClientIp::from_socket_addr()));
+    for user in ["dave", "erin"] {
+        let client = log_in_under_axum(&app, user, Some("192.0.2.7:4000")).await;
+        assert_eq!(devices(&client).await[0].ip, None);
+    }
+    let text = logs.text();
+    assert_eq!(text.matches(WARNING).count(), 2, "once per layer: {text}");
+    assert!(text.contains("from_connect_info"), "{text}");
+}
+
 pub(crate) async fn devices_are_recorded_only_as_configured<S: SessionStore + Clone>(store: S) {
     // The default: the User-Agent, never the address.
     let app = TestApp::new(store.clone());
@@ -134,39 +209,55 @@ pub(crate) async fn the_listing_puts_the_latest_activity_first_and_marks_this_se
     let mut older = logged_in(&app, "alice").await;
     app.clock.advance(Duration::from_secs(1000));
     let newer = logged_in(&app, "alice").await;
+    let newer_login = devices(&newer).await[0].created;
     app.clock.advance(Duration::from_secs(100));
     // The older login is used again (its activity is recorded: 1100 s
     // passed), the newer one is not (100 s).
     older.get("/whoami").await;
+    app.clock.advance(Duration::from_secs(50));
+    // The store says the newer one was last seen at its login, 150 s ago,
+    // and the older one 50 s ago...
+    let stored = app.layer.admin().list_sessions("alice").await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].created_at.unix_timestamp(), newer_login - 1000);
+    assert_eq!(stored[0].last_seen.unix_timestamp(), newer_login + 100);
+    assert_eq!(stored[1].last_seen.unix_timestamp(), newer_login);
+    // ... but the device in hand is active now: this request. It comes
+    // first, with this request's time; the rest keep the store's order.
     let listed = devices(&newer).await;
     assert_eq!(listed.len(), 2);
-    assert!(
-        listed[0].last_seen > listed[1].last_seen,
-        "latest activity first: {listed:?}"
-    );
-    assert!(
-        listed[0].created < listed[1].created,
-        "the older login, used last, comes first: {listed:?}"
-    );
     assert_eq!(
         listed.iter().map(|d| d.current).collect::<Vec<_>>(),
-        [false, true],
-        "the session that listed is the newer one"
+        [true, false],
+        "the session that listed comes first: {listed:?}"
     );
-    // The admin listing has the same order.
-    let admin: Vec<_> = app
-        .layer
-        .admin()
-        .list_sessions("alice")
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.handle().to_string())
-        .collect();
     assert_eq!(
-        admin,
-        listed.iter().map(|d| d.handle.clone()).collect::<Vec<_>>()
+        listed[0].last_seen,
+        newer_login + 150,
+        "this session was last seen by this very request"
     );
+    assert_eq!(listed[0].created, newer_login);
+    assert_eq!(
+        (listed[1].created, listed[1].last_seen),
+        (newer_login - 1000, newer_login + 100),
+        "the other session shows what the store recorded"
+    );
+    // Listing wrote nothing: the store still has the login time.
+    let stored = app.layer.admin().list_sessions("alice").await.unwrap();
+    assert_eq!(stored[1].last_seen.unix_timestamp(), newer_login);
+    assert_eq!(stored[1].handle().to_string(), listed[0].handle);
+
+    // The order stays total and stable: from the older device, it comes
+    // first (now), then the newer one (its login, as stored); asked again,
+    // the same.
+    let from_older = devices(&older).await;
+    assert_eq!(
+        from_older.iter().map(|d| d.current).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(from_older[0].last_seen, newer_login + 150);
+    assert_eq!(from_older[1].last_seen, newer_login);
+    assert_eq!(devices(&older).await, from_older, "a stable order");
 }
 
 pub(crate) async fn a_user_ends_another_of_their_sessions_by_its_handle<S: SessionStore + Clone>(
@@ -223,7 +314,7 @@ pub(crate) async fn handles_of_other_users_or_none_are_refused_alike<S: SessionS
     let reply = alice.delete(&format!("/devices/{unknown}")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "a handle never issued");
     let reply = alice.delete("/devices/not-a-handle").await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "not a handle at all");
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "not a handle at all");
     assert_eq!(whoami(&alice).await.as_deref(), Some("alice"));
 
     let mut anonymous = app.client();
@@ -231,6 +322,65 @@ pub(crate) async fn handles_of_other_users_or_none_are_refused_alike<S: SessionS
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(whoami(&bob).await.as_deref(), Some("bob"));
     assert_eq!(app.sessions_of("bob").await, 1);
+}
+
+pub(crate) async fn a_malformed_handle_answers_as_an_unknown_one_and_names_nothing_internal<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut alice = logged_in(&app, "alice").await;
+    let unknown = alice.delete(&format!("/devices/{}", "ab".repeat(32))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    for junk in [
+        "not-a-handle",
+        "ab",
+        &"ab".repeat(31),
+        &"ab".repeat(33),
+        &"zz".repeat(32),
+        "%00",
+        &format!("{}%20", "ab".repeat(32)),
+    ] {
+        let reply = alice.delete(&format!("/devices/{junk}")).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (unknown.status, &unknown.body),
+            "{junk:?} answers as an unknown handle does"
+        );
+        let body = reply.body.to_lowercase();
+        for internal in [
+            "store key",
+            "storekey",
+            "hex",
+            "sha",
+            "parse",
+            "invalid url",
+        ] {
+            assert!(
+                !body.contains(internal),
+                "{junk:?}: {internal:?} in {body:?}"
+            );
+        }
+    }
+    assert_eq!(whoami(&alice).await.as_deref(), Some("alice"));
+    assert_eq!(app.sessions_of("alice").await, 1);
+
+    // The parse error itself speaks of handles, not of what they are made
+    // of; and it is what an app's own `Path<SessionHandle>` would show.
+    let error = "not-a-handle".parse::<SessionHandle>().unwrap_err();
+    assert_eq!(error.to_string(), "not a session handle");
+    let error = serde_json::from_str::<SessionHandle>("\"ab\"").unwrap_err();
+    assert!(!error.to_string().contains("store key"), "{error}");
+    assert_eq!(
+        SessionError::from(error_of("zz")).status(),
+        StatusCode::NOT_FOUND,
+        "converted for `?`, it is an unknown session"
+    );
+}
+
+fn error_of(text: &str) -> ParseSessionHandleError {
+    text.parse::<SessionHandle>().unwrap_err()
 }
 
 pub(crate) async fn ending_this_session_by_its_handle_logs_out<S: SessionStore + Clone>(store: S) {

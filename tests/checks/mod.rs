@@ -112,9 +112,11 @@ macro_rules! store_tests {
             devices [
                 a_login_records_the_device_and_the_listing_shows_it,
                 devices_are_recorded_only_as_configured,
+                axum_connect_info_gives_the_address_and_a_missing_peer_is_warned_once,
                 the_listing_puts_the_latest_activity_first_and_marks_this_session,
                 a_user_ends_another_of_their_sessions_by_its_handle,
                 handles_of_other_users_or_none_are_refused_alike,
+                a_malformed_handle_answers_as_an_unknown_one_and_names_nothing_internal,
                 ending_this_session_by_its_handle_logs_out,
                 an_admin_made_from_the_store_alone_manages_the_apps_sessions,
             ],
@@ -131,9 +133,11 @@ macro_rules! store_tests {
             pages [
                 a_flash_is_shown_once_on_the_next_page,
                 pages_without_flashes_write_nothing,
+                a_page_takes_its_flashes_in_one_extractor_argument,
                 flashes_survive_login_and_logout_into_the_next_page,
                 a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401,
                 the_current_user_is_loaded_once_per_request_and_gone_users_are_logged_out,
+                the_app_renders_login_required_and_session_errors_itself,
             ],
             #[tokio::test]
             expiry [

@@ -23,6 +23,7 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         Some(&crate::REDIS) => [
             changes_on_one_instance_reach_the_others_cache,
+            counts_and_listings_read_redis_so_they_are_exact_at_once,
             ending_all_sessions_on_one_instance_empties_the_others_cache,
             a_dropped_subscription_flushes_the_cache_before_a_revocation_is_missed,
         ],
@@ -226,6 +227,43 @@ async fn changes_reach_the_other_instance(apps: Instances) {
         StatusCode::NO_CONTENT
     );
     refused_from_now_on(&old_on_b, "/get/cart", "login").await;
+}
+
+/// What the docs of `Session::count_sessions` and `RedisStore` promise:
+/// with the local cache, a count or a listing still reads Redis, so B's
+/// answer is exact right after a login or a logout on A, with no wait for
+/// a message.
+#[tokio::main(flavor = "current_thread")]
+async fn counts_and_listings_read_redis_so_they_are_exact_at_once() {
+    let Some(pair) = cached_pair().await else {
+        return;
+    };
+    let apps = instances(pair);
+    let phone = logged_in(&apps.a, "alice").await;
+    apps.until_cached_on_b(&phone, "/whoami").await;
+    let phone_on_b = apps.on_b(&phone);
+    let count_on_b = || async { phone_on_b.call("GET", "/sessions/count", "").await.body };
+    let listed_on_b = || async {
+        let reply = phone_on_b.call("GET", "/sessions", "").await;
+        serde_json::from_str::<Vec<(String, bool)>>(&reply.body)
+            .expect("a listing")
+            .len()
+    };
+    assert_eq!(count_on_b().await, "1");
+    let mut laptop = logged_in(&apps.a, "alice").await;
+    assert_eq!(
+        count_on_b().await,
+        "2",
+        "a login on A, counted on B at once"
+    );
+    assert_eq!(listed_on_b().await, 2);
+    assert_eq!(laptop.post("/logout").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        count_on_b().await,
+        "1",
+        "a logout on A, counted on B at once"
+    );
+    assert_eq!(listed_on_b().await, 1);
 }
 
 #[tokio::main(flavor = "current_thread")]

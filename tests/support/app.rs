@@ -16,7 +16,7 @@ use axum::routing::{delete, get, post, put, Route};
 use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
-    device::SessionHandle, login::CurrentUser, login::LoadUser, login::LoggedIn,
+    device::SessionHandle, flash::Flashes, login::CurrentUser, login::LoadUser, login::LoggedIn,
     login::Reauthenticated, store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key,
     Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
@@ -657,10 +657,13 @@ fn account_routes() -> Router<Arc<Barrier>> {
         ))
     }
 
+    /// Takes the handle as text, so that junk answers as an unknown
+    /// handle does (`404`), as the `device` module advises.
     async fn end_device(
         session: Session,
-        Path(handle): Path<SessionHandle>,
+        Path(handle): Path<String>,
     ) -> Result<StatusCode, SessionError> {
+        let handle: SessionHandle = handle.parse()?;
         session.logout_device(&handle).await?;
         Ok(StatusCode::NO_CONTENT)
     }
@@ -672,6 +675,22 @@ fn account_routes() -> Router<Arc<Barrier>> {
 
     async fn flashes(session: Session) -> Result<Json<Vec<Flash>>, SessionError> {
         Ok(Json(session.take_flashes().await?))
+    }
+
+    /// A page's layout, given its messages by the extractor: how many (by
+    /// `Deref` to a slice), then each (by `IntoIterator`).
+    async fn layout(flashes: Flashes) -> String {
+        let waiting = flashes.len();
+        let shown: Vec<String> = flashes
+            .into_iter()
+            .map(|flash| format!("{}:{}", flash.level.as_str(), flash.message))
+            .collect();
+        format!("{waiting} [{}]", shown.join("|"))
+    }
+
+    /// Two extractors in one request: the first takes the messages.
+    async fn layout_twice(Flashes(first): Flashes, second: Flashes) -> String {
+        format!("{} then {}", first.len(), second.len())
     }
 
     async fn login_with_flash(
@@ -765,6 +784,8 @@ fn account_routes() -> Router<Arc<Barrier>> {
         .route("/devices/{handle}", delete(end_device))
         .route("/flash", post(flash))
         .route("/flashes", get(flashes))
+        .route("/layout", get(layout))
+        .route("/layout-twice", get(layout_twice))
         .route("/login-with-flash/{user}", post(login_with_flash))
         .route("/logout-with-flash", post(logout_with_flash))
         .route("/account", get(account).post(account))

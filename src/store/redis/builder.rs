@@ -75,7 +75,9 @@ impl RedisStoreBuilder {
     /// has subscribed again. A read also goes to Redis when the session is
     /// due for a touch, so rolling expiry still reaches Redis at most once
     /// per touch interval; and a store evicts a session from its own cache
-    /// after each of its own writes to it.
+    /// after each of its own writes to it. Only reads of one session are
+    /// served from the cache: counting and listing a user's sessions always
+    /// read Redis (see [`RedisStore`]'s "Local cache" section for why).
     ///
     /// With Redis ACLs, the store's user needs access to the channel
     /// (`&<prefix>changed`), or every write fails (with nothing written).

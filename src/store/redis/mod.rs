@@ -230,6 +230,18 @@ const SCAN_COUNT: usize = 1000;
 /// the subscription drops or goes silent. See the builder method for the
 /// exact rules. Running a cached store:
 ///
+/// - **Only reads of one session are cached.** Counting and listing a
+///   user's sessions ([`count_user`], [`list_user`]: behind
+///   [`Session::count_sessions`](crate::Session::count_sessions),
+///   [`Session::list_sessions`](crate::Session::list_sessions) and
+///   [`SessionAdmin`](crate::SessionAdmin)) always read Redis, the user's
+///   index and the metadata of each session in it, as without a cache. An
+///   exact count cannot come from the cache: what another instance hears
+///   names a session, not its user, so a login elsewhere would go unseen;
+///   Redis expires sessions without a word; and a touch, which moves a
+///   deadline, is not announced. A page that shows "signed in on N
+///   devices" costs one count's round trips per view.
+///
 /// - **Revocation reaches other instances in a fraction of a
 ///   millisecond.** From the start of a logout on one instance to another
 ///   instance's first refusal: p50 116 µs, p99 239 µs (max 1.7 ms) on
