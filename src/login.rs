@@ -1,9 +1,10 @@
 //! Routes that need a user: the [`LoggedIn`] extractor (the user id), the
 //! [`CurrentUser`] extractor (the app's own user type, loaded once per
 //! request through [`LoadUser`], with sessions bound to the user's
-//! credential), [`Reauthenticated`] for sensitive actions, what they answer
-//! without a user ([`LoginRequired`]), and [`safe_redirect_path`] for the
-//! `next` parameter a login form carries back.
+//! credential), [`Reauthenticated`] for sensitive actions, [`RequireLogin`]
+//! to guard a whole router, what they answer without a user
+//! ([`LoginRequired`]), and [`safe_redirect_path`] for the `next`
+//! parameter a login form carries back.
 //!
 //! # Example
 //!
@@ -476,6 +477,124 @@ impl<S: Send + Sync> FromRequestParts<S> for Reauthenticated {
             Some(user_id) if confirmed => Ok(Self(user_id)),
             _ => Err(LoginRequired::for_request(parts, &session)),
         }
+    }
+}
+
+/// Requires a logged-in user on every route of a router: a browser without
+/// one is sent to the login page with `next` and a script gets `401`, by
+/// the rule [`LoginRequired`] documents (the one the extractors use), so
+/// the handlers behind it need not ask. Optionally, only users for whom a
+/// predicate holds get through; the others get `403 Forbidden`.
+///
+/// Add it with axum's `route_layer`, inside the session layer:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cloakroom::login::RequireLogin;
+///
+/// let account: Router = Router::new()
+///     .route("/account", get(|| async { "your account" }))
+///     .route("/account/orders", get(|| async { "your orders" }))
+///     .route_layer(RequireLogin::new());
+///
+/// let admin: Router = Router::new()
+///     .route("/admin", get(|| async { "the admin page" }))
+///     .route_layer(RequireLogin::allowing(|user_id| user_id.starts_with("admin:")));
+/// ```
+///
+/// It checks the session's user id only: a route that needs the user
+/// loaded (bound to its credential, say) takes
+/// [`CurrentUser`] as well.
+#[derive(Clone, Default)]
+#[must_use = "a layer does nothing until it wraps a service"]
+pub struct RequireLogin {
+    allow: Option<Arc<AllowFn>>,
+}
+
+/// Which logged-in users [`RequireLogin`] lets through, by user id.
+type AllowFn = dyn Fn(&str) -> bool + Send + Sync;
+
+impl RequireLogin {
+    /// Any logged-in user gets through.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only logged-in users for whom `allow` holds (given the user id) get
+    /// through; others get `403 Forbidden`.
+    pub fn allowing(allow: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            allow: Some(Arc::new(allow)),
+        }
+    }
+}
+
+impl fmt::Debug for RequireLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireLogin")
+            .field("allow", &self.allow.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RequireLogin {
+    type Service = RequireLoginService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireLoginService {
+            inner,
+            guard: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireLogin`].
+#[derive(Clone, Debug)]
+pub struct RequireLoginService<S> {
+    inner: S,
+    guard: RequireLogin,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for RequireLoginService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The clone is the one that waits; the ready one answers this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let allow = self.guard.allow.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let Some(session) = parts.extensions.get::<Session>().cloned() else {
+                return Ok(LoginRequired::MissingLayer.into_response());
+            };
+            match session.user_id().await {
+                Err(error) => Ok(LoginRequired::Session(error).into_response()),
+                Ok(None) => Ok(LoginRequired::for_request(&parts, &session).into_response()),
+                Ok(Some(user_id)) if allow.as_ref().is_some_and(|allow| !allow(&user_id)) => {
+                    let mut response = (StatusCode::FORBIDDEN, "forbidden\n").into_response();
+                    response
+                        .headers_mut()
+                        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    Ok(response)
+                }
+                Ok(Some(_)) => inner.call(http::Request::from_parts(parts, body)).await,
+            }
+        })
     }
 }
 

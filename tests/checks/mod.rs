@@ -136,6 +136,7 @@ macro_rules! store_tests {
                 a_page_takes_its_flashes_in_one_extractor_argument,
                 flashes_survive_login_and_logout_into_the_next_page,
                 a_page_needing_a_user_sends_browsers_to_login_and_apis_a_401,
+                a_router_behind_the_login_guard_answers_as_the_extractors_do,
                 the_current_user_is_loaded_once_per_request_and_gone_users_are_logged_out,
                 the_app_renders_login_required_and_session_errors_itself,
             ],

@@ -449,3 +449,46 @@ pub(crate) async fn the_app_renders_login_required_and_session_errors_itself<
         (StatusCode::OK, "alice")
     );
 }
+
+pub(crate) async fn a_router_behind_the_login_guard_answers_as_the_extractors_do<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut visitor = app.client();
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "GET",
+            "/guarded",
+            BROWSER_ACCEPT,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&reply), Some("/login?next=%2Fguarded"));
+    let reply = visitor
+        .send(request_with_accept(
+            &visitor,
+            "GET",
+            "/guarded",
+            "application/json",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(visitor.cookie, None, "the guard creates no session");
+
+    let mut alice = logged_in(&app, "alice").await;
+    let reply = alice.get("/guarded").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "inside")
+    );
+    assert_eq!(alice.get("/admin-only").await.status, StatusCode::FORBIDDEN);
+    let mut admin = logged_in(&app, "admin").await;
+    let reply = admin.get("/admin-only").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "admin page")
+    );
+}

@@ -172,6 +172,18 @@ fn routes(barrier: Arc<Barrier>) -> Router {
         )
         .route("/public/{key}", put(public_set))
         .merge(account_routes())
+        .merge(
+            Router::new()
+                .route("/guarded", get(|| async { "inside" }))
+                .route_layer(cloakroom::login::RequireLogin::new()),
+        )
+        .merge(
+            Router::new()
+                .route("/admin-only", get(|| async { "admin page" }))
+                .route_layer(cloakroom::login::RequireLogin::allowing(|user| {
+                    user == "admin"
+                })),
+        )
         .merge(csrf_routes())
         .with_state(barrier)
 }
