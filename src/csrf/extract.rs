@@ -1,6 +1,7 @@
 //! The [`CsrfToken`] extractor for axum, and its rejection.
 
 use std::fmt;
+use std::sync::Arc;
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
@@ -19,16 +20,18 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     type Rejection = CsrfTokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if parts.extensions.get::<CsrfInstalled>().is_none() {
+        let Some(CsrfInstalled(config)) = parts.extensions.get::<CsrfInstalled>() else {
             return Err(CsrfTokenRejection::MissingLayer);
-        }
+        };
+        let config = Arc::clone(config);
         let session = parts
             .extensions
             .get::<Session>()
             .ok_or(CsrfTokenRejection::MissingLayer)?;
-        CsrfToken::for_session(session)
+        let token = CsrfToken::for_session(session)
             .await
-            .map_err(CsrfTokenRejection::Session)
+            .map_err(CsrfTokenRejection::Session)?;
+        Ok(token.with_layer(config))
     }
 }
 

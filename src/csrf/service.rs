@@ -62,8 +62,11 @@ impl<S: fmt::Debug> fmt::Debug for CsrfService<S> {
 /// Marks a request as passing through a [`CsrfLayer`](super::CsrfLayer),
 /// so that the [`CsrfToken`](super::CsrfToken) extractor can refuse to hand
 /// out tokens nobody would check.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CsrfInstalled;
+/// It carries the layer's settings, so that the token extractor renders
+/// hidden fields under the field name the layer reads.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct CsrfInstalled(pub(crate) Arc<CsrfConfig>);
 
 /// Why a request was refused: a failed check (a security event, answered
 /// as the app chose), or the layer could not check at all (answered the
@@ -238,7 +241,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(CsrfInstalled);
+        parts
+            .extensions
+            .insert(CsrfInstalled(Arc::clone(&self.config)));
         if is_safe(&parts.method) || self.config.is_exempt(parts.uri.path()) {
             let request = Request::from_parts(parts, CsrfBody::untouched(body));
             return Box::pin(self.inner.call(request));

@@ -14,6 +14,7 @@
 //! at all.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -21,6 +22,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use time::OffsetDateTime;
 
+use super::CsrfConfig;
 use crate::error::SessionError;
 use crate::id::{RandomnessError, SessionId};
 use crate::key::KeyRing;
@@ -66,6 +68,9 @@ pub struct CsrfToken {
     /// session as it is *then*, so a token taken before the handler
     /// created, logged in or moved the session still verifies.
     session: Option<Session>,
+    /// The settings of the layer the token was extracted under, for the
+    /// field name of [`CsrfToken::hidden_field`].
+    layer: Option<Arc<CsrfConfig>>,
 }
 
 impl CsrfToken {
@@ -92,7 +97,45 @@ impl CsrfToken {
         Ok(Self {
             payload: payload_for(session, binding.as_ref()),
             session: Some(session.clone()),
+            layer: None,
         })
+    }
+
+    /// The token, extracted under the layer with these settings.
+    #[cfg(feature = "axum")]
+    pub(crate) fn with_layer(mut self, layer: Arc<CsrfConfig>) -> Self {
+        self.layer = Some(layer);
+        self
+    }
+
+    /// An `<input type="hidden">` holding a freshly masked token, under
+    /// the form field name the [`CsrfLayer`](super::CsrfLayer) reads
+    /// (`csrf_token` unless
+    /// [`field_name`](super::CsrfLayerBuilder::field_name) says otherwise;
+    /// a token made with [`CsrfToken::for_session`] knows no layer and uses
+    /// `csrf_token`), for every form of the page.
+    ///
+    /// ```
+    /// use axum::response::Html;
+    /// use cloakroom::csrf::CsrfToken;
+    ///
+    /// async fn form(token: CsrfToken) -> Html<String> {
+    ///     Html(format!(
+    ///         r#"<form method="post" action="/transfer">{}<button>Send</button></form>"#,
+    ///         token.hidden_field()
+    ///     ))
+    /// }
+    /// ```
+    pub fn hidden_field(&self) -> String {
+        let field = self
+            .layer
+            .as_ref()
+            .map_or(super::DEFAULT_FIELD, |layer| layer.field.as_str());
+        format!(
+            r#"<input type="hidden" name="{}" value="{}">"#,
+            escape_attribute(field),
+            escape_attribute(&self.masked())
+        )
     }
 
     /// The payload bound to the session as it is now; the one from when
@@ -271,6 +314,7 @@ mod tests {
         CsrfToken {
             payload,
             session: None,
+            layer: None,
         }
     }
 

@@ -510,6 +510,46 @@ async fn a_token_extracted_before_a_login_verifies_after_it() {
     }
 }
 
+/// The `name` and `value` of the hidden input a page rendered.
+fn hidden_input(page: &str) -> (String, String) {
+    let attribute = |name: &str| {
+        let start = page.find(&format!("{name}=\"")).expect("the attribute") + name.len() + 2;
+        page[start..start + page[start..].find('"').expect("closed")].to_owned()
+    };
+    assert!(page.starts_with(r#"<input type="hidden" "#), "{page}");
+    (attribute("name"), attribute("value"))
+}
+
+#[tokio::test]
+async fn the_hidden_field_uses_the_field_name_the_layer_reads() {
+    for (field, app) in [
+        ("csrf_token", app()),
+        (
+            "authenticity",
+            TestApp::with_layer(
+                MemoryStore::new(),
+                |b| b,
+                CsrfLayer::builder()
+                    .field_name("authenticity")
+                    .build()
+                    .unwrap(),
+            ),
+        ),
+    ] {
+        let mut c = logged_in(&app, "alice").await;
+        let (name, value) = hidden_input(&c.get("/hidden").await.body);
+        assert_eq!(name, field);
+        let body = format!("{name}={value}&msg=hi");
+        let request = unsafe_post(&c, "/echo", &[FORM], &body);
+        let reply = c.send(request).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "hi"),
+            "{field}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_token_is_no_session_data_and_survives_clear() {
     let app = app();

@@ -848,6 +848,10 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
             }),
         )
         .route(
+            "/hidden",
+            get(|token: CsrfToken| async move { token.hidden_field() }),
+        )
+        .route(
             "/token-then-write",
             get(|token: CsrfToken, session: Session| async move {
                 session.insert("cart", 1).await?;
