@@ -83,9 +83,9 @@ use axum::Router;
 #[cfg(feature = "postgres")]
 use cloakroom::store::PostgresStore;
 use cloakroom::{
-    csrf::CsrfLayer, csrf::CsrfToken, device::SessionHandle, login::safe_redirect_path,
-    login::CurrentUser, login::LoadUser, store::SessionInfo, Flash, FlashLevel, Key, MemoryStore,
-    Session, SessionError, SessionLayer, SessionLayerBuilder,
+    csrf::CsrfLayer, csrf::CsrfToken, device::SessionHandle, flash::Flashes,
+    login::safe_redirect_path, login::CurrentUser, login::LoadUser, store::SessionInfo, Flash,
+    FlashLevel, Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
 #[cfg(feature = "redis")]
 use cloakroom::{store::RedisConnection, store::RedisStore};
@@ -281,13 +281,18 @@ impl App {
 }
 
 /// How `CurrentUser<User>` finds the signed-in user: by the name the
-/// session was logged in with. A user removed from the table counts as
-/// signed out.
+/// session was logged in with. Sessions are bound to the password hash:
+/// one whose user's password changed since its login (on another device,
+/// say), or whose user was removed, is ended on its next page.
 impl LoadUser<App> for User {
     type Rejection = Infallible;
 
     async fn load_user(user_id: &str, app: &App) -> Result<Option<Self>, Self::Rejection> {
         Ok(app.user(user_id))
+    }
+
+    fn credential(&self) -> &[u8] {
+        self.password_hash.as_bytes()
     }
 }
 
@@ -437,6 +442,8 @@ async fn login(
     // A fresh session ID, and nothing carried over from the anonymous
     // session (which someone else may have planted).
     session.login_keeping(user.name.as_str(), &[]).await?;
+    // Bound to this password: changing it elsewhere ends this session.
+    session.bind_credential(&user.password_hash).await?;
     session
         .flash(
             FlashLevel::Success,
@@ -460,10 +467,10 @@ async fn logout(session: Session) -> Result<Redirect, AppError> {
 
 async fn account(
     CurrentUser(user): CurrentUser<User>,
+    Flashes(flashes): Flashes,
     session: Session,
     token: CsrfToken,
 ) -> Result<Response, AppError> {
-    let flashes = session.take_flashes().await?;
     let devices = session.count_sessions().await?;
     let body = format!(
         "<p>Signed in as <strong id=\"user\">{}</strong> ({}).</p>\n\
@@ -479,10 +486,10 @@ async fn account(
 
 async fn devices(
     CurrentUser(_user): CurrentUser<User>,
+    Flashes(flashes): Flashes,
     session: Session,
     token: CsrfToken,
 ) -> Result<Response, AppError> {
-    let flashes = session.take_flashes().await?;
     let sessions = session.list_sessions().await?;
     let mut body = String::from(
         "<table id=\"devices\">\n<tr><th>Device</th><th>Last activity</th>\
@@ -593,10 +600,9 @@ fn other_devices(n: u64) -> String {
 
 async fn password_page(
     CurrentUser(_user): CurrentUser<User>,
-    session: Session,
+    Flashes(flashes): Flashes,
     token: CsrfToken,
 ) -> Result<Response, AppError> {
-    let flashes = session.take_flashes().await?;
     Ok(password_form(StatusCode::OK, &flashes, None, &token))
 }
 
@@ -664,10 +670,11 @@ async fn change_password(
         ));
     }
     let hash = hash_password(form.new_password).await?;
-    app.set_password_hash(&user.name, hash);
-    // Whoever knew the old password may be signed in elsewhere: end every
-    // other session of the user, and move this one to a fresh ID.
-    let ended = session.logout_other_devices().await?;
+    app.set_password_hash(&user.name, hash.clone());
+    // Whoever knew the old password may be signed in elsewhere: bind this
+    // session to the new hash, which ends every other session of the user,
+    // and move this one to a fresh ID.
+    let ended = session.credential_changed(&hash).await?;
     session.regenerate().await?;
     session
         .flash(
@@ -742,7 +749,7 @@ fn hidden(name: &str, value: &str) -> String {
 
 /// The hidden field `CsrfLayer` looks for in every form it checks.
 fn csrf_field(token: &CsrfToken) -> String {
-    hidden("csrf_token", &token.masked())
+    token.hidden_field()
 }
 
 fn timestamp(at: OffsetDateTime) -> String {
