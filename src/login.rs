@@ -563,7 +563,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = crate::store::BoxFuture<'static, Result<Response, S::Error>>;
 
     fn poll_ready(
         &mut self,
@@ -585,13 +585,9 @@ where
             match session.user_id().await {
                 Err(error) => Ok(LoginRequired::Session(error).into_response()),
                 Ok(None) => Ok(LoginRequired::for_request(&parts, &session).into_response()),
-                Ok(Some(user_id)) if allow.as_ref().is_some_and(|allow| !allow(&user_id)) => {
-                    let mut response = (StatusCode::FORBIDDEN, "forbidden\n").into_response();
-                    response
-                        .headers_mut()
-                        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    Ok(response)
-                }
+                Ok(Some(user_id)) if allow.as_ref().is_some_and(|allow| !allow(&user_id)) => Ok(
+                    crate::service::error_response(StatusCode::FORBIDDEN, "forbidden\n"),
+                ),
                 Ok(Some(_)) => inner.call(http::Request::from_parts(parts, body)).await,
             }
         })
