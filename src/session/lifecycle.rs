@@ -267,14 +267,13 @@ impl Session {
     /// next request on.
     ///
     /// The current session's [`last_seen`](SessionInfo::last_seen) is this
-    /// request's time (the layer's clock), so it normally comes first:
-    /// stores move `last_seen` only once per touch interval
+    /// request's time (the layer's clock), and it comes first: stores move
+    /// `last_seen` only once per touch interval
     /// ([`touch_after`](crate::SessionLayerBuilder::touch_after)), and a
     /// device page would otherwise show the device in hand as last seen
-    /// minutes ago. The others show what the store recorded. The order is
-    /// the same total order as [`SessionAdmin::list_sessions`](crate::SessionAdmin::list_sessions)
-    /// (latest activity, then latest creation, then store key), applied
-    /// after that adjustment.
+    /// minutes ago. The others show what the store recorded, in the same
+    /// total order as [`SessionAdmin::list_sessions`](crate::SessionAdmin::list_sessions)
+    /// (latest activity, then latest creation, then store key).
     ///
     /// Every call reads the store, also a
     /// [`RedisStore`](crate::store::RedisStore) with a local cache (which
@@ -306,6 +305,12 @@ impl Session {
             }
         }
         most_recent_first(&mut sessions);
+        // This request is the latest activity there is: a session active in
+        // the same whole second ties with it on time and must not rank
+        // above it.
+        if let Some(at) = sessions.iter().position(|s| s.current) {
+            sessions[..=at].rotate_right(1);
+        }
         Ok(sessions)
     }
 

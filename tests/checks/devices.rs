@@ -258,6 +258,15 @@ pub(crate) async fn the_listing_puts_the_latest_activity_first_and_marks_this_se
     assert_eq!(from_older[0].last_seen, newer_login + 150);
     assert_eq!(from_older[1].last_seen, newer_login);
     assert_eq!(devices(&older).await, from_older, "a stable order");
+
+    // A device active in the same whole second as this request ties with
+    // it on time (and was created later): this request still comes first.
+    let _newest = logged_in(&app, "alice").await;
+    for _ in 0..2 {
+        let listed = devices(&older).await;
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].current, "this request first: {listed:?}");
+    }
 }
 
 pub(crate) async fn a_user_ends_another_of_their_sessions_by_its_handle<S: SessionStore + Clone>(

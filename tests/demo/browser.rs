@@ -520,16 +520,18 @@ async fn a_person_signs_in_counts_and_signs_out_another_device() {
         .await
         .unwrap();
     assert_eq!(devices.len(), 2);
-    let newest = devices[0].text().await.unwrap();
-    assert!(newest.contains("Safari on iPhone"), "{newest}");
-    assert!(newest.contains("just now"), "{newest}");
-    assert!(devices[1].text().await.unwrap().contains("this browser"));
+    // This browser first (this very request is the latest activity), then
+    // the phone.
+    assert!(devices[0].text().await.unwrap().contains("this browser"));
+    let phone_row = devices[1].text().await.unwrap();
+    assert!(phone_row.contains("Safari on iPhone"), "{phone_row}");
+    assert!(phone_row.contains("just now"), "{phone_row}");
     if let Ok(path) = std::env::var("CLOAKROOM_SCREENSHOT") {
         std::fs::write(&path, laptop.screenshot().await.unwrap()).unwrap();
     }
 
     // Its sign-out button ends the phone's session, with a message.
-    devices[0]
+    devices[1]
         .find(Locator::Css("button"))
         .await
         .unwrap()
