@@ -58,9 +58,18 @@ impl RequestContext {
     }
 
     /// The layer clock's time in whole seconds.
-    #[cfg_attr(not(feature = "csrf"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "axum", feature = "csrf")), allow(dead_code))]
     pub(crate) fn now(&self) -> OffsetDateTime {
         self.core.now()
+    }
+
+    /// Reports a page served as anonymous during a store outage: one log
+    /// line per interval per layer, not one per page.
+    #[cfg(feature = "axum")]
+    pub(crate) fn served_anonymous_during_outage(&self) {
+        if let Some(count) = self.core.outage_log.occurred(self.now().unix_timestamp()) {
+            crate::events::served_anonymous_during_outage(count);
+        }
     }
 
     /// What the layer shares with its sessions: the store and settings.

@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 
 use crate::clock::truncate_to_seconds;
 use crate::config::SessionConfig;
+#[cfg(feature = "axum")]
+use crate::events::RateLimit;
 use crate::store::DynStore;
 
 /// The most sessions one listing returns: the most recently created ones.
@@ -25,6 +27,10 @@ pub(crate) struct Core {
     /// (the app is deployed behind TLS, where the warning is moot). Saves
     /// every later request the header lookups.
     pub(crate) plain_http_settled: AtomicBool,
+    /// Pages served as anonymous during a store outage: logged at most
+    /// once per interval, not once per page, while the outage lasts.
+    #[cfg(feature = "axum")]
+    pub(crate) outage_log: RateLimit,
 }
 
 impl Core {
@@ -33,6 +39,8 @@ impl Core {
             store,
             config,
             plain_http_settled: AtomicBool::new(false),
+            #[cfg(feature = "axum")]
+            outage_log: RateLimit::new(),
         }
     }
 

@@ -7,6 +7,8 @@
 //! events (store failures, sweeps) have target `cloakroom`.
 
 use std::fmt;
+#[cfg(feature = "axum")]
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::id::StoreKey;
 use crate::store::StoreError;
@@ -451,6 +453,65 @@ pub(crate) fn client_ip_unknown(extension: &str) {
     );
 }
 
+/// A public page ([`OutageTolerant`](crate::login::OutageTolerant)) was
+/// served as anonymous because the session store is unavailable. At most
+/// one line per [`OUTAGE_LOG_INTERVAL_SECS`] per layer; `since_last` counts
+/// the pages served so since the previous line (this one included).
+#[cfg(feature = "axum")]
+pub(crate) fn served_anonymous_during_outage(since_last: u64) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "served_anonymous_during_outage",
+        since_last,
+        "session store unavailable: public pages are served as anonymous \
+         (OutageTolerant); pages that need a user answer 503"
+    );
+}
+
+/// The shortest time between two lines of a rate-limited event.
+#[cfg(feature = "axum")]
+pub(crate) const OUTAGE_LOG_INTERVAL_SECS: i64 = 10;
+
+/// Lets one line of a frequent event through per interval, and counts
+/// the occurrences in between so that the next line can say how many.
+#[cfg(feature = "axum")]
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    /// The layer clock's second of the last line (`i64::MIN`: none yet).
+    last: AtomicI64,
+    /// Occurrences since the last line.
+    unlogged: AtomicU64,
+}
+
+#[cfg(feature = "axum")]
+impl RateLimit {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: AtomicI64::new(i64::MIN),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one occurrence at `now` (unix seconds); `Some(count)` when
+    /// it is to be logged, with the occurrences since the last line.
+    pub(crate) fn occurred(&self, now: i64) -> Option<u64> {
+        let count = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now.saturating_sub(last) >= OUTAGE_LOG_INTERVAL_SECS;
+        // One of several requests at once wins the line.
+        if due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.unlogged.fetch_sub(count, Ordering::Relaxed);
+            return Some(count);
+        }
+        None
+    }
+}
+
 /// A layer was built with `secure(false)`: its cookies travel over plain
 /// http, readable on the network path. Given once, at start-up.
 pub(crate) fn cookie_without_secure() {
@@ -490,6 +551,26 @@ impl fmt::Display for Cause<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn a_rate_limited_event_is_logged_once_per_interval_with_the_count_since_the_last_line() {
+        let limit = RateLimit::new();
+        assert_eq!(
+            limit.occurred(100),
+            Some(1),
+            "the first occurrence is logged"
+        );
+        assert_eq!(limit.occurred(100), None);
+        assert_eq!(limit.occurred(109), None);
+        assert_eq!(
+            limit.occurred(110),
+            Some(3),
+            "the next line counts the quiet ones"
+        );
+        assert_eq!(limit.occurred(115), None);
+        assert_eq!(limit.occurred(200), Some(2));
+    }
 
     /// The event names a paragraph lists: every backticked snake_case word
     /// between `start` and the end of the paragraph.

@@ -122,7 +122,12 @@
 //! store can hold (a NUL character, nesting deeper than 64 levels) is
 //! refused before anything is written, with [`SessionError::Unstorable`],
 //! which answers `400`. A store that fails or hangs past the store timeout
-//! makes the request answer `503`, with nothing half-written.
+//! makes the request answer `503`, with nothing half-written. A public
+//! page that only shows who is signed in can stay up during a store
+//! outage instead, served as to an anonymous visitor, by taking
+//! [`OutageTolerant`](login::OutageTolerant) (see the
+//! [`login`](login#during-a-store-outage) module); pages that need the
+//! user still answer `503`.
 //!
 //! # Configuring the layer
 //!

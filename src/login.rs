@@ -3,7 +3,8 @@
 //! request through [`LoadUser`], with sessions bound to the user's
 //! credential), [`Reauthenticated`] for sensitive actions, [`RequireLogin`]
 //! to guard a whole router, what they answer without a user
-//! ([`LoginRequired`]), and [`safe_redirect_path`] for the `next`
+//! ([`LoginRequired`]), [`OutageTolerant`] for public pages that should
+//! stay up while the session store is down, and [`safe_redirect_path`] for the `next`
 //! parameter a login form carries back.
 //!
 //! # Example
@@ -63,6 +64,50 @@
 //! however many extractors ask. A session whose account is gone
 //! (`Ok(None)`) is ended in the store, and the request goes on as "not
 //! logged in".
+//!
+//! # During a store outage
+//!
+//! Every extractor here fails closed when the session store is down: the
+//! route answers `503` (`Option<LoggedIn>` and `Option<CurrentUser<U>>`
+//! too), never "logged in" and never "logged out". A public page that
+//! only shows who is signed in can opt in to being served as to an
+//! anonymous visitor instead, by taking [`OutageTolerant`]:
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::login::{CurrentUser, LoadUser, OutageTolerant};
+//!
+//! #[derive(Clone)]
+//! struct User { name: String }
+//!
+//! impl LoadUser<()> for User {
+//!     type Rejection = std::convert::Infallible;
+//!
+//!     async fn load_user(user_id: &str, _: &()) -> Result<Option<Self>, Self::Rejection> {
+//!         Ok(Some(User { name: user_id.to_owned() }))
+//!     }
+//! }
+//!
+//! // Served during an outage, as to a visitor who is not signed in.
+//! async fn catalogue(OutageTolerant(user): OutageTolerant<CurrentUser<User>>) -> String {
+//!     let greeting = user.map_or("Sign in".to_owned(), |CurrentUser(user)| user.name);
+//!     format!("{greeting} | today's offers ...")
+//! }
+//!
+//! // Answers 503 during an outage.
+//! async fn basket(CurrentUser(user): CurrentUser<User>) -> String {
+//!     format!("the basket of {}", user.name)
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(catalogue))
+//!     .route("/basket", get(basket));
+//! ```
+//!
+//! Only an unreachable store counts (no answer, or none within the store
+//! timeout); such a request writes nothing and leaves the cookie as it is,
+//! so the visitor is signed in again once the store is back. A warning is
+//! logged at most once every 10 seconds while it lasts.
 //!
 //! # The login form
 //!
@@ -594,6 +639,102 @@ where
     }
 }
 
+/// The user of a public page, or `None`: like `Option<LoggedIn>` and
+/// `Option<CurrentUser<U>>`, but a session store outage counts as
+/// anonymous instead of answering `503`. An opt-in per route, for pages
+/// that only show who is signed in (a home page, a product list).
+///
+/// `T` is [`LoggedIn`] or [`CurrentUser<U>`](CurrentUser). When the store
+/// is unavailable ([`StoreError::is_unavailable`](crate::store::StoreError::is_unavailable):
+/// it could not be reached or did not answer within the store timeout),
+/// the page gets `None` and is served as to an anonymous visitor, and a
+/// warning (event `served_anonymous_during_outage`) is logged at most once
+/// every 10 seconds per layer, with the number of pages served so. Other
+/// failures answer as `Option<T>` does: a store that answered with an
+/// error or a corrupt record (`503`), the app's [`LoadUser`] failing (its
+/// own answer).
+///
+/// A request served so never writes its session and never sets or clears
+/// its cookie: the browser keeps its session for when the store is back,
+/// and the next request finds the user again. If the handler writes to the
+/// session anyway, the request answers `503` as any request does whose
+/// changes could not be written. Routes that need a user ([`LoggedIn`],
+/// [`CurrentUser`], [`Reauthenticated`], [`RequireLogin`]) still fail
+/// closed with `503`: an outage never passes for a login.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cloakroom::login::{LoggedIn, OutageTolerant};
+///
+/// async fn home(OutageTolerant(user): OutageTolerant<LoggedIn>) -> String {
+///     match user {
+///         Some(LoggedIn(user_id)) => format!("Welcome back, {user_id}"),
+///         None => "Welcome! Sign in to see your orders.".to_owned(),
+///     }
+/// }
+///
+/// async fn orders(LoggedIn(user_id): LoggedIn) -> String {
+///     format!("the orders of {user_id}") // 503 while the store is down
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", get(home))
+///     .route("/orders", get(orders));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutageTolerant<T>(pub Option<T>);
+
+impl<S: Send + Sync> FromRequestParts<S> for OutageTolerant<LoggedIn> {
+    type Rejection = LoginRequired;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match <LoggedIn as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Self(user)),
+            Err(LoginRequired::Session(error)) if is_outage(&error) => {
+                served_anonymous(parts);
+                Ok(Self(None))
+            }
+            Err(rejection) => Err(rejection),
+        }
+    }
+}
+
+impl<U, S> FromRequestParts<S> for OutageTolerant<CurrentUser<U>>
+where
+    U: LoadUser<S>,
+    S: Send + Sync,
+{
+    type Rejection = CurrentUserRejection<U::Rejection>;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match load::<U, S>(parts, state).await {
+            Ok(user) => Ok(Self(user.map(CurrentUser))),
+            Err(CurrentUserRejection::Login(LoginRequired::Session(error)))
+                if is_outage(&error) =>
+            {
+                served_anonymous(parts);
+                Ok(Self(None))
+            }
+            Err(rejection) => Err(rejection),
+        }
+    }
+}
+
+/// Whether `error` is the store being out of reach (an outage that passes
+/// by itself), rather than data or a backend refusing.
+fn is_outage(error: &SessionError) -> bool {
+    matches!(error, SessionError::Store(error) if error.is_unavailable())
+}
+
+/// Logs, rate-limited per layer, that a page was served as anonymous. The
+/// failed store call left the session poisoned, so that the request
+/// writes nothing back and keeps the cookie as it is.
+fn served_anonymous(parts: &Parts) {
+    if let Some(session) = parts.extensions.get::<Session>() {
+        session.context().served_anonymous_during_outage();
+    }
+}
+
 /// How the app loads its own user type from a session's user id, for the
 /// [`CurrentUser`] extractor. Implement it once, on the user type, for the
 /// app's router state `S`.
@@ -746,6 +887,22 @@ impl<E: IntoResponse> IntoResponse for CurrentUserRejection<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unreachable_store_counts_as_an_outage() {
+        use crate::store::StoreError;
+        let store = |error| SessionError::Store(error);
+        assert!(is_outage(&store(StoreError::unavailable("timed out"))));
+        for error in [
+            store(StoreError::backend("syntax error")),
+            store(StoreError::corrupt("bad record")),
+            store(StoreError::rejected("NUL")),
+            SessionError::Finished,
+            SessionError::IdCollision,
+        ] {
+            assert!(!is_outage(&error), "{error:?}");
+        }
+    }
 
     #[test]
     fn only_paths_on_this_site_are_safe_to_redirect_to() {

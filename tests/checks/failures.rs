@@ -147,3 +147,77 @@ pub(crate) async fn data_no_store_can_hold_answers_400_and_writes_nothing<
     assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
     assert!(!logs.text().contains("secret-card"), "no data in the logs");
 }
+
+pub(crate) async fn public_pages_that_opt_in_see_anonymous_during_an_outage_and_protected_pages_fail_closed<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = logged_in(&app, "alice").await;
+    let cookie = client.cookie.clone().unwrap();
+    assert_eq!(client.get("/home").await.body, "alice");
+    assert_eq!(client.get("/home-me").await.body, "alice");
+
+    app.store.set_failing(true);
+    let (logs, _guard) = logs::capture();
+    for page in ["/home", "/home-me"] {
+        let reply = client.get(page).await;
+        assert_eq!(reply.status, StatusCode::OK, "{page}: {}", reply.body);
+        assert!(
+            matches!(reply.body.as_str(), "anonymous" | "nobody"),
+            "{page} is served as to an anonymous visitor: {}",
+            reply.body
+        );
+        assert_eq!(reply.set_cookie(), None, "{page} leaves the cookie alone");
+    }
+    // The same app's pages that need the user, or only peek without the
+    // opt-in, still fail closed.
+    for page in [
+        "/account",
+        "/me",
+        "/maybe-account",
+        "/maybe-me",
+        "/guarded",
+        "/whoami",
+    ] {
+        assert_unavailable(&client.get(page).await, page);
+    }
+    // A degraded page that writes anyway writes nothing: the layer's 503.
+    let reply = client.get("/home-counting").await;
+    assert_unavailable(&reply, "a degraded page that writes");
+    assert_eq!(
+        client.cookie.as_deref(),
+        Some(cookie.as_str()),
+        "cookie kept"
+    );
+
+    // One line for the pages served so, not one per page.
+    let text = logs.text();
+    assert_eq!(
+        text.matches("served_anonymous_during_outage").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains(&cookie[..22]), "no session ID in the logs");
+    // Once the interval has passed, another line, counting the pages since.
+    app.clock.advance(std::time::Duration::from_secs(10));
+    client.get("/home").await;
+    let text = logs.text();
+    assert_eq!(
+        text.matches("served_anonymous_during_outage").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("since_last=3"), "{text}");
+
+    // Back: the same cookie is the same user again, nothing was written.
+    app.store.set_failing(false);
+    assert_eq!(client.get("/home").await.body, "alice");
+    assert_eq!(client.get("/home-me").await.body, "alice");
+    assert_eq!(client.get("/account").await.body, "alice");
+    assert_eq!(
+        client.get("/get/visited").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -157,6 +157,7 @@ macro_rules! store_tests {
                 a_store_failure_drops_blind_writes_too,
                 a_handler_ignoring_a_store_failure_still_gets_503_for_pending_changes,
                 data_no_store_can_hold_answers_400_and_writes_nothing,
+                public_pages_that_opt_in_see_anonymous_during_an_outage_and_protected_pages_fail_closed,
             ],
             #[tokio::test]
             end_all [

@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use cloakroom::test_suite::{CountingStore, StoreCalls};
 use cloakroom::{
     device::SessionHandle, flash::Flashes, login::CurrentUser, login::LoadUser, login::LoggedIn,
-    login::Reauthenticated, store::SessionStore, test_suite::ManualClock, Flash, FlashLevel, Key,
-    Session, SessionError, SessionLayer, SessionLayerBuilder,
+    login::OutageTolerant, login::Reauthenticated, store::SessionStore, test_suite::ManualClock,
+    Flash, FlashLevel, Key, Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
 use tokio::sync::Barrier;
 use tower::layer::util::Identity;
@@ -743,6 +743,25 @@ fn account_routes() -> Router<Arc<Barrier>> {
         user.map_or_else(|| "nobody".to_owned(), |CurrentUser(user)| user.name)
     }
 
+    /// A public page that opted in to seeing "anonymous" during an outage.
+    async fn home(OutageTolerant(user): OutageTolerant<LoggedIn>) -> String {
+        user.map_or_else(|| "anonymous".to_owned(), |LoggedIn(user)| user)
+    }
+
+    /// The same, loading the app's user type.
+    async fn home_me(OutageTolerant(user): OutageTolerant<CurrentUser<TestUser>>) -> String {
+        user.map_or_else(|| "nobody".to_owned(), |CurrentUser(user)| user.name)
+    }
+
+    /// A public page that also writes to the session (a visit counter).
+    async fn home_counting(
+        OutageTolerant(user): OutageTolerant<LoggedIn>,
+        session: Session,
+    ) -> Result<String, SessionError> {
+        session.insert("visited", true).await?;
+        Ok(user.map_or_else(|| "anonymous".to_owned(), |LoggedIn(user)| user))
+    }
+
     /// A password login: checks the password, logs in, binds the session
     /// to the credential and records the confirmation.
     async fn password_login(
@@ -804,6 +823,9 @@ fn account_routes() -> Router<Arc<Barrier>> {
         .route("/maybe-account", get(maybe_account))
         .route("/me", get(me))
         .route("/maybe-me", get(maybe_me))
+        .route("/home", get(home))
+        .route("/home-me", get(home_me))
+        .route("/home-counting", get(home_counting))
         .nest("/area", Router::new().route("/page", get(account)))
 }
 
