@@ -24,6 +24,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -153,10 +154,23 @@ impl fmt::Display for MissingSessionLayer {
 
 impl std::error::Error for MissingSessionLayer {}
 
+/// What is wrong when an extractor finds no session, and the fix.
+const NO_SESSION_LAYER: &str = "this route takes a session extractor (Session, Flashes, LoggedIn, \
+CurrentUser, CsrfToken, RequireLogin, ...) and no SessionLayer wraps it. Add .layer(sessions) \
+to the router after the routes that need it (axum applies a .layer to the routes added before \
+it), or with CSRF checks .layer(sessions.with_csrf(csrf)).\n";
+
+/// A `500` whose body, in debug builds, says what is wrong and how to fix
+/// it ("internal server error" in release builds). The explanation is
+/// logged once per process: the extractor has no layer to keep a flag in,
+/// and the mistake repeats on every request.
 impl IntoResponse for MissingSessionLayer {
     fn into_response(self) -> Response {
-        tracing::error!(target: "cloakroom", "{self}");
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::error!(target: "cloakroom", "{}", NO_SESSION_LAYER.trim_end());
+        }
+        crate::service::wiring_error::<axum_core::body::Body>(NO_SESSION_LAYER).into_response()
     }
 }
 

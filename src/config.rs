@@ -68,6 +68,9 @@ pub(crate) struct SessionConfig {
     /// errors.
     #[cfg(feature = "axum")]
     pub(crate) responses: ResponseHooks,
+    /// The app said it needs no CSRF checks: no warning when unsafe
+    /// requests from browsers pass with none.
+    pub(crate) csrf_not_needed: bool,
 }
 
 /// What [`SessionLayerBuilder`](crate::SessionLayerBuilder) collects, not
@@ -92,6 +95,7 @@ pub(crate) struct Settings {
     pub(crate) reauthentication_window: Duration,
     #[cfg(feature = "axum")]
     pub(crate) responses: ResponseHooks,
+    pub(crate) csrf_not_needed: bool,
 }
 
 impl Default for Settings {
@@ -116,6 +120,7 @@ impl Default for Settings {
             reauthentication_window: DEFAULT_REAUTHENTICATION_WINDOW,
             #[cfg(feature = "axum")]
             responses: ResponseHooks::default(),
+            csrf_not_needed: false,
         }
     }
 }
@@ -185,6 +190,7 @@ impl Settings {
             reauthentication_window: self.reauthentication_window,
             #[cfg(feature = "axum")]
             responses: self.responses,
+            csrf_not_needed: self.csrf_not_needed,
         };
         Ok((config, self.store_timeout))
     }
@@ -237,7 +243,8 @@ impl fmt::Debug for Settings {
             .field("record_user_agent", &self.record_user_agent)
             .field("client_ip", &self.client_ip)
             .field("login_url", &self.login_url)
-            .field("reauthentication_window", &self.reauthentication_window);
+            .field("reauthentication_window", &self.reauthentication_window)
+            .field("csrf_not_needed", &self.csrf_not_needed);
         #[cfg(feature = "axum")]
         f.field("responses", &self.responses);
         f.finish_non_exhaustive()

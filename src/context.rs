@@ -7,6 +7,7 @@
 //! for both), but other modules see only this type: `Session::core` is
 //! private to `session/`, and `tests/architecture.rs` keeps it so.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -20,6 +21,13 @@ pub(crate) struct RequestContext {
     core: Arc<Core>,
     origin: RequestOrigin,
     plain_http: bool,
+    /// `METHOD /path` of an unsafe request from a browser, while the app
+    /// has not said it needs no CSRF checks: such a request should meet a
+    /// CSRF layer before the app.
+    unsafe_from_browser: Option<Box<str>>,
+    /// A CSRF layer saw the request (checked it, or found it safe or
+    /// exempt).
+    csrf_seen: AtomicBool,
     /// The request's head, kept only while the app renders some of this
     /// crate's answers itself (`respond.rs`), for its renderers.
     #[cfg(feature = "axum")]
@@ -32,9 +40,38 @@ impl RequestContext {
             core,
             origin,
             plain_http,
+            unsafe_from_browser: None,
+            csrf_seen: AtomicBool::new(false),
             #[cfg(feature = "axum")]
             head: None,
         }
+    }
+
+    /// The context, noting an unsafe request from a browser (as
+    /// `METHOD /path`) that a CSRF layer should see.
+    pub(crate) fn with_unsafe_from_browser(mut self, request: Option<Box<str>>) -> Self {
+        self.unsafe_from_browser = request;
+        self
+    }
+
+    /// Records that a CSRF layer saw the request.
+    #[cfg_attr(not(feature = "csrf"), allow(dead_code))]
+    pub(crate) fn csrf_seen(&self) {
+        self.csrf_seen.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a CSRF layer saw the request (after the session layer).
+    #[cfg_attr(not(all(feature = "csrf", feature = "axum")), allow(dead_code))]
+    pub(crate) fn was_csrf_seen(&self) -> bool {
+        self.csrf_seen.load(Ordering::Relaxed)
+    }
+
+    /// The unsafe request from a browser (`METHOD /path`) that reached the
+    /// app with no CSRF layer in its way, if this was one.
+    pub(crate) fn unchecked_unsafe_request(&self) -> Option<&str> {
+        self.unsafe_from_browser
+            .as_deref()
+            .filter(|_| !self.csrf_seen.load(Ordering::Relaxed))
     }
 
     /// The context, keeping the request's head for the app's renderers.

@@ -31,6 +31,9 @@ pub(crate) struct Core {
     /// once per interval, not once per page, while the outage lasts.
     #[cfg(feature = "axum")]
     pub(crate) outage_log: RateLimit,
+    /// The warning about unsafe requests from browsers that no CSRF check
+    /// saw was given (once per layer is enough to be seen).
+    pub(crate) csrf_missing_warned: AtomicBool,
 }
 
 impl Core {
@@ -41,6 +44,7 @@ impl Core {
             plain_http_settled: AtomicBool::new(false),
             #[cfg(feature = "axum")]
             outage_log: RateLimit::new(),
+            csrf_missing_warned: AtomicBool::new(false),
         }
     }
 

@@ -512,6 +512,22 @@ impl RateLimit {
     }
 }
 
+/// An unsafe request from a browser (`request`: `METHOD /path`) reached
+/// the app with no CSRF layer in its way, and the app never said it needs
+/// none. Given once per layer.
+pub(crate) fn csrf_missing(request: &str) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "csrf_missing",
+        request,
+        "{request} came from a browser and reached the app with no CSRF check: any site can \
+         make a signed-in browser send it. Install the checks with \
+         .layer(sessions.with_csrf(CsrfLayer::new())) instead of .layer(sessions) (feature \
+         `csrf`), or, if no route acts on the session cookie's authority (an API with \
+         bearer tokens, say), build the session layer with .csrf_not_needed()"
+    );
+}
+
 /// A layer was built with `secure(false)`: its cookies travel over plain
 /// http, readable on the network path. Given once, at start-up.
 pub(crate) fn cookie_without_secure() {

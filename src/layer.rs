@@ -453,6 +453,28 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Says that the app needs no CSRF checks: no route acts on the
+    /// session cookie's authority for an unsafe request (`POST`, `PUT`,
+    /// `PATCH`, `DELETE`), as in an API whose clients authenticate with
+    /// bearer tokens and use the session only for, say, a preference.
+    ///
+    /// Without it (and without the checks), the first unsafe request a
+    /// browser sends that no [`CsrfLayer`](crate::csrf::CsrfLayer) has seen
+    /// logs a warning (event `csrf_missing`), once per layer. The checks
+    /// are installed with [`SessionLayer::with_csrf`] (feature `csrf`).
+    ///
+    /// # Security
+    ///
+    /// Cross-site request forgery: without the checks, any site a
+    /// signed-in user visits can make their browser send unsafe requests
+    /// to the app with the session cookie (`SameSite=Lax` stops cross-site
+    /// form posts in current browsers, but not a sibling subdomain nor old
+    /// browsers).
+    pub fn csrf_not_needed(mut self) -> Self {
+        self.settings.csrf_not_needed = true;
+        self
+    }
+
     /// The clock the layer reads; the system clock by default. Tests pass a
     /// [`ManualClock`](crate::test_suite::ManualClock) to exercise expiry
     /// without sleeping (feature `test-suite`).

@@ -254,8 +254,15 @@
 //! checks to every `POST`, `PUT`, `PATCH` and `DELETE`: where the browser
 //! says the request comes from (`Sec-Fetch-Site`, `Origin`), then a token
 //! bound to the session, which handlers put into forms with the
-//! [`CsrfToken`](csrf::CsrfToken) extractor. The [`csrf`] module has the
-//! set-up, tokens for scripts and the failure page.
+//! [`CsrfToken`](csrf::CsrfToken) extractor. Install both layers in one
+//! call, in the order they need:
+//! `.layer(sessions.with_csrf(CsrfLayer::new()))` ([`SessionLayer::with_csrf`]).
+//! A layer missing or in the wrong order answers `500` with a body that
+//! says how to fix it (in debug builds) and logs it once; a session layer
+//! without CSRF checks warns at the first unsafe request from a browser,
+//! unless built with
+//! [`csrf_not_needed`](SessionLayerBuilder::csrf_not_needed). The [`csrf`]
+//! module has the set-up, tokens for scripts and the failure page.
 //!
 //! # Choosing and configuring a store
 //!

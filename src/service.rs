@@ -30,8 +30,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ORIGIN, RETRY_AFTER, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -130,7 +130,12 @@ where
                 Transport::Loopback => false,
                 Transport::Plain => true,
             };
-        let context = RequestContext::new(self.core.clone(), origin, plain_http);
+        let context = RequestContext::new(self.core.clone(), origin, plain_http)
+            .with_unsafe_from_browser(
+                (!config.csrf_not_needed && !self.core.csrf_missing_warned.load(Ordering::Relaxed))
+                    .then(|| unsafe_from_browser(&request))
+                    .flatten(),
+            );
         // The app renders some answers itself: keep the head for it.
         #[cfg(feature = "axum")]
         let context = context
@@ -183,6 +188,12 @@ where
                     let Some(session) = session.take() else {
                         return Poll::Ready(Ok(response));
                     };
+                    if let Some(request) = session.context().unchecked_unsafe_request() {
+                        let core = session.context().core();
+                        if !core.csrf_missing_warned.swap(true, Ordering::Relaxed) {
+                            crate::events::csrf_missing(request);
+                        }
+                    }
                     // This crate's answers (login required, session
                     // errors), in the app's own words if it gave some.
                     #[cfg(feature = "axum")]
@@ -307,6 +318,34 @@ pub(crate) fn error_response<B: From<&'static str>>(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// `METHOD /path` if the request is a `POST`, `PUT`, `PATCH` or `DELETE`
+/// (any method but the safe ones) that a browser sent: browsers mark
+/// theirs with `Origin` or `Sec-Fetch-Site`; other clients rarely do.
+fn unsafe_from_browser<B>(request: &Request<B>) -> Option<Box<str>> {
+    let method = request.method();
+    let safe = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    let headers = request.headers();
+    let browser = headers.contains_key(ORIGIN) || headers.contains_key("sec-fetch-site");
+    (!safe && browser).then(|| format!("{method} {}", request.uri().path()).into_boxed_str())
+}
+
+/// The answer to a wiring mistake in the app (a layer missing or in the
+/// wrong order): `500`, whose body says what is wrong and how to fix it
+/// in debug builds, and only "internal server error" in release builds.
+/// The caller logs the explanation once.
+#[cfg(any(feature = "axum", feature = "csrf"))]
+pub(crate) fn wiring_error<B: From<&'static str>>(explanation: &'static str) -> Response<B> {
+    let body = if cfg!(debug_assertions) {
+        explanation
+    } else {
+        "internal server error\n"
+    };
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, body)
 }
 
 /// Whether `Cache-Control` allows shared caches to store the response

@@ -1,12 +1,12 @@
 //! The [`CsrfToken`] extractor for axum, and its rejection.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::StatusCode;
 
 use super::service::CsrfInstalled;
 use super::token::CsrfToken;
@@ -20,14 +20,18 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     type Rejection = CsrfTokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(session) = parts.extensions.get::<Session>() else {
+            return Err(CsrfTokenRejection::MissingSessionLayer);
+        };
         let Some(CsrfInstalled(config)) = parts.extensions.get::<CsrfInstalled>() else {
             return Err(CsrfTokenRejection::MissingLayer);
         };
+        // A CSRF layer that ran before the session existed is outside the
+        // session layer: it would refuse every form this token goes into.
+        if !session.context().was_csrf_seen() {
+            return Err(CsrfTokenRejection::Misordered);
+        }
         let config = Arc::clone(config);
-        let session = parts
-            .extensions
-            .get::<Session>()
-            .ok_or(CsrfTokenRejection::MissingLayer)?;
         let token = CsrfToken::for_session(session)
             .await
             .map_err(CsrfTokenRejection::Session)?;
@@ -45,6 +49,13 @@ pub enum CsrfTokenRejection {
     MissingLayer,
     /// The session could not be loaded: answers as [`SessionError`] does.
     Session(SessionError),
+    /// The route has no [`SessionLayer`](crate::SessionLayer): answers
+    /// as [`MissingSessionLayer`](crate::MissingSessionLayer) does (`500`).
+    MissingSessionLayer,
+    /// The route's [`CsrfLayer`](super::CsrfLayer) is outside its
+    /// [`SessionLayer`](crate::SessionLayer) instead of inside: answers
+    /// `500`, since every form the token went into would be refused.
+    Misordered,
 }
 
 impl fmt::Display for CsrfTokenRejection {
@@ -54,14 +65,22 @@ impl fmt::Display for CsrfTokenRejection {
                 "the CsrfToken extractor needs CsrfLayer inside SessionLayer around the route",
             ),
             Self::Session(e) => write!(f, "{e}"),
+            Self::MissingSessionLayer => write!(f, "{}", crate::axum::MissingSessionLayer),
+            Self::Misordered => f.write_str(super::CSRF_OUTSIDE_SESSIONS.trim_end()),
         }
     }
 }
 
+/// What is wrong when a `CsrfToken` extractor finds no CSRF layer, and
+/// the fix.
+const NO_CSRF_LAYER: &str = "the CsrfToken extractor found no CSRF checks around the route: a \
+token nobody checks protects nothing. Install them with the session layer: \
+.layer(sessions.with_csrf(CsrfLayer::new())).\n";
+
 impl std::error::Error for CsrfTokenRejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::MissingLayer => None,
+            Self::MissingLayer | Self::MissingSessionLayer | Self::Misordered => None,
             Self::Session(e) => Some(e),
         }
     }
@@ -71,10 +90,24 @@ impl IntoResponse for CsrfTokenRejection {
     fn into_response(self) -> Response {
         match self {
             Self::MissingLayer => {
-                tracing::error!(target: "cloakroom", "{self}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+                // Once per process: the extractor has no layer to keep a
+                // flag in, and the mistake repeats on every request.
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::error!(target: "cloakroom", "{}", NO_CSRF_LAYER.trim_end());
+                }
+                crate::service::wiring_error::<axum_core::body::Body>(NO_CSRF_LAYER).into_response()
             }
             Self::Session(e) => e.into_response(),
+            Self::MissingSessionLayer => crate::axum::MissingSessionLayer.into_response(),
+            Self::Misordered => {
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::error!(target: "cloakroom", "{self}");
+                }
+                crate::service::wiring_error::<axum_core::body::Body>(super::CSRF_OUTSIDE_SESSIONS)
+                    .into_response()
+            }
         }
     }
 }

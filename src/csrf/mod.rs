@@ -15,15 +15,23 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let sessions = SessionLayer::builder(MemoryStore::new()).key(Key::generate()?).build()?;
+//! let csrf = CsrfLayer::builder().exempt_prefix("/webhooks/").build()?;
 //! let app: Router = Router::new()
 //!     .route("/", get(page).post(|| async { "done" }))
-//!     // The CSRF layer goes inside the session layer (axum applies the
-//!     // last `.layer` outermost).
-//!     .layer(CsrfLayer::builder().exempt_prefix("/webhooks/").build()?)
-//!     .layer(sessions);
+//!     // Sessions, and the CSRF checks inside them, in one call.
+//!     .layer(sessions.with_csrf(csrf));
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`SessionLayer::with_csrf`](crate::SessionLayer::with_csrf) installs
+//! both layers in the order they need. Adding them one by one also works,
+//! the CSRF layer first (axum applies the last `.layer` outermost):
+//! `.layer(csrf).layer(sessions)`; in the other order every unsafe
+//! request answers `500`, and the log and (in debug builds) the body say
+//! why. A session layer without CSRF checks logs a warning at the first
+//! unsafe request a browser sends, unless it was built with
+//! [`csrf_not_needed`](crate::SessionLayerBuilder::csrf_not_needed).
 //!
 //! Forms send the token in their `csrf_token` field, urlencoded or
 //! `multipart/form-data` (a file upload: put the field first, see
@@ -202,6 +210,14 @@ pub use self::failure::{CsrfFailure, CsrfFailureReason};
 pub use self::service::CsrfService;
 pub use self::token::CsrfToken;
 
+/// What is wrong when the CSRF layer finds no session (it is outside the
+/// session layer, or there is none), and the fix.
+pub(crate) const CSRF_OUTSIDE_SESSIONS: &str =
+    "CsrfLayer found no session: it must be inside SessionLayer. \
+axum applies the last .layer outermost, so write .layer(csrf).layer(sessions), or install both \
+in one call: .layer(sessions.with_csrf(csrf)). Until then every POST, PUT, PATCH and DELETE \
+is refused.\n";
+
 const DEFAULT_HEADER: &str = "x-csrf-token";
 const DEFAULT_FIELD: &str = "csrf_token";
 const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
@@ -263,6 +279,70 @@ impl Default for CsrfLayer {
     }
 }
 
+impl crate::SessionLayer {
+    /// The session layer with `csrf`'s checks inside it, in the one order
+    /// that works: a single `.layer(...)` installs both (feature `csrf`).
+    ///
+    /// This is the way to add CSRF protection. Adding the two layers
+    /// separately (`.layer(csrf).layer(sessions)`) works too, but puts the
+    /// order on the app: a [`CsrfLayer`] outside the session layer refuses
+    /// every unsafe request with `500`.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use cloakroom::{csrf::CsrfLayer, Key, MemoryStore, SessionLayer};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sessions = SessionLayer::builder(MemoryStore::new()).key(Key::generate()?).build()?;
+    /// let admin = sessions.admin(); // the handle, before the layer is consumed
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hello" }).post(|| async { "checked" }))
+    ///     .layer(sessions.with_csrf(CsrfLayer::new()));
+    /// # let _ = admin;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_csrf(self, csrf: CsrfLayer) -> SessionAndCsrfLayer {
+        SessionAndCsrfLayer {
+            sessions: self,
+            csrf,
+        }
+    }
+}
+
+/// A [`SessionLayer`](crate::SessionLayer) with a [`CsrfLayer`] inside
+/// it, from [`SessionLayer::with_csrf`](crate::SessionLayer::with_csrf):
+/// every request gets its session, then every unsafe one is checked,
+/// then the app runs.
+#[derive(Clone, Debug)]
+#[must_use = "a layer does nothing until it wraps a service"]
+pub struct SessionAndCsrfLayer {
+    sessions: crate::SessionLayer,
+    csrf: CsrfLayer,
+}
+
+impl SessionAndCsrfLayer {
+    /// The session cookie's name, prefix included (`__Host-id` by
+    /// default).
+    pub fn cookie_name(&self) -> &str {
+        self.sessions.cookie_name()
+    }
+
+    /// A handle for session management outside requests, as
+    /// [`SessionLayer::admin`](crate::SessionLayer::admin) gives.
+    pub fn admin(&self) -> crate::SessionAdmin {
+        self.sessions.admin()
+    }
+}
+
+impl<S> Layer<S> for SessionAndCsrfLayer {
+    type Service = crate::SessionService<CsrfService<S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.sessions.layer(self.csrf.layer(inner))
+    }
+}
+
 impl<S> Layer<S> for CsrfLayer {
     type Service = CsrfService<S>;
 
@@ -290,6 +370,9 @@ pub(crate) struct CsrfConfig {
     pub(crate) trusted_origins: Vec<String>,
     pub(crate) max_form_bytes: usize,
     pub(crate) failure_response: FailureResponse,
+    /// The error about a missing session layer was logged (once per
+    /// layer: it repeats on every unsafe request until the app is fixed).
+    pub(crate) missing_session_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Default for CsrfConfig {
@@ -302,6 +385,7 @@ impl Default for CsrfConfig {
             trusted_origins: Vec::new(),
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
             failure_response: FailureResponse::Text,
+            missing_session_logged: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -536,6 +620,7 @@ impl CsrfLayerBuilder {
                 trusted_origins,
                 max_form_bytes: self.max_form_bytes,
                 failure_response: self.failure_response,
+                missing_session_logged: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -2,13 +2,14 @@
 //! unsafe request.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Limited};
 use tower_service::Service;
@@ -17,7 +18,7 @@ use super::body::CsrfBody;
 use super::failure::{CsrfFailure, CsrfFailureReason};
 use super::multipart::{self, Outcome};
 use super::token::{check, TokenCheck};
-use super::{normalize_origin, CsrfConfig};
+use super::{normalize_origin, CsrfConfig, CSRF_OUTSIDE_SESSIONS};
 use crate::session::Session;
 use crate::store::BoxFuture;
 
@@ -92,14 +93,10 @@ impl Refusal {
             // failure was logged by the session.
             Self::StoreFailed => crate::service::unavailable(),
             Self::NoSessionLayer => {
-                tracing::error!(
-                    target: "cloakroom",
-                    "CsrfLayer needs SessionLayer outside it; refusing the request"
-                );
-                crate::service::error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal server error\n",
-                )
+                if !config.missing_session_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(target: "cloakroom", "{}", CSRF_OUTSIDE_SESSIONS.trim_end());
+                }
+                crate::service::wiring_error(CSRF_OUTSIDE_SESSIONS)
             }
         }
     }
@@ -241,6 +238,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
+        if let Some(session) = parts.extensions.get::<Session>() {
+            session.context().csrf_seen();
+        }
         parts
             .extensions
             .insert(CsrfInstalled(Arc::clone(&self.config)));

@@ -15,6 +15,7 @@ mod support {
 mod checks;
 
 mod csrf;
+mod layer_order;
 mod properties;
 mod store;
 mod warnings;
