@@ -123,10 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/notes", post(add_note).delete(clear_notes))
         .route("/api/csrf", get(csrf_token))
         .route("/webhooks/payment", post(webhook))
-        // The CSRF layer goes inside the session layer: axum applies the
-        // last `.layer` outermost.
-        .layer(csrf)
-        .layer(sessions);
+        // Sessions, with the CSRF checks inside them, in one call.
+        .layer(sessions.with_csrf(csrf));
     let listener = tokio::net::TcpListener::bind(ADDR).await?;
     println!("csrf example listening on http://{ADDR}");
     axum::serve(listener, app).await?;

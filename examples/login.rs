@@ -144,9 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/private", get(private))
-        // CSRF checks run inside the session layer (the last is outermost).
-        .layer(CsrfLayer::new())
-        .layer(sessions);
+        // Sessions, with the CSRF checks inside them, in one call.
+        .layer(sessions.with_csrf(CsrfLayer::new()));
     let listener = tokio::net::TcpListener::bind(ADDR).await?;
     println!("login example listening on http://{ADDR}");
     axum::serve(listener, app).await?;
