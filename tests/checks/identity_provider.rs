@@ -107,6 +107,24 @@ pub(crate) async fn remember_me_and_regenerate_do_not_extend_a_logins_deadline<
     assert_eq!(app.sessions_of("alice").await, 0);
 }
 
+pub(crate) async fn a_second_login_in_the_same_request_keeps_the_deadline<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let app = TestApp::new(store);
+    let mut client = app.client();
+    let deadline = in_seconds(&app, 1000);
+    let reply = client
+        .post(&format!("/idp-login-twice/alice/{deadline}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    app.clock.advance(Duration::from_secs(999));
+    assert_eq!(whoami(&client).await.as_deref(), Some("alice"));
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(whoami(&client).await, None, "ended at the first deadline");
+}
+
 pub(crate) async fn a_deadline_later_than_the_layers_changes_nothing<S: SessionStore + Clone>(
     store: S,
 ) {

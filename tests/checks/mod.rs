@@ -196,6 +196,7 @@ macro_rules! store_tests {
             identity_provider [
                 a_login_with_its_own_deadline_ends_at_that_deadline,
                 remember_me_and_regenerate_do_not_extend_a_logins_deadline,
+                a_second_login_in_the_same_request_keeps_the_deadline,
                 a_deadline_later_than_the_layers_changes_nothing,
                 a_deadline_set_after_the_login_only_ever_shortens_the_session,
                 a_deadline_needs_a_user_and_one_already_passed_logs_out,

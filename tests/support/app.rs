@@ -176,6 +176,7 @@ fn routes(barrier: Arc<Barrier>) -> Router {
             "/idp-login-remembered/{user}/{deadline}",
             post(idp_login_remembered),
         )
+        .route("/idp-login-twice/{user}/{deadline}", post(idp_login_twice))
         .route("/expire-login-at/{deadline}", post(expire_login_at))
         .route("/link/{sid}", post(link_external_session))
         .merge(account_routes())
@@ -454,6 +455,18 @@ async fn idp_login_remembered(
     session.login(user).await?;
     session.expire_login_at(unix_time(deadline)).await?;
     session.remember_me().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A provider's login with its deadline, then a second login of the same
+/// user in the same request: the deadline must hold through it.
+async fn idp_login_twice(
+    session: Session,
+    Path((user, deadline)): Path<(String, i64)>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user.clone()).await?;
+    session.expire_login_at(unix_time(deadline)).await?;
+    session.login(user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
