@@ -232,9 +232,8 @@ impl SessionAdmin {
     /// compare its link (at most the 1,000 most recently created, as
     /// [`list_sessions`](Self::list_sessions) gives them; with the default
     /// per-user limit of 100 that is all of them). Sessions of other users
-    /// are never read or ended, even if linked to the same `external_id`
-    /// (provider session IDs need only be unique per provider, and per
-    /// subject for some).
+    /// are never read or ended, even if linked to the same `external_id`:
+    /// the user is part of the match.
     ///
     /// A session that moves to a new ID while this runs (a login of the
     /// same user, a regenerate) ends under its new ID too: the end follows
@@ -251,15 +250,16 @@ impl SessionAdmin {
     /// user up there first; a token whose `sid` the table does not know
     /// ends nothing.
     ///
-    /// A session linked to `external_id` that keeps moving to new IDs
-    /// while this runs (a regenerate loop) is chased for a bounded number
-    /// of listings; then the call fails rather than report success.
+    /// The user's sessions are listed again until a listing shows none
+    /// that was not read yet. If new ones keep appearing through 16
+    /// listings (a regenerate loop, a burst of logins), the call fails
+    /// rather than report success.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the store fails: sessions already ended stay
     /// ended, and calling again ends the rest. [`StoreError::Unavailable`]
-    /// when the user's sessions keep moving through every listing.
+    /// when new sessions of the user keep appearing through every listing.
     ///
     /// # Example
     ///
