@@ -21,6 +21,7 @@
 //! # }).unwrap();
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use crate::config::DEFAULT_STORE_TIMEOUT;
 use crate::core::LIST_LIMIT;
 use crate::id::StoreKey;
 use crate::record::SessionInfo;
-use crate::store::{Bounded, DynStore, SessionStore, StoreError};
+use crate::store::{Bounded, DynStore, SessionStore, StoreError, Touch};
 
 /// A cloneable handle to a session store, for use anywhere in the app
 /// (background jobs, admin endpoints, password-change handlers) and in
@@ -162,6 +163,8 @@ impl SessionAdmin {
         // leave one of them live.
         Err(StoreError::unavailable(StillAppearing {
             passes: MAX_END_ALL_PASSES,
+            sessions: "sessions created before the cutoff",
+            what: "end-all-sessions",
         }))
     }
 
@@ -214,6 +217,132 @@ impl SessionAdmin {
         .await
     }
 
+    /// Ends every session of `user_id` that is linked to the identity
+    /// provider's session `external_id`
+    /// ([`Session::link_external_session`](crate::Session::link_external_session)):
+    /// an OpenID Connect back-channel logout. Returns how many ended; each
+    /// is logged as `session_invalidated` with `reason` =
+    /// `external_logout`. Takes effect on each device's next request, on
+    /// every instance of the app (a
+    /// [`RedisStore`](crate::store::RedisStore)'s local caches hear of it).
+    ///
+    /// `user_id` is the id the app logged the user in with: the logout
+    /// token's `sub`, mapped to the app's user id as the login mapped the ID
+    /// token's `sub`. The user's sessions are listed and each is read to
+    /// compare its link (at most the 1,000 most recently created, as
+    /// [`list_sessions`](Self::list_sessions) gives them; with the default
+    /// per-user limit of 100 that is all of them). Sessions of other users
+    /// are never read or ended, even if linked to the same `external_id`:
+    /// the user is part of the match.
+    ///
+    /// A session that moves to a new ID while this runs (a login of the
+    /// same user, a regenerate) ends under its new ID too: the end follows
+    /// the move, as [`end_session`](Self::end_session) does, and a move
+    /// that finds its session ended hands out no cookie.
+    ///
+    /// A logout token names the `sub`, the `sid` or both. With both, call
+    /// this. With the `sub` alone, every session of the user at the
+    /// provider ended: [`logout_everywhere`](Self::logout_everywhere)
+    /// (which also ends the user's sessions that did not come from the
+    /// provider). With the `sid` alone, this call cannot serve it, since
+    /// sessions are indexed by user only and never by external ID: keep
+    /// your own table from `sid` to user id, filled at login, and look the
+    /// user up there first; a token whose `sid` the table does not know
+    /// ends nothing.
+    ///
+    /// The user's sessions are listed again until a listing shows none
+    /// that was not read yet. If new ones keep appearing through 16
+    /// listings (a regenerate loop, a burst of logins), the call fails
+    /// rather than report success.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails: sessions already ended stay
+    /// ended, and calling again ends the rest. [`StoreError::Unavailable`]
+    /// when new sessions of the user keep appearing through every listing.
+    ///
+    /// # Example
+    ///
+    /// The shape of a back-channel logout endpoint; the app verifies the
+    /// logout token (signature, issuer, audience, the `events` claim) with
+    /// its OpenID Connect library first.
+    ///
+    /// ```
+    /// use cloakroom::SessionAdmin;
+    /// use cloakroom::store::StoreError;
+    ///
+    /// /// The claims of a logout token the app's OIDC library verified.
+    /// struct LogoutToken {
+    ///     sub: String,
+    ///     sid: Option<String>,
+    /// }
+    ///
+    /// async fn backchannel_logout(admin: &SessionAdmin, token: LogoutToken) -> Result<u64, StoreError> {
+    ///     // The app's user id for this subject (here: the subject itself).
+    ///     let user_id = token.sub;
+    ///     match token.sid {
+    ///         // One of the user's sessions at the provider ended.
+    ///         Some(sid) => admin.end_external_session(&user_id, &sid).await,
+    ///         // Every session of the user at the provider ended.
+    ///         None => admin.logout_everywhere(&user_id).await,
+    ///     }
+    /// }
+    /// ```
+    pub async fn end_external_session(
+        &self,
+        user_id: &str,
+        external_id: &str,
+    ) -> Result<u64, StoreError> {
+        // A session that moves between the listing and its read (a
+        // regenerate, a login of the same user) is read as gone at its old
+        // key; its new record was created before the old one was retired,
+        // so the next listing shows it. Passes repeat until one lists no
+        // session not read before.
+        let mut read = HashSet::new();
+        let mut ended = 0;
+        for _ in 0..MAX_EXTERNAL_LOGOUT_PASSES {
+            let now = self.now();
+            let listed = self.store.list_user(user_id, now, LIST_LIMIT).await?;
+            let unread: Vec<StoreKey> = listed
+                .into_iter()
+                .map(|session| session.key)
+                .filter(|key| read.insert(*key))
+                .collect();
+            if unread.is_empty() {
+                return Ok(ended);
+            }
+            // Reading records no activity: a touch is due only once the
+            // whole idle window has passed, when the session has expired
+            // anyway.
+            let touch = Touch { now, after: 1.0 };
+            for key in unread {
+                let Some(record) = self.store.load(&key, touch).await? else {
+                    continue;
+                };
+                if record.user_id.as_deref() != Some(user_id)
+                    || !crate::session::is_linked_to(&record, external_id)
+                {
+                    continue;
+                }
+                // Following forwards: a move after the read ends under its
+                // new ID too.
+                let live = crate::session::end_following_forwards(
+                    &*self.store,
+                    self.now(),
+                    key,
+                    crate::events::EndReason::ExternalLogout,
+                )
+                .await?;
+                ended += u64::from(live);
+            }
+        }
+        Err(StoreError::unavailable(StillAppearing {
+            passes: MAX_EXTERNAL_LOGOUT_PASSES,
+            sessions: "sessions of the user not read before",
+            what: "an external logout",
+        }))
+    }
+
     /// Removes sessions that have expired, and index entries pointing at
     /// them. Returns how many records were removed.
     ///
@@ -247,20 +376,30 @@ impl SessionAdmin {
 /// it gives up on sessions from before its cutoff that keep appearing.
 const MAX_END_ALL_PASSES: usize = 16;
 
-/// Sessions created before the cutoff were still appearing after every
-/// pass of [`SessionAdmin::end_all_sessions`]: reported as
-/// [`StoreError::Unavailable`] (retryable), never as every session ended.
+/// How many listings [`SessionAdmin::end_external_session`] reads at most
+/// before it gives up on a user's sessions that keep moving.
+const MAX_EXTERNAL_LOGOUT_PASSES: usize = 16;
+
+/// Sessions were still appearing after every pass of
+/// [`SessionAdmin::end_all_sessions`] (sessions created before the cutoff)
+/// or [`SessionAdmin::end_external_session`] (sessions of the user not read
+/// yet): reported as [`StoreError::Unavailable`] (retryable), never as
+/// every session ended.
 #[derive(Debug, Clone, Copy)]
 struct StillAppearing {
     passes: usize,
+    /// Which sessions, as the message names them.
+    sessions: &'static str,
+    /// The operation, as the message names it.
+    what: &'static str,
 }
 
 impl fmt::Display for StillAppearing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sessions created before the cutoff kept appearing through {} passes of end-all-sessions",
-            self.passes
+            "{} kept appearing through {} passes of {}",
+            self.sessions, self.passes, self.what
         )
     }
 }

@@ -41,6 +41,9 @@ pub(crate) enum EndReason {
     /// The user, ending one of their other sessions ("sign out this
     /// device").
     Device,
+    /// The identity provider's session ended (a back-channel logout,
+    /// through `SessionAdmin::end_external_session`).
+    ExternalLogout,
 }
 
 impl EndReason {
@@ -49,6 +52,7 @@ impl EndReason {
             Self::Logout => "invalidate",
             Self::Admin => "admin",
             Self::Device => "device",
+            Self::ExternalLogout => "external_logout",
         }
     }
 }

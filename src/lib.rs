@@ -213,8 +213,12 @@
 //! ([`Session::bind_credential`]): a password changed elsewhere, an
 //! operator's reset or a deleted account ends them, in the store.
 //! [`Reauthenticated`](login::Reauthenticated) guards sensitive actions
-//! with a recent [`Session::password_confirmed`]. See the [`login`]
-//! module. [`Session::list_sessions`], [`Session::count_sessions`]
+//! with a recent [`Session::password_confirmed`]. A login through an
+//! identity provider can end with the provider's session:
+//! [`Session::expire_login_at`] gives it an earlier absolute deadline of
+//! its own, and [`Session::link_external_session`] lets a back-channel
+//! logout end it through [`SessionAdmin::end_external_session`]. See the
+//! [`login`] module. [`Session::list_sessions`], [`Session::count_sessions`]
 //! and [`Session::logout_device`] serve a "your devices" page: see the
 //! [`device`] module.
 //!

@@ -232,6 +232,86 @@
 //!
 //! let app: Router = Router::new().route("/account/security", get(security_settings));
 //! ```
+//!
+//! # Logins through an identity provider
+//!
+//! When users sign in through an OpenID Connect provider, the session
+//! should end no later than the provider's session does (ASVS 5.0 7.6.1).
+//! In the request that finishes the login, after
+//! [`Session::login_keeping`](crate::Session::login_keeping):
+//!
+//! - [`Session::expire_login_at`](crate::Session::expire_login_at) gives
+//!   the session its own absolute deadline (the ID token's `exp`, or the
+//!   provider's session lifetime) when it is earlier than the layer's;
+//!   remember-me and regenerate never lengthen it.
+//! - [`Session::link_external_session`](crate::Session::link_external_session)
+//!   records the provider's session ID (the ID token's `sid`), so that a
+//!   back-channel logout from the provider ends this session through
+//!   [`SessionAdmin::end_external_session`](crate::SessionAdmin::end_external_session),
+//!   on every store and every instance of the app.
+//!
+//! The logout token's `sub` is the user id the app logged in with (map it
+//! the same way the login mapped the ID token's `sub`). A token with a
+//! `sid` and no `sub` needs the app's own record of which user that `sid`
+//! logged in: sessions are indexed by user only. Verifying the tokens
+//! (signature, issuer, audience, `nonce`, the logout token's `events`
+//! claim) is the job of the app's OpenID Connect library; cloakroom never
+//! sees them. The back-channel endpoint is called by the provider, server
+//! to server, without a cookie: exempt it from CSRF protection.
+//!
+//! ```
+//! use axum::extract::{Form, State};
+//! use axum::http::StatusCode;
+//! use axum::{routing::post, Router};
+//! use cloakroom::{Session, SessionAdmin, SessionError};
+//! use time::OffsetDateTime;
+//!
+//! /// What the app's OIDC library gives for a verified ID token.
+//! struct IdToken { sub: String, sid: String, exp: OffsetDateTime }
+//!
+//! /// Called by the app's callback handler once the ID token is verified.
+//! async fn finish_login(session: &Session, token: IdToken) -> Result<(), SessionError> {
+//!     session.login_keeping(token.sub, &[]).await?;
+//!     session.expire_login_at(token.exp).await?;
+//!     session.link_external_session(&token.sid).await
+//! }
+//!
+//! /// The claims of a logout token the app's OIDC library verified.
+//! struct LogoutToken { sub: String, sid: Option<String> }
+//!
+//! fn verify_logout_token(token: &str) -> Option<LogoutToken> {
+//!     // The app's OIDC library: signature, issuer, audience, `events`.
+//!     # let _ = token;
+//!     None
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct BackChannelLogout { logout_token: String }
+//!
+//! async fn back_channel_logout(
+//!     State(admin): State<SessionAdmin>,
+//!     Form(form): Form<BackChannelLogout>,
+//! ) -> StatusCode {
+//!     let Some(token) = verify_logout_token(&form.logout_token) else {
+//!         return StatusCode::BAD_REQUEST;
+//!     };
+//!     let ended = match token.sid {
+//!         Some(sid) => admin.end_external_session(&token.sub, &sid).await,
+//!         // Every session of the user at the provider ended.
+//!         None => admin.logout_everywhere(&token.sub).await,
+//!     };
+//!     match ended {
+//!         Ok(_) => StatusCode::OK,
+//!         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+//!     }
+//! }
+//!
+//! # fn app(admin: SessionAdmin) -> Router {
+//! Router::new()
+//!     .route("/oidc/back-channel-logout", post(back_channel_logout))
+//!     .with_state(admin) // from `SessionLayer::admin`
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;

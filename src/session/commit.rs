@@ -735,6 +735,7 @@ mod tests {
             logged_in: false,
             clear_cookie: false,
             ending: false,
+            deadline_cap: None,
         }
     }
 

@@ -128,6 +128,7 @@ impl Session {
         if remember {
             active.remember(core);
         }
+        active.apply_deadline_cap();
         Ok(())
     }
 

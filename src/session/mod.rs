@@ -20,6 +20,7 @@
 mod commit;
 mod flash;
 mod lifecycle;
+mod provider;
 mod state;
 
 use serde::de::DeserializeOwned;
@@ -32,6 +33,7 @@ pub use self::flash::{Flash, FlashLevel};
 #[cfg(feature = "csrf")]
 pub(crate) use self::lifecycle::TokenPurpose;
 pub(crate) use self::lifecycle::{end_following_forwards, most_recent_first};
+pub(crate) use self::provider::is_linked_to;
 use self::state::check_storable;
 pub use self::state::Session;
 use crate::error::SessionError;

@@ -137,6 +137,10 @@ pub(super) struct Active {
     /// finished: if its store call failed and the handler went on anyway,
     /// the response must not pass for a logout.
     pub(super) ending: bool,
+    /// The latest absolute deadline this request allows
+    /// ([`Session::expire_login_at`]): a login or remember-me later in the
+    /// request never sets a later one.
+    pub(super) deadline_cap: Option<OffsetDateTime>,
 }
 
 impl Active {
@@ -155,6 +159,7 @@ impl Active {
             logged_in: false,
             clear_cookie,
             ending: false,
+            deadline_cap: None,
         }
     }
 
@@ -232,6 +237,28 @@ impl Active {
         self.record.persistent = true;
         if self.stored.is_some() && self.new_id.is_none() {
             self.patch.lifetime = Some(lifetime);
+        }
+        self.apply_deadline_cap();
+    }
+
+    /// Brings the record's absolute deadline down to this request's cap
+    /// ([`Active::deadline_cap`]), if it lies beyond it; never moves it
+    /// later. A stored session that stays at its ID gets the new lifetime
+    /// in its patch; a moved or new one is written whole at commit.
+    pub(super) fn apply_deadline_cap(&mut self) {
+        let Some(cap) = self.deadline_cap else {
+            return;
+        };
+        if self.record.absolute_deadline <= cap {
+            return;
+        }
+        self.record.absolute_deadline = cap;
+        if self.stored.is_some() && self.new_id.is_none() {
+            self.patch.lifetime = Some(Lifetime {
+                idle_timeout: self.record.idle_timeout,
+                absolute_deadline: cap,
+                persistent: self.record.persistent,
+            });
         }
     }
 
@@ -349,6 +376,7 @@ impl Session {
             logged_in: false,
             clear_cookie: false,
             ending: false,
+            deadline_cap: None,
         })
     }
 

@@ -15,6 +15,7 @@ pub(crate) mod devices;
 pub(crate) mod end_all;
 pub(crate) mod expiry;
 pub(crate) mod failures;
+pub(crate) mod identity_provider;
 pub(crate) mod lifecycle;
 pub(crate) mod pages;
 pub(crate) mod races;
@@ -191,6 +192,20 @@ macro_rules! store_tests {
                 the_session_limit_holds_through_bursts_of_logins_in_one_second,
                 a_failed_limit_check_keeps_the_login_and_the_next_login_trims,
                 a_login_in_flight_is_the_one_session_over_the_limit_until_its_check,
+            ],
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            identity_provider [
+                a_login_with_its_own_deadline_ends_at_that_deadline,
+                remember_me_and_regenerate_do_not_extend_a_logins_deadline,
+                a_second_login_in_the_same_request_keeps_the_deadline,
+                a_deadline_later_than_the_layers_changes_nothing,
+                a_deadline_set_after_the_login_only_ever_shortens_the_session,
+                a_deadline_needs_a_user_and_one_already_passed_logs_out,
+                ending_an_external_session_ends_exactly_the_linked_sessions_of_that_user,
+                ending_an_external_session_racing_a_regenerate_leaves_no_session,
+                ending_an_external_session_racing_a_login_leaves_no_session,
+                an_external_logout_that_listed_a_session_before_it_moved_ends_it_at_its_new_id,
+                an_external_logout_that_read_a_session_before_it_moved_ends_it_at_its_new_id,
             ],
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             rotation_failures [

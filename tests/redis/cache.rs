@@ -213,6 +213,25 @@ async fn changes_reach_the_other_instance(apps: Instances) {
         .unwrap());
     refused_from_now_on(&apps.on_b(&desktop), "/whoami", "admin end_session").await;
 
+    // A back-channel logout on A ends the session linked to the
+    // provider's session, which B holds in its cache.
+    let mut linked = apps.a.client();
+    let deadline = cloakroom::test_suite::Clock::now(&apps.a.clock).unix_timestamp() + 3600;
+    let reply = linked
+        .post(&format!("/idp-login/alice/sid-1/{deadline}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    apps.until_cached_on_b(&linked, "/whoami").await;
+    let ended = apps
+        .a
+        .layer
+        .admin()
+        .end_external_session("alice", "sid-1")
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    refused_from_now_on(&apps.on_b(&linked), "/whoami", "external logout").await;
+
     // A login on A moves a visitor's session to a new ID: the old one,
     // cached on B, is retired, and its cookie reads nothing there.
     let mut visitor = apps.a.client();

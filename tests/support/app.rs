@@ -171,6 +171,14 @@ fn routes(barrier: Arc<Barrier>) -> Router {
             post(login_then_ignore_a_failure),
         )
         .route("/public/{key}", put(public_set))
+        .route("/idp-login/{user}/{sid}/{deadline}", post(idp_login))
+        .route(
+            "/idp-login-remembered/{user}/{deadline}",
+            post(idp_login_remembered),
+        )
+        .route("/idp-login-twice/{user}/{deadline}", post(idp_login_twice))
+        .route("/expire-login-at/{deadline}", post(expire_login_at))
+        .route("/link/{sid}", post(link_external_session))
         .merge(account_routes())
         .merge(
             Router::new()
@@ -419,6 +427,63 @@ async fn cached_set(
 ) -> Result<impl IntoResponse, SessionError> {
     session.insert(&key, "x").await?;
     Ok(([(header::CACHE_CONTROL, "private, max-age=60")], "cached"))
+}
+
+/// A Unix time in whole seconds, from a path.
+fn unix_time(seconds: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(seconds).expect("a representable time")
+}
+
+/// A login through an identity provider: the provider's session `sid`
+/// ends at `deadline` (Unix seconds).
+async fn idp_login(
+    session: Session,
+    Path((user, sid, deadline)): Path<(String, String, i64)>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    session.expire_login_at(unix_time(deadline)).await?;
+    session.link_external_session(&sid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A provider's login with its deadline, then "remember me" asked after
+/// it: the remember-me lifetime must not outlast the deadline.
+async fn idp_login_remembered(
+    session: Session,
+    Path((user, deadline)): Path<(String, i64)>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user).await?;
+    session.expire_login_at(unix_time(deadline)).await?;
+    session.remember_me().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A provider's login with its deadline, then a second login of the same
+/// user in the same request: the deadline must hold through it.
+async fn idp_login_twice(
+    session: Session,
+    Path((user, deadline)): Path<(String, i64)>,
+) -> Result<StatusCode, SessionError> {
+    session.login(user.clone()).await?;
+    session.expire_login_at(unix_time(deadline)).await?;
+    session.login(user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn expire_login_at(
+    session: Session,
+    Path(deadline): Path<i64>,
+) -> Result<StatusCode, SessionError> {
+    session.expire_login_at(unix_time(deadline)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn link_external_session(
+    session: Session,
+    Path(sid): Path<String>,
+) -> Result<StatusCode, SessionError> {
+    session.link_external_session(&sid).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Meets the test at the barrier twice: the test acts in between (see
