@@ -4,13 +4,14 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use time::OffsetDateTime;
 
 use crate::clock::truncate_to_seconds;
 use crate::config::SessionConfig;
 use crate::store::DynStore;
+use crate::watch::Hub;
 
 /// The most sessions one listing returns: the most recently created ones.
 pub(crate) const LIST_LIMIT: usize = 1000;
@@ -25,6 +26,8 @@ pub(crate) struct Core {
     /// (the app is deployed behind TLS, where the warning is moot). Saves
     /// every later request the header lookups.
     pub(crate) plain_http_settled: AtomicBool,
+    /// The register of open session watches, made with the first one.
+    watches: OnceLock<Arc<Hub>>,
 }
 
 impl Core {
@@ -33,7 +36,24 @@ impl Core {
             store,
             config,
             plain_http_settled: AtomicBool::new(false),
+            watches: OnceLock::new(),
         }
+    }
+
+    /// How many watches are open (none before the first).
+    pub(crate) fn open_watches(&self) -> usize {
+        self.watches.get().map_or(0, |hub| hub.open_watches())
+    }
+
+    /// The layer's register of session watches.
+    pub(crate) fn watches(&self) -> &Arc<Hub> {
+        self.watches.get_or_init(|| {
+            Arc::new(Hub::new(
+                Arc::clone(&self.store),
+                Arc::clone(&self.config.clock),
+                self.config.touch_after,
+            ))
+        })
     }
 
     /// The layer clock's time in whole seconds, the precision every store

@@ -356,6 +356,18 @@ pub(crate) fn store_error(operation: &'static str, error: &StoreError) {
     );
 }
 
+/// Session watches could not read their sessions back; they keep
+/// re-checking on a timer until the store answers.
+pub(crate) fn watch_recheck_failed(error: &StoreError) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "watch_recheck_failed",
+        error = %error,
+        cause = %Cause(error),
+        "session watches could not re-check their sessions; retrying every second"
+    );
+}
+
 /// A sweep of expired sessions, done or failed.
 pub(crate) fn sweep(result: Result<u64, StoreError>) {
     match result {

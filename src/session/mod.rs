@@ -21,6 +21,7 @@ mod commit;
 mod flash;
 mod lifecycle;
 mod state;
+mod watch;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
