@@ -144,12 +144,16 @@ impl Hub {
         };
         let found = self.store.load(key, touch).await?;
         let live = found.is_some();
-        self.settle(key, found.map(|mut record| {
-            if record.touch_due(&touch) {
-                record.touch(now);
-            }
-            record
-        }), now);
+        self.settle(
+            key,
+            found.map(|mut record| {
+                if record.touch_due(&touch) {
+                    record.touch(now);
+                }
+                record
+            }),
+            now,
+        );
         Ok(live)
     }
 

@@ -9,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::http::{header, Request, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,6 @@ use axum::Router;
 use cloakroom::store::SessionStore;
 use cloakroom::Session;
 use http_body_util::BodyExt as _;
-use axum::body::HttpBody as _;
 use tower::ServiceExt as _;
 
 use crate::support::app::{TestApp, IDLE};
@@ -109,7 +109,11 @@ async fn open_stream(streams: &Router, client: &Client) -> Stream {
         .body(Body::empty())
         .expect("request");
     let response = streams.clone().oneshot(request).await.expect("infallible");
-    assert_eq!(response.status(), StatusCode::OK, "a logged-in stream opens");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a logged-in stream opens"
+    );
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
         "text/event-stream",
@@ -223,9 +227,7 @@ pub(crate) async fn a_stream_ends_at_its_idle_deadline_and_is_no_activity<
     assert_eq!(stream.end().await, "session expired");
 }
 
-pub(crate) async fn a_stream_whose_session_lives_on_stays_open<S: SessionStore + Clone>(
-    store: S,
-) {
+pub(crate) async fn a_stream_whose_session_lives_on_stays_open<S: SessionStore + Clone>(store: S) {
     let both = instances(store);
     let name = user("lives");
     let mut browser = logged_in(&both.a, &name).await;
@@ -245,7 +247,11 @@ pub(crate) async fn a_stream_whose_session_lives_on_stays_open<S: SessionStore +
 
     // Dropping the stream closes its watch.
     drop(stream);
-    assert_eq!(both.b.layer.open_watches(), 0, "a dropped stream's watch closes");
+    assert_eq!(
+        both.b.layer.open_watches(),
+        0,
+        "a dropped stream's watch closes"
+    );
 }
 
 pub(crate) async fn a_thousand_streams_of_one_user_all_end_on_logout_everywhere<
@@ -271,8 +277,15 @@ pub(crate) async fn a_thousand_streams_of_one_user_all_end_on_logout_everywhere<
 
 pub(crate) async fn a_visitor_without_a_login_gets_no_stream<S: SessionStore + Clone>(store: S) {
     let both = instances(store);
-    let request = Request::get("/stream").body(Body::empty()).expect("request");
-    let response = both.streams.clone().oneshot(request).await.expect("infallible");
+    let request = Request::get("/stream")
+        .body(Body::empty())
+        .expect("request");
+    let response = both
+        .streams
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(both.b.layer.open_watches(), 0);
 }

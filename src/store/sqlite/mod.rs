@@ -626,7 +626,6 @@ impl SessionStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         let (until, now) = (seconds(created_until), seconds(now));
         let batch = self.sql.sweep_batch_size;
-        let result = 
         // Each batch is its own statement and waits its turn again, as the
         // sweep's do, so that requests' writes get in between batches.
         // Writes being serialized (SQLite's write lock, across processes
@@ -634,7 +633,7 @@ impl SessionStore for SqliteStore {
         // matching row at all: nothing to follow forwards for. A regenerate
         // whose new row comes after it finds its old row gone, its retire
         // fails, and the layer deletes the new row.
-        in_batches(batch, || async move {
+        let result = in_batches(batch, || async move {
             let rows = {
                 let _turn = self.writes.lock().await;
                 sqlx::query(&self.sql.delete_all)
