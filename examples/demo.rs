@@ -19,6 +19,8 @@
 //!   `/account/security`
 //! - `DEMO_ADMIN_TOKEN`: when set, the admin routes under `/api/admin/`
 //!   exist and want it in `x-admin-token`
+//! - `SESSION_REDIS_CACHE=N`: with `SESSION_STORE=redis`, the store's local
+//!   cache, holding up to `N` sessions
 //!
 //! Cargo features: cloakroom's defaults (it uses `memory`, `axum`, `csrf`,
 //! and `device-labels` to name the devices); `redis`, `postgres` or
@@ -36,6 +38,7 @@
 //! serde_json = "1"
 //! time = { version = "0.3", features = ["formatting"] }
 //! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net"] }
+//! tokio-stream = "0.1"
 //! tracing = "0.1"
 //! tracing-subscriber = { version = "0.3", features = ["env-filter"] }
 //! sqlx = { version = "0.8", default-features = false, features = ["runtime-tokio"], optional = true }
@@ -47,6 +50,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +59,7 @@ use std::time::Duration;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -74,12 +79,14 @@ use cloakroom::{
     login::Reauthenticated,
     store::time::{format_description::well_known::Rfc3339, OffsetDateTime},
     store::SessionInfo,
-    Flash, FlashLevel, Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
+    Flash, FlashLevel, Key, MemoryStore, Session, SessionAdmin, SessionError, SessionLayer,
+    SessionLayerBuilder,
 };
 #[cfg(feature = "redis")]
 use cloakroom::{store::RedisConnection, store::RedisStore};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_stream::StreamExt as _;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -144,9 +151,8 @@ async fn run() -> Result<(), BoxError> {
     // CSRF checks run inside the session layer. The admin routes are for
     // operators' tools, which carry a token instead of a cookie.
     let csrf = CsrfLayer::builder().exempt_prefix("/api/admin/").build()?;
-    let app = app(Users::default(), admin_token)
-        .layer(csrf)
-        .layer(sessions);
+    let admin = admin_token.map(|token| AdminToken(Arc::from(token), sessions.admin()));
+    let app = app(Users::default(), admin).layer(csrf).layer(sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo listening on http://{addr} with the {store} store");
     axum::serve(
@@ -168,9 +174,14 @@ async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
             RedisConnection::connect(&url).await?
         }
     };
-    let store = RedisStore::builder(connection)
-        .key_prefix("cloakroom-demo:")
-        .build()?;
+    let mut store = RedisStore::builder(connection).key_prefix("cloakroom-demo:");
+    if let Ok(capacity) = std::env::var("SESSION_REDIS_CACHE") {
+        let capacity = capacity
+            .parse()
+            .map_err(|e| format!("SESSION_REDIS_CACHE={capacity:?}: {e}"))?;
+        store = store.local_cache(capacity);
+    }
+    let store = store.build()?;
     Ok(SessionLayer::builder(store))
 }
 
@@ -267,7 +278,7 @@ fn env_secs(name: &str, default: u64) -> Result<u64, BoxError> {
     }
 }
 
-fn app(users: Users, admin_token: Option<String>) -> Router {
+fn app(users: Users, admin: Option<AdminToken>) -> Router {
     let mut router = Router::new()
         .route("/", get(index))
         .route("/visit", get(visit))
@@ -284,12 +295,13 @@ fn app(users: Users, admin_token: Option<String>) -> Router {
         .route("/api/sessions/{handle}", delete(end_device))
         .route("/upload", post(upload))
         .route("/api/counter", post(counter))
-        .route("/api/notes/{key}", get(get_note).put(put_note));
-    if let Some(token) = admin_token {
+        .route("/api/notes/{key}", get(get_note).put(put_note))
+        .route("/api/stream", get(stream));
+    if let Some(admin) = admin {
         router = router
             .route("/api/admin/users/{user}/credential", post(admin_reset))
             .route("/api/admin/users/{user}", delete(admin_delete))
-            .layer(axum::Extension(AdminToken(Arc::from(token))));
+            .layer(axum::Extension(admin));
     }
     router.with_state(users)
 }
@@ -391,8 +403,9 @@ impl LoadUser<Users> for DemoUser {
     }
 }
 
+/// The admin routes' token, and the handle they end sessions with.
 #[derive(Clone)]
-struct AdminToken(Arc<str>);
+struct AdminToken(Arc<str>, SessionAdmin);
 
 /// Whether the request carries the admin token.
 fn admin(headers: &HeaderMap, token: &AdminToken) -> bool {
@@ -1033,15 +1046,27 @@ async fn admin_reset(
     if !admin(&headers, &token) {
         return StatusCode::FORBIDDEN;
     }
-    if users.renew(&user, fresh_credential()) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
+    if !users.renew(&user, fresh_credential()) {
+        return StatusCode::NOT_FOUND;
+    }
+    end_sessions_of(&token.1, &user).await
+}
+
+/// Ends every session of `user` at once, on every instance: a request
+/// would end each (its credential changed, or its user is gone) at its
+/// next load of the user, but an open stream makes no more requests.
+async fn end_sessions_of(admin: &SessionAdmin, user: &str) -> StatusCode {
+    match admin.logout_everywhere(user).await {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(error) => {
+            tracing::error!(%error, "ending the sessions of a changed account");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
-/// Deletes `user` from the table: their sessions end at their next
-/// request, also once the name signs up again.
+/// Deletes `user` from the table and ends their sessions (which would
+/// also end at their next request, even once the name signs up again).
 async fn admin_delete(
     State(users): State<Users>,
     axum::Extension(token): axum::Extension<AdminToken>,
@@ -1051,14 +1076,39 @@ async fn admin_delete(
     if !admin(&headers, &token) {
         return StatusCode::FORBIDDEN;
     }
-    let mut table = users.table();
-    match table.get_mut(&user) {
-        Some(account @ Account::Credential(_)) => {
-            *account = Account::Deleted;
-            StatusCode::NO_CONTENT
+    {
+        let mut table = users.table();
+        match table.get_mut(&user) {
+            Some(account @ Account::Credential(_)) => *account = Account::Deleted,
+            _ => return StatusCode::NOT_FOUND,
         }
-        _ => StatusCode::NOT_FOUND,
     }
+    end_sessions_of(&token.1, &user).await
+}
+
+/// An event a second for as long as the session lives; when it ends, by
+/// any means and on any instance, an `end` event and the stream closes.
+async fn stream(
+    session: Session,
+    user: Option<CurrentUser<DemoUser>>,
+) -> Result<Response, SessionError> {
+    if user.is_none() {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    }
+    let watch = session.watch().await?;
+    let ticks =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)))
+            .map({
+                let mut n = 0u64;
+                move |_| {
+                    n += 1;
+                    Ok::<_, Infallible>(Event::default().data(format!("tick {n}")))
+                }
+            });
+    let events = watch.until_ended(ticks, |ended| {
+        Ok(Event::default().event("end").data(ended.as_str()))
+    });
+    Ok(Sse::new(events).into_response())
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use time::OffsetDateTime;
 
@@ -13,6 +13,7 @@ use crate::config::SessionConfig;
 #[cfg(feature = "axum")]
 use crate::events::RateLimit;
 use crate::store::DynStore;
+use crate::watch::Hub;
 
 /// The most sessions one listing returns: the most recently created ones.
 pub(crate) const LIST_LIMIT: usize = 1000;
@@ -34,6 +35,8 @@ pub(crate) struct Core {
     /// The warning about unsafe requests from browsers that no CSRF check
     /// saw was given (once per layer is enough to be seen).
     pub(crate) csrf_missing_warned: AtomicBool,
+    /// The register of open session watches, made with the first one.
+    watches: OnceLock<Arc<Hub>>,
 }
 
 impl Core {
@@ -45,7 +48,24 @@ impl Core {
             #[cfg(feature = "axum")]
             outage_log: RateLimit::new(),
             csrf_missing_warned: AtomicBool::new(false),
+            watches: OnceLock::new(),
         }
+    }
+
+    /// How many watches are open (none before the first).
+    pub(crate) fn open_watches(&self) -> usize {
+        self.watches.get().map_or(0, |hub| hub.open_watches())
+    }
+
+    /// The layer's register of session watches.
+    pub(crate) fn watches(&self) -> &Arc<Hub> {
+        self.watches.get_or_init(|| {
+            Arc::new(Hub::new(
+                Arc::clone(&self.store),
+                Arc::clone(&self.config.clock),
+                self.config.touch_after,
+            ))
+        })
     }
 
     /// The layer clock's time in whole seconds, the precision every store

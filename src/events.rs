@@ -362,6 +362,51 @@ pub(crate) fn store_error(operation: &'static str, error: &StoreError) {
     );
 }
 
+/// Session watches could not read their sessions back; they keep
+/// re-checking on a timer until the store answers.
+pub(crate) fn watch_recheck_failed(error: &StoreError) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "watch_recheck_failed",
+        error = %error,
+        cause = %Cause(error),
+        "session watches could not re-check their sessions; retrying every second"
+    );
+}
+
+/// A `PostgresStore` listens for ended sessions, for session watches.
+#[cfg(feature = "postgres")]
+pub(crate) fn watch_feed_listening() {
+    tracing::debug!(
+        target: "cloakroom",
+        event = "watch_feed_listening",
+        "PostgresStore: listening for ended sessions"
+    );
+}
+
+/// A `PostgresStore` lost its `LISTEN` connection, or stopped hearing its
+/// heartbeat: session watches re-check on a timer until it is back.
+#[cfg(feature = "postgres")]
+pub(crate) fn watch_feed_lost() {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "watch_feed_lost",
+        "PostgresStore: lost the notification channel; session watches re-check every second until it is back"
+    );
+}
+
+/// A `PostgresStore` could not listen for ended sessions; it tries again
+/// shortly.
+#[cfg(feature = "postgres")]
+pub(crate) fn watch_feed_failed(error: &str) {
+    tracing::warn!(
+        target: "cloakroom",
+        event = "watch_feed_failed",
+        error,
+        "PostgresStore: could not listen for ended sessions; retrying"
+    );
+}
+
 /// A sweep of expired sessions, done or failed.
 pub(crate) fn sweep(result: Result<u64, StoreError>) {
     match result {

@@ -557,6 +557,12 @@ impl SessionLayer {
     pub fn admin(&self) -> SessionAdmin {
         SessionAdmin::from_parts(self.core.store.clone(), self.core.config.clock.clone())
     }
+
+    /// How many [session watches](crate::watch) made through this layer
+    /// are open, for metrics and tests.
+    pub fn open_watches(&self) -> usize {
+        self.core.open_watches()
+    }
 }
 
 /// Sweeps the store every period it asks for, with the layer's clock, until

@@ -424,6 +424,7 @@ mod session;
 pub mod store;
 #[cfg(feature = "test-suite")]
 pub mod test_suite;
+pub mod watch;
 
 pub use crate::admin::SessionAdmin;
 #[cfg(feature = "axum")]

@@ -22,6 +22,7 @@ mod flash;
 mod lifecycle;
 mod provider;
 mod state;
+mod watch;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

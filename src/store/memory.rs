@@ -15,7 +15,7 @@ use crate::device::Device;
 use crate::id::StoreKey;
 use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::ConfigError;
-use crate::store::{Deleted, SessionStore, StoreError};
+use crate::store::{Change, ChangeNotifier, Changes, Deleted, SessionStore, StoreError};
 
 const RECORD_SHARDS: usize = 64;
 const USER_SHARDS: usize = 16;
@@ -76,6 +76,8 @@ struct Inner {
     sweep_interval_secs: i64,
     /// The most records one shard may hold.
     shard_capacity: usize,
+    /// Announces ended and moved sessions to session watches.
+    changes: ChangeNotifier,
 }
 
 /// User ID to the keys of that user's sessions.
@@ -320,6 +322,7 @@ impl MemoryStoreBuilder {
                 sweep_interval: Duration::from_secs(secs.unsigned_abs()),
                 sweep_interval_secs: secs,
                 shard_capacity: self.capacity.div_ceil(RECORD_SHARDS),
+                changes: ChangeNotifier::new(),
             }),
         })
     }
@@ -749,6 +752,7 @@ impl SessionStore for MemoryStore {
                 },
             );
         }
+        self.inner.changes.notify(Change::Session(*key));
         if let (Some(users), Some(owner)) = (&mut users, &owner) {
             if let Some(keys) = users.get_mut(&**owner) {
                 keys.remove(key);
@@ -793,7 +797,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        Ok(self.remove(key, None, now))
+        let deleted = self.remove(key, None, now);
+        self.inner.changes.notify(Change::Session(*key));
+        Ok(deleted)
     }
 
     async fn delete_owned(
@@ -802,7 +808,9 @@ impl SessionStore for MemoryStore {
         user_id: &str,
         now: OffsetDateTime,
     ) -> Result<Deleted, StoreError> {
-        Ok(self.remove(key, Some(user_id), now))
+        let deleted = self.remove(key, Some(user_id), now);
+        self.inner.changes.notify(Change::Session(*key));
+        Ok(deleted)
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -832,6 +840,8 @@ impl SessionStore for MemoryStore {
         if keys.is_empty() {
             users.remove(user_id);
         }
+        drop(users);
+        self.inner.changes.notify(Change::User(user_id.to_owned()));
         Ok(deleted)
     }
 
@@ -876,6 +886,7 @@ impl SessionStore for MemoryStore {
             self.unindex_all(owned);
             ended += self.end_moved(moved, until, now);
         }
+        self.inner.changes.notify(Change::All);
         Ok(ended)
     }
 
@@ -904,6 +915,10 @@ impl SessionStore for MemoryStore {
 
     fn background_sweep(&self) -> Option<Duration> {
         Some(self.inner.sweep_interval)
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        Some(self.inner.changes.subscribe())
     }
 }
 

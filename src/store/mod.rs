@@ -64,6 +64,7 @@ use std::pin::Pin;
 
 use time::OffsetDateTime;
 
+pub use self::changes::{Change, ChangeNotifier, Changes};
 pub use self::config_error::ConfigError;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
@@ -77,6 +78,7 @@ pub use crate::record::{Lifetime, Patch, SessionInfo, SessionRecord, Touch};
 /// timestamps (their timeouts are `std::time::Duration`s).
 pub use time;
 
+mod changes;
 mod config_error;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
@@ -423,6 +425,21 @@ pub trait SessionStore: Send + Sync + 'static {
     fn background_sweep(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// A subscription to the store's announcements of changed and ended
+    /// sessions, which [session watches](crate::watch) listen to so that
+    /// an open stream closes when its session ends, on every instance.
+    /// Called once per layer, when its first watch is made.
+    ///
+    /// `None`, the default, means the store announces nothing: watches
+    /// then re-check their sessions every
+    /// [`POLL_INTERVAL`](crate::watch::POLL_INTERVAL). A store that
+    /// announces must announce at least every session it ends or moves
+    /// (`delete*`, `retire`; expiry need not be), and report
+    /// [`Change::Lost`] whenever it may miss some.
+    fn changes(&self) -> Option<Changes> {
+        None
+    }
 }
 
 /// What [`SessionStore::delete`] (or [`SessionStore::delete_owned`]) found
@@ -636,6 +653,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn sweeps_in_background(&self) -> Option<std::time::Duration>;
     /// [`SessionStore::IN_PROCESS`] of the store.
     fn in_process(&self) -> bool;
+    fn changes(&self) -> Option<Changes>;
 }
 
 /// A store with the layer's time limit on each call (none for in-process
@@ -783,6 +801,10 @@ impl<S: SessionStore> DynStore for Bounded<S> {
 
     fn in_process(&self) -> bool {
         S::IN_PROCESS
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        self.store.changes()
     }
 }
 

@@ -131,6 +131,8 @@ macro_rules! store_conformance_tests {
             every_character_the_layer_accepts_round_trips,
             large_values_round_trip,
             the_device_is_kept_and_listed,
+            a_load_with_the_whole_idle_window_as_touch_fraction_never_touches,
+            a_change_feed_announces_every_session_it_ends_or_moves,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -1523,4 +1525,90 @@ pub async fn the_device_is_kept_and_listed<S: SessionStore>(store: &S) {
     listed.sort_by_key(|(k, _)| *k);
     expected.sort_by_key(|(k, _)| *k);
     assert_eq!(listed, expected);
+}
+
+/// Session watches read their sessions back with a touch fraction of 1.0
+/// (a whole idle window), which must never record activity: the open
+/// stream of an unattended screen must not keep its session alive.
+pub async fn a_load_with_the_whole_idle_window_as_touch_fraction_never_touches<S: SessionStore>(
+    store: &S,
+) {
+    let now = base();
+    let key = key();
+    assert!(store
+        .create(&key, &record(now, json!({})), now)
+        .await
+        .unwrap());
+    let idle = secs(IDLE.as_secs() as i64);
+    for later in [secs(1), idle / 2, idle - secs(1)] {
+        let found = store.load(&key, touch(now + later, 1.0)).await.unwrap();
+        let found = found.expect("live until the idle deadline");
+        assert_eq!(found.last_seen, now, "no activity recorded at +{later}");
+    }
+    // Each read returns the record as stored before it: a touch by the
+    // one before would show in `last_seen` above, and would move the
+    // deadline below.
+    assert!(
+        store
+            .load(&key, touch(now + idle, 1.0))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired at the idle deadline"
+    );
+}
+
+/// A store that has a change feed
+/// ([`SessionStore::changes`](crate::store::SessionStore::changes))
+/// announces each session it deletes, retires, or ends with its user's,
+/// once the feed is live (a feed that must subscribe somewhere first
+/// starts lost). Passes at once for a store without one.
+pub async fn a_change_feed_announces_every_session_it_ends_or_moves<S: SessionStore>(store: &S) {
+    let Some(mut changes) = store.changes() else {
+        return;
+    };
+    // A hang guard, not a measure.
+    let within = StdDuration::from_secs(10);
+    let started = std::time::Instant::now();
+    while !changes.is_live() {
+        assert!(started.elapsed() < within, "the feed becomes live");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    let now = base();
+    let user = user();
+    let (deleted, retired, successor, owned) = (key(), key(), key(), key());
+    for k in [&deleted, &retired, &owned] {
+        let record = owned_by(record(now, json!({})), &user);
+        assert!(store.create(k, &record, now).await.unwrap());
+    }
+    store.delete(&deleted, now).await.unwrap();
+    announced(&mut changes, deleted, &user).await;
+    assert!(store
+        .retire(&retired, &successor, now + secs(10), now)
+        .await
+        .unwrap());
+    announced(&mut changes, retired, &user).await;
+    store.delete_user(&user, None).await.unwrap();
+    announced(&mut changes, owned, &user).await;
+}
+
+/// Waits until `changes` announces `key`: by its key, its user, or
+/// "everything".
+async fn announced(changes: &mut crate::store::Changes, key: StoreKey, user: &str) {
+    use crate::store::Change;
+
+    let waiting = async {
+        loop {
+            match changes.next().await.expect("the feed stays open") {
+                Change::Session(k) if k == key => return,
+                Change::User(u) if u == user => return,
+                Change::All => return,
+                _ => {}
+            }
+        }
+    };
+    // A hang guard, not a measure.
+    tokio::time::timeout(StdDuration::from_secs(10), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("the end of {} is announced", key.short()));
 }

@@ -440,4 +440,8 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     fn background_sweep(&self) -> Option<std::time::Duration> {
         self.inner.background_sweep()
     }
+
+    fn changes(&self) -> Option<crate::store::Changes> {
+        self.inner.changes()
+    }
 }

@@ -21,6 +21,7 @@ pub(crate) mod pages;
 pub(crate) mod races;
 pub(crate) mod rotation_failures;
 pub(crate) mod security_events;
+pub(crate) mod streams;
 pub(crate) mod writes;
 
 use crate::support::reply::Reply;
@@ -100,6 +101,18 @@ macro_rules! store_tests {
                 listing_marks_the_current_session,
                 a_stale_cookie_never_clears_a_newer_login,
                 regenerate_after_a_logout_elsewhere_does_not_revive_the_session,
+            ],
+            #[tokio::test]
+            streams [
+                a_stream_ends_when_its_session_logs_out_on_another_instance,
+                a_stream_ends_on_logout_everywhere_from_another_session,
+                a_stream_ends_when_another_device_signs_it_out,
+                a_stream_ends_when_an_operator_ends_its_session,
+                a_stream_ends_when_its_session_moves_to_a_new_id,
+                a_stream_ends_at_its_idle_deadline_and_is_no_activity,
+                a_stream_whose_session_lives_on_stays_open,
+                a_thousand_streams_of_one_user_all_end_on_logout_everywhere,
+                a_visitor_without_a_login_gets_no_stream,
             ],
             #[tokio::test]
             credentials [

@@ -11,7 +11,7 @@ use axum::http::{header, Method, StatusCode};
 
 use serde_json::Value;
 
-use crate::support::demo::{check_contract, demo_binary, start_demo, Browser};
+use crate::support::demo::{check_contract, check_streams, demo_binary, start_demo, Browser};
 use crate::support::harness::{tests, Test};
 use crate::support::reply::Reply;
 
@@ -21,6 +21,8 @@ pub(crate) fn tests() -> Vec<Test> {
         None => [
             demo_answers_its_contract,
             demo_binds_sessions_to_the_credential_and_asks_for_the_password_again,
+            demo_streams_end_with_their_session,
+            demo_stream_ends_at_the_idle_deadline,
             demo_takes_an_upload_with_the_token_in_the_multipart_form,
             demo_refuses_a_bad_key_and_an_unknown_store,
         ],
@@ -42,6 +44,36 @@ async fn demo_answers_its_contract() {
         .send_with(Method::POST, reset, &[("x-admin-token", "")], "")
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+/// Part 3 of the contract: `GET /api/stream` ends with its session.
+#[tokio::main(flavor = "current_thread")]
+async fn demo_streams_end_with_their_session() {
+    let demo = start_demo(&[
+        ("SESSION_KEY", &"42".repeat(32)),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+    ])
+    .await;
+    check_streams(&demo, &demo, "").await;
+}
+
+/// An open stream is no activity: with nothing else from the browser, it
+/// ends at the session's idle deadline.
+#[tokio::main(flavor = "current_thread")]
+async fn demo_stream_ends_at_the_idle_deadline() {
+    let demo = start_demo(&[
+        ("SESSION_KEY", &"42".repeat(32)),
+        ("SESSION_IDLE_SECS", "2"),
+    ])
+    .await;
+    let mut browser = Browser::new(&demo);
+    browser.login("idle").await;
+    let stream = browser.open_stream().await;
+    assert_eq!(stream.end().await, "session expired");
+    assert_eq!(
+        browser.get("/api/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// Part 3 of the contract: `/password`, the admin routes and

@@ -4,7 +4,7 @@
 
 use hyper::Method;
 
-use crate::support::demo::{check_contract, start_demo, Browser};
+use crate::support::demo::{check_contract, check_streams, start_demo, Browser};
 use crate::support::harness::{tests, Test};
 use crate::support::postgres::{connect, shared_url, unique_table};
 
@@ -13,6 +13,7 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         Some(&crate::POSTGRES) => [
             the_demo_answers_its_contract_on_postgres,
+            two_demos_on_one_postgres_end_each_others_streams,
         ],
     )
 }
@@ -65,4 +66,23 @@ async fn the_demo_answers_its_contract_on_postgres() {
     .await
     .unwrap();
     assert_eq!(leaks, 0, "the raw session ID is nowhere in the table");
+}
+
+/// Two demo processes on one PostgreSQL behave as one app: a stream held
+/// on one ends when its session ends on the other (`LISTEN`/`NOTIFY`).
+#[tokio::main(flavor = "current_thread")]
+async fn two_demos_on_one_postgres_end_each_others_streams() {
+    let Some(url) = shared_url() else {
+        return;
+    };
+    let key = "42".repeat(32);
+    let envs = [
+        ("SESSION_STORE", "postgres"),
+        ("DATABASE_URL", url),
+        ("SESSION_KEY", key.as_str()),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+    ];
+    let (a, b) = (start_demo(&envs).await, start_demo(&envs).await);
+    let tag = format!("-{}", &unique_table()[2..]);
+    check_streams(&a, &b, &tag).await;
 }

@@ -4,7 +4,7 @@
 
 use hyper::{Method, StatusCode};
 
-use crate::support::demo::{check_contract, start_demo, Browser};
+use crate::support::demo::{check_contract, check_streams, start_demo, Browser};
 use crate::support::harness::{tests, Test};
 use crate::support::redis::cluster_urls;
 use crate::support::redis_server::RedisServer;
@@ -14,9 +14,11 @@ pub(crate) fn tests() -> Vec<Test> {
     tests!(
         Some(&crate::REDIS_SERVER) => [
             the_demo_answers_its_contract_on_redis,
+            two_demos_on_one_redis_end_each_others_streams,
         ],
         Some(&crate::REDIS_CLUSTER) => [
             the_demo_answers_its_contract_on_a_redis_cluster,
+            two_demos_on_one_redis_cluster_end_each_others_streams,
         ],
     )
 }
@@ -87,4 +89,55 @@ async fn the_demo_answers_its_contract_on_a_redis_cluster() {
     ])
     .await;
     check_contract(&demo, "").await;
+}
+
+/// Two demo processes on one Redis, each with its local cache, behave as
+/// one app: a stream held on one ends when its session ends on the other,
+/// and a logout on one is refused on the other at once.
+#[tokio::main(flavor = "current_thread")]
+async fn two_demos_on_one_redis_end_each_others_streams() {
+    let Some(server) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = server.url();
+    let key = "42".repeat(32);
+    let envs = [
+        ("SESSION_STORE", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("SESSION_KEY", key.as_str()),
+        ("SESSION_REDIS_CACHE", "1000"),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+    ];
+    let (a, b) = (start_demo(&envs).await, start_demo(&envs).await);
+    check_streams(&a, &b, "").await;
+    check_streams(&b, &a, "-again").await;
+
+    let mut browser = Browser::new(&a);
+    browser.login("gil").await;
+    let mut elsewhere = browser.on(&b);
+    assert_eq!(elsewhere.get("/api/me").await.status, StatusCode::OK);
+    browser.post("/logout").await;
+    assert_eq!(
+        elsewhere.get("/api/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn two_demos_on_one_redis_cluster_end_each_others_streams() {
+    let Some(urls) = cluster_urls() else {
+        return;
+    };
+    let urls = urls.join(",");
+    let key = "42".repeat(32);
+    let envs = [
+        ("SESSION_STORE", "redis"),
+        ("REDIS_CLUSTER_URLS", urls.as_str()),
+        ("SESSION_KEY", key.as_str()),
+        ("SESSION_REDIS_CACHE", "1000"),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+    ];
+    let (a, b) = (start_demo(&envs).await, start_demo(&envs).await);
+    let tag = format!("-{}", std::process::id());
+    check_streams(&a, &b, &tag).await;
 }

@@ -5,7 +5,7 @@
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::support::demo::{check_contract, start_demo, Browser, Demo};
+use crate::support::demo::{check_contract, check_streams, start_demo, Browser, Demo};
 use crate::support::sqlite::{connect, fresh_path};
 
 async fn demo_on(url: &str, key: &str) -> Demo {
@@ -64,4 +64,19 @@ async fn the_demo_answers_its_contract_on_sqlite_and_sessions_survive_a_restart(
     pool.close().await;
     drop(demo);
     crate::store::assert_nowhere_in_the_files(&path, raw_id.as_bytes());
+}
+
+/// `GET /api/stream` on SQLite: the demo's streams end with their
+/// sessions, by every means the contract names.
+#[tokio::test]
+async fn the_demos_streams_end_with_their_sessions_on_sqlite() {
+    let url = format!("sqlite://{}", fresh_path().display());
+    let demo = start_demo(&[
+        ("SESSION_STORE", "sqlite"),
+        ("DATABASE_URL", &url),
+        ("SESSION_KEY", &"42".repeat(32)),
+        ("DEMO_ADMIN_TOKEN", "let-me-in"),
+    ])
+    .await;
+    check_streams(&demo, &demo, "").await;
 }

@@ -704,3 +704,184 @@ async fn check_accounts_and_devices(demo: &Demo, tag: &str) {
     assert_eq!(flashes(&laptop.get("/").await), 0, "shown once");
     assert_eq!(laptop.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
 }
+
+/// An open `GET /api/stream` of the demo: its body, read event by event.
+pub(crate) struct DemoStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+/// When a stream check gives up waiting: a hang guard, not a measure (the
+/// contract's 1 s is measured by the load bench).
+const STREAM_WITHIN: Duration = Duration::from_secs(10);
+
+impl DemoStream {
+    /// The next event: its `event:` name (`message` when it has none) and
+    /// its data; `None` once the stream has closed.
+    pub(crate) async fn next_event(&mut self) -> Option<(String, String)> {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let mut name = "message".to_owned();
+                let mut data = String::new();
+                for line in event.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim());
+                    }
+                }
+                return Some((name, data));
+            }
+            let frame = tokio::time::timeout(STREAM_WITHIN, self.body.frame())
+                .await
+                .expect("the stream says something in time")?
+                .expect("the stream's body");
+            if let Some(data) = frame.data_ref() {
+                self.buffer
+                    .push_str(std::str::from_utf8(data).expect("utf-8 events"));
+            }
+        }
+    }
+
+    /// Waits for the `end` event and then the close; returns the end's
+    /// data.
+    pub(crate) async fn end(mut self) -> String {
+        loop {
+            match self.next_event().await {
+                Some((name, data)) if name == "end" => {
+                    assert!(
+                        self.next_event().await.is_none(),
+                        "the stream closes after its end event"
+                    );
+                    return data;
+                }
+                Some(_) => {}
+                None => panic!("the stream closed without an end event"),
+            }
+        }
+    }
+}
+
+impl Browser {
+    /// Opens `GET /api/stream` with this browser's cookie and checks the
+    /// first event arrives.
+    pub(crate) async fn open_stream(&self) -> DemoStream {
+        let mut request = Request::get(format!("{}/api/stream", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let request = request.body(Full::new(Bytes::new())).unwrap();
+        let response = self.client.request(request).await.expect("demo answers");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "a logged-in stream opens"
+        );
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/event-stream",
+            "an event stream"
+        );
+        let mut stream = DemoStream {
+            body: response.into_body(),
+            buffer: String::new(),
+        };
+        let (name, _) = stream.next_event().await.expect("a first event");
+        assert_eq!(name, "message", "ticks while the session lives");
+        stream
+    }
+
+    /// The same browser's cookie, sent to another demo process.
+    pub(crate) fn on(&self, demo: &Demo) -> Browser {
+        Browser {
+            cookie: self.cookie.clone(),
+            ..Browser::new(demo)
+        }
+    }
+}
+
+/// Part 3's `GET /api/stream`: a stream held on `b` ends when its session
+/// ends through `a` (the same process, or another on the same store) by
+/// each means the contract names. Both demos need
+/// `DEMO_ADMIN_TOKEN=let-me-in`. `tag` makes user names unique.
+pub(crate) async fn check_streams(a: &Demo, b: &Demo, tag: &str) {
+    // Anonymous: 401.
+    let reply = Browser::new(b).get("/api/stream").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // A logout with the stream's cookie.
+    let mut ann = Browser::new(a);
+    ann.login(&format!("ann{tag}")).await;
+    let stream = ann.on(b).open_stream().await;
+    assert_eq!(ann.post("/logout").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(stream.end().await, "session ended");
+
+    // Logout-everywhere from another session of the user.
+    let bob = format!("bob{tag}");
+    let (mut phone, mut laptop) = (Browser::new(a), Browser::new(a));
+    phone.login(&bob).await;
+    laptop.login(&bob).await;
+    let stream = phone.on(b).open_stream().await;
+    laptop.post("/logout-everywhere").await;
+    assert_eq!(stream.end().await, "session ended");
+
+    // Ending the device from another one.
+    let cat = format!("cat{tag}");
+    let (mut phone, mut laptop) = (Browser::new(a), Browser::new(a));
+    phone.login(&cat).await;
+    laptop.login(&cat).await;
+    let stream = phone.on(b).open_stream().await;
+    let listed: Value = serde_json::from_str(&laptop.get("/api/sessions").await.body).unwrap();
+    let phone_handle = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .expect("the phone's session")["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = laptop
+        .api(Method::DELETE, &format!("/api/sessions/{phone_handle}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(stream.end().await, "session ended");
+
+    // An operator's credential reset.
+    let dan = format!("dan{tag}");
+    let mut dans = Browser::new(a);
+    let reply = dans.login(&dan).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SEE_OTHER,
+        "{dan} logs in: {}",
+        reply.body
+    );
+    let stream = dans.on(b).open_stream().await;
+    let mut operator = Browser::new(a);
+    let reply = operator
+        .send_with(
+            Method::POST,
+            &format!("/api/admin/users/{dan}/credential"),
+            &[("x-admin-token", "let-me-in")],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(stream.end().await, "session ended");
+    assert_eq!(dans.get("/api/me").await.status, StatusCode::UNAUTHORIZED);
+
+    // A session that is not ended keeps its stream: it ticks on.
+    let mut eve = Browser::new(a);
+    eve.login(&format!("eve{tag}")).await;
+    let mut stream = eve.on(b).open_stream().await;
+    let mut other = Browser::new(a);
+    other.login(&format!("fay{tag}")).await;
+    other.post("/logout-everywhere").await;
+    for _ in 0..2 {
+        let (name, _) = stream.next_event().await.expect("still open");
+        assert_eq!(name, "message", "still ticking");
+    }
+}

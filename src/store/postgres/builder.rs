@@ -100,6 +100,7 @@ impl PostgresStoreBuilder {
                 &self.table,
                 self.sweep_batch_size,
             )),
+            feed: Arc::default(),
         })
     }
 }

@@ -12,11 +12,12 @@
 
 mod builder;
 mod error;
+mod listener;
 mod row;
 mod sql;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::postgres::PgPool;
 use sqlx::types::Json;
@@ -30,7 +31,7 @@ use crate::id::StoreKey;
 use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
 use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
-use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
+use crate::store::{ChangeNotifier, Changes, Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The advisory lock every cloakroom migration takes ("cloakroo" in
 /// ASCII). One key for all tables, so that two stores creating tables in
@@ -257,6 +258,22 @@ const MAX_DELETE_PASSES: usize = 16;
 pub struct PostgresStore {
     pool: PgPool,
     sql: Arc<Statements>,
+    /// The change feed for session watches, with its listener task;
+    /// started by the first [`SessionStore::changes`].
+    feed: Arc<OnceLock<Feed>>,
+}
+
+/// A store's change feed and the task that keeps its `LISTEN`.
+struct Feed {
+    notifier: ChangeNotifier,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // The last clone of the store is gone: nobody watches through it.
+        self.listener.abort();
+    }
 }
 
 impl PostgresStore {
@@ -282,6 +299,7 @@ impl PostgresStore {
                 Self::DEFAULT_TABLE,
                 Self::DEFAULT_SWEEP_BATCH_SIZE,
             )),
+            feed: Arc::default(),
         }
     }
 
@@ -643,5 +661,19 @@ impl SessionStore for PostgresStore {
             })
         })
         .await
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        let feed = self.feed.get_or_init(|| {
+            // Lost until `LISTEN` is in place.
+            let notifier = ChangeNotifier::starting(false);
+            let listener = tokio::spawn(listener::listen(
+                self.pool.clone(),
+                self.sql.channel.clone(),
+                notifier.clone(),
+            ));
+            Feed { notifier, listener }
+        });
+        Some(feed.notifier.subscribe())
     }
 }

@@ -23,3 +23,16 @@ CREATE INDEX IF NOT EXISTS {user_id_idx}
     ON {table} (user_id, expires_at) WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {expires_at_idx}
     ON {table} (expires_at);
+-- Session watches on every instance of the app hear through this channel
+-- of each session that ends or moves: the key of each deleted or retired
+-- row, in hex, sent when the transaction that changed it commits.
+CREATE OR REPLACE FUNCTION {announce_fn}() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_ARGV[0], encode(OLD.key, 'hex'));
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER {announce_trigger}
+    AFTER DELETE OR UPDATE OF successor ON {table}
+    FOR EACH ROW EXECUTE FUNCTION {announce_fn}('{channel}');

@@ -15,6 +15,9 @@ pub(super) const SCHEMA: &str = include_str!("schema.sql");
 /// The SQL of every operation, built once from the validated names.
 pub(super) struct Statements {
     pub(super) qualified_table: String,
+    /// The channel the table's trigger announces ended and moved sessions
+    /// on.
+    pub(super) channel: String,
     pub(super) sweep_batch_size: i64,
     pub(super) migration: String,
     pub(super) create: String,
@@ -32,6 +35,15 @@ pub(super) struct Statements {
     pub(super) sweep: String,
 }
 
+/// The notification channel of `schema.table`: a name of the pair's own
+/// that fits PostgreSQL's 63-byte limit however long the names are, and
+/// needs no quoting (letters, digits and `_`).
+fn channel(schema: &str, table: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{schema}.{table}").as_bytes());
+    format!("cloakroom_{}", hex::encode(&digest[..8]))
+}
+
 /// The schema used unless another is configured; it needs no
 /// `CREATE SCHEMA`.
 pub(super) const DEFAULT_SCHEMA: &str = "public";
@@ -47,7 +59,15 @@ impl Statements {
             format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema))
         };
         // `schema.sql` for these names, after the schema it goes in.
-        let migration = format!("{create_schema}{}", fill_in(SCHEMA, table, &t));
+        let channel = channel(schema, table);
+        let schema_sql = fill_in(SCHEMA, table, &t)
+            .replace(
+                "{announce_fn}",
+                &format!("{}.{}", quote(schema), quote("cloakroom_announce")),
+            )
+            .replace("{announce_trigger}", &quote(&format!("{table}_announce")))
+            .replace("{channel}", &channel);
+        let migration = format!("{create_schema}{schema_sql}");
 
         // $12 is the layer's `now`: only a row that is expired by then (a
         // session, or a forward past its `until`) may be replaced. A live
@@ -236,6 +256,7 @@ impl Statements {
 
         Self {
             qualified_table: t,
+            channel,
             sweep_batch_size: i64::from(sweep_batch_size),
             migration,
             create,

@@ -151,6 +151,7 @@ impl RedisStoreBuilder {
             connection,
             prefix: Arc::from(self.prefix),
             cache,
+            listener: Arc::default(),
         };
         // Subscribe now if there is a runtime to do it on; otherwise the
         // first load does.

@@ -42,6 +42,7 @@ use super::connection::RedisConnection;
 
 use crate::id::StoreKey;
 use crate::record::{SessionRecord, Touch};
+use crate::store::{Change, ChangeNotifier};
 
 /// How often the subscriber sends a heartbeat through the invalidation
 /// channel, and how long it waits for it to come back before it counts
@@ -73,6 +74,8 @@ pub(super) struct LocalCache {
     /// forward whenever the subscription is heard from, set to 0 on a flush.
     serving_until: AtomicU64,
     started: Instant,
+    /// What the subscriber hears, passed on to session watches.
+    changes: ChangeNotifier,
 }
 
 struct Shard {
@@ -112,7 +115,15 @@ impl LocalCache {
             epoch: AtomicU64::new(0),
             serving_until: AtomicU64::new(0),
             started: Instant::now(),
+            // Lost until the first heartbeat comes back.
+            changes: ChangeNotifier::starting(false),
         }
+    }
+
+    /// The feed session watches hear: every key evicted by the
+    /// subscription, and whether it is trusted.
+    pub(super) fn changes(&self) -> &ChangeNotifier {
+        &self.changes
     }
 
     /// The session under `key` if the cache holds it, may serve it, and no
@@ -211,6 +222,9 @@ impl LocalCache {
     /// A heartbeat came back whole: nothing published before it was
     /// missed, so serve for a while longer.
     fn heard(&self) {
+        if !self.serving() {
+            self.changes.notify(Change::Resumed);
+        }
         let until = self.started.elapsed() + SILENCE_LIMIT;
         let until = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
         self.serving_until.fetch_max(until, Ordering::SeqCst);
@@ -273,6 +287,7 @@ pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscriptio
         {
             let Some(cache) = cache.upgrade() else { return };
             cache.flush();
+            cache.changes.notify(Change::Lost);
         }
         let url = &subscription.urls[attempt % subscription.urls.len()];
         attempt = attempt.wrapping_add(1);
@@ -284,6 +299,7 @@ pub(super) async fn subscribe(cache: Weak<LocalCache>, subscription: Subscriptio
                     // At once, not after the delay: until this flush the
                     // cache would still serve what it may have missed news of.
                     cache.flush();
+                    cache.changes.notify(Change::Lost);
                 }
                 crate::events::cache_subscription_lost();
             }
@@ -432,10 +448,18 @@ fn message(payload: &[u8]) -> Message {
 /// is this subscriber's heartbeat awaiting its copies, if any.
 fn on_message(cache: &LocalCache, payload: &[u8], in_flight: Option<&mut Heartbeat>) {
     match message(payload) {
-        Message::Evict(key) => cache.evict(&key),
+        Message::Evict(key) => {
+            // Evicted first: a watch reading the session back must not be
+            // served the cached copy.
+            cache.evict(&key);
+            cache.changes.notify(Change::Session(key));
+        }
         // All sessions were ended: nothing this cache holds is live. It
         // serves again (from empty) once the next heartbeat is back.
-        Message::Flush => cache.flush(),
+        Message::Flush => {
+            cache.flush();
+            cache.changes.notify(Change::All);
+        }
         Message::Heartbeat => {
             // Other instances' heartbeats mean nothing here.
             if let Some(beat) = in_flight.filter(|b| b.payload == payload) {
@@ -447,7 +471,10 @@ fn on_message(cache: &LocalCache, payload: &[u8], in_flight: Option<&mut Heartbe
         }
         // Forgetting everything is the safe answer to the unknown; the next
         // heartbeat lets the cache serve again.
-        Message::Unknown => cache.flush(),
+        Message::Unknown => {
+            cache.flush();
+            cache.changes.notify(Change::All);
+        }
     }
 }
 

@@ -25,7 +25,7 @@ mod scripts;
 mod user_index;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -43,7 +43,7 @@ use self::connection::{store_error, Connection};
 use self::scripts::{CREATE, DELETE, DELETE_ALL, DELETE_OWNED, RESTORE, RETIRE, SAVE, TOUCH};
 use crate::id::StoreKey;
 use crate::record::{saturating_add, whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
-use crate::store::{Deleted, SessionStore, StillLoggingIn, StoreError};
+use crate::store::{Changes, Deleted, SessionStore, StillLoggingIn, StoreError};
 
 /// The key prefix unless [`RedisStoreBuilder::key_prefix`] says otherwise.
 const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -299,6 +299,10 @@ pub struct RedisStore {
     connection: RedisConnection,
     prefix: Arc<str>,
     cache: Option<Arc<Cached>>,
+    /// For a store without a cache: the subscriber that hears the
+    /// invalidation channel for session watches, started by the first
+    /// [`SessionStore::changes`] (its cache holds nothing).
+    listener: Arc<OnceLock<Arc<Cached>>>,
 }
 
 /// A store's local cache, where its subscriber listens, and the
@@ -358,6 +362,7 @@ impl RedisStore {
             connection,
             prefix: Arc::from(DEFAULT_PREFIX),
             cache: None,
+            listener: Arc::default(),
         }
     }
 
@@ -372,7 +377,14 @@ impl RedisStore {
     /// unless it runs already. It holds the cache weakly, and is aborted
     /// when the last clone of the store is dropped.
     fn start_subscriber(&self) {
-        let Some(cached) = &self.cache else { return };
+        if let Some(cached) = &self.cache {
+            self.subscribe(cached);
+        }
+    }
+
+    /// Spawns the subscriber of `cached` (the cache's, or the listener's)
+    /// unless it runs already.
+    fn subscribe(&self, cached: &Arc<Cached>) {
         // Outside a tokio runtime there is nothing to run it on (and
         // `tokio::spawn` would panic): the cache serves nothing until a load
         // runs inside one.
@@ -1030,5 +1042,27 @@ impl SessionStore for RedisStore {
     /// there is nothing left to sweep: always `Ok(0)`.
     async fn sweep_expired(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        let cached = match &self.cache {
+            Some(cached) => Arc::clone(cached),
+            // A connection the app opened itself names no server to
+            // subscribe through: watches poll.
+            None if self.connection.urls().is_empty() => return None,
+            None => Arc::clone(self.listener.get_or_init(|| {
+                Arc::new(Cached {
+                    cache: Arc::new(LocalCache::new(0, std::time::Duration::ZERO)),
+                    urls: Arc::clone(self.connection.urls()),
+                    channel: format!("{}changed", self.prefix),
+                    subscriber: Mutex::new(None),
+                })
+            })),
+        };
+        // Subscribed before the subscriber (re)starts: the feed starts
+        // lost and says when it hears Redis.
+        let changes = cached.cache.changes().subscribe();
+        self.subscribe(&cached);
+        Some(changes)
     }
 }

@@ -29,7 +29,7 @@ use crate::id::StoreKey;
 use crate::record::{whole_seconds, Patch, SessionInfo, SessionRecord, Touch};
 use crate::store::sql_common::row::{column, count, sessions_oldest_first, unexpired_record};
 use crate::store::sql_common::{bind_record, deleted, in_batches, Batch};
-use crate::store::{Deleted, SessionStore, StoreError};
+use crate::store::{Change, ChangeNotifier, Changes, Deleted, SessionStore, StoreError};
 
 /// Sessions in a SQLite table, through the application's own
 /// [`SqlitePool`]: persistent sessions with no database server to run.
@@ -277,6 +277,9 @@ pub struct SqliteStore {
     sql: Arc<Statements>,
     /// The queue this store's writes take turns in (see "Locking").
     writes: Arc<Mutex<()>>,
+    /// Announces the sessions this store ends or moves to session
+    /// watches (other processes' writes are not heard).
+    changes: ChangeNotifier,
 }
 
 impl SqliteStore {
@@ -305,6 +308,7 @@ impl SqliteStore {
             pool,
             sql: Arc::new(Statements::new(table, sweep_batch_size)),
             writes: Arc::new(Mutex::new(())),
+            changes: ChangeNotifier::new(),
         }
     }
 
@@ -477,6 +481,11 @@ fn data_text(data: &Map<String, Value>) -> Result<String, StoreError> {
     serde_json::to_string(data).map_err(StoreError::rejected)
 }
 
+/// How often watches re-check their sessions on a SQLite store, for the
+/// sessions other processes writing the same file end (this store hears
+/// only its own writes).
+const OTHER_WRITERS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SessionStore for SqliteStore {
     async fn create(
         &self,
@@ -564,6 +573,8 @@ impl SessionStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
+        drop(_turn);
+        self.changes.notify(Change::Session(*key));
         Ok(done.rows_affected() == 1)
     }
 
@@ -579,7 +590,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete(&self, key: &StoreKey, now: OffsetDateTime) -> Result<Deleted, StoreError> {
-        self.remove(key, None, now).await
+        let deleted = self.remove(key, None, now).await?;
+        self.changes.notify(Change::Session(*key));
+        Ok(deleted)
     }
 
     async fn delete_owned(
@@ -588,7 +601,9 @@ impl SessionStore for SqliteStore {
         user_id: &str,
         now: OffsetDateTime,
     ) -> Result<Deleted, StoreError> {
-        self.remove(key, Some(user_id), now).await
+        let deleted = self.remove(key, Some(user_id), now).await?;
+        self.changes.notify(Change::Session(*key));
+        Ok(deleted)
     }
 
     async fn delete_user(&self, user_id: &str, keep: Option<&StoreKey>) -> Result<u64, StoreError> {
@@ -599,6 +614,8 @@ impl SessionStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
+        drop(_turn);
+        self.changes.notify(Change::User(user_id.to_owned()));
         Ok(done.rows_affected())
     }
 
@@ -616,7 +633,7 @@ impl SessionStore for SqliteStore {
         // matching row at all: nothing to follow forwards for. A regenerate
         // whose new row comes after it finds its old row gone, its retire
         // fails, and the layer deletes the new row.
-        in_batches(batch, || async move {
+        let result = in_batches(batch, || async move {
             let rows = {
                 let _turn = self.writes.lock().await;
                 sqlx::query(&self.sql.delete_all)
@@ -637,7 +654,10 @@ impl SessionStore for SqliteStore {
                 counted: ended,
             })
         })
-        .await
+        .await;
+        // Whatever part of the pass was done, watches look again.
+        self.changes.notify(Change::All);
+        result
     }
 
     async fn count_user(&self, user_id: &str, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -688,6 +708,10 @@ impl SessionStore for SqliteStore {
             })
         })
         .await
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        Some(self.changes.subscribe_partial(OTHER_WRITERS_RECHECK))
     }
 }
 
