@@ -29,7 +29,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 /// The second instance's stream route: an SSE stream that says nothing
 /// until its session ends, then one `end` event.
-fn stream_routes() -> Router {
+pub(crate) fn stream_routes() -> Router {
     Router::new().route("/stream", get(stream))
 }
 
@@ -66,13 +66,13 @@ fn instances<S: SessionStore + Clone>(store: S) -> Instances<S> {
 }
 
 /// An open event stream's body.
-struct Stream {
+pub(crate) struct Stream {
     body: Body,
 }
 
 impl Stream {
     /// Waits for the stream's end; returns its `end` event's data.
-    async fn end(mut self) -> String {
+    pub(crate) async fn end(mut self) -> String {
         let mut text = String::new();
         let read = async {
             while let Some(frame) = self.body.frame().await {
@@ -93,7 +93,7 @@ impl Stream {
     }
 
     /// Whether anything (the end) is ready to read now.
-    fn has_ended(&mut self) -> bool {
+    pub(crate) fn has_ended(&mut self) -> bool {
         let mut context = Context::from_waker(Waker::noop());
         matches!(
             Pin::new(&mut self.body).poll_frame(&mut context),
@@ -102,7 +102,7 @@ impl Stream {
     }
 }
 
-async fn open_stream(streams: &Router, client: &Client) -> Stream {
+pub(crate) async fn open_stream(streams: &Router, client: &Client) -> Stream {
     let cookie = client.cookie.as_deref().expect("a logged-in client");
     let request = Request::get("/stream")
         .header(header::COOKIE, format!("{}={cookie}", client.cookie_name))

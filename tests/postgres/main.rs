@@ -25,6 +25,7 @@ mod checks;
 
 #[cfg(all(feature = "memory", feature = "csrf"))]
 mod demo;
+mod listen;
 mod outage;
 mod store;
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
     let mut all = tests();
     all.extend(store::tests());
     all.extend(outage::tests());
+    all.extend(listen::tests());
     #[cfg(all(feature = "memory", feature = "csrf"))]
     all.extend(demo::tests());
     support::harness::main(file!(), all)

@@ -28,6 +28,7 @@ mod cache;
 #[cfg(all(feature = "memory", feature = "csrf"))]
 mod demo;
 mod server;
+mod streams;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
     tests.extend(cached_cluster::tests());
     tests.extend(cache::tests());
     tests.extend(server::tests());
+    tests.extend(streams::tests());
     #[cfg(all(feature = "memory", feature = "csrf"))]
     tests.extend(demo::tests());
     support::harness::main(file!(), tests)

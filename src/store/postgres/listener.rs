@@ -30,13 +30,40 @@ const SILENCE_LIMIT: Duration = Duration::from_millis(1500);
 /// attempts after a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How often a table without the trigger is looked at again.
+const NO_TRIGGER_RECHECK: Duration = Duration::from_secs(30);
 /// A heartbeat's payload; store keys are hex, so never this.
 const HEARTBEAT_PAYLOAD: &str = "heartbeat";
 
 /// Keeps a `LISTEN` on `channel` and passes what it hears to `notifier`,
 /// until aborted (when the last clone of the store is dropped).
-pub(super) async fn listen(pool: PgPool, channel: String, notifier: ChangeNotifier) {
+pub(super) async fn listen(
+    pool: PgPool,
+    channel: String,
+    has_trigger: String,
+    notifier: ChangeNotifier,
+) {
     loop {
+        // A table migrated by an earlier version announces nothing: the
+        // feed stays lost (watches poll) until `migrate` adds the trigger.
+        match sqlx::query_scalar::<_, bool>(&has_trigger)
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                crate::events::watch_feed_failed(
+                    "the session table has no announce trigger; run PostgresStore::migrate",
+                );
+                tokio::time::sleep(NO_TRIGGER_RECHECK).await;
+                continue;
+            }
+            Err(error) => {
+                crate::events::watch_feed_failed(&error.to_string());
+                tokio::time::sleep(RETRY_DELAY).await;
+                continue;
+            }
+        }
         let connecting = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;

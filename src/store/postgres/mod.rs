@@ -105,8 +105,19 @@ const MAX_DELETE_PASSES: usize = 16;
 /// starting at once do not race each other. `{table}` stands for the
 /// quoted, schema-qualified table (`"public"."cloakroom_sessions"` by
 /// default), `{user_id_idx}` and `{expires_at_idx}` for the quoted index
-/// names (`"<table>_user_id_idx"` and `"<table>_expires_at_idx"`); the
-/// names are validated, so they need no escaping.
+/// names (`"<table>_user_id_idx"` and `"<table>_expires_at_idx"`),
+/// `{announce_fn}` and `{announce_trigger}` for the trigger that tells
+/// [session watches](crate::watch) of ended sessions
+/// (`"<schema>"."cloakroom_announce"`, `"<table>_announce"`), and
+/// `{channel}` for its notification channel (`cloakroom_` and 16 hex
+/// digits of a hash of the schema and table names); the names are
+/// validated, so they need no escaping. `CREATE OR REPLACE TRIGGER` needs
+/// PostgreSQL 14 or later. Databases migrated by an earlier version of
+/// this crate get the function and trigger from the next
+/// [`migrate`](Self::migrate) (or by applying
+/// [`migration_sql`](Self::migration_sql) again); until then, watches on
+/// this store re-check their sessions every second instead of hearing of
+/// each end.
 /// [`migration_sql`](Self::migration_sql) returns the statements with the
 /// names filled in.
 ///
@@ -670,6 +681,7 @@ impl SessionStore for PostgresStore {
             let listener = tokio::spawn(listener::listen(
                 self.pool.clone(),
                 self.sql.channel.clone(),
+                self.sql.has_trigger.clone(),
                 notifier.clone(),
             ));
             Feed { notifier, listener }

@@ -18,6 +18,9 @@ pub(super) struct Statements {
     /// The channel the table's trigger announces ended and moved sessions
     /// on.
     pub(super) channel: String,
+    /// Whether the table has that trigger (a table migrated by an earlier
+    /// version has not).
+    pub(super) has_trigger: String,
     pub(super) sweep_batch_size: i64,
     pub(super) migration: String,
     pub(super) create: String,
@@ -254,9 +257,14 @@ impl Statements {
                  LIMIT $2 FOR UPDATE SKIP LOCKED)"
         );
 
+        let has_trigger = format!(
+            "SELECT EXISTS (SELECT FROM pg_trigger \
+             WHERE tgrelid = to_regclass('{t}') AND tgname = '{table}_announce')"
+        );
         Self {
             qualified_table: t,
             channel,
+            has_trigger,
             sweep_batch_size: i64::from(sweep_batch_size),
             migration,
             create,
@@ -301,7 +309,10 @@ mod tests {
         let expected = SCHEMA
             .replace("{table}", r#""public"."cloakroom_sessions""#)
             .replace("{user_id_idx}", r#""cloakroom_sessions_user_id_idx""#)
-            .replace("{expires_at_idx}", r#""cloakroom_sessions_expires_at_idx""#);
+            .replace("{expires_at_idx}", r#""cloakroom_sessions_expires_at_idx""#)
+            .replace("{announce_fn}", r#""public"."cloakroom_announce""#)
+            .replace("{announce_trigger}", r#""cloakroom_sessions_announce""#)
+            .replace("{channel}", "cloakroom_5f4f6c9df52236c3");
         assert_eq!(sql, expected);
         assert!(
             !sql.contains(['{', '}']),
@@ -311,8 +322,8 @@ mod tests {
         for placeholder in [TABLE, USER_ID_INDEX, EXPIRES_AT_INDEX] {
             assert!(SCHEMA.contains(placeholder), "{placeholder}");
         }
-        // CREATE TABLE, two indexes.
-        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 3);
+        // CREATE TABLE, two indexes, the trigger.
+        assert_eq!(sql.matches(r#""public"."cloakroom_sessions""#).count(), 4);
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"cloakroom_sessions\" (\n"));
     }
 
