@@ -2,6 +2,8 @@
 //! or on a table without the announce trigger: no stream outlives its
 //! session past the re-check bound.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::Router;
 use cloakroom::store::PostgresStore;
@@ -55,6 +57,8 @@ async fn a_logout_as_the_listen_connection_is_killed_still_ends_the_stream() {
     let both = instances(url).await;
     let mut browser = logged_in(&both.a, "killed").await;
     let stream = open_stream(&both.streams, &browser).await;
+    // The feed is up (its first heartbeat back) before it is cut.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let channel_listeners: Vec<(i32,)> =
         sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN \"cloakroom_%'")
@@ -93,6 +97,10 @@ async fn a_table_without_the_trigger_ends_streams_by_polling() {
     .unwrap();
     let mut browser = logged_in(&both.a, "untriggered").await;
     let stream = open_stream(&both.streams, &browser).await;
+    // Long enough for a feed that trusted itself to have said so (its
+    // first heartbeat): the logout must not be caught by the polling
+    // every new feed starts with.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let reply = browser.post("/logout").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(stream.end().await, "session ended");
