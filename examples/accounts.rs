@@ -1,7 +1,7 @@
 //! Run with: `cargo run --example accounts`
 //!
 //! A small accounts site on cloakroom sessions: password login (argon2)
-//! with "remember me", a page only signed-in users see, a devices page that
+//! with "remember me", pages only signed-in users see, a devices page that
 //! lists the user's sessions and signs out any other one, a password change
 //! that signs out every other device, logout, and flash messages on the
 //! next page. Every form carries a CSRF token.
@@ -54,7 +54,7 @@
 //! | `GET /login?next=PATH` | the login form (already signed in: `303` to `next` or `/account`) |
 //! | `POST /login` | `user`, `password`, `remember`, `next`: signs in and `303`s to `next` (a path on this site) or `/account`; a wrong name or password answers `401` with the form again, the same for both |
 //! | `POST /logout` | ends the session, `303` to `/login` |
-//! | `GET /account` | the signed-in user; a browser without a user is sent to `/login?next=/account` |
+//! | `GET /account` | the signed-in user; a browser without a user is sent to `/login?next=/account` (so is every `/account/...` page) |
 //! | `GET /account/devices` | the user's sessions: device, last activity, this device or a sign-out button |
 //! | `POST /account/devices/sign-out` | `session` = a handle from the list: ends that session (`404` for one that is not the user's) |
 //! | `POST /account/devices/sign-out-others` | ends every other session of the user |
@@ -70,25 +70,24 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::{Form, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::middleware::from_extractor_with_state;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-#[cfg(feature = "postgres")]
-use cloakroom::store::PostgresStore;
 use cloakroom::{
     csrf::CsrfLayer, csrf::CsrfToken, device::SessionHandle, flash::Flashes,
-    login::safe_redirect_path, login::CurrentUser, login::LoadUser, store::SessionInfo, Flash,
+    login::safe_redirect_path, login::CurrentUser, login::LoadUser, login::RequireLogin,
     FlashLevel, Key, MemoryStore, Session, SessionError, SessionLayer, SessionLayerBuilder,
 };
-#[cfg(feature = "redis")]
-use cloakroom::{store::RedisConnection, store::RedisStore};
+// Escaping for HTML element content and double-quoted attribute values.
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -108,19 +107,11 @@ const MIN_PASSWORD_CHARS: usize = 12;
 const MAX_PASSWORD_CHARS: usize = 256;
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter.unwrap_or_else(|_| "info".into()))
         .init();
-    if let Err(error) = run().await {
-        eprintln!("accounts: {error}");
-        std::process::exit(2);
-    }
-}
-
-async fn run() -> Result<(), BoxError> {
     let addr: SocketAddr = env_or("ACCOUNTS_ADDR", "127.0.0.1:3001")
         .parse()
         .map_err(|e| format!("ACCOUNTS_ADDR: {e}"))?;
@@ -133,86 +124,63 @@ async fn run() -> Result<(), BoxError> {
             Key::generate()?
         }
     };
-
     let store = env_or("SESSION_STORE", "memory");
-    let builder = match store.as_str() {
-        "memory" => SessionLayer::builder(MemoryStore::new()),
-        "redis" => redis_store().await?,
-        "postgres" => postgres_store().await?,
-        other => {
-            return Err(format!("SESSION_STORE={other}: expected memory, redis or postgres").into())
-        }
-    };
-    let sessions = builder
+    let app = App::seeded().await?;
+    for (name, _, password) in SEED_USERS {
+        tracing::info!("user {name:?} has the password {password:?}");
+    }
+
+    // The layers, in one place: CSRF checks run inside the session layer
+    // (the last `.layer` is the outermost).
+    let sessions = store_builder(&store)
+        .await?
         .key(key)
-        // Where `CurrentUser` sends a browser without a user (the default,
-        // spelled out).
+        // Where a visitor without a user is sent (the default, spelled out).
         .login_url("/login")
         // A user with more sessions than this has lost track of some; a
         // login beyond it ends their least recently active ones.
         .max_sessions_per_user(Some(20))
         .build()?;
+    let router = routes(app).layer(CsrfLayer::new()).layer(sessions);
 
-    let app = App::seeded().await?;
-    for (name, _, password) in SEED_USERS {
-        tracing::info!("user {name:?} has the password {password:?}");
-    }
-    // CSRF checks run inside the session layer (the last `.layer` is the
-    // outermost).
-    let router = routes()
-        .with_state(app)
-        .layer(CsrfLayer::new())
-        .layer(sessions);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("accounts listening on http://{addr} with the {store} store");
     axum::serve(listener, router).await?;
     Ok(())
 }
 
-#[cfg(feature = "redis")]
-async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
-    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
-    let connection = RedisConnection::connect(&url).await?;
-    let store = RedisStore::builder(connection)
-        .key_prefix("cloakroom-accounts:")
-        .build()?;
-    Ok(SessionLayer::builder(store))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_store() -> Result<SessionLayerBuilder, BoxError> {
-    Err(not_built("redis"))
-}
-
-#[cfg(feature = "postgres")]
-async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
-    let url = std::env::var("DATABASE_URL")
-        .map_err(|_| "SESSION_STORE=postgres needs DATABASE_URL (postgres://user@host/db)")?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(&url)
-        .await
-        .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let store = PostgresStore::new(pool);
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("creating the session table: {e}"))?;
-    Ok(SessionLayer::builder(store))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres_store() -> Result<SessionLayerBuilder, BoxError> {
-    Err(not_built("postgres"))
-}
-
-#[allow(dead_code)]
-fn not_built(store: &str) -> BoxError {
-    format!(
-        "SESSION_STORE={store}: this example was built without the `{store}` feature; \
-         run `cargo run --example accounts --features {store}`"
-    )
-    .into()
+/// The session layer's builder on the store `SESSION_STORE` names.
+async fn store_builder(store: &str) -> Result<SessionLayerBuilder, BoxError> {
+    Ok(match store {
+        "memory" => SessionLayer::builder(MemoryStore::new()),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let url = env_or("REDIS_URL", "redis://127.0.0.1:6379/");
+            let connection = cloakroom::store::RedisConnection::connect(&url).await?;
+            let store = cloakroom::store::RedisStore::builder(connection)
+                .key_prefix("cloakroom-accounts:")
+                .build()?;
+            SessionLayer::builder(store)
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = std::env::var("DATABASE_URL").map_err(|_| {
+                "SESSION_STORE=postgres needs DATABASE_URL (postgres://user@host/db)"
+            })?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .acquire_timeout(std::time::Duration::from_secs(3))
+                .connect(&url)
+                .await
+                .map_err(|e| format!("DATABASE_URL: {e}"))?;
+            let store = cloakroom::store::PostgresStore::new(pool);
+            store.migrate().await?;
+            SessionLayer::builder(store)
+        }
+        other => {
+            let expected = "memory, redis (`--features redis`) or postgres (`--features postgres`)";
+            return Err(format!("SESSION_STORE={other}: expected {expected}").into());
+        }
+    })
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -226,7 +194,7 @@ fn env_or(name: &str, default: &str) -> String {
 /// database; the session only holds the user's name.
 #[derive(Clone)]
 struct App {
-    users: Arc<RwLock<HashMap<String, User>>>,
+    users: Arc<Mutex<HashMap<String, User>>>,
     /// The hash of a password nobody has. A login under an unknown name is
     /// checked against it, so that it takes as long as a wrong password
     /// and the answer does not tell which names exist.
@@ -251,32 +219,18 @@ impl App {
                 full_name: full_name.to_owned(),
                 password_hash: hash_password(password.to_owned()).await?,
             };
-            users.insert(name.to_owned(), user);
+            users.insert(user.name.clone(), user);
         }
         // A random password nobody is told.
         let decoy = SaltString::generate(&mut OsRng).to_string();
         Ok(Self {
-            users: Arc::new(RwLock::new(users)),
+            users: Arc::new(Mutex::new(users)),
             decoy_hash: hash_password(decoy).await?.into(),
         })
     }
 
-    fn user(&self, name: &str) -> Option<User> {
-        self.users
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
-            .cloned()
-    }
-
-    fn set_password_hash(&self, name: &str, password_hash: String) {
-        let mut users = self
-            .users
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(user) = users.get_mut(name) {
-            user.password_hash = password_hash;
-        }
+    fn users(&self) -> MutexGuard<'_, HashMap<String, User>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -288,7 +242,7 @@ impl LoadUser<App> for User {
     type Rejection = Infallible;
 
     async fn load_user(user_id: &str, app: &App) -> Result<Option<Self>, Self::Rejection> {
-        Ok(app.user(user_id))
+        Ok(app.users().get(user_id).cloned())
     }
 
     fn credential(&self) -> &[u8] {
@@ -299,39 +253,44 @@ impl LoadUser<App> for User {
 /// Hashes `password` with argon2id (the crate's default parameters) and a
 /// fresh random salt. Off the async threads: a hash takes a while on
 /// purpose.
-async fn hash_password(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
+async fn hash_password(password: String) -> Result<String, BoxError> {
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
-            .map_err(|e| AppError::Internal(format!("hashing a password: {e}")))
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("the hashing task failed: {e}")))?
+    });
+    Ok(hash
+        .await?
+        .map_err(|e| format!("hashing a password: {e}"))?)
 }
 
-/// Whether `password` matches `hash` (in constant time, inside argon2).
+/// Whether `password` (of an acceptable length) matches `hash`, in
+/// constant time inside argon2.
 async fn verify_password(password: String, hash: Arc<str>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
+    password.chars().count() <= MAX_PASSWORD_CHARS
+        && tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
-    })
-    .await
-    .unwrap_or(false)
+        .await
+        .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------
 // Routes
 
-fn routes() -> Router<App> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/account") }))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
+fn routes(app: App) -> Router {
+    // Every page under /account needs a signed-in user: `RequireLogin`
+    // sends a browser without one to the login page (a script gets `401`)
+    // before anything is loaded. Loading the user on each of these routes
+    // then ends a session whose password changed since its login; the
+    // handlers that show the user take `CurrentUser` too and share that
+    // one load.
+    let account = Router::new()
         .route("/account", get(account))
         .route("/account/devices", get(devices))
         .route("/account/devices/sign-out", post(sign_out_device))
@@ -340,6 +299,16 @@ fn routes() -> Router<App> {
             "/account/password",
             get(password_page).post(change_password),
         )
+        .route_layer(from_extractor_with_state::<CurrentUser<User>, _>(
+            app.clone(),
+        ))
+        .route_layer(RequireLogin::new());
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/account") }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .merge(account)
+        .with_state(app)
 }
 
 #[derive(Deserialize)]
@@ -347,54 +316,37 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// `next` if it is a path on this site, else nothing: a link to the login
-/// page must not be able to send the user on to another site.
-fn safe_next(next: Option<&str>) -> Option<&str> {
-    next.and_then(safe_redirect_path)
-}
-
 async fn login_page(
-    session: Session,
-    token: CsrfToken,
+    layout: Layout,
     user: Option<CurrentUser<User>>,
     Query(query): Query<NextQuery>,
-) -> Result<Response, AppError> {
-    let next = safe_next(query.next.as_deref());
-    if user.is_some() {
-        return Ok(Redirect::to(next.unwrap_or("/account")).into_response());
+) -> Response {
+    let next = query.next.as_deref().and_then(safe_redirect_path);
+    match user {
+        Some(_) => Redirect::to(next.unwrap_or("/account")).into_response(),
+        None => login_form(layout, StatusCode::OK, None, "", next),
     }
-    let flashes = session.take_flashes().await?;
-    Ok(login_form(StatusCode::OK, &flashes, None, "", next, &token))
 }
 
 fn login_form(
+    layout: Layout,
     status: StatusCode,
-    flashes: &[Flash],
     error: Option<&str>,
     user: &str,
     next: Option<&str>,
-    token: &CsrfToken,
 ) -> Response {
-    let mut body = String::new();
-    if let Some(error) = error {
-        let _ = writeln!(
-            body,
-            "<p class=\"error\" role=\"alert\">{}</p>",
-            text(error)
-        );
-    }
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"/login\">\n{}{}\
+    let body = format!(
+        "{}<form method=\"post\" action=\"/login\">\n{}{}\
          <label>User <input name=\"user\" value=\"{}\" autocomplete=\"username\" required autofocus></label>\n\
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
          <label><input name=\"remember\" type=\"checkbox\"> Remember me on this device</label>\n\
          <button type=\"submit\">Sign in</button>\n</form>\n",
-        csrf_field(token),
+        error_line(error),
+        layout.token.hidden_field(),
         next.map(|next| hidden("next", next)).unwrap_or_default(),
         attr(user),
     );
-    page(status, "Sign in", flashes, &body)
+    layout.page(status, "Sign in", &body)
 }
 
 #[derive(Deserialize)]
@@ -409,29 +361,28 @@ struct LoginForm {
 async fn login(
     State(app): State<App>,
     session: Session,
-    token: CsrfToken,
+    layout: Layout,
     Form(form): Form<LoginForm>,
-) -> Result<Response, AppError> {
-    let next = safe_next(form.next.as_deref());
+) -> Result<Response, SessionError> {
+    let next = form.next.as_deref().and_then(safe_redirect_path);
     let name = form.user.trim();
-    let user = app.user(name);
+    let user = app.users().get(name).cloned();
     // Unknown names are checked against the decoy hash: the same work, the
     // same answer, so the form does not tell which names exist.
     let hash = user.as_ref().map_or_else(
         || app.decoy_hash.clone(),
         |user| user.password_hash.as_str().into(),
     );
-    let password_ok = form.password.chars().count() <= MAX_PASSWORD_CHARS
-        && verify_password(form.password, hash).await;
+    let password_ok = verify_password(form.password, hash).await;
     let Some(user) = user.filter(|_| password_ok) else {
         tracing::info!(user = name, "failed login");
+        let error = Some("Wrong user name or password.");
         return Ok(login_form(
+            layout,
             StatusCode::UNAUTHORIZED,
-            &[],
-            Some("Wrong user name or password."),
+            error,
             name,
             next,
-            &token,
         ));
     };
     if form.remember.is_some() {
@@ -444,16 +395,12 @@ async fn login(
     session.login_keeping(user.name.as_str(), &[]).await?;
     // Bound to this password: changing it elsewhere ends this session.
     session.bind_credential(&user.password_hash).await?;
-    session
-        .flash(
-            FlashLevel::Success,
-            format!("Signed in as {}.", user.full_name),
-        )
-        .await?;
+    let signed_in = format!("Signed in as {}.", user.full_name);
+    session.flash(FlashLevel::Success, signed_in).await?;
     Ok(Redirect::to(next.unwrap_or("/account")).into_response())
 }
 
-async fn logout(session: Session) -> Result<Redirect, AppError> {
+async fn logout(session: Session) -> Result<Redirect, SessionError> {
     let signed_in = session.user_id().await?.is_some();
     session.invalidate().await?;
     if signed_in {
@@ -467,10 +414,9 @@ async fn logout(session: Session) -> Result<Redirect, AppError> {
 
 async fn account(
     CurrentUser(user): CurrentUser<User>,
-    Flashes(flashes): Flashes,
     session: Session,
-    token: CsrfToken,
-) -> Result<Response, AppError> {
+    layout: Layout,
+) -> Result<Response, SessionError> {
     let devices = session.count_sessions().await?;
     let body = format!(
         "<p>Signed in as <strong id=\"user\">{}</strong> ({}).</p>\n\
@@ -479,17 +425,12 @@ async fn account(
          <form method=\"post\" action=\"/logout\">{}<button type=\"submit\">Sign out</button></form>\n",
         text(&user.full_name),
         text(&user.name),
-        csrf_field(&token),
+        layout.token.hidden_field(),
     );
-    Ok(page(StatusCode::OK, "Your account", &flashes, &body))
+    Ok(layout.page(StatusCode::OK, "Your account", &body))
 }
 
-async fn devices(
-    CurrentUser(_user): CurrentUser<User>,
-    Flashes(flashes): Flashes,
-    session: Session,
-    token: CsrfToken,
-) -> Result<Response, AppError> {
+async fn devices(session: Session, layout: Layout) -> Result<Response, SessionError> {
     let sessions = session.list_sessions().await?;
     let mut body = String::from(
         "<table id=\"devices\">\n<tr><th>Device</th><th>Last activity</th>\
@@ -502,14 +443,19 @@ async fn devices(
             format!(
                 "<form method=\"post\" action=\"/account/devices/sign-out\">{}{}\
                  <button type=\"submit\">Sign out</button></form>",
-                csrf_field(&token),
+                layout.token.hidden_field(),
                 hidden("session", &info.handle().to_string()),
             )
         };
         let _ = writeln!(
             body,
             "<tr class=\"device\"><td>{}{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
-            text(&device_label(info)),
+            text(
+                &info
+                    .device
+                    .label()
+                    .unwrap_or_else(|| "Unknown device".into())
+            ),
             if info.persistent { " (remembered)" } else { "" },
             timestamp(info.last_seen),
             timestamp(info.created_at),
@@ -521,17 +467,11 @@ async fn devices(
             body,
             "<form method=\"post\" action=\"/account/devices/sign-out-others\">{}\
              <button type=\"submit\">Sign out every other device</button></form>",
-            csrf_field(&token),
+            layout.token.hidden_field(),
         );
     }
     body.push_str("<p><a href=\"/account\">Back to your account</a></p>\n");
-    Ok(page(StatusCode::OK, "Your devices", &flashes, &body))
-}
-
-fn device_label(info: &SessionInfo) -> String {
-    info.device
-        .label()
-        .unwrap_or_else(|| "Unknown device".to_owned())
+    Ok(layout.page(StatusCode::OK, "Your devices", &body))
 }
 
 #[derive(Deserialize)]
@@ -542,95 +482,65 @@ struct SignOutForm {
 }
 
 async fn sign_out_device(
-    CurrentUser(_user): CurrentUser<User>,
     session: Session,
+    layout: Layout,
     Form(form): Form<SignOutForm>,
-) -> Result<Response, AppError> {
-    let ended = match form.session.parse::<SessionHandle>() {
-        Ok(handle) => session.logout_device(&handle).await,
-        Err(_) => Err(SessionError::UnknownSession),
+) -> Result<Response, SessionError> {
+    // Another user's session, an ended one or a made-up handle: all
+    // answered alike.
+    let not_found = || {
+        let body = "<p>That is not one of your devices (it may be signed out already).</p>\n\
+                    <p><a href=\"/account/devices\">Your devices</a></p>\n";
+        Ok(layout.page(StatusCode::NOT_FOUND, "No such device", body))
     };
-    match ended {
+    let Ok(handle) = form.session.parse::<SessionHandle>() else {
+        return not_found();
+    };
+    match session.logout_device(&handle).await {
+        Err(SessionError::UnknownSession) => not_found(),
+        Err(error) => Err(error),
+        // The handle was this device's own: that is a logout.
         Ok(()) if session.user_id().await?.is_none() => {
-            // The handle was this device's own: that is a logout.
             session
                 .flash(FlashLevel::Info, "You are signed out.")
                 .await?;
             Ok(Redirect::to("/login").into_response())
         }
         Ok(()) => {
-            session
-                .flash(FlashLevel::Success, "The device was signed out.")
-                .await?;
+            let signed_out = "The device was signed out.";
+            session.flash(FlashLevel::Success, signed_out).await?;
             Ok(Redirect::to("/account/devices").into_response())
         }
-        // Another user's session, an ended one or a made-up handle: all
-        // answered alike.
-        Err(SessionError::UnknownSession) => Ok(page(
-            StatusCode::NOT_FOUND,
-            "No such device",
-            &[],
-            "<p>That is not one of your devices (it may be signed out already).</p>\n\
-             <p><a href=\"/account/devices\">Your devices</a></p>\n",
-        )),
-        Err(error) => Err(error.into()),
     }
 }
 
-async fn sign_out_others(
-    CurrentUser(_user): CurrentUser<User>,
-    session: Session,
-) -> Result<Redirect, AppError> {
+async fn sign_out_others(session: Session) -> Result<Redirect, SessionError> {
     let ended = session.logout_other_devices().await?;
-    session
-        .flash(
-            FlashLevel::Success,
-            format!("Signed out {}.", other_devices(ended)),
-        )
-        .await?;
+    let signed_out = format!("Signed out {}.", other_devices(ended));
+    session.flash(FlashLevel::Success, signed_out).await?;
     Ok(Redirect::to("/account/devices"))
 }
 
 fn other_devices(n: u64) -> String {
-    match n {
-        1 => "1 other device".to_owned(),
-        n => format!("{n} other devices"),
-    }
+    format!("{n} other device{}", if n == 1 { "" } else { "s" })
 }
 
-async fn password_page(
-    CurrentUser(_user): CurrentUser<User>,
-    Flashes(flashes): Flashes,
-    token: CsrfToken,
-) -> Result<Response, AppError> {
-    Ok(password_form(StatusCode::OK, &flashes, None, &token))
+async fn password_page(layout: Layout) -> Response {
+    password_form(layout, StatusCode::OK, None)
 }
 
-fn password_form(
-    status: StatusCode,
-    flashes: &[Flash],
-    error: Option<&str>,
-    token: &CsrfToken,
-) -> Response {
-    let mut body = String::new();
-    if let Some(error) = error {
-        let _ = writeln!(
-            body,
-            "<p class=\"error\" role=\"alert\">{}</p>",
-            text(error)
-        );
-    }
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"/account/password\">\n{}\
+fn password_form(layout: Layout, status: StatusCode, error: Option<&str>) -> Response {
+    let body = format!(
+        "{}<form method=\"post\" action=\"/account/password\">\n{}\
          <label>Current password <input name=\"current_password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
          <label>New password <input name=\"new_password\" type=\"password\" autocomplete=\"new-password\" minlength=\"{MIN_PASSWORD_CHARS}\" maxlength=\"{MAX_PASSWORD_CHARS}\" required></label>\n\
          <button type=\"submit\">Change password</button>\n</form>\n\
          <p>Changing it signs out every other device.</p>\n\
          <p><a href=\"/account\">Back to your account</a></p>\n",
-        csrf_field(token),
+        error_line(error),
+        layout.token.hidden_field(),
     );
-    page(status, "Change your password", flashes, &body)
+    layout.page(status, "Change your password", &body)
 }
 
 #[derive(Deserialize)]
@@ -643,100 +553,112 @@ async fn change_password(
     State(app): State<App>,
     CurrentUser(user): CurrentUser<User>,
     session: Session,
-    token: CsrfToken,
+    layout: Layout,
     Form(form): Form<PasswordForm>,
-) -> Result<Response, AppError> {
-    let current_ok = form.current_password.chars().count() <= MAX_PASSWORD_CHARS
-        && verify_password(form.current_password, user.password_hash.as_str().into()).await;
-    if !current_ok {
-        let error = "The current password is wrong.";
-        return Ok(password_form(
-            StatusCode::UNAUTHORIZED,
-            &[],
-            Some(error),
-            &token,
-        ));
+) -> Result<Response, SessionError> {
+    let current = user.password_hash.as_str().into();
+    if !verify_password(form.current_password, current).await {
+        let error = Some("The current password is wrong.");
+        return Ok(password_form(layout, StatusCode::UNAUTHORIZED, error));
     }
-    let chars = form.new_password.chars().count();
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&form.new_password.chars().count()) {
         let error = format!(
             "The new password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."
         );
-        return Ok(password_form(
-            StatusCode::BAD_REQUEST,
-            &[],
-            Some(&error),
-            &token,
-        ));
+        return Ok(password_form(layout, StatusCode::BAD_REQUEST, Some(&error)));
     }
-    let hash = hash_password(form.new_password).await?;
-    app.set_password_hash(&user.name, hash.clone());
+    let hash = match hash_password(form.new_password).await {
+        Ok(hash) => hash,
+        Err(error) => {
+            tracing::error!("{error}");
+            return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+    };
+    if let Some(user) = app.users().get_mut(&user.name) {
+        user.password_hash = hash.clone();
+    }
     // Whoever knew the old password may be signed in elsewhere: bind this
     // session to the new hash, which ends every other session of the user,
     // and move this one to a fresh ID.
     let ended = session.credential_changed(&hash).await?;
     session.regenerate().await?;
-    session
-        .flash(
-            FlashLevel::Success,
-            format!("Password changed; signed out {}.", other_devices(ended)),
-        )
-        .await?;
+    let changed = format!("Password changed; signed out {}.", other_devices(ended));
+    session.flash(FlashLevel::Success, changed).await?;
     Ok(Redirect::to("/account").into_response())
 }
 
 // ---------------------------------------------------------------------------
 // HTML
 
-/// A whole page. Pages show personal data, so they are never cached, and a
-/// strict Content-Security-Policy keeps other sites from framing them.
-fn page(status: StatusCode, title: &str, flashes: &[Flash], body: &str) -> Response {
-    let mut html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{} - cloakroom accounts</title>\
-         <style>body{{font-family:sans-serif;max-width:42rem;margin:2rem auto}}\
-         label{{display:block;margin:.5rem 0}}td,th{{padding:.25rem .75rem;text-align:left}}\
-         .flash,.error{{padding:.5rem;border-radius:.25rem;background:#eef}}\
-         .success{{background:#efe}}.error{{background:#fee}}</style></head><body>\n<h1>{}</h1>\n",
-        text(title),
-        text(title),
-    );
-    if !flashes.is_empty() {
-        html.push_str("<ul class=\"flashes\">\n");
-        for flash in flashes {
-            let _ = writeln!(
-                html,
-                "<li class=\"flash {}\" role=\"status\">{}</li>",
-                flash.level.as_str(),
-                text(&flash.message)
-            );
-        }
-        html.push_str("</ul>\n");
+/// What every page's layout needs, in one extractor: the flash messages
+/// waiting for it (taken, so the next page does not show them again) and
+/// the CSRF token for its forms.
+struct Layout {
+    flashes: Flashes,
+    token: CsrfToken,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Layout {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let flashes = Flashes::from_request_parts(parts, state).await;
+        Ok(Self {
+            flashes: flashes.map_err(IntoResponse::into_response)?,
+            token: CsrfToken::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?,
+        })
     }
-    html.push_str(body);
-    html.push_str("</body></html>\n");
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    response
 }
 
-/// Text for HTML element content, escaped.
-fn text(raw: &str) -> String {
-    html_escape::encode_text(raw).into_owned()
+impl Layout {
+    /// A whole page. Pages show personal data, so they are never cached,
+    /// and a strict Content-Security-Policy keeps other sites from framing
+    /// them.
+    fn page(self, status: StatusCode, title: &str, body: &str) -> Response {
+        let mut html = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width\">\
+             <title>{} - cloakroom accounts</title>\
+             <style>body{{font-family:sans-serif;max-width:42rem;margin:2rem auto}}\
+             label{{display:block;margin:.5rem 0}}td,th{{padding:.25rem .75rem;text-align:left}}\
+             .flash,.error{{padding:.5rem;border-radius:.25rem;background:#eef}}\
+             .success{{background:#efe}}.error{{background:#fee}}</style></head><body>\n<h1>{}</h1>\n",
+            text(title),
+            text(title),
+        );
+        if !self.flashes.is_empty() {
+            html.push_str("<ul class=\"flashes\">\n");
+            for flash in self.flashes {
+                let (level, message) = (flash.level.as_str(), text(&flash.message));
+                let _ = writeln!(
+                    html,
+                    "<li class=\"flash {level}\" role=\"status\">{message}</li>"
+                );
+            }
+            html.push_str("</ul>\n");
+        }
+        html.push_str(body);
+        html.push_str("</body></html>\n");
+        let csp = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+        let mut response = (status, Html(html)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        );
+        response
+    }
 }
 
-/// Text for a double-quoted attribute value, escaped.
-fn attr(raw: &str) -> String {
-    html_escape::encode_double_quoted_attribute(raw).into_owned()
+/// A form's error message, or nothing.
+fn error_line(error: Option<&str>) -> String {
+    error.map_or_else(String::new, |error| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>\n", text(error))
+    })
 }
 
 fn hidden(name: &str, value: &str) -> String {
@@ -747,55 +669,14 @@ fn hidden(name: &str, value: &str) -> String {
     )
 }
 
-/// The hidden field `CsrfLayer` looks for in every form it checks.
-fn csrf_field(token: &CsrfToken) -> String {
-    token.hidden_field()
-}
-
 fn timestamp(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
-    let shown = at
-        .format(format_description!(
-            "[year]-[month]-[day] [hour]:[minute] UTC"
-        ))
-        .unwrap_or_default();
+    let shown = at.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute] UTC"
+    ));
     let machine = at.format(&Rfc3339).unwrap_or_default();
-    format!("<time datetime=\"{machine}\">{shown}</time>")
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-
-/// What a handler can fail with: a session error answers as cloakroom
-/// says (`503` for a store outage, ...), anything else `500`.
-enum AppError {
-    Session(SessionError),
-    Internal(String),
-}
-
-impl From<SessionError> for AppError {
-    fn from(error: SessionError) -> Self {
-        Self::Session(error)
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Session(error) => error.into_response(),
-            Self::Internal(error) => {
-                tracing::error!("{error}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n").into_response()
-            }
-        }
-    }
-}
-
-impl From<AppError> for BoxError {
-    fn from(error: AppError) -> Self {
-        match error {
-            AppError::Session(error) => error.into(),
-            AppError::Internal(error) => error.into(),
-        }
-    }
+    format!(
+        "<time datetime=\"{machine}\">{}</time>",
+        shown.unwrap_or_default()
+    )
 }

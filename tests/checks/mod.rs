@@ -10,6 +10,8 @@
 
 pub(crate) mod cookies;
 pub(crate) mod credentials;
+#[cfg(feature = "csrf")]
+pub(crate) mod csrf;
 pub(crate) mod device_races;
 pub(crate) mod devices;
 pub(crate) mod end_all;
@@ -44,6 +46,10 @@ use crate::support::reply::Reply;
 ///   `fn tests()`, beside the invocation, listing them all, each needing
 ///   `BACKEND` (a `&'static support::harness::Backend`), so that they are
 ///   reported ignored when it is missing.
+///
+/// A topic that needs a crate feature beyond what every binary has names
+/// it after its name (`csrf if "csrf" [...]`): without the feature, its
+/// module and its tests are left out.
 ///
 /// The checks of a topic run on the runtime its attribute gives: the races
 /// on four worker threads, the rest on one thread (which captures the logs
@@ -121,6 +127,27 @@ macro_rules! store_tests {
                 a_deleted_account_ends_its_sessions_even_when_the_name_returns,
                 a_login_that_did_not_bind_its_session_is_ended_for_a_user_with_a_credential,
                 a_sensitive_route_wants_a_password_confirmed_within_the_window,
+            ],
+            #[tokio::test]
+            csrf if "csrf" [
+                tokens_are_bound_to_their_session_and_forged_ones_are_refused,
+                masked_tokens_differ_per_response_and_all_verify,
+                asking_for_a_token_creates_no_session_and_sets_no_cookie,
+                the_token_rotates_on_login_and_regenerate,
+                an_anonymous_token_counts_only_for_a_visitor_without_a_session,
+                another_visitors_anonymous_token_cannot_touch_an_anonymous_session_with_data,
+                tokens_rendered_at_once_right_after_login_all_work,
+                a_token_rendered_with_the_write_that_creates_the_session_works,
+                a_token_extracted_before_the_handler_creates_the_session_verifies,
+                a_token_extracted_before_a_login_verifies_after_it,
+                the_token_is_no_session_data_and_survives_clear,
+                a_store_outage_during_the_check_answers_503,
+                a_multipart_form_with_the_token_first_reaches_the_handler_byte_for_byte,
+                a_multipart_form_with_a_missing_or_wrong_token_is_refused,
+                a_token_issued_while_another_tab_logs_out_is_refused_and_revives_nothing,
+                a_token_issued_while_the_user_is_logged_out_everywhere_revives_nothing,
+                a_token_issued_before_a_write_that_lost_to_logout_everywhere_revives_nothing,
+                a_token_rendered_by_a_login_that_lost_to_logout_everywhere_is_refused,
             ],
             #[tokio::test]
             devices [
@@ -234,12 +261,13 @@ macro_rules! store_tests {
         );
     };
     (@topics [libtest] $make_store:expr;
-        $(#$test:tt $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+        $(#$test:tt $topic:ident $(if $feature:literal)? [$($check:ident),* $(,)?]),* $(,)?) => {
         mod conformance {
             cloakroom::store_conformance_tests!(optional: $make_store);
         }
 
         $(
+            $(#[cfg(feature = $feature)])?
             mod $topic {
                 $(
                     #$test
@@ -254,7 +282,7 @@ macro_rules! store_tests {
         )*
     };
     (@topics [harness $backend:expr] $make_store:expr;
-        $(#$test:tt $topic:ident [$($check:ident),* $(,)?]),* $(,)?) => {
+        $(#$test:tt $topic:ident $(if $feature:literal)? [$($check:ident),* $(,)?]),* $(,)?) => {
         mod conformance {
             cloakroom::store_conformance_tests!(
                 harness: $crate::checks::store_tests!(@store $make_store)
@@ -269,6 +297,7 @@ macro_rules! store_tests {
         }
 
         $(
+            $(#[cfg(feature = $feature)])?
             mod $topic {
                 $(
                     $crate::checks::store_tests!(@runtime $test
@@ -288,7 +317,10 @@ macro_rules! store_tests {
         /// Every test above, for `support::harness::main`.
         pub(crate) fn tests() -> Vec<$crate::support::harness::Test> {
             let mut tests = conformance::tests();
-            $(tests.extend($topic::tests());)*
+            $(
+                $(#[cfg(feature = $feature)])?
+                tests.extend($topic::tests());
+            )*
             tests
         }
     };

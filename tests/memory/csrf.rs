@@ -1,5 +1,9 @@
 //! CSRF protection end to end: `CsrfLayer` inside `SessionLayer` on the
-//! test app (`TestApp::with_layer`), on the memory store.
+//! test app (`TestApp::with_layer`), on the memory store: the rules that
+//! do not depend on the store (where a request comes from, form and
+//! multipart limits, the layer's order, the app's failure page, the
+//! token's renderings). What depends on the session and its store is
+//! checked on every store, in `tests/checks/csrf.rs`.
 
 use std::io;
 use std::pin::Pin;
@@ -22,61 +26,18 @@ use hyper::body::Frame;
 use tower::util::MapRequestLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::support::app::{field_line, key, TestApp};
+use crate::support::app::{key, TestApp};
 use crate::support::client::Client;
+use crate::support::csrf::{
+    self, described, file_bytes, logged_in, multipart, post_with_token, token, unsafe_post, upload,
+    FORM, MULTIPART,
+};
 use crate::support::logs;
-use crate::support::reply::{read, Reply};
-
-const HOST: &str = "app.example.test";
+use crate::support::reply::read;
 
 fn app() -> TestApp<MemoryStore> {
-    let csrf = CsrfLayer::builder()
-        .exempt_prefix("/hooks/")
-        .trusted_origin("https://admin.example.test")
-        .max_form_bytes(4096)
-        .build()
-        .unwrap();
-    TestApp::with_layer(MemoryStore::new(), |b| b, csrf)
+    csrf::app(MemoryStore::new())
 }
-
-/// A browser-like unsafe request from the app's own pages.
-fn unsafe_post(client: &Client, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
-    let mut request = client.request("POST", path, body);
-    let h = request.headers_mut();
-    h.insert(header::HOST, HOST.parse().unwrap());
-    for (name, value) in headers {
-        h.insert(
-            header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    request
-}
-
-async fn token(client: &mut Client) -> String {
-    let reply = client.get("/token").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    reply.body
-}
-
-/// A new browser, logged in as `user` the way the app's own scripts do it:
-/// a token from `/token`, then the login with it.
-async fn logged_in(app: &TestApp<MemoryStore>, user: &str) -> Client {
-    let mut client = app.client();
-    let t = token(&mut client).await;
-    let reply = post_with_token(&mut client, &format!("/login/{user}"), &t).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    client
-}
-
-/// An unsafe request with the token in `x-csrf-token`, as the app's own
-/// scripts send it.
-async fn post_with_token(client: &mut Client, path: &str, token: &str) -> Reply {
-    let request = unsafe_post(client, path, &[("x-csrf-token", token)], "");
-    client.send(request).await
-}
-
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 #[tokio::test]
 async fn a_cross_site_form_post_is_refused_before_any_session_work() {
@@ -167,130 +128,6 @@ async fn same_origin_requests_with_a_token_pass_by_header_or_form_field() {
 }
 
 #[tokio::test]
-async fn missing_forged_and_foreign_tokens_are_refused() {
-    let app = app();
-    let mut alice = app.client();
-    alice.post("/login/alice").await; // no token: refused
-    assert!(alice.cookie.is_none());
-    let t = token(&mut alice).await;
-    assert_eq!(
-        post_with_token(&mut alice, "/login/alice", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
-
-    let missing = unsafe_post(&alice, "/write", &[], "");
-    let reply = alice.send(missing).await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.body, "CSRF check failed: missing token\n");
-
-    let forged = "A".repeat(86);
-    for bad in [forged.as_str(), "short", &"!".repeat(86)] {
-        let reply = post_with_token(&mut alice, "/write", bad).await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{bad}");
-        assert_eq!(reply.body, "CSRF check failed: invalid or expired token\n");
-    }
-
-    // Bob's valid token replayed in Alice's session.
-    let mut bob = logged_in(&app, "bob").await;
-    let bobs = token(&mut bob).await;
-    assert_eq!(
-        post_with_token(&mut alice, "/write", &bobs).await.status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        post_with_token(&mut bob, "/write", &bobs).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn masked_tokens_differ_per_response_and_all_verify() {
-    let app = app();
-    let mut c = logged_in(&app, "alice").await;
-    let mut tokens = Vec::new();
-    for _ in 0..5 {
-        tokens.push(token(&mut c).await);
-    }
-    let mut unique = tokens.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 5, "no token repeats on the wire");
-    for t in &tokens {
-        assert_eq!(
-            post_with_token(&mut c, "/write", t).await.status,
-            StatusCode::NO_CONTENT
-        );
-    }
-}
-
-#[tokio::test]
-async fn asking_for_a_token_creates_no_session_and_sets_no_cookie() {
-    let app = app();
-    let mut visitor = app.client();
-    for _ in 0..3 {
-        let reply = visitor.get("/token").await;
-        assert!(
-            reply.set_cookies().is_empty(),
-            "no cookie for a visitor who never posts"
-        );
-    }
-    assert_eq!(app.store.calls().total(), 0);
-    assert!(app.store.inner().is_empty());
-
-    // The token still works when the visitor does post.
-    let t = token(&mut visitor).await;
-    assert_eq!(
-        post_with_token(&mut visitor, "/login/alice", &t)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(app.store.inner().len(), 1);
-}
-
-#[tokio::test]
-async fn the_token_rotates_on_login_and_regenerate() {
-    let app = app();
-    let mut c = app.client();
-    let anonymous = token(&mut c).await;
-    post_with_token(&mut c, "/login/alice", &anonymous).await;
-    assert_eq!(
-        post_with_token(&mut c, "/write", &anonymous).await.status,
-        StatusCode::FORBIDDEN,
-        "pre-login token"
-    );
-
-    let before = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/login/alice", &before)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        post_with_token(&mut c, "/write", &before).await.status,
-        StatusCode::FORBIDDEN,
-        "login rotated it"
-    );
-
-    let before = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/regenerate", &before).await.status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        post_with_token(&mut c, "/write", &before).await.status,
-        StatusCode::FORBIDDEN,
-        "regenerate rotated it"
-    );
-    let fresh = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/write", &fresh).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
 async fn safe_methods_exempt_paths_and_trusted_origins() {
     let app = app();
     let mut c = app.client();
@@ -372,144 +209,6 @@ async fn wrong_layer_order_fails_closed() {
     );
 }
 
-#[tokio::test]
-async fn a_store_outage_during_the_check_answers_503() {
-    let app = app();
-    let mut c = logged_in(&app, "alice").await;
-    let t = token(&mut c).await;
-    app.store.set_failing(true);
-    let reply = post_with_token(&mut c, "/write", &t).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    app.store.set_failing(false);
-    assert_eq!(
-        post_with_token(&mut c, "/write", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn an_anonymous_token_counts_only_for_a_visitor_without_a_session() {
-    let app = app();
-    let mut c = app.client();
-    // A script fetches one token; its first post creates a session.
-    let t = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/write", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
-    assert!(c.cookie.is_some());
-    // The public token no longer acts on that session: a new one is needed.
-    assert_eq!(
-        post_with_token(&mut c, "/write", &t).await.status,
-        StatusCode::FORBIDDEN
-    );
-    let fresh = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/write", &fresh).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn another_visitors_anonymous_token_cannot_touch_an_anonymous_session_with_data() {
-    let app = app();
-    // The victim has an anonymous session with a cart, and no secret was
-    // ever stored for it.
-    let mut victim = app.client();
-    let t = token(&mut victim).await;
-    post_with_token(&mut victim, "/write", &t).await;
-    assert!(victim.cookie.is_some());
-    // The attacker's token is the public anonymous one; their page makes
-    // the victim's browser post it (a client sending neither `Origin` nor
-    // `Sec-Fetch-Site`).
-    let mut attacker = app.client();
-    let public = token(&mut attacker).await;
-    assert_eq!(
-        post_with_token(&mut victim, "/write", &public).await.status,
-        StatusCode::FORBIDDEN
-    );
-    // A cookie whose session has ended is no session: the token counts.
-    let dead_cookie = victim.cookie.clone();
-    let bound = token(&mut victim).await;
-    assert_eq!(
-        post_with_token(&mut victim, "/logout", &bound).await.status,
-        StatusCode::NO_CONTENT
-    );
-    let mut stale = app.client();
-    stale.cookie = dead_cookie;
-    assert_eq!(
-        post_with_token(&mut stale, "/clear", &public).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn tokens_rendered_at_once_right_after_login_all_work() {
-    let app = app();
-    let mut c = logged_in(&app, "alice").await;
-    // Two tabs and parallel XHRs ask for a token at the same moment.
-    let fetches: Vec<_> = (0..32)
-        .map(|_| {
-            let mut tab = c.clone();
-            tokio::spawn(async move { token(&mut tab).await })
-        })
-        .collect();
-    let mut tokens = Vec::new();
-    for fetch in fetches {
-        tokens.push(fetch.await.unwrap());
-    }
-    for (i, t) in tokens.iter().enumerate() {
-        assert_eq!(
-            post_with_token(&mut c, "/write", t).await.status,
-            StatusCode::NO_CONTENT,
-            "token {i} of {}",
-            tokens.len()
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_token_rendered_with_the_write_that_creates_the_session_works() {
-    let app = app();
-    let mut c = app.client();
-    let t = token(&mut c).await;
-    let reply = post_with_token(&mut c, "/write-then-token", &t).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert!(c.cookie.is_some(), "the write created the session");
-    assert_eq!(
-        post_with_token(&mut c, "/write", &reply.body).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn a_token_extracted_before_the_handler_creates_the_session_verifies() {
-    let app = app();
-    let mut c = app.client();
-    let reply = c.get("/token-then-write").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert!(c.cookie.is_some(), "the handler created the session");
-    assert_eq!(
-        post_with_token(&mut c, "/write", &reply.body).await.status,
-        StatusCode::NO_CONTENT
-    );
-}
-
-#[tokio::test]
-async fn a_token_extracted_before_a_login_verifies_after_it() {
-    let app = app();
-    for mut c in [app.client(), logged_in(&app, "bob").await] {
-        let before = c.cookie.clone();
-        let reply = c.get("/token-then-login/alice").await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert_ne!(c.cookie, before, "the login moved the session");
-        assert_eq!(
-            post_with_token(&mut c, "/write", &reply.body).await.status,
-            StatusCode::NO_CONTENT
-        );
-    }
-}
-
 /// The `name` and `value` of the hidden input a page rendered.
 fn hidden_input(page: &str) -> (String, String) {
     let attribute = |name: &str| {
@@ -548,28 +247,6 @@ async fn the_hidden_field_uses_the_field_name_the_layer_reads() {
             "{field}"
         );
     }
-}
-
-#[tokio::test]
-async fn the_token_is_no_session_data_and_survives_clear() {
-    let app = app();
-    let mut c = logged_in(&app, "alice").await;
-    let t = token(&mut c).await;
-    post_with_token(&mut c, "/write", &t).await;
-    assert_eq!(
-        c.get("/keys").await.body,
-        r#"["written"]"#,
-        "no secret among the keys"
-    );
-    assert_eq!(
-        post_with_token(&mut c, "/clear", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        post_with_token(&mut c, "/write", &t).await.status,
-        StatusCode::NO_CONTENT,
-        "forms open in other tabs keep working after clear()"
-    );
 }
 
 const REFUSAL_HEADER: HeaderName = HeaderName::from_static("x-refusal-page");
@@ -1026,140 +703,6 @@ async fn the_meta_tag_token_passes_a_later_post_in_the_header_or_the_form() {
         post_with_token(&mut alice, "/write", &t).await.status,
         StatusCode::FORBIDDEN
     );
-}
-
-const MULTIPART: (&str, &str) = ("content-type", "multipart/form-data; boundary=XyZ");
-
-/// A `multipart/form-data` body of `(name, filename, value)` parts, framed
-/// with the boundary `XyZ` as a browser frames a form.
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, filename, value) in parts {
-        out.extend_from_slice(
-            format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
-        );
-        if let Some(filename) = filename {
-            out.extend_from_slice(
-                format!("; filename=\"{filename}\"\r\nContent-Type: application/octet-stream")
-                    .as_bytes(),
-            );
-        }
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"--XyZ--\r\n");
-    out
-}
-
-/// A multipart form post to the test app's `/upload`, which reads it with
-/// axum's `Multipart` and describes each field.
-fn upload(client: &Client, body: impl Into<Body>) -> Request<Body> {
-    let mut request = unsafe_post(client, "/upload", &[MULTIPART], "");
-    *request.body_mut() = body.into();
-    request
-}
-
-/// What `/upload` answers for these fields.
-fn described(fields: &[(&str, &[u8])]) -> String {
-    fields
-        .iter()
-        .map(|(name, data)| field_line(name, data))
-        .collect()
-}
-
-/// A file's bytes: every byte value, CR LF and dashes included.
-fn file_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 256) as u8).collect()
-}
-
-#[tokio::test]
-async fn a_multipart_form_with_the_token_first_reaches_the_handler_byte_for_byte() {
-    let app = app();
-    let file = file_bytes(3000);
-    let mut c = app.client();
-    let send = async |c: &mut Client, token: &str| {
-        let body = multipart(&[
-            ("csrf_token", None, token.as_bytes()),
-            ("title", None, b"holiday"),
-            ("file", Some("photo.jpg"), &file),
-        ]);
-        let reply = c.send(upload(c, body)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        let expected = described(&[
-            ("csrf_token", token.as_bytes()),
-            ("title", b"holiday"),
-            ("file", &file),
-        ]);
-        assert_eq!(reply.body, expected, "the handler reads the form as sent");
-    };
-
-    // Without a session (the anonymous token), with one, logged in.
-    let t = token(&mut c).await;
-    send(&mut c, &t).await;
-    assert!(c.cookie.is_none());
-    let t = token(&mut c).await;
-    assert_eq!(
-        post_with_token(&mut c, "/write", &t).await.status,
-        StatusCode::NO_CONTENT
-    );
-    let t = token(&mut c).await;
-    send(&mut c, &t).await;
-    let mut ann = logged_in(&app, "ann").await;
-    let t = token(&mut ann).await;
-    send(&mut ann, &t).await;
-
-    // The token may come after small parts, and in the header instead.
-    let t = token(&mut ann).await;
-    let body = multipart(&[
-        ("file", Some("a"), &file[..500]),
-        ("csrf_token", None, t.as_bytes()),
-    ]);
-    assert_eq!(ann.send(upload(&ann, body)).await.status, StatusCode::OK);
-    let body = multipart(&[("file", Some("a"), &file)]);
-    let mut request = upload(&ann, body);
-    request
-        .headers_mut()
-        .insert("x-csrf-token", t.parse().unwrap());
-    let reply = ann.send(request).await;
-    assert_eq!(reply.body, described(&[("file", &file)]));
-}
-
-#[tokio::test]
-async fn a_multipart_form_with_a_missing_or_wrong_token_is_refused() {
-    let app = app();
-    let mut ann = logged_in(&app, "ann").await;
-    let mut bob = logged_in(&app, "bob").await;
-    let bobs = token(&mut bob).await;
-    let forged = "A".repeat(86);
-    let file = file_bytes(100);
-    for (name, token, text) in [
-        ("none", None, "CSRF check failed: missing token\n"),
-        (
-            "forged",
-            Some(forged.as_str()),
-            "CSRF check failed: invalid or expired token\n",
-        ),
-        (
-            "another session's",
-            Some(bobs.as_str()),
-            "CSRF check failed: invalid or expired token\n",
-        ),
-        (
-            "empty",
-            Some(""),
-            "CSRF check failed: invalid or expired token\n",
-        ),
-    ] {
-        let mut parts = vec![("title", None, b"x".as_slice())];
-        if let Some(token) = token {
-            parts.push(("csrf_token", None, token.as_bytes()));
-        }
-        parts.push(("file", Some("f"), &file));
-        let reply = ann.send(upload(&ann, multipart(&parts))).await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name}");
-        assert_eq!(reply.body, text, "{name}");
-    }
 }
 
 const TOO_LATE: &str =

@@ -1,12 +1,13 @@
 //! Everything that runs on the in-process `MemoryStore` alone: the
 //! store-generic suite (conformance and end-to-end checks), what is
-//! particular to `MemoryStore` and the layer, CSRF protection, and property
-//! tests of the cookie codec.
+//! particular to `MemoryStore` and the layer, the CSRF layer's rules that
+//! no store changes, and property tests of the cookie codec.
 
 #[path = "../support"]
 mod support {
     pub(crate) mod app;
     pub(crate) mod client;
+    pub(crate) mod csrf;
     pub(crate) mod logs;
     pub(crate) mod reply;
 }
@@ -14,7 +15,10 @@ mod support {
 #[path = "../checks/mod.rs"]
 mod checks;
 
-mod csrf;
+// Beside the `csrf` topic of the store-generic checks: the layer's rules
+// that no store changes.
+#[path = "csrf.rs"]
+mod csrf_layer;
 mod layer_order;
 mod properties;
 mod store;

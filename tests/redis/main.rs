@@ -11,6 +11,8 @@ mod support {
     pub(crate) mod app;
     pub(crate) mod backend;
     pub(crate) mod client;
+    #[cfg(feature = "csrf")]
+    pub(crate) mod csrf;
     #[cfg(all(feature = "memory", feature = "csrf"))]
     pub(crate) mod demo;
     pub(crate) mod harness;

@@ -11,6 +11,8 @@ mod support {
     #[allow(dead_code)]
     pub(crate) mod backend;
     pub(crate) mod client;
+    #[cfg(feature = "csrf")]
+    pub(crate) mod csrf;
     #[cfg(all(feature = "memory", feature = "csrf"))]
     pub(crate) mod demo;
     pub(crate) mod logs;

@@ -956,6 +956,52 @@ fn csrf_routes() -> Router<Arc<Barrier>> {
         )
         .route("/hooks/incoming", post(|| async { "hook" }))
         .route("/upload", post(upload))
+        .route("/wait/token", get(wait_then_render_token))
+        .route("/wait/token-then-write", get(token_wait_then_write))
+        .route(
+            "/wait/login-then-token/{user}",
+            get(login_wait_then_render_token),
+        )
+}
+
+/// Issues the token (loading the session), is held, then renders it: the
+/// other party acts between the issue and the rendering. A `GET`, so that
+/// the CSRF check lets it through without a token.
+#[cfg(feature = "csrf")]
+async fn wait_then_render_token(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<String, SessionError> {
+    let token = cloakroom::csrf::CsrfToken::for_session(&session).await?;
+    hold(&barrier).await;
+    Ok(token.masked())
+}
+
+/// Issues the token, is held, then writes to the session (a cart) and
+/// renders the token.
+#[cfg(feature = "csrf")]
+async fn token_wait_then_write(
+    State(barrier): State<Arc<Barrier>>,
+    session: Session,
+) -> Result<String, SessionError> {
+    let token = cloakroom::csrf::CsrfToken::for_session(&session).await?;
+    hold(&barrier).await;
+    session.insert("cart", 1).await?;
+    Ok(token.masked())
+}
+
+/// Takes the token as an extractor, logs in, is held before the commit
+/// stores the login, then renders the token.
+#[cfg(feature = "csrf")]
+async fn login_wait_then_render_token(
+    State(barrier): State<Arc<Barrier>>,
+    token: cloakroom::csrf::CsrfToken,
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<String, SessionError> {
+    session.login(user).await?;
+    hold(&barrier).await;
+    Ok(token.masked())
 }
 
 /// Every field of a multipart form, read with axum's `Multipart` as an app
