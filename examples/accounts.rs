@@ -141,7 +141,8 @@ async fn main() -> Result<(), BoxError> {
         // login beyond it ends their least recently active ones.
         .max_sessions_per_user(Some(20))
         .build()?;
-    let router = routes(app).layer(CsrfLayer::new()).layer(sessions);
+    // Sessions, with CSRF checks on every form inside them.
+    let router = routes(app).layer(sessions.with_csrf(CsrfLayer::new()));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("accounts listening on http://{addr} with the {store} store");

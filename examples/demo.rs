@@ -152,7 +152,7 @@ async fn run() -> Result<(), BoxError> {
     // operators' tools, which carry a token instead of a cookie.
     let csrf = CsrfLayer::builder().exempt_prefix("/api/admin/").build()?;
     let admin = admin_token.map(|token| AdminToken(Arc::from(token), sessions.admin()));
-    let app = app(Users::default(), admin).layer(csrf).layer(sessions);
+    let app = app(Users::default(), admin).layer(sessions.with_csrf(csrf));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo listening on http://{addr} with the {store} store");
     axum::serve(
