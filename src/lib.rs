@@ -268,6 +268,21 @@
 //! [`csrf_not_needed`](SessionLayerBuilder::csrf_not_needed). The [`csrf`]
 //! module has the set-up, tokens for scripts and the failure page.
 //!
+//! # Open connections end with their session
+//!
+//! A WebSocket or an event stream outlives the request that opened it, so
+//! a logout reaching only the next request would leave it running.
+//! [`Session::watch`] gives a [`SessionWatch`](watch::SessionWatch) that
+//! resolves when the session ends for any reason (a logout anywhere,
+//! logout-everywhere, a revoked device, a changed credential, a new ID,
+//! its deadline), on whichever instance it happens;
+//! [`SessionWatch::until_ended`](watch::SessionWatch::until_ended) ends a
+//! stream with a last event, and [`Ended::CLOSE_CODE`](watch::Ended::CLOSE_CODE)
+//! closes a socket. The [`watch`] module says how fast each store tells
+//! (at once in process, milliseconds on Redis and PostgreSQL) and the
+//! bound when its channel is lost (about 2 s); `examples/streams.rs` has
+//! an SSE and a WebSocket handler.
+//!
 //! # Choosing and configuring a store
 //!
 //! | Store | Feature | Sessions live | Suits |

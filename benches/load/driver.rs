@@ -130,8 +130,18 @@ pub(crate) fn driver_main() {
             eprintln!("running store=redis scenario=invalidation impl=cloakroom-cached ...");
             runtime.block_on(crate::invalidation::measure(url))
         });
+    // Streams closed by a logout on another instance, after the load too.
+    let streams = std::env::var("LOAD_SCENARIOS").map_or(true, |l| l.contains("stream"));
+    let streams = if streams {
+        runtime.block_on(crate::streams::run_all(
+            redis.as_ref().map(|(url, _)| url.as_str()),
+        ))
+    } else {
+        Vec::new()
+    };
     drop(redis);
     report(&cells, invalidation.as_ref(), secs, connections);
+    crate::streams::report(&streams);
 }
 
 fn which(program: &str) -> bool {

@@ -27,16 +27,30 @@
 //! time of the commands the server sent (`INFO commandstats`), both per
 //! request.
 //!
+//! Last, `streams.rs` measures how long a logout on one instance takes to
+//! close a stream held on another (memory, Redis, a 3-master Redis
+//! Cluster, and PostgreSQL when built with `postgres`; `LOAD_STREAM_TRIALS`,
+//! default 500), the same with the notification channel cut just before
+//! the logout, and the heap an open watch holds, and prints
+//! `RESULT store=S scenario=stream-revocation impl=cloakroom p50_us=N
+//! p99_us=N` lines (`LOAD_SCENARIOS=stream` runs only these).
+//!
 //! `server.rs` is the app under load, `driver.rs` the load generator,
 //! `cpu.rs` the two CPU measurements, `invalidation.rs` the cache's
-//! invalidation delay, `report.rs` the table and the `RESULT` lines.
+//! invalidation delay, `streams.rs` the stream closes, `report.rs` the
+//! table and the `RESULT` lines.
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 /// The Redis starter of the tests (`tests/support/`), for the Redis rows.
 #[path = "../../tests/support"]
+#[allow(dead_code)]
 mod support {
     pub(crate) mod backend;
+    #[cfg(feature = "postgres")]
+    pub(crate) mod postgres;
+    pub(crate) mod proxy;
+    pub(crate) mod redis;
     pub(crate) mod redis_server;
 }
 
@@ -45,6 +59,7 @@ mod driver;
 mod invalidation;
 mod report;
 mod server;
+mod streams;
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

@@ -255,7 +255,7 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
     let deletes = app.store.calls().delete;
     pause.release();
     // The delete is counted when it is sent: wait for it to land.
-    eventually(async || app.store.calls().delete > deletes && app.sessions_of("alice").await == 1)
+    eventually(async || app.store.calls().delete > deletes && app.has_sessions("alice", 1).await)
         .await;
     assert_eq!(whoami(&browser).await.as_deref(), Some("alice"));
 
@@ -278,9 +278,7 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
         pause.release();
         eventually(async || {
             let calls = app.store.calls();
-            calls.restore > restores
-                && calls.delete > deletes
-                && app.sessions_of("alice").await == 1
+            calls.restore > restores && calls.delete > deletes && app.has_sessions("alice", 1).await
         })
         .await;
         assert_eq!(
@@ -310,7 +308,7 @@ pub(crate) async fn a_request_dropped_at_each_rotation_step_leaves_exactly_one_s
         let deletes = app.store.calls().delete;
         pause.release();
         eventually(async || {
-            app.store.calls().delete > deletes && app.sessions_of("mallory").await == 0
+            app.store.calls().delete > deletes && app.has_sessions("mallory", 0).await
         })
         .await;
         assert_eq!(whoami(&victim).await, None, "{path}: no fixation");

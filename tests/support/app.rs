@@ -116,6 +116,16 @@ impl<S: SessionStore + Clone> TestApp<S> {
         assert_eq!(counted as usize, listed, "count and listing agree");
         listed
     }
+
+    /// Whether the store's count and listing both show `n` live sessions of
+    /// `user` now: for waiting on work still landing (a spawned
+    /// take-back), where the two reads may fall on either side of it.
+    pub(crate) async fn has_sessions(&self, user: &str, n: usize) -> bool {
+        let admin = self.layer.admin();
+        let counted = admin.count_sessions(user).await.unwrap();
+        let listed = admin.list_sessions(user).await.unwrap().len();
+        counted as usize == n && listed == n
+    }
 }
 
 fn routes(barrier: Arc<Barrier>) -> Router {
