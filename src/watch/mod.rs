@@ -81,9 +81,14 @@
 //! later. A deadline is seen within a quarter of a second of the layer's
 //! clock passing it.
 //!
-//! Each open watch costs one entry in the register (about 100 bytes with
-//! its channel) and one store read per announcement of its session; a
-//! feed that is lost costs one read per watch per [`POLL_INTERVAL`].
+//! Each open watch costs one entry in the register (about 300 bytes of
+//! heap with its channel, measured with 10,000 open) and one store read
+//! per announcement of its session; a feed that is lost costs one read
+//! per watch per [`POLL_INTERVAL`]. Measured on loopback (the load bench,
+//! `benches/README.md`), a logout on one instance closes a stream held on
+//! another in 0.23 ms at the 99th percentile on Redis, 0.54 ms on a Redis
+//! Cluster and 2 ms on PostgreSQL; with the channel cut just before the
+//! logout, in at most 1.0 s (Redis) and 0.5 s (PostgreSQL).
 
 mod hub;
 mod stream;

@@ -118,6 +118,8 @@ macro_rules! store_tests {
                 a_stream_ends_at_its_idle_deadline_and_is_no_activity,
                 a_stream_whose_session_lives_on_stays_open,
                 a_thousand_streams_of_one_user_all_end_on_logout_everywhere,
+                a_stream_ends_when_its_credential_changes_elsewhere,
+                activity_the_app_reports_on_a_watch_keeps_its_session_alive,
                 a_visitor_without_a_login_gets_no_stream,
             ],
             #[tokio::test]

@@ -20,7 +20,7 @@ use cloakroom::Session;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
-use crate::support::app::{TestApp, IDLE};
+use crate::support::app::{set_password, TestApp, IDLE};
 use crate::support::client::{logged_in, Client};
 
 /// When a test gives up waiting for a stream to end. A hang guard, not a
@@ -273,6 +273,79 @@ pub(crate) async fn a_thousand_streams_of_one_user_all_end_on_logout_everywhere<
         assert_eq!(stream.end().await, "session ended");
     }
     assert_eq!(both.b.layer.open_watches(), 0);
+}
+
+pub(crate) async fn a_stream_ends_when_its_credential_changes_elsewhere<S: SessionStore + Clone>(
+    store: S,
+) {
+    let both = instances(store);
+    let name = user("credential");
+    set_password(&name, "old password");
+    let mut phone = both.a.client();
+    let request = phone.request("POST", &format!("/password-login/{name}"), "old password");
+    assert_eq!(phone.send(request).await.status, StatusCode::NO_CONTENT);
+    let mut laptop = both.a.client();
+    let request = laptop.request("POST", &format!("/password-login/{name}"), "old password");
+    assert_eq!(laptop.send(request).await.status, StatusCode::NO_CONTENT);
+    let stream = open_stream(&both.streams, &phone).await;
+
+    // The password changes on the laptop: every other session ends.
+    let request = laptop.request("POST", "/password", "new password");
+    assert_eq!(laptop.send(request).await.status, StatusCode::OK);
+    assert_eq!(stream.end().await, "session ended");
+}
+
+pub(crate) async fn activity_the_app_reports_on_a_watch_keeps_its_session_alive<
+    S: SessionStore + Clone,
+>(
+    store: S,
+) {
+    let both = instances(store);
+    let browser = logged_in(&both.a, &user("touch")).await;
+    // A watch held directly, as a WebSocket handler holds it.
+    let (watches, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    let router = Router::new()
+        .route(
+            "/watch",
+            get(move |session: Session| {
+                let watches = watches.clone();
+                async move {
+                    let watch = session.watch().await.expect("a watch");
+                    let _ = watches.send(watch);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .layer(both.b.layer.clone());
+    let cookie = browser.cookie.as_deref().expect("logged in");
+    let request = Request::get("/watch")
+        .header(header::COOKIE, format!("{}={cookie}", browser.cookie_name))
+        .body(Body::empty())
+        .expect("request");
+    router.oneshot(request).await.expect("infallible");
+    let mut watch = handed.recv().await.expect("the watch");
+
+    // Most of the idle window passes (on both instances' clocks); the user
+    // types into the socket.
+    let advance = |by: Duration| {
+        both.a.clock.advance(by);
+        both.b.clock.advance(by);
+    };
+    advance(IDLE - Duration::from_secs(60));
+    assert!(
+        watch.touch().await.expect("the store answers"),
+        "still live"
+    );
+    // The first deadline passes: the touch moved it.
+    advance(Duration::from_secs(120));
+    sentinel(&both).await;
+    assert_eq!(watch.try_ended(), None, "activity kept the session alive");
+    // With no more activity, the moved deadline passes too.
+    advance(IDLE);
+    let ended = tokio::time::timeout(WITHIN, watch.ended())
+        .await
+        .expect("the watch resolves at the new deadline");
+    assert_eq!(ended, cloakroom::watch::Ended::Expired);
 }
 
 pub(crate) async fn a_visitor_without_a_login_gets_no_stream<S: SessionStore + Clone>(store: S) {
