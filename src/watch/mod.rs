@@ -72,6 +72,11 @@
 //! | `SqliteStore` | its own calls; not other processes writing the file | at once; from another process within 5 s |
 //! | `PostgresStore`, any other store | nothing yet | within [`POLL_INTERVAL`] |
 //!
+//! A `RedisStore` whose watches listen holds one more connection (its
+//! subscription; a cached store has it already), and a `PostgresStore`
+//! one connection of the application's pool (its `LISTEN`) from the first
+//! watch on: size the pool for it.
+//!
 //! A Redis feed that is lost (a restarted or frozen server, a dropped
 //! subscription: the channel's heartbeat does not come back within 0.5 s)
 //! makes every watch re-check its session at once and then every
