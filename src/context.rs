@@ -29,9 +29,11 @@ pub(crate) struct RequestContext {
     /// exempt).
     csrf_seen: AtomicBool,
     /// The request's head, kept only while the app renders some of this
-    /// crate's answers itself (`respond.rs`), for its renderers.
+    /// crate's answers itself (`respond.rs`), for its renderers. Boxed: it
+    /// is rare and large, and the context is moved into every request's
+    /// session allocation.
     #[cfg(feature = "axum")]
-    head: Option<http::request::Parts>,
+    head: Option<Box<http::request::Parts>>,
 }
 
 impl RequestContext {
@@ -77,7 +79,7 @@ impl RequestContext {
     /// The context, keeping the request's head for the app's renderers.
     #[cfg(feature = "axum")]
     pub(crate) fn with_head(mut self, head: Option<http::request::Parts>) -> Self {
-        self.head = head;
+        self.head = head.map(Box::new);
         self
     }
 
@@ -85,7 +87,7 @@ impl RequestContext {
     /// renderer of its own).
     #[cfg(feature = "axum")]
     pub(crate) fn head(&self) -> Option<&http::request::Parts> {
-        self.head.as_ref()
+        self.head.as_deref()
     }
 
     /// The layer's validated settings (keys, cookie, timeouts, login URL).

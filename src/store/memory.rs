@@ -85,11 +85,47 @@ type UserIndex = HashMap<Box<str>, HashSet<StoreKey>>;
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<StoreKey, Entry>,
+    entries: HashMap<StoreKey, Entry, KeyHash>,
     /// Retired sessions: where each moved, and until when that is told.
-    forwards: HashMap<StoreKey, Forward>,
+    forwards: HashMap<StoreKey, Forward, KeyHash>,
     /// Unix time after which the next use of this shard sweeps it.
     next_sweep: i64,
+}
+
+/// Hashes a store key by eight of its own bytes. A store key is a SHA-256
+/// output of an ID drawn from the OS CSPRNG: evenly spread, and chosen by
+/// no one, so a keyed hash (the map's default, SipHash) would guard against
+/// nothing here, at the price of hashing 32 bytes on every lookup.
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyHash`].
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Bytes 8..16: byte 0 already chose the shard.
+        let bytes = bytes.get(8..16).unwrap_or(bytes);
+        let mut word = [0u8; 8];
+        let len = bytes.len().min(8);
+        word[..len].copy_from_slice(&bytes[..len]);
+        self.0 = self.0.rotate_left(8) ^ u64::from_le_bytes(word);
+    }
+
+    /// The length a slice's hash writes first (always 32 here).
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 struct Forward {
@@ -941,6 +977,24 @@ mod tests {
 
     fn key() -> StoreKey {
         SessionId::generate().unwrap().store_key()
+    }
+
+    #[test]
+    fn store_keys_hash_to_their_own_bytes_and_keys_of_one_shard_spread() {
+        let counting = StoreKey::from_bytes(std::array::from_fn(|i| i as u8));
+        assert_eq!(
+            KeyHash.hash_one(counting),
+            u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        // Keys that share their shard byte still hash apart.
+        let hashes: HashSet<u64> = (0..1000)
+            .map(|_| {
+                let mut bytes = *key().as_bytes();
+                bytes[0] = 0;
+                KeyHash.hash_one(StoreKey::from_bytes(bytes))
+            })
+            .collect();
+        assert_eq!(hashes.len(), 1000);
     }
 
     #[tokio::test]
