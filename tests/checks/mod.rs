@@ -120,6 +120,8 @@ macro_rules! store_tests {
                 a_thousand_streams_of_one_user_all_end_on_logout_everywhere,
                 a_stream_ends_when_its_credential_changes_elsewhere,
                 activity_the_app_reports_on_a_watch_keeps_its_session_alive,
+                two_streams_of_one_session_close_apart,
+                a_stream_ends_when_every_session_is_ended,
                 a_visitor_without_a_login_gets_no_stream,
             ],
             #[tokio::test]

@@ -301,7 +301,8 @@ pub(crate) async fn activity_the_app_reports_on_a_watch_keeps_its_session_alive<
     store: S,
 ) {
     let both = instances(store);
-    let browser = logged_in(&both.a, &user("touch")).await;
+    let name = user("touch");
+    let browser = logged_in(&both.a, &name).await;
     // A watch held directly, as a WebSocket handler holds it.
     let (watches, mut handed) = tokio::sync::mpsc::unbounded_channel();
     let router = Router::new()
@@ -336,6 +337,17 @@ pub(crate) async fn activity_the_app_reports_on_a_watch_keeps_its_session_alive<
         watch.touch().await.expect("the store answers"),
         "still live"
     );
+    let listed = both
+        .a
+        .layer
+        .admin()
+        .list_sessions(&name)
+        .await
+        .expect("listing");
+    assert!(
+        listed[0].last_seen > listed[0].created_at,
+        "the touch reached the store"
+    );
     // The first deadline passes: the touch moved it.
     advance(Duration::from_secs(120));
     sentinel(&both).await;
@@ -346,6 +358,34 @@ pub(crate) async fn activity_the_app_reports_on_a_watch_keeps_its_session_alive<
         .await
         .expect("the watch resolves at the new deadline");
     assert_eq!(ended, cloakroom::watch::Ended::Expired);
+}
+
+pub(crate) async fn two_streams_of_one_session_close_apart<S: SessionStore + Clone>(store: S) {
+    let both = instances(store);
+    let mut browser = logged_in(&both.a, &user("two")).await;
+    let first = open_stream(&both.streams, &browser).await;
+    let second = open_stream(&both.streams, &browser).await;
+    assert_eq!(both.b.layer.open_watches(), 2);
+    // One tab closes its stream: the other's watch stays.
+    drop(first);
+    assert_eq!(both.b.layer.open_watches(), 1);
+    let reply = browser.post("/logout").await;
+    assert!(reply.status.is_success(), "{}", reply.status);
+    assert_eq!(second.end().await, "session ended");
+}
+
+pub(crate) async fn a_stream_ends_when_every_session_is_ended<S: SessionStore + Clone>(store: S) {
+    let both = instances(store);
+    let browser = logged_in(&both.a, &user("breach")).await;
+    let stream = open_stream(&both.streams, &browser).await;
+    // After a breach: every session of every user.
+    both.a
+        .layer
+        .admin()
+        .end_all_sessions()
+        .await
+        .expect("ending all");
+    assert_eq!(stream.end().await, "session ended");
 }
 
 pub(crate) async fn a_visitor_without_a_login_gets_no_stream<S: SessionStore + Clone>(store: S) {
