@@ -68,18 +68,19 @@
 //! | store | hears | an end elsewhere reaches the watch |
 //! | --- | --- | --- |
 //! | `MemoryStore` | every call, in process | at once |
-//! | `RedisStore` (cached or not, standalone or Cluster) | the invalidation channel, from every instance | within a few milliseconds |
+//! | `RedisStore` (cached or not, standalone or Cluster) | the invalidation channel, from every instance (a store on a connection the app opened itself, `RedisStore::new`, has no address to subscribe through, and polls) | within a few milliseconds |
 //! | `SqliteStore` | its own calls; not other processes writing the file | at once; from another process within 5 s |
-//! | `PostgresStore`, any other store | nothing yet | within [`POLL_INTERVAL`] |
+//! | `PostgresStore` | `LISTEN` on the channel its table's trigger notifies, from every instance | within a few milliseconds |
+//! | a store of your own without [`changes`](crate::store::SessionStore::changes) | nothing | within [`POLL_INTERVAL`] |
 //!
 //! A `RedisStore` whose watches listen holds one more connection (its
 //! subscription; a cached store has it already), and a `PostgresStore`
 //! one connection of the application's pool (its `LISTEN`) from the first
 //! watch on: size the pool for it.
 //!
-//! A Redis feed that is lost (a restarted or frozen server, a dropped
-//! subscription: the channel's heartbeat does not come back within 0.5 s)
-//! makes every watch re-check its session at once and then every
+//! A Redis or PostgreSQL feed that is lost (a restarted or frozen server,
+//! a dropped subscription or connection: the channel's heartbeat does not
+//! come back in time) makes every watch re-check its session at once and then every
 //! [`POLL_INTERVAL`] until the channel is back, so no end goes unseen for
 //! longer than about 2 s; a store that fails during a re-check ends
 //! nothing (the session may well be live) and is asked again a second
